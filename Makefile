@@ -1,0 +1,35 @@
+# Tether: `make up` serves everything locally; `make test` runs lint, types and the whole suite.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install up test lint typecheck unit bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+up: install
+	$(BIN)/tether up
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+# Starts the Firestore and Pub/Sub emulators on free loopback ports, runs pytest, stops them.
+test: lint typecheck
+	infra/emulators.sh run $(BIN)/pytest -q tests
+
+bench: install
+	infra/emulators.sh run $(BIN)/pytest -q -s tests/bench
+
+clean:
+	rm -rf $(VENV) .tether .pytest_cache .mypy_cache .ruff_cache

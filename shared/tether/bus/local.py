@@ -1,0 +1,121 @@
+"""In-process Bus: durable-by-name subscriptions on queues, redelivery when a handler raises."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from tether.bus import COMMANDS_TOPIC, EVENTS_TOPIC, commands_subscription, events_subscription
+from tether.core.ports import Handler, Message
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class _Subscription:
+    def __init__(self, name: str, agent_id: str | None, redeliver_after: float) -> None:
+        self.name = name
+        self.agent_id = agent_id
+        self.redeliver_after = redeliver_after
+        self.queue: queue.Queue[Any] = queue.Queue()
+        self.handler: Handler | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._thread: threading.Thread | None = None
+
+    def attach(self, handler: Handler, workers: int) -> None:
+        self.handler = handler
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix=f"bus-{self.name}")
+        self._thread = threading.Thread(target=self._dispatch, name=f"bus-{self.name}", daemon=True)
+        self._thread.start()
+
+    def _dispatch(self) -> None:
+        assert self._pool is not None
+        while True:
+            msg = self.queue.get()
+            if msg is _STOP:
+                return
+            self._pool.submit(self._deliver, msg)
+
+    def _deliver(self, msg: Message) -> None:
+        handler = self.handler
+        if handler is None:  # detached while queued: keep it for the next handler
+            self.queue.put(msg)
+            return
+        try:
+            handler(msg)
+        except Exception:
+            log.exception("handler on %s failed; redelivering %s", self.name, msg.message_id)
+            timer = threading.Timer(self.redeliver_after, self.queue.put, (msg,))
+            timer.daemon = True
+            timer.start()
+
+    def close(self) -> None:
+        self.handler = None
+        self.queue.put(_STOP)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        # Messages stay queued for whoever subscribes next under this name.
+        fresh: queue.Queue[Any] = queue.Queue()
+        while not self.queue.empty():
+            item = self.queue.get_nowait()
+            if item is not _STOP:
+                fresh.put(item)
+        self.queue = fresh
+
+
+class LocalBus:
+    def __init__(self, workers: int = 8, redeliver_after: float = 0.5) -> None:
+        self._workers = workers
+        self._redeliver_after = redeliver_after
+        self._subs: dict[str, tuple[str, _Subscription]] = {}
+        self._lock = threading.Lock()
+
+    def _sub(self, topic: str, name: str, agent_id: str | None) -> _Subscription:
+        with self._lock:
+            if name not in self._subs:
+                self._subs[name] = (topic, _Subscription(name, agent_id, self._redeliver_after))
+            return self._subs[name][1]
+
+    def _publish(self, topic: str, data: dict[str, Any], attributes: dict[str, str]) -> str:
+        msg = Message(data=data, attributes=attributes, message_id=uuid.uuid4().hex)
+        with self._lock:
+            targets = [s for t, s in self._subs.values() if t == topic]
+        for sub in targets:
+            if sub.agent_id is None or sub.agent_id == attributes.get("agent_id"):
+                sub.queue.put(msg)
+        return msg.message_id
+
+    def publish_command(self, agent_id: str, data: dict[str, Any]) -> str:
+        # Create the agent's subscription on first publish too, so nothing sent before the
+        # agent subscribes is lost (Pub/Sub subscriptions are created at deploy time).
+        self._sub(COMMANDS_TOPIC, commands_subscription(agent_id), agent_id)
+        return self._publish(COMMANDS_TOPIC, data, {"agent_id": agent_id})
+
+    def publish_event(self, data: dict[str, Any]) -> str:
+        return self._publish(EVENTS_TOPIC, data, {"type": str(data.get("type", ""))})
+
+    def subscribe_commands(self, agent_id: str, handler: Handler) -> _Subscription:
+        sub = self._sub(COMMANDS_TOPIC, commands_subscription(agent_id), agent_id)
+        sub.attach(handler, self._workers)
+        return sub
+
+    def subscribe_events(self, name: str, handler: Handler) -> _Subscription:
+        sub = self._sub(EVENTS_TOPIC, events_subscription(name), None)
+        sub.attach(handler, self._workers)
+        return sub
+
+    def ping(self) -> None:
+        return None
+
+    def close(self) -> None:
+        with self._lock:
+            subs = [s for _, s in self._subs.values()]
+        for sub in subs:
+            sub.close()

@@ -1,0 +1,1 @@
+"""Pure domain: models, state machines, ports. No I/O, no cloud imports."""

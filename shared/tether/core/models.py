@@ -1,0 +1,160 @@
+"""Domain records. pydantic v2 models are the one schema for stored documents and API shapes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tether.core.lifecycle import CommandState, SessionState
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Record(BaseModel):
+    """A stored document. `version` is the store's compare-and-set counter, not a stored field."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    version: int = Field(default=0, exclude=True)
+
+    def doc(self) -> dict[str, Any]:
+        return self.model_dump(mode="python", exclude={"version"})
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    USER = "user"
+
+
+class Principal(BaseModel):
+    """Who is calling: derived from the credential, never from a request body."""
+
+    id: str
+    username: str
+    role: Role = Role.USER
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+
+class User(Record):
+    id: str
+    username: str
+    role: Role = Role.USER
+    password_hash: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiKey(Record):
+    id: str  # the lookup prefix shown in the key
+    owner: str  # user id
+    key_hash: str
+    name: str = "default"
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Template(Record):
+    name: str
+    display_name: str
+    description: str = ""
+    category: str = "general"
+    image: str = "python:3.11-slim"
+    # Command the local platform runs as the workspace's long-lived process (none: exec only).
+    command: list[str] | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    vnc: bool = False
+    resources: dict[str, str] = Field(default_factory=lambda: {"cpu": "1000m", "memory": "1Gi"})
+    idle_timeout: str | None = None
+
+
+class AgentStatus(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+    DRAINING = "draining"
+
+
+class Agent(Record):
+    id: str
+    platform: str
+    region: str = "local"
+    status: AgentStatus = AgentStatus.ONLINE
+    capacity: int = 10
+    epoch: int = 1  # bumped on every (re)registration
+    registered_at: datetime = Field(default_factory=utcnow)
+    last_heartbeat: datetime = Field(default_factory=utcnow)
+
+
+class CommandType(StrEnum):
+    START_SESSION = "start_session"
+    STOP_SESSION = "stop_session"
+    HIBERNATE_SESSION = "hibernate_session"
+    WAKE_SESSION = "wake_session"
+    EXEC = "exec"
+
+
+class Command(Record):
+    id: str
+    agent_id: str
+    session_id: str | None = None
+    type: CommandType
+    payload: dict[str, Any] = Field(default_factory=dict)
+    state: CommandState = CommandState.PENDING
+    epoch: int = 1  # lease epoch: a result from an older lease is rejected
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    publish_count: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Session(Record):
+    id: str
+    owner: str  # principal id from the credential
+    template: str
+    platform: str
+    agent_id: str
+    namespace: str = "default"
+    user: str = "default"  # a label for grouping, not an identity
+    state: SessionState = SessionState.PENDING
+    message: str = ""
+    url: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+    long_lived: bool = False
+    expires_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+
+class ExecResult(BaseModel):
+    stdout: str = ""
+    stderr: str = ""
+    returncode: int
+    success: bool
+    timed_out: bool = False
+    truncated: bool = False
+    duration_ms: float = 0.0
+
+
+class WorkspaceSpec(BaseModel):
+    """What a provisioner needs to start one session's workspace."""
+
+    session_id: str
+    template: Template
+    namespace: str = "default"
+    user: str = "default"
+    persistent_home: bool = True
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class WorkspaceInfo(BaseModel):
+    url: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,131 @@
+"""The three ports. Every adapter passes the same contract suite in tests/contract/.
+
+Documents are plain dicts whose values are JSON types or timezone-aware `datetime`s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from tether.core.models import ExecResult, WorkspaceInfo, WorkspaceSpec
+
+Op = Literal["==", "in", "<", "<=", ">", ">="]
+Filter = tuple[str, Op, Any]
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One document as read from a Store: its id, compare-and-set version and data."""
+
+    id: str
+    version: int
+    data: dict[str, Any]
+
+
+class Store(Protocol):
+    """Document store with per-document versions.
+
+    - Not found: `get` returns None; `update` raises `NotFound`; `delete` returns False.
+    - Idempotency: `create` of an existing id raises `Conflict` (callers treat it as "already done"
+      where that is what they meant).
+    - Atomicity: each call is atomic on one document. `update` is a compare-and-set on `version`:
+      a lost race raises `Conflict` and changes nothing. Every write bumps `version` by one;
+      `create` yields version 1.
+    - Ordering: `query` returns documents matching every filter, ordered by `order_by` (then id),
+      at most `limit`. Without `order_by` the order is by id.
+    """
+
+    def get(self, kind: str, doc_id: str) -> Stored | None: ...
+
+    def create(self, kind: str, doc_id: str, data: dict[str, Any]) -> Stored: ...
+
+    def update(
+        self, kind: str, doc_id: str, data: dict[str, Any], expected_version: int
+    ) -> Stored: ...
+
+    def delete(self, kind: str, doc_id: str) -> bool: ...
+
+    def query(
+        self,
+        kind: str,
+        where: Sequence[Filter] = (),
+        order_by: str | None = None,
+        descending: bool = False,
+        limit: int | None = None,
+    ) -> list[Stored]: ...
+
+    def watch(self, kind: str, doc_id: str, after_version: int, timeout: float) -> Stored | None:
+        """Block until the document's version exceeds `after_version` (or it is deleted, then
+        None) or `timeout` seconds pass (then the current document). Sees writes made by other
+        processes too."""
+        ...
+
+    def ping(self) -> None:
+        """Raise `Unavailable` when the backend cannot be reached."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Message:
+    data: dict[str, Any]
+    attributes: dict[str, str] = field(default_factory=dict)
+    message_id: str = ""
+
+
+Handler = Callable[[Message], None]
+
+
+class Subscription(Protocol):
+    def close(self) -> None: ...
+
+
+class Bus(Protocol):
+    """Two topics: `agent-commands` (to one agent, attribute `agent_id`) and `agent-events`
+    (from agents: register, heartbeat, command_ack, command_result).
+
+    - Delivery is at least once: a handler may see a message twice and must be idempotent.
+    - A handler that returns acks the message; one that raises has it redelivered later.
+    - `subscribe_commands(agent_id, ...)` delivers only messages whose `agent_id` attribute
+      matches (adapters enforce this themselves even where the backend's filter does not).
+    - No ordering guarantee between messages.
+    - Subscriptions are durable by name: messages published while no handler runs are delivered
+      once one subscribes (the subscription is created on first use).
+    """
+
+    def publish_command(self, agent_id: str, data: dict[str, Any]) -> str: ...
+
+    def publish_event(self, data: dict[str, Any]) -> str: ...
+
+    def subscribe_commands(self, agent_id: str, handler: Handler) -> Subscription: ...
+
+    def subscribe_events(self, name: str, handler: Handler) -> Subscription: ...
+
+    def ping(self) -> None:
+        """Raise `Unavailable` when the backend cannot be reached."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Provisioner(Protocol):
+    """Owns workspaces on one platform. Every call is idempotent on `session_id`:
+    starting a started workspace returns its info; stopping a missing one succeeds."""
+
+    platform: str
+
+    def start(self, spec: WorkspaceSpec) -> WorkspaceInfo: ...
+
+    def stop(self, session_id: str) -> None: ...
+
+    def hibernate(self, session_id: str) -> None: ...
+
+    def wake(self, session_id: str) -> WorkspaceInfo: ...
+
+    def exec(self, session_id: str, command: str, timeout: float) -> ExecResult:
+        """Run `command` with a shell in the workspace. Raise `NotFound` for an unknown or
+        stopped workspace; report a timeout in the result, not as an exception."""
+        ...

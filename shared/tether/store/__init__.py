@@ -1,0 +1,1 @@
+"""Store adapters: sqlite (embedded default) and firestore."""

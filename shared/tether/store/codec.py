@@ -1,0 +1,30 @@
+"""Value encoding shared by adapters that keep documents as JSON text."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from tether.errors import Invalid
+
+_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def encode(value: Any) -> Any:
+    """Datetimes become fixed-width UTC ISO strings, so string order is time order."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise Invalid("naive datetime in a stored document")
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if isinstance(value, dict):
+        return {k: encode(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [encode(v) for v in value]
+    return value
+
+
+def check_field(name: str) -> str:
+    if not _FIELD.match(name):
+        raise Invalid(f"bad field name {name!r}", field=name)
+    return name

@@ -1,0 +1,152 @@
+"""Embedded Store on SQLite (WAL). Versioned compare-and-set with `UPDATE ... WHERE version=?`."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tether.core.ports import Filter, Stored
+from tether.errors import Conflict, Invalid, NotFound, Unavailable
+from tether.store.codec import check_field, encode
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS docs (
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (kind, id)
+) WITHOUT ROWID;
+"""
+_POLL = 0.05  # how often `watch` re-reads, to see other processes' writes
+
+
+class SqliteStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._changed = threading.Condition()
+        self._writes = 0
+        self._conn().executescript(_SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    def _wrote(self) -> None:
+        with self._changed:
+            self._writes += 1
+            self._changed.notify_all()
+
+    def get(self, kind: str, doc_id: str) -> Stored | None:
+        row = (
+            self._conn()
+            .execute("SELECT version, data FROM docs WHERE kind=? AND id=?", (kind, doc_id))
+            .fetchone()
+        )
+        return Stored(doc_id, row[0], json.loads(row[1])) if row else None
+
+    def create(self, kind: str, doc_id: str, data: dict[str, Any]) -> Stored:
+        body = encode(data)
+        try:
+            self._conn().execute(
+                "INSERT INTO docs (kind, id, version, data) VALUES (?, ?, 1, ?)",
+                (kind, doc_id, json.dumps(body)),
+            )
+        except sqlite3.IntegrityError:
+            raise Conflict(f"{kind} {doc_id!r} already exists") from None
+        self._wrote()
+        return Stored(doc_id, 1, body)
+
+    def update(
+        self, kind: str, doc_id: str, data: dict[str, Any], expected_version: int
+    ) -> Stored:
+        body = encode(data)
+        cur = self._conn().execute(
+            "UPDATE docs SET data=?, version=version+1 WHERE kind=? AND id=? AND version=?",
+            (json.dumps(body), kind, doc_id, expected_version),
+        )
+        if cur.rowcount == 0:
+            if self.get(kind, doc_id) is None:
+                raise NotFound(f"{kind} {doc_id!r} not found")
+            raise Conflict(f"{kind} {doc_id!r} changed concurrently")
+        self._wrote()
+        return Stored(doc_id, expected_version + 1, body)
+
+    def delete(self, kind: str, doc_id: str) -> bool:
+        cur = self._conn().execute("DELETE FROM docs WHERE kind=? AND id=?", (kind, doc_id))
+        if cur.rowcount:
+            self._wrote()
+        return cur.rowcount > 0
+
+    def query(
+        self,
+        kind: str,
+        where: Sequence[Filter] = (),
+        order_by: str | None = None,
+        descending: bool = False,
+        limit: int | None = None,
+    ) -> list[Stored]:
+        sql = ["SELECT id, version, data FROM docs WHERE kind=?"]
+        args: list[Any] = [kind]
+        for name, op, value in where:
+            path = f"json_extract(data, '$.{check_field(name)}')"
+            if op == "in":
+                values = [encode(v) for v in value]
+                if not values:
+                    return []
+                sql.append(f"AND {path} IN ({','.join('?' * len(values))})")
+                args.extend(values)
+            elif op in ("==", "<", "<=", ">", ">="):
+                sql.append(f"AND {path} {'=' if op == '==' else op} ?")
+                args.append(encode(value))
+            else:
+                raise Invalid(f"unsupported operator {op!r}", field=name)
+        direction = "DESC" if descending else "ASC"
+        if order_by:
+            sql.append(f"ORDER BY json_extract(data, '$.{check_field(order_by)}') {direction},")
+            sql.append(f"id {direction}")
+        else:
+            sql.append(f"ORDER BY id {direction}")
+        if limit is not None:
+            sql.append("LIMIT ?")
+            args.append(int(limit))
+        rows = self._conn().execute(" ".join(sql), args).fetchall()
+        return [Stored(r[0], r[1], json.loads(r[2])) for r in rows]
+
+    def watch(self, kind: str, doc_id: str, after_version: int, timeout: float) -> Stored | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._changed:
+                seen = self._writes
+            doc = self.get(kind, doc_id)
+            remaining = deadline - time.monotonic()
+            if doc is None or doc.version > after_version or remaining <= 0:
+                return doc
+            with self._changed:
+                if self._writes == seen:
+                    self._changed.wait(min(remaining, _POLL))
+
+    def ping(self) -> None:
+        try:
+            self._conn().execute("SELECT 1").fetchone()
+        except sqlite3.Error as exc:
+            raise Unavailable(f"sqlite store unavailable: {exc}") from exc
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

@@ -1,0 +1,76 @@
+"""Bus contract: every adapter (in-process, Pub/Sub emulator) behaves the same."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from tether.core.ports import Bus, Message
+
+
+def wait_for(pred: Callable[[], bool], timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return pred()
+
+
+def test_command_reaches_only_its_agent(bus: Bus) -> None:
+    got_a: list[Message] = []
+    got_b: list[Message] = []
+    sub_a = bus.subscribe_commands("agent-a", got_a.append)
+    sub_b = bus.subscribe_commands("agent-b", got_b.append)
+    bus.publish_command("agent-a", {"command_id": "c1"})
+    bus.publish_command("agent-b", {"command_id": "c2"})
+    assert wait_for(lambda: len(got_a) >= 1 and len(got_b) >= 1)
+    time.sleep(0.5)  # a misrouted message would have arrived by now
+    assert {m.data["command_id"] for m in got_a} == {"c1"}
+    assert {m.data["command_id"] for m in got_b} == {"c2"}
+    assert got_a[0].attributes["agent_id"] == "agent-a"
+    sub_a.close()
+    sub_b.close()
+
+
+def test_commands_published_before_the_agent_subscribes_are_delivered(bus: Bus) -> None:
+    bus.publish_command("late-agent", {"command_id": "early"})
+    got: list[Message] = []
+    sub = bus.subscribe_commands("late-agent", got.append)
+    assert wait_for(lambda: len(got) >= 1)
+    assert got[0].data == {"command_id": "early"}
+    sub.close()
+
+
+def test_events_fan_out_to_every_named_subscription(bus: Bus) -> None:
+    one: list[Message] = []
+    two: list[Message] = []
+    s1 = bus.subscribe_events("one", one.append)
+    s2 = bus.subscribe_events("two", two.append)
+    bus.publish_event({"type": "heartbeat", "agent_id": "a"})
+    assert wait_for(lambda: len(one) >= 1 and len(two) >= 1)
+    assert one[0].data == {"type": "heartbeat", "agent_id": "a"}
+    s1.close()
+    s2.close()
+
+
+def test_a_failing_handler_gets_the_message_again(bus: Bus) -> None:
+    calls: list[str] = []
+    lock = threading.Lock()
+
+    def flaky(msg: Message) -> None:
+        with lock:
+            calls.append(msg.data["command_id"])
+            if len(calls) == 1:
+                raise RuntimeError("agent crashed mid-command")
+
+    sub = bus.subscribe_commands("flaky-agent", flaky)
+    bus.publish_command("flaky-agent", {"command_id": "retry-me"})
+    assert wait_for(lambda: len(calls) >= 2, timeout=60)
+    assert set(calls) == {"retry-me"}
+    sub.close()
+
+
+def test_ping_succeeds_on_a_live_backend(bus: Bus) -> None:
+    bus.ping()

@@ -1,0 +1,143 @@
+"""Store contract: every adapter (SQLite, Firestore emulator) behaves the same."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tether.core.ports import Store
+from tether.errors import Conflict, NotFound
+
+
+def test_create_then_get_round_trips_data_and_starts_at_version_1(store: Store) -> None:
+    created = store.create("sessions", "s1", {"owner": "u1", "n": 3, "tags": ["a"], "ok": True})
+    assert created.version == 1
+    got = store.get("sessions", "s1")
+    assert got is not None
+    assert got.version == 1
+    assert got.data == {"owner": "u1", "n": 3, "tags": ["a"], "ok": True}
+
+
+def test_get_missing_is_none_and_create_twice_conflicts(store: Store) -> None:
+    assert store.get("sessions", "nope") is None
+    store.create("sessions", "s1", {"a": 1})
+    with pytest.raises(Conflict):
+        store.create("sessions", "s1", {"a": 2})
+    got = store.get("sessions", "s1")
+    assert got is not None and got.data == {"a": 1}
+
+
+def test_update_is_compare_and_set(store: Store) -> None:
+    store.create("sessions", "s1", {"state": "pending"})
+    updated = store.update("sessions", "s1", {"state": "running"}, expected_version=1)
+    assert updated.version == 2
+    with pytest.raises(Conflict):
+        store.update("sessions", "s1", {"state": "failed"}, expected_version=1)
+    got = store.get("sessions", "s1")
+    assert got is not None and got.data == {"state": "running"} and got.version == 2
+
+
+def test_update_missing_is_not_found(store: Store) -> None:
+    with pytest.raises(NotFound):
+        store.update("sessions", "ghost", {"a": 1}, expected_version=1)
+
+
+def test_delete(store: Store) -> None:
+    store.create("sessions", "s1", {"a": 1})
+    assert store.delete("sessions", "s1") is True
+    assert store.get("sessions", "s1") is None
+    assert store.delete("sessions", "s1") is False
+
+
+def test_kinds_are_separate(store: Store) -> None:
+    store.create("sessions", "x", {"k": "s"})
+    store.create("commands", "x", {"k": "c"})
+    s, c = store.get("sessions", "x"), store.get("commands", "x")
+    assert s is not None and c is not None
+    assert (s.data["k"], c.data["k"]) == ("s", "c")
+
+
+def test_query_filters_order_and_limit(store: Store) -> None:
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    for i in range(5):
+        store.create(
+            "sessions",
+            f"s{i}",
+            {
+                "owner": "alice" if i % 2 == 0 else "bob",
+                "state": "running" if i < 3 else "terminated",
+                "created_at": base + timedelta(minutes=i),
+            },
+        )
+    ids = [d.id for d in store.query("sessions", [("owner", "==", "alice")])]
+    assert ids == ["s0", "s2", "s4"]
+    running = store.query(
+        "sessions", [("state", "in", ["running"])], order_by="created_at", descending=True
+    )
+    assert [d.id for d in running] == ["s2", "s1", "s0"]
+    limited = store.query("sessions", order_by="created_at", limit=2)
+    assert [d.id for d in limited] == ["s0", "s1"]
+    late = store.query("sessions", [("created_at", ">=", base + timedelta(minutes=3))])
+    assert [d.id for d in late] == ["s3", "s4"]
+    early = store.query("sessions", [("created_at", "<", base + timedelta(minutes=1))])
+    assert [d.id for d in early] == ["s0"]
+
+
+def test_datetimes_read_back_as_the_same_instant(store: Store) -> None:
+    from pydantic import TypeAdapter
+
+    when = datetime(2026, 3, 4, 5, 6, 7, 123456, tzinfo=UTC)
+    store.create("sessions", "s1", {"expires_at": when})
+    got = store.get("sessions", "s1")
+    assert got is not None
+    assert TypeAdapter(datetime).validate_python(got.data["expires_at"]) == when
+
+
+def test_concurrent_updates_one_wins_the_other_conflicts(store: Store) -> None:
+    store.create("agents", "a1", {"n": 0})
+    results: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def bump(tag: str) -> None:
+        barrier.wait()
+        try:
+            store.update("agents", "a1", {"n": 1, "by": tag}, expected_version=1)
+            results.append("won")
+        except Conflict:
+            results.append("conflict")
+
+    threads = [threading.Thread(target=bump, args=(t,)) for t in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["conflict", "won"]
+    got = store.get("agents", "a1")
+    assert got is not None and got.version == 2
+
+
+def test_watch_returns_on_change_from_another_thread(store: Store) -> None:
+    store.create("commands", "c1", {"state": "pending"})
+
+    def later() -> None:
+        time.sleep(0.3)
+        store.update("commands", "c1", {"state": "succeeded"}, expected_version=1)
+
+    threading.Thread(target=later).start()
+    got = store.watch("commands", "c1", after_version=1, timeout=10)
+    assert got is not None and got.data["state"] == "succeeded"
+
+
+def test_watch_times_out_with_current_document(store: Store) -> None:
+    store.create("commands", "c1", {"state": "pending"})
+    started = time.monotonic()
+    got = store.watch("commands", "c1", after_version=1, timeout=0.3)
+    assert got is not None and got.version == 1
+    assert time.monotonic() - started >= 0.25
+
+
+def test_ping_succeeds_on_a_live_backend(store: Store) -> None:
+    store.ping()
