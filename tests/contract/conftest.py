@@ -6,13 +6,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tether.core.ports import Bus, Store
 
 from tests.conftest import emulator
-from tether.core.ports import Bus, Store
 
 
 @pytest.fixture(params=["sqlite", "firestore"])
-def store(request: pytest.FixtureRequest, tmp_path: Path, project: str, unique: str) -> Iterator[Store]:
+def store(
+    request: pytest.FixtureRequest, tmp_path: Path, project: str, unique: str
+) -> Iterator[Store]:
     if request.param == "sqlite":
         from tether.store.sqlite import SqliteStore
 

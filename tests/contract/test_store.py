@@ -7,7 +7,6 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from tether.core.ports import Store
 from tether.errors import Conflict, NotFound
 

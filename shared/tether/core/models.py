@@ -15,6 +15,16 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _plain(value: Any) -> Any:
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
 class Record(BaseModel):
     """A stored document. `version` is the store's compare-and-set counter, not a stored field."""
 
@@ -23,7 +33,8 @@ class Record(BaseModel):
     version: int = Field(default=0, exclude=True)
 
     def doc(self) -> dict[str, Any]:
-        return self.model_dump(mode="python", exclude={"version"})
+        # Python mode keeps datetimes (stores order them as instants); enums become their values.
+        return _plain(self.model_dump(mode="python", exclude={"version"}))
 
 
 class Role(StrEnum):
@@ -158,3 +169,18 @@ class WorkspaceSpec(BaseModel):
 class WorkspaceInfo(BaseModel):
     url: str | None = None
     details: dict[str, Any] = Field(default_factory=dict)
+
+
+class SessionRequest(BaseModel):
+    """A request for a new session, whatever surface it came through."""
+
+    provider: str = "auto"
+    template: str
+    namespace: str = "default"
+    user: str = "default"
+    ttl_minutes: int | None = None
+    long_lived: bool = False
+    persistent_home: bool = True
+    # With provider "auto", agent platforms to try first (the legacy Cloud Run API prefers
+    # cloud_run, falling back to whatever agent is online).
+    prefer: tuple[str, ...] = ()

@@ -70,9 +70,7 @@ class SqliteStore:
         self._wrote()
         return Stored(doc_id, 1, body)
 
-    def update(
-        self, kind: str, doc_id: str, data: dict[str, Any], expected_version: int
-    ) -> Stored:
+    def update(self, kind: str, doc_id: str, data: dict[str, Any], expected_version: int) -> Stored:
         body = encode(data)
         cur = self._conn().execute(
             "UPDATE docs SET data=?, version=version+1 WHERE kind=? AND id=? AND version=?",

@@ -1,0 +1,189 @@
+"""The agent: one bus subscription for its commands, a journal for exactly-once effects."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from typing import Any
+
+from tether.agent.journal import Journal
+from tether.core.models import CommandType, Template, WorkspaceSpec
+from tether.core.ports import Bus, Message, Provisioner, Subscription
+from tether.errors import TetherError
+
+log = logging.getLogger(__name__)
+
+# Provisioning calls are idempotent, so one interrupted by a crash is simply run again;
+# an interrupted exec is reported as failed rather than run a second time.
+_RERUNNABLE = {
+    CommandType.START_SESSION,
+    CommandType.STOP_SESSION,
+    CommandType.HIBERNATE_SESSION,
+    CommandType.WAKE_SESSION,
+}
+
+
+class Agent:
+    def __init__(
+        self,
+        agent_id: str,
+        bus: Bus,
+        provisioner: Provisioner,
+        journal: Journal,
+        region: str = "local",
+        capacity: int = 10,
+        heartbeat_interval: float = 10.0,
+    ) -> None:
+        self.agent_id = agent_id
+        self.bus = bus
+        self.provisioner = provisioner
+        self.journal = journal
+        self.region = region
+        self.capacity = capacity
+        self.heartbeat_interval = heartbeat_interval
+        self._session_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._in_flight: set[str] = set()
+        self._in_flight_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._sub: Subscription | None = None
+        self._beat: threading.Thread | None = None
+        self.registered = threading.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _identity(self) -> dict[str, Any]:
+        return {
+            "agent_id": self.agent_id,
+            "platform": self.provisioner.platform,
+            "region": self.region,
+            "capacity": self.capacity,
+        }
+
+    def start(self) -> None:
+        self._sub = self.bus.subscribe_commands(self.agent_id, self.handle)
+        self.bus.publish_event({"type": "register", **self._identity()})
+        self._beat = threading.Thread(target=self._heartbeats, name="agent-heartbeat", daemon=True)
+        self._beat.start()
+
+    def _heartbeats(self) -> None:
+        while not self._stop.wait(self.heartbeat_interval):
+            try:
+                self.bus.publish_event({"type": "heartbeat", **self._identity()})
+            except Exception:
+                log.exception("heartbeat failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._sub is not None:
+            self._sub.close()
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def handle(self, msg: Message) -> None:
+        if msg.attributes.get("agent_id") not in (None, self.agent_id):
+            return  # not ours: Pub/Sub filters are not enforced by the emulator
+        data = msg.data
+        if data.get("type") == "register_ack":
+            self.registered.set()
+            return
+        if data.get("type") != "command":
+            log.warning("ignoring message of type %r", data.get("type"))
+            return
+        command_id = str(data["command_id"])
+        session_id = data.get("session_id")
+        kind = CommandType(data["command_type"])
+        epoch = int(data.get("epoch", 1))
+        with self._in_flight_lock:
+            if command_id in self._in_flight:
+                return  # a duplicate of a command this process is running right now
+            self._in_flight.add(command_id)
+        try:
+            self._handle_command(command_id, session_id, kind, epoch, data)
+        finally:
+            with self._in_flight_lock:
+                self._in_flight.discard(command_id)
+
+    def _handle_command(
+        self,
+        command_id: str,
+        session_id: str | None,
+        kind: CommandType,
+        epoch: int,
+        data: dict[str, Any],
+    ) -> None:
+        state, cached = self.journal.begin(command_id, session_id)
+        if state == "done" and cached is not None:
+            self.bus.publish_event(cached)  # a duplicate: report the same result again
+            return
+        if state == "started" and kind not in _RERUNNABLE:
+            # Claimed before but not running here: an earlier agent process died mid-way.
+            self._report(command_id, epoch, False, None, "interrupted: the agent restarted")
+            return
+        self.bus.publish_event(
+            {"type": "command_ack", "agent_id": self.agent_id, "command_id": command_id,
+             "epoch": epoch}
+        )  # fmt: skip
+        lock = self._session_locks[session_id or command_id]
+        try:
+            with lock:
+                result = self._run(kind, session_id, data.get("data") or {})
+        except TetherError as exc:
+            self._report(command_id, epoch, False, None, exc.message)
+        except Exception as exc:
+            log.exception("command %s failed", command_id)
+            self._report(command_id, epoch, False, None, f"{type(exc).__name__}: {exc}")
+        else:
+            self._report(command_id, epoch, True, result, None)
+
+    def _report(
+        self,
+        command_id: str,
+        epoch: int,
+        ok: bool,
+        result: dict[str, Any] | None,
+        error: str | None,
+    ) -> None:
+        event = {
+            "type": "command_result",
+            "agent_id": self.agent_id,
+            "command_id": command_id,
+            "epoch": epoch,
+            "status": "success" if ok else "failed",
+            "result": result,
+            "error": error,
+        }
+        self.journal.finish(command_id, event)
+        self.bus.publish_event(event)
+
+    def _run(
+        self, kind: CommandType, session_id: str | None, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        if session_id is None:
+            raise TetherError("command without session_id")
+        p = self.provisioner
+        if kind is CommandType.EXEC:
+            return p.exec(
+                session_id, str(data["command"]), float(data.get("timeout", 120))
+            ).model_dump()
+        if kind is CommandType.STOP_SESSION:
+            self.journal.mark_stopped(session_id)
+            p.stop(session_id)
+            return {}
+        if self.journal.was_stopped(session_id):
+            # A start or wake that arrives after the stop (no ordering on the bus) must not
+            # bring the workspace back.
+            raise TetherError(f"session {session_id} was stopped")
+        if kind is CommandType.START_SESSION:
+            spec = WorkspaceSpec(
+                session_id=session_id,
+                template=Template.model_validate(data["template"]),
+                namespace=str(data.get("namespace", "default")),
+                user=str(data.get("user", "default")),
+                persistent_home=bool(data.get("persistent_home", True)),
+            )
+            return p.start(spec).model_dump()
+        if kind is CommandType.HIBERNATE_SESSION:
+            p.hibernate(session_id)
+            return {}
+        return p.wake(session_id).model_dump()

@@ -1,0 +1,122 @@
+"""The composition root: the one place that picks adapters from settings.
+
+Nothing here runs at import. `services()` builds everything on first use, once per process
+(per function instance), so cold starts pay for cloud clients only when a request needs them.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from tether.core.models import Role
+from tether.core.ports import Bus, Store
+from tether.errors import Invalid
+from tether.service.agents import Agents
+from tether.service.auth import Auth
+from tether.service.commands import Commands
+from tether.service.events import Events
+from tether.service.health import Health
+from tether.service.sessions import Sessions
+from tether.service.sweeper import Sweeper
+from tether.service.templates import Templates
+from tether.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    bus: Bus
+    auth: Auth
+    templates: Templates
+    agents: Agents
+    commands: Commands
+    sessions: Sessions
+    events: Events
+    sweeper: Sweeper
+    health: Health
+
+    def close(self) -> None:
+        self.bus.close()
+        self.store.close()
+
+
+def make_store(settings: Settings) -> Store:
+    if settings.store == "sqlite":
+        from tether.store.sqlite import SqliteStore
+
+        return SqliteStore(settings.home / "tether.db")
+    if settings.store == "firestore":
+        from tether.store.firestore import FirestoreStore
+
+        return FirestoreStore(project=settings.project)
+    raise Invalid(f"TETHER_STORE must be sqlite or firestore, not {settings.store!r}")
+
+
+def make_bus(settings: Settings) -> Bus:
+    if settings.bus == "local":
+        from tether.bus.local import LocalBus
+
+        return LocalBus()
+    if settings.bus == "pubsub":
+        from tether.bus.pubsub import PubSubBus
+
+        return PubSubBus(project=settings.project)
+    raise Invalid(f"TETHER_BUS must be local or pubsub, not {settings.bus!r}")
+
+
+def build(settings: Settings, store: Store | None = None, bus: Bus | None = None) -> Services:
+    store = store or make_store(settings)
+    bus = bus or make_bus(settings)
+    templates = Templates(store)
+    agents = Agents(store, grace=settings.agent_grace)
+    commands = Commands(store, bus)
+    sessions = Sessions(store, commands, agents, templates)
+    return Services(
+        settings=settings,
+        store=store,
+        bus=bus,
+        auth=Auth(store),
+        templates=templates,
+        agents=agents,
+        commands=commands,
+        sessions=sessions,
+        events=Events(bus, agents, commands, sessions, settings.heartbeat_interval),
+        sweeper=Sweeper(sessions, commands, agents, settings.republish_after),
+        health=Health(store, bus, settings.store, settings.bus),
+    )
+
+
+def seed(services: Services) -> str | None:
+    """First-start data: templates and the `admin` user with a key. Returns a newly generated
+    API key (to print once), or None when the key came from settings or existed already."""
+    services.templates.seed()
+    settings = services.settings
+    services.auth.ensure_user("admin", Role.ADMIN, settings.admin_password)
+    if settings.api_key:
+        services.auth.add_key("admin", settings.api_key, name="bootstrap")
+        return None
+    if services.auth.has_key("admin"):
+        return None
+    return services.auth.add_key("admin", name="bootstrap")
+
+
+_lock = threading.Lock()
+_services: Services | None = None
+
+
+def services() -> Services:
+    """This process's services, built on first use."""
+    global _services
+    with _lock:
+        if _services is None:
+            _services = build(Settings.from_env())
+        return _services
+
+
+def install(built: Services) -> None:
+    """Use `built` as this process's services (the local origin builds them itself)."""
+    global _services
+    with _lock:
+        _services = built

@@ -1,0 +1,180 @@
+"""`tether`: run the local stack and drive sessions from a terminal.
+
+The client commands read TETHER_URL (default http://127.0.0.1:8080) and TETHER_API_KEY.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from tether.errors import TetherError
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from tether.sdk import Client
+
+    if not args.api_key:
+        sys.exit("tether: set TETHER_API_KEY or pass --api-key (the key `tether up` printed)")
+    return Client(args.url, args.api_key)
+
+
+def _print(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from waitress.server import create_server
+
+    from tether.local.origin import LocalStack, wsgi_app
+    from tether.settings import Settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = Settings.from_env()
+    print(f"Starting Tether (store={settings.store}, bus={settings.bus}, home={settings.home})")
+    stack = LocalStack(settings)
+    stack.start()
+    server = create_server(wsgi_app, host="127.0.0.1", port=settings.port, threads=16)
+    url = f"http://127.0.0.1:{server.effective_port}"  # type: ignore[union-attr]
+    if stack.new_key:
+        print(f"\nAdmin API key (shown once; set TETHER_API_KEY to choose your own):\n"
+              f"  {stack.new_key}\n")  # fmt: skip
+    print(f"Tether is up on {url}  (agent {stack.agent.agent_id}, Ctrl-C to stop)", flush=True)
+
+    def shutdown(*_: object) -> None:
+        server.close()
+
+    signal.signal(signal.SIGTERM, shutdown)
+    try:
+        server.run()
+    except (KeyboardInterrupt, OSError):
+        pass
+    finally:
+        print("Stopping Tether...", flush=True)
+        stack.stop()
+    return 0
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    client = _client(args)
+    started = time.monotonic()
+    print(f"Creating a '{args.template}' session...", file=sys.stderr, flush=True)
+    session = client.create_session(
+        template=args.template,
+        provider=args.provider,
+        namespace=args.namespace,
+        user=args.user,
+        ttl_minutes=args.ttl,
+        long_lived=args.long_lived,
+    )
+    took = time.monotonic() - started
+    print(f"Session {session['id']} is {session['status']} ({took:.1f}s)", file=sys.stderr)
+    _print(session)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    sessions = _client(args).list_sessions(args.namespace, args.user)
+    if not sessions:
+        print("No sessions.", file=sys.stderr)
+    for s in sessions:
+        print(f"{s['id']}\t{s['status']}\t{s['provider']}\t{s['template']}\t{s['expires_at']}")
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    _print(_client(args).get_session(args.session_id))
+    return 0
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    result = _client(args).execute_session(args.session_id, " ".join(args.command), args.timeout)
+    sys.stdout.write(result["stdout"])
+    sys.stderr.write(result["stderr"])
+    return int(result["returncode"])
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    session = _client(args).delete_session(args.session_id)
+    print(f"Session {session['id']} is {session['status']}", file=sys.stderr)
+    return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from tether.sdk import Client
+
+    report = Client(args.url).health()
+    _print(report)
+    return 0 if report.get("status") == "healthy" else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tether",
+        description="Tether: remote sessions without servers to babysit.",
+        epilog="Start with `tether up`, then `export TETHER_API_KEY=<printed key>` and "
+        "`tether create`.",
+    )
+    p.add_argument("--url", default=os.environ.get("TETHER_URL", "http://127.0.0.1:8080"),
+                   help="API base URL (env TETHER_URL)")  # fmt: skip
+    p.add_argument("--api-key", default=os.environ.get("TETHER_API_KEY"),
+                   help="API key (env TETHER_API_KEY)")  # fmt: skip
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("up", help="serve every API locally (SQLite store, local agent)").set_defaults(
+        func=cmd_up
+    )
+
+    c = sub.add_parser("create", help="create a session and wait until it runs")
+    c.add_argument("--template", default="python", help="template name (default: python)")
+    c.add_argument("--provider", default="auto", help="auto|cloud_run|gke|workstations")
+    c.add_argument("--namespace", default="default", help="grouping label")
+    c.add_argument("--user", default="default", help="user label")
+    c.add_argument("--ttl", type=int, default=None, help="minutes until the session expires")
+    c.add_argument("--long-lived", action="store_true", help="never expire")
+    c.set_defaults(func=cmd_create)
+
+    ls = sub.add_parser("list", help="list your sessions")
+    ls.add_argument("--namespace")
+    ls.add_argument("--user")
+    ls.set_defaults(func=cmd_list)
+
+    g = sub.add_parser("get", help="show one session")
+    g.add_argument("session_id")
+    g.set_defaults(func=cmd_get)
+
+    e = sub.add_parser("exec", help="run a command in a session; exits with its return code")
+    e.add_argument("session_id")
+    e.add_argument("command", nargs="+", help="the command line (quote it or put it after --)")
+    e.add_argument("--timeout", type=float, default=120, help="seconds (default 120)")
+    e.set_defaults(func=cmd_exec)
+
+    d = sub.add_parser("delete", help="terminate a session")
+    d.add_argument("session_id")
+    d.set_defaults(func=cmd_delete)
+
+    sub.add_parser("health", help="show the server's health").set_defaults(func=cmd_health)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except TetherError as exc:
+        print(f"tether: {exc.message}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"tether: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

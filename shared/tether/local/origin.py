@@ -1,0 +1,77 @@
+"""`tether up`: serves every surface on one origin with the embedded default adapters."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from werkzeug.wrappers import Request
+
+from tether import bootstrap
+from tether.agent.daemon import Agent
+from tether.agent.journal import Journal
+from tether.core.ports import Message
+from tether.errors import NotFound
+from tether.provision.local import LocalProvisioner
+from tether.settings import Settings
+from tether.surfaces.onmemos import render_error
+from tether.targets import HTTP_TARGETS, target_for
+
+log = logging.getLogger(__name__)
+
+
+def wsgi_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    request = Request(environ)
+    name = target_for(request.path)
+    if name is None:
+        response = render_error(NotFound("Not Found"), 404)
+    else:
+        response = HTTP_TARGETS[name](request)
+    return response(environ, start_response)
+
+
+class LocalStack:
+    """Everything `tether up` runs besides the HTTP server; usable from tests too."""
+
+    def __init__(self, settings: Settings, sweep_interval: float = 2.0) -> None:
+        self.settings = settings
+        self.services = bootstrap.build(settings)
+        bootstrap.install(self.services)
+        self.new_key = bootstrap.seed(self.services)
+        self.provisioner = LocalProvisioner(settings.home)
+        self.agent = Agent(
+            f"local-{socket.gethostname()}",
+            self.services.bus,
+            self.provisioner,
+            Journal(settings.home / "agent" / "journal.db"),
+            heartbeat_interval=settings.heartbeat_interval,
+        )
+        self.sweep_interval = sweep_interval
+        self._stop = threading.Event()
+
+    def _on_event(self, msg: Message) -> None:
+        self.services.events.handle(msg.data)
+
+    def _sweep(self) -> None:
+        while not self._stop.wait(self.sweep_interval):
+            try:
+                self.services.sweeper.run()
+            except Exception:
+                log.exception("sweeper run failed")
+
+    def start(self) -> None:
+        self._events = self.services.bus.subscribe_events("control-plane", self._on_event)
+        self.agent.start()
+        if not self.agent.registered.wait(30):
+            raise RuntimeError("the local agent did not register within 30s")
+        threading.Thread(target=self._sweep, name="sweeper", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.agent.stop()
+        self.provisioner.close()
+        self._events.close()
+        self.services.close()

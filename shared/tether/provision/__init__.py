@@ -1,0 +1,1 @@
+"""Provisioners: local (sandboxed processes); cloudrun and gke come with the cloud issue."""

@@ -1,0 +1,229 @@
+"""Workspaces as sandboxed local processes.
+
+A workspace is a home directory plus the workspace runtime (`tether.runtime`) running inside
+bubblewrap when it is installed (a plain process otherwise), listening on a Unix socket. The
+sandbox sees the host read-only, its own home, its storage directory and a private /tmp; the
+rest of TETHER_HOME (the database, other workspaces) is hidden from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from tether.core.models import ExecResult, WorkspaceInfo, WorkspaceSpec
+from tether.errors import NotFound, Unavailable
+
+log = logging.getLogger(__name__)
+
+HIBERNATED = ".tether-hibernated"
+
+
+class LocalProvisioner:
+    platform = "local"
+
+    def __init__(self, home: Path, sandbox: bool | None = None) -> None:
+        self.home = Path(home).resolve()
+        self.root = self.home / "workspaces"
+        self.buckets = self.home / "buckets"
+        self.sandbox = shutil.which("bwrap") is not None if sandbox is None else sandbox
+        # Unix socket paths are limited to ~108 bytes, so they live in a short private dir.
+        digest = hashlib.sha256(str(self.home).encode()).hexdigest()[:12]
+        self.sockets = Path(tempfile.gettempdir()) / f"tether-{os.getuid()}-{digest}"
+        self.sockets.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._clients: dict[str, httpx.Client] = {}
+        self._lock = threading.Lock()
+
+    # -- paths -------------------------------------------------------------------------------
+
+    def workdir(self, session_id: str) -> Path:
+        if "/" in session_id or session_id.startswith("."):
+            raise NotFound("Workspace not found")
+        return self.root / session_id
+
+    def bucket(self, session_id: str) -> Path:
+        return self.buckets / f"tether-{session_id}"
+
+    def socket(self, session_id: str) -> Path:
+        return self.sockets / (hashlib.sha256(session_id.encode()).hexdigest()[:16] + ".sock")
+
+    def _info(self, session_id: str) -> WorkspaceInfo:
+        return WorkspaceInfo(
+            url=f"http+unix://{self.socket(session_id)}",
+            details={
+                "service_name": f"tether-{session_id}",
+                "bucket_name": str(self.bucket(session_id)),
+                "workdir": str(self.workdir(session_id)),
+                "sandbox": "bubblewrap" if self.sandbox else "none",
+            },
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self, spec: WorkspaceSpec) -> WorkspaceInfo:
+        sid = spec.session_id
+        work, bucket = self.workdir(sid), self.bucket(sid)
+        work.mkdir(parents=True, exist_ok=True)
+        bucket.mkdir(parents=True, exist_ok=True)
+        link = work / "bucket"
+        if not link.is_symlink():
+            link.symlink_to(bucket)
+        (work / HIBERNATED).unlink(missing_ok=True)
+        env = dict(spec.template.env) | dict(spec.env)
+        (work / ".tether-env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+        self._ensure_runtime(sid)
+        return self._info(sid)
+
+    def stop(self, session_id: str) -> None:
+        self._kill(session_id)
+        shutil.rmtree(self.workdir(session_id), ignore_errors=True)
+        shutil.rmtree(self.bucket(session_id), ignore_errors=True)
+
+    def hibernate(self, session_id: str) -> None:
+        work = self.workdir(session_id)
+        if not work.exists():
+            raise NotFound("Workspace not found")
+        self._kill(session_id)
+        (work / HIBERNATED).touch()
+
+    def wake(self, session_id: str) -> WorkspaceInfo:
+        work = self.workdir(session_id)
+        if not work.exists():
+            raise NotFound("Workspace not found")
+        (work / HIBERNATED).unlink(missing_ok=True)
+        self._ensure_runtime(session_id)
+        return self._info(session_id)
+
+    def exec(self, session_id: str, command: str, timeout: float) -> ExecResult:
+        client = self._ensure_runtime(session_id)
+        try:
+            resp = client.post(
+                "/exec", json={"command": command, "timeout": timeout}, timeout=timeout + 10
+            )
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"Workspace runtime did not answer: {exc}") from exc
+        resp.raise_for_status()
+        return ExecResult.model_validate(resp.json())
+
+    def close(self) -> None:
+        for sid in list(self._procs):
+            self._kill(sid)
+
+    # -- the runtime process -----------------------------------------------------------------
+
+    def _ensure_runtime(self, session_id: str) -> httpx.Client:
+        """The runtime's client, (re)starting the runtime if it is not up. A workspace whose
+        runtime died with a previous agent comes back with its home intact."""
+        work = self.workdir(session_id)
+        if not work.exists():
+            raise NotFound("Workspace not found")
+        if (work / HIBERNATED).exists():
+            raise NotFound("Workspace is hibernated")
+        with self._lock:
+            proc = self._procs.get(session_id)
+            client = self._clients.get(session_id)
+            if proc is not None and proc.poll() is None and client is not None:
+                return client
+            return self._spawn(session_id)
+
+    def _command(self, session_id: str) -> list[str]:
+        work, sock = self.workdir(session_id), self.socket(session_id)
+        runtime = [sys.executable, "-m", "tether.runtime", "--home", str(work)]
+        runtime += ["--socket", str(sock)]
+        if not self.sandbox:
+            return runtime
+        bucket = self.bucket(session_id)
+        return [
+            "bwrap",
+            "--ro-bind", "/", "/",
+            "--dev", "/dev",
+            "--proc", "/proc",
+            "--tmpfs", "/tmp",
+            "--tmpfs", str(self.home),  # hide the database and other workspaces
+            "--bind", str(work), str(work),
+            "--bind", str(bucket), str(bucket),
+            "--bind", str(self.sockets), str(self.sockets),
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--die-with-parent",
+            "--chdir", str(work),
+            "--setenv", "HOME", str(work),
+            "--",
+            *runtime,
+        ]  # fmt: skip
+
+    def _spawn(self, session_id: str) -> httpx.Client:
+        work, sock = self.workdir(session_id), self.socket(session_id)
+        sock.unlink(missing_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+        env["HOME"] = str(work)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        for line in (
+            (work / ".tether-env").read_text().splitlines()
+            if (work / ".tether-env").exists()
+            else []
+        ):
+            key, _, value = line.partition("=")
+            env[key] = value
+        log_file = (work / ".tether-runtime.log").open("ab")
+        proc = subprocess.Popen(
+            self._command(session_id),
+            cwd=work,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            start_new_session=True,
+        )
+        log_file.close()
+        client = httpx.Client(
+            transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://runtime"
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise Unavailable(
+                    f"Workspace runtime exited with {proc.returncode}; "
+                    f"see {work / '.tether-runtime.log'}"
+                )
+            if sock.exists():
+                try:
+                    if client.get("/health", timeout=1).status_code == 200:
+                        self._procs[session_id] = proc
+                        self._clients[session_id] = client
+                        return client
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.02)
+        proc.kill()
+        raise Unavailable("Workspace runtime did not start within 15s")
+
+    def _kill(self, session_id: str) -> None:
+        with self._lock:
+            proc = self._procs.pop(session_id, None)
+            client = self._clients.pop(session_id, None)
+        if client is not None:
+            client.close()
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except ProcessLookupError:
+            pass
+        self.socket(session_id).unlink(missing_ok=True)

@@ -1,0 +1,3 @@
+from tether.runtime.server import main
+
+main()

@@ -1,0 +1,113 @@
+"""Requests and responses of the API, shared by the sync and async clients (no I/O here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from tether import errors
+
+_BY_STATUS: dict[int, type[errors.TetherError]] = {
+    400: errors.Invalid,
+    401: errors.Unauthenticated,
+    403: errors.Forbidden,
+    404: errors.NotFound,
+    409: errors.Conflict,
+    429: errors.RateLimited,
+    503: errors.Unavailable,
+    504: errors.Timeout,
+}
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    path: str
+    json: dict[str, Any] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    # How long the server may take, beyond the client's default (exec waits for the command).
+    timeout: float | None = None
+
+
+def result(response: httpx.Response) -> Any:
+    """The JSON body, or the error tree's exception for the status, carrying `detail`."""
+    if response.is_success:
+        return response.json() if response.content else None
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        detail = response.text
+    cls = _BY_STATUS.get(response.status_code, errors.TetherError)
+    exc = cls(str(detail))
+    exc.details["status"] = response.status_code
+    raise exc
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def create_session(spec: dict[str, Any]) -> Call:
+    return Call("POST", "/v1/sessions", json=_drop_none(spec))
+
+
+def get_session(session_id: str) -> Call:
+    return Call("GET", f"/v1/sessions/{session_id}")
+
+
+def list_sessions(namespace: str | None, user: str | None) -> Call:
+    return Call("GET", "/v1/sessions", params=_drop_none({"namespace": namespace, "user": user}))
+
+
+def execute_session(session_id: str, command: str, timeout: float) -> Call:
+    body = {"command": command, "timeout": timeout}
+    return Call("POST", f"/v1/sessions/{session_id}/execute", json=body, timeout=timeout + 30)
+
+
+def delete_session(session_id: str) -> Call:
+    return Call("DELETE", f"/v1/sessions/{session_id}")
+
+
+def connect_session(session_id: str) -> Call:
+    return Call("GET", f"/v1/sessions/{session_id}/connect")
+
+
+def create_workspace(template: str, namespace: str, user: str, ttl: int | None) -> Call:
+    body = _drop_none(
+        {"template": template, "namespace": namespace, "user": user, "ttl_minutes": ttl}
+    )
+    return Call("POST", "/v1/cloudrun/workspaces", json=body)
+
+
+def workspace_action(workspace_id: str, action: str, params: dict[str, Any]) -> Call:
+    timeout = float(params.get("timeout", 120))
+    path = f"/v1/cloudrun/workspaces/{workspace_id}/{action}"
+    return Call("POST", path, params=params, timeout=timeout + 30)
+
+
+def delete_workspace(workspace_id: str) -> Call:
+    return Call("DELETE", f"/v1/cloudrun/workspaces/{workspace_id}")
+
+
+def health() -> Call:
+    return Call("GET", "/health")
+
+
+def session_spec(
+    template: str,
+    namespace: str,
+    user: str,
+    provider: str,
+    ttl_minutes: int | None,
+    long_lived: bool,
+) -> dict[str, Any]:
+    return {
+        "template": template,
+        "namespace": namespace,
+        "user": user,
+        "provider": provider,
+        "ttl_minutes": ttl_minutes,
+        "long_lived": long_lived,
+    }

@@ -1,0 +1,1 @@
+"""Use cases on the ports: auth, sessions, agents, templates, commands, sweeper."""

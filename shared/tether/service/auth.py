@@ -1,0 +1,100 @@
+"""API keys and passwords. Keys are stored only as hashes, found by the prefix they carry."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from tether.core.models import ApiKey, Principal, Role, User
+from tether.core.ports import Store
+from tether.errors import Conflict, Unauthenticated
+from tether.service.repo import Repo
+
+KEY_PREFIX = "tether"
+
+
+def _hash_key(secret: str) -> str:
+    # Keys carry 190+ bits of randomness, so a fast hash is the right tool (not a slow KDF).
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
+    return f"scrypt$16384$8$1${salt.hex()}${digest.hex()}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        _, n, r, p, salt, digest = stored.split("$")
+        got = hashlib.scrypt(
+            password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), dklen=32
+        )
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got.hex(), digest)
+
+
+def lookup_id(key: str) -> str:
+    """The id a key's record is stored under: the prefix our keys carry, or for a key an
+    operator chose in another format, a stable digest of it."""
+    parts = key.split("_")
+    if len(parts) == 3 and parts[0] == KEY_PREFIX and parts[1] and parts[2]:
+        return parts[1]
+    return "x" + hashlib.sha256(key.encode()).hexdigest()[:11]
+
+
+@dataclass
+class Auth:
+    store: Store
+
+    def __post_init__(self) -> None:
+        self.users = Repo(self.store, "users", User)
+        self.keys = Repo(self.store, "api_keys", ApiKey)
+
+    def principal_for_key(self, key: str | None) -> Principal:
+        if not key:
+            raise Unauthenticated("Missing API key")
+        key = key.strip()
+        record = self.keys.find(lookup_id(key))
+        if record is None or not hmac.compare_digest(record.key_hash, _hash_key(key)):
+            raise Unauthenticated("Invalid API key")
+        user = self.users.find(record.owner)
+        if user is None:
+            raise Unauthenticated("Invalid API key")
+        return Principal(id=user.id, username=user.username, role=user.role)
+
+    def ensure_user(self, username: str, role: Role, password: str | None = None) -> User:
+        user = self.users.find(username)
+        if user is None:
+            user = User(id=username, username=username, role=role)
+            if password:
+                user.password_hash = hash_password(password)
+            try:
+                return self.users.create(username, user)
+            except Conflict:  # another instance bootstrapped it first
+                return self.users.get(username)
+        if password and not (user.password_hash and verify_password(password, user.password_hash)):
+            user.password_hash = hash_password(password)
+            user = self.users.save(username, user)
+        return user
+
+    def add_key(self, owner: str, key: str | None = None, name: str = "default") -> str:
+        """Register `key` (or a new random one) for `owner`; returns the key. Idempotent."""
+        key = key or f"{KEY_PREFIX}_{secrets.token_hex(6)}_{secrets.token_urlsafe(24)}"
+        prefix = lookup_id(key)
+        record = ApiKey(id=prefix, owner=owner, key_hash=_hash_key(key), name=name)
+        existing = self.keys.find(prefix)
+        if existing is None:
+            try:
+                self.keys.create(prefix, record)
+            except Conflict:
+                existing = self.keys.get(prefix)
+        if existing is not None and existing.key_hash != record.key_hash:
+            raise Conflict("An API key with that prefix exists already")
+        return key
+
+    def has_key(self, owner: str) -> bool:
+        return bool(self.keys.query([("owner", "==", owner)], limit=1))

@@ -1,0 +1,138 @@
+"""Commands to agents through an outbox: written first, then published, results by epoch."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from tether.core.lifecycle import FINAL_COMMAND_STATES, CommandState
+from tether.core.models import Command, CommandType, utcnow
+from tether.core.ports import Bus, Store
+from tether.service.repo import Repo
+
+log = logging.getLogger(__name__)
+
+
+def wire(command: Command) -> dict[str, Any]:
+    """The message an agent receives (StreamSpace's agent protocol shape, plus our epoch)."""
+    return {
+        "type": "command",
+        "command_id": command.id,
+        "command_type": command.type,
+        "session_id": command.session_id,
+        "epoch": command.epoch,
+        "data": command.payload,
+    }
+
+
+@dataclass
+class Commands:
+    store: Store
+    bus: Bus
+
+    def __post_init__(self) -> None:
+        self.repo = Repo(self.store, "commands", Command)
+
+    def issue(
+        self,
+        agent_id: str,
+        type: CommandType,
+        session_id: str | None,
+        payload: dict[str, Any],
+    ) -> Command:
+        command = Command(
+            id=f"cmd-{uuid.uuid4().hex}",
+            agent_id=agent_id,
+            session_id=session_id,
+            type=type,
+            payload=payload,
+        )
+        # Outbox: the record exists before any agent can see the message, so a crash between
+        # the two leaves a pending command that the sweeper publishes, never a lost one.
+        self.repo.create(command.id, command)
+        self.publish(command)
+        return command
+
+    def publish(self, command: Command) -> None:
+        self.bus.publish_command(command.agent_id, wire(command))
+
+        def mark(c: Command) -> Command | None:
+            if c.state is not CommandState.PENDING and c.state is not CommandState.PUBLISHED:
+                return None  # the agent got there first
+            c.state = CommandState.PUBLISHED
+            c.publish_count += 1
+            c.updated_at = utcnow()
+            return c
+
+        self.repo.mutate(command.id, mark)
+
+    def wait(self, command_id: str, timeout: float) -> Command:
+        """Block until the command is final or `timeout` passes; returns its latest record."""
+        deadline = utcnow() + timedelta(seconds=timeout)
+        command = self.repo.get(command_id)
+        while command.state not in FINAL_COMMAND_STATES:
+            remaining = (deadline - utcnow()).total_seconds()
+            if remaining <= 0:
+                break
+            doc = self.store.watch("commands", command_id, command.version, remaining)
+            if doc is None:
+                break
+            command = self.repo.get(command_id)
+        return command
+
+    def acked(self, command_id: str, epoch: int) -> Command | None:
+        def move(c: Command) -> Command | None:
+            if c.epoch != epoch or c.state not in (CommandState.PENDING, CommandState.PUBLISHED):
+                return None
+            c.state = CommandState.ACKED
+            c.updated_at = utcnow()
+            return c
+
+        return self._mutate_existing(command_id, move)
+
+    def finished(
+        self,
+        command_id: str,
+        epoch: int,
+        ok: bool,
+        result: dict[str, Any] | None,
+        error: str | None,
+    ) -> Command | None:
+        """Record a result. A result from an older lease, or for a command already final, is
+        ignored; returns the command as it now stands (None when unknown)."""
+
+        def move(c: Command) -> Command | None:
+            if c.state in FINAL_COMMAND_STATES:
+                return None
+            if c.epoch != epoch:
+                log.warning("stale result for %s (epoch %s, current %s)", c.id, epoch, c.epoch)
+                return None
+            c.state = CommandState.SUCCEEDED if ok else CommandState.FAILED
+            c.result = result
+            c.error = error
+            c.updated_at = utcnow()
+            return c
+
+        return self._mutate_existing(command_id, move)
+
+    def _mutate_existing(self, command_id: str, move: Any) -> Command | None:
+        if self.repo.find(command_id) is None:
+            log.warning("event for unknown command %s", command_id)
+            return None
+        return self.repo.mutate(command_id, move)
+
+    def republish_stale(self, older_than: float) -> int:
+        """Publish again every command no agent has acked for `older_than` seconds."""
+        cutoff = utcnow() - timedelta(seconds=older_than)
+        stale = self.repo.query(
+            [("state", "in", [CommandState.PENDING.value, CommandState.PUBLISHED.value])]
+        )
+        count = 0
+        for command in stale:
+            if command.updated_at <= cutoff:
+                self.publish(command)
+                count += 1
+        return count

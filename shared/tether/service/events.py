@@ -1,0 +1,69 @@
+"""Handles messages on `agent-events`: register, heartbeat, command_ack, command_result.
+
+Runs in the `agent_events` CloudEvent function in the cloud and on the in-process bus locally.
+Every branch is idempotent, because Pub/Sub delivers at least once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from tether.core.lifecycle import FINAL_COMMAND_STATES
+from tether.core.ports import Bus
+from tether.errors import Invalid
+from tether.service.agents import Agents
+from tether.service.commands import Commands
+from tether.service.sessions import Sessions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Events:
+    bus: Bus
+    agents: Agents
+    commands: Commands
+    sessions: Sessions
+    heartbeat_interval: float = 10.0
+
+    def handle(self, data: dict[str, Any]) -> None:
+        kind = data.get("type")
+        agent_id = data.get("agent_id")
+        if not isinstance(agent_id, str) or not agent_id:
+            raise Invalid("event without agent_id", field="agent_id")
+        if kind == "register":
+            self.agents.register(
+                agent_id,
+                str(data.get("platform", "local")),
+                str(data.get("region", "local")),
+                int(data.get("capacity", 10)),
+            )
+            self.bus.publish_command(
+                agent_id,
+                {
+                    "type": "register_ack",
+                    "agent_id": agent_id,
+                    "status": "registered",
+                    "heartbeat_interval": f"{self.heartbeat_interval:g}s",
+                },
+            )
+        elif kind == "heartbeat":
+            self.agents.heartbeat(agent_id, data)
+        elif kind == "command_ack":
+            self.commands.acked(str(data["command_id"]), int(data.get("epoch", 1)))
+        elif kind == "command_result":
+            command = self.commands.finished(
+                str(data["command_id"]),
+                int(data.get("epoch", 1)),
+                ok=data.get("status") == "success",
+                result=data.get("result"),
+                error=data.get("error"),
+            )
+            # Apply even when the command was final already: the first delivery may have
+            # crashed between recording the result and moving the session on.
+            if command is not None and command.state in FINAL_COMMAND_STATES:
+                self.sessions.apply_result(command)
+        else:
+            log.warning("ignoring unknown event type %r from %s", kind, agent_id)

@@ -1,0 +1,70 @@
+"""Typed access to one kind of document in the Store."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+from tether.core.models import Record
+from tether.core.ports import Filter, Store, Stored
+from tether.errors import Conflict, NotFound
+
+T = TypeVar("T", bound=Record)
+
+
+class Repo(Generic[T]):
+    def __init__(self, store: Store, kind: str, model: type[T]) -> None:
+        self.store = store
+        self.kind = kind
+        self.model = model
+
+    def _load(self, doc: Stored) -> T:
+        obj = self.model.model_validate(doc.data)
+        obj.version = doc.version
+        return obj
+
+    def find(self, doc_id: str) -> T | None:
+        doc = self.store.get(self.kind, doc_id)
+        return self._load(doc) if doc else None
+
+    def get(self, doc_id: str, what: str | None = None) -> T:
+        obj = self.find(doc_id)
+        if obj is None:
+            raise NotFound(f"{what or self.kind.rstrip('s').capitalize()} not found")
+        return obj
+
+    def create(self, doc_id: str, obj: T) -> T:
+        obj.version = self.store.create(self.kind, doc_id, obj.doc()).version
+        return obj
+
+    def save(self, doc_id: str, obj: T) -> T:
+        """Compare-and-set on the version the object was read at; Conflict if it moved."""
+        obj.version = self.store.update(self.kind, doc_id, obj.doc(), obj.version).version
+        return obj
+
+    def mutate(self, doc_id: str, change: Callable[[T], T | None], attempts: int = 8) -> T:
+        """Read, apply `change`, write; retry on a lost race. `change` returning None means
+        "nothing to do" and writes nothing."""
+        for _ in range(attempts):
+            obj = self.get(doc_id)
+            new = change(obj)
+            if new is None:
+                return obj
+            try:
+                return self.save(doc_id, new)
+            except Conflict:
+                continue
+        raise Conflict(f"{self.kind} {doc_id!r} is changing too fast; try again")
+
+    def query(
+        self,
+        where: Sequence[Filter] = (),
+        order_by: str | None = None,
+        descending: bool = False,
+        limit: int | None = None,
+    ) -> list[T]:
+        docs = self.store.query(self.kind, where, order_by, descending, limit)
+        return [self._load(d) for d in docs]
+
+    def delete(self, doc_id: str) -> bool:
+        return self.store.delete(self.kind, doc_id)

@@ -1,0 +1,27 @@
+"""Periodic repair: expire sessions, re-publish unacked commands, mark silent agents offline.
+
+Cloud Scheduler calls the `sweeper` function; the local stack runs it on a timer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tether.service.agents import Agents
+from tether.service.commands import Commands
+from tether.service.sessions import Sessions
+
+
+@dataclass
+class Sweeper:
+    sessions: Sessions
+    commands: Commands
+    agents: Agents
+    republish_after: float = 10.0
+
+    def run(self) -> dict[str, int]:
+        return {
+            "expired_sessions": len(self.sessions.expire()),
+            "republished_commands": self.commands.republish_stale(self.republish_after),
+            "offline_agents": len(self.agents.mark_offline()),
+        }

@@ -1,0 +1,46 @@
+"""Settings from the environment (see DESIGN.md, "Local stack")."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, "") or default
+
+
+@dataclass(frozen=True)
+class Settings:
+    port: int = 8080
+    home: Path = Path(".tether")
+    store: str = "sqlite"
+    bus: str = "local"
+    project: str = "tether-local"
+    admin_password: str | None = None
+    api_key: str | None = None
+    # Seconds an agent may go without a heartbeat before it counts as offline.
+    agent_grace: float = 30.0
+    heartbeat_interval: float = 10.0
+    # A command not acked within this many seconds is published again by the sweeper.
+    republish_after: float = 10.0
+    public_url: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        port = int(_env("TETHER_PORT", "8080"))
+        return cls(
+            port=port,
+            home=Path(_env("TETHER_HOME", ".tether")).resolve(),
+            store=_env("TETHER_STORE", "sqlite"),
+            bus=_env("TETHER_BUS", "local"),
+            project=_env("GOOGLE_CLOUD_PROJECT", "tether-local"),
+            admin_password=os.environ.get("TETHER_ADMIN_PASSWORD") or None,
+            api_key=os.environ.get("TETHER_API_KEY") or None,
+            agent_grace=float(_env("TETHER_AGENT_GRACE", "30")),
+            heartbeat_interval=float(_env("TETHER_HEARTBEAT_INTERVAL", "10")),
+            republish_after=float(_env("TETHER_REPUBLISH_AFTER", "10")),
+            public_url=_env("TETHER_PUBLIC_URL", f"http://127.0.0.1:{port}"),
+        )

@@ -1,0 +1,202 @@
+"""Store on Cloud Firestore. One collection per kind (`prefix + kind`); each document holds the
+caller's data plus a reserved version field, and `update` is a compare-and-set in a transaction.
+
+google.cloud is imported lazily so that importing tether.store never loads gRPC or does I/O.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from itertools import groupby
+from typing import TYPE_CHECKING, Any
+
+from tether.core.ports import Filter, Stored
+from tether.errors import Conflict, Invalid, NotFound, Unavailable
+from tether.store.codec import check_field, encode
+
+if TYPE_CHECKING:
+    from google.cloud.firestore import Client, DocumentReference, DocumentSnapshot, Transaction
+
+_VERSION = "_v"  # reserved field: the document's compare-and-set version
+_OPS = ("==", "in", "<", "<=", ">", ">=")
+_PING_TIMEOUT = 2.5
+
+
+@contextmanager
+def _errors(what: str) -> Iterator[None]:
+    """Translate backend failures into the one error tree."""
+    from google.api_core import exceptions as gexc
+
+    try:
+        yield
+    except (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError) as exc:
+        raise Unavailable(f"firestore unavailable during {what}: {exc}") from exc
+
+
+def _stored(snap: DocumentSnapshot[Any]) -> Stored | None:
+    data = snap.to_dict() if snap.exists else None
+    if data is None:
+        return None
+    version = data.pop(_VERSION, 0)
+    return Stored(snap.id, int(version), data)
+
+
+def _field(data: dict[str, Any], path: str) -> Any:
+    value: Any = data
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _checked(data: dict[str, Any]) -> dict[str, Any]:
+    if _VERSION in data:
+        raise Invalid(f"field {_VERSION!r} is reserved", field=_VERSION)
+    encode(data)  # validation only: rejects naive datetimes, as every adapter must
+    return dict(data)
+
+
+class FirestoreStore:
+    def __init__(
+        self, project: str | None = None, prefix: str = "", database: str = "(default)"
+    ) -> None:
+        self.project = project
+        self.prefix = prefix
+        self.database = database
+        self._lock = threading.Lock()
+        self._db: Client | None = None
+
+    def _client(self) -> Client:
+        with self._lock:
+            if self._db is None:
+                from google.cloud import firestore
+
+                self._db = firestore.Client(project=self.project, database=self.database)
+            return self._db
+
+    def _ref(self, kind: str, doc_id: str) -> DocumentReference:
+        return self._client().collection(self.prefix + kind).document(doc_id)
+
+    def get(self, kind: str, doc_id: str) -> Stored | None:
+        with _errors("get"):
+            return _stored(self._ref(kind, doc_id).get())
+
+    def create(self, kind: str, doc_id: str, data: dict[str, Any]) -> Stored:
+        from google.api_core.exceptions import AlreadyExists
+
+        body = _checked(data)
+        try:
+            with _errors("create"):
+                self._ref(kind, doc_id).create({**body, _VERSION: 1})
+        except AlreadyExists:
+            raise Conflict(f"{kind} {doc_id!r} already exists") from None
+        return Stored(doc_id, 1, body)
+
+    def update(self, kind: str, doc_id: str, data: dict[str, Any], expected_version: int) -> Stored:
+        from google.api_core.exceptions import Aborted
+        from google.cloud import firestore
+
+        body = _checked(data)
+        ref = self._ref(kind, doc_id)
+
+        @firestore.transactional  # type: ignore[untyped-decorator]
+        def cas(tx: Transaction) -> None:
+            current = _stored(ref.get(transaction=tx))
+            if current is None:
+                raise NotFound(f"{kind} {doc_id!r} not found")
+            if current.version != expected_version:
+                raise Conflict(f"{kind} {doc_id!r} changed concurrently")
+            tx.set(ref, {**body, _VERSION: expected_version + 1})
+
+        try:
+            with _errors("update"):
+                cas(self._client().transaction())
+        except (Aborted, ValueError) as exc:
+            # Contention the client could not retry away (ValueError wraps Aborted once its
+            # attempts run out): someone else won the race.
+            if isinstance(exc, Aborted) or isinstance(exc.__cause__, Aborted):
+                raise Conflict(f"{kind} {doc_id!r} changed concurrently") from exc
+            raise
+        return Stored(doc_id, expected_version + 1, body)
+
+    def delete(self, kind: str, doc_id: str) -> bool:
+        from google.api_core.exceptions import NotFound as Missing
+
+        client = self._client()
+        try:
+            with _errors("delete"):
+                # An exists precondition makes the delete itself report whether there was one.
+                self._ref(kind, doc_id).delete(option=client.write_option(exists=True))
+        except Missing:
+            return False
+        return True
+
+    def query(
+        self,
+        kind: str,
+        where: Sequence[Filter] = (),
+        order_by: str | None = None,
+        descending: bool = False,
+        limit: int | None = None,
+    ) -> list[Stored]:
+        from google.cloud.firestore import Query
+        from google.cloud.firestore_v1.base_query import FieldFilter
+        from google.cloud.firestore_v1.field_path import FieldPath
+
+        q: Any = self._client().collection(self.prefix + kind)
+        ranged: set[str] = set()
+        for name, op, value in where:
+            if op not in _OPS:
+                raise Invalid(f"unsupported operator {op!r}", field=name)
+            if op == "in":
+                value = list(value)
+                if not value:
+                    return []
+            elif op != "==":
+                ranged.add(name)
+            q = q.where(filter=FieldFilter(check_field(name), op, value))
+        direction = Query.DESCENDING if descending else Query.ASCENDING
+        if order_by:
+            q = q.order_by(check_field(order_by), direction=direction)
+        # Firestore orders by range-filtered fields before the id, so "then id" can only be
+        # asked of it when the only such field is `order_by`; otherwise tie-break here.
+        exact = not ranged - {order_by}
+        if exact:
+            q = q.order_by(FieldPath.document_id(), direction=direction)
+            if limit is not None:
+                q = q.limit(int(limit))
+        with _errors("query"):
+            docs = [s for s in map(_stored, q.stream()) if s is not None]
+        if exact:
+            return docs
+        runs = groupby(docs, key=lambda s: _field(s.data, order_by)) if order_by else [("", docs)]
+        docs = [s for _, run in runs for s in sorted(run, key=lambda s: s.id, reverse=descending)]
+        return docs if limit is None else docs[: int(limit)]
+
+    def watch(self, kind: str, doc_id: str, after_version: int, timeout: float) -> Stored | None:
+        # Polling keeps this stateless and sees every writer; a listener would need a thread.
+        deadline = time.monotonic() + timeout
+        delay = 0.01
+        while True:
+            doc = self.get(kind, doc_id)
+            remaining = deadline - time.monotonic()
+            if doc is None or doc.version > after_version or remaining <= 0:
+                return doc
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, 0.1)
+
+    def ping(self) -> None:
+        try:
+            self._client().collection("_health").document("ping").get(
+                retry=None, timeout=_PING_TIMEOUT
+            )
+        except Exception as exc:
+            raise Unavailable(f"firestore store unavailable: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()  # type: ignore[no-untyped-call]
+                self._db = None

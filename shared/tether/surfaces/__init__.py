@@ -1,0 +1,1 @@
+"""One module per published API surface: routes, request/response models, error rendering."""

@@ -1,0 +1,106 @@
+"""What every HTTP surface shares: routing, body and query parsing, error status mapping."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import MethodNotAllowed
+from werkzeug.exceptions import NotFound as NoRoute
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from tether import errors
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+Handler = Callable[..., Response]
+ErrorRenderer = Callable[[errors.TetherError, int], Response]
+
+_STATUS: list[tuple[type[errors.TetherError], int]] = [
+    (errors.Invalid, 400),
+    (errors.Unauthenticated, 401),
+    (errors.Forbidden, 403),
+    (errors.NotFound, 404),
+    (errors.Conflict, 409),  # InvalidTransition included
+    (errors.RateLimited, 429),
+    (errors.Unavailable, 503),
+    (errors.Timeout, 504),
+]
+
+
+def status_for(error: errors.TetherError) -> int:
+    for cls, status in _STATUS:
+        if isinstance(error, cls):
+            return status
+    return 500
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(data, default=str), status=status, headers=headers, mimetype="application/json"
+    )
+
+
+def _describe(exc: ValidationError, where: str) -> errors.Invalid:
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or where
+    message = first["msg"]
+    return errors.Invalid(f"Invalid {where} field '{field}': {message}", field=field)
+
+
+def parse_body(request: Request, model: type[M]) -> M:
+    raw = request.get_data(cache=True)
+    try:
+        data = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        raise errors.Invalid("Request body is not valid JSON", field="body") from None
+    if not isinstance(data, dict):
+        raise errors.Invalid("Request body must be a JSON object", field="body")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _describe(exc, "body") from None
+
+
+def parse_query(request: Request, model: type[M]) -> M:
+    try:
+        return model.model_validate(request.args.to_dict())
+    except ValidationError as exc:
+        raise _describe(exc, "query") from None
+
+
+class Router:
+    """Routes a request to its handler and turns every error into the surface's error body."""
+
+    def __init__(self, render_error: ErrorRenderer) -> None:
+        self.map = Map(strict_slashes=False, merge_slashes=False)
+        self.handlers: dict[str, Handler] = {}
+        self.render_error = render_error
+
+    def route(self, path: str, methods: list[str]) -> Callable[[Handler], Handler]:
+        def add(handler: Handler) -> Handler:
+            name = f"{handler.__name__}:{path}:{','.join(methods)}"
+            self.map.add(Rule(path, endpoint=name, methods=methods))
+            self.handlers[name] = handler
+            return handler
+
+        return add
+
+    def __call__(self, request: Request) -> Response:
+        try:
+            endpoint, args = self.map.bind_to_environ(request.environ).match()
+            return self.handlers[str(endpoint)](request, **args)
+        except errors.TetherError as exc:
+            return self.render_error(exc, status_for(exc))
+        except NoRoute:
+            return self.render_error(errors.NotFound("Not Found"), 404)
+        except MethodNotAllowed:
+            return self.render_error(errors.Invalid("Method Not Allowed", field="method"), 405)
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return self.render_error(errors.TetherError("Internal server error"), 500)
