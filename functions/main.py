@@ -1,8 +1,12 @@
-"""Cloud Functions entry points. Each is a thin target defined in `tether.targets`.
+"""Cloud Functions entry points: the thin targets of `tether.targets`, registered by name.
 
 Deploy with e.g. `--entry-point onmemos`; importing this module builds no cloud client.
 """
 
-from tether.targets import agent_events, health, onmemos, sweeper
+import functions_framework
+from tether import targets
 
-__all__ = ["agent_events", "health", "onmemos", "sweeper"]
+onmemos = functions_framework.http(targets.onmemos)
+health = functions_framework.http(targets.health)
+sweeper = functions_framework.http(targets.sweeper)
+agent_events = functions_framework.cloud_event(targets.agent_events)

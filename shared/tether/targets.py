@@ -1,4 +1,5 @@
-"""The function targets, thin: parse, call a service, render. `functions/main.py` exports them.
+"""The function targets, thin: parse, call a service, render. `functions/main.py` registers
+them with functions-framework; the local origin calls them directly.
 
 `ROUTES` is the one routing table: the local origin serves it, the cloud load balancer's URL
 map is generated from the same list.
@@ -8,9 +9,9 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from typing import Any
 
-import functions_framework
 from werkzeug.wrappers import Request, Response
 
 from tether import bootstrap
@@ -25,22 +26,18 @@ ROUTES: list[tuple[str, str]] = [
 ]
 
 
-@functions_framework.http
 def onmemos(request: Request) -> Response:
     return _onmemos.router(request)
 
 
-@functions_framework.http
 def health(request: Request) -> Response:
     return _onmemos.health(request)
 
 
-@functions_framework.http
 def sweeper(request: Request) -> Response:
     return json_response(bootstrap.services().sweeper.run())
 
 
-@functions_framework.cloud_event
 def agent_events(event: Any) -> None:
     """Pub/Sub push of `agent-events`: raising makes Pub/Sub redeliver, which is safe."""
     message = event.data["message"]
@@ -48,7 +45,11 @@ def agent_events(event: Any) -> None:
     bootstrap.services().events.handle(data)
 
 
-HTTP_TARGETS = {"onmemos": onmemos, "health": health, "sweeper": sweeper}
+HTTP_TARGETS: dict[str, Callable[[Request], Response]] = {
+    "onmemos": onmemos,
+    "health": health,
+    "sweeper": sweeper,
+}
 
 
 def target_for(path: str) -> str | None:

@@ -34,7 +34,8 @@ class Record(BaseModel):
 
     def doc(self) -> dict[str, Any]:
         # Python mode keeps datetimes (stores order them as instants); enums become their values.
-        return _plain(self.model_dump(mode="python", exclude={"version"}))
+        plain: dict[str, Any] = _plain(self.model_dump(mode="python", exclude={"version"}))
+        return plain
 
 
 class Role(StrEnum):

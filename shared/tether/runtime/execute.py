@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -56,10 +57,8 @@ async def run_command(
         await asyncio.wait_for(proc.wait(), timeout)
     except TimeoutError:
         timed_out = True
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         await proc.wait()
     done, pending = await asyncio.wait(readers, timeout=DRAIN_GRACE)
     for task in pending:  # a background child still holds the pipe: stop reading it

@@ -68,7 +68,7 @@ class Sessions:
             raise NotFound("Session not found")  # another user's session is not found, too
         return session
 
-    def list(
+    def visible(
         self,
         principal: Principal,
         namespace: str | None = None,

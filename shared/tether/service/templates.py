@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from tether.core.models import Template
@@ -37,10 +38,8 @@ class Templates:
     def seed(self) -> None:
         for template in DEFAULT_TEMPLATES:
             if self.repo.find(template.name) is None:
-                try:
+                with contextlib.suppress(Conflict):  # seeded concurrently by another instance
                     self.repo.create(template.name, template.model_copy())
-                except Conflict:
-                    pass  # seeded concurrently by another instance
 
     def get(self, name: str) -> Template:
         template = self.repo.find(name)

@@ -111,7 +111,7 @@ def create_session(request: Request) -> Response:
 def list_sessions(request: Request) -> Response:
     who = principal(request)
     f = parse_query(request, ListFilter)
-    sessions = bootstrap.services().sessions.list(who, f.namespace, f.user, f.include_terminated)
+    sessions = bootstrap.services().sessions.visible(who, f.namespace, f.user, f.include_terminated)
     items = [session_json(s) for s in sessions]
     return json_response({"sessions": items, "total": len(items)})
 
@@ -172,7 +172,7 @@ def create_workspace(request: Request) -> Response:
 def list_workspaces(request: Request) -> Response:
     who = principal(request)
     f = parse_query(request, ListFilter)
-    sessions = bootstrap.services().sessions.list(who, f.namespace, f.user, f.include_terminated)
+    sessions = bootstrap.services().sessions.visible(who, f.namespace, f.user, f.include_terminated)
     items = [session_json(s) for s in sessions]
     return json_response({"workspaces": items, "total": len(items)})
 
