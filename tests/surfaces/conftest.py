@@ -8,7 +8,6 @@ from pathlib import Path
 import functions_framework
 import pytest
 from flask.testing import FlaskClient
-
 from tether.core.models import Role
 from tether.local.origin import LocalStack
 from tether.settings import Settings

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from flask.testing import FlaskClient
-
-from tests.surfaces.conftest import ADMIN_KEY, ALICE_KEY, BOB_KEY
 from tether.core.models import utcnow
 from tether.local.origin import LocalStack
+
+from tests.surfaces.conftest import ADMIN_KEY, ALICE_KEY, BOB_KEY
 
 
 def h(key: str = ALICE_KEY) -> dict[str, str]:
