@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tether.core.ports import Bus, Store
@@ -41,3 +42,33 @@ def bus(request: pytest.FixtureRequest, project: str, unique: str) -> Iterator[B
         b = PubSubBus(project=project, prefix=unique + "-")
     yield b
     b.close()
+
+
+@pytest.fixture(params=[("sqlite", "local"), ("firestore", "pubsub")], ids=["embedded", "cloud"])
+def stack(
+    request: pytest.FixtureRequest, tmp_path: Path, project: str, unique: str
+) -> Iterator[Any]:
+    """A whole control plane plus a local agent on one pair of adapters."""
+    from tether.local.origin import LocalStack
+    from tether.settings import Settings
+
+    store: Store
+    bus: Bus
+    if request.param == ("sqlite", "local"):
+        from tether.bus.local import LocalBus
+        from tether.store.sqlite import SqliteStore
+
+        store, bus = SqliteStore(tmp_path / "tether.db"), LocalBus(redeliver_after=0.2)
+    else:
+        emulator("FIRESTORE_EMULATOR_HOST")
+        emulator("PUBSUB_EMULATOR_HOST")
+        from tether.bus.pubsub import PubSubBus
+        from tether.store.firestore import FirestoreStore
+
+        store = FirestoreStore(project=project, prefix=unique + "_")
+        bus = PubSubBus(project=project, prefix=unique + "-")
+    settings = Settings(home=tmp_path / "home", api_key="tether_admin0000001_" + "k" * 32)
+    s = LocalStack(settings, sweep_interval=3600, store=store, bus=bus)
+    s.start()
+    yield s
+    s.stop()

@@ -3,7 +3,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from tether.core.models import Role
 from tether.errors import Unauthenticated
 from tether.service.auth import Auth, hash_password, verify_password

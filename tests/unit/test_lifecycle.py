@@ -1,13 +1,12 @@
 from __future__ import annotations
 
 import pytest
-
 from tether.core.lifecycle import (
     SESSION_TRANSITIONS,
+    CommandState,
     SessionState,
     check_command_move,
     check_session_move,
-    CommandState,
 )
 from tether.errors import Conflict, InvalidTransition
 

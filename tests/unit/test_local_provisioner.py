@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from tether.core.models import Template, WorkspaceSpec
 from tether.errors import NotFound
 from tether.provision.local import LocalProvisioner
@@ -22,7 +21,8 @@ def prov(tmp_path: Path) -> Iterator[LocalProvisioner]:
 
 def spec(sid: str) -> WorkspaceSpec:
     return WorkspaceSpec(
-        session_id=sid, template=Template(name="shell", display_name="Shell", env={"GREETING": "hi"})
+        session_id=sid,
+        template=Template(name="shell", display_name="Shell", env={"GREETING": "hi"}),
     )
 
 
@@ -39,7 +39,12 @@ def test_workspace_sees_its_home_not_the_database_or_other_workspaces(
     a = prov.start(spec("ws-a"))
     prov.start(spec("ws-b"))
     (prov.workdir("ws-b") / "private.txt").write_text("b's data")
-    r = prov.exec("ws-a", f"cat {tmp_path}/home/tether.db; cat {prov.workdir('ws-b')}/private.txt; echo $HOME $GREETING", 10)
+    r = prov.exec(
+        "ws-a",
+        f"cat {tmp_path}/home/tether.db; cat {prov.workdir('ws-b')}/private.txt;"
+        " echo $HOME $GREETING",
+        10,
+    )
     assert "secret" not in r.stdout and "b's data" not in r.stdout
     assert r.stdout.strip() == f"{prov.workdir('ws-a')} hi"
     assert Path(a.details["bucket_name"]).is_dir()

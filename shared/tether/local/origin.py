@@ -13,7 +13,7 @@ from werkzeug.wrappers import Request
 from tether import bootstrap
 from tether.agent.daemon import Agent
 from tether.agent.journal import Journal
-from tether.core.ports import Message
+from tether.core.ports import Bus, Message, Store
 from tether.errors import NotFound
 from tether.provision.local import LocalProvisioner
 from tether.settings import Settings
@@ -36,9 +36,15 @@ def wsgi_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
 class LocalStack:
     """Everything `tether up` runs besides the HTTP server; usable from tests too."""
 
-    def __init__(self, settings: Settings, sweep_interval: float = 2.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        sweep_interval: float = 2.0,
+        store: Store | None = None,
+        bus: Bus | None = None,
+    ) -> None:
         self.settings = settings
-        self.services = bootstrap.build(settings)
+        self.services = bootstrap.build(settings, store, bus)
         bootstrap.install(self.services)
         self.new_key = bootstrap.seed(self.services)
         self.provisioner = LocalProvisioner(settings.home)

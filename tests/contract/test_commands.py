@@ -1,0 +1,97 @@
+"""Commands end to end on each adapter pair: outbox, at-least-once delivery, lease epochs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from tether.agent.daemon import Agent
+from tether.agent.journal import Journal
+from tether.core.lifecycle import CommandState
+from tether.core.models import Command, CommandType, Principal, Role, SessionRequest
+from tether.service.commands import wire
+
+ADMIN = Principal(id="admin", username="admin", role=Role.ADMIN)
+
+
+def running_session(stack: Any) -> tuple[str, Path]:
+    session = stack.services.sessions.create(ADMIN, SessionRequest(template="shell"))
+    assert session.state.value == "running", session.message
+    return session.id, Path(session.details["workdir"])
+
+
+def wait_final(stack: Any, command_id: str, timeout: float = 30) -> Command:
+    command: Command = stack.services.commands.wait(command_id, timeout)
+    return command
+
+
+def test_a_command_delivered_twice_has_one_effect(stack: Any) -> None:
+    sid, workdir = running_session(stack)
+    cmd = stack.services.commands.issue(
+        stack.agent.agent_id, CommandType.EXEC, sid, {"command": "echo x >> count", "timeout": 10}
+    )
+    stack.services.bus.publish_command(stack.agent.agent_id, wire(cmd))  # the duplicate
+    done = wait_final(stack, cmd.id)
+    assert done.state is CommandState.SUCCEEDED
+    time.sleep(1.0)  # give the duplicate time to (not) run
+    assert (workdir / "count").read_text() == "x\n"
+    assert stack.services.commands.repo.get(cmd.id).state is CommandState.SUCCEEDED
+
+
+def test_an_unpublished_command_is_published_by_the_sweeper(stack: Any) -> None:
+    sid, workdir = running_session(stack)
+    # A crash between writing the outbox record and publishing it leaves this behind:
+    cmd = Command(
+        id="cmd-crashed-before-publish",
+        agent_id=stack.agent.agent_id,
+        session_id=sid,
+        type=CommandType.EXEC,
+        payload={"command": "echo recovered > out", "timeout": 10},
+    )
+    stack.services.commands.repo.create(cmd.id, cmd)
+    assert stack.services.commands.republish_stale(older_than=0) == 1
+    done = wait_final(stack, cmd.id)
+    assert done.state is CommandState.SUCCEEDED
+    assert (workdir / "out").read_text() == "recovered\n"
+
+
+def test_a_result_from_an_older_lease_is_rejected(stack: Any) -> None:
+    events = stack.services.events
+    cmd = Command(
+        id="cmd-leased-twice", agent_id="gone-agent", type=CommandType.EXEC, epoch=2, payload={}
+    )
+    stack.services.commands.repo.create(cmd.id, cmd)
+    stale = {"type": "command_result", "agent_id": "gone-agent", "command_id": cmd.id}
+    events.handle({**stale, "epoch": 1, "status": "success", "result": {"stdout": "old"}})
+    assert stack.services.commands.repo.get(cmd.id).state is CommandState.PENDING
+    events.handle({**stale, "epoch": 2, "status": "success", "result": {"stdout": "new"}})
+    events.handle({**stale, "epoch": 2, "status": "failed", "error": "late duplicate"})
+    final = stack.services.commands.repo.get(cmd.id)
+    assert final.state is CommandState.SUCCEEDED and final.result == {"stdout": "new"}
+
+
+def test_an_exec_interrupted_by_an_agent_crash_is_not_run_again(stack: Any, tmp_path: Path) -> None:
+    sid, workdir = running_session(stack)
+    cmd = stack.services.commands.issue(
+        "crashing-agent", CommandType.EXEC, sid, {"command": "echo ran >> count", "timeout": 10}
+    )
+    journal = Journal(tmp_path / "crash-journal.db")
+    journal.begin(cmd.id, sid)  # the dead process had claimed it, then died
+    restarted = Agent("crashing-agent", stack.services.bus, stack.provisioner, journal)
+    restarted.start()
+    try:
+        done = wait_final(stack, cmd.id)
+    finally:
+        restarted.stop()
+    assert done.state is CommandState.FAILED and "interrupted" in (done.error or "")
+    assert not (workdir / "count").exists()
+
+
+def test_session_lifecycle_runs_through_the_agent(stack: Any) -> None:
+    sid, workdir = running_session(stack)
+    result = stack.services.sessions.execute(ADMIN, sid, "echo $HOME", 10)
+    assert result.stdout.strip() == str(workdir)
+    ended = stack.services.sessions.delete(ADMIN, sid)
+    assert ended.state.value == "terminated"
+    assert not workdir.exists()
