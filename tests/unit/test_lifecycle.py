@@ -48,4 +48,4 @@ def test_invalid_moves_raise_one_error_type_naming_both_states(src: str, dst: st
 def test_final_commands_never_move() -> None:
     with pytest.raises(InvalidTransition):
         check_command_move(CommandState.SUCCEEDED, CommandState.FAILED)
-    check_command_move(CommandState.PUBLISHED, CommandState.ACKED)
+    check_command_move(CommandState.PENDING, CommandState.ACKED)

@@ -47,8 +47,7 @@ def check_session_move(current: SessionState, target: SessionState) -> None:
 
 
 class CommandState(StrEnum):
-    PENDING = "pending"  # written to the outbox, not yet published
-    PUBLISHED = "published"
+    PENDING = "pending"  # in the outbox; published, maybe again, until an agent acks
     ACKED = "acked"  # the agent has it and is working
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -56,8 +55,7 @@ class CommandState(StrEnum):
 
 _C = CommandState
 COMMAND_TRANSITIONS: dict[CommandState, frozenset[CommandState]] = {
-    _C.PENDING: frozenset({_C.PUBLISHED, _C.ACKED, _C.SUCCEEDED, _C.FAILED}),
-    _C.PUBLISHED: frozenset({_C.ACKED, _C.SUCCEEDED, _C.FAILED}),
+    _C.PENDING: frozenset({_C.ACKED, _C.SUCCEEDED, _C.FAILED}),
     _C.ACKED: frozenset({_C.SUCCEEDED, _C.FAILED}),
     _C.SUCCEEDED: frozenset(),
     _C.FAILED: frozenset(),

@@ -9,6 +9,7 @@ rest of TETHER_HOME (the database, other workspaces) is hidden from it.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import shutil
@@ -20,10 +21,9 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
-
 from tether.core.models import ExecResult, WorkspaceInfo, WorkspaceSpec
 from tether.errors import NotFound, Unavailable
+from tether.provision.uds import UnixHTTPClient
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class LocalProvisioner:
         self.sockets = Path(tempfile.gettempdir()) / f"tether-{os.getuid()}-{digest}"
         self.sockets.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._clients: dict[str, httpx.Client] = {}
+        self._clients: dict[str, UnixHTTPClient] = {}
         self._lock = threading.Lock()
 
     # -- paths -------------------------------------------------------------------------------
@@ -109,13 +109,14 @@ class LocalProvisioner:
     def exec(self, session_id: str, command: str, timeout: float) -> ExecResult:
         client = self._ensure_runtime(session_id)
         try:
-            resp = client.post(
-                "/exec", json={"command": command, "timeout": timeout}, timeout=timeout + 10
+            status, body = client.request(
+                "POST", "/exec", {"command": command, "timeout": timeout}, timeout=timeout + 10
             )
-        except httpx.HTTPError as exc:
+        except (OSError, http.client.HTTPException) as exc:
             raise Unavailable(f"Workspace runtime did not answer: {exc}") from exc
-        resp.raise_for_status()
-        return ExecResult.model_validate(resp.json())
+        if status != 200:
+            raise Unavailable(f"Workspace runtime answered {status}: {body}")
+        return ExecResult.model_validate(body)
 
     def close(self) -> None:
         for sid in list(self._procs):
@@ -123,7 +124,7 @@ class LocalProvisioner:
 
     # -- the runtime process -----------------------------------------------------------------
 
-    def _ensure_runtime(self, session_id: str) -> httpx.Client:
+    def _ensure_runtime(self, session_id: str) -> UnixHTTPClient:
         """The runtime's client, (re)starting the runtime if it is not up. A workspace whose
         runtime died with a previous agent comes back with its home intact."""
         work = self.workdir(session_id)
@@ -164,7 +165,7 @@ class LocalProvisioner:
             *runtime,
         ]  # fmt: skip
 
-    def _spawn(self, session_id: str) -> httpx.Client:
+    def _spawn(self, session_id: str) -> UnixHTTPClient:
         work, sock = self.workdir(session_id), self.socket(session_id)
         sock.unlink(missing_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
@@ -188,9 +189,7 @@ class LocalProvisioner:
             start_new_session=True,
         )
         log_file.close()
-        client = httpx.Client(
-            transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://runtime"
-        )
+        client = UnixHTTPClient(str(sock))
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -200,11 +199,11 @@ class LocalProvisioner:
                 )
             if sock.exists():
                 try:
-                    if client.get("/health", timeout=1).status_code == 200:
+                    if client.request("GET", "/health", timeout=1)[0] == 200:
                         self._procs[session_id] = proc
                         self._clients[session_id] = client
                         return client
-                except httpx.HTTPError:
+                except (OSError, http.client.HTTPException):
                     pass
             time.sleep(0.02)
         proc.kill()

@@ -11,6 +11,7 @@ from typing import Any
 from tether.core.lifecycle import FINAL_COMMAND_STATES, CommandState
 from tether.core.models import Command, CommandType, utcnow
 from tether.core.ports import Bus, Store
+from tether.errors import NotFound
 from tether.service.repo import Repo
 
 log = logging.getLogger(__name__)
@@ -53,21 +54,8 @@ class Commands:
         # Outbox: the record exists before any agent can see the message, so a crash between
         # the two leaves a pending command that the sweeper publishes, never a lost one.
         self.repo.create(command.id, command)
-        self.publish(command)
+        self.bus.publish_command(agent_id, wire(command))
         return command
-
-    def publish(self, command: Command) -> None:
-        self.bus.publish_command(command.agent_id, wire(command))
-
-        def mark(c: Command) -> Command | None:
-            if c.state is not CommandState.PENDING and c.state is not CommandState.PUBLISHED:
-                return None  # the agent got there first
-            c.state = CommandState.PUBLISHED
-            c.publish_count += 1
-            c.updated_at = utcnow()
-            return c
-
-        self.repo.mutate(command.id, mark)
 
     def wait(self, command_id: str, timeout: float) -> Command:
         """Block until the command is final or `timeout` passes; returns its latest record."""
@@ -85,7 +73,7 @@ class Commands:
 
     def acked(self, command_id: str, epoch: int) -> Command | None:
         def move(c: Command) -> Command | None:
-            if c.epoch != epoch or c.state not in (CommandState.PENDING, CommandState.PUBLISHED):
+            if c.epoch != epoch or c.state is not CommandState.PENDING:
                 return None
             c.state = CommandState.ACKED
             c.updated_at = utcnow()
@@ -119,20 +107,29 @@ class Commands:
         return self._mutate_existing(command_id, move)
 
     def _mutate_existing(self, command_id: str, move: Any) -> Command | None:
-        if self.repo.find(command_id) is None:
+        try:
+            return self.repo.mutate(command_id, move)
+        except NotFound:
             log.warning("event for unknown command %s", command_id)
             return None
-        return self.repo.mutate(command_id, move)
 
     def republish_stale(self, older_than: float) -> int:
         """Publish again every command no agent has acked for `older_than` seconds."""
-        cutoff = utcnow() - timedelta(seconds=older_than)
-        stale = self.repo.query(
-            [("state", "in", [CommandState.PENDING.value, CommandState.PUBLISHED.value])]
-        )
+        now = utcnow()
+        cutoff = now - timedelta(seconds=older_than)
         count = 0
-        for command in stale:
-            if command.updated_at <= cutoff:
-                self.publish(command)
+        for command in self.repo.query([("state", "==", CommandState.PENDING.value)]):
+            if command.updated_at > cutoff:
+                continue
+
+            def bump(c: Command) -> Command | None:
+                if c.state is not CommandState.PENDING:
+                    return None
+                c.publish_count += 1
+                c.updated_at = now
+                return c
+
+            if self.repo.mutate(command.id, bump).state is CommandState.PENDING:
+                self.bus.publish_command(command.agent_id, wire(command))
                 count += 1
         return count

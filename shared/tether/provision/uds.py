@@ -1,0 +1,63 @@
+"""A small keep-alive HTTP client over a Unix socket for the agent→runtime hop.
+
+The standard library's http.client costs a fraction of a general-purpose client per request,
+and this hop is on the path of every exec.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+from typing import Any
+
+
+class _Conn(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("runtime", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.path)
+        self.sock = sock
+
+
+class UnixHTTPClient:
+    """JSON over HTTP/1.1 on a Unix socket, with a pool of idle connections (thread-safe)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._idle: list[_Conn] = []
+        self._lock = threading.Lock()
+
+    def request(
+        self, method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 10
+    ) -> tuple[int, Any]:
+        """Returns (status, decoded JSON body). Raises OSError or http.client.HTTPException
+        when the runtime cannot be reached."""
+        with self._lock:
+            conn = self._idle.pop() if self._idle else _Conn(self.path, timeout)
+        conn.timeout = timeout
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout)
+        try:
+            payload = json.dumps(body).encode() if body is not None else None
+            headers = {"Content-Type": "application/json"} if payload is not None else {}
+            conn.request(method, url, body=payload, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+        except BaseException:
+            conn.close()
+            raise
+        with self._lock:
+            self._idle.append(conn)
+        return response.status, json.loads(data) if data else None
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
