@@ -190,10 +190,10 @@ def test_sdk_session_context_manager_cleans_up_on_error(embedded: Server) -> Non
 
 def test_async_sdk(embedded: Server) -> None:
     async def main() -> list[str]:
-        async with AsyncClient(embedded.url, embedded.key) as client:
-            async with client.session(template="shell") as a, client.session(template="shell") as b:
-                ra, rb = await asyncio.gather(a.execute("echo a"), b.execute("echo b"))
-                return [ra["stdout"], rb["stdout"], a.id]
+        client = AsyncClient(embedded.url, embedded.key)
+        async with client, client.session(template="shell") as a, client.session() as b:
+            ra, rb = await asyncio.gather(a.execute("echo a"), b.execute("echo b"))
+            return [ra["stdout"], rb["stdout"], a.id]
 
     out_a, out_b, sid = asyncio.run(main())
     assert (out_a, out_b) == ("a\n", "b\n")

@@ -23,6 +23,14 @@ if TYPE_CHECKING:
 _VERSION = "_v"  # reserved field: the document's compare-and-set version
 _OPS = ("==", "in", "<", "<=", ">", ">=")
 _PING_TIMEOUT = 2.5
+# The client's default retries a read for up to 300 s; a request handler must give up sooner.
+_CALL_TIMEOUT = 10.0
+
+
+def _bounded() -> dict[str, Any]:
+    from google.api_core.retry import Retry
+
+    return {"retry": Retry(timeout=_CALL_TIMEOUT), "timeout": _CALL_TIMEOUT}
 
 
 @contextmanager
@@ -81,7 +89,7 @@ class FirestoreStore:
 
     def get(self, kind: str, doc_id: str) -> Stored | None:
         with _errors("get"):
-            return _stored(self._ref(kind, doc_id).get())
+            return _stored(self._ref(kind, doc_id).get(**_bounded()))
 
     def create(self, kind: str, doc_id: str, data: dict[str, Any]) -> Stored:
         from google.api_core.exceptions import AlreadyExists
@@ -89,7 +97,7 @@ class FirestoreStore:
         body = _checked(data)
         try:
             with _errors("create"):
-                self._ref(kind, doc_id).create({**body, _VERSION: 1})
+                self._ref(kind, doc_id).create({**body, _VERSION: 1}, **_bounded())
         except AlreadyExists:
             raise Conflict(f"{kind} {doc_id!r} already exists") from None
         return Stored(doc_id, 1, body)
@@ -128,7 +136,9 @@ class FirestoreStore:
         try:
             with _errors("delete"):
                 # An exists precondition makes the delete itself report whether there was one.
-                self._ref(kind, doc_id).delete(option=client.write_option(exists=True))
+                self._ref(kind, doc_id).delete(
+                    option=client.write_option(exists=True), **_bounded()
+                )
         except Missing:
             return False
         return True
@@ -168,7 +178,7 @@ class FirestoreStore:
             if limit is not None:
                 q = q.limit(int(limit))
         with _errors("query"):
-            docs = [s for s in map(_stored, q.stream()) if s is not None]
+            docs = [s for s in map(_stored, q.stream(**_bounded())) if s is not None]
         if exact:
             return docs
         runs = groupby(docs, key=lambda s: _field(s.data, order_by)) if order_by else [("", docs)]
