@@ -115,8 +115,8 @@ def services() -> Services:
         return _services
 
 
-def install(built: Services) -> None:
-    """Use `built` as this process's services (the local origin builds them itself)."""
+def install(built: Services | None) -> None:
+    """Use `built` as this process's services (the local origin builds its own); None resets."""
     global _services
     with _lock:
         _services = built
