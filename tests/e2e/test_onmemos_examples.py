@@ -234,6 +234,18 @@ def test_sessions_survive_a_restart(tmp_path: Any) -> None:
     try:
         client = OnMemOSClient(second.url, second.key)
         assert client.get_session(s["id"])["status"] == "running"
-        assert client.execute_session(s["id"], "cat note")["stdout"] == "kept\n"
+        result = client.execute_session(s["id"], "cat note")
+        assert result["stdout"] == "kept\n", result
     finally:
         second.stop()
+
+
+def test_workspace_cannot_read_the_servers_state(embedded: Server) -> None:
+    client = OnMemOSClient(embedded.url, embedded.key)
+    with client.session(template="shell") as s:
+        db = embedded.home / "tether.db"
+        assert db.exists()
+        r = s.execute(f"cat {db} | wc -c; ls {embedded.home.parent}; touch ~/mine && echo ok")
+        assert r["stdout"].splitlines()[0] == "0", r
+        assert "tether-up" not in r["stdout"]  # the server's log beside its home is hidden too
+        assert r["stdout"].splitlines()[-1] == "ok"

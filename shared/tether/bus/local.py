@@ -1,9 +1,8 @@
-"""In-process Bus: durable-by-name subscriptions on queues, redelivery when a handler raises."""
+"""In-process Bus: durable-by-name subscriptions, redelivery when a handler raises."""
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -14,60 +13,54 @@ from tether.core.ports import Handler, Message
 
 log = logging.getLogger(__name__)
 
-_STOP = object()
-
 
 class _Subscription:
+    """Messages wait in `backlog` while no handler is attached; with one, each goes straight
+    to the worker pool (no dispatcher thread: one thread hop per message)."""
+
     def __init__(self, name: str, agent_id: str | None, redeliver_after: float) -> None:
         self.name = name
         self.agent_id = agent_id
         self.redeliver_after = redeliver_after
-        self.queue: queue.Queue[Any] = queue.Queue()
+        self.backlog: list[Message] = []
         self.handler: Handler | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
 
-    def attach(self, handler: Handler, workers: int) -> None:
-        self.handler = handler
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix=f"bus-{self.name}")
-        self._thread = threading.Thread(target=self._dispatch, name=f"bus-{self.name}", daemon=True)
-        self._thread.start()
-
-    def _dispatch(self) -> None:
-        assert self._pool is not None
-        while True:
-            msg = self.queue.get()
-            if msg is _STOP:
+    def put(self, msg: Message) -> None:
+        with self._lock:
+            if self.handler is None or self._pool is None:
+                self.backlog.append(msg)
                 return
             self._pool.submit(self._deliver, msg)
+
+    def attach(self, handler: Handler, workers: int) -> None:
+        with self._lock:
+            self.handler = handler
+            self._pool = ThreadPoolExecutor(workers, thread_name_prefix=f"bus-{self.name}")
+            waiting, self.backlog = self.backlog, []
+        for msg in waiting:
+            self.put(msg)
 
     def _deliver(self, msg: Message) -> None:
         handler = self.handler
         if handler is None:  # detached while queued: keep it for the next handler
-            self.queue.put(msg)
+            self.put(msg)
             return
         try:
             handler(msg)
         except Exception:
             log.exception("handler on %s failed; redelivering %s", self.name, msg.message_id)
-            timer = threading.Timer(self.redeliver_after, self.queue.put, (msg,))
+            timer = threading.Timer(self.redeliver_after, self.put, (msg,))
             timer.daemon = True
             timer.start()
 
     def close(self) -> None:
-        self.handler = None
-        self.queue.put(_STOP)
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        # Messages stay queued for whoever subscribes next under this name.
-        fresh: queue.Queue[Any] = queue.Queue()
-        while not self.queue.empty():
-            item = self.queue.get_nowait()
-            if item is not _STOP:
-                fresh.put(item)
-        self.queue = fresh
+        with self._lock:
+            self.handler, pool, self._pool = None, self._pool, None
+        if pool is not None:
+            # Work already queued still runs and, finding no handler, goes back to the backlog.
+            pool.shutdown(wait=False)
 
 
 class LocalBus:
@@ -89,7 +82,7 @@ class LocalBus:
             targets = [s for t, s in self._subs.values() if t == topic]
         for sub in targets:
             if sub.agent_id is None or sub.agent_id == attributes.get("agent_id"):
-                sub.queue.put(msg)
+                sub.put(msg)
         return msg.message_id
 
     def publish_command(self, agent_id: str, data: dict[str, Any]) -> str:

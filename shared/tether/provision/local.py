@@ -21,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 
+import tether
 from tether.core.models import ExecResult, WorkspaceInfo, WorkspaceSpec
 from tether.errors import NotFound, Unavailable
 from tether.provision.uds import UnixHTTPClient
@@ -146,12 +147,22 @@ class LocalProvisioner:
         if not self.sandbox:
             return runtime
         bucket = self.bucket(session_id)
+        tmp = Path(tempfile.gettempdir())
+        # The interpreter and the code the runtime needs must stay visible even when they live
+        # in /tmp (a checkout or venv there, say) -- but never a directory holding TETHER_HOME.
+        needed = {sys.prefix, sys.base_prefix, str(Path(tether.__file__).parent.parent), *sys.path}
+        keep = sorted(
+            p for p in needed
+            if p and Path(p).is_dir() and Path(p).is_relative_to(tmp)
+            and not self.home.is_relative_to(p) and not Path(p).is_relative_to(self.home)
+        )  # fmt: skip
         return [
             "bwrap",
             "--ro-bind", "/", "/",
             "--dev", "/dev",
             "--proc", "/proc",
             "--tmpfs", "/tmp",
+            *(arg for p in keep for arg in ("--ro-bind", p, p)),
             "--tmpfs", str(self.home),  # hide the database and other workspaces
             "--bind", str(work), str(work),
             "--bind", str(bucket), str(bucket),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -59,16 +60,15 @@ class Commands:
 
     def wait(self, command_id: str, timeout: float) -> Command:
         """Block until the command is final or `timeout` passes; returns its latest record."""
-        deadline = utcnow() + timedelta(seconds=timeout)
-        command = self.repo.get(command_id)
-        while command.state not in FINAL_COMMAND_STATES:
-            remaining = (deadline - utcnow()).total_seconds()
+        deadline = time.monotonic() + timeout
+        command: Command | None = self.repo.get(command_id)
+        while command is not None and command.state not in FINAL_COMMAND_STATES:
+            remaining = deadline - time.monotonic()
             if remaining <= 0:
-                break
-            doc = self.store.watch("commands", command_id, command.version, remaining)
-            if doc is None:
-                break
-            command = self.repo.get(command_id)
+                return command
+            command = self.repo.watch(command_id, command.version, remaining)
+        if command is None:
+            raise NotFound(f"Command {command_id} vanished")
         return command
 
     def acked(self, command_id: str, epoch: int) -> Command | None:

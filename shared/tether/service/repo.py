@@ -66,5 +66,10 @@ class Repo(Generic[T]):
         docs = self.store.query(self.kind, where, order_by, descending, limit)
         return [self._load(d) for d in docs]
 
+    def watch(self, doc_id: str, after_version: int, timeout: float) -> T | None:
+        """The object once its version passes `after_version` (or at `timeout`); None if gone."""
+        doc = self.store.watch(self.kind, doc_id, after_version, timeout)
+        return self._load(doc) if doc else None
+
     def delete(self, doc_id: str) -> bool:
         return self.store.delete(self.kind, doc_id)

@@ -126,9 +126,10 @@ class Sessions:
         deadline = time.monotonic() + timeout
         session = self.repo.get(session_id, "Session")
         while session.state in states and (remaining := deadline - time.monotonic()) > 0:
-            if self.store.watch("sessions", session_id, session.version, remaining) is None:
-                break
-            session = self.repo.get(session_id, "Session")
+            changed = self.repo.watch(session_id, session.version, remaining)
+            if changed is None:
+                raise NotFound("Session not found")
+            session = changed
         return session
 
     def usable(self, principal: Principal, session_id: str) -> Session:
