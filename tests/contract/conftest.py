@@ -6,10 +6,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from tether.core.ports import Bus, Store
 
 from tests.conftest import emulator
+
+
+def clear_firestore(project: str) -> None:
+    """Empty the emulator's database (its own reset endpoint) so tests never see each other."""
+    host = emulator("FIRESTORE_EMULATOR_HOST")
+    url = f"http://{host}/emulator/v1/projects/{project}/databases/(default)/documents"
+    httpx.delete(url, timeout=10).raise_for_status()
 
 
 @pytest.fixture(params=["sqlite", "firestore"])
@@ -27,6 +35,8 @@ def store(
         s = FirestoreStore(project=project, prefix=unique + "_")
     yield s
     s.close()
+    if request.param == "firestore":
+        clear_firestore(project)
 
 
 @pytest.fixture(params=["local", "pubsub"])
@@ -72,3 +82,5 @@ def stack(
     s.start()
     yield s
     s.stop()
+    if request.param == ("firestore", "pubsub"):
+        clear_firestore(project)

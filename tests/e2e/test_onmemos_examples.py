@@ -249,3 +249,21 @@ def test_workspace_cannot_read_the_servers_state(embedded: Server) -> None:
         assert r["stdout"].splitlines()[0] == "0", r
         assert "tether-up" not in r["stdout"]  # the server's log beside its home is hidden too
         assert r["stdout"].splitlines()[-1] == "ok"
+
+
+def test_a_generated_admin_key_is_printed_once_and_works(tmp_path: Any) -> None:
+    env = {"TETHER_API_KEY": ""}
+    first = start_server(tmp_path / "home", env)
+    try:
+        printed = first.log.read_text()
+        assert "Admin API key (shown once" in printed
+        key = next(w for w in printed.split() if w.startswith("tether_"))
+        assert OnMemOSClient(first.url, key).list_sessions() == []
+    finally:
+        first.stop()
+    second = start_server(tmp_path / "home", env)
+    try:
+        assert "Admin API key" not in second.log.read_text()
+        assert OnMemOSClient(second.url, key).list_sessions() == []
+    finally:
+        second.stop()
