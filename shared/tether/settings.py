@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -26,7 +26,6 @@ class Settings:
     # A command not acked within this many seconds is published again by the sweeper.
     republish_after: float = 10.0
     public_url: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> Settings:
