@@ -15,16 +15,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, StrEnum):
-        return value.value
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
 class Record(BaseModel):
     """A stored document. `version` is the store's compare-and-set counter, not a stored field."""
 
@@ -33,9 +23,10 @@ class Record(BaseModel):
     version: int = Field(default=0, exclude=True)
 
     def doc(self) -> dict[str, Any]:
-        # Python mode keeps datetimes (stores order them as instants); enums become their values.
-        plain: dict[str, Any] = _plain(self.model_dump(mode="python", exclude={"version"}))
-        return plain
+        # Python mode keeps datetimes (stores order them as instants). Enum fields sit at the
+        # top level of records; they are stored as their plain values.
+        data = self.model_dump(mode="python", exclude={"version"})
+        return {k: v.value if isinstance(v, StrEnum) else v for k, v in data.items()}
 
 
 class Role(StrEnum):

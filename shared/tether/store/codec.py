@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -11,12 +12,27 @@ from tether.errors import Invalid
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
+def _instant(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise Invalid("naive datetime in a stored document")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return _instant(value)
+    raise TypeError(f"{type(value).__name__} cannot be stored")
+
+
+def dumps(data: dict[str, Any]) -> str:
+    """JSON text of a document, datetimes encoded as by `encode` (in C, without a Python walk)."""
+    return json.dumps(data, default=_default)
+
+
 def encode(value: Any) -> Any:
     """Datetimes become fixed-width UTC ISO strings, so string order is time order."""
     if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise Invalid("naive datetime in a stored document")
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return _instant(value)
     if isinstance(value, dict):
         return {k: encode(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

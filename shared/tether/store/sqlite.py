@@ -12,7 +12,7 @@ from typing import Any
 
 from tether.core.ports import Filter, Stored
 from tether.errors import Conflict, Invalid, NotFound, Unavailable
-from tether.store.codec import check_field, encode
+from tether.store.codec import check_field, dumps, encode
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs (
@@ -59,29 +59,29 @@ class SqliteStore:
         return Stored(doc_id, row[0], json.loads(row[1])) if row else None
 
     def create(self, kind: str, doc_id: str, data: dict[str, Any]) -> Stored:
-        body = encode(data)
+        text = dumps(data)
         try:
             self._conn().execute(
                 "INSERT INTO docs (kind, id, version, data) VALUES (?, ?, 1, ?)",
-                (kind, doc_id, json.dumps(body)),
+                (kind, doc_id, text),
             )
         except sqlite3.IntegrityError:
             raise Conflict(f"{kind} {doc_id!r} already exists") from None
         self._wrote()
-        return Stored(doc_id, 1, body)
+        return Stored(doc_id, 1, json.loads(text))
 
     def update(self, kind: str, doc_id: str, data: dict[str, Any], expected_version: int) -> Stored:
-        body = encode(data)
+        text = dumps(data)
         cur = self._conn().execute(
             "UPDATE docs SET data=?, version=version+1 WHERE kind=? AND id=? AND version=?",
-            (json.dumps(body), kind, doc_id, expected_version),
+            (text, kind, doc_id, expected_version),
         )
         if cur.rowcount == 0:
             if self.get(kind, doc_id) is None:
                 raise NotFound(f"{kind} {doc_id!r} not found")
             raise Conflict(f"{kind} {doc_id!r} changed concurrently")
         self._wrote()
-        return Stored(doc_id, expected_version + 1, body)
+        return Stored(doc_id, expected_version + 1, json.loads(text))
 
     def delete(self, kind: str, doc_id: str) -> bool:
         cur = self._conn().execute("DELETE FROM docs WHERE kind=? AND id=?", (kind, doc_id))
