@@ -98,22 +98,29 @@ def _run(request: Request, session_id: str, command: str, timeout: float) -> Res
 # -- unified API ------------------------------------------------------------------------------
 
 
-@router.route("/v1/sessions", ["POST"])
-def create_session(request: Request) -> Response:
-    who = principal(request)
-    body = parse_body(request, CreateSession)
-    req = SessionRequest(**body.model_dump())
+def _create(who: Principal, req: SessionRequest) -> Response:
     session = bootstrap.services().sessions.create(who, req)
     return json_response(session_json(session), 201)
 
 
-@router.route("/v1/sessions", ["GET"])
-def list_sessions(request: Request) -> Response:
+def _list(request: Request, key: str) -> Response:
     who = principal(request)
     f = parse_query(request, ListFilter)
     sessions = bootstrap.services().sessions.visible(who, f.namespace, f.user, f.include_terminated)
     items = [session_json(s) for s in sessions]
-    return json_response({"sessions": items, "total": len(items)})
+    return json_response({key: items, "total": len(items)})
+
+
+@router.route("/v1/sessions", ["POST"])
+def create_session(request: Request) -> Response:
+    who = principal(request)
+    body = parse_body(request, CreateSession)
+    return _create(who, SessionRequest(**body.model_dump()))
+
+
+@router.route("/v1/sessions", ["GET"])
+def list_sessions(request: Request) -> Response:
+    return _list(request, "sessions")
 
 
 @router.route("/v1/sessions/<session_id>", ["GET"])
@@ -163,18 +170,12 @@ def create_workspace(request: Request) -> Response:
     who = principal(request)
     body = parse_body(request, CreateWorkspace)
     # The legacy API names no provider: Cloud Run when a cloud_run agent is online, else any.
-    req = SessionRequest(**body.model_dump(), provider="auto", prefer=("cloud_run",))
-    session = bootstrap.services().sessions.create(who, req)
-    return json_response(session_json(session), 201)
+    return _create(who, SessionRequest(**body.model_dump(), provider="auto", prefer=("cloud_run",)))
 
 
 @router.route("/v1/cloudrun/workspaces", ["GET"])
 def list_workspaces(request: Request) -> Response:
-    who = principal(request)
-    f = parse_query(request, ListFilter)
-    sessions = bootstrap.services().sessions.visible(who, f.namespace, f.user, f.include_terminated)
-    items = [session_json(s) for s in sessions]
-    return json_response({"workspaces": items, "total": len(items)})
+    return _list(request, "workspaces")
 
 
 @router.route("/v1/cloudrun/workspaces/<session_id>", ["GET"])
