@@ -7,6 +7,7 @@ import functions_framework
 from tether import targets
 
 onmemos = functions_framework.http(targets.onmemos)
+streamspace = functions_framework.http(targets.streamspace)
 health = functions_framework.http(targets.health)
 sweeper = functions_framework.http(targets.sweeper)
 agent_events = functions_framework.cloud_event(targets.agent_events)

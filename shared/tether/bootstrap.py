@@ -6,6 +6,8 @@ Nothing here runs at import. `services()` builds everything on first use, once p
 
 from __future__ import annotations
 
+import os
+import secrets
 import threading
 from dataclasses import dataclass
 
@@ -17,9 +19,12 @@ from tether.service.auth import Auth
 from tether.service.commands import Commands
 from tether.service.events import Events
 from tether.service.health import Health
+from tether.service.ratelimit import RateLimits
 from tether.service.sessions import Sessions
 from tether.service.sweeper import Sweeper
 from tether.service.templates import Templates
+from tether.service.tokens import Tokens
+from tether.service.users import Users
 from tether.settings import Settings
 
 
@@ -29,6 +34,9 @@ class Services:
     store: Store
     bus: Bus
     auth: Auth
+    tokens: Tokens
+    users: Users
+    limits: RateLimits
     templates: Templates
     agents: Agents
     commands: Commands
@@ -66,6 +74,19 @@ def make_bus(settings: Settings) -> Bus:
     raise Invalid(f"TETHER_BUS must be local or pubsub, not {settings.bus!r}")
 
 
+def jwt_secret(settings: Settings) -> str:
+    """TETHER_JWT_SECRET, or a random secret generated once and kept (0600) in TETHER_HOME."""
+    if settings.jwt_secret:
+        return settings.jwt_secret
+    path = settings.home / "jwt-secret"
+    if not path.exists():
+        settings.home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
 def build(settings: Settings, store: Store | None = None, bus: Bus | None = None) -> Services:
     store = store or make_store(settings)
     bus = bus or make_bus(settings)
@@ -73,17 +94,22 @@ def build(settings: Settings, store: Store | None = None, bus: Bus | None = None
     agents = Agents(store, grace=settings.agent_grace)
     commands = Commands(store, bus)
     sessions = Sessions(store, commands, agents, templates)
+    tokens = Tokens(store, jwt_secret(settings))
+    limits = RateLimits(store)
     return Services(
         settings=settings,
         store=store,
         bus=bus,
-        auth=Auth(store),
+        auth=Auth(store, tokens),
+        tokens=tokens,
+        users=Users(store),
+        limits=limits,
         templates=templates,
         agents=agents,
         commands=commands,
         sessions=sessions,
         events=Events(bus, agents, commands, sessions, settings.heartbeat_interval),
-        sweeper=Sweeper(sessions, commands, agents, settings.republish_after),
+        sweeper=Sweeper(sessions, commands, agents, tokens, limits, settings.republish_after),
         health=Health(store, bus, settings.store, settings.bus),
     )
 

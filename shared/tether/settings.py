@@ -26,6 +26,7 @@ class Settings:
     # A command not acked within this many seconds is published again by the sweeper.
     republish_after: float = 10.0
     public_url: str = ""
+    jwt_secret: str | None = None  # None: generated once and kept in `home`
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -42,4 +43,5 @@ class Settings:
             heartbeat_interval=float(_env("TETHER_HEARTBEAT_INTERVAL", "10")),
             republish_after=float(_env("TETHER_REPUBLISH_AFTER", "10")),
             public_url=_env("TETHER_PUBLIC_URL", f"http://127.0.0.1:{port}"),
+            jwt_secret=os.environ.get("TETHER_JWT_SECRET") or None,
         )

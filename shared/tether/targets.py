@@ -16,6 +16,7 @@ from werkzeug.wrappers import Request, Response
 
 from tether import bootstrap
 from tether.surfaces import onmemos as _onmemos
+from tether.surfaces import streamspace as _streamspace
 from tether.surfaces.http import json_response
 
 # (path prefix, target). Longest prefix wins.
@@ -23,11 +24,16 @@ ROUTES: list[tuple[str, str]] = [
     ("/v1/sessions", "onmemos"),
     ("/v1/cloudrun", "onmemos"),
     ("/health", "health"),
+    ("/api/v1", "streamspace"),
 ]
 
 
 def onmemos(request: Request) -> Response:
     return _onmemos.router(request)
+
+
+def streamspace(request: Request) -> Response:
+    return _streamspace.handle(request)
 
 
 def health(request: Request) -> Response:
@@ -47,6 +53,7 @@ def agent_events(event: Any) -> None:
 
 HTTP_TARGETS: dict[str, Callable[[Request], Response]] = {
     "onmemos": onmemos,
+    "streamspace": streamspace,
     "health": health,
     "sweeper": sweeper,
 }

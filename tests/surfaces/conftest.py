@@ -14,13 +14,19 @@ from tether.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_KEY = "tether_adminkey0001_" + "a" * 32
+ADMIN_PASSWORD = "admin-password"
 ALICE_KEY = "tether_alicekey0001_" + "b" * 32
 BOB_KEY = "tether_bobkey00001_" + "c" * 32
 
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[LocalStack]:
-    settings = Settings(home=tmp_path / "home", api_key=ADMIN_KEY, heartbeat_interval=0.5)
+    settings = Settings(
+        home=tmp_path / "home",
+        api_key=ADMIN_KEY,
+        admin_password=ADMIN_PASSWORD,
+        heartbeat_interval=0.5,
+    )
     s = LocalStack(settings, sweep_interval=0.2)
     s.start()
     for name, key in (("alice", ALICE_KEY), ("bob", BOB_KEY)):
@@ -43,3 +49,9 @@ def api(stack: LocalStack) -> FlaskClient:
 @pytest.fixture
 def health_api(stack: LocalStack) -> FlaskClient:
     return target_client("health")
+
+
+@pytest.fixture
+def ss(stack: LocalStack) -> FlaskClient:
+    """The StreamSpace target."""
+    return target_client("streamspace")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import defaultdict
@@ -10,12 +11,13 @@ from typing import Any
 from tether.agent.journal import Journal
 from tether.core.models import CommandType, Template, WorkspaceSpec
 from tether.core.ports import Bus, Message, Provisioner, Subscription
-from tether.errors import TetherError
+from tether.errors import NotFound, TetherError
 
 log = logging.getLogger(__name__)
 
 # Provisioning calls are idempotent, so one interrupted by a crash is simply run again;
-# an interrupted exec is reported as failed rather than run a second time.
+# an interrupted exec is reported as failed rather than run a second time. (Log reads are
+# harmless to repeat too, but need no lock.)
 _RERUNNABLE = {
     CommandType.START_SESSION,
     CommandType.STOP_SESSION,
@@ -124,9 +126,10 @@ class Agent:
             {"type": "command_ack", "agent_id": self.agent_id, "command_id": command_id,
              "epoch": epoch}
         )  # fmt: skip
-        lock = self._session_locks[session_id or command_id]
+        # Lifecycle commands of one session run one at a time; execs and log reads run freely.
+        lock = self._session_locks[session_id or command_id] if kind in _RERUNNABLE else None
         try:
-            with lock:
+            with lock or contextlib.nullcontext():
                 result = self._run(kind, session_id, data.get("data") or {})
         except TetherError as exc:
             self._report(command_id, epoch, False, None, exc.message)
@@ -174,16 +177,24 @@ class Agent:
             # A start or wake that arrives after the stop (no ordering on the bus) must not
             # bring the workspace back.
             raise TetherError(f"session {session_id} was stopped")
-        if kind is CommandType.START_SESSION:
-            spec = WorkspaceSpec(
-                session_id=session_id,
-                template=Template.model_validate(data["template"]),
-                namespace=str(data.get("namespace", "default")),
-                user=str(data.get("user", "default")),
-                persistent_home=bool(data.get("persistent_home", True)),
-            )
-            return p.start(spec).model_dump()
+        if kind is CommandType.GET_LOGS:
+            return {"lines": p.logs(session_id, int(data.get("tail", 100)))}
         if kind is CommandType.HIBERNATE_SESSION:
-            p.hibernate(session_id)
+            if data.get("persistent_home", True):
+                p.hibernate(session_id)
+            else:
+                p.stop(session_id)  # nothing to keep: free it all, wake starts afresh
             return {}
-        return p.wake(session_id).model_dump()
+        spec = WorkspaceSpec(
+            session_id=session_id,
+            template=Template.model_validate(data["template"]),
+            namespace=str(data.get("namespace", "default")),
+            user=str(data.get("user", "default")),
+            persistent_home=bool(data.get("persistent_home", True)),
+        )
+        if kind is CommandType.WAKE_SESSION:
+            try:
+                return p.wake(session_id).model_dump()
+            except NotFound:  # never started (created hibernated) or its home was not kept
+                return p.start(spec).model_dump()
+        return p.start(spec).model_dump()

@@ -32,6 +32,10 @@ SESSION_TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
 
 # States in which a workspace may still hold resources that a terminate must free.
 LIVE_SESSION_STATES = frozenset(s for s in SessionState if s not in (_S.TERMINATED,))
+# States in which a workspace uses an agent's capacity (a hibernated one holds only storage).
+ACTIVE_SESSION_STATES = frozenset(
+    {_S.PENDING, _S.RUNNING, _S.HIBERNATING, _S.WAKING, _S.TERMINATING}
+)
 # States that never change again on their own.
 FINAL_SESSION_STATES = frozenset({_S.TERMINATED})
 

@@ -49,9 +49,12 @@ class Principal(BaseModel):
 class User(Record):
     id: str
     username: str
+    email: str | None = None
     role: Role = Role.USER
+    active: bool = True
     password_hash: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
+    last_login: datetime | None = None
 
 
 class ApiKey(Record):
@@ -62,18 +65,31 @@ class ApiKey(Record):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class Vnc(BaseModel):
+    enabled: bool = False
+    port: int = 5900
+    resolution: str = "1280x800"
+    color_depth: int = 24
+
+
 class Template(Record):
     name: str
     display_name: str
     description: str = ""
     category: str = "general"
     image: str = "python:3.11-slim"
-    # Command the local platform runs as the workspace's long-lived process (none: exec only).
-    command: list[str] | None = None
+    # Shell command the local platform runs as the workspace's main process, beside the
+    # runtime (none: exec only). Its output is the session's log.
+    command: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
-    vnc: bool = False
+    vnc: Vnc = Field(default_factory=Vnc)
     resources: dict[str, str] = Field(default_factory=lambda: {"cpu": "1000m", "memory": "1Gi"})
+    persistent_home: bool = True
     idle_timeout: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    icon_url: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
 
 
 class AgentStatus(StrEnum):
@@ -99,6 +115,7 @@ class CommandType(StrEnum):
     HIBERNATE_SESSION = "hibernate_session"
     WAKE_SESSION = "wake_session"
     EXEC = "exec"
+    GET_LOGS = "get_logs"
 
 
 class Command(Record):
@@ -130,8 +147,16 @@ class Session(Record):
     details: dict[str, Any] = Field(default_factory=dict)
     long_lived: bool = False
     expires_at: datetime | None = None
+    name: str = ""
+    resources: dict[str, str] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+    persistent_home: bool = True
+    idle_timeout: str | None = None  # e.g. "30m": hibernate after that long without activity
+    vnc: bool = False  # its template has a desktop to view
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    last_activity: datetime = Field(default_factory=utcnow)
 
     def expired(self, now: datetime) -> bool:
         return self.expires_at is not None and self.expires_at <= now
@@ -172,7 +197,10 @@ class SessionRequest(BaseModel):
     user: str = "default"
     ttl_minutes: int | None = None
     long_lived: bool = False
-    persistent_home: bool = True
+    persistent_home: bool | None = None  # None: the template's default
+    resources: dict[str, str] = Field(default_factory=dict)
+    idle_timeout: str | None = None  # None: the template's default
+    tags: list[str] = Field(default_factory=list)
     # With provider "auto", agent platforms to try first (the legacy Cloud Run API prefers
     # cloud_run, falling back to whatever agent is online).
     prefer: tuple[str, ...] = ()

@@ -129,3 +129,9 @@ class Provisioner(Protocol):
         """Run `command` with a shell in the workspace. Raise `NotFound` for an unknown or
         stopped workspace; report a timeout in the result, not as an exception."""
         ...
+
+    def logs(self, session_id: str, tail: int) -> list[str]:
+        """The last `tail` lines of the workspace's log (its main process's output), oldest
+        first, each `<UTC ISO timestamp> <text>`. Raise `NotFound` for an unknown workspace;
+        a hibernated one still has its log."""
+        ...

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from tether.core.lifecycle import LIVE_SESSION_STATES
+from tether.core.lifecycle import ACTIVE_SESSION_STATES, LIVE_SESSION_STATES
 from tether.core.models import Agent, AgentStatus, utcnow
 from tether.core.ports import Store
 from tether.errors import Conflict, Unavailable
@@ -18,7 +19,9 @@ PROVIDER_PLATFORMS: dict[str, tuple[str, ...]] = {
     "gke": ("gke", "kubernetes"),
     "workstations": ("workstations",),
     "local": ("local",),
+    "kubernetes": ("gke", "kubernetes"),
 }
+OFFLINE_MESSAGE = "Agent {} is offline"
 
 
 @dataclass
@@ -64,7 +67,20 @@ class Agents:
                 a.status = AgentStatus.ONLINE
             return a
 
-        return self.repo.mutate(agent_id, beat)
+        was = self.repo.get(agent_id)
+        agent = self.repo.mutate(agent_id, beat)
+        if was.status is AgentStatus.OFFLINE:
+            self._mark_sessions(agent_id, OFFLINE_MESSAGE.format(agent_id), "")
+        return agent
+
+    def _mark_sessions(self, agent_id: str, old: str, new: str) -> None:
+        """Set the status message of the agent's live sessions (where it still reads `old`)."""
+        states = [s.value for s in LIVE_SESSION_STATES]
+        for doc in self.store.query("sessions", [("agent_id", "==", agent_id)]):
+            if doc.data.get("state") not in states or doc.data.get("message", "") != old:
+                continue
+            with contextlib.suppress(Conflict):  # the session moved on: its message is newer
+                self.store.update("sessions", doc.id, {**doc.data, "message": new}, doc.version)
 
     def is_online(self, agent: Agent, now: datetime | None = None) -> bool:
         now = now or utcnow()
@@ -72,7 +88,8 @@ class Agents:
         return agent.status is AgentStatus.ONLINE and fresh
 
     def live_sessions(self, agent_id: str) -> int:
-        states = [s.value for s in LIVE_SESSION_STATES]
+        """Sessions using the agent's capacity now."""
+        states = [s.value for s in ACTIVE_SESSION_STATES]
         sessions = self.store.query("sessions", [("agent_id", "==", agent_id)])
         return sum(1 for s in sessions if s.data.get("state") in states)
 
@@ -87,11 +104,16 @@ class Agents:
         ]
         if not candidates:
             where = "" if provider == "auto" else f" for provider '{provider}'"
-            raise Unavailable(f"No online agents available{where}", field="provider")
+            raise Unavailable(
+                f"No online agents available{where}", field="provider", code="NO_AGENTS_AVAILABLE"
+            )
         loads = {a.id: self.live_sessions(a.id) for a in candidates}
         free = [a for a in candidates if loads[a.id] < a.capacity]
         if not free:
-            raise Unavailable("Every agent that could serve this session is at capacity")
+            raise Unavailable(
+                "Every agent that could serve this session is at capacity",
+                code="AGENT_CAPACITY_EXCEEDED",
+            )
         ranked = sorted(
             free,
             key=lambda a: (
@@ -115,5 +137,21 @@ class Agents:
                     return a
 
                 self.repo.mutate(agent.id, off)
+                self._mark_sessions(agent.id, "", OFFLINE_MESSAGE.format(agent.id))
                 gone.append(agent.id)
         return gone
+
+    def set_status(self, agent_id: str, status: AgentStatus) -> Agent:
+        """An admin drains an agent (no new sessions) or puts it back online."""
+
+        def move(a: Agent) -> Agent:
+            a.status = status
+            return a
+
+        self.repo.get(agent_id, "Agent")
+        return self.repo.mutate(agent_id, move)
+
+    def sessions_of(self, agent_id: str) -> list[dict[str, Any]]:
+        states = [s.value for s in LIVE_SESSION_STATES]
+        docs = self.store.query("sessions", [("agent_id", "==", agent_id)])
+        return [d.data | {"id": d.id} for d in docs if d.data.get("state") in states]

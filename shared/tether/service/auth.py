@@ -11,6 +11,7 @@ from tether.core.models import ApiKey, Principal, Role, User
 from tether.core.ports import Store
 from tether.errors import Conflict, Unauthenticated
 from tether.service.repo import Repo
+from tether.service.tokens import Tokens, looks_like_jwt
 
 KEY_PREFIX = "tether"
 
@@ -49,21 +50,40 @@ def lookup_id(key: str) -> str:
 @dataclass
 class Auth:
     store: Store
+    tokens: Tokens | None = None
 
     def __post_init__(self) -> None:
         self.users = Repo(self.store, "users", User)
         self.keys = Repo(self.store, "api_keys", ApiKey)
 
+    def authenticate(self, authorization: str | None, api_key: str | None) -> Principal:
+        """The caller, from `Authorization: Bearer <JWT or API key>` or `X-API-Key`."""
+        if authorization:
+            scheme, _, credential = authorization.strip().partition(" ")
+            credential = credential.strip()
+            if scheme.lower() != "bearer" or not credential:
+                raise Unauthenticated(
+                    "Authorization must be 'Bearer <token>'", code="AUTH_TOKEN_INVALID"
+                )
+            if looks_like_jwt(credential):
+                if self.tokens is None:
+                    raise Unauthenticated("Tokens are not enabled", code="AUTH_TOKEN_INVALID")
+                return self.tokens.verify(credential)
+            return self.principal_for_key(credential)
+        if api_key:
+            return self.principal_for_key(api_key)
+        raise Unauthenticated("Authorization header missing", code="AUTH_TOKEN_MISSING")
+
     def principal_for_key(self, key: str | None) -> Principal:
         if not key:
-            raise Unauthenticated("Missing API key")
+            raise Unauthenticated("Missing API key", code="AUTH_TOKEN_MISSING")
         key = key.strip()
         record = self.keys.find(lookup_id(key))
         if record is None or not hmac.compare_digest(record.key_hash, _hash_key(key)):
-            raise Unauthenticated("Invalid API key")
+            raise Unauthenticated("Invalid API key", code="AUTH_TOKEN_INVALID")
         user = self.users.find(record.owner)
         if user is None:
-            raise Unauthenticated("Invalid API key")
+            raise Unauthenticated("Invalid API key", code="AUTH_TOKEN_INVALID")
         return Principal(id=user.id, username=user.username, role=user.role)
 
     def ensure_user(self, username: str, role: Role, password: str | None = None) -> User:

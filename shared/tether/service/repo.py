@@ -30,7 +30,8 @@ class Repo(Generic[T]):
     def get(self, doc_id: str, what: str | None = None) -> T:
         obj = self.find(doc_id)
         if obj is None:
-            raise NotFound(f"{what or self.kind.rstrip('s').capitalize()} not found")
+            name = what or self.kind.rstrip("s").capitalize()
+            raise NotFound(f"{name} not found", code=f"{name.upper()}_NOT_FOUND")
         return obj
 
     def create(self, doc_id: str, obj: T) -> T:

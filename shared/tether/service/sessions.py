@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import secrets
@@ -9,6 +10,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
+from tether.core.durations import parse_duration
 from tether.core.lifecycle import SessionState, check_session_move
 from tether.core.models import (
     Command,
@@ -17,10 +19,11 @@ from tether.core.models import (
     Principal,
     Session,
     SessionRequest,
+    Template,
     utcnow,
 )
 from tether.core.ports import Store
-from tether.errors import InvalidTransition, NotFound, Timeout, Unavailable
+from tether.errors import Conflict, InvalidTransition, NotFound, Timeout, Unavailable
 from tether.service.agents import Agents
 from tether.service.commands import Commands
 from tether.service.repo import Repo
@@ -31,6 +34,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TTL_MINUTES = 60
 # Time an agent gets on top of a command's own timeout before we stop waiting for it.
 AGENT_MARGIN = 15.0
+ACTIVITY_RESOLUTION = timedelta(minutes=1)
 _UNSAFE = re.compile(r"[^a-z0-9-]+")
 
 
@@ -45,6 +49,7 @@ def new_session_id(namespace: str, user: str) -> str:
 _AFTER: dict[CommandType, tuple[SessionState, SessionState]] = {
     CommandType.START_SESSION: (SessionState.PENDING, SessionState.RUNNING),
     CommandType.WAKE_SESSION: (SessionState.WAKING, SessionState.RUNNING),
+    # A forced terminate is final already; its stop result changes nothing.
     CommandType.HIBERNATE_SESSION: (SessionState.HIBERNATING, SessionState.HIBERNATED),
     CommandType.STOP_SESSION: (SessionState.TERMINATING, SessionState.TERMINATED),
 }
@@ -65,37 +70,50 @@ class Sessions:
     def get(self, principal: Principal, session_id: str) -> Session:
         session = self.repo.find(session_id)
         if session is None or not (principal.is_admin or session.owner == principal.id):
-            raise NotFound("Session not found")  # another user's session is not found, too
+            # Another user's session is not found, too.
+            raise NotFound("Session not found", code="SESSION_NOT_FOUND", id=session_id)
         return session
 
     def visible(
         self,
         principal: Principal,
-        namespace: str | None = None,
-        user: str | None = None,
         include_terminated: bool = False,
+        tags: list[str] | None = None,
+        **equal: str | None,
     ) -> list[Session]:
-        where: list[tuple[str, str, object]] = []
+        """The caller's sessions (every session for an admin) whose fields equal `equal`'s
+        non-empty values and that carry every tag in `tags`, oldest first."""
+        where: list[tuple[str, str, object]] = [(k, "==", v) for k, v in equal.items() if v]
         if not principal.is_admin:
             where.append(("owner", "==", principal.id))
-        if namespace:
-            where.append(("namespace", "==", namespace))
-        if user:
-            where.append(("user", "==", user))
         sessions = self.repo.query(where)  # type: ignore[arg-type]
-        if not include_terminated:
+        if not include_terminated and not equal.get("state"):
             sessions = [s for s in sessions if s.state is not SessionState.TERMINATED]
+        if tags:
+            sessions = [s for s in sessions if set(tags) <= set(s.tags)]
         return sorted(sessions, key=lambda s: s.created_at)
 
     # -- writes ------------------------------------------------------------------------------
 
-    def create(self, principal: Principal, req: SessionRequest, wait: float = 60.0) -> Session:
+    def create(
+        self,
+        principal: Principal,
+        req: SessionRequest,
+        wait: float = 60.0,
+        hibernated: bool = False,
+    ) -> Session:
+        """Record a session on an agent that can take it and start it (or, `hibernated`, keep it
+        asleep until woken); waits up to `wait` seconds for it to leave pending."""
         template = self.templates.get(req.template)
         agent = self.agents.pick(req.provider, req.prefer)
+        if req.idle_timeout:
+            parse_duration(req.idle_timeout, "idle_timeout")
         now = utcnow()
         ttl = None if req.long_lived else (req.ttl_minutes or DEFAULT_TTL_MINUTES)
+        sid = new_session_id(req.namespace, req.user)
         session = Session(
-            id=new_session_id(req.namespace, req.user),
+            id=sid,
+            name=f"{req.user}-{template.name}-{sid.rsplit('-', 1)[1]}",
             owner=principal.id,
             template=template.name,
             platform=agent.platform,
@@ -104,22 +122,33 @@ class Sessions:
             user=req.user,
             long_lived=req.long_lived,
             expires_at=now + timedelta(minutes=ttl) if ttl else None,
-            message="Session provisioning in progress...",
+            resources=template.resources | req.resources,
+            tags=req.tags,
+            persistent_home=(
+                template.persistent_home if req.persistent_home is None else req.persistent_home
+            ),
+            idle_timeout=req.idle_timeout or template.idle_timeout,
+            vnc=template.vnc.enabled,
+            state=SessionState.HIBERNATED if hibernated else SessionState.PENDING,
+            message="" if hibernated else "Session provisioning in progress...",
         )
         self.repo.create(session.id, session)
-        self.commands.issue(
-            agent.id,
-            CommandType.START_SESSION,
-            session.id,
-            {
-                "name": session.id,
-                "namespace": req.namespace,
-                "user": req.user,
-                "template": template.doc(),
-                "persistent_home": req.persistent_home,
-            },
-        )
+        if not hibernated:
+            self._command(session, CommandType.START_SESSION, template)
         return self.wait_while(session.id, {SessionState.PENDING}, wait)
+
+    def _command(
+        self, session: Session, kind: CommandType, template: Template | None = None
+    ) -> None:
+        payload = {
+            "name": session.name or session.id,
+            "namespace": session.namespace,
+            "user": session.user,
+            "persistent_home": session.persistent_home,
+        }
+        if template is not None:  # start and wake carry everything needed to start afresh
+            payload |= {"template": template.doc(), "resources": session.resources}
+        self.commands.issue(session.agent_id, kind, session.id, payload)
 
     def wait_while(self, session_id: str, states: set[SessionState], timeout: float) -> Session:
         """Wait until the session leaves `states` (or `timeout` passes); returns it."""
@@ -144,6 +173,7 @@ class Sessions:
         self, principal: Principal, session_id: str, command: str, timeout: float
     ) -> ExecResult:
         session = self.usable(principal, session_id)
+        self.touch(session)
         issued = self.commands.issue(
             session.agent_id,
             CommandType.EXEC,
@@ -185,6 +215,81 @@ class Sessions:
             )
         return session
 
+    def _move(self, session_id: str, target: SessionState, message: str) -> Session | None:
+        """Move to `target` (checked against the table); None when it was there already."""
+
+        def move(s: Session) -> Session | None:
+            if s.state is target:
+                return None
+            check_session_move(s.state, target)
+            s.state, s.message, s.updated_at = target, message, utcnow()
+            return s
+
+        before = self.repo.get(session_id, "Session")
+        after = self.repo.mutate(session_id, move)
+        return after if after.version != before.version else None
+
+    def hibernate(self, principal: Principal, session_id: str, wait: float = 30.0) -> Session:
+        """Stop the workspace's processes, keeping its home (when persistent_home)."""
+        self.get(principal, session_id)
+        session = self._move(session_id, SessionState.HIBERNATING, "Hibernating...")
+        if session is not None:
+            self._command(session, CommandType.HIBERNATE_SESSION)
+        return self.wait_while(session_id, {SessionState.HIBERNATING}, wait)
+
+    def wake(self, principal: Principal, session_id: str, wait: float = 60.0) -> Session:
+        current = self.get(principal, session_id)
+        session = self._move(session_id, SessionState.WAKING, "Waking...")
+        if session is not None:
+            self._command(session, CommandType.WAKE_SESSION, self.templates.get(current.template))
+        return self.wait_while(session_id, {SessionState.WAKING}, wait)
+
+    def force_terminate(self, session_id: str) -> Session:
+        """Terminated at once (admin, or delete with force): the agent frees it behind."""
+        session = self._move(session_id, SessionState.TERMINATED, "Force terminated")
+        if session is None:
+            return self.repo.get(session_id, "Session")
+        self._command(session, CommandType.STOP_SESSION)
+        return session
+
+    def logs(self, principal: Principal, session_id: str, tail: int) -> list[str]:
+        session = self.get(principal, session_id)
+        issued = self.commands.issue(
+            session.agent_id, CommandType.GET_LOGS, session.id, {"tail": tail}
+        )
+        done = self.commands.wait(issued.id, AGENT_MARGIN)
+        if done.state.value == "succeeded" and done.result is not None:
+            lines: list[str] = done.result.get("lines", [])
+            return lines
+        if done.state.value == "failed":
+            raise Unavailable(f"Logs could not be read: {done.error or 'agent error'}")
+        raise Timeout(f"Agent {session.agent_id} did not answer within {AGENT_MARGIN}s")
+
+    def touch(self, session: Session) -> None:
+        """Record activity (for idle_timeout), at most once a minute per session."""
+        now = utcnow()
+        if now - session.last_activity < ACTIVITY_RESOLUTION:
+            return
+
+        def seen(s: Session) -> Session:
+            s.last_activity = now
+            return s
+
+        with contextlib.suppress(Conflict, NotFound):
+            self.repo.mutate(session.id, seen, attempts=2)
+
+    def hibernate_idle(self) -> list[str]:
+        """Hibernate running sessions idle for longer than their idle_timeout."""
+        now = utcnow()
+        slept = []
+        for s in self.repo.query([("state", "==", SessionState.RUNNING.value)]):
+            if s.idle_timeout and s.last_activity + parse_duration(s.idle_timeout) <= now:
+                moved = self._move(s.id, SessionState.HIBERNATING, "Hibernated after idle timeout")
+                if moved is not None:
+                    self._command(moved, CommandType.HIBERNATE_SESSION)
+                    slept.append(s.id)
+        return slept
+
     # -- results from agents -----------------------------------------------------------------
 
     def apply_result(self, command: Command) -> None:
@@ -203,6 +308,8 @@ class Sessions:
             if ok:
                 s.state = target
                 s.message = ""
+                if target is SessionState.RUNNING:
+                    s.started_at = s.last_activity = utcnow()
                 if "url" in result:
                     s.url = result["url"]
                 s.details.update(result.get("details") or {})

@@ -67,7 +67,10 @@ class RunPython(BaseModel):
 
 
 def principal(request: Request) -> Principal:
-    return bootstrap.services().auth.principal_for_key(request.headers.get("X-API-Key"))
+    """X-API-Key as the spec says; a Bearer token (JWT or key) works on every surface too."""
+    key, bearer = request.headers.get("X-API-Key"), request.headers.get("Authorization")
+    auth = bootstrap.services().auth
+    return auth.authenticate(bearer, None) if bearer and not key else auth.principal_for_key(key)
 
 
 def session_json(s: Session) -> dict[str, Any]:
@@ -106,7 +109,9 @@ def _create(who: Principal, req: SessionRequest) -> Response:
 def _list(request: Request, key: str) -> Response:
     who = principal(request)
     f = parse_query(request, ListFilter)
-    sessions = bootstrap.services().sessions.visible(who, f.namespace, f.user, f.include_terminated)
+    sessions = bootstrap.services().sessions.visible(
+        who, f.include_terminated, namespace=f.namespace, user=f.user
+    )
     items = [session_json(s) for s in sessions]
     return json_response({key: items, "total": len(items)})
 

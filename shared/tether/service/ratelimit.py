@@ -1,0 +1,65 @@
+"""Fixed-window rate limits kept in the Store, so every process and instance shares them."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from tether.core.ports import Store
+from tether.errors import Conflict
+
+KIND = "rate_limits"
+
+
+@dataclass(frozen=True)
+class Quota:
+    limit: int
+    remaining: int
+    reset: int  # unix time the window ends
+    allowed: bool
+
+    @property
+    def retry_after(self) -> int:
+        return max(1, self.reset - int(time.time()))
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(self.reset),
+        }
+
+
+@dataclass
+class RateLimits:
+    store: Store
+    window: int = 60
+
+    def hit(self, key: str, limit: int) -> Quota:
+        """Count one request for `key` in the current window."""
+        start = int(time.time()) // self.window * self.window
+        reset = start + self.window
+        doc_id = f"{key}@{start}".replace("/", "_")
+        count = self._increment(doc_id, datetime.fromtimestamp(reset, UTC))
+        return Quota(limit, max(0, limit - count), reset, count <= limit)
+
+    def _increment(self, doc_id: str, expires: datetime) -> int:
+        for _ in range(20):
+            doc = self.store.get(KIND, doc_id)
+            try:
+                if doc is None:
+                    self.store.create(KIND, doc_id, {"count": 1, "expires_at": expires})
+                    return 1
+                count = int(doc.data["count"]) + 1
+                self.store.update(KIND, doc_id, {**doc.data, "count": count}, doc.version)
+                return count
+            except Conflict:
+                continue  # another request counted at the same moment: count again
+        return 1 << 30  # hopelessly contended: treat as over the limit
+
+    def forget_expired(self) -> int:
+        gone = self.store.query(KIND, [("expires_at", "<=", datetime.now(UTC))])
+        for doc in gone:
+            self.store.delete(KIND, doc.id)
+        return len(gone)

@@ -1,0 +1,583 @@
+"""StreamSpace v2 surface under `/api/v1`: auth, users, agents, templates, sessions.
+
+Errors are `{error, message, code, details, timestamp, request_id}`; every response carries
+the rate-limit headers. Auth is `Authorization: Bearer <JWT or API key>`.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from werkzeug.wrappers import Request, Response
+
+from tether import bootstrap, errors
+from tether.core.durations import DURATION
+from tether.core.lifecycle import SessionState
+from tether.core.models import (
+    Agent,
+    AgentStatus,
+    Principal,
+    Role,
+    Session,
+    SessionRequest,
+    Template,
+    User,
+    utcnow,
+)
+from tether.surfaces.http import Router, json_response, parse_body, parse_query
+
+PREFIX = "/api/v1"
+LIMIT_LOGIN, LIMIT_CREATE, LIMIT_DEFAULT = 5, 10, 100
+
+# Codes for errors raised without one, by class (most specific first), and their titles.
+_DEFAULT_CODES: list[tuple[type[errors.TetherError], str]] = [
+    (errors.InvalidTransition, "INVALID_STATE_TRANSITION"),
+    (errors.Invalid, "VALIDATION_FAILED"),
+    (errors.Unauthenticated, "AUTH_TOKEN_INVALID"),
+    (errors.Forbidden, "AUTH_INSUFFICIENT_PERMISSIONS"),
+    (errors.NotFound, "NOT_FOUND"),
+    (errors.Conflict, "CONFLICT"),
+    (errors.RateLimited, "RATE_LIMIT_EXCEEDED"),
+    (errors.Unavailable, "SERVICE_UNAVAILABLE"),
+    (errors.Timeout, "TIMEOUT"),
+]
+_TITLES = {
+    "AUTH_INVALID_CREDENTIALS": "Authentication failed",
+    "AUTH_TOKEN_EXPIRED": "Token expired",
+    "AUTH_TOKEN_INVALID": "Invalid token",
+    "AUTH_TOKEN_MISSING": "Authentication required",
+    "AUTH_INSUFFICIENT_PERMISSIONS": "Insufficient permissions",
+    "SESSION_NOT_FOUND": "Session not found",
+    "AGENT_NOT_FOUND": "Agent not found",
+    "TEMPLATE_NOT_FOUND": "Template not found",
+    "USER_EXISTS": "User already exists",
+    "INVALID_STATE_TRANSITION": "Invalid state transition",
+    "NO_AGENTS_AVAILABLE": "No agents available",
+    "AGENT_CAPACITY_EXCEEDED": "Agent capacity exceeded",
+    "RATE_LIMIT_EXCEEDED": "Rate limit exceeded",
+    "VALIDATION_FAILED": "Invalid request",
+}
+# Where StreamSpace's status for an error differs from the shared mapping.
+_STATUS_BY_CODE = {"INVALID_STATE_TRANSITION": 400}
+
+
+def code_of(error: errors.TetherError) -> str:
+    code = error.details.get("code")
+    if isinstance(code, str):
+        return code
+    return next((c for cls, c in _DEFAULT_CODES if isinstance(error, cls)), "INTERNAL_ERROR")
+
+
+def render_error(error: errors.TetherError, status: int) -> Response:
+    code = code_of(error)
+    status = _STATUS_BY_CODE.get(code, status)
+    details = {k: v for k, v in error.details.items() if k != "code"}
+    if error.field:
+        details["field"] = error.field
+    body: dict[str, Any] = {
+        "error": _TITLES.get(code, error.message if status < 500 else "Internal server error"),
+        "message": error.message,
+        "code": code,
+        "details": details,
+        "timestamp": iso(utcnow()),
+        "request_id": f"req-{uuid.uuid4().hex[:12]}",
+    }
+    if isinstance(error, errors.RateLimited):
+        body["retry_after"] = error.details.get("retry_after")
+    return json_response(body, status)
+
+
+router = Router(render_error)
+
+
+def iso(when: datetime | None) -> str | None:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ") if when else None
+
+
+# -- request plumbing: who, rate limits -------------------------------------------------------
+
+
+def who(request: Request) -> Principal:
+    """The caller (cached on the request: the rate limiter looked first)."""
+    cached = request.environ.get("tether.principal")
+    if isinstance(cached, Principal):
+        return cached
+    principal = bootstrap.services().auth.authenticate(
+        request.headers.get("Authorization"), request.headers.get("X-API-Key")
+    )
+    request.environ["tether.principal"] = principal
+    return principal
+
+
+def admin(request: Request) -> Principal:
+    principal = who(request)
+    if not principal.is_admin:
+        raise errors.Forbidden("This requires the admin role", code="AUTH_INSUFFICIENT_PERMISSIONS")
+    return principal
+
+
+def _limit_for(request: Request) -> tuple[str, int]:
+    path = request.path[len(PREFIX) :]
+    if path.rstrip("/") == "/auth/login":
+        return "login", LIMIT_LOGIN
+    if path.rstrip("/") == "/sessions" and request.method == "POST":
+        return "create", LIMIT_CREATE
+    return "api", LIMIT_DEFAULT
+
+
+def handle(request: Request) -> Response:
+    """Route with a rate limit per principal (per client address before authentication; the
+    peer address, never a forwarding header a client could write)."""
+    bucket, limit = _limit_for(request)
+    try:
+        subject = f"user:{who(request).id}" if bucket != "login" else ""
+    except errors.TetherError:
+        subject = ""
+    subject = subject or f"addr:{request.remote_addr or 'unknown'}"
+    quota = bootstrap.services().limits.hit(f"{bucket}:{subject}", limit)
+    if not quota.allowed:
+        wait = quota.retry_after
+        response = render_error(
+            errors.RateLimited(
+                f"Too many requests. Please try again in {wait} seconds.", retry_after=wait
+            ),
+            429,
+        )
+        response.headers["Retry-After"] = str(wait)
+    else:
+        response = router(request)
+    response.headers.update(quota.headers())
+    return response
+
+
+class Page(BaseModel):
+    page: int = Field(1, ge=1)
+    limit: int = Field(20, ge=1, le=100)
+
+
+def paginate(items: list[Any], page: Page) -> tuple[list[Any], dict[str, int]]:
+    total = len(items)
+    chunk = items[(page.page - 1) * page.limit : page.page * page.limit]
+    pages = max(1, math.ceil(total / page.limit))
+    return chunk, {"page": page.page, "limit": page.limit, "total": total, "total_pages": pages}
+
+
+# -- auth -------------------------------------------------------------------------------------
+
+
+class Login(BaseModel):
+    username: str = Field(min_length=1, max_length=128)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+def user_json(u: User) -> dict[str, Any]:
+    return {
+        "id": u.id,
+        "username": u.username,
+        "email": u.email,
+        "role": u.role.value,
+        "active": u.active,
+        "created_at": iso(u.created_at),
+        "last_login": iso(u.last_login),
+    }
+
+
+@router.route(f"{PREFIX}/auth/login", ["POST"])
+def login(request: Request) -> Response:
+    body = parse_body(request, Login)
+    services = bootstrap.services()
+    user = services.users.login(body.username, body.password)
+    token, expires = services.tokens.issue(user)
+    return json_response({"token": token, "user": user_json(user), "expires_at": iso(expires)})
+
+
+@router.route(f"{PREFIX}/auth/logout", ["POST"])
+def logout(request: Request) -> Response:
+    who(request)
+    _, _, token = (request.headers.get("Authorization") or "").partition(" ")
+    if token.count(".") == 2:  # a JWT: revoke it; an API key stays valid
+        bootstrap.services().tokens.revoke(token.strip())
+    return json_response({"message": "Logout successful"})
+
+
+# -- users ------------------------------------------------------------------------------------
+
+
+class UserFilter(Page):
+    role: Role | None = None
+
+
+class NewUser(BaseModel):
+    username: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+$")
+    password: str = Field(min_length=8, max_length=1024)
+    role: Role = Role.USER
+
+
+@router.route(f"{PREFIX}/users", ["GET"])
+def list_users(request: Request) -> Response:
+    admin(request)
+    f = parse_query(request, UserFilter)
+    users, total = bootstrap.services().users.page(f.role, f.page, f.limit)
+    pages = max(1, math.ceil(total / f.limit))
+    return json_response(
+        {
+            "users": [user_json(u) for u in users],
+            "pagination": {"page": f.page, "limit": f.limit, "total": total, "total_pages": pages},
+        }
+    )
+
+
+@router.route(f"{PREFIX}/users", ["POST"])
+def create_user(request: Request) -> Response:
+    admin(request)
+    body = parse_body(request, NewUser)
+    user = bootstrap.services().users.create(body.username, body.password, body.role, body.email)
+    return json_response(user_json(user), 201)
+
+
+# -- agents -----------------------------------------------------------------------------------
+
+
+class AgentFilter(Page):
+    platform: str | None = None
+    status: AgentStatus | None = None
+    region: str | None = None
+
+
+class AgentPatch(BaseModel):
+    status: Literal["online", "draining"]
+
+
+def agent_json(a: Agent, current: int) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "agent_id": a.id,
+        "platform": a.platform,
+        "region": a.region,
+        "status": a.status.value,
+        "capacity": {"max_sessions": a.capacity, "current_sessions": current},
+        "metadata": {"epoch": a.epoch},
+        "last_heartbeat": iso(a.last_heartbeat),
+        "created_at": iso(a.registered_at),
+        "updated_at": iso(a.last_heartbeat),
+    }
+
+
+def _agents() -> list[tuple[Agent, int]]:
+    agents = bootstrap.services().agents
+    return [(a, agents.live_sessions(a.id)) for a in agents.repo.query(order_by="id")]
+
+
+@router.route(f"{PREFIX}/agents", ["GET"])
+def list_agents(request: Request) -> Response:
+    who(request)
+    f = parse_query(request, AgentFilter)
+    rows = [
+        agent_json(a, n)
+        for a, n in _agents()
+        if (not f.platform or a.platform == f.platform)
+        and (not f.status or a.status is f.status)
+        and (not f.region or a.region == f.region)
+    ]
+    items, pagination = paginate(rows, f)
+    return json_response({"agents": items, "pagination": pagination})
+
+
+@router.route(f"{PREFIX}/agents/stats", ["GET"])
+def agent_stats(request: Request) -> Response:
+    who(request)
+    rows = _agents()
+    by_status = {s: sum(1 for a, _ in rows if a.status is s) for s in AgentStatus}
+    by_platform: dict[str, int] = {}
+    for a, _ in rows:
+        by_platform[a.platform] = by_platform.get(a.platform, 0) + 1
+    usable = [(a, n) for a, n in rows if a.status is AgentStatus.ONLINE]
+    max_sessions = sum(a.capacity for a, _ in usable)
+    current = sum(n for _, n in rows)
+    return json_response(
+        {
+            "total_agents": len(rows),
+            "online_agents": by_status[AgentStatus.ONLINE],
+            "offline_agents": by_status[AgentStatus.OFFLINE],
+            "draining_agents": by_status[AgentStatus.DRAINING],
+            "by_platform": by_platform,
+            "total_capacity": {"max_sessions": max_sessions, "current_sessions": current},
+            "utilization": {
+                "percentage": round(100 * current / max_sessions, 1) if max_sessions else 0.0,
+                "sessions_available": max(0, max_sessions - sum(n for _, n in usable)),
+            },
+        }
+    )
+
+
+@router.route(f"{PREFIX}/agents/<agent_id>", ["GET"])
+def get_agent(request: Request, agent_id: str) -> Response:
+    who(request)
+    agents = bootstrap.services().agents
+    agent = agents.repo.get(agent_id, "Agent")
+    sessions = agents.sessions_of(agent_id)
+    body = agent_json(agent, len(sessions))
+    body["uptime_seconds"] = int((utcnow() - agent.registered_at).total_seconds())
+    body["sessions"] = [
+        {k: s.get(k) for k in ("id", "name", "user", "template", "state")} for s in sessions
+    ]
+    return json_response(body)
+
+
+@router.route(f"{PREFIX}/agents/<agent_id>", ["PATCH"])
+def patch_agent(request: Request, agent_id: str) -> Response:
+    admin(request)
+    body = parse_body(request, AgentPatch)
+    agent = bootstrap.services().agents.set_status(agent_id, AgentStatus(body.status))
+    return json_response(
+        {"id": agent.id, "agent_id": agent.id, "status": agent.status.value,
+         "updated_at": iso(utcnow())}
+    )  # fmt: skip
+
+
+# -- templates --------------------------------------------------------------------------------
+
+
+class TemplateFilter(Page):
+    limit: int = Field(50, ge=1, le=100)
+    category: str | None = None
+
+
+def template_json(t: Template) -> dict[str, Any]:
+    return {
+        "id": t.name,
+        "name": t.name,
+        "display_name": t.display_name,
+        "category": t.category,
+        "description": t.description,
+        "base_image": t.image,
+        "default_resources": t.resources,
+        "vnc": t.vnc.model_dump(),
+        "environment": t.env,
+        "persistent_home": t.persistent_home,
+        "idle_timeout": t.idle_timeout,
+        "tags": t.tags,
+        "icon_url": t.icon_url,
+        "created_at": iso(t.created_at),
+        "updated_at": iso(t.updated_at),
+    }
+
+
+@router.route(f"{PREFIX}/templates", ["GET"])
+def list_templates(request: Request) -> Response:
+    who(request)
+    f = parse_query(request, TemplateFilter)
+    rows = [
+        template_json(t)
+        for t in bootstrap.services().templates.list()
+        if not f.category or t.category == f.category
+    ]
+    items, pagination = paginate(rows, f)
+    return json_response({"templates": items, "pagination": pagination})
+
+
+@router.route(f"{PREFIX}/templates/<name>", ["GET"])
+def get_template(request: Request, name: str) -> Response:
+    who(request)
+    return json_response(template_json(bootstrap.services().templates.get(name)))
+
+
+# -- sessions ---------------------------------------------------------------------------------
+
+# StreamSpace's words for the core states (the core has a few more in-between states).
+_PHASES = {
+    SessionState.PENDING: "Pending",
+    SessionState.RUNNING: "Running",
+    SessionState.HIBERNATING: "Hibernating",
+    SessionState.HIBERNATED: "Hibernated",
+    SessionState.WAKING: "Waking",
+    SessionState.TERMINATING: "Terminating",
+    SessionState.TERMINATED: "Terminated",
+    SessionState.FAILED: "Failed",
+}
+_DEFAULT_MESSAGES = {
+    SessionState.RUNNING: "Session is running",
+    SessionState.HIBERNATED: "Session hibernated successfully",
+    SessionState.TERMINATED: "Session terminated",
+}
+
+
+class Resources(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    memory: str | None = Field(None, pattern=r"^[0-9]+(Ki|Mi|Gi|Ti)?$")
+    cpu: str | None = Field(None, pattern=r"^[0-9]+m?$")
+
+
+class NewSession(BaseModel):
+    user: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+    template: str = Field(min_length=1, max_length=63)
+    platform: str | None = Field(None, pattern=r"^[a-z_]{1,32}$")
+    state: Literal["running", "hibernated"] = "running"
+    resources: Resources = Field(default_factory=Resources)
+    persistent_home: bool | None = None
+    idle_timeout: str | None = Field(None, pattern=DURATION)
+    tags: list[str] = Field(default_factory=list, max_length=32)
+
+
+class SessionFilter(Page):
+    user: str | None = None
+    template: str | None = None
+    platform: str | None = None
+    agent_id: str | None = None
+    state: SessionState | None = None
+    tags: str | None = None
+    sort: Literal["created_at", "updated_at", "user", "state"] = "created_at"
+    order: Literal["asc", "desc"] = "desc"
+
+
+class SessionPatch(BaseModel):
+    state: Literal["running", "hibernated", "terminating", "terminated"]
+
+
+class DeleteQuery(BaseModel):
+    force: bool = False
+
+
+class LogQuery(BaseModel):
+    tail: int = Field(100, ge=1, le=10_000)
+    timestamps: bool = True
+    follow: bool = False
+
+
+def session_json(s: Session) -> dict[str, Any]:
+    vnc = s.vnc and s.state is SessionState.RUNNING
+    return {
+        "id": s.id,
+        "name": s.name or s.id,
+        "namespace": s.namespace,
+        "user": s.user,
+        "template": s.template,
+        "platform": s.platform,
+        "agent_id": s.agent_id,
+        "state": s.state.value,
+        "resources": s.resources,
+        "persistent_home": s.persistent_home,
+        "idle_timeout": s.idle_timeout,
+        "tags": s.tags,
+        "status": {
+            "phase": _PHASES[s.state],
+            "message": s.message or _DEFAULT_MESSAGES.get(s.state, ""),
+            "pod_ip": None,
+            "pod_name": s.details.get("service_name"),
+            "vnc_url": f"/vnc-viewer/{s.id}" if vnc else None,
+            "started_at": iso(s.started_at),
+        },
+        "platform_metadata": s.details,
+        "created_at": iso(s.created_at),
+        "updated_at": iso(s.updated_at),
+        "last_activity": iso(s.last_activity),
+    }
+
+
+@router.route(f"{PREFIX}/sessions", ["POST"])
+def create_session(request: Request) -> Response:
+    principal = who(request)
+    body = parse_body(request, NewSession)
+    req = SessionRequest(
+        provider=body.platform or "auto",
+        template=body.template,
+        namespace="streamspace",
+        user=body.user,
+        long_lived=True,  # StreamSpace sessions end by terminate or idle hibernation
+        persistent_home=body.persistent_home,
+        resources=body.resources.model_dump(exclude_none=True),
+        idle_timeout=body.idle_timeout,
+        tags=body.tags,
+    )
+    sessions = bootstrap.services().sessions
+    try:
+        session = sessions.create(principal, req, wait=0, hibernated=body.state == "hibernated")
+    except errors.NotFound as exc:  # the request names a template that does not exist
+        raise errors.Invalid(exc.message, field="template", code="TEMPLATE_NOT_FOUND") from None
+    return json_response(session_json(session), 202)
+
+
+@router.route(f"{PREFIX}/sessions", ["GET"])
+def list_sessions(request: Request) -> Response:
+    principal = who(request)
+    f = parse_query(request, SessionFilter)
+    tags = [t for t in (f.tags or "").split(",") if t]
+    found = bootstrap.services().sessions.visible(
+        principal,
+        include_terminated=True,
+        tags=tags,
+        user=f.user,
+        template=f.template,
+        platform=f.platform,
+        agent_id=f.agent_id,
+        state=f.state.value if f.state else None,
+    )
+    found.sort(key=lambda s: (getattr(s, f.sort), s.id), reverse=f.order == "desc")
+    items, pagination = paginate([session_json(s) for s in found], f)
+    return json_response({"sessions": items, "pagination": pagination})
+
+
+@router.route(f"{PREFIX}/sessions/<session_id>", ["GET"])
+def get_session(request: Request, session_id: str) -> Response:
+    return json_response(session_json(bootstrap.services().sessions.get(who(request), session_id)))
+
+
+@router.route(f"{PREFIX}/sessions/<session_id>", ["PATCH"])
+def patch_session(request: Request, session_id: str) -> Response:
+    principal = who(request)
+    body = parse_body(request, SessionPatch)
+    sessions = bootstrap.services().sessions
+    current = sessions.get(principal, session_id).state
+    target = SessionState(body.state)
+    if target is SessionState.TERMINATED:  # "Any -> terminated: force terminate (admin only)"
+        admin(request)
+        session = sessions.force_terminate(session_id)
+    elif (current, target) == (SessionState.RUNNING, SessionState.HIBERNATED):
+        session = sessions.hibernate(principal, session_id)
+    elif (current, target) == (SessionState.HIBERNATED, SessionState.RUNNING):
+        session = sessions.wake(principal, session_id)
+    elif target is SessionState.TERMINATING and current in (
+        SessionState.RUNNING,
+        SessionState.HIBERNATED,
+    ):
+        sessions.terminate(session_id, "Session terminating")
+        session = sessions.get(principal, session_id)
+    else:
+        raise errors.InvalidTransition(
+            f"Cannot transition from '{current.value}' to '{target.value}'", field="state"
+        )
+    return json_response(session_json(session))
+
+
+@router.route(f"{PREFIX}/sessions/<session_id>", ["DELETE"])
+def delete_session(request: Request, session_id: str) -> Response:
+    principal = who(request)
+    q = parse_query(request, DeleteQuery)
+    sessions = bootstrap.services().sessions
+    if q.force:
+        sessions.get(principal, session_id)
+        sessions.force_terminate(session_id)
+    else:
+        sessions.delete(principal, session_id)
+    return Response(status=204)
+
+
+@router.route(f"{PREFIX}/sessions/<session_id>/logs", ["GET"])
+def session_logs(request: Request, session_id: str) -> Response:
+    principal = who(request)
+    q = parse_query(request, LogQuery)
+    if q.follow:
+        raise errors.Invalid(
+            "follow=true streams over a WebSocket, which this server does not serve yet",
+            field="follow",
+        )
+    lines = bootstrap.services().sessions.logs(principal, session_id, q.tail)
+    if not q.timestamps:
+        lines = [line.split(" ", 1)[1] if " " in line else line for line in lines]
+    return json_response({"logs": lines})
