@@ -27,6 +27,7 @@ class Settings:
     republish_after: float = 10.0
     public_url: str = ""
     jwt_secret: str | None = None  # None: generated once and kept in `home`
+    agent_id: str = ""  # the local agent's id; empty: local-<hostname>
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -44,4 +45,5 @@ class Settings:
             republish_after=float(_env("TETHER_REPUBLISH_AFTER", "10")),
             public_url=_env("TETHER_PUBLIC_URL", f"http://127.0.0.1:{port}"),
             jwt_secret=os.environ.get("TETHER_JWT_SECRET") or None,
+            agent_id=_env("TETHER_AGENT_ID", ""),
         )

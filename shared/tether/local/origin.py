@@ -49,7 +49,7 @@ class LocalStack:
         self.new_key = bootstrap.seed(self.services)
         self.provisioner = LocalProvisioner(settings.home)
         self.agent = Agent(
-            f"local-{socket.gethostname()}",
+            settings.agent_id or f"local-{socket.gethostname()}",
             self.services.bus,
             self.provisioner,
             Journal(settings.home / "agent" / "journal.db"),
