@@ -424,3 +424,51 @@ def test_session_creation_is_limited_per_principal(ss: FlaskClient) -> None:
     other = ss.post(f"{API}/sessions", headers=bearer(BOB_KEY),
                     json={"user": "bob", "template": "shell", "state": "hibernated"})  # fmt: skip
     assert other.status_code == 202, "another principal has its own allowance"
+
+
+def test_admin_manages_templates(ss: FlaskClient) -> None:
+    admin, user = bearer(ADMIN_KEY), bearer(ALICE_KEY)
+    body = {"name": "notes", "display_name": "Notes", "category": "Office",
+            "command": "echo notes-ready; sleep 600", "tags": ["office"]}  # fmt: skip
+    assert_error(ss.post(f"{API}/templates", json=body, headers=user), 403,
+                 "AUTH_INSUFFICIENT_PERMISSIONS")  # fmt: skip
+    r = ss.post(f"{API}/templates", json=body, headers=admin)
+    assert r.status_code == 201 and r.get_json()["category"] == "Office"
+    assert_error(ss.post(f"{API}/templates", json=body, headers=admin), 409, "TEMPLATE_EXISTS")
+    sid = ss.post(f"{API}/sessions", json={"user": "alice", "template": "notes"}, headers=user)
+    sid = sid.get_json()["id"]
+    wait_state(ss, sid, ALICE_KEY, "running")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        logs = ss.get(f"{API}/sessions/{sid}/logs?timestamps=false", headers=user).get_json()
+        if "notes-ready" in logs["logs"]:
+            break
+        time.sleep(0.2)
+    assert "notes-ready" in logs["logs"], logs
+    stamped = ss.get(f"{API}/sessions/{sid}/logs?tail=1000", headers=user).get_json()["logs"]
+    assert any(line.endswith(" notes-ready") and line[:4].isdigit() for line in stamped)
+
+    changed = ss.put(
+        f"{API}/templates/notes", json=body | {"display_name": "Notes 2"}, headers=admin
+    )
+    assert changed.get_json()["display_name"] == "Notes 2"
+    mismatch = ss.put(f"{API}/templates/notes", json=body | {"name": "other"}, headers=admin)
+    assert_error(mismatch, 400, "VALIDATION_FAILED")
+    assert ss.delete(f"{API}/templates/notes", headers=admin).status_code == 204
+    assert_error(ss.get(f"{API}/templates/notes", headers=user), 404, "TEMPLATE_NOT_FOUND")
+    assert_error(ss.delete(f"{API}/templates/notes", headers=admin), 404, "TEMPLATE_NOT_FOUND")
+
+
+def test_specific_validation_codes(ss: FlaskClient) -> None:
+    h = bearer(ALICE_KEY)
+    body = assert_error(ss.post(f"{API}/sessions", json={"user": "a"}, headers=h), 400,
+                        "MISSING_REQUIRED_FIELD")  # fmt: skip
+    assert body["details"]["field"] == "template"
+    assert_error(ss.get(f"{API}/sessions?page=0", headers=h), 400, "INVALID_PARAMETER")
+    sid = ss.post(f"{API}/sessions", json={"user": "alice", "template": "shell"}, headers=h)
+    sid = sid.get_json()["id"]
+    wait_state(ss, sid, ALICE_KEY, "running")
+    ss.patch(f"{API}/sessions/{sid}", json={"state": "terminating"}, headers=h)
+    r = ss.patch(f"{API}/sessions/{sid}", json={"state": "hibernated"}, headers=h)
+    if r.status_code != 400:  # still terminating (not yet terminated): say so
+        assert_error(r, 409, "SESSION_TERMINATING")

@@ -147,7 +147,8 @@ class Sessions:
             "persistent_home": session.persistent_home,
         }
         if template is not None:  # start and wake carry everything needed to start afresh
-            payload |= {"template": template.doc(), "resources": session.resources}
+            template_json = template.model_dump(mode="json", exclude={"version"})
+            payload |= {"template": template_json, "resources": session.resources}
         self.commands.issue(session.agent_id, kind, session.id, payload)
 
     def wait_while(self, session_id: str, states: set[SessionState], timeout: float) -> Session:

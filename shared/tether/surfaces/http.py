@@ -50,7 +50,11 @@ def _describe(exc: ValidationError, where: str) -> errors.Invalid:
     first = exc.errors()[0]
     field = ".".join(str(p) for p in first["loc"]) or where
     message = first["msg"]
-    return errors.Invalid(f"Invalid {where} field '{field}': {message}", field=field)
+    if first["type"] == "missing":
+        code = "MISSING_REQUIRED_FIELD"
+    else:
+        code = "INVALID_PARAMETER" if where == "query" else "VALIDATION_FAILED"
+    return errors.Invalid(f"Invalid {where} field '{field}': {message}", field=field, code=code)
 
 
 def parse_body(request: Request, model: type[M]) -> M:

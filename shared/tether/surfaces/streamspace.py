@@ -26,6 +26,7 @@ from tether.core.models import (
     SessionRequest,
     Template,
     User,
+    Vnc,
     utcnow,
 )
 from tether.surfaces.http import Router, json_response, parse_body, parse_query
@@ -60,6 +61,10 @@ _TITLES = {
     "AGENT_CAPACITY_EXCEEDED": "Agent capacity exceeded",
     "RATE_LIMIT_EXCEEDED": "Rate limit exceeded",
     "VALIDATION_FAILED": "Invalid request",
+    "MISSING_REQUIRED_FIELD": "Missing required field",
+    "INVALID_PARAMETER": "Invalid parameter",
+    "SESSION_TERMINATING": "Session is terminating",
+    "TEMPLATE_EXISTS": "Template already exists",
 }
 # Where StreamSpace's status for an error differs from the shared mapping.
 _STATUS_BY_CODE = {"INVALID_STATE_TRANSITION": 400}
@@ -343,6 +348,13 @@ def patch_agent(request: Request, agent_id: str) -> Response:
 # -- templates --------------------------------------------------------------------------------
 
 
+class Resources(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    memory: str | None = Field(None, pattern=r"^[0-9]+(Ki|Mi|Gi|Ti)?$")
+    cpu: str | None = Field(None, pattern=r"^[0-9]+m?$")
+
+
 class TemplateFilter(Page):
     limit: int = Field(50, ge=1, le=100)
     category: str | None = None
@@ -387,6 +399,66 @@ def get_template(request: Request, name: str) -> Response:
     return json_response(template_json(bootstrap.services().templates.get(name)))
 
 
+class TemplateBody(BaseModel):
+    """A template as an admin writes it (the listing's field names)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    display_name: str = Field(min_length=1, max_length=128)
+    category: str = Field("general", max_length=64)
+    description: str = Field("", max_length=4096)
+    base_image: str = Field("python:3.11-slim", min_length=1, max_length=512)
+    command: str | None = Field(None, max_length=16_384)
+    default_resources: Resources = Field(default_factory=Resources)
+    vnc: Vnc = Field(default_factory=Vnc)
+    environment: dict[str, str] = Field(default_factory=dict)
+    persistent_home: bool = True
+    idle_timeout: str | None = Field(None, pattern=DURATION)
+    tags: list[str] = Field(default_factory=list, max_length=32)
+    icon_url: str | None = Field(None, max_length=2048)
+
+    def template(self) -> Template:
+        return Template(
+            name=self.name,
+            display_name=self.display_name,
+            category=self.category,
+            description=self.description,
+            image=self.base_image,
+            command=self.command,
+            resources=self.default_resources.model_dump(exclude_none=True),
+            vnc=self.vnc,
+            env=self.environment,
+            persistent_home=self.persistent_home,
+            idle_timeout=self.idle_timeout,
+            tags=self.tags,
+            icon_url=self.icon_url,
+        )
+
+
+@router.route(f"{PREFIX}/templates", ["POST"])
+def create_template(request: Request) -> Response:
+    admin(request)
+    body = parse_body(request, TemplateBody)
+    return json_response(template_json(bootstrap.services().templates.create(body.template())), 201)
+
+
+@router.route(f"{PREFIX}/templates/<name>", ["PUT"])
+def replace_template(request: Request, name: str) -> Response:
+    admin(request)
+    body = parse_body(request, TemplateBody)
+    if body.name != name:
+        raise errors.Invalid("The body's name must match the path", field="name")
+    return json_response(template_json(bootstrap.services().templates.replace(body.template())))
+
+
+@router.route(f"{PREFIX}/templates/<name>", ["DELETE"])
+def delete_template(request: Request, name: str) -> Response:
+    admin(request)
+    bootstrap.services().templates.delete(name)
+    return Response(status=204)
+
+
 # -- sessions ---------------------------------------------------------------------------------
 
 # StreamSpace's words for the core states (the core has a few more in-between states).
@@ -405,13 +477,6 @@ _DEFAULT_MESSAGES = {
     SessionState.HIBERNATED: "Session hibernated successfully",
     SessionState.TERMINATED: "Session terminated",
 }
-
-
-class Resources(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    memory: str | None = Field(None, pattern=r"^[0-9]+(Ki|Mi|Gi|Ti)?$")
-    cpu: str | None = Field(None, pattern=r"^[0-9]+m?$")
 
 
 class NewSession(BaseModel):
@@ -535,6 +600,8 @@ def patch_session(request: Request, session_id: str) -> Response:
     sessions = bootstrap.services().sessions
     current = sessions.get(principal, session_id).state
     target = SessionState(body.state)
+    if current is SessionState.TERMINATING and target is not SessionState.TERMINATED:
+        raise errors.Conflict(f"Session {session_id} is terminating", code="SESSION_TERMINATING")
     if target is SessionState.TERMINATED:  # "Any -> terminated: force terminate (admin only)"
         admin(request)
         session = sessions.force_terminate(session_id)

@@ -1,0 +1,72 @@
+"""Agent registry and scheduler over the bus, on each adapter pair (embedded and emulators)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from tether.core.models import AgentStatus, Principal, Role, SessionRequest
+from tether.errors import Unavailable
+
+ADMIN = Principal(id="admin", username="admin", role=Role.ADMIN)
+
+
+def wait_for(check: Any, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.05)
+    return check()
+
+
+def test_agents_register_and_heartbeat_over_the_bus(stack: Any) -> None:
+    bus, agents = stack.services.bus, stack.services.agents
+    bus.publish_event({"type": "register", "agent_id": "gke-eu-1", "platform": "gke",
+                       "region": "europe-west1", "capacity": 2})  # fmt: skip
+    agent = wait_for(lambda: agents.repo.find("gke-eu-1"))
+    assert (agent.platform, agent.region, agent.capacity) == ("gke", "europe-west1", 2)
+    before = agent.last_heartbeat
+    bus.publish_event({"type": "heartbeat", "agent_id": "gke-eu-1"})
+    assert wait_for(lambda: agents.repo.get("gke-eu-1").last_heartbeat > before)
+    # the local agent registered the same way when the stack started, and got its ack
+    assert stack.agent.registered.is_set()
+    assert agents.repo.get(stack.agent.agent_id).status is AgentStatus.ONLINE
+
+
+def test_scheduler_skips_draining_offline_and_full_agents(stack: Any) -> None:
+    agents, sessions = stack.services.agents, stack.services.sessions
+    local = stack.agent.agent_id
+    agents.set_status(local, AgentStatus.DRAINING)
+    with pytest.raises(Unavailable) as info:
+        sessions.create(ADMIN, SessionRequest(template="shell"), wait=0)
+    assert info.value.details["code"] == "NO_AGENTS_AVAILABLE"
+    agents.set_status(local, AgentStatus.ONLINE)
+
+    def shrink(a: Any) -> Any:
+        a.capacity = 1
+        return a
+
+    agents.repo.mutate(local, shrink)
+    first = sessions.create(ADMIN, SessionRequest(template="shell"), wait=30)
+    assert first.state.value == "running" and first.agent_id == local
+    with pytest.raises(Unavailable) as info:
+        sessions.create(ADMIN, SessionRequest(template="shell"), wait=0)
+    assert info.value.details["code"] == "AGENT_CAPACITY_EXCEEDED"
+    sessions.hibernate(ADMIN, first.id)  # a hibernated session frees its slot
+    second = sessions.create(ADMIN, SessionRequest(template="shell"), wait=30)
+    assert second.state.value == "running"
+
+
+def test_silent_agent_goes_offline_and_its_sessions_say_so(stack: Any) -> None:
+    agents, sessions = stack.services.agents, stack.services.sessions
+    s = sessions.create(ADMIN, SessionRequest(template="shell"), wait=30)
+    stack.agent.stop()  # no more heartbeats
+    agents.grace = 0.5
+    time.sleep(0.6)
+    assert stack.agent.agent_id in agents.mark_offline()
+    assert sessions.repo.get(s.id).message == f"Agent {stack.agent.agent_id} is offline"
+    with pytest.raises(Unavailable):
+        sessions.create(ADMIN, SessionRequest(template="shell"), wait=0)
