@@ -114,18 +114,30 @@ def build(settings: Settings, store: Store | None = None, bus: Bus | None = None
     )
 
 
-def seed(services: Services) -> str | None:
-    """First-start data: templates and the `admin` user with a key. Returns a newly generated
-    API key (to print once), or None when the key came from settings or existed already."""
+@dataclass
+class Generated:
+    """Credentials made on first start: shown once, stored only as hashes."""
+
+    api_key: str | None = None
+    admin_password: str | None = None
+
+
+def seed(services: Services) -> Generated:
+    """First-start data: templates and the `admin` user with a password and a key. What the
+    settings do not give is generated once (and returned, to print); later starts return none."""
     services.templates.seed()
     settings = services.settings
-    services.auth.ensure_user("admin", Role.ADMIN, settings.admin_password)
+    made = Generated()
+    password = settings.admin_password
+    admin = services.users.repo.find("admin")
+    if password is None and (admin is None or admin.password_hash is None):
+        password = made.admin_password = secrets.token_urlsafe(12)
+    services.auth.ensure_user("admin", Role.ADMIN, password)
     if settings.api_key:
         services.auth.add_key("admin", settings.api_key, name="bootstrap")
-        return None
-    if services.auth.has_key("admin"):
-        return None
-    return services.auth.add_key("admin", name="bootstrap")
+    elif not services.auth.has_key("admin"):
+        made.api_key = services.auth.add_key("admin", name="bootstrap")
+    return made
 
 
 _lock = threading.Lock()

@@ -251,19 +251,25 @@ def test_workspace_cannot_read_the_servers_state(embedded: Server) -> None:
         assert r["stdout"].splitlines()[-1] == "ok"
 
 
-def test_a_generated_admin_key_is_printed_once_and_works(tmp_path: Any) -> None:
-    env = {"TETHER_API_KEY": ""}
+def test_generated_admin_credentials_are_printed_once_and_work(tmp_path: Any) -> None:
+    env = {"TETHER_API_KEY": "", "TETHER_ADMIN_PASSWORD": ""}
     first = start_server(tmp_path / "home", env)
     try:
         printed = first.log.read_text()
         assert "Admin API key (shown once" in printed
         key = next(w for w in printed.split() if w.startswith("tether_"))
         assert OnMemOSClient(first.url, key).list_sessions() == []
+        lines = printed.splitlines()
+        password = lines[lines.index(next(x for x in lines if "Password of user" in x)) + 1]
+        login = {"username": "admin", "password": password.strip()}
+        assert httpx.post(f"{first.url}/api/v1/auth/login", json=login).status_code == 200
     finally:
         first.stop()
     second = start_server(tmp_path / "home", env)
     try:
         assert "Admin API key" not in second.log.read_text()
+        assert "Password of user" not in second.log.read_text()
+        assert httpx.post(f"{second.url}/api/v1/auth/login", json=login).status_code == 200
         assert OnMemOSClient(second.url, key).list_sessions() == []
     finally:
         second.stop()

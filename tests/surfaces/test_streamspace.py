@@ -71,7 +71,7 @@ def test_bad_credentials_and_missing_token(ss: FlaskClient) -> None:
     assert_error(r, 401, "AUTH_INVALID_CREDENTIALS")
     assert_error(ss.get(f"{API}/sessions"), 401, "AUTH_TOKEN_MISSING")
     body = assert_error(ss.post(f"{API}/auth/login", json={"username": "admin"}), 400,
-                        "VALIDATION_FAILED")  # fmt: skip
+                        "MISSING_REQUIRED_FIELD")  # fmt: skip
     assert body["details"]["field"] == "password"
 
 
@@ -282,8 +282,10 @@ def test_create_errors(ss: FlaskClient) -> None:
     )
     body = assert_error(r, 400, "TEMPLATE_NOT_FOUND")
     assert body["message"] == "Template 'invalid-template' does not exist"
+    missing = assert_error(ss.post(f"{API}/sessions", json={"template": "shell"}, headers=h), 400,
+                           "MISSING_REQUIRED_FIELD")  # fmt: skip
+    assert missing["details"]["field"] == "user"
     for bad, field in [
-        ({"template": "shell"}, "user"),
         ({"user": "alice", "template": "shell", "state": "sleeping"}, "state"),
         ({"user": "alice", "template": "shell", "idle_timeout": "soon"}, "idle_timeout"),
         (
@@ -328,8 +330,8 @@ def test_list_filters_sort_and_pagination(ss: FlaskClient) -> None:
     page = ss.get(f"{API}/sessions?limit=2&page=2&order=asc", headers=h).get_json()
     assert [s["id"] for s in page["sessions"]] == [ids[2]]
     assert page["pagination"] == {"page": 2, "limit": 2, "total": 3, "total_pages": 2}
-    assert_error(ss.get(f"{API}/sessions?sort=colour", headers=h), 400, "VALIDATION_FAILED")
-    assert_error(ss.get(f"{API}/sessions?limit=500", headers=h), 400, "VALIDATION_FAILED")
+    assert_error(ss.get(f"{API}/sessions?sort=colour", headers=h), 400, "INVALID_PARAMETER")
+    assert_error(ss.get(f"{API}/sessions?limit=500", headers=h), 400, "INVALID_PARAMETER")
 
 
 def test_force_delete_is_immediate(ss: FlaskClient) -> None:

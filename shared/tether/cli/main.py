@@ -42,9 +42,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     stack.start()
     server = create_server(wsgi_app, host="127.0.0.1", port=settings.port, threads=16)
     url = f"http://127.0.0.1:{server.effective_port}"  # type: ignore[union-attr]
-    if stack.new_key:
+    made = stack.generated
+    if made.api_key:
         print(f"\nAdmin API key (shown once; set TETHER_API_KEY to choose your own):\n"
-              f"  {stack.new_key}\n")  # fmt: skip
+              f"  {made.api_key}\n")  # fmt: skip
+    if made.admin_password:
+        print(f"Password of user 'admin' (shown once; set TETHER_ADMIN_PASSWORD to choose):\n"
+              f"  {made.admin_password}\n")  # fmt: skip
     print(f"Tether is up on {url}  (agent {stack.agent.agent_id}, Ctrl-C to stop)", flush=True)
 
     def shutdown(*_: object) -> None:

@@ -46,7 +46,7 @@ class LocalStack:
         self.settings = settings
         self.services = bootstrap.build(settings, store, bus)
         bootstrap.install(self.services)
-        self.new_key = bootstrap.seed(self.services)
+        self.generated = bootstrap.seed(self.services)
         self.provisioner = LocalProvisioner(settings.home)
         self.agent = Agent(
             settings.agent_id or f"local-{socket.gethostname()}",

@@ -3,11 +3,14 @@
 A workspace is a home directory plus the workspace runtime (`tether.runtime`) running inside
 bubblewrap when it is installed (a plain process otherwise), listening on a Unix socket. The
 sandbox sees the host read-only, its own home, its storage directory and a private /tmp; the
-rest of TETHER_HOME (the database, other workspaces) is hidden from it.
+rest of TETHER_HOME (the database, other workspaces) is hidden from it. A template's `command`
+is the workspace's main process, which the runtime starts and stops; its output is the
+session log, a file in the home, so it can be read while the workspace hibernates.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import logging
@@ -25,10 +28,14 @@ import tether
 from tether.core.models import ExecResult, WorkspaceInfo, WorkspaceSpec
 from tether.errors import NotFound, Unavailable
 from tether.provision.uds import UnixHTTPClient
+from tether.runtime.session_log import open_in_home
+from tether.runtime.session_log import tail as read_tail
 
 log = logging.getLogger(__name__)
 
 HIBERNATED = ".tether-hibernated"
+ENV = ".tether-env"
+MAIN = ".tether-main"  # the template's command, kept for wake and for a restarted agent
 
 
 class LocalProvisioner:
@@ -83,7 +90,11 @@ class LocalProvisioner:
             link.symlink_to(bucket)
         (work / HIBERNATED).unlink(missing_ok=True)
         env = dict(spec.template.env) | dict(spec.env)
-        (work / ".tether-env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+        _write_fresh(work / ENV, "".join(f"{k}={v}\n" for k, v in env.items()))
+        if spec.template.command:
+            _write_fresh(work / MAIN, spec.template.command)
+        else:
+            (work / MAIN).unlink(missing_ok=True)
         self._ensure_runtime(sid)
         return self._info(sid)
 
@@ -119,6 +130,13 @@ class LocalProvisioner:
             raise Unavailable(f"Workspace runtime answered {status}: {body}")
         return ExecResult.model_validate(body)
 
+    def logs(self, session_id: str, tail: int) -> list[str]:
+        # Read from the home, not asked of the runtime: a hibernated workspace has no runtime.
+        work = self.workdir(session_id)
+        if not work.exists():
+            raise NotFound("Workspace not found")
+        return read_tail(work, tail)
+
     def close(self) -> None:
         for sid in list(self._procs):
             self._kill(sid)
@@ -144,6 +162,8 @@ class LocalProvisioner:
         work, sock = self.workdir(session_id), self.socket(session_id)
         runtime = [sys.executable, "-m", "tether.runtime", "--home", str(work)]
         runtime += ["--socket", str(sock)]
+        if (work / MAIN).exists():
+            runtime += ["--main-file", str(work / MAIN)]
         if not self.sandbox:
             return runtime
         bucket = self.bucket(session_id)
@@ -182,11 +202,12 @@ class LocalProvisioner:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
         env["HOME"] = str(work)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        for line in (
-            (work / ".tether-env").read_text().splitlines()
-            if (work / ".tether-env").exists()
-            else []
-        ):
+        try:
+            with open_in_home(work, ENV) as f:
+                lines = f.read().decode().splitlines()
+        except OSError:
+            lines = []
+        for line in lines:
             key, _, value = line.partition("=")
             env[key] = value
         log_file = (work / ".tether-runtime.log").open("ab")
@@ -224,9 +245,16 @@ class LocalProvisioner:
         with self._lock:
             proc = self._procs.pop(session_id, None)
             client = self._clients.pop(session_id, None)
+        if client is not None and proc is not None and proc.poll() is None:
+            # Asked before it is signalled: SIGTERM to bubblewrap ends the sandbox at once,
+            # while the runtime first stops the main process cleanly.
+            with contextlib.suppress(OSError, http.client.HTTPException, subprocess.TimeoutExpired):
+                client.request("POST", "/shutdown", timeout=1)
+                proc.wait(timeout=3)
         if client is not None:
             client.close()
         if proc is None or proc.poll() is not None:
+            self.socket(session_id).unlink(missing_ok=True)
             return
         try:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -237,3 +265,12 @@ class LocalProvisioner:
         except ProcessLookupError:
             pass
         self.socket(session_id).unlink(missing_ok=True)
+
+
+def _write_fresh(path: Path, text: str) -> None:
+    """Writes a new file in a workspace's home: never through a symlink the workspace put
+    there, which could point at what the sandbox hides."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)

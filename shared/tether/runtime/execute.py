@@ -38,7 +38,7 @@ class _Capped:
         return text
 
 
-class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
+class ExitProtocol(asyncio.subprocess.SubprocessStreamProtocol):
     """Tells when the shell exits, even while a background child still holds its pipes
     (`Process.wait()` also waits for the pipes to close)."""
 
@@ -58,7 +58,7 @@ async def run_command(
     started = time.perf_counter()
     loop = asyncio.get_running_loop()
     transport, proto = await loop.subprocess_exec(
-        lambda: _Protocol(loop),
+        lambda: ExitProtocol(loop),
         "/bin/bash",
         "-c",
         command,

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import signal
+from pathlib import Path
 
 from aiohttp import web
 
 from tether.runtime.execute import MAX_OUTPUT, run_command
+from tether.runtime.main_process import MainProcess
+from tether.runtime.session_log import SESSION_LOG, LogWriter, tail
 
 
-def make_app(home: str) -> web.Application:
+def make_app(home: str, main: str | None = None) -> web.Application:
+    """The runtime's API; with `main`, also the workspace's main process, started with the
+    app and stopped (with its whole process group) when the app shuts down."""
+
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "pid": os.getpid()})
 
@@ -24,9 +32,39 @@ def make_app(home: str) -> web.Application:
         result = await run_command(command, home, timeout, cap=cap)
         return web.json_response(result.model_dump())
 
+    async def logs(request: web.Request) -> web.Response:
+        try:
+            n = int(request.query.get("tail", "100"))
+        except ValueError:
+            return web.json_response({"detail": "tail: must be an integer"}, status=400)
+        return web.json_response({"lines": tail(Path(home), n)})
+
+    async def shutdown(_: web.Request) -> web.Response:
+        # How the provisioner stops a workspace: a signal to bubblewrap would end the whole pid
+        # namespace at once, giving the main process no chance to exit cleanly (a browser
+        # saving its profile). This takes the same graceful path as SIGTERM.
+        asyncio.get_running_loop().call_soon(os.kill, os.getpid(), signal.SIGTERM)
+        return web.json_response({"status": "stopping"})
+
     app = web.Application()
     app.router.add_get("/health", health)
+    app.router.add_post("/shutdown", shutdown)
     app.router.add_post("/exec", execute)
+    app.router.add_get("/logs", logs)
+    if main:
+        writer = LogWriter(Path(home) / SESSION_LOG)
+        process = MainProcess(main, home, writer)
+
+        async def start_main(_: web.Application) -> None:
+            await process.start()
+
+        async def stop_main(_: web.Application) -> None:
+            # on_shutdown runs first thing on SIGTERM, before open requests are waited for.
+            await process.stop()
+            writer.close()
+
+        app.on_startup.append(start_main)
+        app.on_shutdown.append(stop_main)
     return app
 
 
@@ -35,8 +73,10 @@ def main() -> None:
     parser.add_argument("--home", default=os.environ.get("HOME", "/"))
     parser.add_argument("--socket", help="Unix socket path to listen on")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
+    parser.add_argument("--main-file", help="file holding the workspace's main shell command")
     args = parser.parse_args()
-    app = make_app(args.home)
+    command = Path(args.main_file).read_text() if args.main_file else None
+    app = make_app(args.home, command)
     if args.socket:
         web.run_app(app, path=args.socket, print=None, access_log=None)
     else:

@@ -5,10 +5,35 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
-from tether.core.models import Template
+from tether.core.models import Template, Vnc, utcnow
 from tether.core.ports import Store
 from tether.errors import Conflict, NotFound
 from tether.service.repo import Repo
+
+
+def desktop_command(vnc: Vnc, app: str) -> str:
+    """A shell script running `app` on a virtual display of the VNC settings' size. The
+    display's number is written to ~/.tether/display (once it accepts clients) for a VNC
+    server to find."""
+    return f"""\
+# -displayfd picks a free display. No TCP or abstract sockets: the X socket stays in the
+# workspace's private /tmp, out of reach of other workspaces (they share the network).
+mkdir -p ~/.tether && rm -f ~/.tether/display
+Xvfb -displayfd 3 -screen 0 {vnc.resolution}x{vnc.color_depth} \\
+    -nolisten tcp -nolisten local 3>~/.tether/display &
+xvfb=$!
+trap 'kill $xvfb 2>/dev/null' EXIT
+until [ -s ~/.tether/display ]; do
+    kill -0 $xvfb 2>/dev/null || {{ echo "Xvfb exited" >&2; exit 1; }}
+    sleep 0.1
+done
+export DISPLAY=:$(cat ~/.tether/display)
+echo "display $DISPLAY ready"
+{app}
+"""
+
+
+FIREFOX_VNC = Vnc(enabled=True, port=5900, resolution="1280x800")
 
 DEFAULT_TEMPLATES = (
     Template(
@@ -24,6 +49,20 @@ DEFAULT_TEMPLATES = (
         description="A plain shell workspace",
         category="development",
         image="debian:bookworm-slim",
+    ),
+    Template(
+        name="firefox-browser",
+        display_name="Firefox Web Browser",
+        description="Mozilla Firefox web browser with privacy extensions",
+        category="Web Browsers",
+        image="lscr.io/linuxserver/firefox:latest",
+        command=desktop_command(FIREFOX_VNC, "firefox-esr --kiosk --no-remote about:blank"),
+        env={"PUID": "1000", "PGID": "1000", "TZ": "UTC"},
+        vnc=FIREFOX_VNC,
+        resources={"memory": "2Gi", "cpu": "1000m"},
+        persistent_home=True,
+        idle_timeout="30m",
+        tags=["browser", "web", "privacy"],
     ),
 )
 
@@ -44,8 +83,37 @@ class Templates:
     def get(self, name: str) -> Template:
         template = self.repo.find(name)
         if template is None:
-            raise NotFound(f"Template '{name}' does not exist", field="template")
+            raise NotFound(
+                f"Template '{name}' does not exist", field="template", code="TEMPLATE_NOT_FOUND"
+            )
         return template
 
     def list(self) -> list[Template]:
         return self.repo.query(order_by="name")
+
+    def create(self, template: Template) -> Template:
+        try:
+            return self.repo.create(template.name, template)
+        except Conflict:
+            raise Conflict(
+                f"Template '{template.name}' already exists", field="name", code="TEMPLATE_EXISTS"
+            ) from None
+
+    def replace(self, template: Template) -> Template:
+        """Replace a template; sessions already started keep what they were started with."""
+        self.get(template.name)
+
+        def swap(old: Template) -> Template:
+            return template.model_copy(
+                update={
+                    "created_at": old.created_at,
+                    "updated_at": utcnow(),
+                    "version": old.version,
+                }
+            )
+
+        return self.repo.mutate(template.name, swap)
+
+    def delete(self, name: str) -> None:
+        self.get(name)
+        self.repo.delete(name)
