@@ -63,9 +63,9 @@ def test_a_result_from_an_older_lease_is_rejected(stack: Any) -> None:
     )
     stack.services.commands.repo.create(cmd.id, cmd)
     stale = {"type": "command_result", "agent_id": "gone-agent", "command_id": cmd.id}
-    events.handle({**stale, "epoch": 1, "status": "success", "result": {"stdout": "old"}})
+    events.handle({**stale, "epoch": 1, "status": "completed", "result": {"stdout": "old"}})
     assert stack.services.commands.repo.get(cmd.id).state is CommandState.PENDING
-    events.handle({**stale, "epoch": 2, "status": "success", "result": {"stdout": "new"}})
+    events.handle({**stale, "epoch": 2, "status": "completed", "result": {"stdout": "new"}})
     events.handle({**stale, "epoch": 2, "status": "failed", "error": "late duplicate"})
     final = stack.services.commands.repo.get(cmd.id)
     assert final.state is CommandState.SUCCEEDED and final.result == {"stdout": "new"}

@@ -70,3 +70,16 @@ def test_silent_agent_goes_offline_and_its_sessions_say_so(stack: Any) -> None:
     assert sessions.repo.get(s.id).message == f"Agent {stack.agent.agent_id} is offline"
     with pytest.raises(Unavailable):
         sessions.create(ADMIN, SessionRequest(template="shell"), wait=0)
+
+
+def test_malformed_events_are_dropped_not_redelivered_forever(stack: Any) -> None:
+    bus, agents = stack.services.bus, stack.services.agents
+    for junk in ({"type": "heartbeat"}, {"type": "command_result", "agent_id": "x"},
+                 {"type": "register", "agent_id": "y", "capacity": "lots"}):  # fmt: skip
+        stack.services.events.handle(junk)  # logged and dropped, no exception
+        bus.publish_event(junk)
+    bus.publish_event({"type": "register", "agent_id": "after-junk", "platform": "gke",
+                       "capacity": {"max_sessions": 7}})  # fmt: skip
+    agent = wait_for(lambda: agents.repo.find("after-junk"))
+    assert agent is not None and agent.capacity == 7
+    assert agents.repo.find("y") is None

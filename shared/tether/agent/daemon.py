@@ -6,8 +6,10 @@ import contextlib
 import logging
 import threading
 from collections import defaultdict
+from datetime import UTC, datetime
 from typing import Any
 
+from tether import __version__
 from tether.agent.journal import Journal
 from tether.core.models import CommandType, Template, WorkspaceSpec
 from tether.core.ports import Bus, Message, Provisioner, Subscription
@@ -59,7 +61,8 @@ class Agent:
             "agent_id": self.agent_id,
             "platform": self.provisioner.platform,
             "region": self.region,
-            "capacity": self.capacity,
+            "capacity": {"max_sessions": self.capacity},
+            "metadata": {"agent_version": __version__},
         }
 
     def start(self) -> None:
@@ -71,7 +74,8 @@ class Agent:
     def _heartbeats(self) -> None:
         while not self._stop.wait(self.heartbeat_interval):
             try:
-                self.bus.publish_event({"type": "heartbeat", **self._identity()})
+                now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                self.bus.publish_event({"type": "heartbeat", "timestamp": now, **self._identity()})
             except Exception:
                 log.exception("heartbeat failed")
 
@@ -124,7 +128,7 @@ class Agent:
             return
         self.bus.publish_event(
             {"type": "command_ack", "agent_id": self.agent_id, "command_id": command_id,
-             "epoch": epoch}
+             "epoch": epoch, "status": "acknowledged"}
         )  # fmt: skip
         # Lifecycle commands of one session run one at a time; execs and log reads run freely.
         lock = self._session_locks[session_id or command_id] if kind in _RERUNNABLE else None
@@ -152,7 +156,7 @@ class Agent:
             "agent_id": self.agent_id,
             "command_id": command_id,
             "epoch": epoch,
-            "status": "success" if ok else "failed",
+            "status": "completed" if ok else "failed",
             "result": result,
             "error": error,
         }

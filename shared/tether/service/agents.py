@@ -51,15 +51,10 @@ class Agents:
 
         return self.repo.mutate(agent_id, update)
 
-    def heartbeat(self, agent_id: str, data: dict[str, Any]) -> Agent | None:
+    def heartbeat(self, agent_id: str, platform: str, region: str, capacity: int) -> Agent:
         if self.repo.find(agent_id) is None:
             # A heartbeat from an agent we never saw register (e.g. the store was reset).
-            return self.register(
-                agent_id,
-                str(data.get("platform", "local")),
-                str(data.get("region", "local")),
-                int(data.get("capacity", 10)),
-            )
+            return self.register(agent_id, platform, region, capacity)
 
         def beat(a: Agent) -> Agent:
             a.last_heartbeat = utcnow()

@@ -29,17 +29,20 @@ class Events:
     heartbeat_interval: float = 10.0
 
     def handle(self, data: dict[str, Any]) -> None:
+        """Apply one event. A malformed one is logged and dropped (redelivering it could never
+        succeed); a backend failure raises, so the bus delivers the event again."""
+        try:
+            self._apply(data)
+        except (Invalid, KeyError, TypeError, ValueError) as exc:
+            log.warning("dropping malformed agent event %r: %s", data, exc)
+
+    def _apply(self, data: dict[str, Any]) -> None:
         kind = data.get("type")
         agent_id = data.get("agent_id")
         if not isinstance(agent_id, str) or not agent_id:
             raise Invalid("event without agent_id", field="agent_id")
         if kind == "register":
-            self.agents.register(
-                agent_id,
-                str(data.get("platform", "local")),
-                str(data.get("region", "local")),
-                int(data.get("capacity", 10)),
-            )
+            self.agents.register(agent_id, *_identity(data))
             self.bus.publish_command(
                 agent_id,
                 {
@@ -50,14 +53,14 @@ class Events:
                 },
             )
         elif kind == "heartbeat":
-            self.agents.heartbeat(agent_id, data)
+            self.agents.heartbeat(agent_id, *_identity(data))
         elif kind == "command_ack":
             self.commands.acked(str(data["command_id"]), int(data.get("epoch", 1)))
         elif kind == "command_result":
             command = self.commands.finished(
                 str(data["command_id"]),
                 int(data.get("epoch", 1)),
-                ok=data.get("status") == "success",
+                ok=data.get("status") == "completed",
                 result=data.get("result"),
                 error=data.get("error"),
             )
@@ -67,3 +70,12 @@ class Events:
                 self.sessions.apply_result(command)
         else:
             log.warning("ignoring unknown event type %r from %s", kind, agent_id)
+
+
+def _identity(data: dict[str, Any]) -> tuple[str, str, int]:
+    """Platform, region and session capacity, from StreamSpace's register/heartbeat shape
+    (`capacity: {"max_sessions": n}`) or a bare number."""
+    capacity = data.get("capacity", {})
+    if isinstance(capacity, dict):
+        capacity = capacity.get("max_sessions", 10)
+    return str(data.get("platform", "local")), str(data.get("region", "local")), int(capacity)
