@@ -23,6 +23,7 @@ from tether.service.ratelimit import RateLimits
 from tether.service.sessions import Sessions
 from tether.service.sweeper import Sweeper
 from tether.service.templates import Templates
+from tether.service.tickets import Tickets
 from tether.service.tokens import Tokens
 from tether.service.users import Users
 from tether.settings import Settings
@@ -37,6 +38,7 @@ class Services:
     tokens: Tokens
     users: Users
     limits: RateLimits
+    tickets: Tickets
     templates: Templates
     agents: Agents
     commands: Commands
@@ -96,6 +98,7 @@ def build(settings: Settings, store: Store | None = None, bus: Bus | None = None
     sessions = Sessions(store, commands, agents, templates)
     tokens = Tokens(store, jwt_secret(settings))
     limits = RateLimits(store)
+    tickets = Tickets(store)
     return Services(
         settings=settings,
         store=store,
@@ -104,12 +107,15 @@ def build(settings: Settings, store: Store | None = None, bus: Bus | None = None
         tokens=tokens,
         users=Users(store),
         limits=limits,
+        tickets=tickets,
         templates=templates,
         agents=agents,
         commands=commands,
         sessions=sessions,
         events=Events(bus, agents, commands, sessions, settings.heartbeat_interval),
-        sweeper=Sweeper(sessions, commands, agents, tokens, limits, settings.republish_after),
+        sweeper=Sweeper(
+            sessions, commands, agents, tokens, limits, tickets, settings.republish_after
+        ),
         health=Health(store, bus, settings.store, settings.bus),
     )
 

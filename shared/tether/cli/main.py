@@ -6,6 +6,7 @@ The client commands read TETHER_URL (default http://127.0.0.1:8080) and TETHER_A
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -30,9 +31,9 @@ def _print(data: Any) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from waitress.server import create_server
+    from aiohttp import web
 
-    from tether.local.origin import LocalStack, wsgi_app
+    from tether.local.origin import LocalStack, front
     from tether.settings import Settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -40,27 +41,35 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"Starting Tether (store={settings.store}, bus={settings.bus}, home={settings.home})")
     stack = LocalStack(settings)
     stack.start()
-    server = create_server(wsgi_app, host="127.0.0.1", port=settings.port, threads=16)
-    url = f"http://127.0.0.1:{server.effective_port}"  # type: ignore[union-attr]
-    made = stack.generated
-    if made.api_key:
-        print(f"\nAdmin API key (shown once; set TETHER_API_KEY to choose your own):\n"
-              f"  {made.api_key}\n")  # fmt: skip
-    if made.admin_password:
-        print(f"Password of user 'admin' (shown once; set TETHER_ADMIN_PASSWORD to choose):\n"
-              f"  {made.admin_password}\n")  # fmt: skip
-    print(f"Tether is up on {url}  (agent {stack.agent.agent_id}, Ctrl-C to stop)", flush=True)
 
-    def shutdown(*_: object) -> None:
-        server.close()
-
-    signal.signal(signal.SIGTERM, shutdown)
-    try:
-        server.run()
-    except (KeyboardInterrupt, OSError):
-        pass
-    finally:
+    async def serve() -> None:
+        runner = web.AppRunner(front(), access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", settings.port)
+        await site.start()
+        made = stack.generated
+        if made.api_key:
+            print(f"\nAdmin API key (shown once; set TETHER_API_KEY to choose your own):\n"
+                  f"  {made.api_key}\n")  # fmt: skip
+        if made.admin_password:
+            print(f"Password of user 'admin' (shown once; set TETHER_ADMIN_PASSWORD to choose):\n"
+                  f"  {made.admin_password}\n")  # fmt: skip
+        print(f"Tether is up on http://127.0.0.1:{settings.port}  "
+              f"(agent {stack.agent.agent_id}, Ctrl-C to stop)", flush=True)  # fmt: skip
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
         print("Stopping Tether...", flush=True)
+        await runner.cleanup()
+
+    try:
+        asyncio.run(serve())
+    except OSError as exc:
+        print(f"tether: cannot serve on port {settings.port}: {exc}", file=sys.stderr)
+        return 1
+    finally:
         stack.stop()
     return 0
 

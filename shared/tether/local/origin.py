@@ -6,8 +6,11 @@ import logging
 import socket
 import threading
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from aiohttp import web
+from aiohttp_wsgi.wsgi import WSGIHandler
 from werkzeug.wrappers import Request
 
 from tether import bootstrap
@@ -16,11 +19,28 @@ from tether.agent.journal import Journal
 from tether.core.ports import Bus, Message, Store
 from tether.errors import NotFound
 from tether.provision.local import LocalProvisioner
+from tether.relay import app as relay
 from tether.settings import Settings
 from tether.surfaces.onmemos import render_error
 from tether.targets import HTTP_TARGETS, target_for
 
 log = logging.getLogger(__name__)
+
+
+def front(threads: int = 64) -> web.Application:
+    """One origin, as the cloud's load balancer gives: the relay's WebSocket routes natively,
+    every other path to the function targets through WSGI (each request on a worker thread,
+    as many at once as `threads`: an exec holds its thread until the command ends)."""
+    app = web.Application()
+    relay.add_routes(app)
+    executor = ThreadPoolExecutor(threads, thread_name_prefix="http")
+    app.router.add_route("*", "/{path_info:.*}", WSGIHandler(wsgi_app, executor=executor))
+
+    async def stop_threads(_: web.Application) -> None:
+        executor.shutdown(wait=False, cancel_futures=True)
+
+    app.on_cleanup.append(stop_threads)
+    return app
 
 
 def wsgi_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:

@@ -13,6 +13,7 @@ from aiohttp import web
 from tether.runtime.execute import MAX_OUTPUT, run_command
 from tether.runtime.main_process import MainProcess
 from tether.runtime.session_log import SESSION_LOG, LogWriter, tail
+from tether.runtime.terminal import terminal
 
 
 def make_app(home: str, main: str | None = None) -> web.Application:
@@ -46,8 +47,12 @@ def make_app(home: str, main: str | None = None) -> web.Application:
         asyncio.get_running_loop().call_soon(os.kill, os.getpid(), signal.SIGTERM)
         return web.json_response({"status": "stopping"})
 
+    async def pty(request: web.Request) -> web.WebSocketResponse:
+        return await terminal(request, home)
+
     app = web.Application()
     app.router.add_get("/health", health)
+    app.router.add_get("/pty", pty)
     app.router.add_post("/shutdown", shutdown)
     app.router.add_post("/exec", execute)
     app.router.add_get("/logs", logs)

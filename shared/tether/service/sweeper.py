@@ -11,6 +11,7 @@ from tether.service.agents import Agents
 from tether.service.commands import Commands
 from tether.service.ratelimit import RateLimits
 from tether.service.sessions import Sessions
+from tether.service.tickets import Tickets
 from tether.service.tokens import Tokens
 
 
@@ -21,6 +22,7 @@ class Sweeper:
     agents: Agents
     tokens: Tokens
     limits: RateLimits
+    tickets: Tickets
     republish_after: float = 10.0
 
     def run(self) -> dict[str, int]:
@@ -31,4 +33,5 @@ class Sweeper:
             "offline_agents": len(self.agents.mark_offline()),
             "expired_revocations": self.tokens.forget_expired(),
             "expired_rate_windows": self.limits.forget_expired(),
+            "expired_tickets": self.tickets.forget_expired(),
         }

@@ -635,6 +635,19 @@ def delete_session(request: Request, session_id: str) -> Response:
     return Response(status=204)
 
 
+@router.route(f"{PREFIX}/sessions/<session_id>/tickets", ["POST"])
+def create_ticket(request: Request, session_id: str) -> Response:
+    """A single-use credential for this session's WebSockets, valid 60 s: what a browser puts
+    in a query string instead of its long-lived token."""
+    principal = who(request)
+    services = bootstrap.services()
+    services.sessions.get(principal, session_id)
+    ticket, expires = services.tickets.issue(principal, session_id)
+    return json_response(
+        {"ticket": ticket, "session_id": session_id, "expires_at": iso(expires)}, 201
+    )
+
+
 @router.route(f"{PREFIX}/sessions/<session_id>/logs", ["GET"])
 def session_logs(request: Request, session_id: str) -> Response:
     principal = who(request)

@@ -1,0 +1,1 @@
+"""The WebSocket relay: authenticates, checks ownership in the Store, splices to the runtime."""

@@ -1,0 +1,188 @@
+"""WebSocket routes: the OnMemOS shell protocol and the interactive terminal.
+
+Everything is checked before the upgrade (credential, ownership, Origin): a refused caller
+gets a plain HTTP error and nothing is relayed. Blocking Store calls run in the executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import aiohttp
+from aiohttp import WSMsgType, web
+
+from tether import bootstrap
+from tether.core.models import Principal, Session
+from tether.errors import TetherError
+from tether.service.tickets import is_ticket
+from tether.service.tokens import looks_like_jwt
+from tether.surfaces.http import status_for
+
+T = TypeVar("T")
+MAX_FRAME = 1 << 20  # bytes; a larger frame closes the connection
+WS_OPTIONS: dict[str, Any] = {
+    "heartbeat": 30,  # ping/pong: a dead peer frees both legs
+    "compress": False,  # no permessage-deflate: the streams are binary or tiny
+    "max_msg_size": MAX_FRAME,
+}
+
+
+async def blocking(fn: Callable[..., T], *args: Any) -> T:
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+class Refused(Exception):
+    def __init__(self, error: TetherError) -> None:
+        self.response = web.json_response(
+            {"detail": error.message, "code": error.details.get("code")},
+            status=status_for(error),
+        )
+
+
+def _principal(request: web.Request, session_id: str) -> Principal:
+    services = bootstrap.services()
+    for name in ("ticket", "token", "api_key"):
+        value = request.query.get(name)
+        if not value:
+            continue
+        if is_ticket(value):
+            return services.tickets.redeem(value, session_id)
+        if looks_like_jwt(value):
+            return services.tokens.verify(value)
+        return services.auth.principal_for_key(value)
+    return services.auth.authenticate(
+        request.headers.get("Authorization"), request.headers.get("X-API-Key")
+    )
+
+
+def _authorize(request: web.Request, session_id: str) -> tuple[Principal, Session]:
+    principal = _principal(request, session_id)
+    return principal, bootstrap.services().sessions.usable(principal, session_id)
+
+
+def same_origin(request: web.Request) -> bool:
+    """Browsers send Origin; a page from another site must not drive a user's session.
+    (Programs send no Origin, and are judged by their credential alone.)"""
+    origin = request.headers.get("Origin")
+    return origin is None or urlsplit(origin).netloc == request.host
+
+
+async def authorize(request: web.Request) -> tuple[Principal, Session]:
+    if not same_origin(request):
+        raise web.HTTPForbidden(
+            text=json.dumps({"detail": "Cross-origin WebSocket refused"}),
+            content_type="application/json",
+        )
+    try:
+        return await blocking(_authorize, request, request.match_info["session_id"])
+    except TetherError as exc:
+        raise Refused(exc) from None
+
+
+def guarded(
+    handler: Callable[[web.Request], Any],
+) -> Callable[[web.Request], Any]:
+    async def run(request: web.Request) -> web.StreamResponse:
+        try:
+            response: web.StreamResponse = await handler(request)
+            return response
+        except Refused as refused:
+            return refused.response
+
+    return run
+
+
+@guarded
+async def shell(request: web.Request) -> web.WebSocketResponse:
+    """OnMemOS: `{"type": "command", "command": ...}` in, `{"type": "command_result", ...}` out."""
+    principal, session = await authorize(request)
+    sessions = bootstrap.services().sessions
+    ws = web.WebSocketResponse(**WS_OPTIONS)
+    await ws.prepare(request)
+    async for msg in ws:
+        if msg.type is not WSMsgType.TEXT:
+            continue
+        try:
+            data = json.loads(msg.data)
+            command, timeout = data["command"], float(data.get("timeout", 120))
+            if data.get("type") != "command" or not isinstance(command, str) or not command:
+                raise ValueError
+        except (ValueError, KeyError, TypeError, AttributeError):
+            await ws.send_json(
+                {"type": "error", "detail": 'expected {"type": "command", "command": "..."}'}
+            )
+            continue
+        try:
+            result = await blocking(sessions.execute, principal, session.id, command, timeout)
+        except TetherError as exc:
+            await ws.send_json({"type": "error", "detail": exc.message})
+            continue
+        await ws.send_json({"type": "command_result", "command": command, **result.model_dump()})
+    return ws
+
+
+def runtime_endpoint(session: Session, path: str) -> tuple[aiohttp.BaseConnector | None, str]:
+    """Where the session's runtime answers: a Unix socket locally, a URL in the cloud."""
+    url = session.url or ""
+    if url.startswith("http+unix://"):
+        return aiohttp.UnixConnector(
+            path=unquote(url[len("http+unix://") :])
+        ), f"http://runtime{path}"
+    return None, url.rstrip("/") + path
+
+
+@guarded
+async def terminal(request: web.Request) -> web.StreamResponse:
+    """An interactive PTY: frames pass through unchanged in both directions."""
+    _, session = await authorize(request)
+    query = {k: request.query[k] for k in ("cols", "rows") if k in request.query}
+    connector, url = runtime_endpoint(session, "/pty")
+    client = aiohttp.ClientSession(connector=connector)
+    try:
+        upstream = await client.ws_connect(url, params=query, **WS_OPTIONS)
+    except (aiohttp.ClientError, OSError) as exc:
+        await client.close()
+        return web.json_response({"detail": f"Workspace runtime unreachable: {exc}"}, status=502)
+    ws = web.WebSocketResponse(**WS_OPTIONS)
+    try:
+        await ws.prepare(request)
+        await splice(ws, upstream)
+    finally:
+        await upstream.close()
+        await client.close()
+    return ws
+
+
+async def splice(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
+    """Both directions at once; each send waits for the socket to drain, so a slow reader
+    slows its writer instead of growing a buffer. Either side closing closes both."""
+
+    async def pipe(src: Any, dst: Any) -> None:
+        async for msg in src:
+            if msg.type is WSMsgType.BINARY:
+                await dst.send_bytes(msg.data)
+            elif msg.type is WSMsgType.TEXT:
+                await dst.send_str(msg.data)
+            else:
+                break
+
+    tasks = [asyncio.ensure_future(pipe(client, upstream)),
+             asyncio.ensure_future(pipe(upstream, client))]  # fmt: skip
+    _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    await client.close()
+    await upstream.close()
+
+
+def add_routes(app: web.Application) -> None:
+    for prefix in ("/v1/cloudrun/workspaces", "/v1/sessions"):
+        app.router.add_get(prefix + "/{session_id}/shell", shell)
+    app.router.add_get("/v1/sessions/{session_id}/terminal", terminal)

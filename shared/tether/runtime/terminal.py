@@ -1,0 +1,105 @@
+"""An interactive terminal over a WebSocket: a login shell on a PTY inside the workspace.
+
+Frames: binary from the client are keystrokes; text from the client is JSON control
+(`{"type": "resize", "cols": C, "rows": R}`); binary to the client is terminal output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import pty
+import signal
+import struct
+import termios
+
+from aiohttp import WSMsgType, web
+
+READ_CHUNK = 65536
+
+
+def set_size(fd: int, cols: int, rows: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def _size(value: str | None, default: int) -> int:
+    try:
+        return max(1, min(1000, int(value or default)))
+    except ValueError:
+        return default
+
+
+async def terminal(request: web.Request, home: str) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(heartbeat=30, compress=False, max_msg_size=1 << 20)
+    await ws.prepare(request)
+    leader, follower = pty.openpty()
+    set_size(leader, _size(request.query.get("cols"), 80), _size(request.query.get("rows"), 24))
+    env = dict(os.environ, TERM="xterm-256color", HOME=home)
+    # `setsid -c` makes the PTY the shell's controlling terminal, so job control and ^C work.
+    proc = await asyncio.create_subprocess_exec(
+        "setsid", "-c", "/bin/bash", "-l",
+        stdin=follower, stdout=follower, stderr=follower, cwd=home, env=env,
+    )  # fmt: skip
+    os.close(follower)
+    os.set_blocking(leader, False)
+    loop = asyncio.get_running_loop()
+
+    async def pump_out() -> None:
+        """PTY → client. One chunk in flight: a slow reader slows the shell, never our memory."""
+        readable = asyncio.Event()
+        loop.add_reader(leader, readable.set)
+        try:
+            while True:
+                await readable.wait()
+                readable.clear()
+                try:
+                    data = os.read(leader, READ_CHUNK)
+                except BlockingIOError:
+                    continue
+                except OSError:  # EIO: the shell is gone
+                    return
+                if not data:
+                    return
+                await ws.send_bytes(data)
+        finally:
+            loop.remove_reader(leader)
+
+    out = asyncio.ensure_future(pump_out())
+    try:
+        async for msg in ws:
+            if msg.type is WSMsgType.BINARY:
+                await _write_all(leader, msg.data)
+            elif msg.type is WSMsgType.TEXT:
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    control = json.loads(msg.data)
+                    if control.get("type") == "resize":
+                        set_size(leader, _size(str(control["cols"]), 80),
+                                 _size(str(control["rows"]), 24))  # fmt: skip
+            if out.done():
+                break
+    finally:
+        out.cancel()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGHUP)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(proc.wait(), 2)
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        os.close(leader)
+        await ws.close()
+    return ws
+
+
+async def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except BlockingIOError:
+            await asyncio.sleep(0.005)  # the shell is not reading: wait, keeping nothing extra
+            continue
+        view = view[written:]

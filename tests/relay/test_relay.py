@@ -1,0 +1,218 @@
+"""The relay over real WebSockets, against `tether up` with a real workspace runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import httpx
+import pytest
+
+from tests.e2e.conftest import Server, start_server
+
+WS_URL = "{ws}/v1/sessions/{sid}/{kind}"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(tmp_path_factory.mktemp("relay") / "home")
+    yield srv
+    srv.stop()
+
+
+def api(server: Server, key: str | None = None) -> httpx.Client:
+    return httpx.Client(base_url=server.url, headers={"X-API-Key": key or server.key}, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def bob_key(server: Server) -> str:
+    from tether.core.models import Role
+    from tether.service.auth import Auth
+    from tether.store.sqlite import SqliteStore
+
+    auth = Auth(
+        SqliteStore(server.home / "tether.db")
+    )  # the operator's own store, as `tether up`'s
+    auth.ensure_user("bob", Role.USER)
+    return auth.add_key("bob")
+
+
+@pytest.fixture(scope="module")
+def session(server: Server) -> str:
+    with api(server) as c:
+        sid: str = c.post("/v1/sessions", json={"template": "shell"}).json()["id"]
+    return sid
+
+
+def ws_url(server: Server, sid: str, kind: str, **query: str) -> str:
+    base = WS_URL.format(ws=server.url.replace("http", "ws", 1), sid=sid, kind=kind)
+    return base + ("?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else "")
+
+
+async def connect(
+    url: str, **kw: Any
+) -> tuple[aiohttp.ClientSession, aiohttp.ClientWebSocketResponse]:
+    client = aiohttp.ClientSession()
+    try:
+        return client, await client.ws_connect(url, **kw)
+    except BaseException:
+        await client.close()
+        raise
+
+
+async def refused_status(url: str, **kw: Any) -> int:
+    client = aiohttp.ClientSession()
+    try:
+        await client.ws_connect(url, **kw)
+    except aiohttp.WSServerHandshakeError as exc:
+        return exc.status
+    finally:
+        await client.close()
+    return 101
+
+
+async def read_until(
+    ws: aiohttp.ClientWebSocketResponse, needle: bytes, timeout: float = 10
+) -> bytes:
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while needle not in seen:
+        msg = await ws.receive(timeout=max(0.1, deadline - time.monotonic()))
+        assert msg.type is aiohttp.WSMsgType.BINARY, msg
+        seen += msg.data
+    return seen
+
+
+def test_onmemos_shell_protocol(server: Server, session: str) -> None:
+    async def main() -> list[dict[str, Any]]:
+        url = WS_URL.format(ws=server.url.replace("http", "ws", 1), sid=session, kind="shell")
+        legacy = url.replace("/v1/sessions/", "/v1/cloudrun/workspaces/") + f"?api_key={server.key}"
+        client, ws = await connect(legacy)
+        try:
+            await ws.send_str(json.dumps({"type": "command", "command": "ls -la"}))
+            first = json.loads((await ws.receive(timeout=30)).data)
+            await ws.send_str(json.dumps({"type": "command", "command": "echo err >&2; exit 4"}))
+            second = json.loads((await ws.receive(timeout=30)).data)
+            await ws.send_str("not json")
+            third = json.loads((await ws.receive(timeout=30)).data)
+            return [first, second, third]
+        finally:
+            await ws.close()
+            await client.close()
+
+    first, second, third = asyncio.run(main())
+    assert first["type"] == "command_result" and first["success"] is True
+    assert "bucket" in first["stdout"] and first["stderr"] == ""
+    assert (second["success"], second["stderr"], second["returncode"]) == (False, "err\n", 4)
+    assert third["type"] == "error"
+
+
+def test_terminal_echo_and_resize(server: Server, session: str) -> None:
+    async def main() -> tuple[bytes, bytes]:
+        client, ws = await connect(
+            ws_url(server, session, "terminal", api_key=server.key, cols="100", rows="30")
+        )
+        try:
+            await ws.send_bytes(b"echo hello-$((6*7))\n")
+            echoed = await read_until(ws, b"hello-42\r\n")
+            await ws.send_str(json.dumps({"type": "resize", "cols": 123, "rows": 45}))
+            await ws.send_bytes(b"stty size\n")
+            size = await read_until(ws, b"45 123")
+            await ws.send_bytes(b"exit\n")
+            closed = await ws.receive(timeout=10)
+            assert closed.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSED,
+                aiohttp.WSMsgType.BINARY,
+            )
+            return echoed, size
+        finally:
+            await ws.close()
+            await client.close()
+
+    echoed, size = asyncio.run(main())
+    assert b"hello-42" in echoed and b"45 123" in size
+
+
+def test_refused_before_the_upgrade(server: Server, session: str, bob_key: str) -> None:
+    async def main() -> list[int]:
+        return [
+            await refused_status(ws_url(server, session, "shell")),  # no credential
+            await refused_status(ws_url(server, session, "shell", api_key="tether_x_wrong")),
+            await refused_status(ws_url(server, session, "shell", api_key=bob_key)),  # not his
+            await refused_status(ws_url(server, session, "terminal", api_key=bob_key)),
+            await refused_status(ws_url(server, "ws-nope", "terminal", api_key=server.key)),
+            await refused_status(  # a page on another site
+                ws_url(server, session, "shell", api_key=server.key), origin="https://evil.example"
+            ),
+        ]
+
+    assert asyncio.run(main()) == [401, 401, 404, 404, 404, 403]
+
+
+def test_tickets_are_single_use_and_bound_to_their_session(server: Server, session: str) -> None:
+    with api(server) as c:
+        other = c.post("/v1/sessions", json={"template": "shell"}).json()["id"]
+
+        def ticket(sid: str) -> str:
+            r = c.post(f"/api/v1/sessions/{sid}/tickets")
+            assert r.status_code == 201 and r.json()["session_id"] == sid
+            value: str = r.json()["ticket"]
+            return value
+
+        t1, t2 = ticket(session), ticket(session)
+
+    async def main() -> list[int]:
+        client, ws = await connect(ws_url(server, session, "terminal", ticket=t1))
+        await ws.close()
+        await client.close()
+        return [
+            await refused_status(ws_url(server, session, "terminal", ticket=t1)),  # reused
+            await refused_status(ws_url(server, other, "terminal", ticket=t2)),  # wrong session
+            await refused_status(ws_url(server, session, "terminal", ticket=t2)),  # spent by that
+        ]
+
+    assert asyncio.run(main()) == [401, 401, 401]
+
+
+def test_a_ticket_expires(server: Server, session: str) -> None:
+    from datetime import timedelta
+
+    from tether.core.models import utcnow
+    from tether.service.tickets import KIND
+    from tether.store.sqlite import SqliteStore
+
+    with api(server) as c:
+        t = c.post(f"/api/v1/sessions/{session}/tickets").json()["ticket"]
+    store = SqliteStore(server.home / "tether.db")
+    (doc,) = store.query(KIND, [("session_id", "==", session)])
+    store.update(
+        KIND, doc.id, {**doc.data, "expires_at": utcnow() - timedelta(seconds=1)}, doc.version
+    )
+    assert asyncio.run(refused_status(ws_url(server, session, "terminal", ticket=t))) == 401
+
+
+def test_a_session_that_ends_closes_its_terminal(server: Server) -> None:
+    with api(server) as c:
+        sid = c.post("/v1/sessions", json={"template": "shell"}).json()["id"]
+
+        async def main() -> aiohttp.WSMsgType:
+            client, ws = await connect(ws_url(server, sid, "terminal", api_key=server.key))
+            try:
+                await ws.send_bytes(b"echo ready\n")
+                await read_until(ws, b"ready\r\n")
+                await asyncio.get_running_loop().run_in_executor(
+                    None, c.delete, f"/v1/sessions/{sid}"
+                )
+                while True:
+                    msg = await ws.receive(timeout=15)
+                    if msg.type is not aiohttp.WSMsgType.BINARY:
+                        return msg.type
+            finally:
+                await client.close()
+
+        assert asyncio.run(main()) in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
