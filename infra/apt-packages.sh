@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Debian packages the local stack and the tests use. Idempotent; run as root (CI does).
 set -euo pipefail
-# curl, jq: the spec examples the tests run. xvfb, firefox-esr, x11-utils (xdpyinfo), xdotool:
-# the firefox-browser template's desktop.
-PACKAGES=(bubblewrap curl jq xvfb firefox-esr x11-utils xdotool)
+# curl, jq: the spec examples the tests run; tmux: drives `tether shell` in a test.
+# xvfb, firefox-esr, x11-utils (xdpyinfo), xdotool: the firefox-browser template's desktop.
+PACKAGES=(bubblewrap curl jq tmux xvfb firefox-esr x11-utils xdotool)
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -216,3 +216,48 @@ def test_a_session_that_ends_closes_its_terminal(server: Server) -> None:
                 await client.close()
 
         assert asyncio.run(main()) in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+
+
+def test_tether_shell_is_a_real_terminal(server: Server, session: str) -> None:
+    """`tether shell` in tmux: raw keys, the remote prompt, resize on SIGWINCH, clean exit."""
+    import shutil
+    import subprocess
+    import sys
+
+    assert shutil.which("tmux"), "infra/apt-packages.sh installs tmux"
+    name = f"tether-shell-{session[-4:]}"
+    env = f"TETHER_URL={server.url} TETHER_API_KEY={server.key}"
+    cmd = (
+        f"{env} {sys.executable} -m tether.cli.main shell {session}; echo SHELL-EXITED-$?; sleep 30"
+    )
+
+    def tmux(*args: str) -> str:
+        return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True).stdout
+
+    def screen_has(text: str, timeout: float = 15) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            screen = tmux("capture-pane", "-p", "-t", name)
+            if text in screen:
+                return screen
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} never appeared:\n{screen}")
+
+    tmux("new-session", "-d", "-s", name, "-x", "100", "-y", "30", cmd)
+    try:
+        screen_has("~#")  # the remote login shell's prompt
+        tmux("send-keys", "-t", name, "echo remote-$((40+2))", "Enter")
+        screen_has("remote-42")
+        tmux("send-keys", "-t", name, "stty size", "Enter")
+        screen_has("30 100")
+        tmux("resize-window", "-t", name, "-x", "120", "-y", "40")
+        tmux("send-keys", "-t", name, "clear; stty size", "Enter")
+        screen_has("40 120")
+        tmux("send-keys", "-t", name, "sleep 100", "Enter")
+        tmux("send-keys", "-t", name, "C-c", "")  # ^C reaches the remote shell, not the CLI
+        tmux("send-keys", "-t", name, "echo still-$((1+1))", "Enter")
+        screen_has("still-2")
+        tmux("send-keys", "-t", name, "exit", "Enter")
+        screen_has("SHELL-EXITED-0")
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)

@@ -119,6 +119,14 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_shell(args: argparse.Namespace) -> int:
+    from tether.cli.terminal import run_terminal
+
+    if not args.api_key:
+        sys.exit("tether: set TETHER_API_KEY or pass --api-key (the key `tether up` printed)")
+    return run_terminal(args.url, args.api_key, args.session_id)
+
+
 def cmd_health(args: argparse.Namespace) -> int:
     from tether.sdk import Client
 
@@ -167,6 +175,10 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("command", nargs="+", help="the command line (quote it or put it after --)")
     e.add_argument("--timeout", type=float, default=120, help="seconds (default 120)")
     e.set_defaults(func=cmd_exec)
+
+    sh = sub.add_parser("shell", help="open an interactive terminal in a session (exit to leave)")
+    sh.add_argument("session_id")
+    sh.set_defaults(func=cmd_shell)
 
     d = sub.add_parser("delete", help="terminate a session")
     d.add_argument("session_id")

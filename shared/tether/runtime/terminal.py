@@ -67,8 +67,8 @@ async def terminal(request: web.Request, home: str) -> web.WebSocketResponse:
         finally:
             loop.remove_reader(leader)
 
-    out = asyncio.ensure_future(pump_out())
-    try:
+    async def pump_in() -> None:
+        """Client → PTY: keystrokes, and resize requests."""
         async for msg in ws:
             if msg.type is WSMsgType.BINARY:
                 await _write_all(leader, msg.data)
@@ -78,10 +78,14 @@ async def terminal(request: web.Request, home: str) -> web.WebSocketResponse:
                     if control.get("type") == "resize":
                         set_size(leader, _size(str(control["cols"]), 80),
                                  _size(str(control["rows"]), 24))  # fmt: skip
-            if out.done():
-                break
+
+    # Whichever ends first (the shell exits, or the client leaves) ends the other.
+    pumps = [asyncio.ensure_future(pump_out()), asyncio.ensure_future(pump_in())]
+    try:
+        await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        out.cancel()
+        for task in pumps:
+            task.cancel()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGHUP)
         with contextlib.suppress(asyncio.TimeoutError):

@@ -1,0 +1,95 @@
+"""`tether shell`: the local terminal, in raw mode, joined to a session's PTY through the relay."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import termios
+import tty
+
+import aiohttp
+
+
+def _size() -> tuple[int, int]:
+    """The terminal's real size (a stale COLUMNS/LINES in the environment must not win)."""
+    try:
+        size = os.get_terminal_size(sys.stdout.fileno())
+    except OSError:
+        size = shutil.get_terminal_size((80, 24))
+    return size.columns, size.lines
+
+
+async def _session(url: str, api_key: str, session_id: str) -> int:
+    cols, rows = _size()
+    ws_base = "ws" + url[4:] if url.startswith("http") else url
+    endpoint = f"{ws_base.rstrip('/')}/v1/sessions/{session_id}/terminal?cols={cols}&rows={rows}"
+    loop = asyncio.get_running_loop()
+    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+    async with aiohttp.ClientSession() as http:
+        try:
+            # The key goes in a header: nothing secret in the URL.
+            ws = await http.ws_connect(endpoint, headers={"X-API-Key": api_key}, heartbeat=30)
+        except aiohttp.WSServerHandshakeError as exc:
+            reasons = {401: "the API key was refused", 404: "no such session",
+                       409: "the session is not running"}  # fmt: skip
+            reason = reasons.get(exc.status, f"HTTP {exc.status}")
+            print(f"tether: cannot open a terminal: {reason}", file=sys.stderr)
+            return 1
+        keys: asyncio.Queue[bytes] = asyncio.Queue()
+        resizes: set[asyncio.Task[None]] = set()  # keeps resize sends alive until done
+
+        def on_key() -> None:
+            data = os.read(stdin, 4096)
+            keys.put_nowait(data)
+
+        async def send_keys() -> None:
+            while True:
+                data = await keys.get()
+                if not data:  # end of input
+                    await ws.close()
+                    return
+                await ws.send_bytes(data)
+
+        def on_resize() -> None:
+            c, r = _size()
+            task = loop.create_task(
+                ws.send_str(json.dumps({"type": "resize", "cols": c, "rows": r}))
+            )
+            resizes.add(task)
+            task.add_done_callback(resizes.discard)
+
+        loop.add_reader(stdin, on_key)
+        loop.add_signal_handler(signal.SIGWINCH, on_resize)
+        sender = asyncio.ensure_future(send_keys())
+        try:
+            async for msg in ws:
+                if msg.type is aiohttp.WSMsgType.BINARY:
+                    os.write(stdout, msg.data)
+                elif msg.type is not aiohttp.WSMsgType.TEXT:
+                    break
+        finally:
+            loop.remove_reader(stdin)
+            loop.remove_signal_handler(signal.SIGWINCH)
+            sender.cancel()
+            await ws.close()
+    return 0
+
+
+def run_terminal(url: str, api_key: str, session_id: str) -> int:
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd) if os.isatty(fd) else None
+    try:
+        if saved is not None:
+            tty.setraw(fd, termios.TCSANOW)  # every key, ^C too, goes to the remote shell; keep
+            # what was typed before the connection opened (TCSAFLUSH would drop it)
+        return asyncio.run(_session(url, api_key, session_id))
+    finally:
+        if saved is not None:
+            with contextlib.suppress(termios.error):
+                termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        print("\r\n[tether: terminal closed]", file=sys.stderr)
