@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NOVNC := shared/tether/relay/static/novnc/core/rfb.js
 
 .PHONY: install up test lint typecheck bench clean
 
@@ -12,7 +13,16 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/pip install -q -r requirements-dev.txt -e .
 	touch $(STAMP)
 
-install: $(STAMP)
+# noVNC from the npm registry, pinned by infra/novnc/package-lock.json, served by the relay.
+$(NOVNC): infra/novnc/package.json infra/novnc/package-lock.json
+	npm ci --prefix infra/novnc --no-audit --no-fund --silent
+	rm -rf shared/tether/relay/static/novnc
+	mkdir -p shared/tether/relay/static/novnc
+	cp -r infra/novnc/node_modules/@novnc/novnc/core infra/novnc/node_modules/@novnc/novnc/vendor \
+	    infra/novnc/node_modules/@novnc/novnc/LICENSE.txt shared/tether/relay/static/novnc/
+	touch $(NOVNC)
+
+install: $(STAMP) $(NOVNC)
 
 up: install
 	$(BIN)/tether up

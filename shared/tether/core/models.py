@@ -65,6 +65,11 @@ class ApiKey(Record):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+# Where a desktop workspace's VNC server listens, relative to its home (an absolute path can
+# pass the 108 bytes AF_UNIX allows).
+VNC_SOCKET = ".tether/vnc.sock"
+
+
 class Vnc(BaseModel):
     enabled: bool = False
     port: int = 5900

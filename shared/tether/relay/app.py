@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -136,19 +137,31 @@ def runtime_endpoint(session: Session, path: str) -> tuple[aiohttp.BaseConnector
     return None, url.rstrip("/") + path
 
 
-@guarded
-async def terminal(request: web.Request) -> web.StreamResponse:
-    """An interactive PTY: frames pass through unchanged in both directions."""
+async def relay_to_runtime(
+    request: web.Request,
+    path: str,
+    query: dict[str, str],
+    protocols: tuple[str, ...] = (),
+    desktop: bool = False,
+) -> web.StreamResponse:
+    """Authorize, open the runtime's WebSocket at `path`, then splice the two."""
     _, session = await authorize(request)
-    query = {k: request.query[k] for k in ("cols", "rows") if k in request.query}
-    connector, url = runtime_endpoint(session, "/pty")
+    if desktop and not session.vnc:
+        return web.json_response({"detail": "This session has no desktop"}, status=404)
+    connector, url = runtime_endpoint(session, path)
     client = aiohttp.ClientSession(connector=connector)
     try:
-        upstream = await client.ws_connect(url, params=query, **WS_OPTIONS)
+        upstream = await client.ws_connect(url, params=query, protocols=protocols, **WS_OPTIONS)
+    except aiohttp.WSServerHandshakeError as exc:
+        await client.close()
+        detail = (
+            "This session has no desktop" if exc.status == 404 else f"Runtime said {exc.status}"
+        )
+        return web.json_response({"detail": detail}, status=404 if exc.status == 404 else 502)
     except (aiohttp.ClientError, OSError) as exc:
         await client.close()
         return web.json_response({"detail": f"Workspace runtime unreachable: {exc}"}, status=502)
-    ws = web.WebSocketResponse(**WS_OPTIONS)
+    ws = web.WebSocketResponse(protocols=protocols, **WS_OPTIONS)
     try:
         await ws.prepare(request)
         await splice(ws, upstream)
@@ -156,6 +169,26 @@ async def terminal(request: web.Request) -> web.StreamResponse:
         await upstream.close()
         await client.close()
     return ws
+
+
+@guarded
+async def terminal(request: web.Request) -> web.StreamResponse:
+    """An interactive PTY: frames pass through unchanged in both directions."""
+    query = {k: request.query[k] for k in ("cols", "rows") if k in request.query}
+    return await relay_to_runtime(request, "/pty", query)
+
+
+VIEWER = Path(__file__).with_name("viewer.html")
+NOVNC = Path(__file__).with_name("static") / "novnc"
+
+
+@guarded
+async def vnc_viewer(request: web.Request) -> web.StreamResponse:
+    """A WebSocket upgrade carries raw RFB (noVNC's `binary` subprotocol); a plain GET is the
+    viewer page, which holds no secret and opens that WebSocket with the URL's credential."""
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        return web.FileResponse(VIEWER, headers={"Cache-Control": "no-store"})
+    return await relay_to_runtime(request, "/vnc", {}, protocols=("binary",), desktop=True)
 
 
 async def splice(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
@@ -186,3 +219,6 @@ def add_routes(app: web.Application) -> None:
     for prefix in ("/v1/cloudrun/workspaces", "/v1/sessions"):
         app.router.add_get(prefix + "/{session_id}/shell", shell)
     app.router.add_get("/v1/sessions/{session_id}/terminal", terminal)
+    app.router.add_get("/vnc-viewer/{session_id}", vnc_viewer)
+    if NOVNC.is_dir():  # vendored by `make install` (npm), never fetched from a CDN
+        app.router.add_static("/novnc/", NOVNC)

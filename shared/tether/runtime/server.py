@@ -10,10 +10,12 @@ from pathlib import Path
 
 from aiohttp import web
 
+from tether.core.models import VNC_SOCKET
 from tether.runtime.execute import MAX_OUTPUT, run_command
 from tether.runtime.main_process import MainProcess
 from tether.runtime.session_log import SESSION_LOG, LogWriter, tail
 from tether.runtime.terminal import terminal
+from tether.runtime.vnc import vnc
 
 
 def make_app(home: str, main: str | None = None) -> web.Application:
@@ -50,9 +52,13 @@ def make_app(home: str, main: str | None = None) -> web.Application:
     async def pty(request: web.Request) -> web.WebSocketResponse:
         return await terminal(request, home)
 
+    async def vnc_bridge(request: web.Request) -> web.StreamResponse:
+        return await vnc(request, home, VNC_SOCKET)
+
     app = web.Application()
     app.router.add_get("/health", health)
     app.router.add_get("/pty", pty)
+    app.router.add_get("/vnc", vnc_bridge)
     app.router.add_post("/shutdown", shutdown)
     app.router.add_post("/exec", execute)
     app.router.add_get("/logs", logs)

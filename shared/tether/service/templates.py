@@ -5,16 +5,16 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
-from tether.core.models import Template, Vnc, utcnow
+from tether.core.models import VNC_SOCKET, Template, Vnc, utcnow
 from tether.core.ports import Store
 from tether.errors import Conflict, NotFound
 from tether.service.repo import Repo
 
 
 def desktop_command(vnc: Vnc, app: str) -> str:
-    """A shell script running `app` on a virtual display of the VNC settings' size. The
-    display's number is written to ~/.tether/display (once it accepts clients) for a VNC
-    server to find."""
+    """A shell script running `app` on a virtual display of the VNC settings' size, shared by
+    a VNC server on the Unix socket ~/{VNC_SOCKET} (the runtime's /vnc bridge connects there).
+    The display's number is written to ~/.tether/display once it accepts clients."""
     return f"""\
 # -displayfd picks a free display. No TCP or abstract sockets: the X socket stays in the
 # workspace's private /tmp, out of reach of other workspaces (they share the network).
@@ -29,6 +29,9 @@ until [ -s ~/.tether/display ]; do
 done
 export DISPLAY=:$(cat ~/.tether/display)
 echo "display $DISPLAY ready"
+cd ~ && rm -f {VNC_SOCKET}
+x11vnc -display "$DISPLAY" -unixsock {VNC_SOCKET} -rfbport 0 -forever -shared -nopw \
+    -quiet -noxdamage -geometry {vnc.resolution} >/dev/null 2>&1 &
 {app}
 """
 
