@@ -16,11 +16,12 @@ def desktop_command(vnc: Vnc, app: str) -> str:
     a VNC server on the Unix socket ~/{VNC_SOCKET} (the runtime's /vnc bridge connects there).
     The display's number is written to ~/.tether/display once it accepts clients."""
     return f"""\
-# -displayfd picks a free display. No TCP or abstract sockets: the X socket stays in the
+# -displayfd picks a free display; -noreset keeps it (and its background) when the last
+# client leaves. No TCP or abstract sockets: the X socket stays in the
 # workspace's private /tmp, out of reach of other workspaces (they share the network).
 mkdir -p ~/.tether && rm -f ~/.tether/display
 Xvfb -displayfd 3 -screen 0 {vnc.resolution}x{vnc.color_depth} \\
-    -nolisten tcp -nolisten local 3>~/.tether/display &
+    -nolisten tcp -nolisten local -noreset 3>~/.tether/display &
 xvfb=$!
 trap 'kill $xvfb 2>/dev/null' EXIT
 until [ -s ~/.tether/display ]; do
@@ -31,7 +32,7 @@ export DISPLAY=:$(cat ~/.tether/display)
 echo "display $DISPLAY ready"
 cd ~ && rm -f {VNC_SOCKET}
 x11vnc -display "$DISPLAY" -unixsock {VNC_SOCKET} -rfbport 0 -forever -shared -nopw \
-    -quiet -noxdamage -geometry {vnc.resolution} >/dev/null 2>&1 &
+    -quiet -noxdamage >/dev/null 2>&1 &
 {app}
 """
 
