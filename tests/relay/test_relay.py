@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
+import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -261,3 +265,109 @@ def test_tether_shell_is_a_real_terminal(server: Server, session: str) -> None:
         screen_has("SHELL-EXITED-0")
     finally:
         subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_live_logs_follow_over_a_websocket(server: Server) -> None:
+    h = {"Authorization": f"Bearer {server.key}"}
+    with httpx.Client(base_url=f"{server.url}/api/v1", headers=h, timeout=30) as c:
+        loop = "for i in $(seq 1 3000); do echo tick-$i; sleep 0.1; done"
+        ticker = {"name": "ticker", "display_name": "Ticker", "command": loop}
+        assert c.post("/templates", json=ticker).status_code == 201
+        sid = c.post("/sessions", json={"user": "me", "template": "ticker"}).json()["id"]
+        deadline = time.monotonic() + 30
+        while c.get(f"/sessions/{sid}").json()["state"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(0.5)
+        plain = c.get(f"/sessions/{sid}/logs?tail=3")  # no upgrade: the JSON answer
+        assert plain.status_code == 200 and len(plain.json()["logs"]) == 3
+
+    async def main() -> list[str]:
+        url = ws_url(server, sid, "x").replace(
+            f"/v1/sessions/{sid}/x", f"/api/v1/sessions/{sid}/logs"
+        )
+        client, ws = await connect(url + "?follow=true&tail=2", headers=h)
+        lines: list[str] = []
+        try:
+            while len(lines) < 12:
+                msg = await ws.receive(timeout=10)
+                assert msg.type is aiohttp.WSMsgType.TEXT, msg
+                lines.append(msg.data)
+        finally:
+            await ws.close()
+            await client.close()
+        return lines
+
+    lines = asyncio.run(main())
+    ticks = [int(line.rsplit("tick-", 1)[1]) for line in lines if "tick-" in line]
+    assert len(ticks) >= 10 and ticks == sorted(ticks), lines
+    assert ticks[-1] - ticks[0] >= 9, "new lines keep arriving after the first ones"
+    assert lines[0][:4].isdigit(), "lines carry their timestamps"
+
+
+def test_a_session_that_ends_closes_its_shell_websocket(server: Server) -> None:
+    with api(server) as c:
+        sid = c.post("/v1/sessions", json={"template": "shell"}).json()["id"]
+
+        async def main() -> tuple[aiohttp.WSMsgType, int | None]:
+            client, ws = await connect(ws_url(server, sid, "shell", api_key=server.key))
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    None, c.delete, f"/v1/sessions/{sid}"
+                )
+                msg = await ws.receive(timeout=15)
+                return msg.type, ws.close_code
+            finally:
+                await client.close()
+
+        kind, code = asyncio.run(main())
+        assert kind in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) and code == 4001
+
+
+def raw_websocket(server: Server, path: str) -> socket.socket:
+    """A client that does the handshake by hand, so that it can truly stop reading (a library
+    client keeps draining the socket into its own memory)."""
+    host, port = server.url.rsplit("/", 1)[1].split(":")
+    sock = socket.create_connection((host, int(port)))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        f"X-API-Key: {server.key}\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def masked_binary_frame(payload: bytes) -> bytes:
+    mask = os.urandom(4)
+    assert len(payload) < 126
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x82, 0x80 | len(payload)]) + mask + body
+
+
+def test_a_slow_reader_does_not_grow_the_relay(server: Server, session: str) -> None:
+    """The client stops reading while the workspace writes as fast as it can: the relay's
+    memory stays put (each send waits for the socket, so the shell is slowed instead)."""
+    sock = raw_websocket(server, f"/v1/sessions/{session}/terminal")
+    try:
+        sock.sendall(masked_binary_frame(b"yes 0123456789abcdef0123456789abcdef\n"))
+        time.sleep(1)  # the pipes fill up
+        before = rss_kib(server.proc.pid)
+        time.sleep(6)  # still not reading
+        after = rss_kib(server.proc.pid)
+        sock.settimeout(10)
+        assert sock.recv(65536), "the stream is throttled, not dead"
+    finally:
+        sock.close()
+    assert after - before < 16 * 1024, f"relay RSS grew from {before} to {after} KiB"

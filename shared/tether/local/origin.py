@@ -32,9 +32,10 @@ def front(threads: int = 64) -> web.Application:
     every other path to the function targets through WSGI (each request on a worker thread,
     as many at once as `threads`: an exec holds its thread until the command ends)."""
     app = web.Application()
-    relay.add_routes(app)
     executor = ThreadPoolExecutor(threads, thread_name_prefix="http")
-    app.router.add_route("*", "/{path_info:.*}", WSGIHandler(wsgi_app, executor=executor))
+    functions = WSGIHandler(wsgi_app, executor=executor)
+    relay.add_routes(app, functions)
+    app.router.add_route("*", "/{path_info:.*}", functions)
 
     async def stop_threads(_: web.Application) -> None:
         executor.shutdown(wait=False, cancel_futures=True)

@@ -18,7 +18,7 @@ import aiohttp
 from aiohttp import WSMsgType, web
 
 from tether import bootstrap
-from tether.core.models import Principal, Session
+from tether.core.models import Principal, Session, utcnow
 from tether.errors import TetherError
 from tether.service.tickets import is_ticket
 from tether.service.tokens import looks_like_jwt
@@ -73,6 +73,12 @@ def same_origin(request: web.Request) -> bool:
     return origin is None or urlsplit(origin).netloc == request.host
 
 
+def session_id_of(request: web.Request) -> str:
+    if "session_id" in request.match_info:
+        return request.match_info["session_id"]
+    return request.match_info["path_info"].split("/")[3]  # api/v1/sessions/<id>/logs
+
+
 async def authorize(request: web.Request) -> tuple[Principal, Session]:
     if not same_origin(request):
         raise web.HTTPForbidden(
@@ -80,7 +86,7 @@ async def authorize(request: web.Request) -> tuple[Principal, Session]:
             content_type="application/json",
         )
     try:
-        return await blocking(_authorize, request, request.match_info["session_id"])
+        return await blocking(_authorize, request, session_id_of(request))
     except TetherError as exc:
         raise Refused(exc) from None
 
@@ -102,9 +108,18 @@ def guarded(
 async def shell(request: web.Request) -> web.WebSocketResponse:
     """OnMemOS: `{"type": "command", "command": ...}` in, `{"type": "command_result", ...}` out."""
     principal, session = await authorize(request)
-    sessions = bootstrap.services().sessions
     ws = web.WebSocketResponse(**WS_OPTIONS)
     await ws.prepare(request)
+    watcher = asyncio.ensure_future(close_when_session_ends(ws, session.id))
+    try:
+        await _serve_commands(ws, principal, session.id)
+    finally:
+        watcher.cancel()
+    return ws
+
+
+async def _serve_commands(ws: web.WebSocketResponse, principal: Principal, session_id: str) -> None:
+    sessions = bootstrap.services().sessions
     async for msg in ws:
         if msg.type is not WSMsgType.TEXT:
             continue
@@ -119,12 +134,30 @@ async def shell(request: web.Request) -> web.WebSocketResponse:
             )
             continue
         try:
-            result = await blocking(sessions.execute, principal, session.id, command, timeout)
+            result = await blocking(sessions.execute, principal, session_id, command, timeout)
         except TetherError as exc:
             await ws.send_json({"type": "error", "detail": exc.message})
             continue
         await ws.send_json({"type": "command_result", "command": command, **result.model_dump()})
-    return ws
+
+
+WATCH_INTERVAL = 2.0  # seconds between checks that a relayed session still runs
+
+
+def _still_running(session_id: str) -> bool:
+    session = bootstrap.services().sessions.repo.find(session_id)
+    return (
+        session is not None and session.state.value == "running" and not session.expired(utcnow())
+    )
+
+
+async def close_when_session_ends(ws: web.WebSocketResponse, session_id: str) -> None:
+    """A session that ends (terminated, hibernated, expired) closes its relays."""
+    while not ws.closed:
+        await asyncio.sleep(WATCH_INTERVAL)
+        if not await blocking(_still_running, session_id):
+            await ws.close(code=4001, message=b"session ended")
+            return
 
 
 def runtime_endpoint(session: Session, path: str) -> tuple[aiohttp.BaseConnector | None, str]:
@@ -162,10 +195,12 @@ async def relay_to_runtime(
         await client.close()
         return web.json_response({"detail": f"Workspace runtime unreachable: {exc}"}, status=502)
     ws = web.WebSocketResponse(protocols=protocols, **WS_OPTIONS)
+    watcher = asyncio.ensure_future(close_when_session_ends(ws, session.id))
     try:
         await ws.prepare(request)
         await splice(ws, upstream)
     finally:
+        watcher.cancel()
         await upstream.close()
         await client.close()
     return ws
@@ -215,10 +250,28 @@ async def splice(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
     await upstream.close()
 
 
-def add_routes(app: web.Application) -> None:
+def follow_logs(fallback: Callable[[web.Request], Any]) -> Callable[[web.Request], Any]:
+    """`GET /api/v1/sessions/{id}/logs?follow=true` upgrades to a stream of new log lines;
+    anything else on that path is the StreamSpace function's (`fallback`)."""
+
+    @guarded
+    async def handler(request: web.Request) -> web.StreamResponse:
+        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+        if not upgrade or request.query.get("follow", "").lower() not in ("true", "1"):
+            response: web.StreamResponse = await fallback(request)
+            return response
+        query = {"tail": request.query.get("tail", "100")}
+        return await relay_to_runtime(request, "/logs/follow", query)
+
+    return handler
+
+
+def add_routes(app: web.Application, fallback: Callable[[web.Request], Any]) -> None:
     for prefix in ("/v1/cloudrun/workspaces", "/v1/sessions"):
         app.router.add_get(prefix + "/{session_id}/shell", shell)
     app.router.add_get("/v1/sessions/{session_id}/terminal", terminal)
     app.router.add_get("/vnc-viewer/{session_id}", vnc_viewer)
+    # `path_info` spans the whole path, as the WSGI fallback expects of its routes.
+    app.router.add_get("/{path_info:api/v1/sessions/[^/]+/logs}", follow_logs(fallback))
     if NOVNC.is_dir():  # vendored by `make install` (npm), never fetched from a CDN
         app.router.add_static("/novnc/", NOVNC)

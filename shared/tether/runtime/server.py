@@ -12,6 +12,7 @@ from aiohttp import web
 
 from tether.core.models import VNC_SOCKET
 from tether.runtime.execute import MAX_OUTPUT, run_command
+from tether.runtime.follow import follow
 from tether.runtime.main_process import MainProcess
 from tether.runtime.session_log import SESSION_LOG, LogWriter, tail
 from tether.runtime.terminal import terminal
@@ -52,6 +53,9 @@ def make_app(home: str, main: str | None = None) -> web.Application:
     async def pty(request: web.Request) -> web.WebSocketResponse:
         return await terminal(request, home)
 
+    async def follow_logs(request: web.Request) -> web.WebSocketResponse:
+        return await follow(request, home)
+
     async def vnc_bridge(request: web.Request) -> web.StreamResponse:
         return await vnc(request, home, VNC_SOCKET)
 
@@ -59,6 +63,7 @@ def make_app(home: str, main: str | None = None) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/pty", pty)
     app.router.add_get("/vnc", vnc_bridge)
+    app.router.add_get("/logs/follow", follow_logs)
     app.router.add_post("/shutdown", shutdown)
     app.router.add_post("/exec", execute)
     app.router.add_get("/logs", logs)
