@@ -113,9 +113,7 @@ def build(settings: Settings, store: Store | None = None, bus: Bus | None = None
         commands=commands,
         sessions=sessions,
         events=Events(bus, agents, commands, sessions, settings.heartbeat_interval),
-        sweeper=Sweeper(
-            sessions, commands, agents, tokens, limits, tickets, settings.republish_after
-        ),
+        sweeper=Sweeper(sessions, commands, agents, store, settings.republish_after),
         health=Health(store, bus, settings.store, settings.bus),
     )
 

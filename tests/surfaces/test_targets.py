@@ -52,3 +52,14 @@ def test_agent_events_target_takes_a_pubsub_push(stack: LocalStack) -> None:
     agent = stack.services.agents.repo.get("run-agent-1")
     assert (agent.platform, agent.region, agent.capacity) == ("cloud_run", "us-central1", 3)
     assert stack.services.agents.is_online(agent)
+
+
+def test_sweeper_drops_expired_tickets_revocations_and_rate_windows(stack: LocalStack) -> None:
+    store = stack.services.store
+    past, future = utcnow() - timedelta(seconds=1), utcnow() + timedelta(minutes=1)
+    for kind in ("tickets", "revoked_tokens", "rate_limits"):
+        store.create(kind, "old", {"expires_at": past})
+        store.create(kind, "new", {"expires_at": future})
+    assert target_client("sweeper").post("/").get_json()["expired_records"] == 3
+    for kind in ("tickets", "revoked_tokens", "rate_limits"):
+        assert store.get(kind, "old") is None and store.get(kind, "new") is not None

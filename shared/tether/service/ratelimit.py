@@ -57,9 +57,3 @@ class RateLimits:
             except Conflict:
                 continue  # another request counted at the same moment: count again
         return 1 << 30  # hopelessly contended: treat as over the limit
-
-    def forget_expired(self) -> int:
-        gone = self.store.query(KIND, [("expires_at", "<=", datetime.now(UTC))])
-        for doc in gone:
-            self.store.delete(KIND, doc.id)
-        return len(gone)

@@ -64,9 +64,3 @@ class Tickets:
             raise Unauthenticated("Ticket is for another session", code="AUTH_TOKEN_INVALID")
         return Principal(id=doc.data["owner"], username=doc.data["username"],
                          role=Role(doc.data["role"]))  # fmt: skip
-
-    def forget_expired(self) -> int:
-        gone = self.store.query(KIND, [("expires_at", "<=", utcnow())])
-        for doc in gone:
-            self.store.delete(KIND, doc.id)
-        return len(gone)

@@ -78,10 +78,3 @@ class Tokens:
         expires = datetime.fromtimestamp(int(claims["exp"]), tz=utcnow().tzinfo)
         with contextlib.suppress(Conflict):  # revoked already
             self.store.create(REVOKED, str(claims["jti"]), {"expires_at": expires})
-
-    def forget_expired(self) -> int:
-        """Drop denylist entries whose tokens have expired anyway (the sweeper calls this)."""
-        gone = self.store.query(REVOKED, [("expires_at", "<=", utcnow())])
-        for doc in gone:
-            self.store.delete(REVOKED, doc.id)
-        return len(gone)
