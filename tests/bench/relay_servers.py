@@ -20,11 +20,27 @@ from tether.settings import Settings
 
 
 async def echo(request: web.Request) -> web.WebSocketResponse:
+    """Echoes binary frames. Text frames steer a one-way test: `sink N` counts N binary
+    frames and answers `done`; `source N` sends N frames of 64 KiB."""
     ws = web.WebSocketResponse(compress=False, max_msg_size=1 << 22)
     await ws.prepare(request)
+    sink = 0
     async for msg in ws:
         if msg.type is WSMsgType.BINARY:
-            await ws.send_bytes(msg.data)
+            if sink:
+                sink -= 1
+                if not sink:
+                    await ws.send_str("done")
+            else:
+                await ws.send_bytes(msg.data)
+        elif msg.type is WSMsgType.TEXT:
+            verb, count = msg.data.split()
+            if verb == "sink":
+                sink = int(count)
+            else:
+                payload = bytes(64 * 1024)
+                for _ in range(int(count)):
+                    await ws.send_bytes(payload)
     return ws
 
 

@@ -50,6 +50,27 @@ async def throughput(ws: aiohttp.ClientWebSocketResponse) -> float:
     return 2 * FRAMES * FRAME / (time.perf_counter() - started) / 1e6
 
 
+async def upload(ws: aiohttp.ClientWebSocketResponse) -> float:
+    """MB/s of 64 KiB frames from the client to the far end."""
+    payload = os.urandom(FRAME)
+    await ws.send_str(f"sink {FRAMES}")
+    started = time.perf_counter()
+    for _ in range(FRAMES):
+        await ws.send_bytes(payload)
+    assert (await ws.receive(timeout=60)).data == "done"
+    return FRAMES * FRAME / (time.perf_counter() - started) / 1e6
+
+
+async def download(ws: aiohttp.ClientWebSocketResponse) -> float:
+    """MB/s of 64 KiB frames from the far end to the client."""
+    started = time.perf_counter()
+    await ws.send_str(f"source {FRAMES}")
+    for _ in range(FRAMES):
+        msg = await ws.receive(timeout=60)
+        assert len(msg.data) == FRAME
+    return FRAMES * FRAME / (time.perf_counter() - started) / 1e6
+
+
 async def round_trips(ws: aiohttp.ClientWebSocketResponse) -> list[float]:
     payload = os.urandom(100)
     times = []
@@ -75,12 +96,12 @@ def test_relay_against_direct(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     info |= far
     try:
 
-        async def main() -> dict[str, tuple[list[float], list[float]]]:
+        async def main() -> dict[str, tuple[list[float], ...]]:
             urls = {
                 "direct": f"ws://127.0.0.1:{info['direct']}/pty",
                 "relay": f"ws://127.0.0.1:{info['relay']}/v1/sessions/{info['session']}/terminal",
             }
-            results: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in urls}
+            results: dict[str, tuple[list[float], ...]] = {k: ([], [], [], []) for k in urls}
             async with aiohttp.ClientSession() as http:
                 conns = {k: await http.ws_connect(u, headers={"X-API-Key": info["key"]},
                                                   max_msg_size=1 << 22, compress=0)
@@ -89,6 +110,8 @@ def test_relay_against_direct(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                     for name, ws in conns.items():
                         results[name][0].append(await throughput(ws))
                         results[name][1].extend(await round_trips(ws))
+                        results[name][2].append(await upload(ws))
+                        results[name][3].append(await download(ws))
                 for ws in conns.values():
                     await ws.close()
             return results
@@ -98,13 +121,20 @@ def test_relay_against_direct(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         for p in (proc, echo):
             p.kill()
             p.wait()
-    (d_tp, d_rt), (r_tp, r_rt) = results["direct"], results["relay"]
-    tp_direct, tp_relay = sorted(d_tp)[1], sorted(r_tp)[1]  # medians of 3
+    (d_tp, d_rt, d_up, d_down), (r_tp, r_rt, r_up, r_down) = results["direct"], results["relay"]
+
+    def median(xs: list[float]) -> float:
+        return sorted(xs)[len(xs) // 2]
+
+    tp_direct, tp_relay = median(d_tp), median(r_tp)
     with capsys.disabled():
         print(f"\n\nrelay vs direct WebSocket (echo far end), {FRAMES} x 64 KiB frames, "
               f"{PINGS} x 100 B round trips, 3 alternating rounds")  # fmt: skip
-        print(f"  throughput both ways  direct {tp_direct:8.1f} MB/s   relay {tp_relay:8.1f} MB/s"
-              f"   ratio {tp_relay / tp_direct:.2f}x (goal >= 0.80x)")  # fmt: skip
+        for label, d, r in (("upload (client->far)", median(d_up), median(r_up)),
+                            ("download (far->client)", median(d_down), median(r_down)),
+                            ("echo, both at once", tp_direct, tp_relay)):  # fmt: skip
+            print(f"  {label:<22} direct {d:8.1f} MB/s   relay {r:8.1f} MB/s"
+                  f"   ratio {r / d:.2f}x (goal >= 0.80x)")  # fmt: skip
         print(f"  100 B round trip p50  direct {pct(d_rt, .5):8.1f} us     relay "
               f"{pct(r_rt, .5):8.1f} us     added {pct(r_rt, .5) - pct(d_rt, .5):.1f} us "
               f"(goal <= 150 us)")  # fmt: skip

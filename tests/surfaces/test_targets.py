@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -15,6 +16,8 @@ from tests.surfaces.conftest import ALICE_KEY, target_client
 
 
 def test_sweeper_target_expires_sessions_and_reports_counts(stack: LocalStack) -> None:
+    stack.sweep_interval = 3600  # only the target sweeps here (after the current wait ends)
+    time.sleep(0.3)
     api = target_client("onmemos")
     s = api.post("/v1/sessions", json={"template": "shell"}, headers={"X-API-Key": ALICE_KEY})
     sid = s.get_json()["id"]
@@ -55,6 +58,8 @@ def test_agent_events_target_takes_a_pubsub_push(stack: LocalStack) -> None:
 
 
 def test_sweeper_drops_expired_tickets_revocations_and_rate_windows(stack: LocalStack) -> None:
+    stack.sweep_interval = 3600
+    time.sleep(0.3)
     store = stack.services.store
     past, future = utcnow() - timedelta(seconds=1), utcnow() + timedelta(minutes=1)
     for kind in ("tickets", "revoked_tokens", "rate_limits"):
