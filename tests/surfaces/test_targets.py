@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
-import time
 import json
+import time
 from datetime import timedelta
 from pathlib import Path
 

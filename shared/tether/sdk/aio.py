@@ -33,18 +33,12 @@ class AsyncClient:
         timeout: float = 120.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        headers = {"X-API-Key": api_key} if api_key else {}
         self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, transport=transport
+            transport=transport, **calls.client_options(base_url, api_key, timeout)
         )
 
     async def _do(self, call: Call) -> Any:
-        kwargs: dict[str, Any] = {}
-        if call.timeout is not None:
-            kwargs["timeout"] = call.timeout
-        response = await self._http.request(
-            call.method, call.path, json=call.json, params=call.params, **kwargs
-        )
+        response = await self._http.request(call.method, call.path, **calls.request_options(call))
         return calls.result(response)
 
     async def create_session(self, spec: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:

@@ -31,6 +31,20 @@ class Call:
     timeout: float | None = None
 
 
+def client_options(base_url: str, api_key: str | None, timeout: float) -> dict[str, Any]:
+    """What both clients give their httpx client."""
+    headers = {"X-API-Key": api_key} if api_key else {}
+    return {"base_url": base_url.rstrip("/"), "headers": headers, "timeout": timeout}
+
+
+def request_options(call: Call) -> dict[str, Any]:
+    """The arguments of `httpx.(Async)Client.request` for `call`."""
+    options: dict[str, Any] = {"json": call.json, "params": call.params}
+    if call.timeout is not None:
+        options["timeout"] = call.timeout
+    return options
+
+
 def result(response: httpx.Response) -> Any:
     """The JSON body, or the error tree's exception for the status, carrying `detail`."""
     if response.is_success:

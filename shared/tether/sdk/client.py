@@ -45,18 +45,12 @@ class Client:
         timeout: float = 120.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        headers = {"X-API-Key": api_key} if api_key else {}
         self._http = httpx.Client(
-            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, transport=transport
+            transport=transport, **calls.client_options(base_url, api_key, timeout)
         )
 
     def _do(self, call: Call) -> Any:
-        kwargs: dict[str, Any] = {}
-        if call.timeout is not None:
-            kwargs["timeout"] = call.timeout
-        response = self._http.request(
-            call.method, call.path, json=call.json, params=call.params, **kwargs
-        )
+        response = self._http.request(call.method, call.path, **calls.request_options(call))
         return calls.result(response)
 
     # -- unified API -----------------------------------------------------------------------------
