@@ -1,4 +1,5 @@
-"""WebSocket routes: the OnMemOS shell protocol and the interactive terminal.
+"""WebSocket routes: the OnMemOS shell protocol, the interactive terminal, the VNC viewer and
+live logs.
 
 Everything is checked before the upgrade (credential, ownership, Origin): a refused caller
 gets a plain HTTP error and nothing is relayed. Blocking Store calls run in the executor.
@@ -10,6 +11,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -33,8 +35,13 @@ WS_OPTIONS: dict[str, Any] = {
 }
 
 
+# Store calls and shell commands (which last as long as the command) run here, not on the
+# loop's small default pool, so long commands cannot starve new connections' checks.
+_threads = ThreadPoolExecutor(64, thread_name_prefix="relay")
+
+
 async def blocking(fn: Callable[..., T], *args: Any) -> T:
-    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+    return await asyncio.get_running_loop().run_in_executor(_threads, fn, *args)
 
 
 class Refused(Exception):
