@@ -152,10 +152,14 @@ WATCH_INTERVAL = 2.0  # seconds between checks that a relayed session still runs
 
 
 def _still_running(session_id: str) -> bool:
-    session = bootstrap.services().sessions.repo.find(session_id)
-    return (
-        session is not None and session.state.value == "running" and not session.expired(utcnow())
-    )
+    """Whether the session still runs; if so, an open connection counts as activity (someone
+    has its terminal or desktop open), so idle_timeout does not hibernate it under them."""
+    sessions = bootstrap.services().sessions
+    session = sessions.repo.find(session_id)
+    if session is None or session.state.value != "running" or session.expired(utcnow()):
+        return False
+    sessions.touch(session)
+    return True
 
 
 async def close_when_session_ends(ws: web.WebSocketResponse, session_id: str) -> None:

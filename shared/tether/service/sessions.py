@@ -267,9 +267,13 @@ class Sessions:
         raise Timeout(f"Agent {session.agent_id} did not answer within {AGENT_MARGIN}s")
 
     def touch(self, session: Session) -> None:
-        """Record activity (for idle_timeout), at most once a minute per session."""
+        """Record activity (for idle_timeout): at most once a minute, and at least four times
+        within the session's idle timeout, so a short timeout still sees a busy session."""
         now = utcnow()
-        if now - session.last_activity < ACTIVITY_RESOLUTION:
+        resolution = ACTIVITY_RESOLUTION
+        if session.idle_timeout:
+            resolution = min(resolution, parse_duration(session.idle_timeout) / 4)
+        if now - session.last_activity < resolution:
             return
 
         def seen(s: Session) -> Session:
