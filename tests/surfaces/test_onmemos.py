@@ -209,7 +209,11 @@ def test_expired_session_is_unusable_at_once_and_torn_down(
     while time.monotonic() < deadline and workdir.exists():
         time.sleep(0.1)
     assert not workdir.exists(), "the sweeper should tear the expired workspace down"
-    got = api.get(f"/v1/sessions/{s['id']}", headers=h()).get_json()
+    # The agent reports the stop after freeing the workspace: the record follows shortly.
+    while (got := api.get(f"/v1/sessions/{s['id']}", headers=h()).get_json())["status"] != (
+        "terminated"
+    ) and time.monotonic() < deadline + 5:
+        time.sleep(0.05)
     assert got["status"] == "terminated"
 
 
