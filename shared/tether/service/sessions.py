@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from tether.core.durations import parse_duration
-from tether.core.lifecycle import SessionState, check_session_move
+from tether.core.lifecycle import CommandState, SessionState, check_session_move
 from tether.core.models import (
     Command,
     CommandType,
@@ -175,18 +175,21 @@ class Sessions:
     ) -> ExecResult:
         session = self.usable(principal, session_id)
         self.touch(session)
-        issued = self.commands.issue(
-            session.agent_id,
-            CommandType.EXEC,
-            session.id,
-            {"command": command, "timeout": timeout},
-        )
-        done = self.commands.wait(issued.id, timeout + AGENT_MARGIN)
-        if done.result is not None and done.state.value == "succeeded":
-            return ExecResult.model_validate(done.result)
-        if done.state.value == "failed":
+        payload = {"command": command, "timeout": timeout}
+        result = self._ask(session, CommandType.EXEC, payload, timeout + AGENT_MARGIN)
+        return ExecResult.model_validate(result)
+
+    def _ask(
+        self, session: Session, kind: CommandType, payload: dict[str, object], wait: float
+    ) -> dict[str, object]:
+        """Send the session's agent a command and wait for its result."""
+        issued = self.commands.issue(session.agent_id, kind, session.id, payload)
+        done = self.commands.wait(issued.id, wait)
+        if done.state is CommandState.SUCCEEDED:
+            return done.result or {}
+        if done.state is CommandState.FAILED:
             raise Unavailable(f"Command could not run: {done.error or 'agent error'}")
-        raise Timeout(f"Agent {session.agent_id} did not answer within {timeout + AGENT_MARGIN}s")
+        raise Timeout(f"Agent {session.agent_id} did not answer within {wait:g}s")
 
     def delete(self, principal: Principal, session_id: str, wait: float = 30.0) -> Session:
         session = self.get(principal, session_id)
@@ -197,38 +200,37 @@ class Sessions:
 
     def terminate(self, session_id: str, message: str) -> Session:
         """Move to terminating and tell the agent to stop the workspace (idempotent)."""
+        moved = self._move(
+            session_id, SessionState.TERMINATING, message, done={SessionState.TERMINATED}
+        )
+        if moved is None:
+            return self.repo.get(session_id, "Session")
+        self._command(moved, CommandType.STOP_SESSION)
+        return moved
+
+    def _move(
+        self,
+        session_id: str,
+        target: SessionState,
+        message: str,
+        done: set[SessionState] | None = None,
+    ) -> Session | None:
+        """Move to `target` (checked against the table); None when it was there already (or
+        in one of the `done` states), so only the caller that moved it acts on the move."""
+        moved = False
 
         def move(s: Session) -> Session | None:
-            if s.state in (SessionState.TERMINATING, SessionState.TERMINATED):
-                return None
-            check_session_move(s.state, SessionState.TERMINATING)
-            s.state, s.message, s.updated_at = SessionState.TERMINATING, message, utcnow()
-            return s
-
-        before = self.repo.get(session_id, "Session")
-        session = self.repo.mutate(session_id, move)
-        if before.state is not SessionState.TERMINATING and session.version != before.version:
-            self.commands.issue(
-                session.agent_id,
-                CommandType.STOP_SESSION,
-                session.id,
-                {"name": session.id, "namespace": session.namespace, "graceful": True},
-            )
-        return session
-
-    def _move(self, session_id: str, target: SessionState, message: str) -> Session | None:
-        """Move to `target` (checked against the table); None when it was there already."""
-
-        def move(s: Session) -> Session | None:
-            if s.state is target:
+            nonlocal moved
+            moved = False  # a retry after a lost race decides afresh
+            if s.state is target or s.state in (done or ()):
                 return None
             check_session_move(s.state, target)
             s.state, s.message, s.updated_at = target, message, utcnow()
+            moved = True
             return s
 
-        before = self.repo.get(session_id, "Session")
         after = self.repo.mutate(session_id, move)
-        return after if after.version != before.version else None
+        return after if moved else None
 
     def hibernate(self, principal: Principal, session_id: str, wait: float = 30.0) -> Session:
         """Stop the workspace's processes, keeping its home (when persistent_home)."""
@@ -255,16 +257,9 @@ class Sessions:
 
     def logs(self, principal: Principal, session_id: str, tail: int) -> list[str]:
         session = self.get(principal, session_id)
-        issued = self.commands.issue(
-            session.agent_id, CommandType.GET_LOGS, session.id, {"tail": tail}
-        )
-        done = self.commands.wait(issued.id, AGENT_MARGIN)
-        if done.state.value == "succeeded" and done.result is not None:
-            lines: list[str] = done.result.get("lines", [])
-            return lines
-        if done.state.value == "failed":
-            raise Unavailable(f"Logs could not be read: {done.error or 'agent error'}")
-        raise Timeout(f"Agent {session.agent_id} did not answer within {AGENT_MARGIN}s")
+        result = self._ask(session, CommandType.GET_LOGS, {"tail": tail}, AGENT_MARGIN)
+        lines: list[str] = result.get("lines", [])  # type: ignore[assignment]
+        return lines
 
     def touch(self, session: Session) -> None:
         """Record activity (for idle_timeout): at most once a minute, and at least four times
