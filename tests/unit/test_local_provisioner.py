@@ -77,6 +77,7 @@ def test_hibernate_keeps_the_home_and_wake_restores_it(prov: LocalProvisioner) -
 def test_runtime_that_died_comes_back_with_the_home(prov: LocalProvisioner) -> None:
     prov.start(spec("ws-r"))
     prov.exec("ws-r", "echo kept > note", 5)
-    prov._procs["ws-r"].kill()  # the agent restarted, taking its workspaces' runtimes with it
-    prov._procs["ws-r"].wait()
+    runtime = prov._runtimes["ws-r"].proc
+    runtime.kill()  # the agent restarted, taking its workspaces' runtimes with it
+    runtime.wait()
     assert prov.exec("ws-r", "cat note", 5).stdout == "kept\n"

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+from tether.provision.uds import UnixJsonClient
+from tether.runtime import exec_channel
 from tether.runtime.execute import run_command
 
 
@@ -41,3 +49,82 @@ def test_background_child_holding_the_pipe_does_not_block(tmp_path: Path) -> Non
 def test_binary_output_is_replaced_not_fatal(tmp_path: Path) -> None:
     r = run("printf '\\xff\\xfeok'", tmp_path)
     assert r.stdout.endswith("ok") and r.success
+
+
+def test_exec_channel_answers_in_order_and_names_bad_fields(tmp_path: Path) -> None:
+    async def scenario() -> list[dict[str, object]]:
+        path = str(tmp_path / "x.exec")
+        server = await exec_channel.serve(path, str(tmp_path))
+        reader, writer = await asyncio.open_unix_connection(path)
+        lines = [
+            b'{"command": "echo one"}\n',
+            b'{"timeout": 5}\n',
+            b'{"command": "true", "timeout": "soon"}\n',
+            b"not json\n",
+            b'{"command": "echo two >&2; exit 3"}\n',
+        ]
+        writer.write(b"".join(lines))  # pipelined: answers still come back one per line
+        answers = [json.loads(await reader.readline()) for _ in lines]
+        writer.close()
+        server.close()
+        await asyncio.sleep(0.1)  # the server sees the end of the stream and closes its side
+        return answers
+
+    one, no_command, bad_timeout, not_json, two = asyncio.run(scenario())
+    assert one["stdout"] == "one\n" and one["success"] is True
+    assert no_command == {"detail": "command: required"}
+    assert bad_timeout == {"detail": "timeout: must be a number"}
+    assert "detail" in not_json
+    assert two["stderr"] == "two\n" and two["returncode"] == 3
+
+
+def test_exec_channel_client_runs_callers_concurrently(tmp_path: Path) -> None:
+    path = str(tmp_path / "x.exec")
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(exec_channel.serve(path, str(tmp_path)))
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    client = UnixJsonClient(path)
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            started = time.monotonic()
+            results = list(pool.map(lambda i: client.call({"command": f"sleep 1; echo {i}"}, 10),
+                                    range(4)))  # fmt: skip
+            took = time.monotonic() - started
+        assert [r["stdout"] for r in results] == ["0\n", "1\n", "2\n", "3\n"]
+        assert took < 2.5  # four one-second commands at once, not one after another
+        assert client.call({"command": "echo again"}, 10)["stdout"] == "again\n"  # pooled
+    finally:
+        client.close()
+        time.sleep(0.1)  # the server sees the connections end and closes its side
+        loop.call_soon_threadsafe(server.close)
+        loop.call_soon_threadsafe(loop.stop)
+
+
+def test_without_pidfd_a_thread_waits_for_the_shell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_pidfd(pid: int) -> int:
+        raise OSError(38, "Function not implemented")  # Linux < 5.3, or a sandbox without it
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    assert run("echo fine; exit 4", tmp_path).model_dump(include={"stdout", "returncode"}) == {
+        "stdout": "fine\n",
+        "returncode": 4,
+    }
+    r = run("sleep 30", tmp_path, timeout=0.3)
+    assert r.timed_out is True and r.returncode == 124
+
+
+def test_a_cancelled_command_is_killed(tmp_path: Path) -> None:
+    marker = tmp_path / "survived"
+
+    async def scenario() -> None:
+        task = asyncio.ensure_future(run_command(f"sleep 1; touch {marker}", str(tmp_path), 30))
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    time.sleep(1.2)
+    assert not marker.exists(), "the command kept running after its caller went away"

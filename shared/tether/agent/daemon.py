@@ -160,8 +160,10 @@ class Agent:
             "result": result,
             "error": error,
         }
-        self.journal.finish(command_id, event)
+        # Published before it is journalled, off the caller's wait: a crash in between makes a
+        # redelivery report "interrupted", which the control plane ignores for a final command.
         self.bus.publish_event(event)
+        self.journal.finish(command_id, event)
 
     def _run(
         self, kind: CommandType, session_id: str | None, data: dict[str, Any]

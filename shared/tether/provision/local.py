@@ -22,12 +22,13 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import tether
 from tether.core.models import ExecResult, WorkspaceInfo, WorkspaceSpec
 from tether.errors import NotFound, Unavailable
-from tether.provision.uds import UnixHTTPClient
+from tether.provision.uds import UnixHTTPClient, UnixJsonClient
 from tether.runtime.session_log import open_in_home
 from tether.runtime.session_log import tail as read_tail
 
@@ -36,6 +37,21 @@ log = logging.getLogger(__name__)
 HIBERNATED = ".tether-hibernated"
 ENV = ".tether-env"
 MAIN = ".tether-main"  # the template's command, kept for wake and for a restarted agent
+EXEC = ".exec"  # suffix of a runtime's exec channel socket
+
+
+@dataclass
+class _Runtime:
+    """A workspace's runtime process and its two ways in: HTTP for control, the exec channel
+    for commands."""
+
+    proc: subprocess.Popen[bytes]
+    http: UnixHTTPClient
+    exec: UnixJsonClient
+
+    def close(self) -> None:
+        self.http.close()
+        self.exec.close()
 
 
 class LocalProvisioner:
@@ -50,8 +66,7 @@ class LocalProvisioner:
         digest = hashlib.sha256(str(self.home).encode()).hexdigest()[:12]
         self.sockets = Path(tempfile.gettempdir()) / f"tether-{os.getuid()}-{digest}"
         self.sockets.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._clients: dict[str, UnixHTTPClient] = {}
+        self._runtimes: dict[str, _Runtime] = {}
         self._lock = threading.Lock()
 
     # -- paths -------------------------------------------------------------------------------
@@ -64,8 +79,8 @@ class LocalProvisioner:
     def bucket(self, session_id: str) -> Path:
         return self.buckets / f"tether-{session_id}"
 
-    def socket(self, session_id: str) -> Path:
-        return self.sockets / (hashlib.sha256(session_id.encode()).hexdigest()[:16] + ".sock")
+    def socket(self, session_id: str, suffix: str = ".sock") -> Path:
+        return self.sockets / (hashlib.sha256(session_id.encode()).hexdigest()[:16] + suffix)
 
     def _info(self, session_id: str) -> WorkspaceInfo:
         return WorkspaceInfo(
@@ -119,15 +134,13 @@ class LocalProvisioner:
         return self._info(session_id)
 
     def exec(self, session_id: str, command: str, timeout: float) -> ExecResult:
-        client = self._ensure_runtime(session_id)
+        channel = self._ensure_runtime(session_id).exec
         try:
-            status, body = client.request(
-                "POST", "/exec", {"command": command, "timeout": timeout}, timeout=timeout + 10
-            )
-        except (OSError, http.client.HTTPException) as exc:
+            body = channel.call({"command": command, "timeout": timeout}, timeout + 10)
+        except (OSError, ValueError) as exc:
             raise Unavailable(f"Workspace runtime did not answer: {exc}") from exc
-        if status != 200:
-            raise Unavailable(f"Workspace runtime answered {status}: {body}")
+        if "detail" in body:
+            raise Unavailable(f"Workspace runtime refused the command: {body['detail']}")
         return ExecResult.model_validate(body)
 
     def logs(self, session_id: str, tail: int) -> list[str]:
@@ -138,13 +151,13 @@ class LocalProvisioner:
         return read_tail(work, tail)
 
     def close(self) -> None:
-        for sid in list(self._procs):
+        for sid in list(self._runtimes):
             self._kill(sid)
 
     # -- the runtime process -----------------------------------------------------------------
 
-    def _ensure_runtime(self, session_id: str) -> UnixHTTPClient:
-        """The runtime's client, (re)starting the runtime if it is not up. A workspace whose
+    def _ensure_runtime(self, session_id: str) -> _Runtime:
+        """The runtime, (re)starting the runtime if it is not up. A workspace whose
         runtime died with a previous agent comes back with its home intact."""
         work = self.workdir(session_id)
         if not work.exists():
@@ -152,16 +165,15 @@ class LocalProvisioner:
         if (work / HIBERNATED).exists():
             raise NotFound("Workspace is hibernated")
         with self._lock:
-            proc = self._procs.get(session_id)
-            client = self._clients.get(session_id)
-            if proc is not None and proc.poll() is None and client is not None:
-                return client
+            runtime = self._runtimes.get(session_id)
+            if runtime is not None and runtime.proc.poll() is None:
+                return runtime
             return self._spawn(session_id)
 
     def _command(self, session_id: str) -> list[str]:
         work, sock = self.workdir(session_id), self.socket(session_id)
         runtime = [sys.executable, "-m", "tether.runtime", "--home", str(work)]
-        runtime += ["--socket", str(sock)]
+        runtime += ["--socket", str(sock), "--exec-socket", str(self.socket(session_id, EXEC))]
         if (work / MAIN).exists():
             runtime += ["--main-file", str(work / MAIN)]
         if not self.sandbox:
@@ -196,7 +208,7 @@ class LocalProvisioner:
             *runtime,
         ]  # fmt: skip
 
-    def _spawn(self, session_id: str) -> UnixHTTPClient:
+    def _spawn(self, session_id: str) -> _Runtime:
         work, sock = self.workdir(session_id), self.socket(session_id)
         sock.unlink(missing_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
@@ -222,6 +234,7 @@ class LocalProvisioner:
         )
         log_file.close()
         client = UnixHTTPClient(str(sock))
+        channel = UnixJsonClient(str(self.socket(session_id, EXEC)))
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -232,9 +245,8 @@ class LocalProvisioner:
             if sock.exists():
                 try:
                     if client.request("GET", "/health", timeout=1)[0] == 200:
-                        self._procs[session_id] = proc
-                        self._clients[session_id] = client
-                        return client
+                        runtime = self._runtimes[session_id] = _Runtime(proc, client, channel)
+                        return runtime
                 except (OSError, http.client.HTTPException):
                     pass
             time.sleep(0.02)
@@ -243,18 +255,23 @@ class LocalProvisioner:
 
     def _kill(self, session_id: str) -> None:
         with self._lock:
-            proc = self._procs.pop(session_id, None)
-            client = self._clients.pop(session_id, None)
-        if client is not None and proc is not None and proc.poll() is None:
+            runtime = self._runtimes.pop(session_id, None)
+        if runtime is not None:
+            self._end(runtime)
+        for suffix in (".sock", EXEC):
+            self.socket(session_id, suffix).unlink(missing_ok=True)
+
+    @staticmethod
+    def _end(runtime: _Runtime) -> None:
+        proc = runtime.proc
+        if proc.poll() is None:
             # Asked before it is signalled: SIGTERM to bubblewrap ends the sandbox at once,
             # while the runtime first stops the main process cleanly.
             with contextlib.suppress(OSError, http.client.HTTPException, subprocess.TimeoutExpired):
-                client.request("POST", "/shutdown", timeout=1)
+                runtime.http.request("POST", "/shutdown", timeout=1)
                 proc.wait(timeout=3)
-        if client is not None:
-            client.close()
-        if proc is None or proc.poll() is not None:
-            self.socket(session_id).unlink(missing_ok=True)
+        runtime.close()
+        if proc.poll() is not None:
             return
         try:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -264,7 +281,6 @@ class LocalProvisioner:
             proc.wait()
         except ProcessLookupError:
             pass
-        self.socket(session_id).unlink(missing_ok=True)
 
 
 def _write_fresh(path: Path, text: str) -> None:

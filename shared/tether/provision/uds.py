@@ -61,3 +61,47 @@ class UnixHTTPClient:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+
+
+class UnixJsonClient:
+    """The exec channel's client: a JSON line out, a JSON line back, on pooled connections."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._idle: list[tuple[socket.socket, Any]] = []
+        self._lock = threading.Lock()
+
+    def call(self, body: dict[str, Any], timeout: float) -> Any:
+        """Raises OSError when the runtime cannot be reached or closes the connection."""
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(timeout)
+                sock.connect(self.path)
+            except OSError:
+                sock.close()
+                raise
+            conn = (sock, sock.makefile("rb"))
+        sock, reader = conn
+        try:
+            sock.settimeout(timeout)
+            sock.sendall(json.dumps(body).encode() + b"\n")
+            line = reader.readline()
+            if not line.endswith(b"\n"):
+                raise ConnectionResetError("the runtime closed the exec channel")
+        except BaseException:
+            reader.close()
+            sock.close()
+            raise
+        with self._lock:
+            self._idle.append(conn)
+        return json.loads(line)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for sock, reader in idle:
+            reader.close()
+            sock.close()

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+from typing import IO
 
 from tether.core.models import ExecResult
 
@@ -17,19 +18,32 @@ DRAIN_GRACE = 0.2
 
 
 class _Capped:
-    """Keeps the first `cap` bytes of a stream and counts the rest; what was read survives
-    the reader being cancelled."""
+    """Reads a pipe from the event loop, keeping the first `cap` bytes and counting the rest."""
 
-    def __init__(self, cap: int) -> None:
-        self.cap = cap
+    def __init__(self, loop: asyncio.AbstractEventLoop, pipe: IO[bytes], cap: int) -> None:
+        self.loop, self.fd, self.cap = loop, pipe.fileno(), cap
         self.kept = bytearray()
         self.dropped = 0
+        self.closed: asyncio.Future[None] = loop.create_future()
+        os.set_blocking(self.fd, False)
+        loop.add_reader(self.fd, self._read)
 
-    async def read(self, stream: asyncio.StreamReader) -> None:
-        while chunk := await stream.read(65536):
-            room = self.cap - len(self.kept)
-            self.kept += chunk[:room]
-            self.dropped += max(0, len(chunk) - room)
+    def _read(self) -> None:
+        try:
+            chunk = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return
+        if not chunk:
+            self.stop()
+            return
+        room = self.cap - len(self.kept)
+        self.kept += chunk[:room]
+        self.dropped += max(0, len(chunk) - room)
+
+    def stop(self) -> None:
+        self.loop.remove_reader(self.fd)
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def text(self) -> str:
         text = self.kept.decode("utf-8", errors="replace")
@@ -38,30 +52,58 @@ class _Capped:
         return text
 
 
-class ExitProtocol(asyncio.subprocess.SubprocessStreamProtocol):
-    """Tells when the shell exits, even while a background child still holds its pipes
-    (`Process.wait()` also waits for the pipes to close)."""
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(limit=1 << 16, loop=loop)
-        self.exited: asyncio.Future[None] = loop.create_future()
 
-    def process_exited(self) -> None:
-        super().process_exited()
-        if not self.exited.done():
-            self.exited.set_result(None)
+def _exited(loop: asyncio.AbstractEventLoop, proc: subprocess.Popen[bytes]) -> asyncio.Future[int]:
+    """Resolves with the shell's exit status when it exits, even while a background child
+    still holds its pipes. A pidfd tells the loop directly; without one (Linux < 5.3, some
+    sandboxes) a worker thread waits."""
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except OSError:
+        return asyncio.ensure_future(loop.run_in_executor(None, proc.wait))
+    done: asyncio.Future[int] = loop.create_future()
+
+    def reap() -> None:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        done.set_result(proc.wait())
+
+    loop.add_reader(pidfd, reap)
+    return done
+
+
+def exec_request(body: object) -> tuple[str, float, int]:
+    """The command, timeout and output cap of an exec request (`{"command", "timeout",
+    "max_output"}`); ValueError names the field that is wrong."""
+    if not isinstance(body, dict):
+        raise ValueError("body: must be a JSON object")
+    command = body.get("command")
+    if not isinstance(command, str) or not command:
+        raise ValueError("command: required")
+    try:
+        timeout = float(body.get("timeout", 120))
+    except (TypeError, ValueError):
+        raise ValueError("timeout: must be a number") from None
+    try:
+        cap = int(body.get("max_output", MAX_OUTPUT))
+    except (TypeError, ValueError):
+        raise ValueError("max_output: must be an integer") from None
+    return command, timeout, cap
 
 
 async def run_command(
     command: str, cwd: str, timeout: float, env: dict[str, str] | None = None, cap: int = MAX_OUTPUT
 ) -> ExecResult:
+    """Runs `command` with bash. Spawned directly and watched with loop readers: asyncio's
+    subprocess transports cost several times the CPU of the spawn itself."""
     started = time.perf_counter()
     loop = asyncio.get_running_loop()
-    transport, proto = await loop.subprocess_exec(
-        lambda: ExitProtocol(loop),
-        "/bin/bash",
-        "-c",
-        command,
+    proc = subprocess.Popen(
+        ["/bin/bash", "-c", command],
         cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -69,26 +111,27 @@ async def run_command(
         stderr=subprocess.PIPE,
         start_new_session=True,  # its own process group, so a timeout kills its children too
     )
-    assert proto.stdout is not None and proto.stderr is not None
-    out, err = _Capped(cap), _Capped(cap)
-    readers = [
-        asyncio.ensure_future(out.read(proto.stdout)),
-        asyncio.ensure_future(err.read(proto.stderr)),
-    ]
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = _Capped(loop, proc.stdout, cap), _Capped(loop, proc.stderr, cap)
+    exited = _exited(loop, proc)
     timed_out = False
     try:
-        await asyncio.wait_for(asyncio.shield(proto.exited), timeout)
-    except TimeoutError:
-        timed_out = True
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(transport.get_pid(), signal.SIGKILL)
-        await proto.exited
-    _, pending = await asyncio.wait(readers, timeout=DRAIN_GRACE)
-    for task in pending:  # a background child still holds the pipe: stop reading it
-        task.cancel()
-    transport.close()
-    returncode = transport.get_returncode()
-    code = 124 if timed_out else (returncode if returncode is not None else -1)
+        try:
+            await asyncio.wait_for(asyncio.shield(exited), timeout)
+        except TimeoutError:
+            timed_out = True
+            _kill_group(proc.pid)
+        returncode = await exited
+        # A background child may still hold the pipes: read what comes within the grace.
+        await asyncio.wait([out.closed, err.closed], timeout=DRAIN_GRACE)
+    except asyncio.CancelledError:  # the caller went away: so does the command
+        _kill_group(proc.pid)
+        raise
+    finally:
+        for stream, pipe in ((out, proc.stdout), (err, proc.stderr)):
+            stream.stop()
+            pipe.close()
+    code = 124 if timed_out else returncode
     stderr = err.text()
     if timed_out:
         stderr += f"\n[tether: command timed out after {timeout:g}s]\n"

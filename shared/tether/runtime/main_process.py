@@ -8,10 +8,23 @@ import os
 import signal
 import subprocess
 
-from tether.runtime.execute import ExitProtocol
 from tether.runtime.session_log import MAX_LINE, LogWriter
 
 STOP_GRACE = 1.5  # seconds between SIGTERM and SIGKILL; the provisioner allows the runtime 3
+
+
+class ExitProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """Tells when the shell exits, even while a background child still holds its pipes
+    (`Process.wait()` also waits for the pipes to close)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=1 << 16, loop=loop)
+        self.exited: asyncio.Future[None] = loop.create_future()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        if not self.exited.done():
+            self.exited.set_result(None)
 
 
 class MainProcess:

@@ -11,28 +11,30 @@ from pathlib import Path
 from aiohttp import web
 
 from tether.core.models import VNC_SOCKET
-from tether.runtime.execute import MAX_OUTPUT, run_command
+from tether.runtime import exec_channel
+from tether.runtime.execute import exec_request, run_command
 from tether.runtime.follow import follow
 from tether.runtime.main_process import MainProcess
 from tether.runtime.session_log import SESSION_LOG, LogWriter, tail
 from tether.runtime.terminal import terminal
 from tether.runtime.vnc import vnc
 
+CHANNEL = web.AppKey("exec_channel", asyncio.AbstractServer)
 
-def make_app(home: str, main: str | None = None) -> web.Application:
+
+def make_app(home: str, main: str | None = None, exec_socket: str | None = None) -> web.Application:
     """The runtime's API; with `main`, also the workspace's main process, started with the
-    app and stopped (with its whole process group) when the app shuts down."""
+    app and stopped (with its whole process group) when the app shuts down; with
+    `exec_socket`, also the exec channel (`exec_channel`) on that Unix socket."""
 
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "pid": os.getpid()})
 
     async def execute(request: web.Request) -> web.Response:
-        body = await request.json()
-        command = body.get("command")
-        if not isinstance(command, str) or not command:
-            return web.json_response({"detail": "command: required"}, status=400)
-        timeout = float(body.get("timeout", 120))
-        cap = int(body.get("max_output", MAX_OUTPUT))
+        try:
+            command, timeout, cap = exec_request(await request.json())
+        except ValueError as exc:  # JSONDecodeError included
+            return web.json_response({"detail": str(exc)}, status=400)
         result = await run_command(command, home, timeout, cap=cap)
         return web.json_response(result.model_dump())
 
@@ -67,6 +69,17 @@ def make_app(home: str, main: str | None = None) -> web.Application:
     app.router.add_post("/shutdown", shutdown)
     app.router.add_post("/exec", execute)
     app.router.add_get("/logs", logs)
+    if exec_socket:
+        path = exec_socket
+
+        async def start_channel(app: web.Application) -> None:
+            app[CHANNEL] = await exec_channel.serve(path, home)
+
+        async def stop_channel(app: web.Application) -> None:
+            app[CHANNEL].close()
+
+        app.on_startup.append(start_channel)
+        app.on_cleanup.append(stop_channel)
     if main:
         writer = LogWriter(Path(home) / SESSION_LOG)
         process = MainProcess(main, home, writer)
@@ -89,10 +102,11 @@ def main() -> None:
     parser.add_argument("--home", default=os.environ.get("HOME", "/"))
     parser.add_argument("--socket", help="Unix socket path to listen on")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
+    parser.add_argument("--exec-socket", help="Unix socket path for the exec channel")
     parser.add_argument("--main-file", help="file holding the workspace's main shell command")
     args = parser.parse_args()
     command = Path(args.main_file).read_text() if args.main_file else None
-    app = make_app(args.home, command)
+    app = make_app(args.home, command, args.exec_socket)
     if args.socket:
         web.run_app(app, path=args.socket, print=None, access_log=None)
     else:
