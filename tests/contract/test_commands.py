@@ -22,7 +22,8 @@ def running_session(stack: Any) -> tuple[str, Path]:
 
 
 def wait_final(stack: Any, command_id: str, timeout: float = 30) -> Command:
-    command: Command = stack.services.commands.wait(command_id, timeout)
+    commands = stack.services.commands
+    command: Command = commands.wait(commands.repo.get(command_id), timeout)
     return command
 
 

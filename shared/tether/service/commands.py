@@ -58,17 +58,17 @@ class Commands:
         self.bus.publish_command(agent_id, wire(command))
         return command
 
-    def wait(self, command_id: str, timeout: float) -> Command:
+    def wait(self, issued: Command, timeout: float) -> Command:
         """Block until the command is final or `timeout` passes; returns its latest record."""
         deadline = time.monotonic() + timeout
-        command: Command | None = self.repo.get(command_id)
+        command: Command | None = issued
         while command is not None and command.state not in FINAL_COMMAND_STATES:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return command
-            command = self.repo.watch(command_id, command.version, remaining)
+            command = self.repo.watch(issued.id, command.version, remaining)
         if command is None:
-            raise NotFound(f"Command {command_id} vanished")
+            raise NotFound(f"Command {issued.id} vanished")
         return command
 
     def acked(self, command_id: str, epoch: int) -> Command | None:

@@ -184,7 +184,7 @@ class Sessions:
     ) -> dict[str, object]:
         """Send the session's agent a command and wait for its result."""
         issued = self.commands.issue(session.agent_id, kind, session.id, payload)
-        done = self.commands.wait(issued.id, wait)
+        done = self.commands.wait(issued, wait)
         if done.state is CommandState.SUCCEEDED:
             return done.result or {}
         if done.state is CommandState.FAILED:
