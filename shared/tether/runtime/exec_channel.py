@@ -23,6 +23,8 @@ async def serve(path: str, home: str) -> asyncio.AbstractServer:
                 await writer.drain()
         except (ConnectionError, ValueError):  # ValueError: a line over MAX_REQUEST
             pass
+        except asyncio.CancelledError:  # the runtime is shutting down: end quietly
+            pass
         finally:
             writer.close()
 
