@@ -9,8 +9,15 @@ from typing import Any
 import httpx
 import pytest
 from tether.core.ports import Bus, Store
+from tether.store.indexes import ASCENDING, COMPOSITE_INDEXES, DESCENDING, Index
 
 from tests.conftest import emulator
+
+# The store contract's own queries need one index more than the services do.
+CONTRACT_INDEXES = (
+    *COMPOSITE_INDEXES,
+    Index("sessions", (("state", ASCENDING), ("created_at", DESCENDING))),
+)
 
 
 def clear_firestore(project: str) -> None:
@@ -32,7 +39,7 @@ def store(
         emulator("FIRESTORE_EMULATOR_HOST")
         from tether.store.firestore import FirestoreStore
 
-        s = FirestoreStore(project=project, prefix=unique + "_")
+        s = FirestoreStore(project=project, prefix=unique + "_", indexes=CONTRACT_INDEXES)
     yield s
     s.close()
     if request.param == "firestore":

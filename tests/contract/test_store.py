@@ -8,7 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from tether.core.ports import Store
-from tether.errors import Conflict, NotFound
+from tether.errors import Conflict, NotFound, Unavailable
+
+from tests.conftest import emulator
+from tests.contract.conftest import clear_firestore
 
 
 def test_create_then_get_round_trips_data_and_starts_at_version_1(store: Store) -> None:
@@ -140,3 +143,23 @@ def test_watch_times_out_with_current_document(store: Store) -> None:
 
 def test_ping_succeeds_on_a_live_backend(store: Store) -> None:
     store.ping()
+
+
+def test_firestore_refuses_a_query_whose_composite_index_is_not_declared(
+    project: str, unique: str
+) -> None:
+    """The emulator never asks for indexes; the cloud does. The adapter asks in its place."""
+    emulator("FIRESTORE_EMULATOR_HOST")
+    from tether.store.firestore import FirestoreStore
+
+    store = FirestoreStore(project=project, prefix=unique + "_")  # the services' own list
+    try:
+        store.create("users", "ann", {"role": "user", "username": "ann", "team": "a"})
+        # What Users.page asks: declared, so it runs.
+        assert [d.id for d in store.query("users", [("role", "==", "user")], "username")] == ["ann"]
+        assert [d.id for d in store.query("users", [("role", "==", "user"), ("team", "==", "a")])]
+        with pytest.raises(Unavailable, match=r"composite index \(team ASCENDING, username"):
+            store.query("users", [("team", "==", "a")], order_by="username")
+    finally:
+        store.close()
+        clear_firestore(project)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import groupby
 from typing import TYPE_CHECKING, Any
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from tether.core.ports import Filter, Stored
 from tether.errors import Conflict, Invalid, NotFound, Unavailable
 from tether.store.codec import check_field, encode
+from tether.store.indexes import COMPOSITE_INDEXES, Index, required
 
 if TYPE_CHECKING:
     from google.cloud.firestore import Client, DocumentReference, DocumentSnapshot, Transaction
@@ -68,11 +69,16 @@ def _checked(data: dict[str, Any]) -> dict[str, Any]:
 
 class FirestoreStore:
     def __init__(
-        self, project: str | None = None, prefix: str = "", database: str = "(default)"
+        self,
+        project: str | None = None,
+        prefix: str = "",
+        database: str = "(default)",
+        indexes: Collection[Index] = COMPOSITE_INDEXES,
     ) -> None:
         self.project = project
         self.prefix = prefix
         self.database = database
+        self.indexes = frozenset(indexes)
         self._lock = threading.Lock()
         self._db: Client | None = None
 
@@ -155,6 +161,14 @@ class FirestoreStore:
         from google.cloud.firestore_v1.base_query import FieldFilter
         from google.cloud.firestore_v1.field_path import FieldPath
 
+        need = required(kind, where, order_by, descending)
+        if need is not None and need not in self.indexes:
+            # What Firestore itself answers (FAILED_PRECONDITION); the emulator never does.
+            fields = ", ".join(f"{name} {order}" for name, order in need.fields)
+            raise Unavailable(
+                f"query on {kind} needs the composite index ({fields}): "
+                "declare it in tether.store.indexes"
+            )
         q: Any = self._client().collection(self.prefix + kind)
         ranged: set[str] = set()
         for name, op, value in where:
