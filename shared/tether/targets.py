@@ -14,11 +14,6 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from tether import bootstrap
-from tether.surfaces import onmemos as _onmemos
-from tether.surfaces import streamspace as _streamspace
-from tether.surfaces.http import json_response
-
 # (path prefix, target). Longest prefix wins.
 ROUTES: list[tuple[str, str]] = [
     ("/v1/sessions", "onmemos"),
@@ -28,24 +23,40 @@ ROUTES: list[tuple[str, str]] = [
 ]
 
 
+# Each target imports what it serves on its first call, not at import: a function instance
+# loads only its own surface, and importing `functions/main.py` stays as cheap as importing
+# functions_framework (tests/bench/test_cold_start_bench.py).
+
+
 def onmemos(request: Request) -> Response:
-    return _onmemos.router(request)
+    from tether.surfaces import onmemos
+
+    return onmemos.router(request)
 
 
 def streamspace(request: Request) -> Response:
-    return _streamspace.handle(request)
+    from tether.surfaces import streamspace
+
+    return streamspace.handle(request)
 
 
 def health(request: Request) -> Response:
-    return _onmemos.health(request)
+    from tether.surfaces import onmemos
+
+    return onmemos.health(request)
 
 
 def sweeper(request: Request) -> Response:
+    from tether import bootstrap
+    from tether.surfaces.http import json_response
+
     return json_response(bootstrap.services().sweeper.run())
 
 
 def agent_events(event: Any) -> None:
     """Pub/Sub push of `agent-events`: raising makes Pub/Sub redeliver, which is safe."""
+    from tether import bootstrap
+
     message = event.data["message"]
     data = json.loads(base64.b64decode(message.get("data", "")) or b"{}")
     bootstrap.services().events.handle(data)

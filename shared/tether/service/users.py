@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 from tether.core.models import Role, User, utcnow
 from tether.core.ports import Store
@@ -10,8 +11,13 @@ from tether.errors import Conflict, Invalid, Unauthenticated
 from tether.service.auth import hash_password, verify_password
 from tether.service.repo import Repo
 
-# Verified against when the username is unknown, so both failures take the same time.
-_DUMMY_HASH = hash_password("not a password anyone has")
+
+@cache
+def _dummy_hash() -> str:
+    """Verified against when the username is unknown, so both failures take the same time.
+    Made on first use: a scrypt hash at import would slow every function's cold start."""
+    return hash_password("not a password anyone has")
+
 
 
 @dataclass
@@ -24,7 +30,7 @@ class Users:
     def login(self, username: str, password: str) -> User:
         user = self.repo.find(username)
         ok = verify_password(password, user.password_hash if user and user.password_hash
-                             else _DUMMY_HASH)  # fmt: skip
+                             else _dummy_hash())  # fmt: skip
         if user is None or not ok or not user.active or not user.password_hash:
             raise Unauthenticated("Invalid username or password", code="AUTH_INVALID_CREDENTIALS")
 
