@@ -11,6 +11,7 @@ from tether.agent.journal import Journal
 from tether.core.lifecycle import CommandState
 from tether.core.models import Command, CommandType, Principal, Role, SessionRequest
 from tether.service.commands import wire
+from tether.store.sqlite import SqliteStore
 
 ADMIN = Principal(id="admin", username="admin", role=Role.ADMIN)
 
@@ -77,7 +78,7 @@ def test_an_exec_interrupted_by_an_agent_crash_is_not_run_again(stack: Any, tmp_
     cmd = stack.services.commands.issue(
         "crashing-agent", CommandType.EXEC, sid, {"command": "echo ran >> count", "timeout": 10}
     )
-    journal = Journal(tmp_path / "crash-journal.db")
+    journal = Journal(SqliteStore(tmp_path / "crash-journal.db"))
     journal.begin(cmd.id, sid)  # the dead process had claimed it, then died
     restarted = Agent("crashing-agent", stack.services.bus, stack.provisioner, journal)
     restarted.start()

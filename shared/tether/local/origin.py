@@ -21,6 +21,7 @@ from tether.errors import NotFound
 from tether.provision.local import LocalProvisioner
 from tether.relay import app as relay
 from tether.settings import Settings
+from tether.store.sqlite import SqliteStore
 from tether.surfaces.onmemos import render_error
 from tether.targets import HTTP_TARGETS, target_for
 
@@ -73,7 +74,7 @@ class LocalStack:
             settings.agent_id or f"local-{socket.gethostname()}",
             self.services.bus,
             self.provisioner,
-            Journal(settings.home / "agent" / "journal.db"),
+            Journal(SqliteStore(settings.home / "agent" / "journal.db")),
             heartbeat_interval=settings.heartbeat_interval,
         )
         self.sweep_interval = sweep_interval
