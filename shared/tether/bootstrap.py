@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass
 
 from tether.core.models import Role
-from tether.core.ports import Bus, Store
+from tether.core.ports import Bus, Provisioner, Store
 from tether.errors import Invalid
 from tether.service.agents import Agents
 from tether.service.auth import Auth
@@ -74,6 +74,33 @@ def make_bus(settings: Settings) -> Bus:
 
         return PubSubBus(project=settings.project)
     raise Invalid(f"TETHER_BUS must be local or pubsub, not {settings.bus!r}")
+
+
+def make_provisioner(settings: Settings) -> Provisioner:
+    """Where an agent's workspaces run: TETHER_PLATFORM."""
+    if settings.platform == "local":
+        from tether.provision.local import LocalProvisioner
+
+        return LocalProvisioner(settings.home)
+    storage = None
+    if settings.sessions_bucket:
+        from tether.provision.storage import SessionStorage
+
+        storage = SessionStorage(settings.sessions_bucket, project=settings.project)
+    account = settings.workspace_service_account or None
+    if settings.platform == "cloud_run":
+        from tether.provision.cloudrun import CloudRunProvisioner
+
+        return CloudRunProvisioner(
+            settings.project, settings.region, storage=storage, service_account=account
+        )
+    if settings.platform == "gke":
+        from tether.provision.gke import GkeProvisioner
+
+        return GkeProvisioner(
+            settings.workspace_namespace, storage=storage, service_account=account
+        )
+    raise Invalid(f"TETHER_PLATFORM must be local, cloud_run or gke, not {settings.platform!r}")
 
 
 def jwt_secret(settings: Settings) -> str:

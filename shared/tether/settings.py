@@ -28,6 +28,12 @@ class Settings:
     public_url: str = ""
     jwt_secret: str | None = None  # None: generated once and kept in `home`
     agent_id: str = ""  # the local agent's id; empty: local-<hostname>
+    # An agent's platform and where its workspaces go (`python -m tether.agent`).
+    platform: str = "local"  # local | cloud_run | gke
+    region: str = "local"
+    sessions_bucket: str = ""  # per-session storage in Cloud Storage; empty: none
+    workspace_namespace: str = "tether-workspaces"  # gke
+    workspace_service_account: str = ""  # what workspaces run as; empty: the default
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -46,4 +52,9 @@ class Settings:
             public_url=_env("TETHER_PUBLIC_URL", f"http://127.0.0.1:{port}"),
             jwt_secret=os.environ.get("TETHER_JWT_SECRET") or None,
             agent_id=_env("TETHER_AGENT_ID", ""),
+            platform=_env("TETHER_PLATFORM", "local"),
+            region=_env("TETHER_REGION", "local"),
+            sessions_bucket=_env("TETHER_SESSIONS_BUCKET", ""),
+            workspace_namespace=_env("TETHER_WORKSPACE_NAMESPACE", "tether-workspaces"),
+            workspace_service_account=_env("TETHER_WORKSPACE_SERVICE_ACCOUNT", ""),
         )

@@ -1,0 +1,59 @@
+"""`python -m tether.agent`: an agent in the cloud, its platform from TETHER_PLATFORM.
+
+`cloud_run` agents are Cloud Run services that Pub/Sub pushes commands to (on $PORT); the
+others (`gke`: a Deployment in the cluster) pull from their subscription. Store and bus come
+from the environment as for the functions (TETHER_STORE=firestore, TETHER_BUS=pubsub); the
+journal lives in the store, so instances running side by side share it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+
+from aiohttp import web
+
+from tether import bootstrap
+from tether.agent.daemon import Agent
+from tether.agent.journal import Journal
+from tether.agent.push import make_app
+from tether.settings import Settings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m tether.agent", description=__doc__)
+    parser.add_argument(
+        "--transport",
+        choices=("push", "pull"),
+        help="how commands arrive (default: push on cloud_run, pull otherwise)",
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_env()
+    store = bootstrap.make_store(settings)
+    agent = Agent(
+        settings.agent_id or settings.platform.replace("_", "-"),
+        bootstrap.make_bus(settings),
+        bootstrap.make_provisioner(settings),
+        Journal(store),
+        region=settings.region,
+        heartbeat_interval=settings.heartbeat_interval,
+    )
+    transport = args.transport or ("push" if settings.platform == "cloud_run" else "pull")
+    print(f"Tether agent {agent.agent_id} ({settings.platform}, {transport})", flush=True)
+    if transport == "push":
+        web.run_app(make_app(agent), port=int(os.environ.get("PORT", "8080")), print=None)
+        return
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    agent.start()
+    stop.wait()
+    agent.stop()
+
+
+if __name__ == "__main__":
+    main()
