@@ -1,1 +1,2 @@
-"""Provisioners: local (sandboxed processes); cloudrun and gke come with the cloud issue."""
+"""Provisioners: where workspaces run. local (sandboxed processes), cloudrun (a Cloud Run
+service per session), gke (a pod, service and volume claim per session)."""

@@ -105,7 +105,12 @@ def main() -> None:
     parser.add_argument("--exec-socket", help="Unix socket path for the exec channel")
     parser.add_argument("--main-file", help="file holding the workspace's main shell command")
     args = parser.parse_args()
-    command = Path(args.main_file).read_text() if args.main_file else None
+    # A file locally; the environment in a container (Cloud Run, GKE), which has no such file.
+    command = (
+        Path(args.main_file).read_text()
+        if args.main_file
+        else os.environ.get("TETHER_MAIN_COMMAND") or None
+    )
     app = make_app(args.home, command, args.exec_socket)
     if args.socket:
         web.run_app(app, path=args.socket, print=None, access_log=None)

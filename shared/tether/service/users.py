@@ -19,7 +19,6 @@ def _dummy_hash() -> str:
     return hash_password("not a password anyone has")
 
 
-
 @dataclass
 class Users:
     store: Store

@@ -1,0 +1,469 @@
+"""Workspaces as Cloud Run services: one service per session, from the template's image.
+
+The image's entrypoint is the workspace runtime (`python -m tether.runtime`), which listens on
+$PORT; exec and logs are HTTP calls to it at the service URL, with a Google ID token for that
+URL (the agent's service account needs run.invoker on the services). A session's storage
+prefix (`tether.provision.storage`) is mounted as the home with Cloud Storage FUSE, so the
+home and the session log outlive the instance.
+
+google.cloud and httpx are imported on first use: importing this module loads neither gRPC
+nor an HTTP client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, cast
+
+from tether.core.models import ExecResult, WorkspaceInfo, WorkspaceSpec
+from tether.errors import Conflict, Forbidden, Invalid, NotFound, Timeout, Unavailable
+from tether.provision.storage import SessionStorage
+from tether.runtime.session_log import SESSION_LOG
+
+if TYPE_CHECKING:
+    import httpx
+    from google.api_core.operation import Operation
+    from google.api_core.retry import Retry
+    from google.cloud.run_v2 import Service, ServicesClient
+
+HOME = "/home/tether"
+PORT = 8080
+MAX_NAME = 49  # Cloud Run's limit on a service name
+# Set by Cloud Run itself: a service that sets them is rejected.
+_RESERVED_ENV = frozenset({"PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION"})
+_UNSAFE_NAME = re.compile(r"[^a-z0-9-]+")
+_UNSAFE_LABEL = re.compile(r"[^a-z0-9_-]+")
+# Requests (exec, shell) may last this long; Cloud Run's default would cut them at 5 minutes.
+_REQUEST_TIMEOUT = timedelta(hours=1)
+# Room on top of a command's own timeout for a cold start and the round trip.
+_HTTP_MARGIN = 30.0
+# Bytes of the stored log read per line asked for; lines are usually far shorter, and a longer
+# average only returns fewer lines, never wrong ones.
+_LOG_BYTES_PER_LINE = 1024
+_LOG_MAX_BYTES = 8 << 20
+
+IdToken = Callable[[str], str | None]
+
+
+def service_id(session_id: str) -> str:
+    """A valid Cloud Run service name for a session: lowercase, at most 49 characters,
+    starting with a letter. An id that needs changing to fit gets a hash of the original, so
+    two sessions never share a service."""
+    slug = _UNSAFE_NAME.sub("-", session_id.lower()).strip("-")
+    name = f"tether-{slug}"
+    if slug == session_id and len(name) <= MAX_NAME:
+        return name
+    digest = hashlib.sha256(session_id.encode()).hexdigest()[:8]
+    head = slug[: MAX_NAME - len("tether--") - len(digest)].rstrip("-")
+    return "-".join(part for part in ("tether", head, digest) if part)
+
+
+def _label(value: str) -> str:
+    return _UNSAFE_LABEL.sub("-", value.lower())[:63]
+
+
+def _cpu(value: str) -> str:
+    """Whole CPUs as Cloud Run writes them ("1000m" -> "1"); fractions stay in millicores."""
+    if value.endswith("m") and value[:-1].isdigit() and int(value[:-1]) % 1000 == 0:
+        return str(int(value[:-1]) // 1000)
+    return value
+
+
+@contextmanager
+def _errors(what: str) -> Iterator[None]:
+    """Translate Cloud Run API failures into the one error tree."""
+    from google.api_core import exceptions as gexc
+    from google.auth.exceptions import GoogleAuthError
+
+    try:
+        yield
+    except gexc.NotFound as exc:
+        raise NotFound("Workspace not found") from exc
+    except (gexc.Forbidden, gexc.Unauthorized) as exc:  # PermissionDenied, Unauthenticated
+        raise Forbidden(f"Cloud Run refused {what}: {exc.message}") from exc
+    except (gexc.AlreadyExists, gexc.Aborted, gexc.FailedPrecondition) as exc:
+        raise Conflict(f"Cloud Run conflict during {what}: {exc.message}") from exc
+    except gexc.InvalidArgument as exc:
+        raise Invalid(f"Cloud Run rejected {what}: {exc.message}") from exc
+    except (gexc.GoogleAPIError, GoogleAuthError) as exc:  # ServiceUnavailable, RetryError...
+        raise Unavailable(f"Cloud Run unavailable during {what}: {exc}") from exc
+
+
+def _hibernated(svc: Service) -> bool:
+    from google.cloud.run_v2 import ServiceScaling
+
+    scaling = svc.scaling
+    return bool(
+        scaling.scaling_mode == ServiceScaling.ScalingMode.MANUAL
+        and not scaling.manual_instance_count
+    )
+
+
+class GoogleIdTokens:
+    """ID tokens for calling private Cloud Run services: one self-refreshing credential per
+    audience (a service URL), from the agent's own identity."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._creds: dict[str, Any] = {}
+
+    def __call__(self, audience: str) -> str | None:
+        from google.auth.exceptions import GoogleAuthError
+        from google.auth.transport.requests import Request
+        from google.oauth2 import id_token
+
+        try:
+            with self._lock:
+                request = Request()
+                creds = self._creds.get(audience)
+                if creds is None:
+                    creds = id_token.fetch_id_token_credentials(  # type: ignore[no-untyped-call]
+                        audience, request=request
+                    )
+                    self._creds[audience] = creds
+                if not creds.valid:
+                    creds.refresh(request)
+                return str(creds.token)
+        except GoogleAuthError as exc:
+            raise Unavailable(f"no identity to call the workspace with: {exc}") from exc
+
+
+class CloudRunProvisioner:
+    """Every call is idempotent on the session id (see `tether.core.ports.Provisioner`)."""
+
+    platform = "cloud_run"
+
+    def __init__(
+        self,
+        project: str,
+        region: str,
+        *,
+        client: ServicesClient | None = None,
+        storage: SessionStorage | None = None,
+        service_account: str | None = None,
+        id_token: IdToken | None = None,
+        operation_timeout: float = 600.0,
+        call_timeout: float = 30.0,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.project = project
+        self.region = region
+        self.storage = storage
+        self.service_account = service_account
+        self.operation_timeout = operation_timeout
+        self.call_timeout = call_timeout
+        self.poll_interval = poll_interval
+        self._id_token: IdToken = id_token or GoogleIdTokens()
+        self._lock = threading.Lock()
+        self._client = client
+        self._owns_client = client is None
+        self._http: httpx.Client | None = None
+
+    @property
+    def parent(self) -> str:
+        return f"projects/{self.project}/locations/{self.region}"
+
+    def name(self, session_id: str) -> str:
+        return f"{self.parent}/services/{service_id(session_id)}"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self, spec: WorkspaceSpec) -> WorkspaceInfo:
+        from google.api_core.exceptions import AlreadyExists
+
+        sid = spec.session_id
+        if self.storage is not None:
+            self.storage.ensure(sid)
+        svc: Service | None = None
+        with _errors("creating the workspace"):
+            try:
+                op = self._services().create_service(
+                    parent=self.parent,
+                    service=self._service(spec),
+                    service_id=service_id(sid),
+                    timeout=self.call_timeout,
+                )
+                svc = self._wait(op)
+            except AlreadyExists:
+                pass  # started before (a duplicate command): return what is there
+        if svc is None:
+            svc = self._get(sid)
+            if _hibernated(svc):
+                svc = self._scale(svc, hibernate=False)
+            svc = self._await_uri(sid, svc)
+        return self._info(sid, svc)
+
+    def stop(self, session_id: str) -> None:
+        from google.api_core.exceptions import NotFound as Missing
+
+        with _errors("deleting the workspace"):
+            try:
+                op = self._services().delete_service(
+                    name=self.name(session_id), timeout=self.call_timeout
+                )
+                self._wait(op)
+            except Missing:
+                pass  # already gone: stopping is idempotent
+        if self.storage is not None:
+            self.storage.delete(session_id)
+
+    def hibernate(self, session_id: str) -> None:
+        # Scaled to zero with manual scaling rather than deleted: the service keeps its URL,
+        # its spec (wake needs nothing but the session id) and its IAM bindings, and costs
+        # nothing at zero instances. Revision-level max_instance_count=0 would not do: proto3
+        # cannot tell 0 from unset, which Cloud Run reads as its default of 100.
+        svc = self._get(session_id)
+        if not _hibernated(svc):
+            self._scale(svc, hibernate=True)
+
+    def wake(self, session_id: str) -> WorkspaceInfo:
+        svc = self._get(session_id)
+        if _hibernated(svc):
+            svc = self._scale(svc, hibernate=False)
+        return self._info(session_id, svc)
+
+    def exec(self, session_id: str, command: str, timeout: float) -> ExecResult:
+        import httpx
+
+        url = self._serving_url(session_id)
+        started = time.perf_counter()
+        try:
+            response = self._client_http().post(
+                f"{url}/exec",
+                json={"command": command, "timeout": timeout},
+                headers=self._auth(url),
+                timeout=timeout + _HTTP_MARGIN,
+            )
+        except httpx.TimeoutException:
+            # The runtime times commands out itself; this is the workspace not answering at all.
+            return ExecResult(
+                stderr=f"[tether: the workspace did not answer within {timeout + _HTTP_MARGIN:g}s]",
+                returncode=124,
+                success=False,
+                timed_out=True,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"Workspace runtime did not answer: {exc}") from exc
+        body = self._json(response)
+        try:
+            return ExecResult.model_validate(body)
+        except ValueError as exc:
+            raise Unavailable(f"Workspace runtime answered nonsense: {exc}") from exc
+
+    def logs(self, session_id: str, tail: int) -> list[str]:
+        import httpx
+
+        svc = self._get(session_id)
+        if _hibernated(svc) or not svc.uri:
+            return self._stored_log(session_id, tail)
+        url = str(svc.uri)
+        try:
+            response = self._client_http().get(
+                f"{url}/logs",
+                params={"tail": tail},
+                headers=self._auth(url),
+                timeout=_HTTP_MARGIN,
+            )
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"Workspace runtime did not answer: {exc}") from exc
+        lines = self._json(response).get("lines")
+        if not isinstance(lines, list):
+            raise Unavailable("Workspace runtime answered nonsense to /logs")
+        return [str(line) for line in lines]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._http is not None:
+                self._http.close()
+                self._http = None
+            if self._client is not None and self._owns_client:
+                self._client.transport.close()  # type: ignore[no-untyped-call]
+                self._client = None
+
+    # -- Cloud Run ---------------------------------------------------------------------------
+
+    def _services(self) -> ServicesClient:
+        with self._lock:
+            if self._client is None:
+                from google.cloud import run_v2
+
+                self._client = run_v2.ServicesClient()
+            return self._client
+
+    def _get_retry(self) -> Retry:
+        from google.api_core import exceptions as gexc
+        from google.api_core.retry import Retry, if_exception_type
+
+        return Retry(
+            predicate=if_exception_type(gexc.ServiceUnavailable),
+            initial=0.25,
+            maximum=2.0,
+            timeout=self.call_timeout,
+        )
+
+    def _get(self, session_id: str) -> Service:
+        with _errors("reading the workspace"):
+            return self._services().get_service(
+                name=self.name(session_id), retry=self._get_retry(), timeout=self.call_timeout
+            )
+
+    def _wait(self, op: Operation) -> Service:
+        """The operation's result, polling until it is done (Cloud Run takes tens of seconds
+        to roll out a revision)."""
+        from google.api_core.future.polling import DEFAULT_POLLING
+
+        polling = DEFAULT_POLLING.with_delay(
+            initial=self.poll_interval, maximum=self.poll_interval * 10, multiplier=1.5
+        ).with_timeout(self.operation_timeout)
+        try:
+            return cast("Service", op.result(polling=polling))  # type: ignore[no-untyped-call]
+        except TimeoutError as exc:  # concurrent.futures.TimeoutError
+            raise Timeout(f"Cloud Run did not finish within {self.operation_timeout:g}s") from exc
+
+    def _scale(self, svc: Service, *, hibernate: bool) -> Service:
+        from google.cloud.run_v2 import ServiceScaling
+
+        mode = ServiceScaling.ScalingMode
+        if hibernate:
+            svc.scaling = ServiceScaling(scaling_mode=mode.MANUAL, manual_instance_count=0)
+        else:  # back to the revision's own scaling (one instance, see _service)
+            svc.scaling = ServiceScaling(scaling_mode=mode.AUTOMATIC)
+        # Sent whole with the etag we read: a concurrent change fails instead of being undone.
+        with _errors("hibernating the workspace" if hibernate else "waking the workspace"):
+            op = self._services().update_service(service=svc, timeout=self.call_timeout)
+            return self._wait(op)
+
+    def _await_uri(self, session_id: str, svc: Service) -> Service:
+        """A service another caller is still creating has no URL yet: wait for it."""
+        deadline = time.monotonic() + self.operation_timeout
+        while not svc.uri:
+            if time.monotonic() >= deadline:
+                raise Timeout("Workspace service has no URL yet")
+            time.sleep(self.poll_interval)
+            svc = self._get(session_id)
+        return svc
+
+    def _service(self, spec: WorkspaceSpec) -> Service:
+        from google.cloud import run_v2
+
+        sid, template = spec.session_id, spec.template
+        runtime = {"HOME": HOME, "TETHER_SESSION_ID": sid}
+        if template.command:
+            runtime["TETHER_MAIN_COMMAND"] = template.command
+        if self.storage is not None:
+            runtime["TETHER_BUCKET"] = self.storage.name(sid)
+        env = {**template.env, **spec.env, **runtime}
+        limits = {k: v for k, v in template.resources.items() if k in ("cpu", "memory")}
+        if "cpu" in limits:
+            limits["cpu"] = _cpu(limits["cpu"])
+        container = run_v2.Container(
+            name="workspace",
+            image=template.image,
+            ports=[run_v2.ContainerPort(name="http1", container_port=PORT)],
+            env=[run_v2.EnvVar(name=k, value=v) for k, v in env.items() if k not in _RESERVED_ENV],
+            # CPU stays allocated between requests: a workspace's main process and a shell's
+            # background jobs run when no request is open.
+            resources=run_v2.ResourceRequirements(limits=limits, cpu_idle=False),
+        )
+        volumes = []
+        if self.storage is not None:
+            prefix = self.storage.prefix(sid).rstrip("/")
+            volumes.append(
+                run_v2.Volume(
+                    name="home",
+                    gcs=run_v2.GCSVolumeSource(
+                        bucket=self.storage.bucket_name, mount_options=[f"only-dir={prefix}"]
+                    ),
+                )
+            )
+            container.volume_mounts = [run_v2.VolumeMount(name="home", mount_path=HOME)]
+        labels = {
+            "tether-session": _label(sid),
+            "tether-namespace": _label(spec.namespace),
+            "tether-user": _label(spec.user),
+            "managed-by": "tether",
+        }
+        return run_v2.Service(
+            labels=labels,
+            template=run_v2.RevisionTemplate(
+                labels=labels,
+                containers=[container],
+                volumes=volumes,
+                # One workspace is one machine: never two instances, and one kept up while it
+                # runs (a scale-down would kill its processes). Hibernate is how it stops.
+                scaling=run_v2.RevisionScaling(min_instance_count=1, max_instance_count=1),
+                session_affinity=True,
+                timeout=_REQUEST_TIMEOUT,
+                # Cloud Storage volumes need the second generation.
+                execution_environment=run_v2.ExecutionEnvironment.EXECUTION_ENVIRONMENT_GEN2,
+                service_account=self.service_account or "",
+            ),
+        )
+
+    def _info(self, session_id: str, svc: Service) -> WorkspaceInfo:
+        return WorkspaceInfo(
+            url=str(svc.uri) or None,
+            details={
+                "service_name": service_id(session_id),
+                "bucket_name": self.storage.name(session_id) if self.storage else None,
+                "region": self.region,
+            },
+        )
+
+    # -- the workspace runtime ---------------------------------------------------------------
+
+    def _client_http(self) -> httpx.Client:
+        with self._lock:
+            if self._http is None:
+                import httpx
+
+                self._http = httpx.Client(follow_redirects=False)
+            return self._http
+
+    def _serving_url(self, session_id: str) -> str:
+        # Asked of Cloud Run every time rather than cached: another agent instance may have
+        # hibernated or stopped the workspace since.
+        svc = self._get(session_id)
+        if _hibernated(svc):
+            raise NotFound("Workspace is hibernated")
+        if not svc.uri:
+            raise Unavailable("Workspace is still being created")
+        return str(svc.uri)
+
+    def _auth(self, url: str) -> dict[str, str]:
+        token = self._id_token(url)
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    @staticmethod
+    def _json(response: httpx.Response) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        detail = body.get("detail") if isinstance(body, dict) else None
+        if response.status_code == 400:
+            raise Invalid(str(detail or "the workspace runtime refused the request"))
+        if response.status_code in (401, 403):
+            raise Forbidden("the workspace refused the agent's credential")
+        if response.status_code != 200 or not isinstance(body, dict):
+            raise Unavailable(f"Workspace runtime answered {response.status_code}")
+        return body
+
+    def _stored_log(self, session_id: str, tail: int) -> list[str]:
+        """The session log as the runtime left it in the home, for a workspace with no
+        instance to ask."""
+        if self.storage is None or tail <= 0:
+            return []
+        max_bytes = min(max(tail, 64) * _LOG_BYTES_PER_LINE, _LOG_MAX_BYTES)
+        try:
+            data = self.storage.read_tail(session_id, SESSION_LOG, max_bytes)
+        except NotFound:
+            return []  # the main process never wrote anything
+        return data.decode("utf-8", errors="replace").splitlines()[-tail:]
