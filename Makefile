@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NOVNC := shared/tether/relay/static/novnc/core/rfb.js
+# checkov in a venv of its own: its pinned dependencies clash with the project's.
+CHECKOV := .venv-checkov/bin/checkov
 
 .PHONY: install up test lint typecheck bench clean
 
@@ -22,7 +24,12 @@ $(NOVNC): infra/novnc/package.json infra/novnc/package-lock.json
 	    infra/novnc/node_modules/@novnc/novnc/LICENSE.txt shared/tether/relay/static/novnc/
 	touch $(NOVNC)
 
-install: $(STAMP) $(NOVNC)
+$(CHECKOV): infra/checkov-requirements.txt
+	test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/pip install -q -r infra/checkov-requirements.txt
+	touch $(CHECKOV)
+
+install: $(STAMP) $(NOVNC) $(CHECKOV)
 
 up: install
 	$(BIN)/tether up
@@ -42,4 +49,4 @@ bench: install
 	infra/emulators.sh run $(BIN)/pytest -q -s tests/bench
 
 clean:
-	rm -rf $(VENV) .tether .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-checkov .tether .pytest_cache .mypy_cache .ruff_cache

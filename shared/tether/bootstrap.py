@@ -92,7 +92,11 @@ def make_provisioner(settings: Settings) -> Provisioner:
         from tether.provision.cloudrun import CloudRunProvisioner
 
         return CloudRunProvisioner(
-            settings.project, settings.region, storage=storage, service_account=account
+            settings.project,
+            settings.region,
+            storage=storage,
+            service_account=account,
+            image=settings.workspace_image or None,
         )
     if settings.platform == "gke":
         from tether.provision.gke import GkeProvisioner

@@ -34,6 +34,7 @@ class Settings:
     sessions_bucket: str = ""  # per-session storage in Cloud Storage; empty: none
     workspace_namespace: str = "tether-workspaces"  # gke
     workspace_service_account: str = ""  # what workspaces run as; empty: the default
+    workspace_image: str = ""  # the image with the runtime; empty: each template's own
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -57,4 +58,5 @@ class Settings:
             sessions_bucket=_env("TETHER_SESSIONS_BUCKET", ""),
             workspace_namespace=_env("TETHER_WORKSPACE_NAMESPACE", "tether-workspaces"),
             workspace_service_account=_env("TETHER_WORKSPACE_SERVICE_ACCOUNT", ""),
+            workspace_image=_env("TETHER_WORKSPACE_IMAGE", ""),
         )

@@ -18,7 +18,7 @@ from tether.provision.storage import SessionStorage
 
 from tests.fakes.cloudrun import FakeCloudRun
 from tests.fakes.runtime import RuntimeServer
-from tests.provision.conftest import provisioner
+from tests.provision.conftest import PROJECT, REGION, provisioner
 
 # Cloud Run's rule for service names.
 VALID_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
@@ -106,6 +106,21 @@ def test_start_creates_a_service_from_the_template(
     assert list(volume.gcs.mount_options) == ["only-dir=sessions/ws-one"]
     assert [(m.name, m.mount_path) for m in container.volume_mounts] == [("home", "/home/tether")]
     assert svc.template.scaling.max_instance_count == 1, "a workspace is one machine"
+
+
+def test_a_workspace_image_runs_every_template(
+    cloudrun: FakeCloudRun, store: SessionStorage
+) -> None:
+    """With TETHER_WORKSPACE_IMAGE, templates whose own image lacks the runtime still serve."""
+    prov = CloudRunProvisioner(PROJECT, REGION, client=cloudrun.client(), storage=store,
+                               image="europe-docker.pkg.dev/p/tether/workspace:abc",
+                               id_token=lambda audience: None, poll_interval=0.01)  # fmt: skip
+    try:
+        info = prov.start(spec("ws-img"))
+        (container,) = read_back(cloudrun, info).template.containers
+        assert container.image == "europe-docker.pkg.dev/p/tether/workspace:abc"
+    finally:
+        prov.close()
 
 
 def test_start_is_idempotent(prov: CloudRunProvisioner, cloudrun: FakeCloudRun) -> None:

@@ -147,6 +147,7 @@ class CloudRunProvisioner:
         client: ServicesClient | None = None,
         storage: SessionStorage | None = None,
         service_account: str | None = None,
+        image: str | None = None,
         id_token: IdToken | None = None,
         operation_timeout: float = 600.0,
         call_timeout: float = 30.0,
@@ -156,6 +157,9 @@ class CloudRunProvisioner:
         self.region = region
         self.storage = storage
         self.service_account = service_account
+        # Every workspace from this image (one with the runtime, TETHER_WORKSPACE_IMAGE);
+        # None: each template's own image, which must then carry the runtime.
+        self.image = image
         self.operation_timeout = operation_timeout
         self.call_timeout = call_timeout
         self.poll_interval = poll_interval
@@ -365,7 +369,7 @@ class CloudRunProvisioner:
             limits["cpu"] = _cpu(limits["cpu"])
         container = run_v2.Container(
             name="workspace",
-            image=template.image,
+            image=self.image or template.image,
             ports=[run_v2.ContainerPort(name="http1", container_port=PORT)],
             env=[run_v2.EnvVar(name=k, value=v) for k, v in env.items() if k not in _RESERVED_ENV],
             # CPU stays allocated between requests: a workspace's main process and a shell's
