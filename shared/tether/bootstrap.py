@@ -60,7 +60,7 @@ def make_store(settings: Settings) -> Store:
     if settings.store == "firestore":
         from tether.store.firestore import FirestoreStore
 
-        return FirestoreStore(project=settings.project)
+        return FirestoreStore(project=settings.project, database=settings.firestore_database)
     raise Invalid(f"TETHER_STORE must be sqlite or firestore, not {settings.store!r}")
 
 

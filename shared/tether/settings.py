@@ -18,6 +18,7 @@ class Settings:
     store: str = "sqlite"
     bus: str = "local"
     project: str = "tether-local"
+    firestore_database: str = "(default)"
     admin_password: str | None = None
     api_key: str | None = None
     # Seconds an agent may go without a heartbeat before it counts as offline.
@@ -45,6 +46,7 @@ class Settings:
             store=_env("TETHER_STORE", "sqlite"),
             bus=_env("TETHER_BUS", "local"),
             project=_env("GOOGLE_CLOUD_PROJECT", "tether-local"),
+            firestore_database=_env("TETHER_FIRESTORE_DATABASE", "(default)"),
             admin_password=os.environ.get("TETHER_ADMIN_PASSWORD") or None,
             api_key=os.environ.get("TETHER_API_KEY") or None,
             agent_grace=float(_env("TETHER_AGENT_GRACE", "30")),

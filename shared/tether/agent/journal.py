@@ -18,6 +18,7 @@ from tether.errors import Conflict
 JOURNAL = "agent_journal"  # command_id -> {session_id, state: started | done, result}
 STOPPED = "agent_stopped"  # session ids whose stop has run
 KEEP = timedelta(days=7)  # `expires_at`: Firestore's TTL policy deletes entries after this
+EXPIRING = (JOURNAL, STOPPED)  # what those TTL policies must cover
 
 
 class Journal:

@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,17 @@ MAX_BACKOFF = timedelta(seconds=10)
 PUBLISH_TIMEOUT_S = 30.0
 PING_TIMEOUT_S = 3.0
 CLOSE_WAIT_S = 5.0
+
+
+@contextlib.contextmanager
+def _made_elsewhere() -> Iterator[None]:
+    """Creating a topic or subscription that exists is fine; so is being refused the right to
+    create one: in the cloud Terraform makes them, and least-privilege accounts may only use
+    them (a truly missing one then fails on first use, with its own clear error)."""
+    from google.api_core.exceptions import AlreadyExists, PermissionDenied
+
+    with contextlib.suppress(AlreadyExists, PermissionDenied):
+        yield
 
 
 class PubSubSubscription:
@@ -70,9 +82,7 @@ class PubSubBus:
         publisher, _ = self._clients()
         path: str = publisher.topic_path(self._project, self._prefix + topic)
         if path not in self._ensured:
-            from google.api_core.exceptions import AlreadyExists
-
-            with contextlib.suppress(AlreadyExists):
+            with _made_elsewhere():
                 publisher.create_topic(name=path)
             self._ensured.add(path)
         return path
@@ -82,8 +92,6 @@ class PubSubBus:
         _, subscriber = self._clients()
         path: str = subscriber.subscription_path(self._project, self._prefix + name)
         if path not in self._ensured:
-            from google.api_core.exceptions import AlreadyExists
-
             request: dict[str, Any] = {
                 "name": path,
                 "topic": topic_path,
@@ -92,7 +100,7 @@ class PubSubBus:
             }
             if agent_id is not None:
                 request["filter"] = f"attributes.agent_id = {json.dumps(agent_id)}"
-            with contextlib.suppress(AlreadyExists):
+            with _made_elsewhere():
                 subscriber.create_subscription(request=request)
             self._ensured.add(path)
         return path

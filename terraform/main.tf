@@ -1,0 +1,228 @@
+# Tether on Google Cloud: functions (the API surfaces), the relay (WebSockets), agents, the
+# Store (Firestore), the Bus (Pub/Sub), session storage, one HTTPS origin in front.
+#
+#   client ─HTTPS─> load balancer ─┬─> functions: onmemos, streamspace, health
+#                                  └─> relay (Cloud Run) ──> workspace runtimes
+#   functions ─> agent-commands ─> agent-commands-<agent_id> ─> agents ─> agent-events ─> agent_events
+#   Cloud Scheduler ─> sweeper (every minute)
+
+locals {
+  registry        = "${var.region}-docker.pkg.dev/${var.project_id}/${var.artifact_repository}"
+  relay_image     = coalesce(var.relay_image, "${local.registry}/relay:${var.image_tag}")
+  agent_image     = coalesce(var.agent_image, "${local.registry}/agent:${var.image_tag}")
+  workspace_image = coalesce(var.workspace_image, "${local.registry}/workspace:${var.image_tag}")
+  public_url      = "https://${var.domain}"
+
+  apis = [
+    "artifactregistry.googleapis.com",
+    "cloudbuild.googleapis.com",
+    "cloudfunctions.googleapis.com",
+    "cloudresourcemanager.googleapis.com",
+    "cloudscheduler.googleapis.com",
+    "compute.googleapis.com",
+    "eventarc.googleapis.com",
+    "firestore.googleapis.com",
+    "iam.googleapis.com",
+    "iamcredentials.googleapis.com",
+    "logging.googleapis.com",
+    "pubsub.googleapis.com",
+    "run.googleapis.com",
+    "secretmanager.googleapis.com",
+    "storage.googleapis.com",
+  ]
+
+  # The public routing table, first match wins. The functions' part mirrors
+  # tether.targets.ROUTES; the relay's part is every route of
+  # tether.relay.app.add_routes (WebSockets, the VNC viewer page, the vendored noVNC files),
+  # listed first because its paths sit inside the functions' trees.
+  routes = [
+    { path = "/v1/sessions/*/shell", backend = "relay" },
+    { path = "/v1/sessions/*/terminal", backend = "relay" },
+    { path = "/v1/cloudrun/workspaces/*/shell", backend = "relay" },
+    { path = "/api/v1/sessions/*/logs", backend = "relay" }, # ?follow=true upgrades; a plain read is served by the relay's fallback to the same target
+    { path = "/vnc-viewer/*", backend = "relay" },
+    { path = "/novnc/*", backend = "relay" },
+    { path = "/v1/sessions", backend = "onmemos" },
+    { path = "/v1/sessions/*", backend = "onmemos" },
+    { path = "/v1/cloudrun", backend = "onmemos" },
+    { path = "/v1/cloudrun/*", backend = "onmemos" },
+    { path = "/api/v1", backend = "streamspace" },
+    { path = "/api/v1/*", backend = "streamspace" },
+    { path = "/health", backend = "health" },
+    { path = "/health/*", backend = "health" },
+  ]
+
+  agent_members = { for id, agent in var.agents : "agent-${id}" => module.iam.members["agent-${id}"] }
+}
+
+data "google_project" "this" {
+  project_id = var.project_id
+}
+
+resource "google_project_service" "this" {
+  for_each = var.enable_apis ? toset(local.apis) : toset([])
+
+  project            = var.project_id
+  service            = each.key
+  disable_on_destroy = false
+}
+
+module "iam" {
+  source = "./modules/iam"
+
+  project_id                    = var.project_id
+  project_number                = data.google_project.this.number
+  agents                        = var.agents
+  relay_project_invoker         = var.relay_project_invoker
+  workspace_k8s_service_account = var.gke_workspace_k8s_service_account
+
+  depends_on = [google_project_service.this]
+}
+
+module "storage" {
+  source = "./modules/storage"
+
+  project_id              = var.project_id
+  location                = var.region
+  sessions_bucket_name    = var.sessions_bucket_name
+  sources_bucket_name     = var.sources_bucket_name
+  sessions_versioning     = var.sessions_versioning
+  sessions_retention_days = var.sessions_retention_days
+  access_log_bucket       = var.access_log_bucket
+  force_destroy           = var.force_destroy_buckets
+
+  iam = concat(
+    [
+      { bucket = "sessions", role = "roles/storage.objectAdmin", key = "workspace", member = module.iam.members["workspace"] },
+      { bucket = "sources", role = "roles/storage.objectViewer", key = "build", member = module.iam.members["build"] },
+    ],
+    # Agents create and remove each session's prefix.
+    [for key, member in local.agent_members : { bucket = "sessions", role = "roles/storage.objectAdmin", key = key, member = member }],
+  )
+
+  depends_on = [google_project_service.this]
+}
+
+module "secrets" {
+  source = "./modules/secrets"
+
+  project_id    = var.project_id
+  jwt_secret_id = var.jwt_secret_id
+  accessors = {
+    api   = module.iam.members["api"]
+    relay = module.iam.members["relay"]
+  }
+
+  depends_on = [google_project_service.this]
+}
+
+module "firestore" {
+  source = "./modules/firestore"
+
+  project_id        = var.project_id
+  database_name     = var.firestore_database
+  location          = coalesce(var.firestore_location, var.region)
+  create_database   = var.create_firestore_database
+  delete_protection = var.firestore_delete_protection
+
+  depends_on = [google_project_service.this]
+}
+
+module "pubsub" {
+  source = "./modules/pubsub"
+
+  project_id                 = var.project_id
+  project_number             = data.google_project.this.number
+  push_service_account_email = module.iam.emails["push"]
+
+  agents = {
+    for id, agent in var.agents : id => {
+      push          = agent.platform == "cloud_run"
+      push_endpoint = lookup(module.agents.push_endpoints, id, null)
+      push_audience = lookup(module.agents.push_audiences, id, null)
+      subscriber    = module.iam.members["agent-${id}"]
+    }
+  }
+
+  # Whoever issues or re-issues commands: the API functions, the relay (a shell's exec), the
+  # agent_events function (register_ack) and the sweeper (republish).
+  command_publishers = {
+    api     = module.iam.members["api"]
+    relay   = module.iam.members["relay"]
+    events  = module.iam.members["events"]
+    sweeper = module.iam.members["sweeper"]
+  }
+  command_viewers  = { api = module.iam.members["api"] } # the health check looks the topic up
+  event_publishers = local.agent_members
+
+  depends_on = [google_project_service.this]
+}
+
+module "agents" {
+  source = "./modules/agents"
+
+  project_id                      = var.project_id
+  region                          = var.region
+  agents                          = var.agents
+  agent_service_accounts          = { for id, agent in var.agents : id => module.iam.emails["agent-${id}"] }
+  agent_image                     = local.agent_image
+  workspace_image                 = local.workspace_image
+  workspace_service_account_email = module.iam.emails["workspace"]
+  relay_service_account_email     = module.iam.emails["relay"]
+  sessions_bucket                 = module.storage.sessions_bucket
+  push_service_account_email      = module.iam.emails["push"]
+  min_instances                   = var.agent_min_instances
+  push_path                       = var.agent_push_path
+
+  depends_on = [google_project_service.this]
+}
+
+module "functions" {
+  source = "./modules/functions"
+
+  project_id               = var.project_id
+  region                   = var.region
+  source_root              = "${path.root}/.."
+  source_bucket            = module.storage.sources_bucket
+  service_accounts         = module.iam.emails
+  build_service_account_id = module.iam.ids["build"]
+  jwt_secret_id            = module.secrets.jwt_secret_id
+  topic_ids                = module.pubsub.topic_ids
+  public_url               = local.public_url
+  firestore_database       = module.firestore.database_name
+  sweeper_schedule         = var.sweeper_schedule
+  overrides                = var.function_overrides
+
+  depends_on = [google_project_service.this]
+}
+
+module "relay" {
+  source = "./modules/relay"
+
+  project_id            = var.project_id
+  region                = var.region
+  image                 = local.relay_image
+  service_account_email = module.iam.emails["relay"]
+  jwt_secret_id         = module.secrets.jwt_secret_id
+  public_url            = local.public_url
+  firestore_database    = module.firestore.database_name
+  concurrency           = var.relay_concurrency
+  min_instances         = var.relay_min_instances
+  max_instances         = var.relay_max_instances
+
+  depends_on = [google_project_service.this]
+}
+
+module "lb" {
+  source = "./modules/lb"
+
+  project_id      = var.project_id
+  region          = var.region
+  domains         = [var.domain]
+  backends        = merge(module.functions.lb_services, { relay = module.relay.service_name })
+  routes          = local.routes
+  default_backend = "onmemos"
+  security_policy = var.security_policy
+
+  depends_on = [google_project_service.this]
+}

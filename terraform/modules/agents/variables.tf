@@ -1,0 +1,106 @@
+variable "project_id" {
+  type        = string
+  description = "Project of the agents and of the workspaces they create."
+}
+
+variable "region" {
+  type        = string
+  description = "Region of the Cloud Run agents and of the workspace services they create."
+}
+
+variable "agents" {
+  type = map(object({
+    platform            = string
+    k8s_service_account = optional(string)
+  }))
+  description = "Agents by id (see the root variable `agents`)."
+}
+
+variable "agent_service_accounts" {
+  type        = map(string)
+  description = "Service account email of each agent, by agent id."
+}
+
+variable "agent_image" {
+  type        = string
+  description = "Agent image (infra/docker/agent.Dockerfile; its default command is the Cloud Run agent)."
+}
+
+variable "workspace_image" {
+  type        = string
+  description = "Workspace runtime image templates run (TETHER_WORKSPACE_IMAGE)."
+}
+
+variable "workspace_service_account_email" {
+  type        = string
+  description = "Identity of the workspace services (TETHER_WORKSPACE_SERVICE_ACCOUNT)."
+}
+
+variable "relay_service_account_email" {
+  type        = string
+  description = "Identity of the relay, for agents that grant it run.invoker per workspace service (TETHER_RELAY_SERVICE_ACCOUNT)."
+}
+
+variable "sessions_bucket" {
+  type        = string
+  description = "Session storage bucket (TETHER_SESSIONS_BUCKET)."
+}
+
+variable "push_service_account_email" {
+  type        = string
+  description = "Pub/Sub push identity: the only invoker of the Cloud Run agents."
+}
+
+variable "request_timeout" {
+  type        = number
+  description = "Cloud Run request timeout of an agent, in seconds (>= the subscription's ack deadline)."
+  default     = 900
+}
+
+variable "concurrency" {
+  type        = number
+  description = "Concurrent push requests per agent instance."
+  default     = 16
+}
+
+variable "min_instances" {
+  type        = number
+  description = "Minimum instances of a Cloud Run agent (1 keeps its heartbeat going)."
+  default     = 1
+}
+
+variable "max_instances" {
+  type        = number
+  description = "Maximum instances of a Cloud Run agent (1: its command journal is per instance)."
+  default     = 1
+}
+
+variable "cpu" {
+  type        = string
+  description = "CPU limit of a Cloud Run agent."
+  default     = "1"
+}
+
+variable "memory" {
+  type        = string
+  description = "Memory limit of a Cloud Run agent."
+  default     = "512Mi"
+}
+
+variable "heartbeat_interval" {
+  type        = number
+  description = "Seconds between agent heartbeats (TETHER_HEARTBEAT_INTERVAL)."
+  default     = 10
+}
+
+variable "push_path" {
+  type        = string
+  description = "Path of the agent's push receiver, appended to the service URL."
+  default     = "/"
+}
+
+variable "labels" {
+  type        = map(string)
+  description = "Labels on the agent services."
+  default     = {}
+}

@@ -1,0 +1,97 @@
+# Service accounts (one per workload) and the few grants that cannot be scoped to a single
+# resource. Grants on a topic, bucket, secret or service live in the module that owns that
+# resource; this module only hands out identities.
+#
+# Keys of every for_each below are static names ("api", "agent-gke", ...), never emails:
+# emails are only known after apply.
+
+locals {
+  workloads = merge(
+    {
+      api       = "Tether API functions (onmemos, streamspace, health)"
+      events    = "Tether agent_events function and its Eventarc trigger"
+      sweeper   = "Tether sweeper function"
+      scheduler = "Cloud Scheduler: invokes the sweeper"
+      relay     = "Tether WebSocket relay (Cloud Run)"
+      workspace = "Tether workspace runtimes (one Cloud Run service per session)"
+      push      = "Pub/Sub push identity: invokes the Cloud Run agents"
+      build     = "Cloud Build identity for building the functions"
+    },
+    { for id, agent in var.agents : "agent-${id}" => "Tether agent ${id} (${agent.platform})" },
+  )
+
+  cloud_run_agents = [for id, agent in var.agents : "agent-${id}" if agent.platform == "cloud_run"]
+
+  # Project-level roles. Everything here either has no narrower resource (Firestore has no
+  # per-collection IAM) or targets resources created at runtime (see the comments).
+  project_roles = concat(
+    [for sa in ["api", "events", "sweeper", "relay"] : { sa = sa, role = "roles/datastore.user" }],
+    # The Eventarc trigger of agent_events receives events as this identity.
+    [{ sa = "events", role = "roles/eventarc.eventReceiver" }],
+    [
+      # Building a function: write logs, push the image, read the uploaded source.
+      { sa = "build", role = "roles/logging.logWriter" },
+      { sa = "build", role = "roles/artifactregistry.writer" },
+      { sa = "build", role = "roles/storage.objectViewer" },
+    ],
+    # A Cloud Run agent creates, scales and deletes one Cloud Run service per workspace at
+    # runtime (names unknown to Terraform, so no resource-level binding is possible) and calls
+    # each with an ID token. roles/run.developer cannot set a service's IAM policy, which the
+    # agent needs to let the relay invoke the workspace; hence roles/run.admin, on this
+    # project only. Tighten with an IAM condition on the service name prefix if your org
+    # policy allows it.
+    [for sa in local.cloud_run_agents : { sa = sa, role = "roles/run.admin" }],
+    # The relay splices WebSockets to workspace services that agents create at runtime.
+    # Set relay_project_invoker = false when the agent grants run.invoker per service.
+    var.relay_project_invoker ? [{ sa = "relay", role = "roles/run.invoker" }] : [],
+  )
+
+  # Grants on the service accounts themselves.
+  sa_roles = concat(
+    # Deploying a workspace service that runs as the workspace identity.
+    [for sa in local.cloud_run_agents : {
+      target = "workspace", role = "roles/iam.serviceAccountUser", key = sa
+      member = "serviceAccount:${google_service_account.this[sa].email}"
+    }],
+    # Pub/Sub mints OIDC tokens for push subscriptions (the Cloud Run agents) and for the
+    # Eventarc trigger of agent_events. Needed explicitly on projects created before 2021-04.
+    [for sa in ["push", "events"] : {
+      target = sa, role = "roles/iam.serviceAccountTokenCreator", key = "pubsub-agent"
+      member = "serviceAccount:service-${var.project_number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+    }],
+    # GKE agents: Workload Identity, the Kubernetes service account acts as the Google one.
+    [for id, agent in var.agents : {
+      target = "agent-${id}", role = "roles/iam.workloadIdentityUser", key = "k8s"
+      member = "serviceAccount:${var.project_id}.svc.id.goog[${agent.k8s_service_account}]"
+    } if agent.platform == "gke" && agent.k8s_service_account != null],
+    # GKE workspace pods (Cloud Storage FUSE) act as the workspace identity.
+    var.workspace_k8s_service_account == null ? [] : [{
+      target = "workspace", role = "roles/iam.workloadIdentityUser", key = "k8s"
+      member = "serviceAccount:${var.project_id}.svc.id.goog[${var.workspace_k8s_service_account}]"
+    }],
+  )
+}
+
+resource "google_service_account" "this" {
+  for_each = local.workloads
+
+  project      = var.project_id
+  account_id   = "tether-${each.key}"
+  display_name = each.value
+}
+
+resource "google_project_iam_member" "this" {
+  for_each = { for g in local.project_roles : "${g.sa}/${g.role}" => g }
+
+  project = var.project_id
+  role    = each.value.role
+  member  = "serviceAccount:${google_service_account.this[each.value.sa].email}"
+}
+
+resource "google_service_account_iam_member" "this" {
+  for_each = { for g in local.sa_roles : "${g.target}/${g.role}/${g.key}" => g }
+
+  service_account_id = google_service_account.this[each.value.target].name
+  role               = each.value.role
+  member             = each.value.member
+}

@@ -1,0 +1,29 @@
+variable "project_id" {
+  type        = string
+  description = "Project that holds every service account."
+}
+
+variable "project_number" {
+  type        = string
+  description = "Project number, to name the Pub/Sub service agent (service-<number>@gcp-sa-pubsub.iam.gserviceaccount.com)."
+}
+
+variable "agents" {
+  type = map(object({
+    platform            = string
+    k8s_service_account = optional(string)
+  }))
+  description = "Agents by id (see the root variable `agents`): each gets its own service account."
+}
+
+variable "relay_project_invoker" {
+  type        = bool
+  description = "Grant the relay roles/run.invoker on the project so it can reach workspace services created at runtime. False when the agent grants it per workspace service."
+  default     = true
+}
+
+variable "workspace_k8s_service_account" {
+  type        = string
+  description = "\"namespace/name\" of the Kubernetes service account of GKE workspace pods, bound to the workspace identity by Workload Identity; null: no binding."
+  default     = null
+}

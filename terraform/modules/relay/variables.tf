@@ -1,0 +1,71 @@
+variable "project_id" {
+  type        = string
+  description = "Project of the relay."
+}
+
+variable "region" {
+  type        = string
+  description = "Region of the relay service."
+}
+
+variable "image" {
+  type        = string
+  description = "Relay image (infra/docker/relay.Dockerfile)."
+}
+
+variable "service_account_email" {
+  type        = string
+  description = "Identity the relay runs as."
+}
+
+variable "jwt_secret_id" {
+  type        = string
+  description = "Secret Manager id of TETHER_JWT_SECRET."
+}
+
+variable "public_url" {
+  type        = string
+  description = "Public origin (TETHER_PUBLIC_URL), e.g. https://tether.example.com."
+}
+
+variable "firestore_database" {
+  type        = string
+  description = "Firestore database id (TETHER_FIRESTORE_DATABASE)."
+  default     = "(default)"
+}
+
+variable "concurrency" {
+  type        = number
+  description = "Concurrent requests (open WebSockets) per relay instance."
+  default     = 250
+}
+
+variable "min_instances" {
+  type        = number
+  description = "Minimum relay instances."
+  default     = 0
+}
+
+variable "max_instances" {
+  type        = number
+  description = "Maximum relay instances."
+  default     = 20
+}
+
+variable "cpu" {
+  type        = string
+  description = "CPU limit of a relay instance."
+  default     = "1"
+}
+
+variable "memory" {
+  type        = string
+  description = "Memory limit of a relay instance."
+  default     = "512Mi"
+}
+
+variable "labels" {
+  type        = map(string)
+  description = "Labels on the relay service."
+  default     = {}
+}

@@ -1,0 +1,26 @@
+# The JWT signing secret (HS256). Terraform owns the secret container and who may read it;
+# the value is added outside Terraform so it never lands in the state:
+#
+#   python3 -c 'import secrets; print(secrets.token_hex(32), end="")' \
+#     | gcloud secrets versions add tether-jwt-secret --data-file=-
+#
+# (cloudbuild.yaml does this once, when the secret has no version yet.)
+
+resource "google_secret_manager_secret" "jwt" {
+  project   = var.project_id
+  secret_id = var.jwt_secret_id
+  labels    = var.labels
+
+  replication {
+    auto {}
+  }
+}
+
+resource "google_secret_manager_secret_iam_member" "jwt_accessor" {
+  for_each = var.accessors
+
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.jwt.secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = each.value
+}

@@ -1,0 +1,10 @@
+output "jwt_secret_id" {
+  description = "Secret id of the JWT secret (available once its accessors are granted, so consumers deploy after the grant)."
+  value       = google_secret_manager_secret.jwt.secret_id
+  depends_on  = [google_secret_manager_secret_iam_member.jwt_accessor]
+}
+
+output "jwt_secret_name" {
+  description = "Full resource name of the JWT secret (projects/<number>/secrets/<id>)."
+  value       = google_secret_manager_secret.jwt.name
+}

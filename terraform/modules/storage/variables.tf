@@ -1,0 +1,68 @@
+variable "project_id" {
+  type        = string
+  description = "Project of the buckets."
+}
+
+variable "location" {
+  type        = string
+  description = "Bucket location (a region, e.g. europe-west1, keeps sessions next to the workspaces)."
+}
+
+variable "sessions_bucket_name" {
+  type        = string
+  description = "Name of the session storage bucket; null: <project_id>-tether-sessions."
+  default     = null
+}
+
+variable "sources_bucket_name" {
+  type        = string
+  description = "Name of the function sources bucket; null: <project_id>-tether-function-sources."
+  default     = null
+}
+
+variable "sessions_versioning" {
+  type        = bool
+  description = "Keep previous versions of session files."
+  default     = false
+}
+
+variable "sessions_retention_days" {
+  type        = number
+  description = "Delete session files older than this many days; 0 keeps them until the session's prefix is removed."
+  default     = 0
+}
+
+variable "sessions_noncurrent_retention_days" {
+  type        = number
+  description = "With versioning, delete noncurrent versions after this many days; 0 keeps them."
+  default     = 30
+}
+
+variable "access_log_bucket" {
+  type        = string
+  description = "Bucket that receives usage/access logs of both buckets; null: no access logs."
+  default     = null
+}
+
+variable "force_destroy" {
+  type        = bool
+  description = "Let `terraform destroy` delete non-empty buckets."
+  default     = false
+}
+
+variable "labels" {
+  type        = map(string)
+  description = "Labels on the buckets."
+  default     = {}
+}
+
+variable "iam" {
+  type = list(object({
+    bucket = string # "sessions" or "sources"
+    role   = string
+    key    = string # a static name for the member (for_each key)
+    member = string
+  }))
+  description = "Bucket-level grants: who may use which bucket."
+  default     = []
+}

@@ -1,0 +1,81 @@
+output "api_url" {
+  description = "Base URL of every API surface (TETHER_URL for the CLI and SDK)."
+  value       = local.public_url
+}
+
+output "websocket_url" {
+  description = "Origin of the relay's WebSockets (same host as the API)."
+  value       = "wss://${var.domain}"
+}
+
+output "relay_url" {
+  description = "The relay's own Cloud Run URL (load-balancer ingress only; clients use websocket_url)."
+  value       = module.relay.url
+}
+
+output "lb_ip_address" {
+  description = "IPv4 address of the load balancer: point the domain's DNS A record at it."
+  value       = module.lb.ip_address
+}
+
+output "function_urls" {
+  description = "URL of each HTTP function by entry point (ingress: internal + load balancer)."
+  value       = module.functions.urls
+}
+
+output "sessions_bucket" {
+  description = "Session storage bucket."
+  value       = module.storage.sessions_bucket
+}
+
+output "function_source_bucket" {
+  description = "Bucket holding the function source archives."
+  value       = module.storage.sources_bucket
+}
+
+output "topics" {
+  description = "Pub/Sub topics: commands, events, dead_letter."
+  value       = module.pubsub.topic_names
+}
+
+output "agent_subscriptions" {
+  description = "The agent-commands-<agent_id> subscription of each agent."
+  value       = module.pubsub.agent_subscriptions
+}
+
+output "cloud_run_agent_urls" {
+  description = "Service URL of each Cloud Run agent."
+  value       = module.agents.cloud_run_urls
+}
+
+output "gke_agents" {
+  description = "What a GKE agent's Deployment needs: its Google service account (annotate the Kubernetes one with it), its subscription and its environment."
+  value = {
+    for id in module.agents.gke_agent_ids : id => {
+      google_service_account = module.iam.emails["agent-${id}"]
+      k8s_service_account    = var.agents[id].k8s_service_account
+      subscription           = module.pubsub.agent_subscriptions[id]
+      env                    = module.agents.env[id]
+    }
+  }
+}
+
+output "service_accounts" {
+  description = "Service account emails by workload."
+  value       = module.iam.emails
+}
+
+output "jwt_secret" {
+  description = "Secret Manager id of the JWT secret (add a version before the first full apply, see README.md)."
+  value       = module.secrets.jwt_secret_id
+}
+
+output "firestore_database" {
+  description = "Firestore database id."
+  value       = module.firestore.database_name
+}
+
+output "workspace_image" {
+  description = "Workspace runtime image the agents give templates."
+  value       = local.workspace_image
+}

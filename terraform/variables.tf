@@ -1,0 +1,227 @@
+# -- where -----------------------------------------------------------------------------------
+
+variable "project_id" {
+  type        = string
+  description = "Google Cloud project to deploy Tether into."
+}
+
+variable "region" {
+  type        = string
+  description = "Region of the functions, the relay, the agents, the workspaces and the buckets."
+  default     = "europe-west1"
+}
+
+variable "domain" {
+  type        = string
+  description = "Public host name of the API (e.g. tether.example.com). Its DNS A record must point at the `lb_ip_address` output for the managed certificate to provision."
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$", var.domain)) && !strcontains(var.domain, "://")
+    error_message = "domain is a bare host name such as tether.example.com (no scheme, no path)."
+  }
+}
+
+variable "enable_apis" {
+  type        = bool
+  description = "Enable the Google APIs Tether uses (never disabled on destroy)."
+  default     = true
+}
+
+variable "labels" {
+  type        = map(string)
+  description = "Labels on every resource that takes labels."
+  default     = { app = "tether" }
+}
+
+# -- images (built by cloudbuild.yaml from infra/docker/) ---------------------------------
+
+variable "artifact_repository" {
+  type        = string
+  description = "Artifact Registry Docker repository (in var.region) holding the images."
+  default     = "tether"
+}
+
+variable "image_tag" {
+  type        = string
+  description = "Tag of the relay, agent and workspace images in the repository (cloudbuild.yaml passes the commit's short SHA)."
+  default     = "latest"
+}
+
+variable "relay_image" {
+  type        = string
+  description = "Full relay image reference; null: <region>-docker.pkg.dev/<project>/<repository>/relay:<image_tag>."
+  default     = null
+}
+
+variable "agent_image" {
+  type        = string
+  description = "Full agent image reference; null: <region>-docker.pkg.dev/<project>/<repository>/agent:<image_tag>."
+  default     = null
+}
+
+variable "workspace_image" {
+  type        = string
+  description = "Full workspace runtime image reference used by templates (TETHER_WORKSPACE_IMAGE); null: <region>-docker.pkg.dev/<project>/<repository>/workspace:<image_tag>."
+  default     = null
+}
+
+# -- agents ----------------------------------------------------------------------------------
+
+variable "agents" {
+  type = map(object({
+    platform            = string           # cloud_run | gke
+    k8s_service_account = optional(string) # gke: "namespace/name" bound by Workload Identity (needs a WI-enabled cluster in the project)
+  }))
+  description = "Agents by id. Each gets a service account and the subscription agent-commands-<id> (filter attributes.agent_id = \"<id>\"): a cloud_run agent is a Cloud Run service fed by Pub/Sub push; a gke agent pulls from a Deployment in a cluster with Workload Identity."
+  default = {
+    "cloud-run" = { platform = "cloud_run" }
+    "gke"       = { platform = "gke", k8s_service_account = "tether/tether-agent" }
+  }
+
+  validation {
+    condition     = alltrue([for id, agent in var.agents : contains(["cloud_run", "gke"], agent.platform)])
+    error_message = "An agent's platform is cloud_run or gke."
+  }
+
+  validation {
+    condition     = alltrue([for id, agent in var.agents : can(regex("^[a-z][a-z0-9-]{0,15}$", id))])
+    error_message = "An agent id is 1-16 lowercase letters, digits or dashes, starting with a letter (it names a service account and a Cloud Run service)."
+  }
+}
+
+variable "agent_min_instances" {
+  type        = number
+  description = "Minimum instances of each Cloud Run agent (1 keeps it heartbeating, hence online, between commands)."
+  default     = 1
+}
+
+variable "agent_push_path" {
+  type        = string
+  description = "Path of the Cloud Run agent's Pub/Sub push receiver."
+  default     = "/"
+}
+
+variable "gke_workspace_k8s_service_account" {
+  type        = string
+  description = "\"namespace/name\" of the Kubernetes service account of GKE workspace pods, bound to the workspace identity (Cloud Storage FUSE); null: no binding."
+  default     = null
+}
+
+variable "relay_project_invoker" {
+  type        = bool
+  description = "Give the relay roles/run.invoker on the project, to reach workspace services created at runtime. Set false once agents grant it per workspace service."
+  default     = true
+}
+
+# -- functions and relay ---------------------------------------------------------------------
+
+variable "function_overrides" {
+  type = map(object({
+    memory        = optional(string)
+    cpu           = optional(string)
+    timeout       = optional(number)
+    concurrency   = optional(number)
+    min_instances = optional(number)
+    max_instances = optional(number)
+  }))
+  description = "Per-target overrides of the functions' defaults (terraform/modules/functions), by entry point, e.g. { onmemos = { min_instances = 1 } }."
+  default     = {}
+}
+
+variable "sweeper_schedule" {
+  type        = string
+  description = "Cron schedule (UTC) on which Cloud Scheduler calls the sweeper."
+  default     = "* * * * *"
+}
+
+variable "jwt_secret_id" {
+  type        = string
+  description = "Secret Manager id of the JWT signing secret (its value is added outside Terraform, see README.md)."
+  default     = "tether-jwt-secret"
+}
+
+variable "relay_concurrency" {
+  type        = number
+  description = "Open WebSockets per relay instance."
+  default     = 250
+}
+
+variable "relay_min_instances" {
+  type        = number
+  description = "Minimum relay instances."
+  default     = 0
+}
+
+variable "relay_max_instances" {
+  type        = number
+  description = "Maximum relay instances."
+  default     = 20
+}
+
+variable "security_policy" {
+  type        = string
+  description = "Cloud Armor security policy (self link or name) for every backend of the load balancer; null: none."
+  default     = null
+}
+
+# -- data ------------------------------------------------------------------------------------
+
+variable "firestore_database" {
+  type        = string
+  description = "Firestore database id. The code reads \"(default)\"; another id needs TETHER_FIRESTORE_DATABASE support in tether.settings."
+  default     = "(default)"
+}
+
+variable "firestore_location" {
+  type        = string
+  description = "Firestore location (e.g. eur3 or europe-west1); null: var.region. Fixed once created."
+  default     = null
+}
+
+variable "create_firestore_database" {
+  type        = bool
+  description = "Create the Firestore database (false if the project has one already; indexes and TTL policies are managed either way)."
+  default     = true
+}
+
+variable "firestore_delete_protection" {
+  type        = bool
+  description = "Protect the Firestore database from deletion."
+  default     = true
+}
+
+variable "sessions_bucket_name" {
+  type        = string
+  description = "Session storage bucket name; null: <project_id>-tether-sessions."
+  default     = null
+}
+
+variable "sources_bucket_name" {
+  type        = string
+  description = "Function sources bucket name; null: <project_id>-tether-function-sources."
+  default     = null
+}
+
+variable "sessions_versioning" {
+  type        = bool
+  description = "Keep previous versions of session files."
+  default     = false
+}
+
+variable "sessions_retention_days" {
+  type        = number
+  description = "Delete session files older than this many days; 0: never (agents remove a session's prefix when it ends)."
+  default     = 0
+}
+
+variable "access_log_bucket" {
+  type        = string
+  description = "Bucket receiving access logs of the Tether buckets; null: none."
+  default     = null
+}
+
+variable "force_destroy_buckets" {
+  type        = bool
+  description = "Let `terraform destroy` delete non-empty buckets."
+  default     = false
+}
