@@ -103,8 +103,8 @@ variable "agent_push_path" {
 
 variable "gke_workspace_k8s_service_account" {
   type        = string
-  description = "\"namespace/name\" of the Kubernetes service account of GKE workspace pods, bound to the workspace identity (Cloud Storage FUSE); null: no binding."
-  default     = null
+  description = "\"namespace/name\" of the Kubernetes service account of GKE workspace pods (infra/k8s), bound to the workspace identity (Cloud Storage FUSE); null: no binding (a project without a Workload Identity cluster)."
+  default     = "tether-workspaces/tether-workspace"
 }
 
 variable "relay_project_invoker" {

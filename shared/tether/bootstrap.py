@@ -102,7 +102,10 @@ def make_provisioner(settings: Settings) -> Provisioner:
         from tether.provision.gke import GkeProvisioner
 
         return GkeProvisioner(
-            settings.workspace_namespace, storage=storage, service_account=account
+            settings.workspace_namespace,
+            storage=storage,
+            service_account=account,
+            image=settings.workspace_image or None,
         )
     raise Invalid(f"TETHER_PLATFORM must be local, cloud_run or gke, not {settings.platform!r}")
 

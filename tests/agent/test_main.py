@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from tether import bootstrap
 from tether.core.models import Principal, Role, SessionRequest
@@ -18,22 +19,24 @@ from tether.settings import Settings
 
 from tests.conftest import emulator
 from tests.contract.conftest import clear_firestore
+from tests.e2e.conftest import free_port
 
 ADMIN = Principal(id="admin", username="admin", role=Role.ADMIN)
 
 
 @pytest.fixture
-def agent_process(tmp_path: Path, project: str) -> Iterator[str]:
+def agent_process(tmp_path: Path, project: str) -> Iterator[tuple[str, int]]:
     emulator("FIRESTORE_EMULATOR_HOST")
     emulator("PUBSUB_EMULATOR_HOST")
     agent_id = "pull-" + tmp_path.name[-8:].lower().replace("_", "-")
-    env = {**os.environ, "TETHER_STORE": "firestore", "TETHER_BUS": "pubsub",
+    port = free_port()
+    env = {**os.environ, "TETHER_STORE": "firestore", "TETHER_BUS": "pubsub", "PORT": str(port),
            "TETHER_AGENT_ID": agent_id, "TETHER_HOME": str(tmp_path / "agent"),
            "TETHER_HEARTBEAT_INTERVAL": "1"}  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "tether.agent"], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
     try:
-        yield agent_id
+        yield agent_id, port
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=20)
@@ -41,7 +44,10 @@ def agent_process(tmp_path: Path, project: str) -> Iterator[str]:
         clear_firestore(project)
 
 
-def test_a_separate_agent_process_runs_sessions(agent_process: str, tmp_path: Path) -> None:
+def test_a_separate_agent_process_runs_sessions(
+    agent_process: tuple[str, int], tmp_path: Path
+) -> None:
+    agent_id, port = agent_process
     settings = Settings(home=tmp_path / "control", store="firestore", bus="pubsub",
                         project=os.environ.get("GOOGLE_CLOUD_PROJECT", "tether-local"))  # fmt: skip
     services = bootstrap.build(settings)
@@ -51,13 +57,16 @@ def test_a_separate_agent_process_runs_sessions(agent_process: str, tmp_path: Pa
     try:
         bootstrap.seed(services)
         deadline = time.monotonic() + 30  # it registers once its process is up
-        while services.agents.repo.find(agent_process) is None:
+        while services.agents.repo.find(agent_id) is None:
             assert time.monotonic() < deadline, "the agent process never registered"
             time.sleep(0.2)
         session = services.sessions.create(ADMIN, SessionRequest(template="shell"))
-        assert session.agent_id == agent_process and session.state.value == "running"
+        assert session.agent_id == agent_id and session.state.value == "running"
         assert services.sessions.execute(ADMIN, session.id, "echo pulled", 10).stdout == "pulled\n"
         assert services.sessions.delete(ADMIN, session.id).state.value == "terminated"
+        # The kubelet's probes: a pulling agent still answers /health.
+        health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+        assert health.status_code == 200 and health.json()["agent_id"] == agent_id
     finally:
         events.close()
         services.close()

@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
-import threading
 
 from aiohttp import web
 
@@ -44,15 +42,13 @@ def main() -> None:
     )
     transport = args.transport or ("push" if settings.platform == "cloud_run" else "pull")
     print(f"Tether agent {agent.agent_id} ({settings.platform}, {transport})", flush=True)
-    if transport == "push":
-        web.run_app(make_app(agent), port=int(os.environ.get("PORT", "8080")), print=None)
-        return
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    agent.start()
-    stop.wait()
-    agent.stop()
+    port = int(os.environ.get("PORT", "8080"))
+    if transport == "pull":
+        agent.start()
+    try:  # serves until SIGTERM; a pulling agent answers only health probes
+        web.run_app(make_app(agent, push=transport == "push"), port=port, print=None)
+    finally:
+        agent.stop()
 
 
 if __name__ == "__main__":

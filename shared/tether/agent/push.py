@@ -1,8 +1,7 @@
-"""An agent reached by Pub/Sub push (the `cloud_run` agent, a Cloud Run service): each command
-arrives as an HTTP POST, and the response acks it (2xx) or asks for redelivery (5xx).
-
-Heartbeats come from outside too (Cloud Scheduler POSTs `/heartbeat`), because a Cloud Run
-instance gets no CPU between requests for a heartbeat thread.
+"""An agent's HTTP side. Reached by Pub/Sub push (the `cloud_run` agent, a Cloud Run
+service), each command arrives as a POST to `/`, and the response acks it (2xx) or asks for
+redelivery (5xx); `/heartbeat` lets a scheduler beat for it. A pulling agent (`gke`) serves
+only `/health`, for the kubelet's probes.
 """
 
 from __future__ import annotations
@@ -21,8 +20,8 @@ from tether.core.ports import Message
 log = logging.getLogger(__name__)
 
 
-def make_app(agent: Agent) -> web.Application:
-    async def push(request: web.Request) -> web.Response:
+def make_app(agent: Agent, push: bool = True) -> web.Application:
+    async def receive(request: web.Request) -> web.Response:
         try:
             envelope = await request.json()
             message = envelope["message"]
@@ -50,8 +49,9 @@ def make_app(agent: Agent) -> web.Application:
         await asyncio.get_running_loop().run_in_executor(None, agent.announce)
 
     app = web.Application()
-    app.router.add_post("/", push)
-    app.router.add_post("/heartbeat", heartbeat)
     app.router.add_get("/health", health)
-    app.on_startup.append(announce)
+    if push:
+        app.router.add_post("/", receive)
+        app.router.add_post("/heartbeat", heartbeat)
+        app.on_startup.append(announce)
     return app

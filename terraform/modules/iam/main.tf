@@ -25,7 +25,8 @@ locals {
   # Project-level roles. Everything here either has no narrower resource (Firestore has no
   # per-collection IAM) or targets resources created at runtime (see the comments).
   project_roles = concat(
-    [for sa in ["api", "events", "sweeper", "relay"] : { sa = sa, role = "roles/datastore.user" }],
+    # Agents too: their journal (exactly-once across instances) is in Firestore.
+    [for sa in concat(["api", "events", "sweeper", "relay"], [for id, _ in var.agents : "agent-${id}"]) : { sa = sa, role = "roles/datastore.user" }],
     # The Eventarc trigger of agent_events receives events as this identity.
     [{ sa = "events", role = "roles/eventarc.eventReceiver" }],
     [

@@ -1,0 +1,693 @@
+"""Workspaces as pods on GKE (any Kubernetes cluster, really), all in one namespace.
+
+A session's workspace is a Pod running the workspace runtime on port 8080 (from Tether's
+workspace image, or a template image that carries `tether.runtime`), a ClusterIP Service in
+front of it, and, with a persistent home, a PersistentVolumeClaim mounted as the home.
+Hibernate deletes only the pod. The Service outlives it and carries what wake needs: the spec,
+and the last lines of the session log, so a hibernated workspace still has its log although
+nothing runs to read its volume.
+
+The agent runs in the cluster, creates the objects through the Kubernetes API (its service
+account's Role is in infra/k8s/) and reaches each runtime at the Service's cluster DNS name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from tether.core.models import ExecResult, WorkspaceInfo, WorkspaceSpec
+from tether.errors import Conflict, Forbidden, Invalid, NotFound, TetherError, Timeout, Unavailable
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient, CoreV1Api, V1Pod
+
+    from tether.provision.storage import SessionStorage
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NAMESPACE = "tether-workspaces"
+RUNTIME_PORT = 8080
+HOME = "/home/tether"
+DEFAULT_HOME_SIZE = "10Gi"
+# The gid that owns the home volume, so an image whose user is not root can write to it.
+HOME_GID = 1000
+
+LABEL_SESSION = "tether-session"
+LABEL_NAMESPACE = "tether-namespace"
+LABEL_USER = "tether-user"
+MANAGED = {"app.kubernetes.io/managed-by": "tether", "app.kubernetes.io/component": "workspace"}
+# Labels are lossy (63 safe characters); annotations keep the exact values.
+ANNOTATION_SESSION = "tether.dev/session-id"
+ANNOTATION_SPEC = "tether.dev/spec"
+ANNOTATION_LOG = "tether.dev/log-tail"
+# What hibernate keeps of the session log: annotations share a 256 KiB budget per object.
+LOG_KEEP_LINES = 200
+LOG_KEEP_BYTES = 64 * 1024
+
+# Waiting reasons after which the kubelet only retries with back-off: a start waiting on them
+# would sit out its whole timeout for nothing.
+FATAL_WAITING = {
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "CrashLoopBackOff",
+}
+_RECREATES = 3  # pods deleted under a start before it gives up
+
+_DNS_UNSAFE = re.compile(r"[^a-z0-9-]+")
+_LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+# -- names and manifests -------------------------------------------------------------------
+
+
+def _safe(value: str, cleaned: str, limit: int) -> str:
+    """`cleaned` when it is `value` unchanged and fits, else a prefix of it plus a hash of
+    `value`: two ids that clean to the same text still get different names."""
+    if cleaned == value and 0 < len(cleaned) <= limit:
+        return cleaned
+    digest = hashlib.sha256(value.encode()).hexdigest()[:8]
+    head = cleaned[: limit - len(digest) - 1].rstrip("-_.")
+    return f"{head}-{digest}" if head else digest
+
+
+def label_value(value: str) -> str:
+    """A valid label value (at most 63 of [A-Za-z0-9._-], alphanumeric at both ends)."""
+    return _safe(value, _LABEL_UNSAFE.sub("-", value).strip("-_."), 63)
+
+
+@dataclass(frozen=True)
+class Names:
+    pod: str
+    service: str
+    pvc: str
+
+
+def names(session_id: str) -> Names:
+    # A Service name is a DNS-1035 label (63 characters, starting with a letter): the prefix
+    # supplies the letter, the rest is the session id made safe.
+    prefix = "tether-"
+    slug = _DNS_UNSAFE.sub("-", session_id.lower()).strip("-")
+    base = prefix + _safe(session_id, slug, 63 - len(prefix))
+    return Names(pod=base, service=base, pvc=f"{base}-home")
+
+
+def labels(spec: WorkspaceSpec) -> dict[str, str]:
+    return {
+        **MANAGED,
+        LABEL_SESSION: label_value(spec.session_id),
+        LABEL_NAMESPACE: label_value(spec.namespace),
+        LABEL_USER: label_value(spec.user),
+    }
+
+
+def _meta(name: str, spec: WorkspaceSpec, namespace: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": namespace,
+        "labels": labels(spec),
+        "annotations": {ANNOTATION_SESSION: spec.session_id},
+    }
+
+
+def pod_manifest(
+    spec: WorkspaceSpec,
+    namespace: str = DEFAULT_NAMESPACE,
+    bucket: tuple[str, str] | None = None,
+    service_account: str | None = None,
+    image: str | None = None,
+) -> dict[str, Any]:
+    """The workspace pod: the runtime, the home on the session's PVC (a scratch volume without
+    a persistent home), and with `bucket` (a Cloud Storage bucket and the session's prefix in
+    it) that prefix at ~/bucket. `service_account` is the pod's Kubernetes service account
+    (the one Cloud Storage FUSE authenticates as through Workload Identity). `image` is
+    Tether's workspace image (infra/docker/workspace.Dockerfile); None: the template's own,
+    which must then carry `tether.runtime`."""
+    n, template = names(spec.session_id), spec.template
+    env = {"HOME": HOME} | template.env | spec.env
+    if template.command:
+        env["TETHER_MAIN_COMMAND"] = template.command  # the runtime starts it as main process
+    runtime = ["python", "-m", "tether.runtime", "--port", str(RUNTIME_PORT), "--home", HOME]
+    # Tether's image has tini as its entrypoint to reap orphans, so only its arguments are
+    # replaced; a template's image may have any entrypoint, so its command is.
+    run = {"args": runtime} if image else {"command": runtime}
+    resources = {k: v for k, v in template.resources.items() if k != "storage"}
+    mounts: list[dict[str, Any]] = [{"name": "home", "mountPath": HOME}]
+    home: dict[str, Any] = (
+        {"name": "home", "persistentVolumeClaim": {"claimName": n.pvc}}
+        if spec.persistent_home
+        else {"name": "home", "emptyDir": {}}
+    )
+    volumes = [home]
+    meta = _meta(n.pod, spec, namespace)
+    if bucket is not None:
+        # Cloud Storage through GKE's Cloud Storage FUSE CSI driver (the annotation injects its
+        # sidecar), showing only the session's prefix.
+        name, prefix = bucket
+        meta["annotations"]["gke-gcsfuse/volumes"] = "true"
+        mounts.append({"name": "bucket", "mountPath": f"{HOME}/bucket"})
+        attributes = {"bucketName": name, "mountOptions": f"only-dir={prefix.strip('/')}"}
+        volumes.append(
+            {
+                "name": "bucket",
+                "csi": {"driver": "gcsfuse.csi.storage.gke.io", "volumeAttributes": attributes},
+            }
+        )
+    pod: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": meta,
+        "spec": {
+            # User code runs here: no credentials for the cluster's API.
+            "automountServiceAccountToken": False,
+            # Every workspace has a Service; as env vars they would grow every new pod's env.
+            "enableServiceLinks": False,
+            "restartPolicy": "Always",
+            "terminationGracePeriodSeconds": 15,
+            "securityContext": {"fsGroup": HOME_GID, "fsGroupChangePolicy": "OnRootMismatch"},
+            "containers": [
+                {
+                    "name": "workspace",
+                    "image": image or template.image,
+                    **run,
+                    "workingDir": HOME,
+                    "env": [{"name": k, "value": v} for k, v in env.items()],
+                    "ports": [{"name": "runtime", "containerPort": RUNTIME_PORT}],
+                    "readinessProbe": {
+                        "httpGet": {"path": "/health", "port": "runtime"},
+                        "periodSeconds": 2,
+                        "timeoutSeconds": 2,
+                        "failureThreshold": 3,
+                    },
+                    "resources": {"requests": resources, "limits": dict(resources)},
+                    "volumeMounts": mounts,
+                }
+            ],
+            "volumes": volumes,
+        },
+    }
+    if service_account:
+        pod["spec"]["serviceAccountName"] = service_account
+    return pod
+
+
+def service_manifest(spec: WorkspaceSpec, namespace: str = DEFAULT_NAMESPACE) -> dict[str, Any]:
+    """The stable address of the runtime, and the record a hibernated workspace keeps."""
+    n = names(spec.session_id)
+    meta = _meta(n.service, spec, namespace)
+    meta["annotations"][ANNOTATION_SPEC] = spec.model_dump_json()
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta,
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {LABEL_SESSION: label_value(spec.session_id)},
+            "ports": [
+                {
+                    "name": "runtime",
+                    "port": RUNTIME_PORT,
+                    "targetPort": "runtime",
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def pvc_manifest(
+    spec: WorkspaceSpec,
+    namespace: str = DEFAULT_NAMESPACE,
+    storage_class: str | None = None,
+    size: str = DEFAULT_HOME_SIZE,
+) -> dict[str, Any]:
+    """The home volume; a template's `resources["storage"]` overrides `size`."""
+    pvc_spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": spec.template.resources.get("storage", size)}},
+    }
+    if storage_class:
+        pvc_spec["storageClassName"] = storage_class
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _meta(names(spec.session_id).pvc, spec, namespace),
+        "spec": pvc_spec,
+    }
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+def _status_message(exc: Any) -> str:
+    """The `message` of the API's Status body, else the HTTP reason."""
+    try:
+        message = json.loads(exc.body or "")["message"]
+        if isinstance(message, str) and message:
+            return message
+    except (ValueError, TypeError, KeyError):
+        pass
+    return str(exc.reason or f"HTTP {exc.status}")
+
+
+def _mapped(exc: Any, action: str) -> TetherError:
+    status, message = exc.status or 0, _status_message(exc)
+    text = f"Kubernetes refused {action}: {message}"
+    if status == 404:
+        return NotFound("Workspace not found", reason=message)
+    if status == 403:
+        return Forbidden(f"{text} (check the agent's Role in infra/k8s)")
+    if status in (400, 422):
+        return Invalid(text)
+    if status == 409:
+        return Conflict(text)
+    # 401 (the agent's own credentials), 429, 5xx and status 0 (no HTTP answer at all).
+    return Unavailable(f"Kubernetes API failed {action}: {message}")
+
+
+@contextlib.contextmanager
+def _api_errors(action: str) -> Iterator[None]:
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        yield
+    except ApiException as exc:
+        raise _mapped(exc, action) from exc
+    except (HTTPError, OSError) as exc:
+        raise Unavailable(f"Kubernetes API unreachable while {action}: {exc}") from exc
+
+
+def _pod_state(pod: V1Pod) -> tuple[bool, str]:
+    """(ready, what it is doing); raises Unavailable when it cannot get ready by itself."""
+    if pod.metadata is not None and pod.metadata.deletion_timestamp is not None:
+        return False, "terminating"
+    status = pod.status
+    if status is None:
+        return False, "Pending"
+    phase = status.phase or "Pending"
+    if phase in ("Failed", "Succeeded"):
+        raise Unavailable(f"Workspace pod {phase.lower()}: {status.reason or status.message or ''}")
+    for cs in status.container_statuses or []:
+        waiting = cs.state.waiting if cs.state is not None else None
+        if waiting is not None and waiting.reason in FATAL_WAITING:
+            raise Unavailable(
+                f"Workspace container cannot start: {waiting.reason}: {waiting.message or ''}"
+            )
+    conditions = {c.type: c for c in status.conditions or []}
+    ready = conditions.get("Ready")
+    if phase == "Running" and ready is not None and ready.status == "True":
+        return True, "Running"
+    note = phase
+    for c in conditions.values():
+        if c.status != "True" and (c.reason or c.message):
+            note = f"{phase}: {c.reason or ''} {c.message or ''}".strip()
+    return False, note
+
+
+# -- the provisioner -----------------------------------------------------------------------
+
+
+class GkeProvisioner:
+    """Workspaces as pods in `namespace`.
+
+    `api` is a `kubernetes.client.CoreV1Api` or `ApiClient` (None: the in-cluster service
+    account, loaded on first use). `runtime_url` maps a session id to the base URL of its
+    runtime (None: the Service's cluster DNS name). With `storage`, each session's prefix in
+    the bucket is made on start, mounted at ~/bucket and removed on stop; `service_account` is
+    then the workspace pods' (bound to a Google service account that may use the bucket).
+    `image` runs every workspace from Tether's workspace image (None: each template's own).
+    `start_timeout` bounds start and wake.
+    """
+
+    platform = "gke"
+
+    def __init__(
+        self,
+        namespace: str = DEFAULT_NAMESPACE,
+        *,
+        api: CoreV1Api | ApiClient | None = None,
+        runtime_url: Callable[[str], str] | None = None,
+        storage: SessionStorage | None = None,
+        service_account: str | None = None,
+        image: str | None = None,
+        storage_class: str | None = None,
+        home_size: str = DEFAULT_HOME_SIZE,
+        start_timeout: float = 300.0,
+    ) -> None:
+        self.namespace = namespace
+        self._api: Any = api
+        self._core_api: CoreV1Api | None = None
+        self._runtime_url = runtime_url or self.cluster_url
+        self.storage = storage
+        self.service_account = _k8s_account(service_account)
+        self.image = image
+        self.storage_class = storage_class
+        self.home_size = home_size
+        self.start_timeout = start_timeout
+        self._http_client: httpx.Client | None = None
+        self._owned: ApiClient | None = None  # the client built here, closed with us
+        self._lock = threading.Lock()
+
+    def cluster_url(self, session_id: str) -> str:
+        host = f"{names(session_id).service}.{self.namespace}.svc.cluster.local"
+        return f"http://{host}:{RUNTIME_PORT}"
+
+    # -- clients (built on first use) -----------------------------------------------------
+
+    def _core(self) -> CoreV1Api:
+        with self._lock:
+            if self._core_api is None:
+                from kubernetes import client, config
+
+                api = self._api
+                if api is None:
+                    cfg = client.Configuration()
+                    try:
+                        config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+                    except config.ConfigException as exc:
+                        raise Unavailable(f"No in-cluster Kubernetes credentials: {exc}") from exc
+                    api = self._owned = client.ApiClient(cfg)
+                self._core_api = client.CoreV1Api(api) if isinstance(api, client.ApiClient) else api
+            return self._core_api
+
+    def _http(self) -> httpx.Client:
+        with self._lock:
+            if self._http_client is None:
+                self._http_client = httpx.Client()
+            return self._http_client
+
+    def close(self) -> None:
+        with self._lock:
+            if self._http_client is not None:
+                self._http_client.close()
+                self._http_client = None
+            if self._owned is not None:
+                self._owned.close()  # type: ignore[no-untyped-call]
+                self._owned = self._core_api = None
+
+    # -- Kubernetes objects ---------------------------------------------------------------
+
+    def _create(self, kind: str, manifest: dict[str, Any]) -> None:
+        """Creates the object; one that exists already is what we wanted (409 is success)."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        core, ns = self._core(), self.namespace
+        try:
+            with _api_errors(f"creating {kind} {manifest['metadata']['name']}"):
+                try:
+                    if kind == "pod":
+                        core.create_namespaced_pod(ns, client.V1Pod.model_validate(manifest))
+                    elif kind == "service":
+                        body = client.V1Service.model_validate(manifest)
+                        core.create_namespaced_service(ns, body)
+                    else:
+                        claim = client.V1PersistentVolumeClaim.model_validate(manifest)
+                        core.create_namespaced_persistent_volume_claim(ns, claim)
+                except ApiException as exc:
+                    if exc.status != 409:
+                        raise
+        except NotFound as exc:  # on create, 404 is the namespace
+            raise Unavailable(
+                f"Cannot create workspaces in Kubernetes namespace {ns!r}: "
+                f"{exc.details.get('reason', '')}"
+            ) from exc
+
+    def _delete(self, kind: str, name: str) -> None:
+        """Deletes the object; a missing one is gone already (404 is success)."""
+        core, ns = self._core(), self.namespace
+        with contextlib.suppress(NotFound), _api_errors(f"deleting {kind} {name}"):
+            if kind == "pod":
+                core.delete_namespaced_pod(name, ns)
+            elif kind == "service":
+                core.delete_namespaced_service(name, ns)
+            else:
+                core.delete_namespaced_persistent_volume_claim(name, ns)
+
+    def _service_annotations(self, session_id: str) -> dict[str, str]:
+        """The workspace's Service annotations; NotFound when it has no Service (stopped)."""
+        name = names(session_id).service
+        with _api_errors(f"reading service {name}"):
+            service = self._core().read_namespaced_service(name, self.namespace)
+        return dict(service.metadata.annotations or {}) if service.metadata else {}
+
+    def _pod_alive(self, session_id: str) -> bool:
+        """Whether the workspace has a pod that is not on its way out (a hibernated one's
+        pod terminates for a while after hibernate returns)."""
+        name = names(session_id).pod
+        try:
+            with _api_errors(f"reading pod {name}"):
+                pod = self._core().read_namespaced_pod(name, self.namespace)
+        except NotFound:
+            return False
+        return pod.metadata is None or pod.metadata.deletion_timestamp is None
+
+    def _pvc(self, spec: WorkspaceSpec) -> dict[str, Any]:
+        return pvc_manifest(spec, self.namespace, self.storage_class, self.home_size)
+
+    def _info(self, spec: WorkspaceSpec) -> WorkspaceInfo:
+        sid, n = spec.session_id, names(spec.session_id)
+        details: dict[str, Any] = {
+            "pod_name": n.pod,
+            "service_name": n.service,
+            "k8s_namespace": self.namespace,
+        }
+        if spec.persistent_home:
+            details["pvc_name"] = n.pvc
+        if self.storage is not None:
+            details["bucket_name"] = self.storage.name(sid)
+        return WorkspaceInfo(url=self.cluster_url(sid), details=details)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self, spec: WorkspaceSpec) -> WorkspaceInfo:
+        if self.storage is not None:
+            self.storage.ensure(spec.session_id)
+        if spec.persistent_home:
+            self._create("pvc", self._pvc(spec))
+        self._create("service", service_manifest(spec, self.namespace))
+        self._run_pod(spec)
+        return self._info(spec)
+
+    def stop(self, session_id: str) -> None:
+        n = names(session_id)
+        self._delete("pod", n.pod)
+        self._delete("service", n.service)
+        self._delete("pvc", n.pvc)
+        if self.storage is not None:
+            self.storage.delete(session_id)
+
+    def hibernate(self, session_id: str) -> None:
+        self._service_annotations(session_id)  # NotFound when there is nothing to hibernate
+        lines = self._fetch_log(session_id)
+        if lines is not None:
+            self._keep_log(session_id, lines)
+        self._delete("pod", names(session_id).pod)
+
+    def wake(self, session_id: str) -> WorkspaceInfo:
+        raw = self._service_annotations(session_id).get(ANNOTATION_SPEC)
+        try:
+            spec = WorkspaceSpec.model_validate_json(raw or "")
+        except ValueError as exc:
+            # Not one of ours, or from a version that wrote no spec: start it afresh instead.
+            raise NotFound("Workspace has no spec to wake from") from exc
+        if spec.persistent_home:  # recreated empty if someone removed it
+            self._create("pvc", self._pvc(spec))
+        self._run_pod(spec)
+        return self._info(spec)
+
+    def _run_pod(self, spec: WorkspaceSpec) -> None:
+        sid = spec.session_id
+        bucket = None
+        if self.storage is not None:
+            bucket = (self.storage.bucket_name, self.storage.prefix(sid))
+        manifest = pod_manifest(spec, self.namespace, bucket, self.service_account, self.image)
+        n = names(sid)
+        deadline = time.monotonic() + self.start_timeout
+        for _ in range(_RECREATES):
+            self._create("pod", manifest)  # 409: ours already, or an old one still terminating
+            try:
+                if self._wait_ready(n.pod, deadline):
+                    return
+            except (Unavailable, Timeout):
+                # Left alone it would retry (a bad image, say) forever; the Service and the
+                # home stay, so a later start or wake tries again.
+                self._delete("pod", n.pod)
+                raise
+            # The pod watched was deleted: an old one finished terminating (wake right after
+            # hibernate) and ours can be created now -- unless the workspace was stopped.
+            self._service_annotations(spec.session_id)
+        raise Unavailable(f"Workspace pod {n.pod} was deleted {_RECREATES} times while starting")
+
+    def _wait_ready(self, name: str, deadline: float) -> bool:
+        """True once the pod is Running and Ready; False when it is (or gets) deleted.
+        Lists once, then watches from the list's resourceVersion: no change is missed."""
+        from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+
+        core, selector, note = self._core(), f"metadata.name={name}", "Pending"
+        while True:  # once per list: again when the watch's resourceVersion expired (410)
+            with _api_errors(f"listing pod {name}"):
+                listing = core.list_namespaced_pod(self.namespace, field_selector=selector)
+            if not listing.items:
+                return False
+            ready, note = _pod_state(listing.items[0])
+            if ready:
+                return True
+            version = listing.metadata.resource_version if listing.metadata else None
+            w = watch.Watch()  # type: ignore[no-untyped-call]
+            try:
+                while (remaining := deadline - time.monotonic()) > 0:
+                    events = w.stream(  # type: ignore[no-untyped-call]
+                        core.list_namespaced_pod,
+                        self.namespace,
+                        field_selector=selector,
+                        resource_version=version,
+                        timeout_seconds=max(1, math.ceil(remaining)),
+                        _request_timeout=(10, remaining + 10),
+                    )
+                    try:
+                        with _api_errors(f"watching pod {name}"):
+                            for event in events:
+                                if event["type"] == "DELETED":
+                                    return False
+                                if event["type"] in ("ADDED", "MODIFIED"):
+                                    ready, note = _pod_state(event["object"])
+                                    if ready:
+                                        return True
+                    finally:
+                        events.close()
+                    # The server ended the watch (its timeout): resume from what was seen.
+                    version = w.resource_version or version
+            except Unavailable as exc:
+                cause = exc.__cause__
+                if isinstance(cause, ApiException) and cause.status == 410:
+                    continue  # history compacted past our resourceVersion: list again
+                raise
+            raise Timeout(
+                f"Workspace pod {name} was not ready within {self.start_timeout:g}s ({note})"
+            )
+
+    # -- the runtime ----------------------------------------------------------------------
+
+    def _base(self, session_id: str) -> str:
+        return self._runtime_url(session_id).rstrip("/")
+
+    def _missing(self, session_id: str) -> None:
+        """Raises NotFound when the workspace has no pod (stopped, unknown or hibernated)."""
+        if self._pod_alive(session_id):
+            return
+        self._service_annotations(session_id)
+        raise NotFound("Workspace is hibernated")
+
+    def exec(self, session_id: str, command: str, timeout: float) -> ExecResult:
+        url = self._base(session_id) + "/exec"
+        try:
+            # The runtime enforces `timeout` itself and answers then; the margin is for that.
+            r = self._http().post(
+                url,
+                json={"command": command, "timeout": timeout},
+                timeout=httpx.Timeout(timeout + 30, connect=5),
+            )
+        except httpx.TransportError as exc:
+            self._missing(session_id)
+            raise Unavailable(f"Workspace runtime did not answer: {exc}") from exc
+        if r.status_code == 400:
+            raise Invalid(str(_detail(r)))
+        if r.status_code != 200:
+            raise Unavailable(f"Workspace runtime answered {r.status_code}: {_detail(r)}")
+        try:
+            return ExecResult.model_validate(r.json())
+        except ValueError as exc:  # pydantic's ValidationError included
+            raise Unavailable(f"Workspace runtime answered nonsense: {exc}") from exc
+
+    def logs(self, session_id: str, tail: int) -> list[str]:
+        try:
+            r = self._http().get(
+                self._base(session_id) + "/logs", params={"tail": tail}, timeout=10
+            )
+        except httpx.TransportError as exc:
+            # No runtime to ask: hibernated (its log was kept on the Service) or gone.
+            if self._pod_alive(session_id):
+                raise Unavailable(f"Workspace runtime did not answer: {exc}") from exc
+            kept = self._service_annotations(session_id).get(ANNOTATION_LOG)
+            try:
+                lines = _lines(json.loads(kept or "[]"))
+            except ValueError:
+                lines = []
+            return lines[-tail:] if tail > 0 else []
+        if r.status_code != 200:
+            raise Unavailable(f"Workspace runtime answered {r.status_code}: {_detail(r)}")
+        try:
+            return _lines(r.json())
+        except ValueError as exc:
+            raise Unavailable(f"Workspace runtime answered nonsense: {exc}") from exc
+
+    def _fetch_log(self, session_id: str) -> list[str] | None:
+        """The last lines of the session log, or None when the runtime cannot be asked."""
+        try:
+            r = self._http().get(
+                self._base(session_id) + "/logs",
+                params={"tail": LOG_KEEP_LINES},
+                timeout=httpx.Timeout(10, connect=3),
+            )
+            r.raise_for_status()
+            lines = _lines(r.json())
+        except (httpx.HTTPError, ValueError) as exc:
+            log.warning("session %s: log not kept at hibernate: %s", session_id, exc)
+            return None
+        # Oldest lines go first until the rest fits the annotation budget.
+        size = sum(len(line.encode()) + 4 for line in lines)
+        while lines and size > LOG_KEEP_BYTES:
+            size -= len(lines.pop(0).encode()) + 4
+        return lines
+
+    def _keep_log(self, session_id: str, lines: list[str]) -> None:
+        name = names(session_id).service
+        patch = {"metadata": {"annotations": {ANNOTATION_LOG: json.dumps(lines)}}}
+        with _api_errors(f"keeping the log on service {name}"):
+            self._core().patch_namespaced_service(
+                name, self.namespace, patch, _content_type="application/merge-patch+json"
+            )
+
+
+def _k8s_account(account: str | None) -> str | None:
+    """A Kubernetes service account name from `name` or `namespace/name`. A Google service
+    account's email (what Cloud Run workspaces run as, in the same setting) cannot name a
+    pod's account: the pods then run as the namespace's default."""
+    if not account:
+        return None
+    if "@" in account:
+        log.warning("workspace service account %s is not a Kubernetes one: ignored", account)
+        return None
+    return account.rpartition("/")[2]
+
+
+def _lines(value: object) -> list[str]:
+    """The lines of a runtime's `{"lines": [...]}` answer, or of a kept list."""
+    if isinstance(value, dict):
+        value = value.get("lines")
+    return [str(x) for x in value] if isinstance(value, list) else []
+
+
+def _detail(r: httpx.Response) -> object:
+    try:
+        body = r.json()
+    except ValueError:
+        return r.text[:200]
+    return body.get("detail", body) if isinstance(body, dict) else body
