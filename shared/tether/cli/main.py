@@ -74,6 +74,28 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_seed(args: argparse.Namespace) -> int:
+    """First-start data in the configured store (the cloud's Firestore, say): templates, the
+    `admin` user and its API key. Safe to run again: what exists is kept."""
+    from tether import bootstrap
+    from tether.settings import Settings
+
+    settings = Settings.from_env()
+    print(f"Seeding the {settings.store} store of project {settings.project}...", file=sys.stderr)
+    services = bootstrap.build(settings)
+    try:
+        made = bootstrap.seed(services)
+    finally:
+        services.close()
+    if made.api_key:
+        print(f"Admin API key (shown once): {made.api_key}")
+    if made.admin_password:
+        print(f"Password of user 'admin' (shown once): {made.admin_password}")
+    if not (made.api_key or made.admin_password):
+        print("Already seeded: templates checked, credentials unchanged.", file=sys.stderr)
+    return 0
+
+
 def cmd_create(args: argparse.Namespace) -> int:
     client = _client(args)
     started = time.monotonic()
@@ -151,6 +173,12 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("up", help="serve every API locally (SQLite store, local agent)").set_defaults(
         func=cmd_up
     )
+
+    sub.add_parser(
+        "seed",
+        help="create templates and the admin user and key in the configured store (TETHER_STORE,"
+        " GOOGLE_CLOUD_PROJECT): the first step after a cloud deploy",
+    ).set_defaults(func=cmd_seed)
 
     c = sub.add_parser("create", help="create a session and wait until it runs")
     c.add_argument("--template", default="python", help="template name (default: python)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -171,6 +172,13 @@ async def close_when_session_ends(ws: web.WebSocketResponse, session_id: str) ->
             return
 
 
+@functools.cache
+def _id_tokens() -> Callable[[str], str | None]:
+    from tether.provision.cloudrun import GoogleIdTokens
+
+    return GoogleIdTokens()
+
+
 def runtime_endpoint(session: Session, path: str) -> tuple[aiohttp.BaseConnector | None, str]:
     """Where the session's runtime answers: a Unix socket locally, a URL in the cloud."""
     url = session.url or ""
@@ -193,7 +201,14 @@ async def relay_to_runtime(
     if desktop and not session.vnc:
         return web.json_response({"detail": "This session has no desktop"}, status=404)
     connector, url = runtime_endpoint(session, path)
-    client = aiohttp.ClientSession(connector=connector)
+    headers = {}
+    if url.startswith("https://"):  # a Cloud Run workspace: private, so it wants an ID token
+        try:
+            token = await blocking(_id_tokens(), (session.url or "").rstrip("/"))
+        except TetherError as exc:
+            return web.json_response({"detail": exc.message}, status=502)
+        headers["Authorization"] = f"Bearer {token}"
+    client = aiohttp.ClientSession(connector=connector, headers=headers)
     try:
         upstream = await client.ws_connect(url, params=query, protocols=protocols, **WS_OPTIONS)
     except aiohttp.WSServerHandshakeError as exc:
