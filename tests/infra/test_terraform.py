@@ -171,3 +171,24 @@ def test_checkov_passes_offline_and_every_skip_says_why() -> None:
                           "--skip-download", "--compact", "--quiet"],
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert run.returncode == 0, run.stdout[-4000:]
+
+
+def test_cloud_build_lints_tests_builds_every_image_then_applies() -> None:
+    import yaml
+
+    build = yaml.safe_load((ROOT / "cloudbuild.yaml").read_text())
+    steps = {step["id"]: step for step in build["steps"]}
+    text = (ROOT / "cloudbuild.yaml").read_text()
+    assert "make PYTHON=python3 lint typecheck" in text and "bash .ci/run" in text
+    dockerfiles = set(re.findall(r"infra/docker/[\w.-]+\.Dockerfile", text))
+    assert dockerfiles == {str(p.relative_to(ROOT)) for p in (ROOT / "infra/docker").iterdir()
+                           if p.name.endswith(".Dockerfile")}  # fmt: skip
+    assert all((ROOT / d).exists() for d in dockerfiles)
+    # Images only after the tests pass; the full apply only once they are pushed.
+    builds = {i for i in steps if i.startswith("build")}
+    assert builds and all(steps[b]["waitFor"] == ["test"] for b in builds)
+    pushes = [i for i, s in steps.items() if "docker push" in str(s.get("args"))]
+    assert pushes and all(builds <= set(steps[i]["waitFor"]) for i in pushes)
+    applies = [s for s in steps.values() if "terraform" in s["name"] and s["args"][0] == "apply"
+               and not any(a.startswith("-target") for a in s["args"])]  # fmt: skip
+    assert len(applies) == 1 and set(pushes) <= set(applies[0]["waitFor"])
