@@ -97,3 +97,13 @@ def test_session_lifecycle_runs_through_the_agent(stack: Any) -> None:
     ended = stack.services.sessions.delete(ADMIN, sid)
     assert ended.state.value == "terminated"
     assert not workdir.exists()
+
+
+def test_megabytes_of_output_come_back_truncated_on_every_store(stack: Any) -> None:
+    """Firestore keeps a document under 1 MiB: the command record with its result must fit."""
+    sid, _ = running_session(stack)
+    result = stack.services.sessions.execute(
+        ADMIN, sid, "head -c 3000000 /dev/zero | tr '\\0' x", 30
+    )
+    assert result.success and result.truncated
+    assert result.stdout.startswith("x" * 1000) and "output truncated" in result.stdout

@@ -128,3 +128,9 @@ def test_a_cancelled_command_is_killed(tmp_path: Path) -> None:
     asyncio.run(scenario())
     time.sleep(1.2)
     assert not marker.exists(), "the command kept running after its caller went away"
+
+
+def test_binary_output_stays_within_the_cap_once_decoded(tmp_path: Path) -> None:
+    r = run("head -c 5000 /dev/zero | tr '\\0' '\\377'", tmp_path, cap=1000)  # invalid UTF-8
+    kept = r.stdout.split("\n[tether: output truncated")[0]
+    assert 990 <= len(kept.encode()) <= 1000 and r.truncated

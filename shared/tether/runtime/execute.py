@@ -12,7 +12,8 @@ from typing import IO
 
 from tether.core.models import ExecResult
 
-MAX_OUTPUT = 1 << 20  # bytes kept per stream
+# Bytes kept per stream: both streams fit one Firestore document (1 MiB) with the command record.
+MAX_OUTPUT = 256 << 10
 # After the shell exits, how long to keep reading from children that still hold its pipes.
 DRAIN_GRACE = 0.2
 
@@ -47,6 +48,8 @@ class _Capped:
 
     def text(self) -> str:
         text = self.kept.decode("utf-8", errors="replace")
+        if len(text) > self.cap // 3:  # a replaced bad byte takes 3 bytes: keep within the cap
+            text = text.encode()[: self.cap].decode("utf-8", errors="ignore")
         if self.dropped:
             text += f"\n[tether: output truncated, {self.dropped} bytes omitted]\n"
         return text

@@ -43,6 +43,8 @@ def _errors(what: str) -> Iterator[None]:
         yield
     except (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError) as exc:
         raise Unavailable(f"firestore unavailable during {what}: {exc}") from exc
+    except gexc.InvalidArgument as exc:  # a document over 1 MiB, say: retrying cannot help
+        raise Invalid(f"firestore refused the {what}: {exc.message}") from exc
 
 
 def _stored(snap: DocumentSnapshot[Any]) -> Stored | None:
