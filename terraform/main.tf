@@ -168,7 +168,6 @@ module "agents" {
   agent_image                     = local.agent_image
   workspace_image                 = local.workspace_image
   workspace_service_account_email = module.iam.emails["workspace"]
-  relay_service_account_email     = module.iam.emails["relay"]
   sessions_bucket                 = module.storage.sessions_bucket
   push_service_account_email      = module.iam.emails["push"]
   min_instances                   = var.agent_min_instances

@@ -17,7 +17,6 @@ locals {
     TETHER_WORKSPACE_IMAGE           = var.workspace_image
     TETHER_WORKSPACE_SERVICE_ACCOUNT = var.workspace_service_account_email
     TETHER_SESSIONS_BUCKET           = var.sessions_bucket
-    TETHER_RELAY_SERVICE_ACCOUNT     = var.relay_service_account_email
     TETHER_HEARTBEAT_INTERVAL        = tostring(var.heartbeat_interval)
   }
 

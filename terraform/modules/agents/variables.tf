@@ -36,10 +36,6 @@ variable "workspace_service_account_email" {
   description = "Identity of the workspace services (TETHER_WORKSPACE_SERVICE_ACCOUNT)."
 }
 
-variable "relay_service_account_email" {
-  type        = string
-  description = "Identity of the relay, for agents that grant it run.invoker per workspace service (TETHER_RELAY_SERVICE_ACCOUNT)."
-}
 
 variable "sessions_bucket" {
   type        = string
