@@ -98,11 +98,12 @@ def test_every_function_target_has_a_function_with_its_entry_point() -> None:
     assert set(declared) == set(code), "terraform functions != functions/main.py targets"
     for name, kind in code.items():
         assert (unq(declared[name]["topic"]) is not None) == (kind == "cloud_event"), name
-    for resource in ("http", "event"):
-        function = block(doc, "resource", "google_cloudfunctions2_function", resource)
-        (build,) = function["build_config"]
-        assert build["entry_point"] == "${each.key}", "entry point must be the target's name"
-    (trigger,) = block(doc, "resource", "google_cloudfunctions2_function", "event")["event_trigger"]
+    function = block(doc, "resource", "google_cloudfunctions2_function", "this")
+    assert function["for_each"] == "${local.settings}", "one function per entry of local.functions"
+    (build,) = function["build_config"]
+    assert build["entry_point"] == "${each.key}", "entry point must be the target's name"
+    (dynamic,) = function["dynamic"]
+    (trigger,) = dynamic['"event_trigger"']["content"]
     assert unq(trigger["event_type"]) == "google.cloud.pubsub.topic.v1.messagePublished"
     assert unq(declared["agent_events"]["topic"]) == EVENTS_TOPIC
 

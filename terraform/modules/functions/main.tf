@@ -70,8 +70,8 @@ resource "google_storage_bucket_object" "source" {
   content_type = "application/zip"
 }
 
-resource "google_cloudfunctions2_function" "http" {
-  for_each = local.http_functions
+resource "google_cloudfunctions2_function" "this" {
+  for_each = local.settings
 
   project     = var.project_id
   location    = var.region
@@ -98,9 +98,9 @@ resource "google_cloudfunctions2_function" "http" {
     max_instance_request_concurrency = each.value.concurrency
     min_instance_count               = each.value.min_instances
     max_instance_count               = each.value.max_instances
-    # Reached through the load balancer (lb = true) or by Google-internal callers (Cloud
-    # Scheduler for the sweeper); never directly from the internet.
-    ingress_settings               = "ALLOW_INTERNAL_AND_GCLB"
+    # HTTP targets: through the load balancer (lb = true) or Google-internal callers (Cloud
+    # Scheduler for the sweeper), never directly from the internet; event targets: Eventarc.
+    ingress_settings               = each.value.topic == null ? "ALLOW_INTERNAL_AND_GCLB" : "ALLOW_INTERNAL_ONLY"
     all_traffic_on_latest_revision = true
     service_account_email          = var.service_accounts[each.value.identity]
     environment_variables          = local.env
@@ -115,59 +115,18 @@ resource "google_cloudfunctions2_function" "http" {
       }
     }
   }
-}
 
-resource "google_cloudfunctions2_function" "event" {
-  for_each = local.event_functions
-
-  project     = var.project_id
-  location    = var.region
-  name        = "tether-${replace(each.key, "_", "-")}"
-  description = "Tether target ${each.key} (functions/main.py), triggered by ${each.value.topic}"
-  labels      = var.labels
-
-  build_config {
-    runtime         = "python311"
-    entry_point     = each.key
-    service_account = var.build_service_account_id
-    source {
-      storage_source {
-        bucket = google_storage_bucket_object.source.bucket
-        object = google_storage_bucket_object.source.name
-      }
+  # Event targets: Eventarc creates the push subscription on the topic; raising in the
+  # target redelivers.
+  dynamic "event_trigger" {
+    for_each = each.value.topic == null ? [] : [each.value.topic]
+    content {
+      trigger_region        = var.region
+      event_type            = "google.cloud.pubsub.topic.v1.messagePublished"
+      pubsub_topic          = var.topic_ids[event_trigger.value]
+      retry_policy          = "RETRY_POLICY_RETRY"
+      service_account_email = var.service_accounts[each.value.identity]
     }
-  }
-
-  service_config {
-    available_memory                 = each.value.memory
-    available_cpu                    = each.value.cpu
-    timeout_seconds                  = each.value.timeout
-    max_instance_request_concurrency = each.value.concurrency
-    min_instance_count               = each.value.min_instances
-    max_instance_count               = each.value.max_instances
-    ingress_settings                 = "ALLOW_INTERNAL_ONLY" # Eventarc only
-    all_traffic_on_latest_revision   = true
-    service_account_email            = var.service_accounts[each.value.identity]
-    environment_variables            = local.env
-
-    dynamic "secret_environment_variables" {
-      for_each = each.value.jwt ? [var.jwt_secret_id] : []
-      content {
-        key        = "TETHER_JWT_SECRET"
-        project_id = var.project_id
-        secret     = secret_environment_variables.value
-        version    = "latest"
-      }
-    }
-  }
-
-  # Eventarc creates the push subscription on the topic; raising in the target redelivers.
-  event_trigger {
-    trigger_region        = var.region
-    event_type            = "google.cloud.pubsub.topic.v1.messagePublished"
-    pubsub_topic          = var.topic_ids[each.value.topic]
-    retry_policy          = "RETRY_POLICY_RETRY"
-    service_account_email = var.service_accounts[each.value.identity]
   }
 }
 
@@ -178,7 +137,7 @@ resource "google_cloud_run_v2_service_iam_member" "public" {
 
   project  = var.project_id
   location = var.region
-  name     = google_cloudfunctions2_function.http[each.key].name
+  name     = google_cloudfunctions2_function.this[each.key].name
   role     = "roles/run.invoker"
   member   = "allUsers"
 }
@@ -189,7 +148,7 @@ resource "google_cloud_run_v2_service_iam_member" "scheduler" {
 
   project  = var.project_id
   location = var.region
-  name     = google_cloudfunctions2_function.http[each.key].name
+  name     = google_cloudfunctions2_function.this[each.key].name
   role     = "roles/run.invoker"
   member   = "serviceAccount:${var.service_accounts["scheduler"]}"
 }
@@ -200,7 +159,7 @@ resource "google_cloud_run_v2_service_iam_member" "trigger" {
 
   project  = var.project_id
   location = var.region
-  name     = google_cloudfunctions2_function.event[each.key].name
+  name     = google_cloudfunctions2_function.this[each.key].name
   role     = "roles/run.invoker"
   member   = "serviceAccount:${var.service_accounts[each.value.identity]}"
 }
@@ -222,11 +181,11 @@ resource "google_cloud_scheduler_job" "this" {
 
   http_target {
     http_method = "POST"
-    uri         = google_cloudfunctions2_function.http[each.key].service_config[0].uri
+    uri         = google_cloudfunctions2_function.this[each.key].service_config[0].uri
 
     oidc_token {
       service_account_email = var.service_accounts["scheduler"]
-      audience              = google_cloudfunctions2_function.http[each.key].service_config[0].uri
+      audience              = google_cloudfunctions2_function.this[each.key].service_config[0].uri
     }
   }
 

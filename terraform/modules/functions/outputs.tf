@@ -5,20 +5,17 @@ output "entry_points" {
 
 output "urls" {
   description = "URL of each HTTP function, by entry point (ingress is internal + load balancer)."
-  value       = { for name, f in google_cloudfunctions2_function.http : name => f.service_config[0].uri }
+  value       = { for name, f in local.http_functions : name => google_cloudfunctions2_function.this[name].service_config[0].uri }
 }
 
 output "lb_services" {
   description = "Cloud Run service name of each function served by the load balancer, by entry point."
-  value       = { for name, f in local.lb_functions : name => google_cloudfunctions2_function.http[name].name }
+  value       = { for name, f in local.lb_functions : name => google_cloudfunctions2_function.this[name].name }
 }
 
 output "function_names" {
   description = "Cloud Function name of every target, by entry point."
-  value = merge(
-    { for name, f in google_cloudfunctions2_function.http : name => f.name },
-    { for name, f in google_cloudfunctions2_function.event : name => f.name },
-  )
+  value       = { for name, f in google_cloudfunctions2_function.this : name => f.name }
 }
 
 output "source_object" {
