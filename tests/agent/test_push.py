@@ -78,10 +78,22 @@ def cloud(tmp_path: Path, project: str, unique: str) -> Iterator[dict[str, Any]]
 
     provisioner = LocalProvisioner(tmp_path / "agent")
     agent = Agent(AGENT, bus, provisioner, Journal(store))
+    app = make_app(agent)
+    pushed: list[dict[str, Any]] = []  # what reached the endpoint, as the wire carried it
+
+    @web.middleware
+    async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.method == "POST" and request.path == "/":
+            pushed.append((await request.json())["message"])
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    app.middlewares.append(record)
     try:
-        with serve(make_app(agent), port):
+        with serve(app, port):
             assert agent.registered.wait(30), "register_ack never came back over push"
-            yield {"services": services, "agent": agent, "url": f"http://127.0.0.1:{port}"}
+            yield {"services": services, "agent": agent, "url": f"http://127.0.0.1:{port}",
+                   "bus": bus, "store": store, "pushed": pushed}  # fmt: skip
     finally:
         provisioner.close()
         events.close()
@@ -112,3 +124,18 @@ def test_heartbeats_come_from_outside_and_bad_pushes_are_acked(cloud: dict[str, 
         cloud["url"] + "/", json={"message": {"data": "not base64!", "messageId": "1"}}
     )
     assert bad.status_code == 200 and "malformed" in bad.json()["detail"]
+
+
+def test_the_agent_ignores_commands_for_other_agents_that_reach_it(cloud: dict[str, Any]) -> None:
+    """The emulator ignores subscription filters, so another agent's command is pushed here
+    too: the agent's own check is what keeps it from running."""
+    other = {"type": "command", "command_id": "cmd-not-mine", "command_type": "exec",
+             "session_id": "ws-x", "epoch": 1, "data": {"command": "touch /tmp/x"}}  # fmt: skip
+    cloud["bus"].publish_command("someone-else", other)
+    deadline = time.monotonic() + 20
+    while not any(m.get("attributes", {}).get("agent_id") == "someone-else"
+                  for m in cloud["pushed"]):  # fmt: skip
+        assert time.monotonic() < deadline, "the emulator did not push the other agent's command"
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert cloud["store"].get("agent_journal", "cmd-not-mine") is None, "it ran someone's command"
