@@ -43,8 +43,7 @@ def main() -> None:
     transport = args.transport or ("push" if settings.platform == "cloud_run" else "pull")
     print(f"Tether agent {agent.agent_id} ({settings.platform}, {transport})", flush=True)
     port = int(os.environ.get("PORT", "8080"))
-    if transport == "pull":
-        agent.start()
+    agent.start(pull=transport == "pull")
     try:  # serves until SIGTERM; a pulling agent answers only health probes
         web.run_app(make_app(agent, push=transport == "push"), port=port, print=None)
     finally:

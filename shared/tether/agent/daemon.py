@@ -65,25 +65,20 @@ class Agent:
             "metadata": {"agent_version": __version__},
         }
 
-    def start(self) -> None:
-        """Pull commands from the agent's subscription, register, and beat in a thread."""
-        self._sub = self.bus.subscribe_commands(self.agent_id, self.handle)
-        self.announce()
+    def start(self, pull: bool = True) -> None:
+        """Register and beat in a thread; with `pull`, take commands from the agent's
+        subscription (a pushed agent gets them over HTTP instead: `tether.agent.push`)."""
+        if pull:
+            self._sub = self.bus.subscribe_commands(self.agent_id, self.handle)
+        self.bus.publish_event({"type": "register", **self._identity()})
         self._beat = threading.Thread(target=self._heartbeats, name="agent-heartbeat", daemon=True)
         self._beat.start()
-
-    def announce(self) -> None:
-        """Register with the control plane (its `register_ack` comes back as a command)."""
-        self.bus.publish_event({"type": "register", **self._identity()})
-
-    def beat(self) -> None:
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        self.bus.publish_event({"type": "heartbeat", "timestamp": now, **self._identity()})
 
     def _heartbeats(self) -> None:
         while not self._stop.wait(self.heartbeat_interval):
             try:
-                self.beat()
+                now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                self.bus.publish_event({"type": "heartbeat", "timestamp": now, **self._identity()})
             except Exception:
                 log.exception("heartbeat failed")
 

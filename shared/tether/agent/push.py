@@ -1,7 +1,7 @@
 """An agent's HTTP side. Reached by Pub/Sub push (the `cloud_run` agent, a Cloud Run
-service), each command arrives as a POST to `/`, and the response acks it (2xx) or asks for
-redelivery (5xx); `/heartbeat` lets a scheduler beat for it. A pulling agent (`gke`) serves
-only `/health`, for the kubelet's probes.
+service with CPU always allocated, so its heartbeat thread runs), each command arrives as a
+POST to `/`, and the response acks it (2xx) or asks for redelivery (5xx). A pulling agent
+(`gke`) serves only `/health`, for the kubelet's probes.
 """
 
 from __future__ import annotations
@@ -38,20 +38,11 @@ def make_app(agent: Agent, push: bool = True) -> web.Application:
             return web.json_response({"detail": "failed; redeliver"}, status=503)
         return web.Response(status=204)
 
-    async def heartbeat(_: web.Request) -> web.Response:
-        await asyncio.get_running_loop().run_in_executor(None, agent.beat)
-        return web.Response(status=204)
-
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "agent_id": agent.agent_id})
-
-    async def announce(_: web.Application) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, agent.announce)
 
     app = web.Application()
     app.router.add_get("/health", health)
     if push:
         app.router.add_post("/", receive)
-        app.router.add_post("/heartbeat", heartbeat)
-        app.on_startup.append(announce)
     return app
