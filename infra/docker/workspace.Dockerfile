@@ -43,4 +43,5 @@ EXPOSE 8080
 
 # tini reaps what shells leave behind (the runtime is not PID 1's usual job).
 ENTRYPOINT ["/usr/bin/tini", "--"]
-CMD ["/bin/sh", "-c", "set -e; if [ -n \"${TETHER_MAIN_COMMAND:-}\" ]; then printf '%s' \"$TETHER_MAIN_COMMAND\" > \"$HOME/.tether-main\"; set -- --main-file \"$HOME/.tether-main\"; fi; exec python -m tether.runtime --port \"${PORT:-8080}\" --home \"$HOME\" \"$@\""]
+# The runtime reads the template's main command from TETHER_MAIN_COMMAND itself.
+CMD ["/bin/sh", "-c", "exec python -m tether.runtime --port \"${PORT:-8080}\" --home \"$HOME\""]
