@@ -11,7 +11,8 @@ locals {
   relay_image     = coalesce(var.relay_image, "${local.registry}/relay:${var.image_tag}")
   agent_image     = coalesce(var.agent_image, "${local.registry}/agent:${var.image_tag}")
   workspace_image = coalesce(var.workspace_image, "${local.registry}/workspace:${var.image_tag}")
-  public_url      = "https://${var.domain}"
+  host            = var.domain != "" ? var.domain : "${module.lb.ip_address}.nip.io"
+  public_url      = "https://${local.host}"
 
   apis = [
     "artifactregistry.googleapis.com",
@@ -217,7 +218,7 @@ module "lb" {
 
   project_id      = var.project_id
   region          = var.region
-  domains         = [var.domain]
+  domains         = [local.host]
   backends        = merge(module.functions.lb_services, { relay = module.relay.service_name })
   routes          = local.routes
   default_backend = "onmemos"

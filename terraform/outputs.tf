@@ -5,7 +5,7 @@ output "api_url" {
 
 output "websocket_url" {
   description = "Origin of the relay's WebSockets (same host as the API)."
-  value       = "wss://${var.domain}"
+  value       = "wss://${local.host}"
 }
 
 output "relay_url" {

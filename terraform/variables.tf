@@ -13,10 +13,11 @@ variable "region" {
 
 variable "domain" {
   type        = string
-  description = "Public host name of the API (e.g. tether.example.com). Its DNS A record must point at the `lb_ip_address` output for the managed certificate to provision."
+  description = "Public host name of the API (e.g. tether.example.com). Its DNS A record must point at the `lb_ip_address` output for the managed certificate to provision. Empty: <lb_ip_address>.nip.io, which resolves to the load balancer with no DNS to set up (to try Tether out; use your own domain for real work)."
+  default     = ""
 
   validation {
-    condition     = can(regex("^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$", var.domain)) && !strcontains(var.domain, "://")
+    condition     = var.domain == "" || (can(regex("^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$", var.domain)) && !strcontains(var.domain, "://"))
     error_message = "domain is a bare host name such as tether.example.com (no scheme, no path)."
   }
 }
