@@ -20,7 +20,8 @@ import yaml
 from google.cloud import storage
 from tether.core.models import Template, WorkspaceSpec
 from tether.errors import Forbidden, NotFound, Timeout, Unavailable
-from tether.provision.gke import HOME, GkeProvisioner, names, pod_manifest
+from tether.provision.gke import GkeProvisioner
+from tether.provision.gke_manifests import HOME, names, pod_manifest
 from tether.provision.storage import SessionStorage
 
 from tests.fakes.kube import FakeKube

@@ -10,7 +10,12 @@ import kubernetes_validate
 import pytest
 import yaml
 from tether.core.models import Template, WorkspaceSpec
-from tether.provision.gke import RUNTIME_PORT, pod_manifest, pvc_manifest, service_manifest
+from tether.provision.gke_manifests import (
+    RUNTIME_PORT,
+    pod_manifest,
+    pvc_manifest,
+    service_manifest,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "infra" / "k8s"
