@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 from tether.core.models import ExecResult, WorkspaceInfo, WorkspaceSpec
 from tether.errors import Conflict, Forbidden, Invalid, NotFound, Timeout, Unavailable
+from tether.provision.runtime_http import RuntimeHttp
 from tether.provision.storage import SessionStorage
 from tether.runtime.session_log import SESSION_LOG
 
 if TYPE_CHECKING:
-    import httpx
     from google.api_core.operation import Operation
     from google.api_core.retry import Retry
     from google.cloud.run_v2 import Service, ServicesClient
@@ -41,8 +41,6 @@ _UNSAFE_NAME = re.compile(r"[^a-z0-9-]+")
 _UNSAFE_LABEL = re.compile(r"[^a-z0-9_-]+")
 # Requests (exec, shell) may last this long; Cloud Run's default would cut them at 5 minutes.
 _REQUEST_TIMEOUT = timedelta(hours=1)
-# Room on top of a command's own timeout for a cold start and the round trip.
-_HTTP_MARGIN = 30.0
 # Bytes of the stored log read per line asked for; lines are usually far shorter, and a longer
 # average only returns fewer lines, never wrong ones.
 _LOG_BYTES_PER_LINE = 1024
@@ -167,7 +165,7 @@ class CloudRunProvisioner:
         self._lock = threading.Lock()
         self._client = client
         self._owns_client = client is None
-        self._http: httpx.Client | None = None
+        self._runtime = RuntimeHttp()
 
     @property
     def parent(self) -> str:
@@ -233,60 +231,19 @@ class CloudRunProvisioner:
         return self._info(session_id, svc)
 
     def exec(self, session_id: str, command: str, timeout: float) -> ExecResult:
-        import httpx
-
         url = self._serving_url(session_id)
-        started = time.perf_counter()
-        try:
-            response = self._client_http().post(
-                f"{url}/exec",
-                json={"command": command, "timeout": timeout},
-                headers=self._auth(url),
-                timeout=timeout + _HTTP_MARGIN,
-            )
-        except httpx.TimeoutException:
-            # The runtime times commands out itself; this is the workspace not answering at all.
-            return ExecResult(
-                stderr=f"[tether: the workspace did not answer within {timeout + _HTTP_MARGIN:g}s]",
-                returncode=124,
-                success=False,
-                timed_out=True,
-                duration_ms=round((time.perf_counter() - started) * 1000, 3),
-            )
-        except httpx.HTTPError as exc:
-            raise Unavailable(f"Workspace runtime did not answer: {exc}") from exc
-        body = self._json(response)
-        try:
-            return ExecResult.model_validate(body)
-        except ValueError as exc:
-            raise Unavailable(f"Workspace runtime answered nonsense: {exc}") from exc
+        return self._runtime.exec(url, command, timeout, self._auth(url))
 
     def logs(self, session_id: str, tail: int) -> list[str]:
-        import httpx
-
         svc = self._get(session_id)
         if _hibernated(svc) or not svc.uri:
             return self._stored_log(session_id, tail)
         url = str(svc.uri)
-        try:
-            response = self._client_http().get(
-                f"{url}/logs",
-                params={"tail": tail},
-                headers=self._auth(url),
-                timeout=_HTTP_MARGIN,
-            )
-        except httpx.HTTPError as exc:
-            raise Unavailable(f"Workspace runtime did not answer: {exc}") from exc
-        lines = self._json(response).get("lines")
-        if not isinstance(lines, list):
-            raise Unavailable("Workspace runtime answered nonsense to /logs")
-        return [str(line) for line in lines]
+        return self._runtime.logs(url, tail, self._auth(url))
 
     def close(self) -> None:
+        self._runtime.close()
         with self._lock:
-            if self._http is not None:
-                self._http.close()
-                self._http = None
             if self._client is not None and self._owns_client:
                 self._client.transport.close()  # type: ignore[no-untyped-call]
                 self._client = None
@@ -423,14 +380,6 @@ class CloudRunProvisioner:
 
     # -- the workspace runtime ---------------------------------------------------------------
 
-    def _client_http(self) -> httpx.Client:
-        with self._lock:
-            if self._http is None:
-                import httpx
-
-                self._http = httpx.Client(follow_redirects=False)
-            return self._http
-
     def _serving_url(self, session_id: str) -> str:
         # Asked of Cloud Run every time rather than cached: another agent instance may have
         # hibernated or stopped the workspace since.
@@ -444,21 +393,6 @@ class CloudRunProvisioner:
     def _auth(self, url: str) -> dict[str, str]:
         token = self._id_token(url)
         return {"Authorization": f"Bearer {token}"} if token else {}
-
-    @staticmethod
-    def _json(response: httpx.Response) -> dict[str, Any]:
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        detail = body.get("detail") if isinstance(body, dict) else None
-        if response.status_code == 400:
-            raise Invalid(str(detail or "the workspace runtime refused the request"))
-        if response.status_code in (401, 403):
-            raise Forbidden("the workspace refused the agent's credential")
-        if response.status_code != 200 or not isinstance(body, dict):
-            raise Unavailable(f"Workspace runtime answered {response.status_code}")
-        return body
 
     def _stored_log(self, session_id: str, tail: int) -> list[str]:
         """The session log as the runtime left it in the home, for a workspace with no

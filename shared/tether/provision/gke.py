@@ -22,8 +22,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from tether.core.models import ExecResult, WorkspaceInfo, WorkspaceSpec
 from tether.errors import Conflict, Forbidden, Invalid, NotFound, TetherError, Timeout, Unavailable
 from tether.provision.gke_manifests import (
@@ -37,6 +35,7 @@ from tether.provision.gke_manifests import (
     pvc_manifest,
     service_manifest,
 )
+from tether.provision.runtime_http import RuntimeHttp
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient, CoreV1Api, V1Pod
@@ -171,7 +170,7 @@ class GkeProvisioner:
         self.storage_class = storage_class
         self.home_size = home_size
         self.start_timeout = start_timeout
-        self._http_client: httpx.Client | None = None
+        self._runtime = RuntimeHttp()
         self._owned: ApiClient | None = None  # the client built here, closed with us
         self._lock = threading.Lock()
 
@@ -197,17 +196,9 @@ class GkeProvisioner:
                 self._core_api = client.CoreV1Api(api) if isinstance(api, client.ApiClient) else api
             return self._core_api
 
-    def _http(self) -> httpx.Client:
-        with self._lock:
-            if self._http_client is None:
-                self._http_client = httpx.Client()
-            return self._http_client
-
     def close(self) -> None:
+        self._runtime.close()
         with self._lock:
-            if self._http_client is not None:
-                self._http_client.close()
-                self._http_client = None
             if self._owned is not None:
                 self._owned.close()  # type: ignore[no-untyped-call]
                 self._owned = self._core_api = None
@@ -408,60 +399,32 @@ class GkeProvisioner:
         raise NotFound("Workspace is hibernated")
 
     def exec(self, session_id: str, command: str, timeout: float) -> ExecResult:
-        url = self._base(session_id) + "/exec"
         try:
-            # The runtime enforces `timeout` itself and answers then; the margin is for that.
-            r = self._http().post(
-                url,
-                json={"command": command, "timeout": timeout},
-                timeout=httpx.Timeout(timeout + 30, connect=5),
-            )
-        except httpx.TransportError as exc:
-            self._missing(session_id)
-            raise Unavailable(f"Workspace runtime did not answer: {exc}") from exc
-        if r.status_code == 400:
-            raise Invalid(str(_detail(r)))
-        if r.status_code != 200:
-            raise Unavailable(f"Workspace runtime answered {r.status_code}: {_detail(r)}")
-        try:
-            return ExecResult.model_validate(r.json())
-        except ValueError as exc:  # pydantic's ValidationError included
-            raise Unavailable(f"Workspace runtime answered nonsense: {exc}") from exc
+            return self._runtime.exec(self._base(session_id), command, timeout)
+        except Unavailable:
+            self._missing(session_id)  # no pod to answer: NotFound
+            raise
 
     def logs(self, session_id: str, tail: int) -> list[str]:
         try:
-            r = self._http().get(
-                self._base(session_id) + "/logs", params={"tail": tail}, timeout=10
-            )
-        except httpx.TransportError as exc:
-            # No runtime to ask: hibernated (its log was kept on the Service) or gone.
+            return self._runtime.logs(self._base(session_id), tail, timeout=10)
+        except Unavailable:
             if self._pod_alive(session_id):
-                raise Unavailable(f"Workspace runtime did not answer: {exc}") from exc
-            kept = self._service_annotations(session_id).get(ANNOTATION_LOG)
-            try:
-                lines = _lines(json.loads(kept or "[]"))
-            except ValueError:
-                lines = []
-            return lines[-tail:] if tail > 0 else []
-        if r.status_code != 200:
-            raise Unavailable(f"Workspace runtime answered {r.status_code}: {_detail(r)}")
+                raise
+        # No runtime to ask: hibernated (its log was kept on the Service) or gone.
+        kept = self._service_annotations(session_id).get(ANNOTATION_LOG)
         try:
-            return _lines(r.json())
-        except ValueError as exc:
-            raise Unavailable(f"Workspace runtime answered nonsense: {exc}") from exc
+            lines = _lines(json.loads(kept or "[]"))
+        except ValueError:
+            lines = []
+        return lines[-tail:] if tail > 0 else []
 
     def _fetch_log(self, session_id: str) -> list[str] | None:
         """The last lines of the session log, or None when the runtime cannot be asked."""
         try:
-            r = self._http().get(
-                self._base(session_id) + "/logs",
-                params={"tail": LOG_KEEP_LINES},
-                timeout=httpx.Timeout(10, connect=3),
-            )
-            r.raise_for_status()
-            lines = _lines(r.json())
-        except (httpx.HTTPError, ValueError) as exc:
-            log.warning("session %s: log not kept at hibernate: %s", session_id, exc)
+            lines = self._runtime.logs(self._base(session_id), LOG_KEEP_LINES, timeout=10)
+        except TetherError as exc:
+            log.warning("session %s: log not kept at hibernate: %s", session_id, exc.message)
             return None
         # Oldest lines go first until the rest fits the annotation budget.
         size = sum(len(line.encode()) + 4 for line in lines)
@@ -495,11 +458,3 @@ def _lines(value: object) -> list[str]:
     if isinstance(value, dict):
         value = value.get("lines")
     return [str(x) for x in value] if isinstance(value, list) else []
-
-
-def _detail(r: httpx.Response) -> object:
-    try:
-        body = r.json()
-    except ValueError:
-        return r.text[:200]
-    return body.get("detail", body) if isinstance(body, dict) else body

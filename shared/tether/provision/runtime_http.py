@@ -1,0 +1,101 @@
+"""The workspace runtime's HTTP API (`POST /exec`, `GET /logs`; `tether.runtime.server`) as the
+cloud provisioners call it: a workspace at a URL, its answers in Tether's error tree.
+
+httpx is imported on first use, so importing a provisioner loads no HTTP client.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from tether.core.models import ExecResult
+from tether.errors import Forbidden, Invalid, Unavailable
+
+if TYPE_CHECKING:
+    import httpx
+
+MARGIN = 30.0  # seconds allowed beyond a command's own timeout, which the runtime enforces
+
+
+class RuntimeHttp:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._client: httpx.Client | None = None
+
+    def _http(self) -> httpx.Client:
+        with self._lock:
+            if self._client is None:
+                import httpx
+
+                self._client = httpx.Client(follow_redirects=False)
+            return self._client
+
+    def exec(
+        self, base: str, command: str, timeout: float, headers: dict[str, str] | None = None
+    ) -> ExecResult:
+        """Runs `command`; a workspace that does not answer in time is a timed-out result (as
+        the Provisioner port asks), one that cannot be reached is Unavailable."""
+        import httpx
+
+        started = time.perf_counter()
+        try:
+            response = self._http().post(
+                f"{base}/exec",
+                json={"command": command, "timeout": timeout},
+                headers=headers,
+                timeout=httpx.Timeout(timeout + MARGIN, connect=5),
+            )
+        except httpx.TimeoutException:
+            return ExecResult(
+                stderr=f"[tether: the workspace did not answer within {timeout + MARGIN:g}s]",
+                returncode=124,
+                success=False,
+                timed_out=True,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"Workspace runtime did not answer: {exc}") from exc
+        try:
+            return ExecResult.model_validate(_body(response))
+        except ValueError as exc:  # pydantic's ValidationError included
+            raise Unavailable(f"Workspace runtime answered nonsense: {exc}") from exc
+
+    def logs(
+        self, base: str, tail: int, headers: dict[str, str] | None = None, timeout: float = MARGIN
+    ) -> list[str]:
+        """The last `tail` lines of the session log; Unavailable when the runtime cannot say."""
+        import httpx
+
+        try:
+            response = self._http().get(
+                f"{base}/logs", params={"tail": tail}, headers=headers, timeout=timeout
+            )
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"Workspace runtime did not answer: {exc}") from exc
+        lines = _body(response).get("lines")
+        if not isinstance(lines, list):
+            raise Unavailable("Workspace runtime answered nonsense to /logs")
+        return [str(line) for line in lines]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+
+def _body(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if response.status_code == 400:
+        raise Invalid(str(detail or "the workspace runtime refused the request"))
+    if response.status_code in (401, 403):
+        raise Forbidden("the workspace refused the agent's credential")
+    if response.status_code != 200 or not isinstance(body, dict):
+        raise Unavailable(f"Workspace runtime answered {response.status_code}: {detail or ''}")
+    return body
