@@ -454,7 +454,5 @@ def _k8s_account(account: str | None) -> str | None:
 
 
 def _lines(value: object) -> list[str]:
-    """The lines of a runtime's `{"lines": [...]}` answer, or of a kept list."""
-    if isinstance(value, dict):
-        value = value.get("lines")
+    """The lines kept on the Service (a JSON list), whatever was found there."""
     return [str(x) for x in value] if isinstance(value, list) else []
