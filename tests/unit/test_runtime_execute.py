@@ -134,3 +134,7 @@ def test_binary_output_stays_within_the_cap_once_decoded(tmp_path: Path) -> None
     r = run("head -c 5000 /dev/zero | tr '\\0' '\\377'", tmp_path, cap=1000)  # invalid UTF-8
     kept = r.stdout.split("\n[tether: output truncated")[0]
     assert 990 <= len(kept.encode()) <= 1000 and r.truncated
+    # Valid 4-byte characters beside bad bytes: few characters, yet more bytes than the cap.
+    mixed = run("for i in $(seq 200); do printf '\\360\\237\\230\\200'; done; "
+                "head -c 100 /dev/zero | tr '\\0' '\\377'", tmp_path, cap=900)  # fmt: skip
+    assert mixed.success and len(mixed.stdout.encode()) <= 900

@@ -48,8 +48,9 @@ class _Capped:
 
     def text(self) -> str:
         text = self.kept.decode("utf-8", errors="replace")
-        if len(text) > self.cap // 3:  # a replaced bad byte takes 3 bytes: keep within the cap
-            text = text.encode()[: self.cap].decode("utf-8", errors="ignore")
+        encoded = text.encode()
+        if len(encoded) > self.cap:  # a replaced bad byte takes 3 bytes: keep within the cap
+            text = encoded[: self.cap].decode("utf-8", errors="ignore")
         if self.dropped:
             text += f"\n[tether: output truncated, {self.dropped} bytes omitted]\n"
         return text
@@ -67,7 +68,7 @@ def _exited(loop: asyncio.AbstractEventLoop, proc: subprocess.Popen[bytes]) -> a
     try:
         pidfd = os.pidfd_open(proc.pid)
     except OSError:
-        return asyncio.ensure_future(loop.run_in_executor(None, proc.wait))
+        return loop.run_in_executor(None, proc.wait)
     done: asyncio.Future[int] = loop.create_future()
 
     def reap() -> None:
