@@ -16,14 +16,14 @@ import hashlib
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from tether.core.models import ExecResult, WorkspaceInfo, WorkspaceSpec
 from tether.errors import Conflict, Forbidden, Invalid, NotFound, Timeout, Unavailable
-from tether.provision.runtime_http import RuntimeHttp
+from tether.provision.runtime_http import GoogleIdTokens, IdToken, RuntimeHttp
 from tether.provision.storage import SessionStorage
 from tether.runtime.session_log import SESSION_LOG
 
@@ -45,8 +45,6 @@ _REQUEST_TIMEOUT = timedelta(hours=1)
 # average only returns fewer lines, never wrong ones.
 _LOG_BYTES_PER_LINE = 1024
 _LOG_MAX_BYTES = 8 << 20
-
-IdToken = Callable[[str], str | None]
 
 
 def service_id(session_id: str) -> str:
@@ -101,35 +99,6 @@ def _hibernated(svc: Service) -> bool:
         scaling.scaling_mode == ServiceScaling.ScalingMode.MANUAL
         and not scaling.manual_instance_count
     )
-
-
-class GoogleIdTokens:
-    """ID tokens for calling private Cloud Run services: one self-refreshing credential per
-    audience (a service URL), from the agent's own identity."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._creds: dict[str, Any] = {}
-
-    def __call__(self, audience: str) -> str | None:
-        from google.auth.exceptions import GoogleAuthError
-        from google.auth.transport.requests import Request
-        from google.oauth2 import id_token
-
-        try:
-            with self._lock:
-                request = Request()
-                creds = self._creds.get(audience)
-                if creds is None:
-                    creds = id_token.fetch_id_token_credentials(  # type: ignore[no-untyped-call]
-                        audience, request=request
-                    )
-                    self._creds[audience] = creds
-                if not creds.valid:
-                    creds.refresh(request)
-                return str(creds.token)
-        except GoogleAuthError as exc:
-            raise Unavailable(f"no identity to call the workspace with: {exc}") from exc
 
 
 class CloudRunProvisioner:

@@ -1,13 +1,15 @@
 """The workspace runtime's HTTP API (`POST /exec`, `GET /logs`; `tether.runtime.server`) as the
-cloud provisioners call it: a workspace at a URL, its answers in Tether's error tree.
+cloud provisioners call it: a workspace at a URL, its answers in Tether's error tree; and the
+ID tokens a private Cloud Run workspace wants from its callers (the agent, the relay).
 
-httpx is imported on first use, so importing a provisioner loads no HTTP client.
+httpx and google.auth are imported on first use, so importing a provisioner loads neither.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tether.core.models import ExecResult
@@ -17,6 +19,8 @@ if TYPE_CHECKING:
     import httpx
 
 MARGIN = 30.0  # seconds allowed beyond a command's own timeout, which the runtime enforces
+
+IdToken = Callable[[str], str | None]  # audience (a service URL) -> token, None: send none
 
 
 class RuntimeHttp:
@@ -99,3 +103,32 @@ def _body(response: httpx.Response) -> dict[str, Any]:
     if response.status_code != 200 or not isinstance(body, dict):
         raise Unavailable(f"Workspace runtime answered {response.status_code}: {detail or ''}")
     return body
+
+
+class GoogleIdTokens:
+    """ID tokens for calling private Cloud Run services: one self-refreshing credential per
+    audience (a service URL), from the agent's own identity."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._creds: dict[str, Any] = {}
+
+    def __call__(self, audience: str) -> str | None:
+        from google.auth.exceptions import GoogleAuthError
+        from google.auth.transport.requests import Request
+        from google.oauth2 import id_token
+
+        try:
+            with self._lock:
+                request = Request()
+                creds = self._creds.get(audience)
+                if creds is None:
+                    creds = id_token.fetch_id_token_credentials(  # type: ignore[no-untyped-call]
+                        audience, request=request
+                    )
+                    self._creds[audience] = creds
+                if not creds.valid:
+                    creds.refresh(request)
+                return str(creds.token)
+        except GoogleAuthError as exc:
+            raise Unavailable(f"no identity to call the workspace with: {exc}") from exc

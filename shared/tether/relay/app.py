@@ -23,6 +23,7 @@ from aiohttp import WSMsgType, web
 from tether import bootstrap
 from tether.core.models import Principal, Session, utcnow
 from tether.errors import TetherError
+from tether.provision.runtime_http import IdToken
 from tether.service.tickets import is_ticket
 from tether.service.tokens import looks_like_jwt
 from tether.surfaces.http import status_for
@@ -173,8 +174,8 @@ async def close_when_session_ends(ws: web.WebSocketResponse, session_id: str) ->
 
 
 @functools.cache
-def _id_tokens() -> Callable[[str], str | None]:
-    from tether.provision.cloudrun import GoogleIdTokens
+def _id_tokens() -> IdToken:
+    from tether.provision.runtime_http import GoogleIdTokens
 
     return GoogleIdTokens()
 
