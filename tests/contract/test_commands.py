@@ -58,6 +58,22 @@ def test_an_unpublished_command_is_published_by_the_sweeper(stack: Any) -> None:
     assert (workdir / "out").read_text() == "recovered\n"
 
 
+def test_a_long_command_is_acked_while_it_runs_and_not_published_again(stack: Any) -> None:
+    sid, workdir = running_session(stack)
+    commands = stack.services.commands
+    cmd = commands.issue(
+        stack.agent.agent_id, CommandType.EXEC, sid, {"command": "sleep 4; echo x >> count"}
+    )
+    deadline = time.monotonic() + 3.5
+    while commands.repo.get(cmd.id).state is CommandState.PENDING:
+        assert time.monotonic() < deadline, "a running command was never acked"
+        time.sleep(0.05)
+    assert commands.repo.get(cmd.id).state is CommandState.ACKED
+    assert commands.republish_stale(older_than=0) == 0
+    assert wait_final(stack, cmd.id).state is CommandState.SUCCEEDED
+    assert (workdir / "count").read_text() == "x\n"
+
+
 def test_a_result_from_an_older_lease_is_rejected(stack: Any) -> None:
     events = stack.services.events
     cmd = Command(

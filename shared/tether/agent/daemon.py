@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +39,7 @@ class Agent:
         region: str = "local",
         capacity: int = 10,
         heartbeat_interval: float = 10.0,
+        ack_after: float = 1.0,
     ) -> None:
         self.agent_id = agent_id
         self.bus = bus
@@ -46,9 +48,11 @@ class Agent:
         self.region = region
         self.capacity = capacity
         self.heartbeat_interval = heartbeat_interval
+        self.ack_after = ack_after
         self._session_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._in_flight: set[str] = set()
         self._in_flight_lock = threading.Lock()
+        self._unacked: dict[str, tuple[int, float]] = {}  # command_id -> (epoch, arrived at)
         self._stop = threading.Event()
         self._sub: Subscription | None = None
         self._beat: threading.Thread | None = None
@@ -73,6 +77,7 @@ class Agent:
         self.bus.publish_event({"type": "register", **self._identity()})
         self._beat = threading.Thread(target=self._heartbeats, name="agent-heartbeat", daemon=True)
         self._beat.start()
+        threading.Thread(target=self._ack_slow_commands, name="agent-acks", daemon=True).start()
 
     def _heartbeats(self) -> None:
         while not self._stop.wait(self.heartbeat_interval):
@@ -81,6 +86,25 @@ class Agent:
                 self.bus.publish_event({"type": "heartbeat", "timestamp": now, **self._identity()})
             except Exception:
                 log.exception("heartbeat failed")
+
+    def _ack_slow_commands(self) -> None:
+        """Ack each command still running `ack_after` seconds after it arrived, long before
+        the sweeper would publish it again. One that finishes sooner is never acked: its
+        result says the same, and most commands save a message and a store write."""
+        while not self._stop.wait(self.ack_after / 2):
+            now = time.monotonic()
+            with self._in_flight_lock:
+                due = [(c, e) for c, (e, t) in self._unacked.items() if now - t >= self.ack_after]
+                for command_id, _ in due:
+                    del self._unacked[command_id]
+            for command_id, epoch in due:
+                try:
+                    self.bus.publish_event(
+                        {"type": "command_ack", "agent_id": self.agent_id,
+                         "command_id": command_id, "epoch": epoch, "status": "acknowledged"}
+                    )  # fmt: skip
+                except Exception:
+                    log.exception("ack of %s failed", command_id)
 
     def stop(self) -> None:
         self._stop.set()
@@ -112,6 +136,7 @@ class Agent:
         finally:
             with self._in_flight_lock:
                 self._in_flight.discard(command_id)
+                self._unacked.pop(command_id, None)
 
     def _handle_command(
         self,
@@ -129,10 +154,8 @@ class Agent:
             # Claimed before but not running here: an earlier agent process died mid-way.
             self._report(command_id, epoch, False, None, "interrupted: the agent restarted")
             return
-        self.bus.publish_event(
-            {"type": "command_ack", "agent_id": self.agent_id, "command_id": command_id,
-             "epoch": epoch, "status": "acknowledged"}
-        )  # fmt: skip
+        with self._in_flight_lock:
+            self._unacked[command_id] = (epoch, time.monotonic())
         # Lifecycle commands of one session run one at a time; execs and log reads run freely.
         lock = self._session_locks[session_id or command_id] if kind in _RERUNNABLE else None
         try:

@@ -15,13 +15,18 @@ log = logging.getLogger(__name__)
 
 
 class _Subscription:
-    """Messages wait in `backlog` while no handler is attached; with one, each goes straight
-    to the worker pool (no dispatcher thread: one thread hop per message)."""
+    """Messages wait in `backlog` while no handler is attached. With one, each goes straight
+    to the worker pool, or with `inline` is handled on the publisher's own thread: an event's
+    handler is a short store write, cheaper than the thread hop, while a command's may run
+    for minutes."""
 
-    def __init__(self, name: str, agent_id: str | None, redeliver_after: float) -> None:
+    def __init__(
+        self, name: str, agent_id: str | None, redeliver_after: float, inline: bool
+    ) -> None:
         self.name = name
         self.agent_id = agent_id
         self.redeliver_after = redeliver_after
+        self.inline = inline
         self.backlog: list[Message] = []
         self.handler: Handler | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -29,15 +34,19 @@ class _Subscription:
 
     def put(self, msg: Message) -> None:
         with self._lock:
-            if self.handler is None or self._pool is None:
+            if self.handler is None:
                 self.backlog.append(msg)
                 return
-            self._pool.submit(self._deliver, msg)
+            if self._pool is not None:
+                self._pool.submit(self._deliver, msg)
+                return
+        self._deliver(msg)
 
     def attach(self, handler: Handler, workers: int) -> None:
         with self._lock:
             self.handler = handler
-            self._pool = ThreadPoolExecutor(workers, thread_name_prefix=f"bus-{self.name}")
+            if not self.inline:
+                self._pool = ThreadPoolExecutor(workers, thread_name_prefix=f"bus-{self.name}")
             waiting, self.backlog = self.backlog, []
         for msg in waiting:
             self.put(msg)
@@ -73,7 +82,8 @@ class LocalBus:
     def _sub(self, topic: str, name: str, agent_id: str | None) -> _Subscription:
         with self._lock:
             if name not in self._subs:
-                self._subs[name] = (topic, _Subscription(name, agent_id, self._redeliver_after))
+                sub = _Subscription(name, agent_id, self._redeliver_after, topic == EVENTS_TOPIC)
+                self._subs[name] = (topic, sub)
             return self._subs[name][1]
 
     def _publish(self, topic: str, data: dict[str, Any], attributes: dict[str, str]) -> str:
