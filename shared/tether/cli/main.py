@@ -31,9 +31,8 @@ def _print(data: Any) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
-    from tether.local.origin import LocalStack, front
+    from tether.local.origin import LocalStack, front, wsgi_app
+    from tether.local.server import Origin
     from tether.settings import Settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -43,10 +42,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     stack.start()
 
     async def serve() -> None:
-        runner = web.AppRunner(front(), access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", settings.port)
-        await site.start()
+        origin = Origin(wsgi_app, front())
+        await origin.start("127.0.0.1", settings.port)
         made = stack.generated
         if made.api_key:
             print(f"\nAdmin API key (shown once; set TETHER_API_KEY to choose your own):\n"
@@ -62,7 +59,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         print("Stopping Tether...", flush=True)
-        await runner.cleanup()
+        await origin.close()
 
     try:
         asyncio.run(serve())

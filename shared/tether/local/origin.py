@@ -29,9 +29,10 @@ log = logging.getLogger(__name__)
 
 
 def front(threads: int = 64) -> web.Application:
-    """One origin, as the cloud's load balancer gives: the relay's WebSocket routes natively,
-    every other path to the function targets through WSGI (each request on a worker thread,
-    as many at once as `threads`: an exec holds its thread until the command ends)."""
+    """The relay's aiohttp app: its WebSocket routes natively, every other path to the function
+    targets through WSGI (each request on a worker thread, as many at once as `threads`: an
+    exec holds its thread until the command ends). The relay service serves it alone; `tether
+    up` hands it only the connections that are for the relay (`tether.local.server`)."""
     app = web.Application()
     executor = ThreadPoolExecutor(threads, thread_name_prefix="http")
     functions = WSGIHandler(wsgi_app, executor=executor)
