@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
-import threading
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from tether.provision.uds import UnixJsonClient
 from tether.runtime import exec_channel
-from tether.runtime.execute import run_command
+from tether.runtime.execute import run_command, run_command_async
 
 
 def run(command: str, tmp_path: Path, timeout: float = 10, cap: int = 1 << 20):  # type: ignore[no-untyped-def]
-    return asyncio.run(run_command(command, str(tmp_path), timeout, cap=cap))
+    return run_command(command, str(tmp_path), timeout, cap=cap)
 
 
 def test_output_over_the_cap_is_truncated_with_a_marker(tmp_path: Path) -> None:
@@ -52,25 +52,23 @@ def test_binary_output_is_replaced_not_fatal(tmp_path: Path) -> None:
 
 
 def test_exec_channel_answers_in_order_and_names_bad_fields(tmp_path: Path) -> None:
-    async def scenario() -> list[dict[str, object]]:
-        path = str(tmp_path / "x.exec")
-        server = await exec_channel.serve(path, str(tmp_path))
-        reader, writer = await asyncio.open_unix_connection(path)
-        lines = [
-            b'{"command": "echo one"}\n',
-            b'{"timeout": 5}\n',
-            b'{"command": "true", "timeout": "soon"}\n',
-            b"not json\n",
-            b'{"command": "echo two >&2; exit 3"}\n',
-        ]
-        writer.write(b"".join(lines))  # pipelined: answers still come back one per line
-        answers = [json.loads(await reader.readline()) for _ in lines]
-        writer.close()
-        server.close()
-        await asyncio.sleep(0.1)  # the server sees the end of the stream and closes its side
-        return answers
-
-    one, no_command, bad_timeout, not_json, two = asyncio.run(scenario())
+    path = str(tmp_path / "x.exec")
+    channel = exec_channel.serve(path, str(tmp_path))
+    lines = [
+        b'{"command": "echo one"}\n',
+        b'{"timeout": 5}\n',
+        b'{"command": "true", "timeout": "soon"}\n',
+        b"not json\n",
+        b'{"command": "echo two >&2; exit 3"}\n',
+    ]
+    try:
+        with socket.socket(socket.AF_UNIX) as sock, sock.makefile("rb") as reader:
+            sock.connect(path)
+            sock.sendall(b"".join(lines))  # pipelined: answers still come back one per line
+            answers = [json.loads(reader.readline()) for _ in lines]
+    finally:
+        channel.close()
+    one, no_command, bad_timeout, not_json, two = answers
     assert one["stdout"] == "one\n" and one["success"] is True
     assert no_command == {"detail": "command: required"}
     assert bad_timeout == {"detail": "timeout: must be a number"}
@@ -80,9 +78,7 @@ def test_exec_channel_answers_in_order_and_names_bad_fields(tmp_path: Path) -> N
 
 def test_exec_channel_client_runs_callers_concurrently(tmp_path: Path) -> None:
     path = str(tmp_path / "x.exec")
-    loop = asyncio.new_event_loop()
-    server = loop.run_until_complete(exec_channel.serve(path, str(tmp_path)))
-    threading.Thread(target=loop.run_forever, daemon=True).start()
+    channel = exec_channel.serve(path, str(tmp_path))
     client = UnixJsonClient(path)
     try:
         with ThreadPoolExecutor(4) as pool:
@@ -95,9 +91,7 @@ def test_exec_channel_client_runs_callers_concurrently(tmp_path: Path) -> None:
         assert client.call({"command": "echo again"}, 10)["stdout"] == "again\n"  # pooled
     finally:
         client.close()
-        time.sleep(0.1)  # the server sees the connections end and closes its side
-        loop.call_soon_threadsafe(server.close)
-        loop.call_soon_threadsafe(loop.stop)
+        channel.close()
 
 
 def test_without_pidfd_a_thread_waits_for_the_shell(
@@ -119,7 +113,9 @@ def test_a_cancelled_command_is_killed(tmp_path: Path) -> None:
     marker = tmp_path / "survived"
 
     async def scenario() -> None:
-        task = asyncio.ensure_future(run_command(f"sleep 1; touch {marker}", str(tmp_path), 30))
+        task = asyncio.ensure_future(
+            run_command_async(f"sleep 1; touch {marker}", str(tmp_path), 30)
+        )
         await asyncio.sleep(0.3)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

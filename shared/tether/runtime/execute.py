@@ -1,14 +1,22 @@
-"""Run one shell command with a timeout and capped output."""
+"""Run one shell command with a timeout and capped output.
+
+The command is watched from a plain thread (a selector over its pipes and a pidfd), not from
+an event loop: for a short command the loop's futures and callbacks cost more than the
+spawn. The exec channel calls `run_command` on its connection's thread; the HTTP API awaits
+`run_command_async`, which runs the same on a worker thread.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import selectors
 import signal
 import subprocess
 import time
-from typing import IO
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from tether.core.models import ExecResult
 
@@ -16,35 +24,24 @@ from tether.core.models import ExecResult
 MAX_OUTPUT = 256 << 10
 # After the shell exits, how long to keep reading from children that still hold its pipes.
 DRAIN_GRACE = 0.2
+# Without a pidfd, how often to look whether the shell has exited while its pipes stay open.
+_POLL = 0.05
+
+_waiters = ThreadPoolExecutor(64, thread_name_prefix="exec")
 
 
 class _Capped:
-    """Reads a pipe from the event loop, keeping the first `cap` bytes and counting the rest."""
+    """Keeps the first `cap` bytes of a stream and counts the rest."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, pipe: IO[bytes], cap: int) -> None:
-        self.loop, self.fd, self.cap = loop, pipe.fileno(), cap
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
         self.kept = bytearray()
         self.dropped = 0
-        self.closed: asyncio.Future[None] = loop.create_future()
-        os.set_blocking(self.fd, False)
-        loop.add_reader(self.fd, self._read)
 
-    def _read(self) -> None:
-        try:
-            chunk = os.read(self.fd, 65536)
-        except BlockingIOError:
-            return
-        if not chunk:
-            self.stop()
-            return
+    def add(self, chunk: bytes) -> None:
         room = self.cap - len(self.kept)
         self.kept += chunk[:room]
         self.dropped += max(0, len(chunk) - room)
-
-    def stop(self) -> None:
-        self.loop.remove_reader(self.fd)
-        if not self.closed.done():
-            self.closed.set_result(None)
 
     def text(self) -> str:
         text = self.kept.decode("utf-8", errors="replace")
@@ -61,23 +58,121 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def _exited(loop: asyncio.AbstractEventLoop, proc: subprocess.Popen[bytes]) -> asyncio.Future[int]:
-    """Resolves with the shell's exit status when it exits, even while a background child
-    still holds its pipes. A pidfd tells the loop directly; without one (Linux < 5.3, some
-    sandboxes) a worker thread waits."""
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that turns readable when `pid` exits (None on Linux < 5.3, some sandboxes)."""
     try:
-        pidfd = os.pidfd_open(proc.pid)
+        return os.pidfd_open(pid)
     except OSError:
-        return loop.run_in_executor(None, proc.wait)
-    done: asyncio.Future[int] = loop.create_future()
+        return None
 
-    def reap() -> None:
-        loop.remove_reader(pidfd)
-        os.close(pidfd)
-        done.set_result(proc.wait())
 
-    loop.add_reader(pidfd, reap)
-    return done
+@dataclass
+class Running:
+    proc: subprocess.Popen[bytes]
+    started: float
+
+    def kill(self) -> None:
+        _kill_group(self.proc.pid)
+
+
+def start(command: str, cwd: str, env: dict[str, str] | None = None) -> Running:
+    """Spawns `command` with bash, in its own process group (a timeout kills its children)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        ["/bin/bash", "-c", command],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    return Running(proc, started)
+
+
+def finish(running: Running, timeout: float, cap: int = MAX_OUTPUT) -> ExecResult:
+    """Blocks until the shell exits (killed at `timeout`), reading both pipes as it goes; a
+    background child still holding them is read for `DRAIN_GRACE` more, not waited for."""
+    proc = running.proc
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = _Capped(cap), _Capped(cap)
+    streams = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
+    deadline = time.monotonic() + timeout
+    timed_out = False
+    pidfd = _pidfd(proc.pid)
+    with selectors.DefaultSelector() as selector:
+        for fd in streams:
+            selector.register(fd, selectors.EVENT_READ)
+        if pidfd is not None:
+            selector.register(pidfd, selectors.EVENT_READ)
+
+        def read(wait: float) -> None:
+            for key, _ in selector.select(max(wait, 0)):
+                if key.fd in streams:
+                    chunk = os.read(key.fd, 65536)
+                    if chunk:
+                        streams[key.fd].add(chunk)
+                    else:
+                        selector.unregister(key.fd)
+                        del streams[key.fd]
+
+        try:
+            while proc.poll() is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    timed_out = True
+                    _kill_group(proc.pid)
+                    proc.wait()
+                elif pidfd is not None:
+                    read(remaining)
+                elif streams:
+                    read(min(remaining, _POLL))
+                else:  # no pidfd, pipes closed: only the exit is left to wait for
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(remaining)
+            if pidfd is not None:
+                selector.unregister(pidfd)
+            grace = time.monotonic() + DRAIN_GRACE
+            while streams and (left := grace - time.monotonic()) > 0:
+                read(left)
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+            proc.stdout.close()
+            proc.stderr.close()
+    code = 124 if timed_out else proc.returncode
+    stderr = err.text()
+    if timed_out:
+        stderr += f"\n[tether: command timed out after {timeout:g}s]\n"
+    return ExecResult(
+        stdout=out.text(),
+        stderr=stderr,
+        returncode=code,
+        success=code == 0 and not timed_out,
+        timed_out=timed_out,
+        truncated=bool(out.dropped or err.dropped),
+        duration_ms=round((time.perf_counter() - running.started) * 1000, 3),
+    )
+
+
+def run_command(
+    command: str, cwd: str, timeout: float, env: dict[str, str] | None = None, cap: int = MAX_OUTPUT
+) -> ExecResult:
+    return finish(start(command, cwd, env), timeout, cap)
+
+
+async def run_command_async(
+    command: str, cwd: str, timeout: float, env: dict[str, str] | None = None, cap: int = MAX_OUTPUT
+) -> ExecResult:
+    """`run_command` for an event loop; cancelling it kills the command."""
+    running = start(command, cwd, env)
+    try:
+        return await asyncio.get_running_loop().run_in_executor(
+            _waiters, finish, running, timeout, cap
+        )
+    except asyncio.CancelledError:  # the caller went away: so does the command
+        running.kill()
+        raise
 
 
 def exec_request(body: object) -> tuple[str, float, int]:
@@ -97,54 +192,3 @@ def exec_request(body: object) -> tuple[str, float, int]:
     except (TypeError, ValueError):
         raise ValueError("max_output: must be an integer") from None
     return command, timeout, cap
-
-
-async def run_command(
-    command: str, cwd: str, timeout: float, env: dict[str, str] | None = None, cap: int = MAX_OUTPUT
-) -> ExecResult:
-    """Runs `command` with bash. Spawned directly and watched with loop readers: asyncio's
-    subprocess transports cost several times the CPU of the spawn itself."""
-    started = time.perf_counter()
-    loop = asyncio.get_running_loop()
-    proc = subprocess.Popen(
-        ["/bin/bash", "-c", command],
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,  # its own process group, so a timeout kills its children too
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    out, err = _Capped(loop, proc.stdout, cap), _Capped(loop, proc.stderr, cap)
-    exited = _exited(loop, proc)
-    timed_out = False
-    try:
-        try:
-            await asyncio.wait_for(asyncio.shield(exited), timeout)
-        except TimeoutError:
-            timed_out = True
-            _kill_group(proc.pid)
-        returncode = await exited
-        # A background child may still hold the pipes: read what comes within the grace.
-        await asyncio.wait([out.closed, err.closed], timeout=DRAIN_GRACE)
-    except asyncio.CancelledError:  # the caller went away: so does the command
-        _kill_group(proc.pid)
-        raise
-    finally:
-        for stream, pipe in ((out, proc.stdout), (err, proc.stderr)):
-            stream.stop()
-            pipe.close()
-    code = 124 if timed_out else returncode
-    stderr = err.text()
-    if timed_out:
-        stderr += f"\n[tether: command timed out after {timeout:g}s]\n"
-    return ExecResult(
-        stdout=out.text(),
-        stderr=stderr,
-        returncode=code,
-        success=code == 0 and not timed_out,
-        timed_out=timed_out,
-        truncated=bool(out.dropped or err.dropped),
-        duration_ms=round((time.perf_counter() - started) * 1000, 3),
-    )

@@ -12,14 +12,14 @@ from aiohttp import web
 
 from tether.core.models import VNC_SOCKET
 from tether.runtime import exec_channel
-from tether.runtime.execute import exec_request, run_command
+from tether.runtime.execute import exec_request, run_command_async
 from tether.runtime.follow import follow
 from tether.runtime.main_process import MainProcess
 from tether.runtime.session_log import SESSION_LOG, LogWriter, tail
 from tether.runtime.terminal import terminal
 from tether.runtime.vnc import vnc
 
-CHANNEL = web.AppKey("exec_channel", asyncio.AbstractServer)
+CHANNEL = web.AppKey("exec_channel", exec_channel.ExecChannel)
 
 
 def make_app(home: str, main: str | None = None, exec_socket: str | None = None) -> web.Application:
@@ -35,7 +35,7 @@ def make_app(home: str, main: str | None = None, exec_socket: str | None = None)
             command, timeout, cap = exec_request(await request.json())
         except ValueError as exc:  # JSONDecodeError included
             return web.json_response({"detail": str(exc)}, status=400)
-        result = await run_command(command, home, timeout, cap=cap)
+        result = await run_command_async(command, home, timeout, cap=cap)
         return web.json_response(result.model_dump())
 
     async def logs(request: web.Request) -> web.Response:
@@ -73,10 +73,10 @@ def make_app(home: str, main: str | None = None, exec_socket: str | None = None)
         path = exec_socket
 
         async def start_channel(app: web.Application) -> None:
-            app[CHANNEL] = await exec_channel.serve(path, home)
+            app[CHANNEL] = exec_channel.serve(path, home)
 
         async def stop_channel(app: web.Application) -> None:
-            app[CHANNEL].close()
+            await asyncio.get_running_loop().run_in_executor(None, app[CHANNEL].close)
 
         app.on_startup.append(start_channel)
         app.on_cleanup.append(stop_channel)
