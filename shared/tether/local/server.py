@@ -1,6 +1,6 @@
 """The local origin's HTTP server: one port for the function targets and the relay.
 
-A plain request is read, run and answered on its connection's own thread (h11 parses it). On
+A plain request is read, run and answered on its connection's own thread (httptools parses it). On
 this kind of machine a hop from an event loop to a worker thread and back costs more than the
 parse, and an exec waits on its thread anyway. A WebSocket upgrade, or a path no function
 target serves (the viewer page, noVNC's files), is handed untouched to the relay's aiohttp app
@@ -18,13 +18,14 @@ import socket
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from io import BytesIO
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-import h11
+import httptools
 from aiohttp import web
 
 from tether.targets import target_for
@@ -75,7 +76,7 @@ class Origin:
         sock.settimeout(KEEP_ALIVE)
         try:
             for_relay = not _Connection(sock, self.app).serve()
-        except (OSError, h11.ProtocolError):  # gone, idle too long, or a response h11 refused
+        except OSError:  # gone, or idle for too long
             for_relay = False
         if for_relay:  # the relay owns the socket from here
             server = self.runner.server
@@ -107,65 +108,108 @@ def _for_relay(head: bytes) -> bool:
     headers_end = head.find(b"\r\n\r\n")
     request_line = head.split(b"\r\n", 1)[0].split(b" ")
     if len(request_line) != 3:
-        return False  # h11 answers what it cannot parse
+        return False  # the parser answers what it cannot read
     path = request_line[1].split(b"?", 1)[0].decode("latin-1")
     if target_for(path) is None:
         return True
     return _UPGRADE.search(head, 0, headers_end if headers_end >= 0 else len(head)) is not None
 
 
+class _TooLarge(Exception):
+    pass
+
+
+class _Request:
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body = bytearray()
+        self.method = b"GET"
+        self.version = "1.1"
+        self.keep_alive = True
+
+
 class _Connection:
+    """Requests on one connection, in order; the parser calls the `on_*` methods."""
+
     def __init__(self, sock: socket.socket, app: WsgiApp) -> None:
         self.sock = sock
         self.app = app
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         self.local = sock.getsockname()
         self.peer = sock.getpeername()
+        self.parser = httptools.HttpRequestParser(self)
+        self.reading: _Request | None = None
+        self.ready: deque[_Request] = deque()
 
     def serve(self) -> bool:
         """Requests until the connection ends (True) or one is for the relay (False)."""
         while True:
-            if self.h11.their_state is h11.IDLE and not self.h11.trailing_data[0]:
+            if self.reading is None and not self.ready:  # nothing of the next request read yet
                 head = _peek_head(self.sock)
                 if not head:
                     return True
                 if _for_relay(head):
                     return False
             try:
-                request = self._next()
-                if request is None:
-                    return True
-                self._respond(request)
-            except h11.RemoteProtocolError as exc:
-                self._refuse(exc.error_status_hint, str(exc))
+                while not self.ready:
+                    data = self.sock.recv(65536)
+                    if not data:
+                        return True
+                    self.parser.feed_data(data)
+            except httptools.HttpParserCallbackError as exc:
+                too_large = isinstance(exc.__context__, _TooLarge)
+                self._refuse(*((413, "request body too large") if too_large else (400, str(exc))))
                 return True
-            if self.h11.our_state is h11.MUST_CLOSE:
+            except httptools.HttpParserUpgrade:
+                self._refuse(400, "an upgrade must start its own request")
                 return True
-            self.h11.start_next_cycle()
+            except httptools.HttpParserError as exc:
+                self._refuse(400, str(exc) or "malformed request")
+                return True
+            request = self.ready.popleft()
+            self._respond(request)
+            if not request.keep_alive:
+                return True
 
-    def _event(self) -> Any:
-        while True:
-            event = self.h11.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            if self.h11.they_are_waiting_for_100_continue:
-                self._send(h11.InformationalResponse(status_code=100, headers=[]))
-            self.h11.receive_data(self.sock.recv(65536))
+    # -- parser callbacks ---------------------------------------------------------------------
 
-    def _next(self) -> tuple[h11.Request, bytes] | None:
-        event = self._event()
-        if not isinstance(event, h11.Request):
-            return None  # ConnectionClosed
-        if int(dict(event.headers).get(b"content-length", 0)) > MAX_BODY:
-            raise h11.RemoteProtocolError("request body too large", error_status_hint=413)
-        body = bytearray()
-        while isinstance(chunk := self._event(), h11.Data):
-            body += chunk.data
-            if len(body) > MAX_BODY:
-                raise h11.RemoteProtocolError("request body too large", error_status_hint=413)
-        return event, bytes(body)
+    def on_message_begin(self) -> None:
+        self.reading = _Request()
 
-    def _respond(self, request: tuple[h11.Request, bytes]) -> None:
+    def on_url(self, url: bytes) -> None:
+        assert self.reading is not None
+        self.reading.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        assert self.reading is not None
+        self.reading.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        request = self.reading
+        assert request is not None
+        request.method = self.parser.get_method()
+        request.version = self.parser.get_http_version()
+        request.keep_alive = self.parser.should_keep_alive()
+        fields = {name.lower(): value for name, value in request.headers}
+        if int(fields.get(b"content-length", b"0") or 0) > MAX_BODY:
+            raise _TooLarge
+        if fields.get(b"expect", b"").lower() == b"100-continue":
+            self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        assert self.reading is not None
+        self.reading.body += body
+        if len(self.reading.body) > MAX_BODY:
+            raise _TooLarge
+
+    def on_message_complete(self) -> None:
+        assert self.reading is not None
+        self.ready.append(self.reading)
+        self.reading = None
+
+    # -- answering ----------------------------------------------------------------------------
+
+    def _respond(self, request: _Request) -> None:
         started: list[Any] = []
 
         def start_response(status: str, headers: list[tuple[str, str]], exc: Any = None) -> Any:
@@ -173,41 +217,54 @@ class _Connection:
             return lambda data: None  # the legacy write() callable; our targets never use it
 
         try:
-            chunks = self.app(self._environ(*request), start_response)
+            chunks = self.app(self._environ(request), start_response)
         except Exception:
             log.exception("unhandled error in a function target")
             self._refuse(500, "internal error")
+            request.keep_alive = False
             return
         try:
             status, headers = started
-            code, _, reason = status.partition(" ")
-            self._send(h11.Response(status_code=int(code), headers=headers, reason=reason))
-            for chunk in chunks:
+            no_body = request.method == b"HEAD" or status[:3] in ("204", "304")
+            sized = no_body or any(name.lower() == "content-length" for name, _ in headers)
+            chunked = not sized and request.version == "1.1"
+            request.keep_alive = request.keep_alive and (sized or chunked)
+            lines = [f"HTTP/1.1 {status}\r\n", *(f"{k}: {v}\r\n" for k, v in headers)]
+            if chunked:
+                lines.append("Transfer-Encoding: chunked\r\n")
+            if not request.keep_alive:
+                lines.append("Connection: close\r\n")
+            # The head goes out with the first chunk: each write wakes the client, which would
+            # read the head and wait again for the body.
+            out = "".join(lines).encode("latin-1") + b"\r\n"
+            for chunk in () if no_body else chunks:
                 if chunk:
-                    self._send(h11.Data(data=chunk))
-            self._send(h11.EndOfMessage())
+                    out += b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk
+                    self.sock.sendall(out)
+                    out = b""
+            self.sock.sendall(out + (b"0\r\n\r\n" if chunked else b""))
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
 
-    def _environ(self, request: h11.Request, body: bytes) -> dict[str, Any]:
-        path, _, query = request.target.partition(b"?")
+    def _environ(self, request: _Request) -> dict[str, Any]:
+        path, _, query = request.url.partition(b"?")
         environ: dict[str, Any] = {
             "REQUEST_METHOD": request.method.decode("ascii"),
             "SCRIPT_NAME": "",
             "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
             "QUERY_STRING": query.decode("latin-1"),
-            "REQUEST_URI": request.target.decode("latin-1"),
+            "REQUEST_URI": request.url.decode("latin-1"),
             "SERVER_NAME": self.local[0],
             "SERVER_PORT": str(self.local[1]),
-            "SERVER_PROTOCOL": "HTTP/" + request.http_version.decode("ascii"),
+            "SERVER_PROTOCOL": "HTTP/" + request.version,
             "REMOTE_ADDR": self.peer[0],
             "REMOTE_PORT": str(self.peer[1]),
-            "CONTENT_LENGTH": str(len(body)),
+            "CONTENT_LENGTH": str(len(request.body)),
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": "http",
-            "wsgi.input": BytesIO(body),
+            "wsgi.input": BytesIO(request.body),
             "wsgi.errors": sys.stderr,
             "wsgi.multithread": True,
             "wsgi.multiprocess": False,
@@ -224,20 +281,9 @@ class _Connection:
         return environ
 
     def _refuse(self, status: int, reason: str) -> None:
-        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-            return  # a response is under way: all we can do is close
         body = json.dumps({"detail": reason}).encode()
-        headers = [
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(body))),
-            ("Connection", "close"),
-        ]
-        phrase = HTTPStatus(status).phrase
-        self._send(h11.Response(status_code=status, headers=headers, reason=phrase))
-        self._send(h11.Data(data=body))
-        self._send(h11.EndOfMessage())
-
-    def _send(self, event: Any) -> None:
-        data = self.h11.send(event)
-        if data:
-            self.sock.sendall(data)
+        head = (
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        self.sock.sendall(head.encode() + body)

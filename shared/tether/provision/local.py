@@ -159,6 +159,9 @@ class LocalProvisioner:
     def _ensure_runtime(self, session_id: str) -> _Runtime:
         """The runtime, (re)starting the runtime if it is not up. A workspace whose
         runtime died with a previous agent comes back with its home intact."""
+        runtime = self._runtimes.get(session_id)
+        if runtime is not None and runtime.proc.poll() is None:
+            return runtime  # up, so neither gone nor hibernated (both end the runtime first)
         work = self.workdir(session_id)
         if not work.exists():
             raise NotFound("Workspace not found")

@@ -68,7 +68,7 @@ class SqliteStore:
         except sqlite3.IntegrityError:
             raise Conflict(f"{kind} {doc_id!r} already exists") from None
         self._wrote()
-        return Stored(doc_id, 1, json.loads(text))
+        return Stored(doc_id, 1, data)
 
     def update(self, kind: str, doc_id: str, data: dict[str, Any], expected_version: int) -> Stored:
         text = dumps(data)
@@ -81,7 +81,7 @@ class SqliteStore:
                 raise NotFound(f"{kind} {doc_id!r} not found")
             raise Conflict(f"{kind} {doc_id!r} changed concurrently")
         self._wrote()
-        return Stored(doc_id, expected_version + 1, json.loads(text))
+        return Stored(doc_id, expected_version + 1, data)
 
     def delete(self, kind: str, doc_id: str) -> bool:
         cur = self._conn().execute("DELETE FROM docs WHERE kind=? AND id=?", (kind, doc_id))
