@@ -100,7 +100,7 @@ def finish(running: Running, timeout: float, cap: int = MAX_OUTPUT) -> ExecResul
     deadline = time.monotonic() + timeout
     timed_out = False
     pidfd = _pidfd(proc.pid)
-    with selectors.DefaultSelector() as selector:
+    with selectors.PollSelector() as selector:  # poll(2): no descriptor to make per command
         for fd in streams:
             selector.register(fd, selectors.EVENT_READ)
         if pidfd is not None:
