@@ -1,6 +1,6 @@
 """Servers for the relay benchmark, each run as its own process (`echo SOCK` or `relay SOCK`):
 an echo WebSocket server (the far end, on TCP for the direct baseline and on a Unix socket
-behind the relay) and the real relay app in front of it, with a session in a real SQLite
+behind the relay) and the real origin in front of it, with a session in a real SQLite
 store pointing at the echo socket. Each prints one JSON line, then serves until killed."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from aiohttp import WSMsgType, web
 from tether import bootstrap
 from tether.core.lifecycle import SessionState
 from tether.core.models import Role, Session
-from tether.relay import app as relay
+from tether.origin.server import Origin
 from tether.settings import Settings
 
 
@@ -68,13 +68,9 @@ async def serve_relay(sock: str) -> None:
                       agent_id="none", state=SessionState.RUNNING, url=f"http+unix://{sock}",
                       long_lived=True)  # fmt: skip
     services.sessions.repo.create(session.id, session)
-    front = web.Application()
-    relay.add_routes(front, lambda request: web.Response(status=404))
-    runner = web.AppRunner(front, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    print(json.dumps({"relay": port(site), "key": key, "session": session.id}), flush=True)
+    origin = Origin()  # the origin `tether up` and the relay service serve
+    await origin.start("127.0.0.1", 0)
+    print(json.dumps({"relay": origin.port, "key": key, "session": session.id}), flush=True)
     await asyncio.Event().wait()
 
 

@@ -66,7 +66,7 @@ def stack(
     request: pytest.FixtureRequest, tmp_path: Path, project: str, unique: str
 ) -> Iterator[Any]:
     """A whole control plane plus a local agent on one pair of adapters."""
-    from tether.local.origin import LocalStack
+    from tether.local.stack import LocalStack
     from tether.settings import Settings
 
     store: Store

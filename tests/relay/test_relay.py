@@ -153,9 +153,14 @@ def test_refused_before_the_upgrade(server: Server, session: str, bob_key: str) 
             await refused_status(  # a page on another site
                 ws_url(server, session, "shell", api_key=server.key), origin="https://evil.example"
             ),
+            await refused_status(
+                ws_url(server, session, "terminal", api_key=server.key),
+                origin="https://evil.example",
+            ),
+            await refused_status(ws_url(server, session, "terminal")),  # no credential
         ]
 
-    assert asyncio.run(main()) == [401, 401, 404, 404, 404, 403]
+    assert asyncio.run(main()) == [401, 401, 404, 404, 404, 403, 403, 401]
 
 
 def test_tickets_are_single_use_and_bound_to_their_session(server: Server, session: str) -> None:
@@ -204,7 +209,7 @@ def test_a_session_that_ends_closes_its_terminal(server: Server) -> None:
     with api(server) as c:
         sid = c.post("/v1/sessions", json={"template": "shell"}).json()["id"]
 
-        async def main() -> aiohttp.WSMsgType:
+        async def main() -> tuple[aiohttp.WSMsgType, int | None]:
             client, ws = await connect(ws_url(server, sid, "terminal", api_key=server.key))
             try:
                 await ws.send_bytes(b"echo ready\n")
@@ -215,11 +220,49 @@ def test_a_session_that_ends_closes_its_terminal(server: Server) -> None:
                 while True:
                     msg = await ws.receive(timeout=15)
                     if msg.type is not aiohttp.WSMsgType.BINARY:
-                        return msg.type
+                        return msg.type, ws.close_code
             finally:
                 await client.close()
 
-        assert asyncio.run(main()) in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        # The stopping workspace closes its terminal; the close frame comes through the relay.
+        assert asyncio.run(main()) == (aiohttp.WSMsgType.CLOSE, 4001)
+
+
+def test_the_relay_cuts_a_session_that_ended_when_its_workspace_does_not_stop(
+    server: Server,
+) -> None:
+    """The store says the session is over, but its workspace never heard (its agent is gone,
+    say): the relay still ends the stream, on its own, within seconds."""
+    from tether.core.lifecycle import SessionState
+    from tether.core.models import Session
+    from tether.service.repo import Repo
+    from tether.store.sqlite import SqliteStore
+
+    with api(server) as c:
+        sid = c.post("/v1/sessions", json={"template": "shell"}).json()["id"]
+
+    async def main() -> tuple[aiohttp.WSMsgType, float]:
+        client, ws = await connect(ws_url(server, sid, "terminal", api_key=server.key))
+        try:
+            await ws.send_bytes(b"echo ready\n")
+            await read_until(ws, b"ready\r\n")
+            sessions = Repo(SqliteStore(server.home / "tether.db"), "sessions", Session)
+
+            def ended(s: Session) -> Session:
+                s.state = SessionState.TERMINATED
+                return s
+
+            sessions.mutate(sid, ended)  # behind the control plane's back: no stop command
+            started = time.monotonic()
+            while (msg := await ws.receive(timeout=30)).type is aiohttp.WSMsgType.BINARY:
+                pass
+            return msg.type, time.monotonic() - started
+        finally:
+            await client.close()
+
+    kind, took = asyncio.run(main())
+    assert kind in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
+    assert took < 15, f"the relay took {took:.1f}s to end the stream"
 
 
 def test_tether_shell_is_a_real_terminal(server: Server, session: str) -> None:

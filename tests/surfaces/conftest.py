@@ -9,7 +9,7 @@ import functions_framework
 import pytest
 from flask.testing import FlaskClient
 from tether.core.models import Role
-from tether.local.origin import LocalStack
+from tether.local.stack import LocalStack
 from tether.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ from typing import Any
 
 from flask.testing import FlaskClient
 from tether.core.models import utcnow
-from tether.local.origin import LocalStack
+from tether.local.stack import LocalStack
 
 from tests.surfaces.conftest import ADMIN_KEY, ALICE_KEY, BOB_KEY
 

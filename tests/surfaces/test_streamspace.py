@@ -8,7 +8,7 @@ from typing import Any
 
 import jwt
 from flask.testing import FlaskClient
-from tether.local.origin import LocalStack
+from tether.local.stack import LocalStack
 
 from tests.surfaces.conftest import ADMIN_KEY, ADMIN_PASSWORD, ALICE_KEY, BOB_KEY
 

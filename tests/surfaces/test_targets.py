@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tether.core.lifecycle import SessionState
 from tether.core.models import utcnow
-from tether.local.origin import LocalStack
+from tether.local.stack import LocalStack
 
 from tests.surfaces.conftest import ALICE_KEY, target_client
 

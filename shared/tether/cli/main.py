@@ -10,7 +10,6 @@ import asyncio
 import json
 import logging
 import os
-import signal
 import sys
 import time
 from typing import Any
@@ -31,8 +30,8 @@ def _print(data: Any) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from tether.local.origin import LocalStack, front, wsgi_app
-    from tether.local.server import Origin
+    from tether.local.stack import LocalStack
+    from tether.origin.server import Origin
     from tether.settings import Settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -41,9 +40,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     stack = LocalStack(settings)
     stack.start()
 
-    async def serve() -> None:
-        origin = Origin(wsgi_app, front())
-        await origin.start("127.0.0.1", settings.port)
+    def ready() -> None:
         made = stack.generated
         if made.api_key:
             print(f"\nAdmin API key (shown once; set TETHER_API_KEY to choose your own):\n"
@@ -53,16 +50,10 @@ def cmd_up(args: argparse.Namespace) -> int:
                   f"  {made.admin_password}\n")  # fmt: skip
         print(f"Tether is up on http://127.0.0.1:{settings.port}  "
               f"(agent {stack.agent.agent_id}, Ctrl-C to stop)", flush=True)  # fmt: skip
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        print("Stopping Tether...", flush=True)
-        await origin.close()
 
     try:
-        asyncio.run(serve())
+        asyncio.run(Origin().serve("127.0.0.1", settings.port, ready))
+        print("Stopped.", flush=True)
     except OSError as exc:
         print(f"tether: cannot serve on port {settings.port}: {exc}", file=sys.stderr)
         return 1

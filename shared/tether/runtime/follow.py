@@ -8,6 +8,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from tether.runtime import websockets
 from tether.runtime.session_log import SESSION_LOG, open_in_home, tail
 
 POLL = 0.2  # seconds between looks at the file's size
@@ -37,8 +38,7 @@ async def follow(request: web.Request, home: str) -> web.WebSocketResponse:
         first = max(0, min(10_000, int(request.query.get("tail", "100"))))
     except ValueError:
         first = 100
-    ws = web.WebSocketResponse(heartbeat=30, compress=False)
-    await ws.prepare(request)
+    ws = await websockets.accept(request)
     offset = _size(root)
     for text in tail(root, first):
         await ws.send_str(text)

@@ -11,7 +11,7 @@ from pathlib import Path
 from aiohttp import web
 
 from tether.core.models import VNC_SOCKET
-from tether.runtime import exec_channel
+from tether.runtime import exec_channel, websockets
 from tether.runtime.execute import exec_request, run_command_async
 from tether.runtime.follow import follow
 from tether.runtime.main_process import MainProcess
@@ -69,6 +69,7 @@ def make_app(home: str, main: str | None = None, exec_socket: str | None = None)
     app.router.add_post("/shutdown", shutdown)
     app.router.add_post("/exec", execute)
     app.router.add_get("/logs", logs)
+    websockets.close_on_shutdown(app)  # before the main process stops (on_shutdown, below)
     if exec_socket:
         path = exec_socket
 

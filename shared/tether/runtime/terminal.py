@@ -18,6 +18,8 @@ import termios
 
 from aiohttp import WSMsgType, web
 
+from tether.runtime import websockets
+
 READ_CHUNK = 65536
 
 
@@ -33,8 +35,7 @@ def _size(value: str | None, default: int) -> int:
 
 
 async def terminal(request: web.Request, home: str) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(heartbeat=30, compress=False, max_msg_size=1 << 20)
-    await ws.prepare(request)
+    ws = await websockets.accept(request, max_msg_size=1 << 20)
     leader, follower = pty.openpty()
     set_size(leader, _size(request.query.get("cols"), 80), _size(request.query.get("rows"), 24))
     env = dict(os.environ, TERM="xterm-256color", HOME=home)

@@ -8,6 +8,8 @@ import os
 
 from aiohttp import WSMsgType, web
 
+from tether.runtime import websockets
+
 READ_CHUNK = 65536
 START_WAIT = 15.0  # seconds to wait for the VNC server of a desktop that is starting
 
@@ -27,9 +29,7 @@ async def vnc(request: web.Request, home: str, socket_path: str) -> web.StreamRe
                     {"detail": "this workspace has no VNC server running"}, status=404
                 )
             await asyncio.sleep(0.1)
-    ws = web.WebSocketResponse(heartbeat=30, compress=False, max_msg_size=1 << 22,
-                               protocols=("binary",))  # fmt: skip
-    await ws.prepare(request)
+    ws = await websockets.accept(request, max_msg_size=1 << 22, protocols=("binary",))
 
     async def to_client() -> None:
         while data := await reader.read(READ_CHUNK):

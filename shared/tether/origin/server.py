@@ -1,10 +1,11 @@
-"""The local origin's HTTP server: one port for the function targets and the relay.
+"""The origin's HTTP server: a thread per connection.
 
-A plain request is read, run and answered on its connection's own thread (httptools parses it). On
-this kind of machine a hop from an event loop to a worker thread and back costs more than the
-parse, and an exec waits on its thread anyway. A WebSocket upgrade, or a path no function
-target serves (the viewer page, noVNC's files), is handed untouched to the relay's aiohttp app
-on the event loop: the thread only peeks at the request head before deciding.
+A plain request is read (httptools parses it), run and answered on its connection's own
+thread: on this kind of machine a hop from an event loop to a worker thread and back costs more
+than the parse, and an exec waits on its thread anyway. A terminal, desktop or live-log
+WebSocket is relayed from that thread too (`tether.relay.streams`). The shell WebSocket, or a
+path no function target serves (the viewer page, noVNC's files), is handed untouched to the
+relay's aiohttp app on the event loop: the thread only peeks at the request head to decide.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import json
 import logging
 import re
+import signal
 import socket
 import sys
 import threading
@@ -23,11 +25,13 @@ from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from io import BytesIO
 from typing import Any
-from urllib.parse import unquote_to_bytes
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 import httptools
 from aiohttp import web
 
+from tether.origin.apps import relay_app, wsgi_app
+from tether.relay import streams
 from tether.targets import target_for
 
 log = logging.getLogger(__name__)
@@ -41,18 +45,34 @@ _UPGRADE = re.compile(rb"\r\nupgrade:", re.IGNORECASE)
 
 
 class Origin:
-    """Serves `app` (WSGI) and `relay` (aiohttp) on one listening socket."""
+    """Serves the function targets (`app`, WSGI) and the relay on one listening socket."""
 
-    def __init__(self, app: WsgiApp, relay: web.Application) -> None:
+    def __init__(self, app: WsgiApp = wsgi_app, relay: web.Application | None = None) -> None:
         self.app = app
-        self.runner = web.AppRunner(relay, access_log=None, handle_signals=False)
+        self.runner = web.AppRunner(relay or relay_app(), access_log=None, handle_signals=False)
+        self.port = 0
         self._accepting: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int) -> None:
+        """Listens on `port` (0: any free one; `self.port` says which)."""
         await self.runner.setup()
         listener = socket.create_server((host, port), backlog=128)
         listener.setblocking(False)
+        self.port = listener.getsockname()[1]
         self._accepting = asyncio.create_task(self._accept(listener))
+
+    async def serve(self, host: str, port: int, ready: Callable[[], None] = lambda: None) -> None:
+        """Serves until SIGINT or SIGTERM; `ready` is called once listening."""
+        await self.start(host, port)
+        try:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            ready()
+            await stop.wait()
+        finally:
+            await self.close()
 
     async def close(self) -> None:
         if self._accepting is not None:
@@ -115,6 +135,38 @@ def _for_relay(head: bytes) -> bool:
     return _UPGRADE.search(head, 0, headers_end if headers_end >= 0 else len(head)) is not None
 
 
+class _Head:
+    """What `_upgrade` keeps of a request head (the parser calls these)."""
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: dict[str, str] = {}
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+
+def _upgrade(head: bytes) -> streams.Upgrade | None:
+    """The WebSocket upgrade whose complete head `head` holds, if it is one."""
+    fields = _Head()
+    try:
+        httptools.HttpRequestParser(fields).feed_data(head)
+        return None  # no upgrade (or an incomplete head)
+    except httptools.HttpParserUpgrade:
+        pass
+    except httptools.HttpParserError:
+        return None
+    if fields.headers.get("upgrade", "").lower() != "websocket":
+        return None
+    url = httptools.parse_url(fields.url)
+    path = unquote_to_bytes(url.path).decode("utf-8", "replace")
+    query = dict(parse_qsl((url.query or b"").decode("latin-1")))
+    return streams.Upgrade(path, query, fields.headers)
+
+
 class _TooLarge(Exception):
     pass
 
@@ -149,7 +201,13 @@ class _Connection:
                 if not head:
                     return True
                 if _for_relay(head):
-                    return False
+                    upgrade = _upgrade(head)
+                    found = upgrade.route() if upgrade is not None else None
+                    if upgrade is None or found is None:
+                        return False  # for the relay's aiohttp app
+                    self.sock.recv(head.index(b"\r\n\r\n") + 4, socket.MSG_WAITALL)
+                    streams.serve(self.sock, upgrade, *found)
+                    return True
             try:
                 while not self.ready:
                     data = self.sock.recv(65536)

@@ -1,0 +1,67 @@
+"""Who may open a session's WebSocket, and whether it may stay open: the checks every relay
+route makes before the upgrade (credential, ownership, Origin) and while it lasts."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from tether import bootstrap
+from tether.core.models import Principal, Session, utcnow
+from tether.provision.runtime_http import IdToken
+from tether.service.tickets import is_ticket
+from tether.service.tokens import looks_like_jwt
+
+WATCH_INTERVAL = 2.0  # seconds between checks that a relayed session still runs
+
+
+def principal(
+    session_id: str, query: Mapping[str, str], authorization: str | None, api_key: str | None
+) -> Principal:
+    """From the query string (`ticket`, `token` or `api_key`, as browsers cannot set headers on
+    a WebSocket) or else the headers."""
+    services = bootstrap.services()
+    for name in ("ticket", "token", "api_key"):
+        value = query.get(name)
+        if not value:
+            continue
+        if is_ticket(value):
+            return services.tickets.redeem(value, session_id)
+        if looks_like_jwt(value):
+            return services.tokens.verify(value)
+        return services.auth.principal_for_key(value)
+    return services.auth.authenticate(authorization, api_key)
+
+
+def authorize(
+    session_id: str, query: Mapping[str, str], authorization: str | None, api_key: str | None
+) -> tuple[Principal, Session]:
+    """The caller and its running session; raises the error to answer otherwise."""
+    who = principal(session_id, query, authorization, api_key)
+    return who, bootstrap.services().sessions.usable(who, session_id)
+
+
+def same_origin(origin: str | None, host: str | None) -> bool:
+    """Browsers send Origin; a page from another site must not drive a user's session.
+    (Programs send no Origin, and are judged by their credential alone.)"""
+    return origin is None or urlsplit(origin).netloc == host
+
+
+def still_running(session_id: str) -> bool:
+    """Whether the session still runs; if so, an open connection counts as activity (someone
+    has its terminal or desktop open), so idle_timeout does not hibernate it under them."""
+    sessions = bootstrap.services().sessions
+    session = sessions.repo.find(session_id)
+    if session is None or session.state.value != "running" or session.expired(utcnow()):
+        return False
+    sessions.touch(session)
+    return True
+
+
+@functools.cache
+def id_tokens() -> IdToken:
+    """ID tokens for private Cloud Run workspaces (made on first use: google.auth is heavy)."""
+    from tether.provision.runtime_http import GoogleIdTokens
+
+    return GoogleIdTokens()
