@@ -4,14 +4,26 @@ that shares only the Store with the control plane, and still reaches the session
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.server
+import json
+import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
+from pathlib import Path
 
 import aiohttp
 import httpx
+import jwt
 import pytest
+from tether.core.models import Session
+from tether.service.repo import Repo
+from tether.store.sqlite import SqliteStore
 
 from tests.e2e.conftest import Server, free_port, start_server
 from tests.relay.test_relay import read_until, refused_status
@@ -24,11 +36,12 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv.stop()
 
 
-@pytest.fixture(scope="module")
-def relay(control_plane: Server) -> Iterator[str]:
+@contextlib.contextmanager
+def relay_service(env: dict[str, str]) -> Iterator[str]:
+    """`python -m tether.relay` on a free port with `env`; yields its URL."""
     port = free_port()
-    env = {**control_plane.env, "PORT": str(port)}
-    env.pop("TETHER_PORT")
+    env = {**env, "PORT": str(port)}
+    env.pop("TETHER_PORT", None)
     proc = subprocess.Popen([sys.executable, "-m", "tether.relay"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -45,6 +58,12 @@ def relay(control_plane: Server) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def relay(control_plane: Server) -> Iterator[str]:
+    with relay_service(control_plane.env) as url:
+        yield url
 
 
 def test_the_relay_service_opens_a_terminal_of_a_session_it_did_not_start(
@@ -67,3 +86,112 @@ def test_the_relay_service_opens_a_terminal_of_a_session_it_did_not_start(
     assert b"relayed-42" in asyncio.run(main())
     # Checked before the upgrade there too: no credential, nothing relayed.
     assert asyncio.run(refused_status(url)) == 401
+
+
+class TokenEndpoint(http.server.BaseHTTPRequestHandler):
+    """Google's OAuth token endpoint, as a service account's ID token grant uses it: a JWT
+    assertion in, `{"id_token": ...}` out (google-auth reads only the token's expiry)."""
+
+    audiences: list[str] = []
+
+    def do_POST(self) -> None:
+        form = urllib.parse.parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
+        claims = jwt.decode(form["assertion"][0], options={"verify_signature": False})
+        self.audiences.append(claims["target_audience"])
+        token = jwt.encode({"aud": claims["target_audience"], "exp": int(time.time()) + 3600},
+                           "the-endpoint-signs-with-its-own-key", algorithm="HS256")  # fmt: skip
+        body = json.dumps({"id_token": token}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def tls_front(runtime_socket: str, cert: Path, key: Path, heads: list[bytes]) -> int:
+    """A private workspace's HTTPS endpoint, as Cloud Run gives one: TLS in front of the
+    runtime, keeping the request heads it sees. Returns its port."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def pipe(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def serve() -> None:
+        while True:
+            raw, _ = listener.accept()
+            client = context.wrap_socket(raw, server_side=True)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += client.recv(1)
+            heads.append(head)
+            runtime = socket.socket(socket.AF_UNIX)
+            runtime.connect(runtime_socket)
+            runtime.sendall(head)
+            threading.Thread(target=pipe, args=(runtime, client), daemon=True).start()
+            threading.Thread(target=pipe, args=(client, runtime), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return int(listener.getsockname()[1])
+
+
+def test_the_relay_reaches_a_private_workspace_over_https_with_an_id_token(
+    control_plane: Server, tmp_path: Path
+) -> None:
+    cert, key, sa_key = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "sa.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", key, "-out", cert, "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost"],
+                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(["openssl", "genrsa", "-out", sa_key, "2048"], check=True, capture_output=True)
+    tokens = http.server.ThreadingHTTPServer(("127.0.0.1", 0), TokenEndpoint)
+    threading.Thread(target=tokens.serve_forever, daemon=True).start()
+    account = tmp_path / "relay-sa.json"
+    account.write_text(json.dumps({
+        "type": "service_account", "project_id": "tether-test", "private_key_id": "k1",
+        "private_key": sa_key.read_text(), "client_id": "1",
+        "client_email": "relay@tether-test.iam.gserviceaccount.com", "token_uri": f"http://127.0.0.1:{tokens.server_address[1]}/token",
+    }))  # fmt: skip
+
+    headers = {"X-API-Key": control_plane.key}
+    sid = httpx.post(f"{control_plane.url}/v1/sessions", json={"template": "shell"},
+                     headers=headers, timeout=60).json()["id"]  # fmt: skip
+    sessions = Repo(SqliteStore(control_plane.home / "tether.db"), "sessions", Session)
+    local = sessions.get(sid).url or ""
+    heads: list[bytes] = []
+    port = tls_front(local.removeprefix("http+unix://"), cert, key, heads)
+    workspace = f"https://localhost:{port}"
+
+    def at(s: Session) -> Session:
+        s.url = workspace  # the session's runtime is now a private HTTPS service
+        return s
+
+    sessions.mutate(sid, at)
+    env = {**control_plane.env, "GOOGLE_APPLICATION_CREDENTIALS": str(account),
+           "SSL_CERT_FILE": str(cert)}  # fmt: skip
+    with relay_service(env) as relay:
+        url = relay.replace("http", "ws", 1) + f"/v1/sessions/{sid}/terminal"
+
+        async def main() -> bytes:
+            async with aiohttp.ClientSession() as http:
+                ws = await http.ws_connect(url, headers=headers)
+                await ws.send_bytes(b"echo over-tls-$((6*7))\n")
+                seen = await read_until(ws, b"over-tls-42")
+                await ws.close()
+                return seen
+
+        assert b"over-tls-42" in asyncio.run(main())
+    tokens.shutdown()
+    assert TokenEndpoint.audiences == [workspace]
+    (head,) = heads
+    bearer = next(line for line in head.split(b"\r\n") if line.lower().startswith(b"authorization"))
+    claims = jwt.decode(bearer.split()[-1], options={"verify_signature": False})
+    assert claims["aud"] == workspace
