@@ -153,6 +153,8 @@ class LocalProvisioner:
     def close(self) -> None:
         for sid in list(self._runtimes):
             self._kill(sid)
+        with contextlib.suppress(OSError):  # kept while another process's runtimes use it
+            self.sockets.rmdir()
 
     # -- the runtime process -----------------------------------------------------------------
 
