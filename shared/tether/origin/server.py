@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import re
 import signal
 import socket
 import sys
@@ -22,7 +20,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from http import HTTPStatus
 from io import BytesIO
 from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
@@ -32,6 +29,7 @@ from aiohttp import web
 
 from tether.origin.apps import relay_app, wsgi_app
 from tether.relay import streams
+from tether.surfaces.http import closing_json_response
 from tether.targets import target_for
 
 log = logging.getLogger(__name__)
@@ -41,7 +39,6 @@ WsgiApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
 MAX_HEAD = 64 << 10  # bytes of request line and headers
 MAX_BODY = 32 << 20  # as Cloud Functions allows
 KEEP_ALIVE = 75.0  # seconds an idle connection stays open (aiohttp's default)
-_UPGRADE = re.compile(rb"\r\nupgrade:", re.IGNORECASE)
 
 
 class Origin:
@@ -123,20 +120,8 @@ def _peek_head(sock: socket.socket) -> bytes:
         time.sleep(0.001)  # the head came in pieces: let the rest arrive
 
 
-def _for_relay(head: bytes) -> bool:
-    """Whether the relay serves this request: an upgrade, or a path no target knows."""
-    headers_end = head.find(b"\r\n\r\n")
-    request_line = head.split(b"\r\n", 1)[0].split(b" ")
-    if len(request_line) != 3:
-        return False  # the parser answers what it cannot read
-    path = request_line[1].split(b"?", 1)[0].decode("latin-1")
-    if target_for(path) is None:
-        return True
-    return _UPGRADE.search(head, 0, headers_end if headers_end >= 0 else len(head)) is not None
-
-
 class _Head:
-    """What `_upgrade` keeps of a request head (the parser calls these)."""
+    """What `_peeked` keeps of a request head (the parser calls these)."""
 
     def __init__(self) -> None:
         self.url = b""
@@ -149,22 +134,25 @@ class _Head:
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
 
-def _upgrade(head: bytes) -> streams.Upgrade | None:
-    """The WebSocket upgrade whose complete head `head` holds, if it is one."""
+def _peeked(head: bytes) -> tuple[str | None, streams.Upgrade | None]:
+    """The path a request head asks for (None if it cannot be read: the parser will answer
+    it), and the WebSocket upgrade it makes, if any."""
     fields = _Head()
+    upgrade = False
     try:
         httptools.HttpRequestParser(fields).feed_data(head)
-        return None  # no upgrade (or an incomplete head)
     except httptools.HttpParserUpgrade:
-        pass
+        upgrade = fields.headers.get("upgrade", "").lower() == "websocket"
     except httptools.HttpParserError:
-        return None
-    if fields.headers.get("upgrade", "").lower() != "websocket":
-        return None
+        return None, None
+    if not fields.url:
+        return None, None
     url = httptools.parse_url(fields.url)
     path = unquote_to_bytes(url.path).decode("utf-8", "replace")
+    if not upgrade:
+        return path, None
     query = dict(parse_qsl((url.query or b"").decode("latin-1")))
-    return streams.Upgrade(path, query, fields.headers)
+    return path, streams.Upgrade(path, query, fields.headers)
 
 
 class _TooLarge(Exception):
@@ -200,14 +188,16 @@ class _Connection:
                 head = _peek_head(self.sock)
                 if not head:
                     return True
-                if _for_relay(head):
-                    upgrade = _upgrade(head)
-                    found = upgrade.route() if upgrade is not None else None
-                    if upgrade is None or found is None:
-                        return False  # for the relay's aiohttp app
+                path, upgrade = _peeked(head)
+                if upgrade is not None:
+                    found = upgrade.route()
+                    if found is None:
+                        return False  # the shell: the relay's aiohttp app
                     self.sock.recv(head.index(b"\r\n\r\n") + 4, socket.MSG_WAITALL)
                     streams.serve(self.sock, upgrade, *found)
                     return True
+                if path is not None and target_for(path) is None:
+                    return False  # a page, a file or nothing: the relay's aiohttp app
             try:
                 while not self.ready:
                     data = self.sock.recv(65536)
@@ -218,9 +208,11 @@ class _Connection:
                 too_large = isinstance(exc.__context__, _TooLarge)
                 self._refuse(*((413, "request body too large") if too_large else (400, str(exc))))
                 return True
-            except httptools.HttpParserUpgrade:
-                self._refuse(400, "an upgrade must start its own request")
-                return True
+            except httptools.HttpParserUpgrade:  # to something else (h2c, say): answer in 1.1
+                if not self.ready:
+                    self._refuse(400, "an unreadable upgrade request")
+                    return True
+                self.ready[-1].keep_alive = False  # what follows it is not HTTP/1.1
             except httptools.HttpParserError as exc:
                 self._refuse(400, str(exc) or "malformed request")
                 return True
@@ -339,9 +331,4 @@ class _Connection:
         return environ
 
     def _refuse(self, status: int, reason: str) -> None:
-        body = json.dumps({"detail": reason}).encode()
-        head = (
-            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-        )
-        self.sock.sendall(head.encode() + body)
+        self.sock.sendall(closing_json_response(status, {"detail": reason}))

@@ -17,20 +17,18 @@ import base64
 import contextlib
 import fcntl
 import hashlib
-import json
 import os
 import re
 import socket
 import ssl
 import threading
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from urllib.parse import unquote, urlencode, urlsplit
 
 from tether.core.models import Session
 from tether.errors import TetherError
 from tether.relay import access
-from tether.surfaces.http import status_for
+from tether.surfaces.http import closing_json_response, status_for
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455, for Sec-WebSocket-Accept
 _F_SETPIPE_SZ = 1031
@@ -121,13 +119,8 @@ class _Refused(Exception):
 
 
 def _refuse(sock: socket.socket, status: int, detail: str, code: str | None = None) -> None:
-    body = json.dumps({"detail": detail, "code": code}).encode()
-    head = (
-        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    )
     with contextlib.suppress(OSError):
-        sock.sendall(head.encode() + body)
+        sock.sendall(closing_json_response(status, {"detail": detail, "code": code}))
 
 
 def _accept(key: str) -> str:
@@ -141,6 +134,7 @@ def _open_runtime(
     the runtime's answer in the same read."""
     url = session.url or ""
     headers = {}
+    sock: socket.socket | None = None
     try:
         if url.startswith("http+unix://"):  # local: the runtime's Unix socket
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -180,17 +174,19 @@ def _open_runtime(
             if not chunk or len(answer) > _MAX_HEAD:
                 raise ConnectionError("the runtime closed the connection during the handshake")
             answer += chunk
-    except TetherError as exc:  # no ID token
-        raise _Refused(502, exc.message) from None
-    except OSError as exc:
+    except (TetherError, OSError) as exc:
+        if sock is not None:
+            sock.close()
+        if isinstance(exc, TetherError):  # no ID token to call the workspace with
+            raise _Refused(502, exc.message) from None
         raise _Refused(502, f"Workspace runtime unreachable: {exc}") from None
     head, _, early = answer.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    if status != 101 or _accept(key).encode() not in head:
+    status = head.split(b"\r\n", 1)[0].decode("latin-1")
+    if status.split(" ")[1:2] != ["101"] or _accept(key).encode() not in head:
         sock.close()
-        if status == 404:
+        if status.split(" ")[1:2] == ["404"]:
             raise _Refused(404, "This session has no desktop")
-        raise _Refused(502, f"Runtime said {status}")
+        raise _Refused(502, f"The workspace runtime answered {status!r}")
     sock.settimeout(None)
     return sock, early
 

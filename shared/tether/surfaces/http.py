@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -44,6 +45,17 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(
         json.dumps(data, default=str), status=status, headers=headers, mimetype="application/json"
     )
+
+
+def closing_json_response(status: int, body: dict[str, Any]) -> bytes:
+    """A whole HTTP/1.1 response that ends the connection, for answers given before any app
+    runs (a request that cannot be read, a refused WebSocket upgrade)."""
+    data = json.dumps(body).encode()
+    head = (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + data
 
 
 def _describe(exc: ValidationError, where: str) -> errors.Invalid:
