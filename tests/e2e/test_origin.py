@@ -106,3 +106,15 @@ def test_a_path_nobody_serves_is_a_404_in_the_api_shape(server: Server) -> None:
     answer = first + rest
     assert answer.startswith(b"HTTP/1.1 404 ")
     assert json.loads(answer.partition(b"\r\n\r\n")[2]) == {"detail": "Not Found"}
+
+
+def test_an_upgrade_to_http2_is_answered_in_http11(server: Server) -> None:
+    """curl --http2 on plain http asks to upgrade to h2c; the answer comes in HTTP/1.1."""
+    first, rest = raw(
+        server,
+        b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+        b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    )
+    answer = first + rest
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["status"] in ("healthy", "degraded")
