@@ -31,8 +31,7 @@ from tether.relay import access
 from tether.surfaces.http import closing_json_response, status_for
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455, for Sec-WebSocket-Accept
-_F_SETPIPE_SZ = 1031
-_PIPE = 1 << 20  # bytes a splice moves at once (a 64 KiB frame and its header fit)
+_PIPE = 1 << 20  # a pipe's size, and so the most a splice moves at once
 _MAX_HEAD = 64 << 10
 CLOSE_GRACE = 5.0  # seconds an ended session's runtime has to close its streams itself
 
@@ -221,7 +220,7 @@ class _Stream:
         out, into = os.pipe()
         try:
             with contextlib.suppress(OSError):  # a smaller pipe only means more calls
-                fcntl.fcntl(into, _F_SETPIPE_SZ, _PIPE)
+                fcntl.fcntl(into, fcntl.F_SETPIPE_SZ, _PIPE)
             src, dst = self.src.fileno(), self.dst.fileno()
             while moved := os.splice(src, into, _PIPE):
                 while moved:
