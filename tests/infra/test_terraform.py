@@ -14,8 +14,11 @@ from typing import Any
 
 import hcl2
 import pytest
+from aiohttp import web
 from tether.agent.journal import EXPIRING as JOURNAL_KINDS
 from tether.bus import COMMANDS_TOPIC, EVENTS_TOPIC, commands_subscription
+from tether.relay import app as relay_app
+from tether.relay import streams
 from tether.service.sweeper import EXPIRING_KINDS
 from tether.store.indexes import COMPOSITE_INDEXES
 from tether.targets import ROUTES
@@ -155,9 +158,14 @@ def test_the_load_balancer_routes_every_path_to_its_target() -> None:
     for prefix, target in ROUTES:
         assert backend(prefix) == target, prefix
         assert backend(prefix + "/some-id") == target, prefix
-    for path in ("/v1/sessions/ws-1/shell", "/v1/sessions/ws-1/terminal",
-                 "/v1/cloudrun/workspaces/ws-1/shell", "/api/v1/sessions/ws-1/logs",
-                 "/vnc-viewer/ws-1", "/novnc/core/rfb.js"):  # fmt: skip
+    # Every path the relay serves: its byte streams, and its aiohttp app's routes.
+    aio = web.Application()
+    relay_app.add_routes(aio)
+    paths = [r.pattern.pattern.replace("([^/]+)", "ws-1") for r in streams.ROUTES]
+    paths += [str(r.canonical).replace("{session_id}", "ws-1") for r in aio.router.resources()
+              if not isinstance(r, web.StaticResource)]  # fmt: skip
+    assert len(paths) >= 6, paths
+    for path in (*paths, "/novnc/core/rfb.js"):
         assert backend(path) == "relay", path
 
 
