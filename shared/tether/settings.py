@@ -27,6 +27,7 @@ class Settings:
     # A command not acked within this many seconds is published again by the sweeper.
     republish_after: float = 10.0
     public_url: str = ""
+    max_connections: int = 1024  # HTTP/WebSocket connections served at once (a thread each)
     jwt_secret: str | None = None  # None: generated once and kept in `home`
     agent_id: str = ""  # the local agent's id; empty: local-<hostname>
     # An agent's platform and where its workspaces go (`python -m tether.agent`).
@@ -53,6 +54,7 @@ class Settings:
             heartbeat_interval=float(_env("TETHER_HEARTBEAT_INTERVAL", "10")),
             republish_after=float(_env("TETHER_REPUBLISH_AFTER", "10")),
             public_url=_env("TETHER_PUBLIC_URL", f"http://127.0.0.1:{port}"),
+            max_connections=int(_env("TETHER_MAX_CONNECTIONS", "1024")),
             jwt_secret=os.environ.get("TETHER_JWT_SECRET") or None,
             agent_id=_env("TETHER_AGENT_ID", ""),
             platform=_env("TETHER_PLATFORM", "local"),

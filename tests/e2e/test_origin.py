@@ -8,8 +8,10 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import aiohttp
+import httpx
 import pytest
 
 from tests.e2e.conftest import Server, start_server
@@ -118,3 +120,24 @@ def test_an_upgrade_to_http2_is_answered_in_http11(server: Server) -> None:
     answer = first + rest
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
     assert json.loads(answer.partition(b"\r\n\r\n")[2])["status"] in ("healthy", "degraded")
+
+
+def test_connections_beyond_the_limit_get_a_503_until_one_closes(tmp_path: Path) -> None:
+    busy = start_server(tmp_path / "home", {"TETHER_MAX_CONNECTIONS": "3"})
+    port = int(busy.url.rsplit(":", 1)[1])
+    try:
+        held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+        time.sleep(0.3)  # each has its thread now
+        over = socket.create_connection(("127.0.0.1", port), timeout=10)
+        answer = b""
+        while chunk := over.recv(65536):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]
+        assert "Too many connections" in json.loads(answer.partition(b"\r\n\r\n")[2])["detail"]
+        held.pop().close()
+        time.sleep(0.3)
+        assert httpx.get(f"{busy.url}/health", timeout=10).status_code == 200
+        for sock in held:
+            sock.close()
+    finally:
+        busy.stop()

@@ -52,7 +52,8 @@ def cmd_up(args: argparse.Namespace) -> int:
               f"(agent {stack.agent.agent_id}, Ctrl-C to stop)", flush=True)  # fmt: skip
 
     try:
-        asyncio.run(Origin().serve("127.0.0.1", settings.port, ready))
+        origin = Origin(max_connections=settings.max_connections)
+        asyncio.run(origin.serve("127.0.0.1", settings.port, ready))
         print("Stopped.", flush=True)
     except OSError as exc:
         print(f"tether: cannot serve on port {settings.port}: {exc}", file=sys.stderr)

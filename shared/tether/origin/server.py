@@ -44,11 +44,18 @@ KEEP_ALIVE = 75.0  # seconds an idle connection stays open (aiohttp's default)
 class Origin:
     """Serves the function targets (`app`, WSGI) and the relay on one listening socket."""
 
-    def __init__(self, app: WsgiApp = wsgi_app, relay: web.Application | None = None) -> None:
+    def __init__(
+        self,
+        app: WsgiApp = wsgi_app,
+        relay: web.Application | None = None,
+        max_connections: int = 1024,
+    ) -> None:
+        """`max_connections` are served at once (each holds a thread); more get a 503."""
         self.app = app
         self.runner = web.AppRunner(relay or relay_app(), access_log=None, handle_signals=False)
         self.port = 0
         self._accepting: asyncio.Task[None] | None = None
+        self._slots = threading.BoundedSemaphore(max_connections)
 
     async def start(self, host: str, port: int) -> None:
         """Listens on `port` (0: any free one; `self.port` says which)."""
@@ -83,11 +90,23 @@ class Origin:
         with listener:
             while True:
                 sock, _ = await loop.sock_accept(listener)
+                if not self._slots.acquire(blocking=False):
+                    with contextlib.suppress(OSError), sock:
+                        sock.setblocking(True)
+                        busy = {"detail": "Too many connections; try again shortly"}
+                        sock.sendall(closing_json_response(503, busy))
+                    continue
                 threading.Thread(
                     target=self._connection, args=(sock, loop), name="http", daemon=True
                 ).start()
 
     def _connection(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            self._serve_connection(sock, loop)
+        finally:
+            self._slots.release()
+
+    def _serve_connection(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
         sock.setblocking(True)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(KEEP_ALIVE)

@@ -12,15 +12,18 @@ import asyncio
 import os
 
 from tether.origin.server import Origin
+from tether.settings import Settings
 
 
 def main() -> None:
     port = int(os.environ.get("PORT", "8080"))
+    settings = Settings.from_env()
 
     def ready() -> None:
         print(f"Tether relay on port {port}", flush=True)
 
-    asyncio.run(Origin().serve("0.0.0.0", port, ready))
+    origin = Origin(max_connections=settings.max_connections)
+    asyncio.run(origin.serve("0.0.0.0", port, ready))
 
 
 if __name__ == "__main__":
