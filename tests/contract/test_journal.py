@@ -14,8 +14,10 @@ def test_a_command_is_claimed_once_then_replays_its_result(store: Store) -> None
     assert journal.begin("cmd-1", "ws-1") == ("new", None)
     assert journal.begin("cmd-1", "ws-1") == ("started", None)  # a duplicate while it runs
     result = {"type": "command_result", "command_id": "cmd-1", "result": {"stdout": "hi\n"}}
-    journal.finish("cmd-1", result)
+    journal.finish("cmd-1", "ws-1", result)
     assert journal.begin("cmd-1", "ws-1") == ("done", result)
+    journal.finish("cmd-1", "ws-1", {"late": "duplicate"})  # one that ran elsewhere too
+    assert journal.begin("cmd-1", "ws-1") == ("done", result)  # the first result stands
 
 
 def test_two_instances_claiming_at_once_get_one_new(store: Store) -> None:

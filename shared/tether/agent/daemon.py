@@ -152,7 +152,8 @@ class Agent:
             return
         if state == "started" and kind not in _RERUNNABLE:
             # Claimed before but not running here: an earlier agent process died mid-way.
-            self._report(command_id, epoch, False, None, "interrupted: the agent restarted")
+            interrupted = "interrupted: the agent restarted"
+            self._report(command_id, session_id, epoch, False, None, interrupted)
             return
         with self._in_flight_lock:
             self._unacked[command_id] = (epoch, time.monotonic())
@@ -162,16 +163,17 @@ class Agent:
             with lock or contextlib.nullcontext():
                 result = self._run(kind, session_id, data.get("data") or {})
         except TetherError as exc:
-            self._report(command_id, epoch, False, None, exc.message)
+            self._report(command_id, session_id, epoch, False, None, exc.message)
         except Exception as exc:
             log.exception("command %s failed", command_id)
-            self._report(command_id, epoch, False, None, f"{type(exc).__name__}: {exc}")
+            self._report(command_id, session_id, epoch, False, None, f"{type(exc).__name__}: {exc}")
         else:
-            self._report(command_id, epoch, True, result, None)
+            self._report(command_id, session_id, epoch, True, result, None)
 
     def _report(
         self,
         command_id: str,
+        session_id: str | None,
         epoch: int,
         ok: bool,
         result: dict[str, Any] | None,
@@ -189,7 +191,7 @@ class Agent:
         # Published before it is journalled, off the caller's wait: a crash in between makes a
         # redelivery report "interrupted", which the control plane ignores for a final command.
         self.bus.publish_event(event)
-        self.journal.finish(command_id, event)
+        self.journal.finish(command_id, session_id, event)
 
     def _run(
         self, kind: CommandType, session_id: str | None, data: dict[str, Any]

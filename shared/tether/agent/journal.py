@@ -13,7 +13,7 @@ from typing import Any
 
 from tether.core.models import utcnow
 from tether.core.ports import Store
-from tether.errors import Conflict
+from tether.errors import Conflict, NotFound
 
 JOURNAL = "agent_journal"  # command_id -> {session_id, state: started | done, result}
 STOPPED = "agent_stopped"  # session ids whose stop has run
@@ -38,13 +38,13 @@ class Journal:
             return "started", None
         return str(doc.data["state"]), doc.data.get("result")
 
-    def finish(self, command_id: str, result: dict[str, Any]) -> None:
-        doc = self.store.get(JOURNAL, command_id)
-        if doc is None:
-            return
-        # Only the claimant finishes an entry, so the version cannot have moved.
-        data = doc.data | {"state": "done", "result": result}
-        self.store.update(JOURNAL, command_id, data, doc.version)
+    def finish(self, command_id: str, session_id: str | None, result: dict[str, Any]) -> None:
+        entry = {"session_id": session_id, "state": "done", "result": result,
+                 "expires_at": utcnow() + KEEP}  # fmt: skip
+        # Claimed at version 1, and only the claimant finishes it: no need to read it first.
+        # (Conflict: a duplicate running elsewhere finished first; NotFound: it expired.)
+        with contextlib.suppress(Conflict, NotFound):
+            self.store.update(JOURNAL, command_id, entry, 1)
 
     def mark_stopped(self, session_id: str) -> None:
         with contextlib.suppress(Conflict):  # a redelivered stop
