@@ -55,7 +55,7 @@ class Agent:
         self._unacked: dict[str, tuple[int, float]] = {}  # command_id -> (epoch, arrived at)
         self._stop = threading.Event()
         self._sub: Subscription | None = None
-        self._beat: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self.registered = threading.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -75,9 +75,12 @@ class Agent:
         if pull:
             self._sub = self.bus.subscribe_commands(self.agent_id, self.handle)
         self.bus.publish_event({"type": "register", **self._identity()})
-        self._beat = threading.Thread(target=self._heartbeats, name="agent-heartbeat", daemon=True)
-        self._beat.start()
-        threading.Thread(target=self._ack_slow_commands, name="agent-acks", daemon=True).start()
+        self._threads = [
+            threading.Thread(target=self._heartbeats, name="agent-heartbeat", daemon=True),
+            threading.Thread(target=self._ack_slow_commands, name="agent-acks", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def _heartbeats(self) -> None:
         while not self._stop.wait(self.heartbeat_interval):
@@ -110,6 +113,8 @@ class Agent:
         self._stop.set()
         if self._sub is not None:
             self._sub.close()
+        for thread in self._threads:  # a heartbeat or ack under way ends before the bus does
+            thread.join(timeout=30)
 
     # -- commands ----------------------------------------------------------------------------
 

@@ -150,7 +150,11 @@ class PubSubBus:
 
         _, subscriber = self._clients()
         future = subscriber.subscribe(
-            path, callback, flow_control=FlowControl(max_messages=self._max_messages)
+            path,
+            callback,
+            flow_control=FlowControl(max_messages=self._max_messages),
+            # Closing waits for handlers under way, so none publishes on a closed channel.
+            await_callbacks_on_shutdown=True,
         )
         sub = PubSubSubscription(path, future)
         with self._lock:
