@@ -54,7 +54,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         origin = Origin(max_connections=settings.max_connections)
         asyncio.run(origin.serve("127.0.0.1", settings.port, ready))
-        print("Stopped.", flush=True)
+        print("Stopping Tether...", flush=True)
     except OSError as exc:
         print(f"tether: cannot serve on port {settings.port}: {exc}", file=sys.stderr)
         return 1
