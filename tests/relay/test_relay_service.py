@@ -60,6 +60,17 @@ def relay_service(env: dict[str, str]) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
+async def echo_in_terminal(url: str, headers: dict[str, str], word: str) -> bytes:
+    """Opens the terminal at `url`, has the shell print `<word>-42` (worked out by the shell,
+    so the echo of the typed line does not count) and returns what came back until then."""
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(url, headers=headers)
+        await ws.send_bytes(f"echo {word}-$((6*7))\n".encode())
+        seen = await read_until(ws, f"{word}-42".encode())
+        await ws.close()
+        return seen
+
+
 @pytest.fixture(scope="module")
 def relay(control_plane: Server) -> Iterator[str]:
     with relay_service(control_plane.env) as url:
@@ -74,16 +85,7 @@ def test_the_relay_service_opens_a_terminal_of_a_session_it_did_not_start(
                          headers=headers, timeout=60).json()  # fmt: skip
     assert created["status"] == "running"
     url = relay.replace("http", "ws", 1) + f"/v1/sessions/{created['id']}/terminal"
-
-    async def main() -> bytes:
-        async with aiohttp.ClientSession() as http:
-            ws = await http.ws_connect(url, headers=headers)
-            await ws.send_bytes(b"echo relayed-$((6*7))\n")
-            seen = await read_until(ws, b"relayed-42")
-            await ws.close()
-            return seen
-
-    assert b"relayed-42" in asyncio.run(main())
+    assert b"relayed-42" in asyncio.run(echo_in_terminal(url, headers, "relayed"))
     # Checked before the upgrade there too: no credential, nothing relayed.
     assert asyncio.run(refused_status(url)) == 401
 
@@ -179,16 +181,7 @@ def test_the_relay_reaches_a_private_workspace_over_https_with_an_id_token(
            "SSL_CERT_FILE": str(cert)}  # fmt: skip
     with relay_service(env) as relay:
         url = relay.replace("http", "ws", 1) + f"/v1/sessions/{sid}/terminal"
-
-        async def main() -> bytes:
-            async with aiohttp.ClientSession() as http:
-                ws = await http.ws_connect(url, headers=headers)
-                await ws.send_bytes(b"echo over-tls-$((6*7))\n")
-                seen = await read_until(ws, b"over-tls-42")
-                await ws.close()
-                return seen
-
-        assert b"over-tls-42" in asyncio.run(main())
+        assert b"over-tls-42" in asyncio.run(echo_in_terminal(url, headers, "over-tls"))
     tokens.shutdown()
     assert TokenEndpoint.audiences == [workspace]
     (head,) = heads

@@ -29,6 +29,7 @@ from aiohttp import web
 
 from tether.origin.apps import relay_app, wsgi_app
 from tether.relay import streams
+from tether.settings import Settings
 from tether.surfaces.http import closing_json_response
 from tether.targets import target_for
 
@@ -48,7 +49,7 @@ class Origin:
         self,
         app: WsgiApp = wsgi_app,
         relay: web.Application | None = None,
-        max_connections: int = 1024,
+        max_connections: int = Settings.max_connections,
     ) -> None:
         """`max_connections` are served at once (each holds a thread); more get a 503."""
         self.app = app

@@ -64,9 +64,9 @@ class Upgrade:
 
     def route(self) -> tuple[Route, str] | None:
         """The byte relay this request is for, and its session id; None if it is none's."""
+        follow = self.query.get("follow", "").lower() in ("true", "1")
         for route in ROUTES:
             found = route.pattern.fullmatch(self.path)
-            follow = self.query.get("follow", "").lower() in ("true", "1")
             if found and (follow or not route.follow_only):
                 return route, found.group(1)
         return None
