@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -173,12 +174,15 @@ def test_monitor_agent_health_queries(streamspace: Server) -> None:
     assert f"{agent['agent_id']} (local) - online - Sessions: 0/10" in out
 
 
-def test_rate_limit_holds_across_two_server_processes(tmp_path: Path) -> None:
+def test_rate_limit_holds_across_two_server_processes(
+    tmp_path: Path, rate_window: Callable[[], None]
+) -> None:
     """Two servers sharing one store (as two function instances share Firestore)."""
     env = {"TETHER_ADMIN_PASSWORD": PASSWORD}
     one = start_server(tmp_path / "home", env | {"TETHER_AGENT_ID": "agent-one"})
     two = start_server(tmp_path / "home", env | {"TETHER_AGENT_ID": "agent-two"})
     try:
+        rate_window()
         codes = []
         for i in range(8):
             url = (one if i % 2 == 0 else two).url

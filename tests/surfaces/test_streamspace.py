@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -394,7 +395,8 @@ def test_authorization_matrix(ss: FlaskClient) -> None:
 # -- rate limits --------------------------------------------------------------------------------
 
 
-def test_rate_limit_headers_and_429(ss: FlaskClient) -> None:
+def test_rate_limit_headers_and_429(ss: FlaskClient, rate_window: Callable[[], None]) -> None:
+    rate_window()
     r = ss.get(f"{API}/templates", headers=bearer(ALICE_KEY))
     assert r.headers["X-RateLimit-Limit"] == "100"
     assert int(r.headers["X-RateLimit-Remaining"]) == 99
@@ -412,8 +414,11 @@ def test_rate_limit_headers_and_429(ss: FlaskClient) -> None:
     assert r.status_code == 429
 
 
-def test_session_creation_is_limited_per_principal(ss: FlaskClient) -> None:
+def test_session_creation_is_limited_per_principal(
+    ss: FlaskClient, rate_window: Callable[[], None]
+) -> None:
     h = bearer(ALICE_KEY)
+    rate_window()
     codes = [
         ss.post(
             f"{API}/sessions",
