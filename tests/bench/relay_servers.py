@@ -16,14 +16,14 @@ from tether import bootstrap
 from tether.core.lifecycle import SessionState
 from tether.core.models import Role, Session
 from tether.origin.server import Origin
+from tether.runtime import websockets
 from tether.settings import Settings
 
 
 async def echo(request: web.Request) -> web.WebSocketResponse:
     """Echoes binary frames. Text frames steer a one-way test: `sink N` counts N binary
     frames and answers `done`; `source N` sends N frames of 64 KiB."""
-    ws = web.WebSocketResponse(compress=False, max_msg_size=1 << 22)
-    await ws.prepare(request)
+    ws = await websockets.accept(request, max_msg_size=1 << 22)  # as the runtime's streams
     sink = 0
     async for msg in ws:
         if msg.type is WSMsgType.BINARY:
@@ -48,6 +48,7 @@ async def serve_echo(sock: str) -> None:
     """The far end, alone in its process as a workspace runtime is: on `sock` for the relay and
     on a TCP port for the direct baseline."""
     far = web.Application()
+    websockets.close_on_shutdown(far)
     far.router.add_get("/pty", echo)
     runner = web.AppRunner(far, access_log=None)
     await runner.setup()
