@@ -1,1 +1,1 @@
-"""The WebSocket relay: authenticates, checks ownership in the Store, relays bytes to the runtime."""
+"""The WebSocket relay: authenticates, checks ownership in the Store, relays to the runtime."""
