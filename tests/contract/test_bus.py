@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 
+import pytest
 from tether.core.ports import Bus, Message
 
 
@@ -18,17 +19,22 @@ def wait_for(pred: Callable[[], bool], timeout: float = 20.0) -> bool:
     return pred()
 
 
-def test_command_reaches_only_its_agent(bus: Bus) -> None:
+# `awaited`: the publisher waits for the result, so an in-process bus may deliver on its thread.
+awaited = pytest.mark.parametrize("awaited", [False, True], ids=["queued", "awaited"])
+
+
+@awaited
+def test_command_reaches_only_its_agent(bus: Bus, awaited: bool) -> None:
     got_a: list[Message] = []
     got_b: list[Message] = []
     sub_a = bus.subscribe_commands("agent-a", got_a.append)
     sub_b = bus.subscribe_commands("agent-b", got_b.append)
-    bus.publish_command("agent-a", {"command_id": "c1"})
-    bus.publish_command("agent-b", {"command_id": "c2"})
+    bus.publish_command("agent-a", {"command_id": "c1"}, awaited)
+    bus.publish_command("agent-b", {"command_id": "c2"}, awaited)
     assert wait_for(lambda: len(got_a) >= 1 and len(got_b) >= 1)
-    time.sleep(0.5)  # a misrouted message would have arrived by now
-    assert {m.data["command_id"] for m in got_a} == {"c1"}
-    assert {m.data["command_id"] for m in got_b} == {"c2"}
+    time.sleep(0.5)  # a misrouted or doubled message would have arrived by now
+    assert [m.data["command_id"] for m in got_a] == ["c1"]
+    assert [m.data["command_id"] for m in got_b] == ["c2"]
     assert got_a[0].attributes["agent_id"] == "agent-a"
     sub_a.close()
     sub_b.close()
@@ -55,7 +61,8 @@ def test_events_fan_out_to_every_named_subscription(bus: Bus) -> None:
     s2.close()
 
 
-def test_a_failing_handler_gets_the_message_again(bus: Bus) -> None:
+@awaited
+def test_a_failing_handler_gets_the_message_again(bus: Bus, awaited: bool) -> None:
     calls: list[str] = []
     lock = threading.Lock()
 
@@ -66,7 +73,7 @@ def test_a_failing_handler_gets_the_message_again(bus: Bus) -> None:
                 raise RuntimeError("agent crashed mid-command")
 
     sub = bus.subscribe_commands("flaky-agent", flaky)
-    bus.publish_command("flaky-agent", {"command_id": "retry-me"})
+    bus.publish_command("flaky-agent", {"command_id": "retry-me"}, awaited)  # does not raise
     assert wait_for(lambda: len(calls) >= 2, timeout=60)
     assert set(calls) == {"retry-me"}
     sub.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,29 @@ def test_a_long_command_is_acked_while_it_runs_and_not_published_again(stack: An
     assert commands.republish_stale(older_than=0) == 0
     assert wait_final(stack, cmd.id).state is CommandState.SUCCEEDED
     assert (workdir / "count").read_text() == "x\n"
+
+
+def test_an_exec_answers_while_more_long_execs_run_than_the_agent_has_workers(
+    stack: Any,
+) -> None:
+    """Nine `sleep`s outnumber the in-process bus's eight workers: an exec waited on runs on
+    its caller's thread, so a quick one is not queued behind them."""
+    sid, _ = running_session(stack)
+    sessions = stack.services.sessions
+    long = [
+        threading.Thread(target=sessions.execute, args=(ADMIN, sid, "sleep 4", 10))
+        for _ in range(9)
+    ]
+    for thread in long:
+        thread.start()
+    time.sleep(1.0)  # all nine under way
+    started = time.monotonic()
+    result = sessions.execute(ADMIN, sid, "echo quick", 10)
+    waited = time.monotonic() - started
+    assert result.stdout == "quick\n"
+    assert waited < 2.0, f"the quick exec waited {waited:.1f}s behind the long ones"
+    for thread in long:
+        thread.join()
 
 
 def test_a_result_from_an_older_lease_is_rejected(stack: Any) -> None:

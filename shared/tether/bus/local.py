@@ -18,7 +18,8 @@ class _Subscription:
     """Messages wait in `backlog` while no handler is attached. With one, each goes straight
     to the worker pool, or with `inline` is handled on the publisher's own thread: an event's
     handler is a short store write, cheaper than the thread hop, while a command's may run
-    for minutes."""
+    for minutes, so a command is handled inline only when its publisher waits for the result
+    anyway (an exec: the pool's hop there and back cost ~0.5 ms of a 5 ms exec)."""
 
     def __init__(
         self, name: str, agent_id: str | None, redeliver_after: float, inline: bool
@@ -32,12 +33,12 @@ class _Subscription:
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
-    def put(self, msg: Message) -> None:
+    def put(self, msg: Message, inline: bool = False) -> None:
         with self._lock:
             if self.handler is None:
                 self.backlog.append(msg)
                 return
-            if self._pool is not None:
+            if self._pool is not None and not inline:
                 self._pool.submit(self._deliver, msg)
                 return
         self._deliver(msg)
@@ -86,20 +87,22 @@ class LocalBus:
                 self._subs[name] = (topic, sub)
             return self._subs[name][1]
 
-    def _publish(self, topic: str, data: dict[str, Any], attributes: dict[str, str]) -> str:
+    def _publish(
+        self, topic: str, data: dict[str, Any], attributes: dict[str, str], inline: bool = False
+    ) -> str:
         msg = Message(data=data, attributes=attributes, message_id=uuid.uuid4().hex)
         with self._lock:
             targets = [s for t, s in self._subs.values() if t == topic]
         for sub in targets:
             if sub.agent_id is None or sub.agent_id == attributes.get("agent_id"):
-                sub.put(msg)
+                sub.put(msg, inline)
         return msg.message_id
 
-    def publish_command(self, agent_id: str, data: dict[str, Any]) -> str:
+    def publish_command(self, agent_id: str, data: dict[str, Any], awaited: bool = False) -> str:
         # Create the agent's subscription on first publish too, so nothing sent before the
         # agent subscribes is lost (Pub/Sub subscriptions are created at deploy time).
         self._sub(COMMANDS_TOPIC, commands_subscription(agent_id), agent_id)
-        return self._publish(COMMANDS_TOPIC, data, {"agent_id": agent_id})
+        return self._publish(COMMANDS_TOPIC, data, {"agent_id": agent_id}, awaited)
 
     def publish_event(self, data: dict[str, Any]) -> str:
         return self._publish(EVENTS_TOPIC, data, {"type": str(data.get("type", ""))})

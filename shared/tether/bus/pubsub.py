@@ -114,7 +114,7 @@ class PubSubBus:
         message_id: str = publisher.publish(path, body, **attributes).result(PUBLISH_TIMEOUT_S)
         return message_id
 
-    def publish_command(self, agent_id: str, data: dict[str, Any]) -> str:
+    def publish_command(self, agent_id: str, data: dict[str, Any], awaited: bool = False) -> str:
         # Ensure the agent's subscription first: Pub/Sub only retains messages for
         # subscriptions that exist at publish time.
         self._subscription(COMMANDS_TOPIC, commands_subscription(agent_id), agent_id)

@@ -94,9 +94,13 @@ class Bus(Protocol):
     - No ordering guarantee between messages.
     - Subscriptions are durable by name: messages published while no handler runs are delivered
       once one subscribes (the subscription is created on first use).
+    - `awaited=True` says the publisher blocks on the command's result anyway: an in-process
+      bus may then run the handler on the publisher's thread, sparing two thread hops.
     """
 
-    def publish_command(self, agent_id: str, data: dict[str, Any]) -> str: ...
+    def publish_command(
+        self, agent_id: str, data: dict[str, Any], awaited: bool = False
+    ) -> str: ...
 
     def publish_event(self, data: dict[str, Any]) -> str: ...
 

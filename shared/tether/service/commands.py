@@ -44,7 +44,9 @@ class Commands:
         type: CommandType,
         session_id: str | None,
         payload: dict[str, Any],
+        awaited: bool = False,
     ) -> Command:
+        """`awaited`: the caller goes on to `wait` for the result (see `Bus.publish_command`)."""
         command = Command(
             id=f"cmd-{uuid.uuid4().hex}",
             agent_id=agent_id,
@@ -55,7 +57,7 @@ class Commands:
         # Outbox: the record exists before any agent can see the message, so a crash between
         # the two leaves a pending command that the sweeper publishes, never a lost one.
         self.repo.create(command.id, command)
-        self.bus.publish_command(agent_id, wire(command))
+        self.bus.publish_command(agent_id, wire(command), awaited)
         return command
 
     def wait(self, issued: Command, timeout: float) -> Command:

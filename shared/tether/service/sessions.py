@@ -183,7 +183,7 @@ class Sessions:
         self, session: Session, kind: CommandType, payload: dict[str, object], wait: float
     ) -> dict[str, object]:
         """Send the session's agent a command and wait for its result."""
-        issued = self.commands.issue(session.agent_id, kind, session.id, payload)
+        issued = self.commands.issue(session.agent_id, kind, session.id, payload, awaited=True)
         done = self.commands.wait(issued, wait)
         if done.state is CommandState.SUCCEEDED:
             return done.result or {}
