@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from tether.errors import NotFound
 from tether.service.repo import Repo
 
 log = logging.getLogger(__name__)
+_FINAL_KEPT = 1024
 
 
 def wire(command: Command) -> dict[str, Any]:
@@ -37,6 +39,10 @@ class Commands:
 
     def __post_init__(self) -> None:
         self.repo = Repo(self.store, "commands", Command)
+        # Results this process recorded, kept for its own `wait` (on the in-process bus the
+        # waiter's thread recorded it, a moment before): a final command never changes again.
+        self._final: dict[str, Command] = {}
+        self._final_lock = threading.Lock()
 
     def issue(
         self,
@@ -65,6 +71,8 @@ class Commands:
         deadline = time.monotonic() + timeout
         command: Command | None = issued
         while command is not None and command.state not in FINAL_COMMAND_STATES:
+            if known := self._final.pop(issued.id, None):
+                return known
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return command
@@ -106,7 +114,13 @@ class Commands:
             c.updated_at = utcnow()
             return c
 
-        return self._mutate_existing(command_id, move)
+        command = self._mutate_existing(command_id, move)
+        if command is not None and command.state in FINAL_COMMAND_STATES:
+            with self._final_lock:
+                self._final[command_id] = command
+                if len(self._final) > _FINAL_KEPT:  # results nobody here waits for
+                    del self._final[next(iter(self._final))]
+        return command
 
     def _mutate_existing(self, command_id: str, move: Any) -> Command | None:
         try:
