@@ -193,8 +193,9 @@ class Agent:
             "result": result,
             "error": error,
         }
-        # Published before it is journalled, off the caller's wait: a crash in between makes a
-        # redelivery report "interrupted", which the control plane ignores for a final command.
+        # Published before it is journalled, so the waiter learns it one write sooner: a crash in
+        # between makes a redelivery report "interrupted", which the control plane ignores for a
+        # final command.
         self.bus.publish_event(event)
         self.journal.finish(command_id, session_id, event)
 
