@@ -117,8 +117,8 @@ def test_relay_against_direct(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                     for measure in tests.values():
                         await measure(ws)
                 # Alternate, first one then the other first, so machine noise hits both alike.
-                for round in range(ROUNDS):
-                    for name in sorted(conns, reverse=bool(round % 2)):
+                for i in range(ROUNDS):
+                    for name in sorted(conns, reverse=bool(i % 2)):
                         for label, measure in tests.items():
                             results[name].setdefault(label, []).append(await measure(conns[name]))
                         results[name].setdefault("rtt", []).extend(await round_trips(conns[name]))
