@@ -23,6 +23,14 @@ def test_keys_are_stored_only_as_hashes(tmp_path: Path) -> None:
         auth.principal_for_key(key + "x")
 
 
+def test_generated_keys_are_found_by_their_prefix(tmp_path: Path) -> None:
+    auth = Auth(SqliteStore(tmp_path / "db"))
+    auth.ensure_user("alice", Role.USER)
+    for _ in range(100):  # a secret with "_" in it once broke the key into more than 3 parts
+        kind, prefix, secret = auth.add_key("alice").split("_")
+        assert kind == "tether" and auth.keys.find(prefix) is not None and len(secret) >= 32
+
+
 def test_operator_chosen_keys_work_too(tmp_path: Path) -> None:
     auth = Auth(SqliteStore(tmp_path / "db"))
     auth.ensure_user("admin", Role.ADMIN)

@@ -103,7 +103,9 @@ class Auth:
 
     def add_key(self, owner: str, key: str | None = None, name: str = "default") -> str:
         """Register `key` (or a new random one) for `owner`; returns the key. Idempotent."""
-        key = key or f"{KEY_PREFIX}_{secrets.token_hex(6)}_{secrets.token_urlsafe(24)}"
+        # Hex on both sides: a secret with "_" in it (token_urlsafe's alphabet) would break
+        # the key's three parts, and with them the lookup prefix.
+        key = key or f"{KEY_PREFIX}_{secrets.token_hex(6)}_{secrets.token_hex(24)}"
         prefix = lookup_id(key)
         record = ApiKey(id=prefix, owner=owner, key_hash=_hash_key(key), name=name)
         existing = self.keys.find(prefix)
