@@ -183,9 +183,10 @@ def _open_runtime(
         raise _Refused(502, f"Workspace runtime unreachable: {exc}") from None
     head, _, early = answer.partition(b"\r\n\r\n")
     status = head.split(b"\r\n", 1)[0].decode("latin-1")
-    if status.split(" ")[1:2] != ["101"] or _accept(key).encode() not in head:
+    code = status.split(" ")[1:2]
+    if code != ["101"] or _accept(key).encode() not in head:
         sock.close()
-        if status.split(" ")[1:2] == ["404"]:
+        if code == ["404"]:
             raise _Refused(404, "This session has no desktop")
         raise _Refused(502, f"The workspace runtime answered {status!r}")
     sock.settimeout(None)

@@ -110,8 +110,9 @@ class Router:
 
     @functools.cached_property
     def _adapter(self) -> MapAdapter:
-        """Bound once, after every route is added: a rule match needs only the path and method
-        (no URL is ever built), and binding to each request's environ cost more than the match."""
+        """Bound once (its `match` still sees routes added later): a rule match needs only the
+        path and method (no URL is ever built), and binding to each request's environ cost
+        more than the match."""
         return self.map.bind("tether")
 
     def __call__(self, request: Request) -> Response:
