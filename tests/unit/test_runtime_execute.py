@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -89,6 +90,23 @@ def test_exec_channel_client_runs_callers_concurrently(tmp_path: Path) -> None:
         assert [r["stdout"] for r in results] == ["0\n", "1\n", "2\n", "3\n"]
         assert took < 2.5  # four one-second commands at once, not one after another
         assert client.call({"command": "echo again"}, 10)["stdout"] == "again\n"  # pooled
+    finally:
+        client.close()
+        channel.close()
+
+
+def test_a_burst_of_callers_is_queued_not_refused(tmp_path: Path) -> None:
+    """Sixteen execs connect while the channel is not accepting yet (busy, say): each waits its
+    turn in the listen queue instead of failing with EAGAIN."""
+    path = str(tmp_path / "x.exec")
+    channel = exec_channel.ExecChannel(path, str(tmp_path))  # listening, not yet accepting
+    client = UnixJsonClient(path)
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            calls = [pool.submit(client.call, {"command": f"echo {i}"}, 10) for i in range(16)]
+            time.sleep(0.3)  # all sixteen connecting
+            threading.Thread(target=channel.serve_forever, daemon=True).start()
+            assert [c.result()["stdout"] for c in calls] == [f"{i}\n" for i in range(16)]
     finally:
         client.close()
         channel.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import socketserver
 import threading
 
@@ -34,6 +35,9 @@ class _Connection(socketserver.StreamRequestHandler):
 
 class ExecChannel(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
+    # socketserver's default of 5 refuses (EAGAIN) the sixth exec of a burst that connects
+    # before the accept loop catches up: a Unix socket's connect does not wait for room.
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(self, path: str, home: str) -> None:
         with contextlib.suppress(FileNotFoundError):

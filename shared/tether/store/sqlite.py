@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -12,7 +11,7 @@ from typing import Any
 
 from tether.core.ports import Filter, Stored
 from tether.errors import Conflict, Invalid, NotFound, Unavailable
-from tether.store.codec import check_field, dumps, encode
+from tether.store.codec import check_field, dumps, encode, loads
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs (
@@ -56,7 +55,7 @@ class SqliteStore:
             .execute("SELECT version, data FROM docs WHERE kind=? AND id=?", (kind, doc_id))
             .fetchone()
         )
-        return Stored(doc_id, row[0], json.loads(row[1])) if row else None
+        return Stored(doc_id, row[0], loads(row[1])) if row else None
 
     def create(self, kind: str, doc_id: str, data: dict[str, Any]) -> Stored:
         text = dumps(data)
@@ -122,7 +121,7 @@ class SqliteStore:
             sql.append("LIMIT ?")
             args.append(int(limit))
         rows = self._conn().execute(" ".join(sql), args).fetchall()
-        return [Stored(r[0], r[1], json.loads(r[2])) for r in rows]
+        return [Stored(r[0], r[1], loads(r[2])) for r in rows]
 
     def watch(self, kind: str, doc_id: str, after_version: int, timeout: float) -> Stored | None:
         deadline = time.monotonic() + timeout

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, TypeVar
 
+import orjson
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.exceptions import NotFound as NoRoute
@@ -43,9 +44,8 @@ def status_for(error: errors.TetherError) -> int:
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        json.dumps(data, default=str), status=status, headers=headers, mimetype="application/json"
-    )
+    body = orjson.dumps(data, default=str)  # default: what JSON lacks (a Path, say) as text
+    return Response(body, status=status, headers=headers, mimetype="application/json")
 
 
 def closing_json_response(status: int, body: dict[str, Any]) -> bytes:
@@ -73,8 +73,8 @@ def _describe(exc: ValidationError, where: str) -> errors.Invalid:
 def parse_body(request: Request, model: type[M]) -> M:
     raw = request.get_data(cache=True)
     try:
-        data = json.loads(raw) if raw.strip() else {}
-    except ValueError:
+        data = orjson.loads(raw) if raw.strip() else {}
+    except orjson.JSONDecodeError:
         raise errors.Invalid("Request body is not valid JSON", field="body") from None
     if not isinstance(data, dict):
         raise errors.Invalid("Request body must be a JSON object", field="body")
