@@ -108,6 +108,30 @@ def test_a_result_from_an_older_lease_is_rejected(stack: Any) -> None:
     assert final.state is CommandState.SUCCEEDED and final.result == {"stdout": "new"}
 
 
+def test_a_result_lands_on_a_command_another_instance_changed(stack: Any) -> None:
+    """This process remembers the commands it wrote; a result must still land, and nothing
+    another instance wrote since may be lost, when that memory is out of date."""
+    commands, events = stack.services.commands, stack.services.events
+    result = {"type": "command_result", "agent_id": "gone-agent", "status": "completed"}
+
+    def elsewhere(command_id: str, **fields: Any) -> None:  # another instance's write
+        doc = commands.store.get("commands", command_id)
+        commands.store.update("commands", command_id, {**doc.data, **fields}, doc.version)
+
+    republished = commands.issue("gone-agent", CommandType.EXEC, None, {"command": "true"})
+    elsewhere(republished.id, publish_count=1)
+    events.handle({**result, "command_id": republished.id, "epoch": 1, "result": {"n": 1}})
+    done = commands.repo.get(republished.id)
+    assert done.state is CommandState.SUCCEEDED and done.result == {"n": 1}
+    assert done.publish_count == 1  # the other write survived
+
+    leased = commands.issue("gone-agent", CommandType.EXEC, None, {"command": "true"})
+    elsewhere(leased.id, epoch=2)  # re-leased: a result for epoch 2 is the one that counts
+    events.handle({**result, "command_id": leased.id, "epoch": 2, "result": {"n": 2}})
+    assert commands.repo.get(leased.id).result == {"n": 2}
+    assert commands.wait(leased, 1).result == {"n": 2}
+
+
 def test_an_exec_interrupted_by_an_agent_crash_is_not_run_again(stack: Any, tmp_path: Path) -> None:
     sid, workdir = running_session(stack)
     cmd = stack.services.commands.issue(

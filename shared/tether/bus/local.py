@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -79,6 +79,7 @@ class LocalBus:
         self._redeliver_after = redeliver_after
         self._subs: dict[str, tuple[str, _Subscription]] = {}
         self._lock = threading.Lock()
+        self._ids = itertools.count(1)  # message ids, unique per bus as Pub/Sub's are per topic
 
     def _sub(self, topic: str, name: str, agent_id: str | None) -> _Subscription:
         with self._lock:
@@ -90,7 +91,7 @@ class LocalBus:
     def _publish(
         self, topic: str, data: dict[str, Any], attributes: dict[str, str], inline: bool = False
     ) -> str:
-        msg = Message(data=data, attributes=attributes, message_id=uuid.uuid4().hex)
+        msg = Message(data=data, attributes=attributes, message_id=str(next(self._ids)))
         with self._lock:
             targets = [s for t, s in self._subs.values() if t == topic]
         for sub in targets:

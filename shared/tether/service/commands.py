@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -17,7 +17,7 @@ from tether.errors import NotFound
 from tether.service.repo import Repo
 
 log = logging.getLogger(__name__)
-_FINAL_KEPT = 1024
+_KNOWN_KEPT = 1024
 
 
 def wire(command: Command) -> dict[str, Any]:
@@ -39,10 +39,18 @@ class Commands:
 
     def __post_init__(self) -> None:
         self.repo = Repo(self.store, "commands", Command)
-        # Results this process recorded, kept for its own `wait` (on the in-process bus the
-        # waiter's thread recorded it, a moment before): a final command never changes again.
-        self._final: dict[str, Command] = {}
-        self._final_lock = threading.Lock()
+        # The last record this process wrote of each recent command: a result starts from it
+        # instead of a read, and `wait` takes a final one from here (on the in-process bus the
+        # waiter's own thread recorded it, a moment before; a final command never changes).
+        self._known: dict[str, Command] = {}
+        self._known_lock = threading.Lock()
+
+    def _remember(self, command: Command) -> None:
+        with self._known_lock:
+            self._known.pop(command.id, None)  # re-inserted last: evicted last
+            self._known[command.id] = command
+            if len(self._known) > _KNOWN_KEPT:  # commands whose results went elsewhere
+                del self._known[next(iter(self._known))]
 
     def issue(
         self,
@@ -54,7 +62,7 @@ class Commands:
     ) -> Command:
         """`awaited`: the caller goes on to `wait` for the result (see `Bus.publish_command`)."""
         command = Command(
-            id=f"cmd-{uuid.uuid4().hex}",
+            id=f"cmd-{secrets.token_hex(16)}",
             agent_id=agent_id,
             session_id=session_id,
             type=type,
@@ -63,6 +71,7 @@ class Commands:
         # Outbox: the record exists before any agent can see the message, so a crash between
         # the two leaves a pending command that the sweeper publishes, never a lost one.
         self.repo.create(command.id, command)
+        self._remember(command)
         self.bus.publish_command(agent_id, wire(command), awaited)
         return command
 
@@ -71,7 +80,10 @@ class Commands:
         deadline = time.monotonic() + timeout
         command: Command | None = issued
         while command is not None and command.state not in FINAL_COMMAND_STATES:
-            if known := self._final.pop(issued.id, None):
+            known = self._known.get(issued.id)
+            if known is not None and known.state in FINAL_COMMAND_STATES:
+                with self._known_lock:
+                    self._known.pop(issued.id, None)
                 return known
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -114,20 +126,16 @@ class Commands:
             c.updated_at = utcnow()
             return c
 
-        command = self._mutate_existing(command_id, move)
-        if command is not None and command.state in FINAL_COMMAND_STATES:
-            with self._final_lock:
-                self._final[command_id] = command
-                if len(self._final) > _FINAL_KEPT:  # results nobody here waits for
-                    del self._final[next(iter(self._final))]
-        return command
+        return self._mutate_existing(command_id, move)
 
     def _mutate_existing(self, command_id: str, move: Any) -> Command | None:
         try:
-            return self.repo.mutate(command_id, move)
+            command = self.repo.mutate(command_id, move, start=self._known.get(command_id))
         except NotFound:
             log.warning("event for unknown command %s", command_id)
             return None
+        self._remember(command)
+        return command
 
     def republish_stale(self, older_than: float) -> int:
         """Publish again every command no agent has acked for `older_than` seconds."""

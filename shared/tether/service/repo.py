@@ -43,18 +43,29 @@ class Repo(Generic[T]):
         obj.version = self.store.update(self.kind, doc_id, obj.doc(), obj.version).version
         return obj
 
-    def mutate(self, doc_id: str, change: Callable[[T], T | None], attempts: int = 8) -> T:
+    def mutate(
+        self,
+        doc_id: str,
+        change: Callable[[T], T | None],
+        attempts: int = 8,
+        start: T | None = None,
+    ) -> T:
         """Read, apply `change`, write; retry on a lost race. `change` returning None means
-        "nothing to do" and writes nothing."""
+        "nothing to do" and writes nothing. `start`, a record this process wrote, spares the
+        first read: `change` gets a shallow copy of it (so it must assign fields, not change
+        their values in place), and a stale one costs a Conflict and then a read."""
         for _ in range(attempts):
-            obj = self.get(doc_id)
+            obj = self.get(doc_id) if start is None else start.model_copy()
             new = change(obj)
             if new is None:
-                return obj
+                if start is None:
+                    return obj
+                start = None  # decided on a copy that may be stale: decide again on a read
+                continue
             try:
                 return self.save(doc_id, new)
             except Conflict:
-                continue
+                start = None
         raise Conflict(f"{self.kind} {doc_id!r} is changing too fast; try again")
 
     def query(
