@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from tether.agent.daemon import Agent
-from tether.agent.journal import Journal
+from tether.agent.journal import JOURNAL, Journal
 from tether.core.lifecycle import CommandState
-from tether.core.models import Command, CommandType, Principal, Role, SessionRequest
-from tether.service.commands import wire
+from tether.core.models import Command, CommandType, Principal, Role, SessionRequest, utcnow
+from tether.service.commands import FINAL_KEPT, PENDING_KEPT, wire
 from tether.store.sqlite import SqliteStore
 
 ADMIN = Principal(id="admin", username="admin", role=Role.ADMIN)
@@ -130,6 +132,44 @@ def test_a_result_lands_on_a_command_another_instance_changed(stack: Any) -> Non
     events.handle({**result, "command_id": leased.id, "epoch": 2, "result": {"n": 2}})
     assert commands.repo.get(leased.id).result == {"n": 2}
     assert commands.wait(leased, 1).result == {"n": 2}
+
+
+def test_command_records_expire_and_the_sweeper_deletes_them(stack: Any) -> None:
+    """Records do not pile up: a finished one goes minutes after, a pending one after a day."""
+    sid, _ = running_session(stack)
+    commands = stack.services.commands
+    before = utcnow()
+    assert stack.services.sessions.execute(ADMIN, sid, "true", 10).success
+    done = commands.repo.query([("session_id", "==", sid), ("type", "==", "exec")])[0]
+    assert before + FINAL_KEPT <= done.expires_at <= utcnow() + FINAL_KEPT
+    waiting = commands.issue("gone-agent", CommandType.EXEC, sid, {"command": "true"})
+    assert waiting.expires_at - waiting.created_at == PENDING_KEPT
+
+    def expire(command_id: str) -> None:  # as if its time had come
+        doc = commands.store.get("commands", command_id)
+        past = utcnow() - timedelta(seconds=1)
+        commands.store.update("commands", command_id, {**doc.data, "expires_at": past}, doc.version)
+
+    expire(done.id)
+    assert stack.services.sweeper.run()["expired_records"] == 1
+    assert commands.repo.find(done.id) is None and commands.repo.find(waiting.id) is not None
+
+
+def test_the_local_journal_is_purged_by_the_sweep(stack: Any) -> None:
+    """The local agent's journal (a SQLite file: no TTL policy) is purged on the sweep's
+    timer, and its entries last as long as a pending command can be republished."""
+    journal = stack.agent.journal
+    assert journal.keep == PENDING_KEPT
+    past = utcnow() - timedelta(seconds=1)
+    journal.store.create(JOURNAL, "cmd-long-gone", {"state": "done", "expires_at": past})
+    journal.begin("cmd-recent", None)
+    stack.sweep_interval, stack.journal_purge_interval = 0.2, 0
+    threading.Thread(target=stack._sweep, daemon=True).start()
+    deadline = time.monotonic() + 10
+    while journal.store.get(JOURNAL, "cmd-long-gone") is not None:
+        assert time.monotonic() < deadline, "the expired journal entry was never purged"
+        time.sleep(0.1)
+    assert journal.store.get(JOURNAL, "cmd-recent") is not None
 
 
 def test_an_exec_interrupted_by_an_agent_crash_is_not_run_again(stack: Any, tmp_path: Path) -> None:

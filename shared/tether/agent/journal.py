@@ -22,13 +22,17 @@ EXPIRING = (JOURNAL, STOPPED)  # what those TTL policies must cover
 
 
 class Journal:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, keep: timedelta = KEEP) -> None:
+        """`keep`: how long an entry lasts, as long as a duplicate of its command can come.
+        Pub/Sub holds an unacked message for up to KEEP; the in-process bus holds none, so
+        there only the sweeper, republishing a pending command, sends one again."""
         self.store = store
+        self.keep = keep
 
     def begin(self, command_id: str, session_id: str | None) -> tuple[str, dict[str, Any] | None]:
         """Claim a command. Returns ("new", None) the first time; ("started", None) if a claim
         exists without a result (a crash or a concurrent duplicate); ("done", result) after."""
-        entry = {"session_id": session_id, "state": "started", "expires_at": utcnow() + KEEP}
+        entry = {"session_id": session_id, "state": "started", "expires_at": utcnow() + self.keep}
         try:
             self.store.create(JOURNAL, command_id, entry)
             return "new", None
@@ -40,7 +44,7 @@ class Journal:
 
     def finish(self, command_id: str, session_id: str | None, result: dict[str, Any]) -> None:
         entry = {"session_id": session_id, "state": "done", "result": result,
-                 "expires_at": utcnow() + KEEP}  # fmt: skip
+                 "expires_at": utcnow() + self.keep}  # fmt: skip
         # Claimed at version 1, and only the claimant finishes it: no need to read it first.
         # (Conflict: a duplicate running elsewhere finished first; NotFound: it expired.)
         with contextlib.suppress(Conflict, NotFound):
@@ -48,7 +52,7 @@ class Journal:
 
     def mark_stopped(self, session_id: str) -> None:
         with contextlib.suppress(Conflict):  # a redelivered stop
-            self.store.create(STOPPED, session_id, {"expires_at": utcnow() + KEEP})
+            self.store.create(STOPPED, session_id, {"expires_at": utcnow() + self.keep})
 
     def was_stopped(self, session_id: str) -> bool:
         return self.store.get(STOPPED, session_id) is not None

@@ -136,6 +136,7 @@ class Command(Record):
     publish_count: int = 0
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None  # then the sweeper (and Firestore's TTL) deletes it
 
 
 class Session(Record):

@@ -6,12 +6,16 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 
 from tether import bootstrap
+from tether.agent import journal
 from tether.agent.daemon import Agent
 from tether.agent.journal import Journal
 from tether.core.ports import Bus, Message, Store
 from tether.provision.local import LocalProvisioner
+from tether.service.commands import PENDING_KEPT
+from tether.service.sweeper import purge_expired
 from tether.settings import Settings
 from tether.store.sqlite import SqliteStore
 
@@ -37,19 +41,27 @@ class LocalStack:
             settings.agent_id or f"local-{socket.gethostname()}",
             self.services.bus,
             self.provisioner,
-            Journal(SqliteStore(settings.home / "agent" / "journal.db")),
+            # Here only the sweeper republishes a command, and only a pending one (a day).
+            Journal(SqliteStore(settings.home / "agent" / "journal.db"), keep=PENDING_KEPT),
             heartbeat_interval=settings.heartbeat_interval,
         )
         self.sweep_interval = sweep_interval
+        # The journal holds a day of commands: scanned for expired entries less often.
+        self.journal_purge_interval = 60.0
         self._stop = threading.Event()
 
     def _on_event(self, msg: Message) -> None:
         self.services.events.handle(msg.data)
 
     def _sweep(self) -> None:
+        purged = time.monotonic()
         while not self._stop.wait(self.sweep_interval):
             try:
                 self.services.sweeper.run()
+                if time.monotonic() - purged >= self.journal_purge_interval:
+                    # The agent's journal has no TTL policy here: the sweep purges it too.
+                    purge_expired(self.agent.journal.store, journal.EXPIRING)
+                    purged = time.monotonic()
             except Exception:
                 log.exception("sweeper run failed")
 

@@ -18,6 +18,12 @@ from tether.service.repo import Repo
 
 log = logging.getLogger(__name__)
 _KNOWN_KEPT = 1024
+KIND = "commands"
+# How long a record is kept. One not finished in a day is dead: its caller gave up long before
+# (the longest exec is an hour). A finished one only meets late duplicates of its result,
+# which change nothing. Kept longer, records pile up: at 40k a local exec costs twice as much.
+PENDING_KEPT = timedelta(days=1)
+FINAL_KEPT = timedelta(minutes=10)
 
 
 def wire(command: Command) -> dict[str, Any]:
@@ -38,7 +44,7 @@ class Commands:
     bus: Bus
 
     def __post_init__(self) -> None:
-        self.repo = Repo(self.store, "commands", Command)
+        self.repo = Repo(self.store, KIND, Command)
         # The last record this process wrote of each recent command: a result starts from it
         # instead of a read, and `wait` takes a final one from here (on the in-process bus the
         # waiter's own thread recorded it, a moment before; a final command never changes).
@@ -61,12 +67,16 @@ class Commands:
         awaited: bool = False,
     ) -> Command:
         """`awaited`: the caller goes on to `wait` for the result (see `Bus.publish_command`)."""
+        now = utcnow()
         command = Command(
             id=f"cmd-{secrets.token_hex(16)}",
             agent_id=agent_id,
             session_id=session_id,
             type=type,
             payload=payload,
+            created_at=now,
+            updated_at=now,
+            expires_at=now + PENDING_KEPT,
         )
         # Outbox: the record exists before any agent can see the message, so a crash between
         # the two leaves a pending command that the sweeper publishes, never a lost one.
@@ -124,6 +134,7 @@ class Commands:
             c.result = result
             c.error = error
             c.updated_at = utcnow()
+            c.expires_at = c.updated_at + FINAL_KEPT
             return c
 
         return self._mutate_existing(command_id, move)
