@@ -31,6 +31,13 @@ def wait_final(stack: Any, command_id: str, timeout: float = 30) -> Command:
     return command
 
 
+def overwrite(stack: Any, command_id: str, **fields: Any) -> None:
+    """Change a command's stored record as another instance would, behind this one's back."""
+    store = stack.services.store
+    doc = store.get("commands", command_id)
+    store.update("commands", command_id, {**doc.data, **fields}, doc.version)
+
+
 def test_a_command_delivered_twice_has_one_effect(stack: Any) -> None:
     sid, workdir = running_session(stack)
     cmd = stack.services.commands.issue(
@@ -116,19 +123,15 @@ def test_a_result_lands_on_a_command_another_instance_changed(stack: Any) -> Non
     commands, events = stack.services.commands, stack.services.events
     result = {"type": "command_result", "agent_id": "gone-agent", "status": "completed"}
 
-    def elsewhere(command_id: str, **fields: Any) -> None:  # another instance's write
-        doc = commands.store.get("commands", command_id)
-        commands.store.update("commands", command_id, {**doc.data, **fields}, doc.version)
-
     republished = commands.issue("gone-agent", CommandType.EXEC, None, {"command": "true"})
-    elsewhere(republished.id, publish_count=1)
+    overwrite(stack, republished.id, publish_count=1)
     events.handle({**result, "command_id": republished.id, "epoch": 1, "result": {"n": 1}})
     done = commands.repo.get(republished.id)
     assert done.state is CommandState.SUCCEEDED and done.result == {"n": 1}
     assert done.publish_count == 1  # the other write survived
 
     leased = commands.issue("gone-agent", CommandType.EXEC, None, {"command": "true"})
-    elsewhere(leased.id, epoch=2)  # re-leased: a result for epoch 2 is the one that counts
+    overwrite(stack, leased.id, epoch=2)  # re-leased: a result for epoch 2 is the one that counts
     events.handle({**result, "command_id": leased.id, "epoch": 2, "result": {"n": 2}})
     assert commands.repo.get(leased.id).result == {"n": 2}
     assert commands.wait(leased, 1).result == {"n": 2}
@@ -145,12 +148,7 @@ def test_command_records_expire_and_the_sweeper_deletes_them(stack: Any) -> None
     waiting = commands.issue("gone-agent", CommandType.EXEC, sid, {"command": "true"})
     assert waiting.expires_at - waiting.created_at == PENDING_KEPT
 
-    def expire(command_id: str) -> None:  # as if its time had come
-        doc = commands.store.get("commands", command_id)
-        past = utcnow() - timedelta(seconds=1)
-        commands.store.update("commands", command_id, {**doc.data, "expires_at": past}, doc.version)
-
-    expire(done.id)
+    overwrite(stack, done.id, expires_at=utcnow() - timedelta(seconds=1))  # its time has come
     assert stack.services.sweeper.run()["expired_records"] == 1
     assert commands.repo.find(done.id) is None and commands.repo.find(waiting.id) is not None
 
