@@ -51,9 +51,9 @@ class Repo(Generic[T]):
         start: T | None = None,
     ) -> T:
         """Read, apply `change`, write; retry on a lost race. `change` returning None means
-        "nothing to do" and writes nothing. `start`, a record this process wrote, spares the
-        first read: `change` gets a shallow copy of it (so it must assign fields, not change
-        their values in place), and a stale one costs a Conflict and then a read."""
+        "nothing to do" and writes nothing. `start`, the record as this process last saw it,
+        spares the first read: `change` gets a shallow copy of it (so it must assign fields,
+        not change their values in place), and a stale one costs a Conflict and then a read."""
         for _ in range(attempts):
             obj = self.get(doc_id) if start is None else start.model_copy()
             new = change(obj)
