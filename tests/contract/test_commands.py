@@ -9,8 +9,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from tether import deferred
 from tether.agent.daemon import Agent
 from tether.agent.journal import JOURNAL, Journal
+from tether.bus.local import LocalBus
 from tether.core.lifecycle import CommandState
 from tether.core.models import Command, CommandType, Principal, Role, SessionRequest, utcnow
 from tether.service.commands import FINAL_KEPT, PENDING_KEPT, wire
@@ -46,6 +48,30 @@ def test_a_command_delivered_twice_has_one_effect(stack: Any) -> None:
     stack.services.bus.publish_command(stack.agent.agent_id, wire(cmd))  # the duplicate
     done = wait_final(stack, cmd.id)
     assert done.state is CommandState.SUCCEEDED
+    time.sleep(1.0)  # give the duplicate time to (not) run
+    assert (workdir / "count").read_text() == "x\n"
+    assert stack.services.commands.repo.get(cmd.id).state is CommandState.SUCCEEDED
+
+
+def test_an_exec_answered_in_a_request_is_journalled_once_the_answer_is_out(stack: Any) -> None:
+    """The origin serves each request in a `deferred.scope()`: the agent journals a result the
+    request waited for after the answer, and a duplicate that comes later still runs nothing."""
+    sid, workdir = running_session(stack)
+    journal = stack.agent.journal.store
+    inline = isinstance(stack.services.bus, LocalBus)  # the agent runs on the caller's thread
+    with deferred.scope():
+        result = stack.services.sessions.execute(ADMIN, sid, "echo x >> count; echo ran", 10)
+        assert result.stdout == "ran\n"
+        (cmd,) = stack.services.commands.repo.query(
+            [("session_id", "==", sid), ("type", "==", CommandType.EXEC.value)]
+        )
+        if inline:
+            assert journal.get(JOURNAL, cmd.id).data["state"] == "started"
+    deadline = time.monotonic() + 10  # a Pub/Sub agent journals a moment after its result
+    while journal.get(JOURNAL, cmd.id).data["state"] != "done":
+        assert time.monotonic() < deadline, "the result was never journalled"
+        time.sleep(0.05)
+    stack.services.bus.publish_command(stack.agent.agent_id, wire(cmd))  # a late duplicate
     time.sleep(1.0)  # give the duplicate time to (not) run
     assert (workdir / "count").read_text() == "x\n"
     assert stack.services.commands.repo.get(cmd.id).state is CommandState.SUCCEEDED

@@ -6,13 +6,19 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import httpx
 import pytest
+from aiohttp import web
+from tether import deferred
+from tether.origin.server import Origin
 
 from tests.e2e.conftest import Server, start_server
 
@@ -141,3 +147,43 @@ def test_connections_beyond_the_limit_get_a_503_until_one_closes(tmp_path: Path)
             sock.close()
     finally:
         busy.stop()
+
+
+@contextmanager
+def serving(origin: Origin) -> Iterator[str]:
+    """`origin` on a free loopback port, its event loop on a thread; yields its base URL."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(origin.start("127.0.0.1", 0), loop).result(10)
+    try:
+        yield f"http://127.0.0.1:{origin.port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(origin.close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def test_work_a_handler_defers_runs_after_its_answer_is_sent() -> None:
+    answered = threading.Event()  # set once the client holds the answer
+    ran: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        n = environ["PATH_INFO"]
+        deferred.later(lambda: ran.append(f"{n} after the answer: {answered.wait(5)}"))
+        deferred.later(lambda: 1 / 0)  # logged; the work after it runs all the same
+        deferred.later(lambda: ran.append(f"{n} done"))
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+
+    origin = Origin(app=app, relay=web.Application())
+    with serving(origin) as url, httpx.Client(base_url=url, timeout=10) as client:
+        assert client.get("/v1/sessions/one").text == "ok"
+        answered.set()
+        assert client.get("/v1/sessions/two").text == "ok"  # the same connection goes on
+    assert ran == [
+        "/v1/sessions/one after the answer: True",
+        "/v1/sessions/one done",
+        "/v1/sessions/two after the answer: True",
+        "/v1/sessions/two done",
+    ]

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 from tether.core.models import Role
 from tether.errors import Unauthenticated
-from tether.service.auth import Auth, hash_password, verify_password
+from tether.service.auth import Auth, hash_password, lookup_id, verify_password
 from tether.store.sqlite import SqliteStore
 
 
@@ -38,6 +39,38 @@ def test_operator_chosen_keys_work_too(tmp_path: Path) -> None:
     assert auth.principal_for_key("your-api-key").is_admin
     with pytest.raises(Unauthenticated):
         auth.principal_for_key("your-api-kez")
+
+
+def test_a_removed_key_or_a_changed_owner_takes_effect_within_the_cache_time(
+    tmp_path: Path,
+) -> None:
+    auth = Auth(SqliteStore(tmp_path / "db"), key_cache_seconds=0.3)
+    auth.ensure_user("alice", Role.USER)
+    key, other = auth.add_key("alice"), auth.add_key("alice")
+    assert auth.principal_for_key(key).role is Role.USER
+    assert auth.principal_for_key(other).role is Role.USER
+    alice = auth.users.get("alice")
+    alice.role = Role.ADMIN
+    auth.users.save("alice", alice)
+    assert auth.keys.delete(lookup_id(key))
+    time.sleep(0.35)
+    with pytest.raises(Unauthenticated):
+        auth.principal_for_key(key)
+    assert auth.principal_for_key(other).is_admin
+
+
+def test_a_checked_key_vouches_for_nothing_but_itself(tmp_path: Path) -> None:
+    auth = Auth(SqliteStore(tmp_path / "db"))
+    auth.ensure_user("alice", Role.USER)
+    key = auth.add_key("alice")
+    auth.principal_for_key(key)
+    kind, prefix, secret = key.split("_")
+    with pytest.raises(Unauthenticated):  # the same lookup prefix, another secret
+        auth.principal_for_key(f"{kind}_{prefix}_{secret[::-1]}")
+    with pytest.raises(Unauthenticated):  # refusals are not remembered: added, it works at once
+        auth.principal_for_key("chosen-later")
+    auth.add_key("alice", "chosen-later")
+    assert auth.principal_for_key("chosen-later").id == "alice"
 
 
 def test_password_hashes_verify_and_are_salted() -> None:

@@ -14,6 +14,7 @@ from tether import __version__
 from tether.agent.journal import Journal
 from tether.core.models import CommandType, Template, WorkspaceSpec
 from tether.core.ports import Bus, Message, Provisioner, Subscription
+from tether.deferred import later
 from tether.errors import NotFound, TetherError
 
 log = logging.getLogger(__name__)
@@ -193,11 +194,12 @@ class Agent:
             "result": result,
             "error": error,
         }
-        # Published before it is journalled, so the waiter learns it one write sooner: a crash in
-        # between makes a redelivery report "interrupted", which the control plane ignores for a
-        # final command.
+        # Published before it is journalled, and journalled once the answer to a request that
+        # waited for it has been sent: the journal's copy is only for a duplicate of the command.
+        # A crash in between makes a redelivery report "interrupted", which the control plane
+        # ignores for a final command.
         self.bus.publish_event(event)
-        self.journal.finish(command_id, session_id, event)
+        later(lambda: self.journal.finish(command_id, session_id, event))
 
     def _run(
         self, kind: CommandType, session_id: str | None, data: dict[str, Any]

@@ -37,6 +37,8 @@ class Role(StrEnum):
 class Principal(BaseModel):
     """Who is calling: derived from the credential, never from a request body."""
 
+    model_config = ConfigDict(frozen=True)  # one may serve many requests (`Auth`'s key cache)
+
     id: str
     username: str
     role: Role = Role.USER

@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 import httptools
 from aiohttp import web
 
+from tether import deferred
 from tether.origin.apps import relay_app, wsgi_app
 from tether.relay import streams
 from tether.settings import Settings
@@ -280,6 +281,11 @@ class _Connection:
     # -- answering ----------------------------------------------------------------------------
 
     def _respond(self, request: _Request) -> None:
+        # Work a handler deferred (`tether.deferred.later`) runs once the answer is sent.
+        with deferred.scope():
+            self._answer(request)
+
+    def _answer(self, request: _Request) -> None:
         started: list[Any] = []
 
         def start_response(status: str, headers: list[tuple[str, str]], exc: Any = None) -> Any:
