@@ -318,7 +318,8 @@ class _Connection:
                     out += b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk
                     self.sock.sendall(out)
                     out = b""
-            self.sock.sendall(out + (b"0\r\n\r\n" if chunked else b""))
+            if out := out + (b"0\r\n\r\n" if chunked else b""):
+                self.sock.sendall(out)
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any, TypeVar
 
@@ -109,15 +109,16 @@ class Router:
         return add
 
     @functools.cached_property
-    def _adapter(self) -> MapAdapter:
-        """Bound once (its `match` still sees routes added later): a rule match needs only the
-        path and method (no URL is ever built), and binding to each request's environ cost
-        more than the match."""
-        return self.map.bind("tether")
+    def _match(self) -> Callable[[str, str], tuple[Any, Mapping[str, Any]]]:
+        """The rule for a path and method. The map is bound once: a match needs only those two
+        (no URL is ever built), and binding to each request's environ cost more than the match.
+        Matches are remembered, since a session's paths repeat; a miss raises every time."""
+        adapter: MapAdapter = self.map.bind("tether")
+        return functools.lru_cache(maxsize=4096)(adapter.match)
 
     def __call__(self, request: Request) -> Response:
         try:
-            endpoint, args = self._adapter.match(request.path, request.method)
+            endpoint, args = self._match(request.path, request.method)
             return self.handlers[str(endpoint)](request, **args)
         except errors.TetherError as exc:
             return self.render_error(exc, status_for(exc))
