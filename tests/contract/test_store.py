@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from tether.core.ports import Store
@@ -86,6 +86,23 @@ def test_query_filters_order_and_limit(store: Store) -> None:
     assert [d.id for d in late] == ["s3", "s4"]
     early = store.query("sessions", [("created_at", "<", base + timedelta(minutes=1))])
     assert [d.id for d in early] == ["s0"]
+
+
+def test_instants_order_by_time_whatever_their_zone_or_precision(store: Store) -> None:
+    base = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)  # no microseconds
+    plus_two = timezone(timedelta(hours=2))
+    for doc_id, when in [
+        ("s1", base + timedelta(seconds=1)),
+        ("s2", base),
+        ("s3", (base + timedelta(milliseconds=500)).astimezone(plus_two)),
+        ("s4", base + timedelta(microseconds=5)),
+    ]:
+        store.create("sessions", doc_id, {"created_at": when})
+    assert [d.id for d in store.query("sessions", order_by="created_at")] == [
+        "s2", "s4", "s3", "s1"
+    ]  # fmt: skip
+    later = store.query("sessions", [("created_at", ">", base)], order_by="created_at")
+    assert [d.id for d in later] == ["s4", "s3", "s1"]
 
 
 def test_datetimes_read_back_as_the_same_instant(store: Store) -> None:

@@ -23,10 +23,9 @@ class Record(BaseModel):
     version: int = Field(default=0, exclude=True)
 
     def doc(self) -> dict[str, Any]:
-        # Python mode keeps datetimes (stores order them as instants). Enum fields sit at the
-        # top level of records; they are stored as their plain values.
-        data = self.model_dump(mode="python", exclude={"version"})
-        return {k: v.value if isinstance(v, StrEnum) else v for k, v in data.items()}
+        # Python mode keeps datetimes (stores order them as instants). Enum fields are StrEnums:
+        # every store writes them as their plain string values.
+        return self.model_dump(mode="python")
 
 
 class Role(StrEnum):

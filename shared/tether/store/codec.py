@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -11,6 +11,7 @@ import orjson
 from tether.errors import Invalid
 
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_ZERO = timedelta(0)
 
 
 def _instant(value: datetime) -> str:
@@ -20,16 +21,17 @@ def _instant(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
-def _default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return _instant(value)
-    raise TypeError(f"{type(value).__name__} cannot be stored")
-
-
 def dumps(data: dict[str, Any]) -> str:
-    """JSON text of a document, datetimes encoded as by `encode`. orjson writes it in a third
-    of the standard library's time, which counts on an exec's path (four writes)."""
-    return orjson.dumps(data, default=_default, option=orjson.OPT_PASSTHROUGH_DATETIME).decode()
+    """JSON text of a document, its top-level datetimes as `encode` writes them. orjson writes
+    a UTC one with microseconds just so, ten times faster than Python: only the others (another
+    offset, no microseconds, which orjson leaves out) are encoded first. Datetimes nested deeper
+    are written by orjson as they are: no query compares them."""
+    odd = {
+        k: _instant(v)
+        for k, v in data.items()
+        if isinstance(v, datetime) and not (v.microsecond and v.utcoffset() == _ZERO)
+    }
+    return orjson.dumps({**data, **odd} if odd else data, option=orjson.OPT_UTC_Z).decode()
 
 
 loads = orjson.loads
