@@ -158,6 +158,10 @@ class _Head:
 def _peeked(head: bytes) -> tuple[str | None, streams.Upgrade | None]:
     """The path a request head asks for (None if it cannot be read: the parser will answer
     it), and the WebSocket upgrade it makes, if any."""
+    if b"upgrade" not in head.lower():  # most requests: the request line says all we need
+        line = head.partition(b"\r\n")[0].split(b" ")
+        if len(line) == 3 and line[1].startswith(b"/"):
+            return unquote_to_bytes(line[1].partition(b"?")[0]).decode("utf-8", "replace"), None
     fields = _Head()
     upgrade = False
     try:
