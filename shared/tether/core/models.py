@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -90,6 +90,12 @@ class Template(Record):
     env: dict[str, str] = Field(default_factory=dict)
     vnc: Vnc = Field(default_factory=Vnc)
     resources: dict[str, str] = Field(default_factory=lambda: {"cpu": "1000m", "memory": "1Gi"})
+    # What the workspace's network reaches: "none" is a loopback of its own; "egress" is the
+    # outside, never the host, the control plane or the metadata server.
+    network: Literal["none", "egress"] = "none"
+    # "gvisor": a user-space kernel between the workspace and the host (GKE Sandbox's
+    # RuntimeClass; runsc locally). "default": namespaces, seccomp and cgroups.
+    sandbox: Literal["default", "gvisor"] = "default"
     persistent_home: bool = True
     idle_timeout: str | None = None
     tags: list[str] = Field(default_factory=list)

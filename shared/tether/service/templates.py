@@ -46,6 +46,7 @@ DEFAULT_TEMPLATES = (
         description="A Python 3.11 workspace",
         category="development",
         image="python:3.11-slim",
+        network="egress",  # pip install
     ),
     Template(
         name="shell",
@@ -63,6 +64,7 @@ DEFAULT_TEMPLATES = (
         command=desktop_command(FIREFOX_VNC, "firefox-esr --kiosk --no-remote about:blank"),
         env={"PUID": "1000", "PGID": "1000", "TZ": "UTC"},
         vnc=FIREFOX_VNC,
+        network="egress",  # a browser
         resources={"memory": "2Gi", "cpu": "1000m"},
         persistent_home=True,
         idle_timeout="30m",

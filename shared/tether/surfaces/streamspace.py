@@ -371,6 +371,8 @@ def template_json(t: Template) -> dict[str, Any]:
         "default_resources": t.resources,
         "vnc": t.vnc.model_dump(),
         "environment": t.env,
+        "network": t.network,
+        "sandbox": t.sandbox,
         "persistent_home": t.persistent_home,
         "idle_timeout": t.idle_timeout,
         "tags": t.tags,
@@ -413,6 +415,8 @@ class TemplateBody(BaseModel):
     default_resources: Resources = Field(default_factory=Resources)
     vnc: Vnc = Field(default_factory=Vnc)
     environment: dict[str, str] = Field(default_factory=dict)
+    network: Literal["none", "egress"] = "none"
+    sandbox: Literal["default", "gvisor"] = "default"
     persistent_home: bool = True
     idle_timeout: str | None = Field(None, pattern=DURATION)
     tags: list[str] = Field(default_factory=list, max_length=32)
@@ -429,6 +433,8 @@ class TemplateBody(BaseModel):
             resources=self.default_resources.model_dump(exclude_none=True),
             vnc=self.vnc,
             env=self.environment,
+            network=self.network,
+            sandbox=self.sandbox,
             persistent_home=self.persistent_home,
             idle_timeout=self.idle_timeout,
             tags=self.tags,
