@@ -134,8 +134,8 @@ def test_start_creates_pod_service_and_home_and_returns_once_the_pod_is_ready(
     assert container["image"] == IMAGE
     assert {"name": "GREETING", "value": "hi"} in container["env"]
     assert container["resources"] == {
-        "requests": {"cpu": "1000m", "memory": "1Gi"},
-        "limits": {"cpu": "1000m", "memory": "1Gi"},
+        "requests": {"cpu": "1000m", "memory": "1Gi", "ephemeral-storage": "2Gi"},
+        "limits": {"cpu": "1000m", "memory": "1Gi", "ephemeral-storage": "2Gi"},
     }
     assert container["readinessProbe"]["httpGet"]["path"] == "/health"
     assert {"name": "home", "persistentVolumeClaim": {"claimName": n.pvc}} in pod["spec"]["volumes"]
@@ -217,7 +217,7 @@ def test_without_a_persistent_home_there_is_no_claim(gke: GkeProvisioner, kube: 
     assert kube.names("persistentvolumeclaims", NS) == []
     pod = kube.get("pods", NS, names("s1").pod)
     assert pod is not None
-    assert {"name": "home", "emptyDir": {}} in pod["spec"]["volumes"]
+    assert {"name": "home", "emptyDir": {"sizeLimit": "10Gi"}} in pod["spec"]["volumes"]
 
 
 def test_hibernate_deletes_the_pod_but_keeps_home_and_log_and_wake_brings_it_back(
@@ -383,24 +383,53 @@ def test_the_agent_role_grants_exactly_what_the_provisioner_uses(
     assert kube.used == granted
 
 
-def test_session_storage_is_made_mounted_and_removed_with_the_workspace(
+def test_what_the_cluster_gets_keeps_every_isolation_field(
+    gke: GkeProvisioner, kube: FakeKube
+) -> None:
+    """Through the real client's models and over the wire: nothing the generator sets (the
+    security contexts, the sandbox, the network label) is lost on the way."""
+    template = spec().template.model_copy(
+        update={
+            "sandbox": "gvisor",
+            "network": "egress",
+            "resources": {"cpu": "2", "memory": "2Gi"},
+        }
+    )
+    gke.start(spec("s1").model_copy(update={"template": template}))
+    pod = kube.get("pods", NS, names("s1").pod)
+    assert pod is not None
+    assert pod["metadata"]["labels"]["tether.dev/network"] == "egress"
+    assert pod["spec"]["runtimeClassName"] == "gvisor"
+    assert pod["spec"]["tolerations"][0]["key"] == "sandbox.gke.io/runtime"
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert pod["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    (container,) = pod["spec"]["containers"]
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["resources"]["limits"] == {
+        "cpu": "2",
+        "memory": "2Gi",
+        "ephemeral-storage": "2Gi",
+    }
+
+
+def test_session_storage_is_not_mounted_and_pods_get_no_google_identity(
     kube: FakeKube, ws: RuntimeServer, nowhere: str, store: SessionStorage, bucket: storage.Bucket
 ) -> None:
+    """Cloud Storage FUSE in a pod needs the metadata server, which workspaces may not reach:
+    an agent given a bucket still runs pods with nothing but their own volume."""
     # The account as terraform names it ("namespace/name").
     account = "tether-workspaces/tether-workspace"
     gke = provisioner(kube, ws, nowhere, storage=store, service_account=account)
     info = gke.start(spec("s1"))
-    assert info.details["bucket_name"] == store.name("s1")
-    assert bucket.blob(store.prefix("s1")).exists(), "the session's prefix exists"
+    assert "bucket_name" not in info.details
     pod = kube.get("pods", NS, names("s1").pod)
     assert pod is not None and pod["spec"]["serviceAccountName"] == "tether-workspace"
-    (volume,) = (v for v in pod["spec"]["volumes"] if v["name"] == "bucket")
-    assert volume["csi"]["volumeAttributes"] == {
-        "bucketName": bucket.name,
-        "mountOptions": "only-dir=" + store.prefix("s1").rstrip("/"),
-    }
+    assert [v["name"] for v in pod["spec"]["volumes"]] == ["home"]
+    assert "gke-gcsfuse/volumes" not in pod["metadata"]["annotations"]
+    assert not list(bucket.list_blobs()), "nothing made in the bucket for it"
     gke.stop("s1")
-    assert not list(bucket.list_blobs(prefix=store.prefix("s1")))
 
 
 def test_importing_the_provisioner_loads_no_kubernetes_client() -> None:

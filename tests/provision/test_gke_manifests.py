@@ -1,8 +1,11 @@
 """Every manifest the GKE provisioner sends, and every document in infra/k8s, is valid for the
-Kubernetes versions we target (kubernetes-validate's schemas, strict: no unknown fields)."""
+Kubernetes versions we target (kubernetes-validate's schemas, strict: no unknown fields), and
+holds a workspace to what its template allows: no privilege, no credential, its resources, its
+sandbox, its network."""
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +14,12 @@ import pytest
 import yaml
 from tether.core.models import Template, WorkspaceSpec
 from tether.provision.gke_manifests import (
+    AGENT_LABELS,
+    AGENT_NAMESPACE,
+    DEFAULT_NAMESPACE,
+    LABEL_NETWORK,
     RUNTIME_PORT,
+    network_policies,
     pod_manifest,
     pvc_manifest,
     service_manifest,
@@ -24,14 +32,12 @@ K8S = ROOT / "infra" / "k8s"
 VERSIONS = ["1.33", kubernetes_validate.latest_version()]
 
 
-def spec(persistent: bool = True, command: str | None = None) -> WorkspaceSpec:
+def spec(persistent: bool = True, command: str | None = None, **template_kw: Any) -> WorkspaceSpec:
+    template_kw.setdefault("resources", {"cpu": "500m", "memory": "512Mi", "storage": "20Gi"})
     template = Template(
-        name="python",
-        display_name="Python",
-        env={"GREETING": "hi"},
-        command=command,
-        resources={"cpu": "500m", "memory": "512Mi", "storage": "20Gi"},
-    )
+        name="python", display_name="Python", env={"GREETING": "hi"}, command=command,
+        **template_kw,
+    )  # fmt: skip
     return WorkspaceSpec(session_id="Session_1", template=template, persistent_home=persistent)
 
 
@@ -40,9 +46,8 @@ GENERATED: dict[str, dict[str, Any]] = {
     "pod with a scratch home and a main command": pod_manifest(
         spec(persistent=False, command="python -m http.server")
     ),
-    "pod with session storage": pod_manifest(
-        spec(), bucket=("tether-sessions", "sessions/Session_1/"), service_account="ws"
-    ),
+    "pod with its own service account": pod_manifest(spec(), service_account="ws"),
+    "pod in GKE Sandbox with egress": pod_manifest(spec(sandbox="gvisor", network="egress")),
     "pod from the workspace image": pod_manifest(
         spec(command="sleep infinity"), image="europe-docker.pkg.dev/p/tether/workspace:1"
     ),
@@ -126,3 +131,205 @@ def test_the_agent_deployment_fits_the_role_accounts_and_policy_beside_it() -> N
         rule["from"][0]["podSelector"]["matchLabels"]
         == deployment["spec"]["selector"]["matchLabels"]
     )
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_generated_network_policies_are_valid(version: str) -> None:
+    for policy in network_policies(control_plane="34.1.2.3/32"):
+        kubernetes_validate.validate(policy, version, strict=True)
+
+
+# -- what a workspace pod may do ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(GENERATED) if n.startswith("pod")])
+def test_a_workspace_pod_has_no_privilege_and_no_credential(name: str) -> None:
+    pod = GENERATED[name]["spec"]
+    ctx = pod["securityContext"]
+    assert ctx["runAsNonRoot"] is True
+    assert ctx["runAsUser"] == ctx["runAsGroup"] == 1000, "never root, whatever the image says"
+    assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    own = container["securityContext"]
+    assert own["allowPrivilegeEscalation"] is False and own["privileged"] is False
+    assert own["capabilities"] == {"drop": ["ALL"]}, "no capability, none added back"
+    assert "runAsUser" not in own and "seccompProfile" not in own, "nothing overrides the pod's"
+    assert pod["automountServiceAccountToken"] is False, "no token for the cluster's API"
+    assert pod["enableServiceLinks"] is False, "no addresses of other workspaces in its env"
+    for host in ("hostNetwork", "hostPID", "hostIPC"):
+        assert not pod.get(host), host
+    # Only its own volumes: no hostPath, no CSI (Cloud Storage FUSE would need the metadata
+    # server), no projected token.
+    assert all(set(v) <= {"name", "persistentVolumeClaim", "emptyDir"} for v in pod["volumes"])
+    assert "gke-gcsfuse/volumes" not in GENERATED[name]["metadata"]["annotations"]
+
+
+def test_the_workspace_namespace_enforces_the_restricted_pod_security_level() -> None:
+    """The API server itself refuses a pod there that is given more than the generator gives
+    (the pod above meets the level: non-root, no escalation, no capability, RuntimeDefault)."""
+    docs = {name.split(":")[1]: doc for name, doc in infra_docs()}
+    labels = docs[f"Namespace/{DEFAULT_NAMESPACE}"]["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_requests_and_limits_come_from_the_template() -> None:
+    (container,) = pod_manifest(spec())["spec"]["containers"]
+    expected = {"cpu": "500m", "memory": "512Mi", "ephemeral-storage": "2Gi"}
+    assert container["resources"] == {"requests": expected, "limits": expected}
+    assert "storage" not in container["resources"]["limits"], "that is the home's claim"
+    assert pvc_manifest(spec())["spec"]["resources"]["requests"] == {"storage": "20Gi"}
+
+    own = spec(resources={"cpu": "2", "memory": "4Gi", "ephemeral-storage": "5Gi"})
+    (container,) = pod_manifest(own)["spec"]["containers"]
+    assert container["resources"]["limits"] == {
+        "cpu": "2",
+        "memory": "4Gi",
+        "ephemeral-storage": "5Gi",
+    }
+
+
+def test_a_scratch_home_is_bounded_and_counted_in_the_pods_disk_limit() -> None:
+    pod = pod_manifest(spec(persistent=False))["spec"]
+    (home,) = pod["volumes"]
+    assert home == {"name": "home", "emptyDir": {"sizeLimit": "20Gi"}}
+    (container,) = pod["containers"]
+    # The kubelet counts emptyDir usage against the containers' limits: 20Gi + 2Gi.
+    assert container["resources"]["limits"]["ephemeral-storage"] == str(22 * 2**30)
+
+
+def test_a_gvisor_template_runs_in_gke_sandbox_and_others_do_not() -> None:
+    sandboxed = pod_manifest(spec(sandbox="gvisor"))["spec"]
+    assert sandboxed["runtimeClassName"] == "gvisor"
+    assert sandboxed["nodeSelector"] == {"sandbox.gke.io/runtime": "gvisor"}
+    assert sandboxed["tolerations"] == [
+        {"key": "sandbox.gke.io/runtime", "operator": "Equal", "value": "gvisor",
+         "effect": "NoSchedule"}
+    ]  # fmt: skip
+    plain = pod_manifest(spec())["spec"]
+    assert not {"runtimeClassName", "nodeSelector", "tolerations"} & set(plain)
+
+
+# -- the network: the namespace's policies, evaluated ---------------------------------------
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    assert set(selector) <= {"matchLabels"}, "this evaluator knows matchLabels only"
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def _peer_matches(peer: dict[str, Any], dest: dict[str, Any]) -> bool:
+    if "ipBlock" in peer:
+        if "ip" not in dest:
+            return False
+        ip = ipaddress.ip_address(dest["ip"])
+        block = peer["ipBlock"]
+        return ip in ipaddress.ip_network(block["cidr"]) and not any(
+            ip in ipaddress.ip_network(e) for e in block.get("except", [])
+        )
+    if "pod" not in dest:
+        return False
+    namespace, labels = dest["pod"]
+    ns_ok = (
+        _selects(peer["namespaceSelector"], {"kubernetes.io/metadata.name": namespace})
+        if "namespaceSelector" in peer
+        else namespace == DEFAULT_NAMESPACE
+    )
+    return ns_ok and _selects(peer.get("podSelector", {}), labels)
+
+
+def _allowed(
+    policies: list[dict[str, Any]], pod: dict[str, str], direction: str, peer: dict[str, Any],
+    port: int, protocol: str = "TCP",
+) -> bool:  # fmt: skip
+    """NetworkPolicy semantics: traffic is open unless some policy of that direction selects
+    the pod; then it passes if any rule of any of them allows it."""
+    selecting = [
+        p["spec"] for p in policies
+        if direction in p["spec"]["policyTypes"] and _selects(p["spec"]["podSelector"], pod)
+    ]  # fmt: skip
+    if not selecting:
+        return True
+    key, side = ("egress", "to") if direction == "Egress" else ("ingress", "from")
+    for policy in selecting:
+        for rule in policy.get(key, []):
+            ports = rule.get("ports")
+            if ports and not any(
+                p["port"] == port and p.get("protocol", "TCP") == protocol for p in ports
+            ):
+                continue
+            if any(_peer_matches(x, peer) for x in rule.get(side, [])):
+                return True
+    return False
+
+
+def _workspace(network: str) -> dict[str, str]:
+    return pod_manifest(spec(network=network))["metadata"]["labels"]
+
+
+CONTROL_PLANE = "34.1.2.3"
+POLICIES = network_policies(control_plane=f"{CONTROL_PLANE}/32")
+AGENT = {"pod": (AGENT_NAMESPACE, dict(AGENT_LABELS))}
+NEIGHBOUR = {"pod": (DEFAULT_NAMESPACE, _workspace("egress"))}
+FORBIDDEN = {
+    "the metadata server": ("169.254.169.254", 80),
+    "GKE's metadata server": ("169.254.169.252", 988),
+    "the control plane's public endpoint": (CONTROL_PLANE, 443),
+    "a private control plane": ("172.16.0.2", 443),
+    "a node or pod of the cluster": ("10.8.0.7", 8080),
+    "a Service address": ("10.12.3.4", 8080),
+    "a host of the VPC": ("192.168.1.10", 22),
+    "a carrier-grade NAT address": ("100.64.0.9", 443),
+}
+
+
+def test_pods_carry_their_templates_network_in_the_label_the_policies_select() -> None:
+    assert _workspace("none")[LABEL_NETWORK] == "none"
+    assert _workspace("egress")[LABEL_NETWORK] == "egress"
+
+
+@pytest.mark.parametrize("network", ["none", "egress"])
+def test_only_the_agent_reaches_a_workspace_and_only_at_the_runtimes_port(network: str) -> None:
+    pod = _workspace(network)
+    assert _allowed(POLICIES, pod, "Ingress", AGENT, RUNTIME_PORT)
+    assert not _allowed(POLICIES, pod, "Ingress", AGENT, 22)
+    assert not _allowed(POLICIES, pod, "Ingress", NEIGHBOUR, RUNTIME_PORT), "another workspace"
+    other_namespace = {"pod": ("default", dict(AGENT_LABELS))}
+    assert not _allowed(POLICIES, pod, "Ingress", other_namespace, RUNTIME_PORT)
+    assert not _allowed(POLICIES, pod, "Ingress", {"ip": "8.8.8.8"}, RUNTIME_PORT)
+
+
+def test_a_workspace_without_egress_reaches_nothing_not_even_dns() -> None:
+    pod = _workspace("none")
+    assert not _allowed(POLICIES, pod, "Egress", {"ip": "8.8.8.8"}, 443)
+    assert not _allowed(POLICIES, pod, "Egress", {"ip": "169.254.169.254"}, 53, "UDP")
+    kube_dns = {"pod": ("kube-system", {"k8s-app": "kube-dns"})}
+    assert not _allowed(POLICIES, pod, "Egress", kube_dns, 53, "UDP")
+    assert not _allowed(POLICIES, pod, "Egress", AGENT, 8080)
+    for ip, port in FORBIDDEN.values():
+        assert not _allowed(POLICIES, pod, "Egress", {"ip": ip}, port)
+
+
+@pytest.mark.parametrize("what", sorted(FORBIDDEN))
+def test_a_workspace_with_egress_never_reaches(what: str) -> None:
+    ip, port = FORBIDDEN[what]
+    assert not _allowed(POLICIES, _workspace("egress"), "Egress", {"ip": ip}, port)
+
+
+def test_a_workspace_with_egress_reaches_dns_and_the_internet_but_no_tether_pod() -> None:
+    pod = _workspace("egress")
+    assert _allowed(POLICIES, pod, "Egress", {"ip": "8.8.8.8"}, 443)
+    assert _allowed(POLICIES, pod, "Egress", {"ip": "151.101.0.223"}, 80)
+    kube_dns = {"pod": ("kube-system", {"k8s-app": "kube-dns"})}
+    assert _allowed(POLICIES, pod, "Egress", kube_dns, 53, "UDP")
+    # Cloud DNS for GKE answers at the metadata server's address: DNS only, not its API.
+    assert _allowed(POLICIES, pod, "Egress", {"ip": "169.254.169.254"}, 53, "UDP")
+    assert not _allowed(POLICIES, pod, "Egress", {"ip": "169.254.169.254"}, 80)
+    assert not _allowed(POLICIES, pod, "Egress", AGENT, 8080), "the agent's namespace"
+    assert not _allowed(POLICIES, pod, "Egress", NEIGHBOUR, RUNTIME_PORT), "another workspace"
+
+
+def test_the_policies_applied_with_infra_k8s_are_the_generated_ones() -> None:
+    """One source: the YAML is the function's output (its placeholder left for deployment)."""
+    applied = [doc for _, doc in infra_docs() if doc["kind"] == "NetworkPolicy"]
+    assert applied == network_policies()
+    assert all(doc["metadata"]["namespace"] == DEFAULT_NAMESPACE for doc in applied)

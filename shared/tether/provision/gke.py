@@ -9,6 +9,8 @@ nothing runs to read its volume.
 
 The agent runs in the cluster, creates the objects through the Kubernetes API (its service
 account's Role is in infra/k8s/) and reaches each runtime at the Service's cluster DNS name.
+What a pod may do (no capability, no credential, its template's network and sandbox) is in
+`gke_manifests`; the namespace's NetworkPolicies are applied with infra/k8s, not by the agent.
 """
 
 from __future__ import annotations
@@ -138,11 +140,13 @@ class GkeProvisioner:
 
     `api` is a `kubernetes.client.CoreV1Api` or `ApiClient` (None: the in-cluster service
     account, loaded on first use). `runtime_url` maps a session id to the base URL of its
-    runtime (None: the Service's cluster DNS name). With `storage`, each session's prefix in
-    the bucket is made on start, mounted at ~/bucket and removed on stop; `service_account` is
-    then the workspace pods' (bound to a Google service account that may use the bucket).
-    `image` runs every workspace from Tether's workspace image (None: each template's own).
-    `start_timeout` bounds start and wake.
+    runtime (None: the Service's cluster DNS name). `service_account` is the workspace pods'
+    Kubernetes service account. `image` runs every workspace from Tether's workspace image
+    (None: each template's own). `start_timeout` bounds start and wake.
+
+    `storage` is accepted and not used: Cloud Storage FUSE in a pod authenticates through the
+    metadata server, which workspace pods may not reach (any code in the pod could take the
+    bucket's credentials), so the home is the session's volume alone.
     """
 
     platform = "gke"
@@ -164,7 +168,8 @@ class GkeProvisioner:
         self._api: Any = api
         self._core_api: CoreV1Api | None = None
         self._runtime_url = runtime_url or self.cluster_url
-        self.storage = storage
+        if storage is not None:
+            log.warning("GKE workspaces do not mount session storage (no metadata server)")
         self.service_account = _k8s_account(service_account)
         self.image = image
         self.storage_class = storage_class
@@ -272,15 +277,11 @@ class GkeProvisioner:
         }
         if spec.persistent_home:
             details["pvc_name"] = n.pvc
-        if self.storage is not None:
-            details["bucket_name"] = self.storage.name(sid)
         return WorkspaceInfo(url=self.cluster_url(sid), details=details)
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self, spec: WorkspaceSpec) -> WorkspaceInfo:
-        if self.storage is not None:
-            self.storage.ensure(spec.session_id)
         if spec.persistent_home:
             self._create("pvc", self._pvc(spec))
         self._create("service", service_manifest(spec, self.namespace))
@@ -292,8 +293,6 @@ class GkeProvisioner:
         self._delete("pod", n.pod)
         self._delete("service", n.service)
         self._delete("pvc", n.pvc)
-        if self.storage is not None:
-            self.storage.delete(session_id)
 
     def hibernate(self, session_id: str) -> None:
         self._service_annotations(session_id)  # NotFound when there is nothing to hibernate
@@ -316,10 +315,9 @@ class GkeProvisioner:
 
     def _run_pod(self, spec: WorkspaceSpec) -> None:
         sid = spec.session_id
-        bucket = None
-        if self.storage is not None:
-            bucket = (self.storage.bucket_name, self.storage.prefix(sid))
-        manifest = pod_manifest(spec, self.namespace, bucket, self.service_account, self.image)
+        manifest = pod_manifest(
+            spec, self.namespace, self.service_account, self.image, self.home_size
+        )
         n = names(sid)
         deadline = time.monotonic() + self.start_timeout
         for _ in range(_RECREATES):

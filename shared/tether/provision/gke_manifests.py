@@ -1,5 +1,6 @@
 """A GKE workspace's Kubernetes objects as plain manifests (no I/O): names that are valid and
-unique for any session id, labels, and the pod, service and volume claim `gke.py` creates.
+unique for any session id, labels, the pod, service and volume claim `gke.py` creates, and the
+namespace's NetworkPolicies (infra/k8s/30-network-policy.yaml is these, written out).
 `kubernetes-validate` checks them in the tests."""
 
 from __future__ import annotations
@@ -15,8 +16,25 @@ DEFAULT_NAMESPACE = "tether-workspaces"
 RUNTIME_PORT = 8080
 HOME = "/home/tether"
 DEFAULT_HOME_SIZE = "10Gi"
-# The gid that owns the home volume, so an image whose user is not root can write to it.
+# What the workspace writes outside its home (its writable root layer, /tmp, its logs) when the
+# template names no "ephemeral-storage".
+DEFAULT_SCRATCH_SIZE = "2Gi"
+# The uid and gid workspace processes run as, whatever the image's USER says (Tether's image
+# names this user), and the gid that owns the home volume.
+WORKSPACE_UID = 1000
 HOME_GID = 1000
+# GKE Sandbox: the RuntimeClass GKE installs, and the label and taint of its node pools.
+GVISOR_RUNTIME_CLASS = "gvisor"
+SANDBOX_NODE_LABEL = "sandbox.gke.io/runtime"
+
+# Where the agent runs (infra/k8s), the only source of traffic to a runtime.
+AGENT_NAMESPACE = "tether"
+AGENT_LABELS = {"app.kubernetes.io/name": "tether-agent"}
+# Replaced at deploy time (like PROJECT_ID): the cluster's API server endpoint, whose public
+# address no private range covers.
+CONTROL_PLANE_CIDR = "CONTROL_PLANE_IP/32"
+# A workspace pod's network is its template's: the namespace's policies select on this label.
+LABEL_NETWORK = "tether.dev/network"
 
 LABEL_SESSION = "tether-session"
 LABEL_NAMESPACE = "tether-namespace"
@@ -80,19 +98,42 @@ def _meta(name: str, spec: WorkspaceSpec, namespace: str) -> dict[str, Any]:
     }
 
 
+def _quantity_sum(a: str, b: str) -> str:
+    from kubernetes.utils.quantity import parse_quantity
+
+    return str(int(parse_quantity(a) + parse_quantity(b)))  # type: ignore[no-untyped-call]
+
+
+def _resources(spec: WorkspaceSpec, size: str) -> dict[str, str]:
+    """Requests and limits (equal: Guaranteed QoS, nothing borrowed from a neighbour) from the
+    template. "storage" is the home's claim, not the container's; the container's own disk is
+    capped by "ephemeral-storage", to which a scratch home's size is added, since the kubelet
+    counts emptyDir volumes against the sum of the containers' limits."""
+    given = spec.template.resources
+    out = {k: v for k, v in given.items() if k != "storage"}
+    scratch = given.get("ephemeral-storage", DEFAULT_SCRATCH_SIZE)
+    if not spec.persistent_home:
+        scratch = _quantity_sum(scratch, given.get("storage", size))
+    out["ephemeral-storage"] = scratch
+    return out
+
+
 def pod_manifest(
     spec: WorkspaceSpec,
     namespace: str = DEFAULT_NAMESPACE,
-    bucket: tuple[str, str] | None = None,
     service_account: str | None = None,
     image: str | None = None,
+    home_size: str = DEFAULT_HOME_SIZE,
 ) -> dict[str, Any]:
     """The workspace pod: the runtime, the home on the session's PVC (a scratch volume without
-    a persistent home), and with `bucket` (a Cloud Storage bucket and the session's prefix in
-    it) that prefix at ~/bucket. `service_account` is the pod's Kubernetes service account
-    (the one Cloud Storage FUSE authenticates as through Workload Identity). `image` is
-    Tether's workspace image (infra/docker/workspace.Dockerfile); None: the template's own,
-    which must then carry `tether.runtime`."""
+    a persistent home, of the template's "storage" or `home_size`), no capability, no
+    credential and no network but what its template's `network` label lets through (see
+    `network_policies`). `service_account` is the pod's Kubernetes service account; it gets
+    no token. `image` is Tether's workspace image (infra/docker/workspace.Dockerfile); None:
+    the template's own, which must then carry `tether.runtime`.
+
+    No Google identity and no Cloud Storage mount: Cloud Storage FUSE's sidecar authenticates
+    through the metadata server, which user code in the same pod would then reach too."""
     n, template = names(spec.session_id), spec.template
     env = {"HOME": HOME} | template.env | spec.env
     if template.command:
@@ -101,28 +142,18 @@ def pod_manifest(
     # Tether's image has tini as its entrypoint to reap orphans, so only its arguments are
     # replaced; a template's image may have any entrypoint, so its command is.
     run = {"args": runtime} if image else {"command": runtime}
-    resources = {k: v for k, v in template.resources.items() if k != "storage"}
+    resources = _resources(spec, home_size)
     mounts: list[dict[str, Any]] = [{"name": "home", "mountPath": HOME}]
     home: dict[str, Any] = (
         {"name": "home", "persistentVolumeClaim": {"claimName": n.pvc}}
         if spec.persistent_home
-        else {"name": "home", "emptyDir": {}}
+        else {
+            "name": "home",
+            "emptyDir": {"sizeLimit": template.resources.get("storage", home_size)},
+        }
     )
-    volumes = [home]
     meta = _meta(n.pod, spec, namespace)
-    if bucket is not None:
-        # Cloud Storage through GKE's Cloud Storage FUSE CSI driver (the annotation injects its
-        # sidecar), showing only the session's prefix.
-        name, prefix = bucket
-        meta["annotations"]["gke-gcsfuse/volumes"] = "true"
-        mounts.append({"name": "bucket", "mountPath": f"{HOME}/bucket"})
-        attributes = {"bucketName": name, "mountOptions": f"only-dir={prefix.strip('/')}"}
-        volumes.append(
-            {
-                "name": "bucket",
-                "csi": {"driver": "gcsfuse.csi.storage.gke.io", "volumeAttributes": attributes},
-            }
-        )
+    meta["labels"][LABEL_NETWORK] = template.network
     pod: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -134,7 +165,16 @@ def pod_manifest(
             "enableServiceLinks": False,
             "restartPolicy": "Always",
             "terminationGracePeriodSeconds": 15,
-            "securityContext": {"fsGroup": HOME_GID, "fsGroupChangePolicy": "OnRootMismatch"},
+            # What the namespace's "restricted" Pod Security level demands, set here so that
+            # an image whose USER is root still runs unprivileged.
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": WORKSPACE_UID,
+                "runAsGroup": HOME_GID,
+                "fsGroup": HOME_GID,
+                "fsGroupChangePolicy": "OnRootMismatch",
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
             "containers": [
                 {
                     "name": "workspace",
@@ -150,12 +190,35 @@ def pod_manifest(
                         "failureThreshold": 3,
                     },
                     "resources": {"requests": resources, "limits": dict(resources)},
+                    # The root filesystem stays writable: users install packages and tools
+                    # write caches and /tmp all over it. It is this container's own layer,
+                    # capped by its ephemeral-storage limit.
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "privileged": False,
+                        "readOnlyRootFilesystem": False,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
                     "volumeMounts": mounts,
                 }
             ],
-            "volumes": volumes,
+            "volumes": [home],
         },
     }
+    if template.sandbox == "gvisor":
+        # GKE Sandbox: a user-space kernel between the workspace and the node's. Its node
+        # pools carry this label and a NoSchedule taint; naming both keeps the pod Pending
+        # (rather than unsandboxed) where a cluster has no such pool.
+        pod["spec"]["runtimeClassName"] = GVISOR_RUNTIME_CLASS
+        pod["spec"]["nodeSelector"] = {SANDBOX_NODE_LABEL: GVISOR_RUNTIME_CLASS}
+        pod["spec"]["tolerations"] = [
+            {
+                "key": SANDBOX_NODE_LABEL,
+                "operator": "Equal",
+                "value": GVISOR_RUNTIME_CLASS,
+                "effect": "NoSchedule",
+            }
+        ]
     if service_account:
         pod["spec"]["serviceAccountName"] = service_account
     return pod
@@ -204,3 +267,93 @@ def pvc_manifest(
         "metadata": _meta(names(spec.session_id).pvc, spec, namespace),
         "spec": pvc_spec,
     }
+
+
+# Ranges a workspace with egress never reaches: the VPC's and the cluster's own (nodes, pods,
+# Services, a private control plane), carrier-grade NAT (GKE may take pod ranges from it) and
+# link-local (the metadata server at .254, GKE's at .252, NodeLocal DNSCache).
+PRIVATE_RANGES = (
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+)
+# Cluster DNS, wherever the cluster serves it: kube-dns pods, Cloud DNS for GKE (answered at
+# the metadata server's address, port 53 only) and NodeLocal DNSCache.
+_DNS_PEERS: list[dict[str, Any]] = [
+    {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+    },
+    {"ipBlock": {"cidr": "169.254.169.254/32"}},
+    {"ipBlock": {"cidr": "169.254.20.10/32"}},
+]
+
+
+def network_policies(
+    namespace: str = DEFAULT_NAMESPACE, control_plane: str = CONTROL_PLANE_CIDR
+) -> list[dict[str, Any]]:
+    """The workspace namespace's NetworkPolicies, one set for every pod in it (declared once,
+    applied with infra/k8s, never written by the agent, which so cannot loosen them):
+
+    - ingress only from the agent, only to the runtime's port;
+    - no egress at all, for every pod: a template with `network: "none"` reaches nothing,
+      not even DNS;
+    - pods labelled `network: egress` reach DNS and the internet, never a private or
+      link-local range (so neither the metadata servers nor the cluster, its Services, other
+      workspaces or the VPC) nor the control plane's endpoint (`control_plane`), and no IPv6.
+
+    GKE enforces them with Dataplane V2 (or network policy enforcement) on; kubelet probes
+    are not affected."""
+
+    def policy(name: str, body: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {"app.kubernetes.io/part-of": "tether"},
+            },
+            "spec": body,
+        }
+
+    agent = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": AGENT_NAMESPACE}},
+        "podSelector": {"matchLabels": dict(AGENT_LABELS)},
+    }
+    dns_ports = [{"protocol": p, "port": 53} for p in ("UDP", "TCP")]
+    return [
+        policy(
+            "workspace-ingress-from-agent",
+            {
+                "podSelector": {},
+                "policyTypes": ["Ingress"],
+                "ingress": [
+                    {"from": [agent], "ports": [{"protocol": "TCP", "port": RUNTIME_PORT}]}
+                ],
+            },
+        ),
+        policy("workspace-deny-egress", {"podSelector": {}, "policyTypes": ["Egress"]}),
+        policy(
+            "workspace-egress-internet",
+            {
+                "podSelector": {"matchLabels": {LABEL_NETWORK: "egress"}},
+                "policyTypes": ["Egress"],
+                "egress": [
+                    {"to": [dict(peer) for peer in _DNS_PEERS], "ports": dns_ports},
+                    {
+                        "to": [
+                            {
+                                "ipBlock": {
+                                    "cidr": "0.0.0.0/0",
+                                    "except": [*PRIVATE_RANGES, control_plane],
+                                }
+                            }
+                        ]
+                    },
+                ],
+            },
+        ),
+    ]
