@@ -81,7 +81,7 @@ def make_provisioner(settings: Settings) -> Provisioner:
     if settings.platform == "local":
         from tether.provision.local import LocalProvisioner
 
-        return LocalProvisioner(settings.home)
+        return LocalProvisioner(settings.home, settings.sandbox, jwt_secret(settings))
     storage = None
     if settings.sessions_bucket:
         from tether.provision.storage import SessionStorage

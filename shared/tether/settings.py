@@ -11,6 +11,13 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, "") or default
 
 
+def default_capacity() -> int:
+    """Workspaces a local agent takes: one per GiB of the machine's memory (a workspace's
+    default memory limit), at least one."""
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return max(1, memory // (1 << 30))
+
+
 @dataclass(frozen=True)
 class Settings:
     port: int = 8080
@@ -37,6 +44,8 @@ class Settings:
     workspace_namespace: str = "tether-workspaces"  # gke
     workspace_service_account: str = ""  # what workspaces run as; empty: the default
     workspace_image: str = ""  # the image with the runtime; empty: each template's own
+    sandbox: str = "bubblewrap"  # local workspaces: bubblewrap | none (unconfined)
+    agent_capacity: int = 10  # workspaces an agent takes at once
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -63,4 +72,6 @@ class Settings:
             workspace_namespace=_env("TETHER_WORKSPACE_NAMESPACE", "tether-workspaces"),
             workspace_service_account=_env("TETHER_WORKSPACE_SERVICE_ACCOUNT", ""),
             workspace_image=_env("TETHER_WORKSPACE_IMAGE", ""),
+            sandbox=_env("TETHER_SANDBOX", "bubblewrap"),
+            agent_capacity=int(_env("TETHER_AGENT_CAPACITY", str(default_capacity()))),
         )

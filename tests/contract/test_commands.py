@@ -215,8 +215,9 @@ def test_an_exec_interrupted_by_an_agent_crash_is_not_run_again(stack: Any, tmp_
 
 def test_session_lifecycle_runs_through_the_agent(stack: Any) -> None:
     sid, workdir = running_session(stack)
-    result = stack.services.sessions.execute(ADMIN, sid, "echo $HOME", 10)
-    assert result.stdout.strip() == str(workdir)
+    result = stack.services.sessions.execute(ADMIN, sid, "echo $HOME; touch made-here", 10)
+    assert result.stdout.strip() == "/home/tether"  # inside the sandbox
+    assert (workdir / "made-here").exists()
     ended = stack.services.sessions.delete(ADMIN, sid)
     assert ended.state.value == "terminated"
     assert not workdir.exists()

@@ -1,14 +1,15 @@
-"""Local workspaces: sandboxed, isolated from the database and each other, idempotent."""
+"""Local workspaces: idempotent, kept across hibernation and agent restarts, with what the
+agent keeps about them out of their reach. (What a workspace cannot do to the host or to
+others is the attack suite's: tests/provision/test_sandbox_attacks.py.)"""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tether.core.models import Template, WorkspaceSpec
-from tether.errors import NotFound
+from tether.errors import Invalid, NotFound, Unavailable
 from tether.provision.local import LocalProvisioner
 
 
@@ -19,47 +20,45 @@ def prov(tmp_path: Path) -> Iterator[LocalProvisioner]:
     p.close()
 
 
-def spec(sid: str) -> WorkspaceSpec:
+def spec(sid: str, **template: object) -> WorkspaceSpec:
     return WorkspaceSpec(
         session_id=sid,
-        template=Template(name="shell", display_name="Shell", env={"GREETING": "hi"}),
+        template=Template(name="shell", display_name="Shell", env={"GREETING": "hi"}, **template),
     )
 
 
-def test_bubblewrap_is_used_when_installed(prov: LocalProvisioner) -> None:
-    assert prov.sandbox is (shutil.which("bwrap") is not None)
-    assert shutil.which("bwrap"), "infra/apt-packages.sh installs bubblewrap"
+def test_a_workspace_has_its_home_its_bucket_and_its_template_env(prov: LocalProvisioner) -> None:
+    info = prov.start(spec("ws-a"))
+    r = prov.exec("ws-a", "echo $HOME $GREETING; pwd; echo data > bucket/file; ls -d /bucket", 10)
+    assert r.stdout.splitlines() == ["/home/tether hi", "/home/tether", "/bucket"]
+    assert (Path(info.details["bucket_name"]) / "file").read_text() == "data\n"
+    assert info.details["sandbox"] == "bubblewrap"
 
 
-def test_workspace_sees_its_home_not_the_database_or_other_workspaces(
-    prov: LocalProvisioner, tmp_path: Path
+def test_an_unknown_sandbox_or_a_missing_bwrap_is_refused_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "home").mkdir(exist_ok=True)
-    (tmp_path / "home" / "tether.db").write_text("secret")
-    a = prov.start(spec("ws-a"))
-    prov.start(spec("ws-b"))
-    (prov.workdir("ws-b") / "private.txt").write_text("b's data")
-    r = prov.exec(
-        "ws-a",
-        f"cat {tmp_path}/home/tether.db; cat {prov.workdir('ws-b')}/private.txt;"
-        " echo $HOME $GREETING",
-        10,
-    )
-    assert "secret" not in r.stdout and "b's data" not in r.stdout
-    assert r.stdout.strip() == f"{prov.workdir('ws-a')} hi"
-    assert Path(a.details["bucket_name"]).is_dir()
-    w = prov.exec("ws-a", "echo data > bucket/file && touch /etc/nope", 10)
-    assert (Path(a.details["bucket_name"]) / "file").read_text() == "data\n"
-    assert w.returncode != 0, "the host outside the workspace is read-only"
+    with pytest.raises(Invalid, match="TETHER_SANDBOX"):
+        LocalProvisioner(tmp_path / "a", sandbox="chroot")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap on it
+    with pytest.raises(Unavailable, match="bubblewrap"):
+        LocalProvisioner(tmp_path / "b")
+
+
+def test_a_bad_resource_quantity_fails_the_start_naming_it(prov: LocalProvisioner) -> None:
+    with pytest.raises(Invalid, match="resources.memory"):
+        prov.start(spec("ws-q", resources={"memory": "lots"}))
 
 
 def test_start_is_idempotent_and_stop_frees_everything(prov: LocalProvisioner) -> None:
     one = prov.start(spec("ws-x"))
     two = prov.start(spec("ws-x"))
     assert one == two
+    prov.exec("ws-x", "mkdir -p locked/deeper && touch locked/deeper/f && chmod 000 locked", 5)
     prov.stop("ws-x")
     prov.stop("ws-x")
-    assert not prov.workdir("ws-x").exists()
+    assert not prov.control("ws-x").exists() and not prov.bucket("ws-x").exists()
+    assert not prov.socket_path("ws-x").exists()
     with pytest.raises(NotFound):
         prov.exec("ws-x", "true", 5)
 
@@ -81,3 +80,34 @@ def test_runtime_that_died_comes_back_with_the_home(prov: LocalProvisioner) -> N
     runtime.kill()  # the agent restarted, taking its workspaces' runtimes with it
     runtime.wait()
     assert prov.exec("ws-r", "cat note", 5).stdout == "kept\n"
+
+
+def test_a_sandbox_that_cannot_start_says_why(prov: LocalProvisioner) -> None:
+    prov.start(spec("ws-f"))
+    prov.hibernate("ws-f")
+    prov.bucket("ws-f").rmdir()  # removed behind the agent's back
+    with pytest.raises(Unavailable, match=f"did not start: .*{prov.bucket('ws-f')}"):
+        prov.wake("ws-f")
+
+
+def test_the_runtimes_sockets_refuse_a_caller_without_the_workspaces_token(
+    prov: LocalProvisioner,
+) -> None:
+    from tether.provision.uds import UnixHTTPClient, UnixJsonClient
+
+    prov.start(spec("ws-t"))
+    prov.start(spec("ws-u"))
+    path = str(prov.socket_path("ws-t"))
+    assert UnixHTTPClient(path).request("GET", "/health")[0] == 401
+    stranger = UnixHTTPClient(path, prov_token(prov, "ws-u"))  # another workspace's token
+    assert stranger.request("GET", "/health")[0] == 401
+    channel = UnixJsonClient(str(prov.socket_path("ws-t", ".exec")), prov_token(prov, "ws-u"))
+    answer = channel.call({"command": "echo ran"}, 5)
+    assert "ran" not in str(answer) and "token" in answer["detail"]
+    assert prov.exec("ws-t", "echo ran", 5).stdout == "ran\n"
+
+
+def prov_token(prov: LocalProvisioner, sid: str) -> str:
+    from tether.runtime import auth
+
+    return auth.token_for(prov.secret, sid)

@@ -38,6 +38,7 @@ def main() -> None:
         bootstrap.make_provisioner(settings),
         Journal(store),
         region=settings.region,
+        capacity=settings.agent_capacity,
         heartbeat_interval=settings.heartbeat_interval,
     )
     transport = args.transport or ("push" if settings.platform == "cloud_run" else "pull")

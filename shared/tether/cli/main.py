@@ -39,6 +39,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"Starting Tether (store={settings.store}, bus={settings.bus}, home={settings.home})")
     stack = LocalStack(settings)
     stack.start()
+    isolation = stack.provisioner.isolation()
+    print("Workspaces: " + ", ".join(f"{k}: {v}" for k, v in isolation.items()))
 
     def ready() -> None:
         made = stack.generated

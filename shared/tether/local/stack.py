@@ -36,13 +36,17 @@ class LocalStack:
         self.services = bootstrap.build(settings, store, bus)
         bootstrap.install(self.services)
         self.generated = bootstrap.seed(self.services)
-        self.provisioner = LocalProvisioner(settings.home)
+        self.provisioner = LocalProvisioner(
+            settings.home, settings.sandbox, bootstrap.jwt_secret(settings)
+        )
+        self.services.health.workspaces = self.provisioner.isolation
         self.agent = Agent(
             settings.agent_id or f"local-{socket.gethostname()}",
             self.services.bus,
             self.provisioner,
             # Here only the sweeper republishes a command, and only a pending one (a day).
             Journal(SqliteStore(settings.home / "agent" / "journal.db"), keep=PENDING_KEPT),
+            capacity=settings.agent_capacity,
             heartbeat_interval=settings.heartbeat_interval,
         )
         self.sweep_interval = sweep_interval

@@ -1,11 +1,19 @@
 """Workspaces as sandboxed local processes.
 
-A workspace is a home directory plus the workspace runtime (`tether.runtime`) running inside
-bubblewrap when it is installed (a plain process otherwise), listening on a Unix socket. The
-sandbox sees the host read-only, its own home, its storage directory and a private /tmp; the
-rest of TETHER_HOME (the database, other workspaces) is hidden from it. A template's `command`
-is the workspace's main process, which the runtime starts and stops; its output is the
-session log, a file in the home, so it can be read while the workspace hibernates.
+A workspace is a home directory plus the workspace runtime (`tether.runtime`) running in a
+sandbox (`tether.provision.sandbox`: bubblewrap, namespaces, seccomp), under limits
+(`tether.provision.limits`) and with the network its template asks for
+(`tether.provision.network`). The runtime serves on two Unix sockets the agent makes in a
+private directory and hands in as descriptors; a template's `command` is the workspace's main
+process, which the runtime starts and stops; its output is the session log, a file in the home,
+so it can be read while the workspace hibernates.
+
+Everything the agent keeps about a workspace (how to start it, whether it hibernates) lives in
+a control directory beside the home that the sandbox never sees: the home is the workspace's
+to change, and nothing here follows a path through it.
+
+`TETHER_SANDBOX=none` runs workspaces as plain processes of the stack's user, for development
+on a machine without bubblewrap: no isolation at all, and the health report says so.
 """
 
 from __future__ import annotations
@@ -13,10 +21,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
+import json
 import logging
 import os
 import shutil
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -24,72 +35,112 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import tether
 from tether.core.models import ExecResult, WorkspaceInfo, WorkspaceSpec
-from tether.errors import NotFound, Unavailable
+from tether.errors import Invalid, NotFound, Unavailable
+from tether.provision import network, sandbox, seccomp
+from tether.provision.limits import Groups, Limits
 from tether.provision.uds import UnixHTTPClient, UnixJsonClient
-from tether.runtime.session_log import open_in_home
+from tether.runtime import auth
 from tether.runtime.session_log import tail as read_tail
 
 log = logging.getLogger(__name__)
 
-HIBERNATED = ".tether-hibernated"
-ENV = ".tether-env"
-MAIN = ".tether-main"  # the template's command, kept for wake and for a restarted agent
+SANDBOXES = ("bubblewrap", "none")
+CONFIG = "workspace.json"  # in the control directory: what (re)starting the runtime needs
+HIBERNATED = "hibernated"
 EXEC = ".exec"  # suffix of a runtime's exec channel socket
+RUNTIME_LOG = ".tether/runtime.log"  # in the home: the runtime's own output
+_START_WAIT = 15.0
 
 
 @dataclass
 class _Runtime:
-    """A workspace's runtime process and its two ways in: HTTP for control, the exec channel
-    for commands."""
+    """A workspace's sandbox, and the runtime's two ways in: HTTP for control, the exec
+    channel for commands."""
 
     proc: subprocess.Popen[bytes]
     http: UnixHTTPClient
     exec: UnixJsonClient
+    egress: network.Egress | None = None
 
     def close(self) -> None:
         self.http.close()
         self.exec.close()
+        if self.egress is not None:
+            self.egress.close()
 
 
 class LocalProvisioner:
     platform = "local"
 
-    def __init__(self, home: Path, sandbox: bool | None = None) -> None:
+    def __init__(self, home: Path, sandbox: str = "bubblewrap", secret: str = "") -> None:
+        if sandbox not in SANDBOXES:
+            raise Invalid(f"TETHER_SANDBOX must be one of {', '.join(SANDBOXES)}, not {sandbox!r}")
+        if sandbox == "bubblewrap" and shutil.which("bwrap") is None:
+            raise Unavailable(
+                "Workspaces need bubblewrap (`bwrap`): install it (infra/apt-packages.sh), "
+                "or set TETHER_SANDBOX=none to run them unconfined"
+            )
         self.home = Path(home).resolve()
         self.root = self.home / "workspaces"
         self.buckets = self.home / "buckets"
-        self.sandbox = shutil.which("bwrap") is not None if sandbox is None else sandbox
-        # Unix socket paths are limited to ~108 bytes, so they live in a short private dir.
+        for path in (self.home, self.root, self.buckets):
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.sandbox = sandbox
+        self.secret = secret or os.urandom(32).hex()
         digest = hashlib.sha256(str(self.home).encode()).hexdigest()[:12]
-        self.sockets = Path(tempfile.gettempdir()) / f"tether-{os.getuid()}-{digest}"
-        self.sockets.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Unix socket paths are limited to ~108 bytes, so they live in a short private dir.
+        self.sockets = _private_dir(Path(tempfile.gettempdir()) / f"tether-{os.getuid()}-{digest}")
+        self.groups = Groups(f"tether-{digest}") if sandbox != "none" else None
+        self._cut: list[str] | None = None  # the host's addresses, cut from egress
         self._runtimes: dict[str, _Runtime] = {}
         self._lock = threading.Lock()
+        if self.groups is not None and not self.groups.available:
+            log.warning("workspace limits: %s", self.groups.describe())
+
+    def isolation(self) -> dict[str, Any]:
+        """What confines this agent's workspaces, for the health report and the start-up log."""
+        if self.sandbox == "none":
+            return {"sandbox": "none", "warning": "workspaces run unconfined (TETHER_SANDBOX)"}
+        assert self.groups is not None
+        return {
+            "sandbox": self.sandbox,
+            "host_uid": "one per workspace" if os.geteuid() == 0 else "the stack's user",
+            "limits": self.groups.describe(),
+            "egress": "slirp4netns" if shutil.which("slirp4netns") else "unavailable",
+        }
 
     # -- paths -------------------------------------------------------------------------------
 
-    def workdir(self, session_id: str) -> Path:
-        if "/" in session_id or session_id.startswith("."):
+    def control(self, session_id: str) -> Path:
+        if "/" in session_id or session_id.startswith(".") or not session_id:
             raise NotFound("Workspace not found")
         return self.root / session_id
+
+    def workdir(self, session_id: str) -> Path:
+        """The workspace's home, as the host sees it."""
+        return self.control(session_id) / "home"
 
     def bucket(self, session_id: str) -> Path:
         return self.buckets / f"tether-{session_id}"
 
-    def socket(self, session_id: str, suffix: str = ".sock") -> Path:
-        return self.sockets / (hashlib.sha256(session_id.encode()).hexdigest()[:16] + suffix)
+    def socket_path(self, session_id: str, suffix: str = ".sock") -> Path:
+        return self.sockets / (self._key(session_id) + suffix)
+
+    @staticmethod
+    def _key(session_id: str) -> str:
+        return hashlib.sha256(session_id.encode()).hexdigest()[:16]
 
     def _info(self, session_id: str) -> WorkspaceInfo:
         return WorkspaceInfo(
-            url=f"http+unix://{self.socket(session_id)}",
+            url=f"http+unix://{self.socket_path(session_id)}",
             details={
                 "service_name": f"tether-{session_id}",
                 "bucket_name": str(self.bucket(session_id)),
                 "workdir": str(self.workdir(session_id)),
-                "sandbox": "bubblewrap" if self.sandbox else "none",
+                "sandbox": self.sandbox,
             },
         )
 
@@ -97,39 +148,51 @@ class LocalProvisioner:
 
     def start(self, spec: WorkspaceSpec) -> WorkspaceInfo:
         sid = spec.session_id
-        work, bucket = self.workdir(sid), self.bucket(sid)
-        work.mkdir(parents=True, exist_ok=True)
-        bucket.mkdir(parents=True, exist_ok=True)
-        link = work / "bucket"
-        if not link.is_symlink():
-            link.symlink_to(bucket)
-        (work / HIBERNATED).unlink(missing_ok=True)
-        env = dict(spec.template.env) | dict(spec.env)
-        _write_fresh(work / ENV, "".join(f"{k}={v}\n" for k, v in env.items()))
-        if spec.template.command:
-            _write_fresh(work / MAIN, spec.template.command)
-        else:
-            (work / MAIN).unlink(missing_ok=True)
+        control, home, bucket = self.control(sid), self.workdir(sid), self.bucket(sid)
+        control.mkdir(mode=0o700, exist_ok=True)
+        uid = sandbox.host_uid(sid) if self.sandbox != "none" else None
+        for path in (home, bucket):
+            with contextlib.suppress(FileExistsError):
+                path.mkdir(mode=0o700)
+                if uid is not None:
+                    os.chown(path, uid, uid, follow_symlinks=False)
+                if path == home:  # new, so nothing of the workspace's is in it yet
+                    inside = sandbox.BUCKET if self.sandbox != "none" else str(bucket)
+                    os.symlink(inside, home / "bucket")
+                    if uid is not None:
+                        os.chown(home / "bucket", uid, uid, follow_symlinks=False)
+        template = spec.template
+        Limits.of(template.resources)  # a bad quantity fails the start, not a later wake
+        config = {
+            "env": dict(template.env) | dict(spec.env),
+            "main": template.command,
+            "network": template.network,
+            "resources": template.resources,
+        }
+        _write_atomically(control / CONFIG, json.dumps(config))
+        (control / HIBERNATED).unlink(missing_ok=True)
         self._ensure_runtime(sid)
         return self._info(sid)
 
     def stop(self, session_id: str) -> None:
         self._kill(session_id)
-        shutil.rmtree(self.workdir(session_id), ignore_errors=True)
-        shutil.rmtree(self.bucket(session_id), ignore_errors=True)
+        # The workspace is gone, so nothing changes the tree under the removal, whose walk
+        # follows no link (shutil.rmtree's fd-based walk).
+        _remove_tree(self.control(session_id))
+        _remove_tree(self.bucket(session_id))
 
     def hibernate(self, session_id: str) -> None:
-        work = self.workdir(session_id)
-        if not work.exists():
+        control = self.control(session_id)
+        if not control.exists():
             raise NotFound("Workspace not found")
         self._kill(session_id)
-        (work / HIBERNATED).touch()
+        (control / HIBERNATED).touch()
 
     def wake(self, session_id: str) -> WorkspaceInfo:
-        work = self.workdir(session_id)
-        if not work.exists():
+        control = self.control(session_id)
+        if not control.exists():
             raise NotFound("Workspace not found")
-        (work / HIBERNATED).unlink(missing_ok=True)
+        (control / HIBERNATED).unlink(missing_ok=True)
         self._ensure_runtime(session_id)
         return self._info(session_id)
 
@@ -139,20 +202,25 @@ class LocalProvisioner:
             body = channel.call({"command": command, "timeout": timeout}, timeout + 10)
         except (OSError, ValueError) as exc:
             raise Unavailable(f"Workspace runtime did not answer: {exc}") from exc
-        if "detail" in body:
+        if isinstance(body, dict) and "detail" in body:
             raise Unavailable(f"Workspace runtime refused the command: {body['detail']}")
-        return ExecResult.model_validate(body)
+        try:
+            return ExecResult.model_validate(body)
+        except ValueError as exc:  # the runtime is the workspace's: its answer may be anything
+            raise Unavailable("Workspace runtime answered nonsense") from exc
 
     def logs(self, session_id: str, tail: int) -> list[str]:
         # Read from the home, not asked of the runtime: a hibernated workspace has no runtime.
-        work = self.workdir(session_id)
-        if not work.exists():
+        home = self.workdir(session_id)
+        if not home.exists():
             raise NotFound("Workspace not found")
-        return read_tail(work, tail)
+        return read_tail(home, tail)
 
     def close(self) -> None:
         for sid in list(self._runtimes):
             self._kill(sid)
+        if self.groups is not None:
+            self.groups.close()
         with contextlib.suppress(OSError):  # kept while another process's runtimes use it
             self.sockets.rmdir()
 
@@ -164,107 +232,166 @@ class LocalProvisioner:
         runtime = self._runtimes.get(session_id)
         if runtime is not None and runtime.proc.poll() is None:
             return runtime  # up, so neither gone nor hibernated (both end the runtime first)
-        work = self.workdir(session_id)
-        if not work.exists():
+        control = self.control(session_id)
+        if not (control / CONFIG).exists():
             raise NotFound("Workspace not found")
-        if (work / HIBERNATED).exists():
+        if (control / HIBERNATED).exists():
             raise NotFound("Workspace is hibernated")
         with self._lock:
             runtime = self._runtimes.get(session_id)
             if runtime is not None and runtime.proc.poll() is None:
                 return runtime
+            if runtime is not None:  # died: its network and leftovers go first
+                self._runtimes.pop(session_id)
+                self._release(session_id, runtime)
             return self._spawn(session_id)
 
-    def _command(self, session_id: str) -> list[str]:
-        work, sock = self.workdir(session_id), self.socket(session_id)
-        runtime = [sys.executable, "-m", "tether.runtime", "--home", str(work)]
-        runtime += ["--socket", str(sock), "--exec-socket", str(self.socket(session_id, EXEC))]
-        if (work / MAIN).exists():
-            runtime += ["--main-file", str(work / MAIN)]
-        if not self.sandbox:
-            return runtime
-        bucket = self.bucket(session_id)
-        tmp = Path(tempfile.gettempdir())
-        # The interpreter and the code the runtime needs must stay visible even when they live
-        # in /tmp (a checkout or venv there, say) -- but never a directory holding TETHER_HOME.
-        needed = {sys.prefix, sys.base_prefix, str(Path(tether.__file__).parent.parent), *sys.path}
-        keep = sorted(
-            p for p in needed
-            if p and Path(p).is_dir() and Path(p).is_relative_to(tmp)
-            and not self.home.is_relative_to(p) and not Path(p).is_relative_to(self.home)
-        )  # fmt: skip
-        return [
-            "bwrap",
-            "--ro-bind", "/", "/",
-            "--dev", "/dev",
-            "--proc", "/proc",
-            "--tmpfs", "/tmp",
-            *(arg for p in keep for arg in ("--ro-bind", p, p)),
-            "--tmpfs", str(self.home),  # hide the database and other workspaces
-            "--bind", str(work), str(work),
-            "--bind", str(bucket), str(bucket),
-            "--bind", str(self.sockets), str(self.sockets),
-            "--unshare-pid",
-            "--unshare-ipc",
-            "--die-with-parent",
-            "--chdir", str(work),
-            "--setenv", "HOME", str(work),
-            "--",
-            *runtime,
-        ]  # fmt: skip
+    def _listen(self, path: Path) -> socket.socket:
+        path.unlink(missing_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(path))
+        # A burst of callers queues instead of being refused (a Unix socket's connect does
+        # not wait for room in the backlog).
+        sock.listen(socket.SOMAXCONN)
+        return sock
 
     def _spawn(self, session_id: str) -> _Runtime:
-        work, sock = self.workdir(session_id), self.socket(session_id)
-        sock.unlink(missing_ok=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
-        env["HOME"] = str(work)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        control, home = self.control(session_id), self.workdir(session_id)
+        with open(control / CONFIG) as f:
+            config = json.load(f)
+        token = auth.token_for(self.secret, session_id)
+        listen = self._listen(self.socket_path(session_id))
+        listen_exec = self._listen(self.socket_path(session_id, EXEC))
+        inside = sandbox.INSIDE_HOME if self.sandbox != "none" else str(home)
+        env = sandbox.clean_env({"HOME": inside}, config["env"])
+        env[auth.ENV] = token
+        if config["main"]:
+            env["TETHER_MAIN_COMMAND"] = config["main"]
+        command = [
+            sys.executable, "-I", "-m", "tether.runtime", "--home", inside,
+            "--socket-fd", str(listen.fileno()), "--exec-socket-fd", str(listen_exec.fileno()),
+            "--log-file", f"{inside}/{RUNTIME_LOG}",
+        ]  # fmt: skip
         try:
-            with open_in_home(work, ENV) as f:
-                lines = f.read().decode().splitlines()
-        except OSError:
-            lines = []
-        for line in lines:
-            key, _, value = line.partition("=")
-            env[key] = value
-        log_file = (work / ".tether-runtime.log").open("ab")
-        proc = subprocess.Popen(
-            self._command(session_id),
-            cwd=work,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=log_file,
-            start_new_session=True,
-        )
-        log_file.close()
-        client = UnixHTTPClient(str(sock))
-        channel = UnixJsonClient(str(self.socket(session_id, EXEC)))
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise Unavailable(
-                    f"Workspace runtime exited with {proc.returncode}; "
-                    f"see {work / '.tether-runtime.log'}"
+            if self.sandbox == "none":
+                proc = _popen(command, env, (listen.fileno(), listen_exec.fileno()), cwd=home)
+                egress = None
+            else:
+                proc, egress = self._sandboxed(
+                    session_id, config, command, env, (listen, listen_exec)
                 )
-            if sock.exists():
-                try:
-                    if client.request("GET", "/health", timeout=1)[0] == 200:
-                        runtime = self._runtimes[session_id] = _Runtime(proc, client, channel)
-                        return runtime
-                except (OSError, http.client.HTTPException):
-                    pass
-            time.sleep(0.02)
-        proc.kill()
-        raise Unavailable("Workspace runtime did not start within 15s")
+        finally:
+            listen.close()  # the runtime holds them now
+            listen_exec.close()
+        runtime = _Runtime(
+            proc,
+            UnixHTTPClient(str(self.socket_path(session_id)), token),
+            UnixJsonClient(str(self.socket_path(session_id, EXEC)), token),
+            egress,
+        )
+        try:
+            self._wait_up(runtime)
+        except BaseException:
+            self._release(session_id, runtime)
+            raise
+        self._runtimes[session_id] = runtime
+        return runtime
+
+    def _sandboxed(
+        self,
+        session_id: str,
+        config: dict[str, Any],
+        command: list[str],
+        env: dict[str, str],
+        listeners: tuple[socket.socket, socket.socket],
+    ) -> tuple[subprocess.Popen[bytes], network.Egress | None]:
+        """Starts the sandbox held at its gate, confines its first process, gives it its
+        network, then lets the runtime start."""
+        assert self.groups is not None
+        limits = Limits.of(config["resources"])
+        egress_wanted = config["network"] == "egress"
+        info_r, info_w = os.pipe()
+        block_r, block_w = os.pipe()
+        resolv = _data_fd(network.RESOLV_CONF) if egress_wanted else None
+        plan = sandbox.Plan(
+            home=self.workdir(session_id),
+            bucket=self.bucket(session_id),
+            hidden=self.home,
+            uid=sandbox.host_uid(session_id),
+            network=config["network"],
+            tmp_size=limits.tmp,
+            seccomp_fd=seccomp.program_fd(),
+            info_fd=info_w,
+            block_fd=block_r,
+            resolv_fd=resolv,
+        )
+        passed = (plan.seccomp_fd, info_w, block_r, *(s.fileno() for s in listeners))
+        passed += (resolv,) if resolv is not None else ()
+        try:
+            proc = _popen(sandbox.bubblewrap(plan, command), env, passed, cwd=Path("/"))
+        finally:
+            for fd in (plan.seccomp_fd, info_w, block_r, resolv):
+                if fd is not None:
+                    os.close(fd)
+        egress = None
+        try:
+            pid = _first_pid(info_r, proc)
+            self.groups.confine(self._key(session_id), pid, limits)
+            if egress_wanted:
+                if self._cut is None:
+                    self._cut = network.host_addresses()
+                egress = network.attach(pid, plan.uid is None, self._cut)
+            os.write(block_w, b"go")
+        except BaseException as exc:
+            if isinstance(exc, OSError):  # the pid is gone: did bubblewrap fail after all?
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=1)
+            exited = proc.poll() is not None
+            proc.kill()
+            proc.wait()
+            if egress is not None:
+                egress.close()
+            if exited and isinstance(exc, OSError):
+                raise Unavailable(f"The workspace sandbox did not start: {_said(proc)}") from exc
+            raise
+        finally:
+            os.close(info_r)
+            os.close(block_w)
+        return proc, egress
+
+    def _wait_up(self, runtime: _Runtime) -> None:
+        """Until the runtime answers its health check. The sockets listen already, so the
+        request waits in the backlog while the runtime starts."""
+        deadline = time.monotonic() + _START_WAIT
+        while time.monotonic() < deadline:
+            if runtime.proc.poll() is not None:
+                code, said = runtime.proc.returncode, _said(runtime.proc)
+                raise Unavailable(f"Workspace runtime exited with {code}: {said}")
+            try:
+                status, body = runtime.http.request("GET", "/health", timeout=1)
+                if status == 200:
+                    assert runtime.proc.stderr is not None
+                    runtime.proc.stderr.close()  # the runtime writes to its log file now
+                    return
+                raise Unavailable(f"Workspace runtime answered {status}: {body}")
+            except (OSError, http.client.HTTPException, ValueError):
+                time.sleep(0.02)
+        raise Unavailable(f"Workspace runtime did not start within {_START_WAIT:g}s")
 
     def _kill(self, session_id: str) -> None:
         with self._lock:
             runtime = self._runtimes.pop(session_id, None)
+        self._release(session_id, runtime)
+
+    def _release(self, session_id: str, runtime: _Runtime | None) -> None:
+        """Ends the runtime, then whatever of the workspace is left (its group's processes,
+        its network, its sockets)."""
         if runtime is not None:
             self._end(runtime)
+        if self.groups is not None:
+            self.groups.release(self._key(session_id))
         for suffix in (".sock", EXEC):
-            self.socket(session_id, suffix).unlink(missing_ok=True)
+            self.socket_path(session_id, suffix).unlink(missing_ok=True)
 
     @staticmethod
     def _end(runtime: _Runtime) -> None:
@@ -276,22 +403,95 @@ class LocalProvisioner:
                 runtime.http.request("POST", "/shutdown", timeout=1)
                 proc.wait(timeout=3)
         runtime.close()
-        if proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        except ProcessLookupError:
-            pass
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            except ProcessLookupError:
+                pass
+        if proc.stderr is not None:
+            proc.stderr.close()
 
 
-def _write_fresh(path: Path, text: str) -> None:
-    """Writes a new file in a workspace's home: never through a symlink the workspace put
-    there, which could point at what the sandbox hides."""
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    with os.fdopen(fd, "w") as f:
+def _popen(
+    command: list[str], env: dict[str, str], fds: tuple[int, ...], cwd: Path
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=env,
+        pass_fds=fds,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,  # bubblewrap's errors, and the runtime's until its log opens
+        start_new_session=True,
+    )
+
+
+def _first_pid(info_fd: int, proc: subprocess.Popen[bytes]) -> int:
+    """The sandbox's first process, as bubblewrap reports it (JSON on the info descriptor)."""
+    data = b""
+    while chunk := os.read(info_fd, 4096):
+        data += chunk
+        with contextlib.suppress(ValueError):
+            return int(json.loads(data)["child-pid"])
+    proc.wait()
+    raise Unavailable(f"The workspace sandbox did not start: {_said(proc)}")
+
+
+def _said(proc: subprocess.Popen[bytes]) -> str:
+    """The last words of a process that ended (its stderr, bounded)."""
+    if proc.stderr is None or proc.stderr.closed:
+        return "no output"
+    os.set_blocking(proc.stderr.fileno(), False)
+    try:
+        data = proc.stderr.read(4096) or b""
+    except OSError:
+        data = b""
+    return data.decode(errors="replace").strip() or "no output"
+
+
+def _data_fd(data: bytes) -> int:
+    read, write = os.pipe()
+    os.write(write, data)
+    os.close(write)
+    return read
+
+
+def _private_dir(path: Path) -> Path:
+    """`path` as a directory only this user can use. One that exists must already be that:
+    another local user could have made it first, to read or replace the sockets in it."""
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    info = path.lstat()
+    if (
+        not stat.S_ISDIR(info.st_mode)
+        or info.st_uid != os.geteuid()
+        or stat.S_IMODE(info.st_mode) & 0o077
+    ):
+        raise Unavailable(f"{path} is not a private directory of this user; remove it")
+    return path
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
         f.write(text)
+    os.replace(tmp, path)
+
+
+def _remove_tree(path: Path) -> None:
+    """Removes a workspace's directory once nothing of the workspace runs. An ordinary user
+    has no override for a directory the workspace made 0000, so permissions come back first;
+    no link is followed on the way (os.walk does not descend into them, rmtree unlinks them)."""
+    if os.geteuid() != 0:
+        for top, dirs, _ in os.walk(path):
+            for name in dirs:
+                inner = os.path.join(top, name)
+                if not os.path.islink(inner):
+                    with contextlib.suppress(OSError):
+                        os.chmod(inner, 0o700)
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,7 +1,8 @@
 """A small keep-alive HTTP client over a Unix socket for the agent→runtime hop.
 
 The standard library's http.client costs a fraction of a general-purpose client per request,
-and this hop is on the path of every exec.
+and this hop is on the path of every exec. The runtime lives in the workspace, so its answers
+are the workspace's words: each is bounded (`MAX_ANSWER`) before it is parsed.
 """
 
 from __future__ import annotations
@@ -11,6 +12,11 @@ import json
 import socket
 import threading
 from typing import Any
+
+from tether.runtime import auth
+
+# Bytes in one answer: an exec result is two streams of at most 256 KiB, JSON-escaped.
+MAX_ANSWER = 16 << 20
 
 
 class _Conn(http.client.HTTPConnection):
@@ -28,8 +34,9 @@ class _Conn(http.client.HTTPConnection):
 class UnixHTTPClient:
     """JSON over HTTP/1.1 on a Unix socket, with a pool of idle connections (thread-safe)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, token: str | None = None) -> None:
         self.path = path
+        self.headers = {auth.HEADER: token} if token else {}
         self._idle: list[_Conn] = []
         self._lock = threading.Lock()
 
@@ -45,10 +52,14 @@ class UnixHTTPClient:
             conn.sock.settimeout(timeout)
         try:
             payload = json.dumps(body).encode() if body is not None else None
-            headers = {"Content-Type": "application/json"} if payload is not None else {}
+            headers = dict(self.headers)
+            if payload is not None:
+                headers["Content-Type"] = "application/json"
             conn.request(method, url, body=payload, headers=headers)
             response = conn.getresponse()
-            data = response.read()
+            data = response.read(MAX_ANSWER + 1)
+            if len(data) > MAX_ANSWER:
+                raise http.client.HTTPException(f"the runtime's answer is over {MAX_ANSWER} bytes")
         except BaseException:
             conn.close()
             raise
@@ -66,8 +77,9 @@ class UnixHTTPClient:
 class UnixJsonClient:
     """The exec channel's client: a JSON line out, a JSON line back, on pooled connections."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, token: str | None = None) -> None:
         self.path = path
+        self.token = token
         self._idle: list[tuple[socket.socket, Any]] = []
         self._lock = threading.Lock()
 
@@ -87,8 +99,10 @@ class UnixJsonClient:
         sock, reader = conn
         try:
             sock.settimeout(timeout)
+            if self.token:
+                body = {**body, auth.FIELD: self.token}
             sock.sendall(json.dumps(body).encode() + b"\n")
-            line = reader.readline()
+            line = reader.readline(MAX_ANSWER + 1)
             if not line.endswith(b"\n"):
                 raise ConnectionResetError("the runtime closed the exec channel")
         except BaseException:

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from tether import bootstrap
 from tether.core.models import Principal, Session, utcnow
 from tether.provision.runtime_http import IdToken
+from tether.runtime import auth
 from tether.service.tickets import is_ticket
 from tether.service.tokens import looks_like_jwt
 
@@ -57,6 +58,11 @@ def still_running(session_id: str) -> bool:
         return False
     sessions.touch(session)
     return True
+
+
+def runtime_token(session_id: str) -> str:
+    """What a local runtime wants of its callers (`tether.runtime.auth`)."""
+    return auth.token_for(bootstrap.services().tokens.secret, session_id)
 
 
 @functools.cache

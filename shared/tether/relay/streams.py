@@ -28,6 +28,7 @@ from urllib.parse import unquote, urlencode, urlsplit
 from tether.core.models import Session
 from tether.errors import TetherError
 from tether.relay import access
+from tether.runtime import auth
 from tether.runtime.websockets import UNIX_SEND_BUFFER
 from tether.surfaces.http import closing_json_response, status_for
 
@@ -142,6 +143,7 @@ def _open_runtime(
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UNIX_SEND_BUFFER)
             sock.connect(unquote(url[len("http+unix://") :]))
             host = "runtime"
+            headers[auth.HEADER] = access.runtime_token(session.id)
         else:  # a Cloud Run or GKE workspace
             parts = urlsplit(url)
             tls = parts.scheme == "https"

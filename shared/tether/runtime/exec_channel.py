@@ -1,9 +1,9 @@
 """Exec as newline-delimited JSON on a Unix socket: the local agent's path for commands.
 
-Each line in is an exec request (as for `POST /exec`), each line out its result, in order,
-one connection per concurrent caller, each served on its own thread. It skips HTTP parsing on
-both ends, which is a good part of the hop's cost for a short command. Errors come back as
-`{"detail": "..."}`.
+Each line in is an exec request (as for `POST /exec`, plus the runtime's `token` when it has
+one), each line out its result, in order, one connection per concurrent caller, each served on
+its own thread. It skips HTTP parsing on both ends, which is a good part of the hop's cost for
+a short command. Errors come back as `{"detail": "..."}`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import socket
 import socketserver
 import threading
 
+from tether.runtime import auth
 from tether.runtime.execute import exec_request, run_command
 
 MAX_REQUEST = 1 << 24  # bytes in one request line
@@ -28,7 +29,7 @@ class _Connection(socketserver.StreamRequestHandler):
             while line := self.rfile.readline(MAX_REQUEST + 1):
                 if not line.endswith(b"\n"):
                     return  # longer than MAX_REQUEST, or cut short by the caller leaving
-                self.wfile.write(_answer(line, self.server.home) + b"\n")
+                self.wfile.write(_answer(line, self.server.home, self.server.token) + b"\n")
         except ConnectionError:
             pass  # the caller went away
 
@@ -39,27 +40,38 @@ class ExecChannel(socketserver.ThreadingUnixStreamServer):
     # before the accept loop catches up: a Unix socket's connect does not wait for room.
     request_queue_size = socket.SOMAXCONN
 
-    def __init__(self, path: str, home: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)  # left by a runtime that died
-        super().__init__(path, _Connection)
+    def __init__(self, where: str | socket.socket, home: str, token: str | None = None) -> None:
+        """Listens at the path `where`, or on `where` itself: a socket already listening (the
+        local agent makes it, outside the sandbox, and hands it in)."""
+        if isinstance(where, str):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(where)  # left by a runtime that died
+            super().__init__(where, _Connection)
+        else:
+            super().__init__(where.getsockname(), _Connection, bind_and_activate=False)
+            self.socket.close()
+            self.socket = where
         self.home = home
+        self.token = token
 
     def close(self) -> None:
         self.shutdown()
         self.server_close()
 
 
-def serve(path: str, home: str) -> ExecChannel:
-    """Listens on `path` from a thread of its own until `close()`."""
-    channel = ExecChannel(path, home)
+def serve(where: str | socket.socket, home: str, token: str | None = None) -> ExecChannel:
+    """Serves from a thread of its own until `close()`."""
+    channel = ExecChannel(where, home, token)
     threading.Thread(target=channel.serve_forever, name="exec-channel", daemon=True).start()
     return channel
 
 
-def _answer(line: bytes, home: str) -> bytes:
+def _answer(line: bytes, home: str, token: str | None) -> bytes:
     try:
-        command, timeout, cap = exec_request(json.loads(line))
+        body = json.loads(line)
+        if not auth.valid(token, body.get(auth.FIELD) if isinstance(body, dict) else None):
+            return json.dumps({"detail": "token: not this workspace's"}).encode()
+        command, timeout, cap = exec_request(body)
     except ValueError as exc:
         return json.dumps({"detail": str(exc)}).encode()
     return run_command(command, home, timeout, cap=cap).model_dump_json().encode()

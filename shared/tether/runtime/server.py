@@ -1,4 +1,5 @@
-"""HTTP server inside a workspace. Listens on a Unix socket (local) or a TCP port (Cloud Run)."""
+"""HTTP server inside a workspace. Listens on a Unix socket handed in by the local agent, or on
+a TCP port (Cloud Run, GKE)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import argparse
 import asyncio
 import os
 import signal
+import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
 
 from tether.core.models import VNC_SOCKET
-from tether.runtime import exec_channel, websockets
+from tether.runtime import auth, exec_channel, websockets
 from tether.runtime.execute import exec_request, run_command_async
 from tether.runtime.follow import follow
 from tether.runtime.main_process import MainProcess
@@ -22,10 +25,24 @@ from tether.runtime.vnc import vnc
 CHANNEL = web.AppKey("exec_channel", exec_channel.ExecChannel)
 
 
-def make_app(home: str, main: str | None = None, exec_socket: str | None = None) -> web.Application:
+def make_app(
+    home: str,
+    main: str | None = None,
+    exec_socket: str | socket.socket | None = None,
+    token: str | None = None,
+) -> web.Application:
     """The runtime's API; with `main`, also the workspace's main process, started with the
     app and stopped (with its whole process group) when the app shuts down; with
-    `exec_socket`, also the exec channel (`exec_channel`) on that Unix socket."""
+    `exec_socket`, also the exec channel (`exec_channel`) on that Unix socket; with `token`,
+    every request must carry it (`tether.runtime.auth`)."""
+
+    @web.middleware
+    async def authenticate(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if not auth.valid(token, request.headers.get(auth.HEADER)):
+            return web.json_response({"detail": f"{auth.HEADER}: not this workspace's"}, status=401)
+        return await handler(request)
 
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "pid": os.getpid()})
@@ -61,7 +78,7 @@ def make_app(home: str, main: str | None = None, exec_socket: str | None = None)
     async def vnc_bridge(request: web.Request) -> web.StreamResponse:
         return await vnc(request, home, VNC_SOCKET)
 
-    app = web.Application()
+    app = web.Application(middlewares=[authenticate] if token else [])
     app.router.add_get("/health", health)
     app.router.add_get("/pty", pty)
     app.router.add_get("/vnc", vnc_bridge)
@@ -71,10 +88,10 @@ def make_app(home: str, main: str | None = None, exec_socket: str | None = None)
     app.router.add_get("/logs", logs)
     websockets.close_on_shutdown(app)  # before the main process stops (on_shutdown, below)
     if exec_socket:
-        path = exec_socket
+        where = exec_socket
 
         async def start_channel(app: web.Application) -> None:
-            app[CHANNEL] = exec_channel.serve(path, home)
+            app[CHANNEL] = exec_channel.serve(where, home, token)
 
         async def stop_channel(app: web.Application) -> None:
             await asyncio.get_running_loop().run_in_executor(None, app[CHANNEL].close)
@@ -101,20 +118,28 @@ def make_app(home: str, main: str | None = None, exec_socket: str | None = None)
 def main() -> None:
     parser = argparse.ArgumentParser(description="Tether workspace runtime")
     parser.add_argument("--home", default=os.environ.get("HOME", "/"))
-    parser.add_argument("--socket", help="Unix socket path to listen on")
+    parser.add_argument("--socket-fd", type=int, help="a listening Unix socket to serve on")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
-    parser.add_argument("--exec-socket", help="Unix socket path for the exec channel")
-    parser.add_argument("--main-file", help="file holding the workspace's main shell command")
+    parser.add_argument("--exec-socket-fd", type=int, help="a listening socket for exec_channel")
+    parser.add_argument("--log-file", help="where the runtime's own output goes, in the home")
     args = parser.parse_args()
-    # A file locally; the environment in a container (Cloud Run, GKE), which has no such file.
-    command = (
-        Path(args.main_file).read_text()
-        if args.main_file
-        else os.environ.get("TETHER_MAIN_COMMAND") or None
-    )
-    app = make_app(args.home, command, args.exec_socket)
-    if args.socket:
-        web.run_app(app, path=args.socket, print=None, access_log=None)
+    if args.log_file:  # the agent reads our first words (a failed start) only
+        Path(args.log_file).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(args.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+    # Ours, not the workspace's: what we start must not inherit them.
+    command = os.environ.pop("TETHER_MAIN_COMMAND", None) or None
+    token = os.environ.pop(auth.ENV, None) or None
+    for fd in (args.socket_fd, args.exec_socket_fd):
+        if fd:
+            os.set_inheritable(fd, False)  # never into a command the workspace runs
+    channel = socket.socket(fileno=args.exec_socket_fd) if args.exec_socket_fd else None
+    app = make_app(args.home, command, channel, token)
+    if args.socket_fd:
+        listener = socket.socket(fileno=args.socket_fd)
+        web.run_app(app, sock=listener, print=None, access_log=None)
     else:
         web.run_app(app, host="0.0.0.0", port=args.port, print=None, access_log=None)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,8 @@ class Health:
     bus: Bus
     store_name: str
     bus_name: str
+    # What confines this process's own workspaces (the local stack's agent), if it has any.
+    workspaces: Callable[[], dict[str, Any]] | None = None
 
     def report(self) -> dict[str, Any]:
         checks: dict[str, Any] = {}
@@ -31,4 +34,6 @@ class Health:
             except Exception as exc:  # a health check must report, never crash
                 checks[name] = {"status": "unavailable", "backend": kind, "error": str(exc)}
         ok = all(c["status"] == "ok" for c in checks.values())
+        if self.workspaces is not None:
+            checks["workspaces"] = self.workspaces()
         return {"status": "healthy" if ok else "degraded", "version": __version__, **checks}
