@@ -46,7 +46,7 @@ def test_an_unknown_sandbox_or_a_missing_bwrap_is_refused_at_start(
 
 
 def test_a_bad_resource_quantity_fails_the_start_naming_it(prov: LocalProvisioner) -> None:
-    with pytest.raises(Invalid, match="resources.memory"):
+    with pytest.raises(Invalid, match=r"resources\.memory"):
         prov.start(spec("ws-q", resources={"memory": "lots"}))
 
 
