@@ -1,5 +1,6 @@
 """Cloud Run and Cloud Storage at the wire: the real client libraries against a fake Cloud Run
-Admin API (gRPC), fake-gcs-server, and the real workspace runtime on loopback."""
+Admin API (gRPC), a fake IAM and Storage Control API (gRPC), fake-gcs-server, and the real
+workspace runtime on loopback."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tether.provision.storage import SessionStorage
 
 from tests.fakes.cloudrun import FakeCloudRun
 from tests.fakes.gcs import FakeGcs
+from tests.fakes.iam import FakeIam
 from tests.fakes.runtime import RuntimeServer
 
 PROJECT = "tether-test"
@@ -40,8 +42,16 @@ def bucket(gcs_client: storage.Client) -> storage.Bucket:
 
 
 @pytest.fixture
-def store(bucket: storage.Bucket, gcs_client: storage.Client) -> SessionStorage:
-    return SessionStorage(bucket.name, client=gcs_client)
+def iam() -> Iterator[FakeIam]:
+    fake = FakeIam()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def store(bucket: storage.Bucket, gcs_client: storage.Client, iam: FakeIam) -> SessionStorage:
+    return SessionStorage(bucket.name, client=gcs_client, control=iam.control_client())
 
 
 @pytest.fixture
@@ -60,20 +70,25 @@ def cloudrun(runtime: RuntimeServer) -> Iterator[FakeCloudRun]:
     fake.stop()
 
 
-def provisioner(fake: FakeCloudRun, store: SessionStorage | None = None) -> CloudRunProvisioner:
+def provisioner(
+    fake: FakeCloudRun, iam: FakeIam, store: SessionStorage | None = None
+) -> CloudRunProvisioner:
     return CloudRunProvisioner(
         PROJECT,
         REGION,
         client=fake.client(),
         storage=store,
         id_token=lambda audience: None,  # the runtime on loopback wants no Google ID token
+        iam=iam.iam_client(),
         poll_interval=0.01,
         call_timeout=2.0,
     )
 
 
 @pytest.fixture
-def prov(cloudrun: FakeCloudRun, store: SessionStorage) -> Iterator[CloudRunProvisioner]:
-    p = provisioner(cloudrun, store)
+def prov(
+    cloudrun: FakeCloudRun, store: SessionStorage, iam: FakeIam
+) -> Iterator[CloudRunProvisioner]:
+    p = provisioner(cloudrun, iam, store)
     yield p
     p.close()

@@ -13,10 +13,11 @@ import pytest
 from google.cloud import run_v2, storage
 from tether.core.models import Template, WorkspaceInfo, WorkspaceSpec
 from tether.errors import Forbidden, Invalid, NotFound, Unavailable
-from tether.provision.cloudrun import CloudRunProvisioner, service_id
+from tether.provision.cloudrun import CloudRunProvisioner, account_id, service_id
 from tether.provision.storage import SessionStorage
 
 from tests.fakes.cloudrun import FakeCloudRun
+from tests.fakes.iam import FakeIam
 from tests.fakes.runtime import RuntimeServer
 from tests.provision.conftest import PROJECT, REGION, provisioner
 
@@ -71,6 +72,14 @@ def test_service_names_are_valid_cloud_run_names(sid: str) -> None:
     assert service_id(sid) == name, "the same session always maps to the same service"
 
 
+@pytest.mark.parametrize(
+    "sid", ["ws-default-default-1756062811-ab12", "WS_Upper.Case", "---", "x" * 200]
+)
+def test_identity_ids_are_valid_service_account_ids(sid: str) -> None:
+    assert re.fullmatch(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", account_id(sid))
+    assert account_id(sid) == account_id(sid) and account_id(sid) != account_id(sid + "1")
+
+
 def test_sessions_differing_only_in_case_get_different_services() -> None:
     assert service_id("ws-a") != service_id("WS-A")
     assert service_id("ws-" + "x" * 60) != service_id("ws-" + "x" * 61)
@@ -109,11 +118,12 @@ def test_start_creates_a_service_from_the_template(
 
 
 def test_a_workspace_image_runs_every_template(
-    cloudrun: FakeCloudRun, store: SessionStorage
+    cloudrun: FakeCloudRun, store: SessionStorage, iam: FakeIam
 ) -> None:
     """With TETHER_WORKSPACE_IMAGE, templates whose own image lacks the runtime still serve."""
     prov = CloudRunProvisioner(PROJECT, REGION, client=cloudrun.client(), storage=store,
                                image="europe-docker.pkg.dev/p/tether/workspace:abc",
+                               iam=iam.iam_client(),
                                id_token=lambda audience: None, poll_interval=0.01)  # fmt: skip
     try:
         info = prov.start(spec("ws-img"))
@@ -143,10 +153,10 @@ def test_start_waits_for_a_rollout_that_is_not_done_at_first(
 
 
 def test_a_duplicate_start_during_creation_returns_the_same_workspace(
-    prov: CloudRunProvisioner, cloudrun: FakeCloudRun, store: SessionStorage
+    prov: CloudRunProvisioner, cloudrun: FakeCloudRun, store: SessionStorage, iam: FakeIam
 ) -> None:
     cloudrun.pending_polls, cloudrun.paused = 1, True  # the rollout hangs until released
-    other = provisioner(cloudrun, store)  # another agent instance got the same command
+    other = provisioner(cloudrun, iam, store)  # another agent instance got the same command
     results: dict[str, WorkspaceInfo] = {}
     threads = [
         threading.Thread(target=lambda p=p, k=k: results.update({k: p.start(spec("ws-dup"))}))
@@ -234,7 +244,7 @@ def test_exec_runs_in_the_workspace_runtime(
 
 
 def test_calls_to_the_workspace_carry_an_id_token_for_its_url(
-    cloudrun: FakeCloudRun, store: SessionStorage, runtime: RuntimeServer
+    cloudrun: FakeCloudRun, store: SessionStorage, runtime: RuntimeServer, iam: FakeIam
 ) -> None:
     audiences: list[str] = []
     prov = CloudRunProvisioner(
@@ -242,6 +252,7 @@ def test_calls_to_the_workspace_carry_an_id_token_for_its_url(
         "us-central1",
         client=cloudrun.client(),
         storage=store,
+        iam=iam.iam_client(),
         id_token=lambda audience: audiences.append(audience) or "token",
         poll_interval=0.01,
     )
@@ -262,13 +273,13 @@ def test_exec_timeout_is_reported_in_the_result(prov: CloudRunProvisioner) -> No
 
 
 def test_logs_of_a_running_workspace_come_from_its_runtime(
-    tmp_path: Path, store: SessionStorage
+    tmp_path: Path, store: SessionStorage, iam: FakeIam
 ) -> None:
     runtime = RuntimeServer(tmp_path / "main-home", main="echo first; echo second")
     runtime.start()
     fake = FakeCloudRun(runtime.url)
     fake.start()
-    prov = provisioner(fake, store)
+    prov = provisioner(fake, iam, store)
     try:
         prov.start(spec("ws-logs"))
         wait_for(lambda: any(line.endswith(" second") for line in prov.logs("ws-logs", 100)))
@@ -329,11 +340,11 @@ def test_permission_denied_is_forbidden(prov: CloudRunProvisioner, cloudrun: Fak
         prov.stop("ws-locked")
 
 
-def test_cloud_run_unreachable_is_unavailable(store: SessionStorage) -> None:
+def test_cloud_run_unreachable_is_unavailable(store: SessionStorage, iam: FakeIam) -> None:
     fake = FakeCloudRun()
     fake.start()
     fake.stop()  # its port now refuses connections
-    prov = provisioner(fake, store)
+    prov = provisioner(fake, iam, store)
     prov.call_timeout = 0.5
     with pytest.raises(Unavailable):
         prov.start(spec("ws-down"))
@@ -341,10 +352,10 @@ def test_cloud_run_unreachable_is_unavailable(store: SessionStorage) -> None:
         prov.exec("ws-down", "true", 5)
 
 
-def test_runtime_unreachable_is_unavailable(store: SessionStorage) -> None:
+def test_runtime_unreachable_is_unavailable(store: SessionStorage, iam: FakeIam) -> None:
     fake = FakeCloudRun("http://127.0.0.1:9")  # nothing listens there
     fake.start()
-    prov = provisioner(fake, store)
+    prov = provisioner(fake, iam, store)
     try:
         prov.start(spec("ws-dead"))
         with pytest.raises(Unavailable):
@@ -354,3 +365,85 @@ def test_runtime_unreachable_is_unavailable(store: SessionStorage) -> None:
     finally:
         prov.close()
         fake.stop()
+
+
+# -- isolation -------------------------------------------------------------------------------
+
+
+def test_each_workspace_runs_as_an_identity_of_its_own_granted_only_its_prefix(
+    prov: CloudRunProvisioner, cloudrun: FakeCloudRun, iam: FakeIam, store: SessionStorage
+) -> None:
+    a, b = prov.start(spec("ws-a")), prov.start(spec("ws-b"))
+    runs_as = {sid: read_back(cloudrun, info).template.service_account
+               for sid, info in (("ws-a", a), ("ws-b", b))}  # fmt: skip
+    assert runs_as == {
+        "ws-a": f"{account_id('ws-a')}@{PROJECT}.iam.gserviceaccount.com",
+        "ws-b": f"{account_id('ws-b')}@{PROJECT}.iam.gserviceaccount.com",
+    }
+    assert sorted(iam.accounts) == sorted(runs_as.values()), "made by the agent, one each"
+    # Its one grant: the object role on the managed folder that is its prefix (what the
+    # service mounts); no role on the bucket, the project or another session's folder.
+    assert sorted(iam.folders) == [store.folder("ws-a"), store.folder("ws-b")]
+    for sid, email in runs_as.items():
+        assert store.folder(sid).endswith(f"/managedFolders/{store.prefix(sid)}")
+        assert iam.policy(store.folder(sid)) == {
+            "roles/storage.objectUser": [f"serviceAccount:{email}"]
+        }
+    assert set(iam.calls) == {"CreateServiceAccount", "CreateManagedFolder", "SetIamPolicy"}
+    # A repeated start (a duplicate command) finds the same identity and grant.
+    prov.start(spec("ws-a"))
+    assert len(iam.accounts) == 2
+    assert iam.policy(store.folder("ws-a")) == {
+        "roles/storage.objectUser": [f"serviceAccount:{runs_as['ws-a']}"]
+    }
+
+
+def test_stop_deletes_the_identity_and_its_grant_and_nothing_else(
+    prov: CloudRunProvisioner, iam: FakeIam, store: SessionStorage
+) -> None:
+    prov.start(spec("ws-a"))
+    prov.start(spec("ws-b"))
+    prov.stop("ws-a")
+    prov.stop("ws-a")  # again: nothing left to delete, and no error
+    assert list(iam.accounts) == [prov.identity("ws-b")]
+    assert list(iam.folders) == [store.folder("ws-b")]
+
+
+def test_a_workspace_whose_identity_cannot_be_made_is_not_created(
+    prov: CloudRunProvisioner, cloudrun: FakeCloudRun, iam: FakeIam
+) -> None:
+    """The identity comes first: never a service running as the default account."""
+    iam.denied.add("CreateServiceAccount")
+    with pytest.raises(Forbidden, match="IAM refused"):
+        prov.start(spec("ws-x"))
+    assert cloudrun.services == {} and "CreateService" not in cloudrun.calls
+
+
+def test_a_workspace_takes_internal_authenticated_traffic_only(
+    prov: CloudRunProvisioner, cloudrun: FakeCloudRun
+) -> None:
+    svc = read_back(cloudrun, prov.start(spec("ws-in")))
+    assert svc.ingress == run_v2.IngressTraffic.INGRESS_TRAFFIC_INTERNAL_ONLY
+    assert svc.invoker_iam_disabled is False, "run.invoker is checked on every request"
+    assert "SetIamPolicy" not in cloudrun.calls, "no invoker granted, allUsers least of all"
+
+
+def test_the_execution_environment_follows_the_templates_sandbox(
+    prov: CloudRunProvisioner, cloudrun: FakeCloudRun, iam: FakeIam
+) -> None:
+    gen = run_v2.ExecutionEnvironment
+    default = read_back(cloudrun, prov.start(spec("ws-gen2")))
+    assert default.template.execution_environment == gen.EXECUTION_ENVIRONMENT_GEN2
+    assert [v.name for v in default.template.volumes] == ["home"]
+
+    # gVisor is Cloud Run's first generation, which mounts no Cloud Storage volume: a scratch
+    # home runs there; a persistent one is refused before anything is made.
+    scratch = spec("ws-gen1", sandbox="gvisor").model_copy(update={"persistent_home": False})
+    sandboxed = read_back(cloudrun, prov.start(scratch))
+    assert sandboxed.template.execution_environment == gen.EXECUTION_ENVIRONMENT_GEN1
+    assert list(sandboxed.template.volumes) == []
+    assert sandboxed.template.service_account == prov.identity("ws-gen1")
+    with pytest.raises(Invalid, match="persist"):
+        prov.start(spec("ws-kept", sandbox="gvisor"))
+    assert service_id("ws-kept") not in " ".join(cloudrun.services)
+    assert prov.identity("ws-kept") not in iam.accounts

@@ -6,6 +6,11 @@ URL (the agent's service account needs run.invoker on the services). A session's
 prefix (`tether.provision.storage`) is mounted as the home with Cloud Storage FUSE, so the
 home and the session log outlive the instance.
 
+Each workspace runs as a service account of its own, made on start and deleted on stop, whose
+only grant is its session's storage prefix: code in a workspace can take its identity's token
+from the metadata server (nothing on Cloud Run stops that), so that token must open nothing
+else. The service takes internal traffic only, from callers that hold run.invoker.
+
 google.cloud and httpx are imported on first use: importing this module loads neither gRPC
 nor an HTTP client.
 """
@@ -13,11 +18,12 @@ nor an HTTP client.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import timedelta
 from typing import TYPE_CHECKING, cast
 
@@ -27,14 +33,20 @@ from tether.provision.runtime_http import GoogleIdTokens, IdToken, RuntimeHttp
 from tether.provision.storage import SessionStorage
 from tether.runtime.session_log import SESSION_LOG
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from google.api_core.operation import Operation
     from google.api_core.retry import Retry
+    from google.cloud.iam_admin_v1 import IAMClient
     from google.cloud.run_v2 import Service, ServicesClient
 
 HOME = "/home/tether"
 PORT = 8080
 MAX_NAME = 49  # Cloud Run's limit on a service name
+# A workspace identity's account id: 6-30 of [a-z0-9-], so a hash of the session id (ids are
+# longer and freer); terraform's grants to the agent name this prefix.
+IDENTITY_PREFIX = "tether-ws-"
 # Set by Cloud Run itself: a service that sets them is rejected.
 _RESERVED_ENV = frozenset({"PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION"})
 _UNSAFE_NAME = re.compile(r"[^a-z0-9-]+")
@@ -60,6 +72,12 @@ def service_id(session_id: str) -> str:
     return "-".join(part for part in ("tether", head, digest) if part)
 
 
+def account_id(session_id: str) -> str:
+    """The account id of a session's workspace identity: the same for the same session, so
+    creating it again finds it."""
+    return IDENTITY_PREFIX + hashlib.sha256(session_id.encode()).hexdigest()[:20]
+
+
 def _label(value: str) -> str:
     return _UNSAFE_LABEL.sub("-", value.lower())[:63]
 
@@ -72,8 +90,8 @@ def _cpu(value: str) -> str:
 
 
 @contextmanager
-def _errors(what: str) -> Iterator[None]:
-    """Translate Cloud Run API failures into the one error tree."""
+def _errors(what: str, api: str = "Cloud Run") -> Iterator[None]:
+    """Translate Cloud Run (or IAM) API failures into the one error tree."""
     from google.api_core import exceptions as gexc
     from google.auth.exceptions import GoogleAuthError
 
@@ -82,13 +100,13 @@ def _errors(what: str) -> Iterator[None]:
     except gexc.NotFound as exc:
         raise NotFound("Workspace not found") from exc
     except (gexc.Forbidden, gexc.Unauthorized) as exc:  # PermissionDenied, Unauthenticated
-        raise Forbidden(f"Cloud Run refused {what}: {exc.message}") from exc
+        raise Forbidden(f"{api} refused {what}: {exc.message}") from exc
     except (gexc.AlreadyExists, gexc.Aborted, gexc.FailedPrecondition) as exc:
-        raise Conflict(f"Cloud Run conflict during {what}: {exc.message}") from exc
+        raise Conflict(f"{api} conflict during {what}: {exc.message}") from exc
     except gexc.InvalidArgument as exc:
-        raise Invalid(f"Cloud Run rejected {what}: {exc.message}") from exc
+        raise Invalid(f"{api} rejected {what}: {exc.message}") from exc
     except (gexc.GoogleAPIError, GoogleAuthError) as exc:  # ServiceUnavailable, RetryError...
-        raise Unavailable(f"Cloud Run unavailable during {what}: {exc}") from exc
+        raise Unavailable(f"{api} unavailable during {what}: {exc}") from exc
 
 
 def _hibernated(svc: Service) -> bool:
@@ -102,7 +120,11 @@ def _hibernated(svc: Service) -> bool:
 
 
 class CloudRunProvisioner:
-    """Every call is idempotent on the session id (see `tether.core.ports.Provisioner`)."""
+    """Every call is idempotent on the session id (see `tether.core.ports.Provisioner`).
+
+    Workspace identities are made in `identity_project` (None: `project`) through `iam`
+    (None: an IAM client built on first use). `service_account` is accepted and not used:
+    no workspace shares an identity with another."""
 
     platform = "cloud_run"
 
@@ -116,6 +138,8 @@ class CloudRunProvisioner:
         service_account: str | None = None,
         image: str | None = None,
         id_token: IdToken | None = None,
+        iam: IAMClient | None = None,
+        identity_project: str | None = None,
         operation_timeout: float = 600.0,
         call_timeout: float = 30.0,
         poll_interval: float = 1.0,
@@ -123,7 +147,13 @@ class CloudRunProvisioner:
         self.project = project
         self.region = region
         self.storage = storage
-        self.service_account = service_account
+        if service_account:
+            log.warning(
+                "workspace service account %s ignored: each runs as its own", service_account
+            )
+        self.identity_project = identity_project or project
+        self._iam = iam
+        self._owns_iam = iam is None
         # Every workspace from this image (one with the runtime, TETHER_WORKSPACE_IMAGE);
         # None: each template's own image, which must then carry the runtime.
         self.image = image
@@ -143,14 +173,29 @@ class CloudRunProvisioner:
     def name(self, session_id: str) -> str:
         return f"{self.parent}/services/{service_id(session_id)}"
 
+    def identity(self, session_id: str) -> str:
+        """The email of the session's workspace identity."""
+        return f"{account_id(session_id)}@{self.identity_project}.iam.gserviceaccount.com"
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self, spec: WorkspaceSpec) -> WorkspaceInfo:
         from google.api_core.exceptions import AlreadyExists
 
         sid = spec.session_id
+        if self._sandboxed(spec) and self.storage is not None and spec.persistent_home:
+            raise Invalid(
+                "A gvisor template on Cloud Run runs in the first generation, which cannot "
+                "mount the session's storage: its home would not persist. Start it with "
+                "persistent_home false, or use a default-sandbox template.",
+                field="template",
+            )
         if self.storage is not None:
             self.storage.ensure(sid)
+        # Its identity, then its grant, then the service that runs as it.
+        self._make_identity(spec)
+        if self.storage is not None:
+            self.storage.grant(sid, f"serviceAccount:{self.identity(sid)}")
         svc: Service | None = None
         with _errors("creating the workspace"):
             try:
@@ -181,8 +226,13 @@ class CloudRunProvisioner:
                 self._wait(op)
             except Missing:
                 pass  # already gone: stopping is idempotent
+        # The identity goes with its workspace; its grant goes with the managed folder below.
+        name = f"projects/{self.identity_project}/serviceAccounts/{self.identity(session_id)}"
+        with _errors("deleting the workspace identity", "IAM"), suppress(Missing):
+            self._identities().delete_service_account(name=name, timeout=self.call_timeout)
         if self.storage is not None:
             self.storage.delete(session_id)
+            self.storage.revoke(session_id)
 
     def hibernate(self, session_id: str) -> None:
         # Scaled to zero with manual scaling rather than deleted: the service keeps its URL,
@@ -216,6 +266,42 @@ class CloudRunProvisioner:
             if self._client is not None and self._owns_client:
                 self._client.transport.close()  # type: ignore[no-untyped-call]
                 self._client = None
+            if self._iam is not None and self._owns_iam:
+                self._iam.transport.close()  # type: ignore[no-untyped-call]
+                self._iam = None
+
+    # -- the workspace's identity ------------------------------------------------------------
+
+    def _identities(self) -> IAMClient:
+        with self._lock:
+            if self._iam is None:
+                from google.cloud import iam_admin_v1
+
+                self._iam = iam_admin_v1.IAMClient()
+            return self._iam
+
+    def _make_identity(self, spec: WorkspaceSpec) -> None:
+        """Creates the session's service account; one that exists is what we wanted. It gets
+        no role here: its storage prefix is granted on the prefix itself."""
+        from google.api_core.exceptions import AlreadyExists
+        from google.cloud import iam_admin_v1
+
+        sid = spec.session_id
+        account = iam_admin_v1.ServiceAccount(
+            display_name=f"Tether workspace {service_id(sid)}"[:100],
+            description=f"Tether session {sid}"[:256],
+        )
+        with _errors("creating the workspace identity", "IAM"), suppress(AlreadyExists):
+            self._identities().create_service_account(
+                name=f"projects/{self.identity_project}",
+                account_id=account_id(sid),
+                service_account=account,
+                timeout=self.call_timeout,
+            )
+
+    @staticmethod
+    def _sandboxed(spec: WorkspaceSpec) -> bool:
+        return spec.template.sandbox == "gvisor"
 
     # -- Cloud Run ---------------------------------------------------------------------------
 
@@ -303,7 +389,11 @@ class CloudRunProvisioner:
             resources=run_v2.ResourceRequirements(limits=limits, cpu_idle=False),
         )
         volumes = []
-        if self.storage is not None:
+        # The first generation is gVisor, what a "gvisor" template asks for; the second (the
+        # default) is a microVM. Cloud Storage volumes need the second generation.
+        gen = run_v2.ExecutionEnvironment
+        environment = gen.EXECUTION_ENVIRONMENT_GEN1 if self._sandboxed(spec) else None
+        if self.storage is not None and environment is None:
             prefix = self.storage.prefix(sid).rstrip("/")
             volumes.append(
                 run_v2.Volume(
@@ -322,6 +412,10 @@ class CloudRunProvisioner:
         }
         return run_v2.Service(
             labels=labels,
+            # Reached only from the project's VPC (the agents and the relay send through it),
+            # and only by a caller holding run.invoker: never unauthenticated.
+            ingress=run_v2.IngressTraffic.INGRESS_TRAFFIC_INTERNAL_ONLY,
+            invoker_iam_disabled=False,
             template=run_v2.RevisionTemplate(
                 labels=labels,
                 containers=[container],
@@ -331,9 +425,8 @@ class CloudRunProvisioner:
                 scaling=run_v2.RevisionScaling(min_instance_count=1, max_instance_count=1),
                 session_affinity=True,
                 timeout=_REQUEST_TIMEOUT,
-                # Cloud Storage volumes need the second generation.
-                execution_environment=run_v2.ExecutionEnvironment.EXECUTION_ENVIRONMENT_GEN2,
-                service_account=self.service_account or "",
+                execution_environment=environment or gen.EXECUTION_ENVIRONMENT_GEN2,
+                service_account=self.identity(sid),
             ),
         )
 

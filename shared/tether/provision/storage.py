@@ -5,6 +5,12 @@ One bucket (made by terraform) rather than one per session: bucket creation is r
 needs a project-wide permission the agent should not hold, and names are global. A session's
 prefix is mounted as its workspace's home, so what a hibernated workspace keeps lives here.
 
+A workspace reaches its own prefix and nothing else of the bucket: the prefix is a managed
+folder whose IAM policy names the session's identity alone (`grant`). A managed folder rather
+than an IAM condition on the bucket: a condition on object names cannot scope listing (a list
+is checked against the bucket), so it would show every session's file names, and each grant
+would rewrite the one bucket policy all sessions share.
+
 google.cloud is imported lazily so that importing tether.provision never loads it.
 """
 
@@ -13,18 +19,22 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING
 
 from tether.errors import Forbidden, Invalid, NotFound, Unavailable
 
 if TYPE_CHECKING:
     from google.cloud.storage import Bucket, Client
+    from google.cloud.storage_control_v2 import StorageControlClient
 
 # A session id becomes part of an object name: no separators, no dot segments.
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # The client retries transient errors for up to 120 s by default; an agent's command must not.
 _CALL_TIMEOUT = 30.0
+# What a session's identity holds on its managed folder: its objects (read, write, list,
+# delete), and no IAM or folder permission.
+SESSION_ROLE = "roles/storage.objectUser"
 
 
 @contextmanager
@@ -52,6 +62,7 @@ class SessionStorage:
         *,
         project: str | None = None,
         client: Client | None = None,
+        control: StorageControlClient | None = None,
         root: str = "sessions",
     ) -> None:
         self.bucket_name = bucket
@@ -59,6 +70,7 @@ class SessionStorage:
         self.root = root.strip("/")
         self._lock = threading.Lock()
         self._client = client
+        self._control = control
 
     def _bucket(self) -> Bucket:
         with self._lock:
@@ -67,6 +79,55 @@ class SessionStorage:
 
                 self._client = storage.Client(project=self.project)
             return self._client.bucket(self.bucket_name)
+
+    def _folders(self) -> StorageControlClient:
+        with self._lock:
+            if self._control is None:
+                from google.cloud import storage_control_v2
+
+                self._control = storage_control_v2.StorageControlClient()
+            return self._control
+
+    def folder(self, session_id: str) -> str:
+        """The resource name of the session's managed folder (its prefix)."""
+        return f"projects/_/buckets/{self.bucket_name}/managedFolders/{self.prefix(session_id)}"
+
+    def grant(self, session_id: str, member: str) -> None:
+        """Makes the session's prefix a managed folder whose policy is `member` (an IAM
+        principal, `serviceAccount:...`) holding SESSION_ROLE, and nothing else: the policy is
+        set whole, since the folder belongs to this session alone."""
+        from google.api_core.exceptions import AlreadyExists
+        from google.cloud import storage_control_v2
+        from google.iam.v1 import policy_pb2
+
+        control = self._folders()
+        with _errors("grant"):
+            # Already there: granted before (a duplicate start); the policy is set again.
+            with suppress(AlreadyExists):
+                control.create_managed_folder(
+                    parent=f"projects/_/buckets/{self.bucket_name}",
+                    managed_folder=storage_control_v2.ManagedFolder(),
+                    managed_folder_id=self.prefix(session_id),
+                    timeout=_CALL_TIMEOUT,
+                )
+            policy = policy_pb2.Policy(
+                bindings=[policy_pb2.Binding(role=SESSION_ROLE, members=[member])]
+            )
+            control.set_iam_policy(
+                request={"resource": self.folder(session_id), "policy": policy},
+                timeout=_CALL_TIMEOUT,
+            )
+
+    def revoke(self, session_id: str) -> None:
+        """Removes the session's managed folder and so its policy (its objects are `delete`'s);
+        one already gone is success."""
+        from google.api_core.exceptions import NotFound as Missing
+
+        with _errors("revoke"), suppress(Missing):
+            self._folders().delete_managed_folder(
+                request={"name": self.folder(session_id), "allow_non_empty": True},
+                timeout=_CALL_TIMEOUT,
+            )
 
     def prefix(self, session_id: str) -> str:
         """The object-name prefix of a session, ending in "/"."""
