@@ -53,7 +53,8 @@ locals {
     { path = "/health/*", backend = "health" },
   ]
 
-  agent_members = { for id, agent in var.agents : "agent-${id}" => module.iam.members["agent-${id}"] }
+  agent_members           = { for id, agent in var.agents : "agent-${id}" => module.iam.members["agent-${id}"] }
+  cloud_run_agent_members = { for id, agent in var.agents : "agent-${id}" => module.iam.members["agent-${id}"] if agent.platform == "cloud_run" }
 }
 
 data "google_project" "this" {
@@ -71,11 +72,20 @@ resource "google_project_service" "this" {
 module "iam" {
   source = "./modules/iam"
 
-  project_id                    = var.project_id
-  project_number                = data.google_project.this.number
-  agents                        = var.agents
-  relay_project_invoker         = var.relay_project_invoker
-  workspace_k8s_service_account = var.gke_workspace_k8s_service_account
+  project_id            = var.project_id
+  project_number        = data.google_project.this.number
+  agents                = var.agents
+  relay_project_invoker = var.relay_project_invoker
+
+  depends_on = [google_project_service.this]
+}
+
+module "network" {
+  source = "./modules/network"
+
+  project_id = var.project_id
+  region     = var.region
+  cidr       = var.vpc_cidr
 
   depends_on = [google_project_service.this]
 }
@@ -92,13 +102,15 @@ module "storage" {
   access_log_bucket       = var.access_log_bucket
   force_destroy           = var.force_destroy_buckets
 
+  # No workspace holds a role on the bucket: each Cloud Run workspace's identity holds one on
+  # its own prefix, a managed folder its agent makes (GKE workspaces mount no storage).
   iam = concat(
-    [
-      { bucket = "sessions", role = "roles/storage.objectAdmin", key = "workspace", member = module.iam.members["workspace"] },
-      { bucket = "sources", role = "roles/storage.objectViewer", key = "build", member = module.iam.members["build"] },
-    ],
-    # Agents create and remove each session's prefix.
-    [for key, member in local.agent_members : { bucket = "sessions", role = "roles/storage.objectAdmin", key = key, member = member }],
+    [{ bucket = "sources", role = "roles/storage.objectViewer", key = "build", member = module.iam.members["build"] }],
+    # Cloud Run agents create and remove each session's prefix and its managed folder.
+    flatten([for key, member in local.cloud_run_agent_members : [
+      { bucket = "sessions", role = "roles/storage.objectAdmin", key = key, member = member },
+      { bucket = "sessions", role = "roles/storage.folderAdmin", key = key, member = member },
+    ]]),
   )
 
   depends_on = [google_project_service.this]
@@ -162,17 +174,18 @@ module "pubsub" {
 module "agents" {
   source = "./modules/agents"
 
-  project_id                      = var.project_id
-  region                          = var.region
-  agents                          = var.agents
-  agent_service_accounts          = { for id, agent in var.agents : id => module.iam.emails["agent-${id}"] }
-  agent_image                     = local.agent_image
-  workspace_image                 = local.workspace_image
-  workspace_service_account_email = module.iam.emails["workspace"]
-  sessions_bucket                 = module.storage.sessions_bucket
-  push_service_account_email      = module.iam.emails["push"]
-  min_instances                   = var.agent_min_instances
-  push_path                       = var.agent_push_path
+  project_id                 = var.project_id
+  region                     = var.region
+  agents                     = var.agents
+  agent_service_accounts     = { for id, agent in var.agents : id => module.iam.emails["agent-${id}"] }
+  agent_image                = local.agent_image
+  workspace_image            = local.workspace_image
+  sessions_bucket            = module.storage.sessions_bucket
+  push_service_account_email = module.iam.emails["push"]
+  min_instances              = var.agent_min_instances
+  push_path                  = var.agent_push_path
+  vpc_network                = module.network.network
+  vpc_subnetwork             = module.network.subnetwork
 
   depends_on = [google_project_service.this]
 }
@@ -209,6 +222,8 @@ module "relay" {
   concurrency           = var.relay_concurrency
   min_instances         = var.relay_min_instances
   max_instances         = var.relay_max_instances
+  vpc_network           = module.network.network
+  vpc_subnetwork        = module.network.subnetwork
 
   depends_on = [google_project_service.this]
 }

@@ -102,10 +102,10 @@ variable "agent_push_path" {
   default     = "/"
 }
 
-variable "gke_workspace_k8s_service_account" {
+variable "vpc_cidr" {
   type        = string
-  description = "\"namespace/name\" of the Kubernetes service account of GKE workspace pods (infra/k8s), bound to the workspace identity (Cloud Storage FUSE); null: no binding (a project without a Workload Identity cluster)."
-  default     = "tether-workspaces/tether-workspace"
+  description = "Range of the subnet the Cloud Run agents and the relay send through (Direct VPC egress), the only way to the workspaces' internal-only ingress. /26 or larger."
+  default     = "10.10.0.0/24"
 }
 
 variable "relay_project_invoker" {

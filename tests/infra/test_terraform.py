@@ -201,3 +201,72 @@ def test_cloud_build_lints_tests_builds_every_image_then_applies() -> None:
     applies = [s for s in steps.values() if "terraform" in s["name"] and s["args"][0] == "apply"
                and not any(a.startswith("-target") for a in s["args"])]  # fmt: skip
     assert len(applies) == 1 and set(pushes) <= set(applies[0]["waitFor"])
+
+
+# -- workspace isolation ----------------------------------------------------------------------
+
+WORKSPACE_IDENTITY_PERMISSIONS = {
+    "iam.serviceAccounts.actAs",  # deploy the workspace as its identity
+    "iam.serviceAccounts.create",
+    "iam.serviceAccounts.delete",
+    "iam.serviceAccounts.get",
+}
+# Roles that would let an agent mint keys or tokens, edit policies, or hand out identities
+# beyond what the custom role allows.
+TOO_BROAD = (
+    "roles/owner",
+    "roles/editor",
+    "roles/iam.serviceAccountAdmin",
+    "roles/iam.serviceAccountUser",
+    "roles/iam.serviceAccountKeyAdmin",
+    "roles/iam.serviceAccountTokenCreator",
+    "roles/resourcemanager.projectIamAdmin",
+    "roles/storage.admin",
+)
+
+
+def test_agents_may_make_workspace_identities_and_nothing_broader() -> None:
+    doc = load("modules/iam/main.tf")
+    role = block(doc, "resource", "google_project_iam_custom_role", "workspace_identities")
+    assert {unq(p) for p in role["permissions"]} == WORKSPACE_IDENTITY_PERMISSIONS
+    local = locals_of(doc)
+    assert "google_project_iam_custom_role.workspace_identities.id" in local["project_roles"]
+    assert "local.cloud_run_agents" in local["project_roles"].split("workspace_identities")[0]
+    for broad in TOO_BROAD:
+        assert broad not in local["project_roles"], broad
+    # On accounts, agents get nothing (Pub/Sub's own agent keeps its token grants).
+    assert "cloud_run_agents" not in local["sa_roles"]
+    assert "roles/iam.serviceAccountUser" not in local["sa_roles"]
+    # No identity shared by workspaces: each Cloud Run workspace gets its own at runtime, a
+    # GKE workspace none.
+    assert "workspace =" not in local["workloads"]
+    assert "workspace" not in local["sa_roles"]
+
+
+def test_no_workspace_holds_a_role_on_the_sessions_bucket() -> None:
+    text = (TF / "main.tf").read_text()
+    grants = text.split('module "storage"')[1].split("depends_on")[0]
+    assert 'members["workspace"]' not in grants
+    sessions = re.findall(
+        r'bucket = "sessions", role = "([^"]+)", key = key, member = member', grants
+    )
+    assert sorted(sessions) == ["roles/storage.folderAdmin", "roles/storage.objectAdmin"]
+    assert "for key, member in local.cloud_run_agent_members" in grants, "Cloud Run agents only"
+
+
+def test_agents_and_relay_reach_internal_only_workspaces_through_the_vpc() -> None:
+    """Workspace services take internal traffic only (tether.provision.cloudrun): their
+    callers send everything through a subnet with Private Google Access."""
+    for path, name in (("modules/agents/main.tf", "agent"), ("modules/relay/main.tf", "relay")):
+        svc = block(load(path), "resource", "google_cloud_run_v2_service", name)
+        (template,) = svc["template"]
+        (access,) = template["vpc_access"]
+        assert unq(access["egress"]) == "ALL_TRAFFIC", path
+        (nic,) = access["network_interfaces"]
+        assert nic["subnetwork"] == "${var.vpc_subnetwork}", path
+    subnet = block(load("modules/network/main.tf"), "resource", "google_compute_subnetwork", "this")
+    assert subnet["private_ip_google_access"] is True
+    root = (TF / "main.tf").read_text()
+    for module in ("agents", "relay"):
+        body = root.split(f'module "{module}"')[1].split("depends_on")[0]
+        assert "vpc_subnetwork" in body and "module.network.subnetwork" in body, module

@@ -9,15 +9,14 @@ locals {
   # What every agent (`python -m tether.agent`) gets, whatever its platform: tether.settings
   # reads them all. The store holds the agent's journal, shared by its instances.
   common_env = {
-    TETHER_STORE                     = "firestore"
-    TETHER_BUS                       = "pubsub"
-    GOOGLE_CLOUD_PROJECT             = var.project_id
-    TETHER_REGION                    = var.region
-    TETHER_HOME                      = "/tmp/tether"
-    TETHER_WORKSPACE_IMAGE           = var.workspace_image
-    TETHER_WORKSPACE_SERVICE_ACCOUNT = var.workspace_service_account_email
-    TETHER_SESSIONS_BUCKET           = var.sessions_bucket
-    TETHER_HEARTBEAT_INTERVAL        = tostring(var.heartbeat_interval)
+    TETHER_STORE              = "firestore"
+    TETHER_BUS                = "pubsub"
+    GOOGLE_CLOUD_PROJECT      = var.project_id
+    TETHER_REGION             = var.region
+    TETHER_HOME               = "/tmp/tether"
+    TETHER_WORKSPACE_IMAGE    = var.workspace_image
+    TETHER_SESSIONS_BUCKET    = var.sessions_bucket
+    TETHER_HEARTBEAT_INTERVAL = tostring(var.heartbeat_interval)
   }
 
   env = {
@@ -48,6 +47,15 @@ resource "google_cloud_run_v2_service" "agent" {
     # must outlive the subscription's ack deadline.
     timeout                          = "${var.request_timeout}s"
     max_instance_request_concurrency = var.concurrency
+
+    # All its traffic through the VPC: workspace services take internal traffic only.
+    vpc_access {
+      network_interfaces {
+        network    = var.vpc_network
+        subnetwork = var.vpc_subnetwork
+      }
+      egress = "ALL_TRAFFIC"
+    }
 
     scaling {
       # The agent heartbeats between commands: one instance stays up with CPU always on, or

@@ -31,11 +31,15 @@ variable "workspace_image" {
   description = "Workspace runtime image templates run (TETHER_WORKSPACE_IMAGE)."
 }
 
-variable "workspace_service_account_email" {
+variable "vpc_network" {
   type        = string
-  description = "Identity of the workspace services (TETHER_WORKSPACE_SERVICE_ACCOUNT)."
+  description = "VPC network the Cloud Run agents send all their traffic through."
 }
 
+variable "vpc_subnetwork" {
+  type        = string
+  description = "Subnet (Private Google Access on) of the Cloud Run agents' Direct VPC egress."
+}
 
 variable "sessions_bucket" {
   type        = string

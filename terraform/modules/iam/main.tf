@@ -13,7 +13,6 @@ locals {
       sweeper   = "Tether sweeper function"
       scheduler = "Cloud Scheduler: invokes the sweeper"
       relay     = "Tether WebSocket relay (Cloud Run)"
-      workspace = "Tether workspace runtimes (one Cloud Run service per session)"
       push      = "Pub/Sub push identity: invokes the Cloud Run agents"
       build     = "Cloud Build identity for building the functions"
     },
@@ -42,6 +41,9 @@ locals {
     # project only. Tighten with an IAM condition on the service name prefix if your org
     # policy allows it.
     [for sa in local.cloud_run_agents : { sa = sa, role = "roles/run.admin" }],
+    # A Cloud Run agent makes one service account per workspace and runs the workspace as it
+    # (tether.provision.cloudrun): exactly the permissions of the role below.
+    [for sa in local.cloud_run_agents : { sa = sa, role = google_project_iam_custom_role.workspace_identities.id }],
     # The relay splices WebSockets to workspace services that agents create at runtime.
     # Set relay_project_invoker = false when the agent grants run.invoker per service.
     var.relay_project_invoker ? [{ sa = "relay", role = "roles/run.invoker" }] : [],
@@ -49,11 +51,6 @@ locals {
 
   # Grants on the service accounts themselves.
   sa_roles = concat(
-    # Deploying a workspace service that runs as the workspace identity.
-    [for sa in local.cloud_run_agents : {
-      target = "workspace", role = "roles/iam.serviceAccountUser", key = sa
-      member = "serviceAccount:${google_service_account.this[sa].email}"
-    }],
     # Pub/Sub mints OIDC tokens for push subscriptions (the Cloud Run agents) and for the
     # Eventarc trigger of agent_events. Needed explicitly on projects created before 2021-04.
     [for sa in ["push", "events"] : {
@@ -65,12 +62,26 @@ locals {
       target = "agent-${id}", role = "roles/iam.workloadIdentityUser", key = "k8s"
       member = "serviceAccount:${var.project_id}.svc.id.goog[${agent.k8s_service_account}]"
     } if agent.platform == "gke" && agent.k8s_service_account != null],
-    # GKE workspace pods (Cloud Storage FUSE) act as the workspace identity.
-    var.workspace_k8s_service_account == null ? [] : [{
-      target = "workspace", role = "roles/iam.workloadIdentityUser", key = "k8s"
-      member = "serviceAccount:${var.project_id}.svc.id.goog[${var.workspace_k8s_service_account}]"
-    }],
   )
+}
+
+# What a Cloud Run agent needs to give each workspace an identity of its own
+# (tether-ws-<hash>, no role but its storage prefix, granted on the prefix) and deploy the
+# workspace as it, and nothing else: no key, no policy, no role on the project. actAs cannot
+# be scoped to those accounts (IAM conditions do not apply to service accounts), so in this
+# project it reaches every service account; the agent already holds roles/run.admin here.
+# Workspace identities have no shared one to fall back on: GKE workspaces have none at all.
+resource "google_project_iam_custom_role" "workspace_identities" {
+  project     = var.project_id
+  role_id     = "tetherWorkspaceIdentities"
+  title       = "Tether workspace identities"
+  description = "Create and delete per-workspace service accounts, and run workspaces as them."
+  permissions = [
+    "iam.serviceAccounts.actAs",
+    "iam.serviceAccounts.create",
+    "iam.serviceAccounts.delete",
+    "iam.serviceAccounts.get",
+  ]
 }
 
 resource "google_service_account" "this" {

@@ -2,7 +2,7 @@
 # identity may read Firestore would fail its first requests).
 
 output "emails" {
-  description = "Service account emails by workload key (api, events, sweeper, scheduler, relay, workspace, push, build, agent-<id>)."
+  description = "Service account emails by workload key (api, events, sweeper, scheduler, relay, push, build, agent-<id>)."
   value       = { for k, sa in google_service_account.this : k => sa.email }
   depends_on  = [google_project_iam_member.this, google_service_account_iam_member.this]
 }

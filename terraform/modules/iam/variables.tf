@@ -21,9 +21,3 @@ variable "relay_project_invoker" {
   description = "Grant the relay roles/run.invoker on the project so it can reach workspace services created at runtime. False when the agent grants it per workspace service."
   default     = true
 }
-
-variable "workspace_k8s_service_account" {
-  type        = string
-  description = "\"namespace/name\" of the Kubernetes service account of GKE workspace pods, bound to the workspace identity by Workload Identity; null: no binding."
-  default     = null
-}

@@ -28,6 +28,15 @@ resource "google_cloud_run_v2_service" "relay" {
     session_affinity                 = true
     max_instance_request_concurrency = var.concurrency
 
+    # All its traffic through the VPC: workspace services take internal traffic only.
+    vpc_access {
+      network_interfaces {
+        network    = var.vpc_network
+        subnetwork = var.vpc_subnetwork
+      }
+      egress = "ALL_TRAFFIC"
+    }
+
     scaling {
       min_instance_count = var.min_instances
       max_instance_count = var.max_instances

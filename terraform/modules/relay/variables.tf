@@ -69,3 +69,13 @@ variable "labels" {
   description = "Labels on the relay service."
   default     = {}
 }
+
+variable "vpc_network" {
+  type        = string
+  description = "VPC network the relay sends all its traffic through."
+}
+
+variable "vpc_subnetwork" {
+  type        = string
+  description = "Subnet (Private Google Access on) of the relay's Direct VPC egress."
+}
