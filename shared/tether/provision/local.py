@@ -43,6 +43,7 @@ from tether.provision import network, sandbox, seccomp
 from tether.provision.limits import Groups, Limits
 from tether.provision.uds import UnixHTTPClient, UnixJsonClient
 from tether.runtime import auth
+from tether.runtime.session_log import open_in_home
 from tether.runtime.session_log import tail as read_tail
 
 log = logging.getLogger(__name__)
@@ -290,7 +291,7 @@ class LocalProvisioner:
             egress,
         )
         try:
-            self._wait_up(runtime)
+            self._wait_up(runtime, home)
         except BaseException:
             self._release(session_id, runtime)
             raise
@@ -359,13 +360,15 @@ class LocalProvisioner:
             os.close(block_w)
         return proc, egress
 
-    def _wait_up(self, runtime: _Runtime) -> None:
+    def _wait_up(self, runtime: _Runtime, home: Path) -> None:
         """Until the runtime answers its health check. The sockets listen already, so the
         request waits in the backlog while the runtime starts."""
         deadline = time.monotonic() + _START_WAIT
         while time.monotonic() < deadline:
             if runtime.proc.poll() is not None:
                 code, said = runtime.proc.returncode, _said(runtime.proc)
+                if said == "no output":  # it got as far as its own log, in the home
+                    said = " | ".join(_log_tail(home, RUNTIME_LOG, 5)) or said
                 raise Unavailable(f"Workspace runtime exited with {code}: {said}")
             try:
                 status, body = runtime.http.request("GET", "/health", timeout=1)
@@ -452,6 +455,16 @@ def _said(proc: subprocess.Popen[bytes]) -> str:
     except OSError:
         data = b""
     return data.decode(errors="replace").strip() or "no output"
+
+
+def _log_tail(home: Path, relative: str, lines: int) -> list[str]:
+    """The last lines of a log in the home, read without following links."""
+    try:
+        with open_in_home(home, relative) as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            return f.read().decode(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
 
 
 def _data_fd(data: bytes) -> int:

@@ -26,7 +26,15 @@ class LogWriter:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+        try:
+            self._fd = os.open(path, flags | os.O_CLOEXEC, 0o644)
+            if not stat.S_ISREG(os.fstat(self._fd).st_mode):
+                os.close(self._fd)
+                raise IsADirectoryError(path)
+        except OSError:  # a link or a FIFO where the log goes: the workspace's own doing
+            path.unlink(missing_ok=True)
+            self._fd = os.open(path, flags | os.O_CLOEXEC | os.O_EXCL, 0o644)
 
     def write(self, *lines: str) -> None:
         now = datetime.now(UTC)

@@ -1,0 +1,286 @@
+"""Attacks from inside a workspace, each expected to fail while the other workspaces (and the
+stack) keep serving. Real commands in real sandboxes: what a tenant's hostile code would try."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from tether.provision import sandbox
+from tether.provision.network import host_addresses
+
+from tests.sandbox.conftest import METADATA, OUTSIDE_PORT, Attack, Outside, _Listener
+
+# errno of a syscall made through libc's syscall(2), printed by the system's python3.
+SYSCALL = """
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+for nr in map(int, sys.argv[1:]):
+    r = libc.syscall(nr, 0, 0, 0, 0, 0, 0)
+    print(nr, r, ctypes.get_errno())
+"""
+# x86_64 numbers: mount umount2 unshare setns ptrace keyctl bpf chroot pivot_root
+# init_module process_vm_readv open_by_handle_at; clone3 answers ENOSYS.
+REFUSED = (165, 166, 272, 308, 101, 250, 321, 161, 155, 175, 310, 304)
+CLONE3 = 435
+
+
+def tcp(host: str, port: int) -> str:
+    """A shell line that sends an HTTP request to host:port and prints the first bytes of the
+    answer, or 'refused'."""
+    return (
+        f"timeout 5 bash -c 'exec 3<>/dev/tcp/{host}/{port}; "
+        'printf "GET / HTTP/1.0\\r\\n\\r\\n" >&3; head -c 100 <&3\' 2>/dev/null || echo refused'
+    )
+
+
+def test_no_capabilities_no_privileges_and_a_seccomp_filter(attack: Attack) -> None:
+    sid = attack.start("ws-caps")
+    status = attack.out(sid, "grep -E '^(Cap...|NoNewPrivs|Seccomp):' /proc/self/status")
+    fields = dict(line.split(":\t") for line in status.splitlines())
+    assert {fields[k] for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")} == {
+        "0000000000000000"
+    }
+    assert fields["NoNewPrivs"] == "1" and fields["Seccomp"] == "2"
+    assert attack.out(sid, "id -u") == "0\n"  # root inside ...
+    uid = sandbox.host_uid(sid) if os.geteuid() == 0 else os.geteuid()
+    assert attack.out(sid, "cat /proc/self/uid_map").split()[:2] != ["0", "0"] or uid != 0
+    home = attack.prov.workdir(sid)
+    attack.run(sid, "touch made-by-root-inside")
+    assert (home / "made-by-root-inside").stat().st_uid == uid  # ... an unprivileged id here
+    assert uid != 0
+
+
+def test_syscalls_an_attacker_reaches_for_are_refused(attack: Attack) -> None:
+    sid = attack.start("ws-sys")
+    out = attack.out(sid, f"python3 -c '{SYSCALL}' {' '.join(map(str, (*REFUSED, CLONE3)))}")
+    answers = {int(nr): (int(r), int(e)) for nr, r, e in (ln.split() for ln in out.splitlines())}
+    for nr in REFUSED:
+        assert answers[nr] == (-1, 1), f"syscall {nr} was not refused with EPERM"
+    assert answers[CLONE3] == (-1, 38)
+    for command in ("unshare -U true", "unshare -m true", "unshare -n true", "chroot / true"):
+        r = attack.run(sid, command)
+        assert r.returncode != 0, command
+
+
+def test_the_host_is_read_only_and_mostly_absent(attack: Attack) -> None:
+    sid = attack.start("ws-ro")
+    r = attack.run(
+        sid,
+        "mount -o remount,bind,rw / ; mount -t tmpfs t /mnt; echo x > /var/tmp/f; "
+        "touch /usr/x /etc/x; cat /etc/shadow; mknod /tmp/disk b 8 0; ls /dev; ls /",
+    )
+    assert not Path("/var/tmp/f").exists() and not Path("/usr/x").exists()
+    assert "root:" not in r.stdout  # /etc/shadow
+    listed = r.stdout.split()
+    assert {"vda", "sda", "mem", "kmsg", "var", "sys", "srv", "boot", "run"}.isdisjoint(listed)
+    assert "shadow: Permission denied" in r.stderr
+    assert attack.run(sid, "ls /sys /var /boot /run").returncode != 0
+    assert attack.run(sid, "test -e /dev/tty && test -c /dev/null").returncode == 0
+
+
+def test_other_workspaces_the_database_and_the_agent_are_out_of_sight(attack: Attack) -> None:
+    prov = attack.prov
+    a, b = attack.start("ws-a"), attack.start("ws-b")
+    (prov.workdir(b) / "private.txt").write_text("b's data")
+    (prov.home / "jwt-secret").write_text("the-jwt-secret")
+    secrets = [str(prov.home), str(prov.workdir(b)), str(prov.sockets)]
+    r = attack.run(
+        a,
+        f"cat {prov.workdir(b)}/private.txt {prov.home}/jwt-secret; ls {' '.join(secrets)}; "
+        "ls -a /tmp; find / -path /proc -prune -o -name jwt-secret -print 2>/dev/null",
+    )
+    assert "b's data" not in r.stdout and "the-jwt-secret" not in r.stdout
+    assert "jwt-secret" not in r.stdout and ".exec" not in r.stdout
+    assert attack.out(a, "ls -a /home").split() == [".", "..", "tether"]
+    # b's runtime sockets, by their host paths: nowhere to be found
+    for path in (prov.socket_path(b), prov.socket_path(b, ".exec")):
+        probe = f"import socket; socket.socket(socket.AF_UNIX).connect('{path}')"
+        assert "FileNotFoundError" in attack.run(a, f'python3 -c "{probe}"').stderr
+    # an abstract socket b listens on (as X servers do) is b's alone
+    attack.run(b, "python3 -c \"import socket,time; s=socket.socket(socket.AF_UNIX); "
+                  "s.bind('\\0tether-b'); s.listen(); time.sleep(30)\" >/dev/null 2>&1 &")  # fmt: skip
+    probe = "import socket; socket.socket(socket.AF_UNIX).connect('\\0tether-b')"
+    assert "ConnectionRefusedError" in attack.run(a, f'python3 -c "{probe}"').stderr
+
+
+def test_host_processes_are_not_in_proc(attack: Attack) -> None:
+    sid = attack.start("ws-proc")
+    pids = attack.out(sid, "ls /proc | grep -E '^[0-9]+$'").split()
+    assert len(pids) < 10  # the sandbox's init, the runtime, this shell and its children
+    cmdlines = attack.out(sid, "cat /proc/[0-9]*/cmdline | tr '\\0' ' '")
+    assert "pytest" not in cmdlines and "tether.runtime" in cmdlines
+    assert attack.run(sid, f"kill -0 {os.getpid()}").returncode != 0
+
+
+def test_the_environment_is_the_workspaces_own(attack: Attack) -> None:
+    sid = attack.start("ws-env", env={"FROM_TEMPLATE": "yes"})
+    env = dict(line.split("=", 1) for line in attack.out(sid, "env").splitlines() if "=" in line)
+    assert env["FROM_TEMPLATE"] == "yes" and env["HOME"] == "/home/tether"
+    assert env["PATH"] == sandbox.CLEAN_PATH
+    for leaked in ("TETHER_CANARY", "PIP_INDEX_URL", "PYTHONPATH", "VIRTUAL_ENV"):
+        assert leaked not in env
+    assert not [k for k in env if k.startswith("TETHER_")]
+    # nor in any process of the workspace, the runtime included (its token is its own)
+    everything = attack.out(sid, "cat /proc/[0-9]*/environ | tr '\\0' '\\n'")
+    assert "server-secret" not in everything and "example.invalid" not in everything
+
+
+def test_network_none_is_a_loopback_of_its_own(
+    attack: Attack, stack_ports: tuple[_Listener, _Listener], outside: Outside
+) -> None:
+    loopback, everywhere = stack_ports
+    sid = attack.start("ws-net-none")
+    for host, port in (
+        ("127.0.0.1", loopback.port),
+        (host_addresses()[0], everywhere.port),
+        (outside.host, OUTSIDE_PORT),
+        (METADATA, OUTSIDE_PORT),
+    ):
+        assert attack.out(sid, tcp(host, port)).strip() == "refused", (host, port)
+    assert loopback.accepted == everywhere.accepted == 0
+    assert "lo" in attack.out(sid, "ls /sys/class/net 2>/dev/null; cat /proc/net/dev")
+
+
+def test_egress_reaches_the_outside_but_not_the_host_or_the_metadata_server(
+    attack: Attack, stack_ports: tuple[_Listener, _Listener], outside: Outside
+) -> None:
+    loopback, everywhere = stack_ports
+    # The stand-ins answer the host itself: what follows proves a cut, not an absence.
+    here = subprocess.run(
+        ["bash", "-c", tcp(METADATA, OUTSIDE_PORT)], capture_output=True, text=True
+    )
+    assert "HTTP" in here.stdout
+    sid = attack.start("ws-net-egress", network="egress")
+    assert attack.out(sid, tcp(outside.host, OUTSIDE_PORT)).startswith("HTTP/1.0 200")
+    for host, port in (
+        ("127.0.0.1", loopback.port),
+        ("10.0.2.2", loopback.port),  # the user-mode network's way to the host
+        (outside.own, everywhere.port),  # this machine, by an address of its own
+        *((a, everywhere.port) for a in host_addresses()),
+        (METADATA, OUTSIDE_PORT),
+    ):
+        assert attack.out(sid, tcp(host, port)).strip() == "refused", (host, port)
+    assert loopback.accepted == everywhere.accepted == 0
+    assert attack.run(sid, "ip route del 169.254.0.0/16").returncode != 0
+
+
+# Every process forks as fast as it can for a few seconds, then exits: a fork bomb whose end
+# does not depend on the sandbox holding.
+BOMB = """
+import os, sys, time
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    try:
+        os.fork()
+    except OSError:
+        time.sleep(0.01)
+"""
+
+
+def test_a_fork_bomb_stops_at_the_pids_limit_and_others_keep_serving(attack: Attack) -> None:
+    bystander = attack.start("ws-bystander")
+    sid = attack.start("ws-forks", resources={"pids": "64"})
+    marker = f"tether-bomb-{os.getpid()}"
+    bomb = threading.Thread(
+        target=attack.run, args=(sid, f"timeout 30 python3 -c '{BOMB}' 6 {marker}", 60)
+    )
+    bomb.start()
+    peak, answered = 0, 0
+    while bomb.is_alive():
+        peak = max(peak, len(_host_processes(marker)))
+        answered += attack.out(bystander, "echo alive") == "alive\n"
+    bomb.join()
+    assert 10 <= peak <= 64, peak
+    assert answered >= 3  # the bystander kept serving all along
+    deadline = time.monotonic() + 30
+    while _host_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert attack.out(sid, "echo still-mine") == "still-mine\n"
+
+
+def test_a_memory_hog_is_stopped_inside_its_own_workspace(attack: Attack) -> None:
+    bystander = attack.start("ws-bystander")
+    sid = attack.start("ws-hog", resources={"memory": "128Mi"})
+    hog = attack.run(sid, "python3 -c 'a = bytearray(1 << 30); print(\"got it\")'", timeout=60)
+    assert hog.returncode != 0 and "got it" not in hog.stdout
+    assert attack.out(bystander, "echo alive") == "alive\n"
+    assert attack.out(sid, "echo survived") == "survived\n"
+
+
+def test_disk_and_tmp_fills_are_refused_early(attack: Attack) -> None:
+    sid = attack.start("ws-fill", resources={"storage": "64Mi", "ephemeral-storage": "32Mi"})
+    home = attack.run(sid, "dd if=/dev/zero of=big bs=1M count=2048", timeout=120)
+    assert home.returncode != 0
+    assert (attack.prov.workdir(sid) / "big").stat().st_size <= 64 << 20
+    tmp = attack.run(sid, "dd if=/dev/zero of=/tmp/big bs=1M count=2048", timeout=120)
+    assert tmp.returncode != 0 and "No space left" in tmp.stderr
+    assert int(attack.out(sid, "stat -c %s /tmp/big")) <= 32 << 20
+
+
+def test_planted_links_are_not_followed_across_hibernate_and_wake(attack: Attack) -> None:
+    prov = attack.prov
+    sid = attack.start("ws-links", command="echo main says hi; sleep 600")
+    victims = [Path("/var/tmp") / f"tether-victim-{os.getpid()}-{n}" for n in range(4)]
+    attack.run(
+        sid,
+        f"ln -s {victims[0]} .tether-hibernated; ln -s {victims[1]} .tether-runtime.log; "
+        f"ln -s {victims[2]} hibernated; ln -s {victims[3]} workspace.json; "
+        "rm -f .tether/session.log && ln -s /etc/shadow .tether/session.log",
+    )
+    prov.hibernate(sid)
+    assert prov.logs(sid, 50) == []  # not /etc/shadow, through the planted link
+    prov.wake(sid)
+    assert attack.out(sid, "echo awake") == "awake\n"
+    prov.hibernate(sid)
+    prov.wake(sid)
+    for victim in victims:
+        assert not victim.exists()
+    assert "root:" not in "\n".join(prov.logs(sid, 50))
+
+
+def test_nothing_is_left_running_after_delete(attack: Attack) -> None:
+    marker = f"tether-leftover-{os.getpid()}"
+    sid = attack.start(
+        "ws-left",
+        command=f"trap '' TERM; while true; do sleep 1; done # {marker}",
+    )
+    attack.run(
+        sid,
+        f"setsid nohup bash -c \"trap '' TERM HUP; exec -a {marker} sleep 600\" "
+        ">/dev/null 2>&1 & disown; nohup sleep 601 >/dev/null 2>&1 &",
+    )
+    assert _host_processes(marker)
+    started = time.monotonic()
+    attack.prov.stop(sid)
+    assert time.monotonic() - started < 15
+    assert _host_processes(marker) == []
+    assert _host_processes("sleep 601") == []
+
+
+def _host_processes(marker: str) -> list[str]:
+    r = subprocess.run(["pgrep", "-af", marker], capture_output=True, text=True)
+    return [line for line in r.stdout.splitlines() if "pgrep" not in line]
+
+
+def test_the_attack_suite_holds_for_an_ordinary_user(outside: Outside) -> None:
+    """Everything above, again, with the stack run by an ordinary user (no per-workspace
+    uids, no cgroups: the user namespace alone, and rlimits)."""
+    if os.geteuid() != 0:
+        pytest.skip("this run is the ordinary user's already")
+    here = Path(__file__).parent
+    r = subprocess.run(
+        [sys.executable, str(here / "as_user.py"), "--",
+         sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(here),
+         "-k", "not ordinary_user"],
+        env={**os.environ, "TETHER_TEST_OUTSIDE": f"{outside.host},{outside.own}"},
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    print(r.stdout[-5000:], r.stderr[-3000:])
+    assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-3000:]
+    assert " passed" in r.stdout and "skipped" not in r.stdout
