@@ -103,8 +103,8 @@ def test_other_workspaces_the_database_and_the_agent_are_out_of_sight(attack: At
         probe = f"import socket; socket.socket(socket.AF_UNIX).connect('{path}')"
         assert "FileNotFoundError" in attack.run(a, f'python3 -c "{probe}"').stderr
     # an abstract socket b listens on (as X servers do) is b's alone
-    attack.run(b, "python3 -c \"import socket,time; s=socket.socket(socket.AF_UNIX); "
-                  "s.bind('\\0tether-b'); s.listen(); time.sleep(30)\" >/dev/null 2>&1 &")  # fmt: skip
+    listen = "import socket, time; s = socket.socket(socket.AF_UNIX); s.bind('\\0tether-b'); "
+    attack.run(b, f'python3 -c "{listen} s.listen(); time.sleep(30)" >/dev/null 2>&1 &')
     probe = "import socket; socket.socket(socket.AF_UNIX).connect('\\0tether-b')"
     assert "ConnectionRefusedError" in attack.run(a, f'python3 -c "{probe}"').stderr
 

@@ -326,12 +326,15 @@ class LocalProvisioner:
             block_fd=block_r,
             resolv_fd=resolv,
         )
-        passed = (plan.seccomp_fd, info_w, block_r, *(s.fileno() for s in listeners))
+        options, runs = sandbox.bubblewrap(plan, command)
+        args = _data_fd(b"".join(o.encode() + b"\0" for o in options))
+        passed = (args, plan.seccomp_fd, info_w, block_r, *(s.fileno() for s in listeners))
         passed += (resolv,) if resolv is not None else ()
         try:
-            proc = _popen(sandbox.bubblewrap(plan, command), env, passed, cwd=Path("/"))
+            argv = ["bwrap", "--args", str(args), "--", *runs]
+            proc = _popen(argv, env, passed, cwd=Path("/"))
         finally:
-            for fd in (plan.seccomp_fd, info_w, block_r, resolv):
+            for fd in (args, plan.seccomp_fd, info_w, block_r, resolv):
                 if fd is not None:
                     os.close(fd)
         egress = None

@@ -126,9 +126,13 @@ _NAMESPACES = [
 
 
 def _confined(plan: Plan) -> list[str]:
-    """The inner layer's own options: the user and pid namespaces, and what runs in them."""
+    """The inner layer's own options: the user and pid namespaces, and what runs in them.
+    `--disable-userns` nests a second user namespace, which would keep an ordinary user's
+    slirp4netns out of the network namespace: there the seccomp filter alone (which refuses
+    unshare, setns and clone's namespace flags) keeps the workspace from making more."""
     return [
-        "--unshare-user", "--uid", "0", "--gid", "0", "--disable-userns",
+        "--unshare-user", "--uid", "0", "--gid", "0",
+        *(["--disable-userns"] if plan.uid is not None else []),
         "--unshare-pid",
         "--proc", "/proc",
         "--dev", "/dev",
@@ -141,26 +145,26 @@ def _confined(plan: Plan) -> list[str]:
     ]  # fmt: skip
 
 
-def bubblewrap(plan: Plan, command: list[str]) -> list[str]:
+def bubblewrap(plan: Plan, command: list[str]) -> tuple[list[str], list[str]]:
+    """The first bubblewrap's options, and what it runs. The options go in through
+    `--args FD`: the sandbox's first process is a bubblewrap whose command line anyone inside
+    can read, and they name host paths."""
     gate = ["--info-fd", str(plan.info_fd), "--block-fd", str(plan.block_fd)]
     if plan.uid is None:  # an ordinary user: one unprivileged layer does it all
-        return [
-            "bwrap", *_NAMESPACES, *_view(plan), *_confined(plan), "--remount-ro", "/",
-            *gate, "--", *command,
-        ]  # fmt: skip
+        options = [*_NAMESPACES, *_view(plan), *_confined(plan), "--remount-ro", "/", *gate]
+        return options, command
     drop = [
         "setpriv", f"--reuid={plan.uid}", f"--regid={plan.uid}", "--clear-groups",
         "--inh-caps=-all", "--bounding-set=-all",
     ]  # fmt: skip
-    return [
-        "bwrap", *_NAMESPACES, "--die-with-parent", *_view(plan),
+    options = [
+        *_NAMESPACES, "--die-with-parent", *_view(plan),
         # The inner layer mounts its own /proc, which the kernel allows only where a whole
         # one is visible: the host's, covered at once by the workspace's own.
         "--bind", "/proc", "/proc", "--dev", "/dev", "--dir", "/tmp",
         "--remount-ro", "/", *gate,
-        "--", *drop,
-        "bwrap", "--bind", "/", "/", *_confined(plan), "--", *command,
     ]  # fmt: skip
+    return options, [*drop, "bwrap", "--bind", "/", "/", *_confined(plan), "--", *command]
 
 
 def clean_env(*layers: dict[str, str]) -> dict[str, str]:
