@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from tether.provision import sandbox
+from tether.provision.local import LocalProvisioner
 from tether.provision.network import host_addresses
 
 from tests.sandbox.conftest import METADATA, OUTSIDE_PORT, Attack, Outside, _Listener
@@ -215,9 +216,21 @@ def test_a_memory_hog_is_stopped_inside_its_own_workspace(attack: Attack) -> Non
 
 def test_disk_and_tmp_fills_are_refused_early(attack: Attack) -> None:
     sid = attack.start("ws-fill", resources={"storage": "64Mi", "ephemeral-storage": "32Mi"})
-    home = attack.run(sid, "dd if=/dev/zero of=big bs=1M count=2048", timeout=120)
-    assert home.returncode != 0
-    assert (attack.prov.workdir(sid) / "big").stat().st_size <= 64 << 20
+    home = attack.prov.workdir(sid)
+    one = attack.run(sid, "dd if=/dev/zero of=big bs=1M count=2048", timeout=120)
+    assert one.returncode != 0
+    assert (home / "big").stat().st_size <= 64 << 20
+    many = attack.run(
+        sid,
+        "for i in $(seq 40); do dd if=/dev/zero of=f$i bs=1M count=8 || exit 1; done",
+        timeout=120,
+    )
+    written = sum(f.stat().st_size for f in home.iterdir() if f.is_file())
+    if attack.prov.disks.quota:  # root: a filesystem of its own
+        assert many.returncode != 0 and "No space left" in many.stderr
+        assert written <= 64 << 20
+    else:  # an ordinary user: each file is bounded, and the health report says only that
+        assert "per file only" in attack.prov.isolation()["disk"]
     tmp = attack.run(sid, "dd if=/dev/zero of=/tmp/big bs=1M count=2048", timeout=120)
     assert tmp.returncode != 0 and "No space left" in tmp.stderr
     assert int(attack.out(sid, "stat -c %s /tmp/big")) <= 32 << 20
@@ -261,6 +274,44 @@ def test_nothing_is_left_running_after_delete(attack: Attack) -> None:
     assert time.monotonic() - started < 15
     assert _host_processes(marker) == []
     assert _host_processes("sleep 601") == []
+
+
+AGENT = """
+import sys
+from pathlib import Path
+from tether.core.models import Template, WorkspaceSpec
+from tether.provision.local import LocalProvisioner
+prov = LocalProvisioner(Path(sys.argv[1]))
+template = Template(name="t", display_name="T", command="sleep 600 # " + sys.argv[2])
+prov.start(WorkspaceSpec(session_id="ws-orphan", template=template))
+background = "setsid nohup bash -c 'exec -a %s sleep 601' >/dev/null 2>&1 &"
+prov.exec("ws-orphan", background % sys.argv[2], 10)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_workspaces_die_with_the_agent(tmp_path: Path) -> None:
+    marker = f"tether-orphan-{os.getpid()}"
+    agent = subprocess.Popen(
+        [sys.executable, "-c", AGENT, str(tmp_path / "home"), marker],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert agent.stdout is not None and agent.stdout.readline() == "ready\n"
+        assert len(_host_processes(marker)) == 2  # the main process and the background one
+    finally:
+        agent.kill()  # no clean-up of its own: a crash
+        agent.wait()
+    deadline = time.monotonic() + 15
+    while _host_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _host_processes(marker) == []
+    again = LocalProvisioner(tmp_path / "home")  # the agent, restarted
+    try:
+        assert again.exec("ws-orphan", "echo back", 10).stdout == "back\n"
+    finally:
+        again.close()
 
 
 def _host_processes(marker: str) -> list[str]:

@@ -4,6 +4,8 @@ others is the attack suite's: tests/provision/test_sandbox_attacks.py.)"""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,12 +84,24 @@ def test_runtime_that_died_comes_back_with_the_home(prov: LocalProvisioner) -> N
     assert prov.exec("ws-r", "cat note", 5).stdout == "kept\n"
 
 
-def test_a_sandbox_that_cannot_start_says_why(prov: LocalProvisioner) -> None:
-    prov.start(spec("ws-f"))
-    prov.hibernate("ws-f")
-    prov.bucket("ws-f").rmdir()  # removed behind the agent's back
-    with pytest.raises(Unavailable, match=f"did not start: .*{prov.bucket('ws-f')}"):
-        prov.wake("ws-f")
+def test_egress_without_slirp4netns_is_refused_saying_so(
+    prov: LocalProvisioner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tools = tmp_path / "bin"  # what the sandbox needs, less the user-mode network
+    tools.mkdir()
+    for tool in ("bwrap", "setpriv", "ip", "nsenter", "mkfs.ext4", "mount", "umount"):
+        if found := shutil.which(tool):
+            (tools / tool).symlink_to(found)
+    monkeypatch.setenv("PATH", str(tools))
+    with pytest.raises(Unavailable, match="Egress needs slirp4netns"):
+        prov.start(spec("ws-e", network="egress"))
+    prov.start(spec("ws-n"))  # a workspace without egress starts all the same
+    monkeypatch.undo()
+    # Nothing of the refused one runs on: its disk is let go of as soon as it is deleted.
+    image = prov.control("ws-e") / "disk.img"
+    prov.stop("ws-e")
+    attached = subprocess.run(["losetup", "-j", str(image)], capture_output=True, text=True)
+    assert attached.stdout == ""
 
 
 def test_the_runtimes_sockets_refuse_a_caller_without_the_workspaces_token(

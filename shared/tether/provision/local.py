@@ -40,6 +40,7 @@ from typing import Any
 from tether.core.models import ExecResult, WorkspaceInfo, WorkspaceSpec
 from tether.errors import Invalid, NotFound, Unavailable
 from tether.provision import network, sandbox, seccomp
+from tether.provision.disks import Disks
 from tether.provision.limits import Groups, Limits
 from tether.provision.uds import UnixHTTPClient, UnixJsonClient
 from tether.runtime import auth
@@ -65,12 +66,17 @@ class _Runtime:
     http: UnixHTTPClient
     exec: UnixJsonClient
     egress: network.Egress | None = None
+    first: int | None = None  # a pidfd of the sandbox's first process
 
     def close(self) -> None:
         self.http.close()
         self.exec.close()
         if self.egress is not None:
             self.egress.close()
+        if self.first is not None:
+            _kill_first(self.first)
+            os.close(self.first)
+            self.first = None
 
 
 class LocalProvisioner:
@@ -86,8 +92,7 @@ class LocalProvisioner:
             )
         self.home = Path(home).resolve()
         self.root = self.home / "workspaces"
-        self.buckets = self.home / "buckets"
-        for path in (self.home, self.root, self.buckets):
+        for path in (self.home, self.root):
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.sandbox = sandbox
         self.secret = secret or os.urandom(32).hex()
@@ -95,6 +100,7 @@ class LocalProvisioner:
         # Unix socket paths are limited to ~108 bytes, so they live in a short private dir.
         self.sockets = _private_dir(Path(tempfile.gettempdir()) / f"tether-{os.getuid()}-{digest}")
         self.groups = Groups(f"tether-{digest}") if sandbox != "none" else None
+        self.disks = Disks()
         self._cut: list[str] | None = None  # the host's addresses, cut from egress
         self._runtimes: dict[str, _Runtime] = {}
         self._lock = threading.Lock()
@@ -110,6 +116,7 @@ class LocalProvisioner:
             "sandbox": self.sandbox,
             "host_uid": "one per workspace" if os.geteuid() == 0 else "the stack's user",
             "limits": self.groups.describe(),
+            "disk": self.disks.describe(),
             "egress": "slirp4netns" if shutil.which("slirp4netns") else "unavailable",
         }
 
@@ -121,11 +128,11 @@ class LocalProvisioner:
         return self.root / session_id
 
     def workdir(self, session_id: str) -> Path:
-        """The workspace's home, as the host sees it."""
-        return self.control(session_id) / "home"
+        """The workspace's home, as the host sees it (while its disk is mounted)."""
+        return self.control(session_id) / "disk" / "home"
 
     def bucket(self, session_id: str) -> Path:
-        return self.buckets / f"tether-{session_id}"
+        return self.control(session_id) / "disk" / "bucket"
 
     def socket_path(self, session_id: str, suffix: str = ".sock") -> Path:
         return self.sockets / (self._key(session_id) + suffix)
@@ -149,19 +156,8 @@ class LocalProvisioner:
 
     def start(self, spec: WorkspaceSpec) -> WorkspaceInfo:
         sid = spec.session_id
-        control, home, bucket = self.control(sid), self.workdir(sid), self.bucket(sid)
+        control = self.control(sid)
         control.mkdir(mode=0o700, exist_ok=True)
-        uid = sandbox.host_uid(sid) if self.sandbox != "none" else None
-        for path in (home, bucket):
-            with contextlib.suppress(FileExistsError):
-                path.mkdir(mode=0o700)
-                if uid is not None:
-                    os.chown(path, uid, uid, follow_symlinks=False)
-                if path == home:  # new, so nothing of the workspace's is in it yet
-                    inside = sandbox.BUCKET if self.sandbox != "none" else str(bucket)
-                    os.symlink(inside, home / "bucket")
-                    if uid is not None:
-                        os.chown(home / "bucket", uid, uid, follow_symlinks=False)
         template = spec.template
         Limits.of(template.resources)  # a bad quantity fails the start, not a later wake
         config = {
@@ -175,19 +171,45 @@ class LocalProvisioner:
         self._ensure_runtime(sid)
         return self._info(sid)
 
+    def _config(self, session_id: str) -> dict[str, Any]:
+        try:
+            with open(self.control(session_id) / CONFIG) as f:
+                config: dict[str, Any] = json.load(f)
+        except FileNotFoundError:
+            raise NotFound("Workspace not found") from None
+        return config
+
+    def _mount(self, session_id: str, config: dict[str, Any]) -> None:
+        """The workspace's disk, with its home and storage directory (made the first time)."""
+        uid = sandbox.host_uid(session_id) if self.sandbox != "none" else None
+        limits = Limits.of(config["resources"])
+        self.disks.mount(self.control(session_id), limits.disk, uid)
+        home, bucket = self.workdir(session_id), self.bucket(session_id)
+        for path in (home, bucket):
+            with contextlib.suppress(FileExistsError):
+                path.mkdir(mode=0o700)
+                if uid is not None:
+                    os.chown(path, uid, uid, follow_symlinks=False)
+                if path == home:  # new, so nothing of the workspace's is in it yet
+                    inside = sandbox.BUCKET if self.sandbox != "none" else str(bucket)
+                    os.symlink(inside, home / "bucket")
+                    if uid is not None:
+                        os.chown(home / "bucket", uid, uid, follow_symlinks=False)
+
     def stop(self, session_id: str) -> None:
         self._kill(session_id)
+        control = self.control(session_id)
+        self.disks.unmount(control)
         # The workspace is gone, so nothing changes the tree under the removal, whose walk
         # follows no link (shutil.rmtree's fd-based walk).
-        _remove_tree(self.control(session_id))
-        _remove_tree(self.bucket(session_id))
+        _remove_tree(control)
 
     def hibernate(self, session_id: str) -> None:
         control = self.control(session_id)
         if not control.exists():
             raise NotFound("Workspace not found")
         self._kill(session_id)
-        (control / HIBERNATED).touch()
+        (control / HIBERNATED).touch()  # its disk stays mounted: the log is read from it
 
     def wake(self, session_id: str) -> WorkspaceInfo:
         control = self.control(session_id)
@@ -212,14 +234,14 @@ class LocalProvisioner:
 
     def logs(self, session_id: str, tail: int) -> list[str]:
         # Read from the home, not asked of the runtime: a hibernated workspace has no runtime.
-        home = self.workdir(session_id)
-        if not home.exists():
-            raise NotFound("Workspace not found")
-        return read_tail(home, tail)
+        self._mount(session_id, self._config(session_id))
+        return read_tail(self.workdir(session_id), tail)
 
     def close(self) -> None:
         for sid in list(self._runtimes):
             self._kill(sid)
+        for control in self.root.iterdir():  # each is mounted again when next used
+            self.disks.unmount(control)
         if self.groups is not None:
             self.groups.close()
         with contextlib.suppress(OSError):  # kept while another process's runtimes use it
@@ -257,9 +279,9 @@ class LocalProvisioner:
         return sock
 
     def _spawn(self, session_id: str) -> _Runtime:
-        control, home = self.control(session_id), self.workdir(session_id)
-        with open(control / CONFIG) as f:
-            config = json.load(f)
+        home = self.workdir(session_id)
+        config = self._config(session_id)
+        self._mount(session_id, config)
         token = auth.token_for(self.secret, session_id)
         listen = self._listen(self.socket_path(session_id))
         listen_exec = self._listen(self.socket_path(session_id, EXEC))
@@ -276,9 +298,9 @@ class LocalProvisioner:
         try:
             if self.sandbox == "none":
                 proc = _popen(command, env, (listen.fileno(), listen_exec.fileno()), cwd=home)
-                egress = None
+                egress, first = None, None
             else:
-                proc, egress = self._sandboxed(
+                proc, egress, first = self._sandboxed(
                     session_id, config, command, env, (listen, listen_exec)
                 )
         finally:
@@ -289,6 +311,7 @@ class LocalProvisioner:
             UnixHTTPClient(str(self.socket_path(session_id)), token),
             UnixJsonClient(str(self.socket_path(session_id, EXEC)), token),
             egress,
+            first,
         )
         try:
             self._wait_up(runtime, home)
@@ -305,7 +328,7 @@ class LocalProvisioner:
         command: list[str],
         env: dict[str, str],
         listeners: tuple[socket.socket, socket.socket],
-    ) -> tuple[subprocess.Popen[bytes], network.Egress | None]:
+    ) -> tuple[subprocess.Popen[bytes], network.Egress | None, int]:
         """Starts the sandbox held at its gate, confines its first process, gives it its
         network, then lets the runtime start."""
         assert self.groups is not None
@@ -337,9 +360,11 @@ class LocalProvisioner:
             for fd in (args, plan.seccomp_fd, info_w, block_r, resolv):
                 if fd is not None:
                     os.close(fd)
-        egress = None
+        egress, first = None, None
         try:
             pid = _first_pid(info_r, proc)
+            # Held by a descriptor, so it is signalled at the end whatever became of the pid.
+            first = os.pidfd_open(pid)
             self.groups.confine(self._key(session_id), pid, limits)
             if egress_wanted:
                 if self._cut is None:
@@ -351,17 +376,21 @@ class LocalProvisioner:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=1)
             exited = proc.poll() is not None
+            if first is not None:  # before the gate opens (below): it must not run on
+                _kill_first(first)
+                os.close(first)
             proc.kill()
             proc.wait()
             if egress is not None:
                 egress.close()
+            self.groups.release(self._key(session_id))
             if exited and isinstance(exc, OSError):
                 raise Unavailable(f"The workspace sandbox did not start: {_said(proc)}") from exc
             raise
         finally:
             os.close(info_r)
             os.close(block_w)
-        return proc, egress
+        return proc, egress, first
 
     def _wait_up(self, runtime: _Runtime, home: Path) -> None:
         """Until the runtime answers its health check. The sockets listen already, so the
@@ -468,6 +497,14 @@ def _log_tail(home: Path, relative: str, lines: int) -> list[str]:
             return f.read().decode(errors="replace").splitlines()[-lines:]
     except OSError:
         return []
+
+
+def _kill_first(pidfd: int) -> None:
+    """SIGKILL to the sandbox's first process: its pid namespace (and all in it) ends with it.
+    Its parent is the agent's child (as root, the outer bubblewrap), whose death alone would
+    not reach it while it still waits at the gate."""
+    with contextlib.suppress(ProcessLookupError):
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
 
 
 def _data_fd(data: bytes) -> int:

@@ -157,8 +157,10 @@ def bubblewrap(plan: Plan, command: list[str]) -> tuple[list[str], list[str]]:
         "setpriv", f"--reuid={plan.uid}", f"--regid={plan.uid}", "--clear-groups",
         "--inh-caps=-all", "--bounding-set=-all",
     ]  # fmt: skip
+    # The outer layer's pid namespace holds everything the workspace ever runs, so the
+    # kernel ends it all when its first process dies, with the agent or killed.
     options = [
-        *_NAMESPACES, "--die-with-parent", *_view(plan),
+        *_NAMESPACES, "--unshare-pid", "--die-with-parent", *_view(plan),
         # The inner layer mounts its own /proc, which the kernel allows only where a whole
         # one is visible: the host's, covered at once by the workspace's own.
         "--bind", "/proc", "/proc", "--dev", "/dev", "--dir", "/tmp",
