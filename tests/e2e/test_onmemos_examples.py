@@ -138,7 +138,7 @@ def test_http_reference_requests(server: Server) -> None:
         assert [w["id"] for w in listed["workspaces"]] == [wid]
         assert c.get(f"/v1/cloudrun/workspaces/{wid}").json()["id"] == wid
         pwd = c.post(f"/v1/cloudrun/workspaces/{wid}/execute?command=pwd&timeout=30").json()
-        assert pwd["stdout"].strip().endswith(wid)
+        assert pwd["stdout"].strip() == "/home/tether"
         hello = c.post(f'/v1/cloudrun/workspaces/{wid}/runpython?code=print("Hello World")')
         assert hello.json()["stdout"] == "Hello World\n"
         ls = c.post(f"/v1/cloudrun/workspaces/{wid}/runsh?command=ls -la").json()

@@ -167,11 +167,12 @@ def test_monitor_agent_health_queries(streamspace: Server) -> None:
     out = run_script(streamspace, f'TOKEN="{token}"\n' + MONITOR)
     agent = httpx.get(f"{streamspace.url}/api/v1/agents",
                       headers={"Authorization": f"Bearer {token}"}).json()["agents"][0]  # fmt: skip
+    most = agent["capacity"]["max_sessions"]  # TETHER_AGENT_CAPACITY, from the machine's memory
     assert out.splitlines()[:7] == [
         "Total Agents: 1", "Online: 1", "Offline: 0", "Draining: 0", "",
-        "Utilization: 0%", "Sessions: 0 / 10",
+        "Utilization: 0%", f"Sessions: 0 / {most}",
     ]  # fmt: skip
-    assert f"{agent['agent_id']} (local) - online - Sessions: 0/10" in out
+    assert f"{agent['agent_id']} (local) - online - Sessions: 0/{most}" in out
 
 
 def test_rate_limit_holds_across_two_server_processes(

@@ -22,6 +22,7 @@ import httpx
 import jwt
 import pytest
 from tether.core.models import Session
+from tether.runtime import auth
 from tether.service.repo import Repo
 from tether.store.sqlite import SqliteStore
 
@@ -113,9 +114,11 @@ class TokenEndpoint(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def tls_front(runtime_socket: str, cert: Path, key: Path, heads: list[bytes]) -> int:
+def tls_front(runtime_socket: str, cert: Path, key: Path, heads: list[bytes], behind: bytes) -> int:
     """A private workspace's HTTPS endpoint, as Cloud Run gives one: TLS in front of the
-    runtime, keeping the request heads it sees. Returns its port."""
+    runtime, keeping the request heads it sees. Returns its port. The runtime behind it is a
+    local one, which wants its own credential: the front adds it (`behind`, a header line),
+    as Cloud Run's front end vouches for a request it let through."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     listener = socket.create_server(("127.0.0.1", 0))
@@ -137,7 +140,8 @@ def tls_front(runtime_socket: str, cert: Path, key: Path, heads: list[bytes]) ->
             heads.append(head)
             runtime = socket.socket(socket.AF_UNIX)
             runtime.connect(runtime_socket)
-            runtime.sendall(head)
+            line, _, rest = head.partition(b"\r\n")
+            runtime.sendall(line + b"\r\n" + behind + b"\r\n" + rest)
             threading.Thread(target=pipe, args=(runtime, client), daemon=True).start()
             threading.Thread(target=pipe, args=(client, runtime), daemon=True).start()
 
@@ -169,7 +173,9 @@ def test_the_relay_reaches_a_private_workspace_over_https_with_an_id_token(
     sessions = Repo(SqliteStore(control_plane.home / "tether.db"), "sessions", Session)
     local = sessions.get(sid).url or ""
     heads: list[bytes] = []
-    port = tls_front(local.removeprefix("http+unix://"), cert, key, heads)
+    token = auth.token_for((control_plane.home / "jwt-secret").read_text().strip(), sid)
+    behind = f"{auth.HEADER}: {token}".encode()
+    port = tls_front(local.removeprefix("http+unix://"), cert, key, heads, behind)
     workspace = f"https://localhost:{port}"
 
     def at(s: Session) -> Session:

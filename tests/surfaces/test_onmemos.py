@@ -52,7 +52,8 @@ def test_execute_runs_in_the_workspace(api: FlaskClient) -> None:
     out = r.get_json()
     assert out["returncode"] == 0 and out["success"] is True
     assert "Python 3" in out["stdout"] and "hi\n" in out["stdout"]
-    assert out["stdout"].strip().endswith(s["id"])  # runs in the session's own home
+    assert out["stdout"].strip().endswith("/home/tether")  # the home, as the sandbox shows it
+    assert (Path(s["details"]["workdir"]) / "f.txt").read_text() == "hi\n"  # the session's own
     failed = api.post(
         f"/v1/sessions/{s['id']}/execute", json={"command": "echo oops >&2; exit 3"}, headers=h()
     ).get_json()
@@ -235,7 +236,7 @@ def test_legacy_cloudrun_api(api: FlaskClient) -> None:
     assert [w["id"] for w in listed.get_json()["workspaces"]] == [wid]
     assert api.get(f"/v1/cloudrun/workspaces/{wid}", headers=h()).get_json()["status"] == "running"
     pwd = api.post(f"/v1/cloudrun/workspaces/{wid}/execute?command=pwd&timeout=30", headers=h())
-    assert pwd.get_json()["stdout"].strip().endswith(wid)
+    assert pwd.get_json()["stdout"].strip() == "/home/tether"
     py = api.post(f'/v1/cloudrun/workspaces/{wid}/runpython?code=print("Hello World")', headers=h())
     assert py.get_json()["stdout"] == "Hello World\n"
     sh = api.post(f"/v1/cloudrun/workspaces/{wid}/runsh?command=ls -la", headers=h())
