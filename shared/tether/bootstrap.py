@@ -82,29 +82,28 @@ def make_provisioner(settings: Settings) -> Provisioner:
         from tether.provision.local import LocalProvisioner
 
         return LocalProvisioner(settings.home, settings.sandbox, jwt_secret(settings))
-    storage = None
-    if settings.sessions_bucket:
-        from tether.provision.storage import SessionStorage
-
-        storage = SessionStorage(settings.sessions_bucket, project=settings.project)
-    account = settings.workspace_service_account or None
     if settings.platform == "cloud_run":
         from tether.provision.cloudrun import CloudRunProvisioner
+        from tether.provision.storage import SessionStorage
 
+        # Each workspace runs as a service account of its own, granted its own storage only.
+        storage = None
+        if settings.sessions_bucket:
+            storage = SessionStorage(settings.sessions_bucket, project=settings.project)
         return CloudRunProvisioner(
             settings.project,
             settings.region,
             storage=storage,
-            service_account=account,
             image=settings.workspace_image or None,
         )
     if settings.platform == "gke":
         from tether.provision.gke import GkeProvisioner
 
+        # No session storage: its FUSE driver would need the metadata server, which GKE
+        # workspaces are fenced from. The home is the session's own volume.
         return GkeProvisioner(
             settings.workspace_namespace,
-            storage=storage,
-            service_account=account,
+            service_account=settings.workspace_service_account or None,
             image=settings.workspace_image or None,
         )
     raise Invalid(f"TETHER_PLATFORM must be local, cloud_run or gke, not {settings.platform!r}")
