@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -45,7 +45,7 @@ class Settings:
     workspace_service_account: str = ""  # what workspaces run as; empty: the default
     workspace_image: str = ""  # the image with the runtime; empty: each template's own
     sandbox: str = "bubblewrap"  # local workspaces: bubblewrap | none (unconfined)
-    agent_capacity: int = 10  # workspaces an agent takes at once
+    agent_capacity: int = field(default_factory=default_capacity)  # workspaces at once
 
     @classmethod
     def from_env(cls) -> Settings:

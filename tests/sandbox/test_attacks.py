@@ -214,6 +214,17 @@ def test_a_memory_hog_is_stopped_inside_its_own_workspace(attack: Attack) -> Non
     assert attack.out(sid, "echo survived") == "survived\n"
 
 
+def test_a_busy_loop_gets_its_cpu_share_only(attack: Attack) -> None:
+    if not attack.prov.groups or not attack.prov.groups.available:
+        assert "rlimits only" in attack.prov.isolation()["limits"]  # and says it has no share
+        return
+    sid = attack.start("ws-cpu", resources={"cpu": "250m"})
+    out = attack.out(sid, "timeout 2 bash -c 'while :; do :; done'; times", timeout=30)
+    user, system = out.splitlines()[-1].split()  # the children's times: "0m0.480s 0m0.010s"
+    used = sum(float(t.split("m")[1].rstrip("s")) for t in (user, system))
+    assert used <= 2 * 0.25 + 0.15, used  # a quarter of a core over two seconds, at most
+
+
 def test_disk_and_tmp_fills_are_refused_early(attack: Attack) -> None:
     sid = attack.start("ws-fill", resources={"storage": "64Mi", "ephemeral-storage": "32Mi"})
     home = attack.prov.workdir(sid)
