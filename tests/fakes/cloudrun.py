@@ -12,9 +12,8 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable
-from concurrent import futures
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 from google.cloud import run_v2
@@ -23,13 +22,10 @@ from google.longrunning import operations_pb2
 from google.protobuf import any_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
+from tests.fakes.grpc_server import GrpcFake, abort, unary
+
 ServicePb: Any = run_v2.Service.pb()
 ConditionPb: Any = run_v2.Condition.pb()
-
-
-def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
-    context.abort(code, message)
-    raise AssertionError("abort raises")
 
 
 @dataclass
@@ -39,7 +35,7 @@ class _Op:
     finish: Callable[[], Message]
 
 
-class FakeCloudRun:
+class FakeCloudRun(GrpcFake):
     """Services by full name. `runtime_url` is the `uri` every service gets once created;
     service ids in `denied` answer PERMISSION_DENIED; `calls` lists the methods called.
     New operations need `pending_polls` GetOperation calls to finish, and none finishes while
@@ -54,52 +50,22 @@ class FakeCloudRun:
         self.calls: list[str] = []
         self._ops: dict[str, _Op] = {}
         self._lock = threading.Lock()
-        self._server: grpc.Server | None = None
-        self.address = ""
+        super().__init__()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> str:
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-
-        def unary(fn: Callable[[Any, grpc.ServicerContext], Any], request: Any) -> Any:
-            return grpc.unary_unary_rpc_method_handler(
-                fn,
-                request_deserializer=request.FromString,
-                response_serializer=lambda m: m.SerializeToString(),
-            )
-
-        server.add_generic_rpc_handlers(
-            (
-                grpc.method_handlers_generic_handler(
-                    "google.cloud.run.v2.Services",
-                    {
-                        "CreateService": unary(self._create, run_v2.CreateServiceRequest.pb()),
-                        "GetService": unary(self._get, run_v2.GetServiceRequest.pb()),
-                        "UpdateService": unary(self._update, run_v2.UpdateServiceRequest.pb()),
-                        "DeleteService": unary(self._delete, run_v2.DeleteServiceRequest.pb()),
-                    },
-                ),
-                grpc.method_handlers_generic_handler(
-                    "google.longrunning.Operations",
-                    {
-                        "GetOperation": unary(
-                            self._get_operation, operations_pb2.GetOperationRequest
-                        )
-                    },
-                ),
-            )
-        )
-        port = server.add_insecure_port("127.0.0.1:0")
-        server.start()
-        self._server = server
-        self.address = f"127.0.0.1:{port}"
-        return self.address
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop(grace=None)
-            self._server = None
+    def handlers(self) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
+        return {
+            "google.cloud.run.v2.Services": {
+                "CreateService": unary(self._create, run_v2.CreateServiceRequest.pb()),
+                "GetService": unary(self._get, run_v2.GetServiceRequest.pb()),
+                "UpdateService": unary(self._update, run_v2.UpdateServiceRequest.pb()),
+                "DeleteService": unary(self._delete, run_v2.DeleteServiceRequest.pb()),
+            },
+            "google.longrunning.Operations": {
+                "GetOperation": unary(self._get_operation, operations_pb2.GetOperationRequest)
+            },
+        }
 
     def client(self) -> run_v2.ServicesClient:
         """The real client library over an insecure channel to this server."""
@@ -113,13 +79,13 @@ class FakeCloudRun:
 
     def _guard(self, name: str, context: grpc.ServicerContext) -> None:
         if name.rsplit("/", 1)[-1] in self.denied:
-            _abort(context, grpc.StatusCode.PERMISSION_DENIED, f"Permission denied on {name}")
+            abort(context, grpc.StatusCode.PERMISSION_DENIED, f"Permission denied on {name}")
 
     def _existing(self, name: str, context: grpc.ServicerContext) -> Any:
         self._guard(name, context)
         svc = self.services.get(name)
         if svc is None:
-            _abort(context, grpc.StatusCode.NOT_FOUND, f"Resource '{name}' was not found")
+            abort(context, grpc.StatusCode.NOT_FOUND, f"Resource '{name}' was not found")
         return svc
 
     def _operation(self, name: str, finish: Callable[[], Message]) -> Any:
@@ -167,13 +133,13 @@ class FakeCloudRun:
             name = f"{request.parent}/services/{request.service_id}"
             self._guard(name, context)
             if request.service.name:
-                _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "service.name must be empty")
+                abort(context, grpc.StatusCode.INVALID_ARGUMENT, "service.name must be empty")
             if not request.service.template.containers or not all(
                 c.image for c in request.service.template.containers
             ):
-                _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "a container image is required")
+                abort(context, grpc.StatusCode.INVALID_ARGUMENT, "a container image is required")
             if name in self.services:
-                _abort(context, grpc.StatusCode.ALREADY_EXISTS, f"Resource '{name}' already exists")
+                abort(context, grpc.StatusCode.ALREADY_EXISTS, f"Resource '{name}' already exists")
             svc = ServicePb()
             svc.CopyFrom(request.service)
             svc.name = name
@@ -201,7 +167,7 @@ class FakeCloudRun:
             name = request.service.name
             old = self._existing(name, context)
             if request.service.etag and request.service.etag != old.etag:
-                _abort(context, grpc.StatusCode.ABORTED, "etag mismatch: the service changed")
+                abort(context, grpc.StatusCode.ABORTED, "etag mismatch: the service changed")
             svc = ServicePb()
             svc.CopyFrom(request.service)
             # Output-only fields are the server's, whatever the client sent.
@@ -234,7 +200,7 @@ class FakeCloudRun:
             self.calls.append("GetOperation")
             pending = self._ops.get(request.name)
             if pending is None:
-                _abort(context, grpc.StatusCode.NOT_FOUND, f"Operation '{request.name}' not found")
+                abort(context, grpc.StatusCode.NOT_FOUND, f"Operation '{request.name}' not found")
             if not pending.op.done and not self.paused:
                 pending.polls_left -= 1
                 if pending.polls_left <= 0:

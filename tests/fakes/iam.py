@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable
-from concurrent import futures
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 from google.cloud import iam_admin_v1, storage_control_v2
@@ -23,6 +21,8 @@ from google.cloud.storage_control_v2.services.storage_control.transports import 
 )
 from google.iam.v1 import iam_policy_pb2, policy_pb2
 from google.protobuf import empty_pb2
+
+from tests.fakes.grpc_server import GrpcFake, Handler, abort, unary
 
 ServiceAccountPb: Any = iam_admin_v1.ServiceAccount.pb()
 ManagedFolderPb: Any = storage_control_v2.ManagedFolder.pb()
@@ -43,12 +43,7 @@ _METHODS = {
 }
 
 
-def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
-    context.abort(code, message)
-    raise AssertionError("abort raises")
-
-
-class FakeIam:
+class FakeIam(GrpcFake):
     """`accounts` by email; `folders` by resource name, each with its IAM policy (None: never
     set). Methods in `denied` answer PERMISSION_DENIED; `calls` lists the methods called."""
 
@@ -58,61 +53,36 @@ class FakeIam:
         self.denied: set[str] = set()
         self.calls: list[str] = []
         self._lock = threading.Lock()
-        self._server: grpc.Server | None = None
-        self.address = ""
+        super().__init__()
 
-    def start(self) -> str:
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-
-        def unary(fn: Callable[[Any, grpc.ServicerContext], Any], request: Any) -> Any:
-            return grpc.unary_unary_rpc_method_handler(
-                self._recorded(fn, _METHODS[fn.__name__]),
-                request_deserializer=request.FromString,
-                response_serializer=lambda m: m.SerializeToString(),
-            )
+    def handlers(self) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
+        def handler(fn: Handler, request: Any) -> grpc.RpcMethodHandler:
+            return unary(self._recorded(fn, _METHODS[fn.__name__]), request)
 
         sc = storage_control_v2
-        server.add_generic_rpc_handlers(
-            (
-                grpc.method_handlers_generic_handler(
-                    "google.iam.admin.v1.IAM",
-                    {
-                        "CreateServiceAccount": unary(
-                            self._create_account, iam_admin_v1.CreateServiceAccountRequest.pb()
-                        ),
-                        "GetServiceAccount": unary(
-                            self._get_account, iam_admin_v1.GetServiceAccountRequest.pb()
-                        ),
-                        "DeleteServiceAccount": unary(
-                            self._delete_account, iam_admin_v1.DeleteServiceAccountRequest.pb()
-                        ),
-                    },
+        return {
+            "google.iam.admin.v1.IAM": {
+                "CreateServiceAccount": handler(
+                    self._create_account, iam_admin_v1.CreateServiceAccountRequest.pb()
                 ),
-                grpc.method_handlers_generic_handler(
-                    "google.storage.control.v2.StorageControl",
-                    {
-                        "CreateManagedFolder": unary(
-                            self._create_folder, sc.CreateManagedFolderRequest.pb()
-                        ),
-                        "DeleteManagedFolder": unary(
-                            self._delete_folder, sc.DeleteManagedFolderRequest.pb()
-                        ),
-                        "SetIamPolicy": unary(self._set_policy, iam_policy_pb2.SetIamPolicyRequest),
-                        "GetIamPolicy": unary(self._get_policy, iam_policy_pb2.GetIamPolicyRequest),
-                    },
+                "GetServiceAccount": handler(
+                    self._get_account, iam_admin_v1.GetServiceAccountRequest.pb()
                 ),
-            )
-        )
-        port = server.add_insecure_port("127.0.0.1:0")
-        server.start()
-        self._server = server
-        self.address = f"127.0.0.1:{port}"
-        return self.address
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop(grace=None)
-            self._server = None
+                "DeleteServiceAccount": handler(
+                    self._delete_account, iam_admin_v1.DeleteServiceAccountRequest.pb()
+                ),
+            },
+            "google.storage.control.v2.StorageControl": {
+                "CreateManagedFolder": handler(
+                    self._create_folder, sc.CreateManagedFolderRequest.pb()
+                ),
+                "DeleteManagedFolder": handler(
+                    self._delete_folder, sc.DeleteManagedFolderRequest.pb()
+                ),
+                "SetIamPolicy": handler(self._set_policy, iam_policy_pb2.SetIamPolicyRequest),
+                "GetIamPolicy": handler(self._get_policy, iam_policy_pb2.GetIamPolicyRequest),
+            },
+        }
 
     def iam_client(self) -> iam_admin_v1.IAMClient:
         channel = grpc.insecure_channel(self.address)
@@ -132,14 +102,12 @@ class FakeIam:
                 return None
             return {b.role: sorted(b.members) for b in policy.bindings}
 
-    def _recorded(
-        self, fn: Callable[[Any, grpc.ServicerContext], Any], method: str
-    ) -> Callable[[Any, grpc.ServicerContext], Any]:
+    def _recorded(self, fn: Handler, method: str) -> Handler:
         def handler(request: Any, context: grpc.ServicerContext) -> Any:
             with self._lock:
                 self.calls.append(method)
                 if method in self.denied:
-                    _abort(context, grpc.StatusCode.PERMISSION_DENIED, f"{method} denied")
+                    abort(context, grpc.StatusCode.PERMISSION_DENIED, f"{method} denied")
                 return fn(request, context)
 
         return handler
@@ -149,12 +117,12 @@ class FakeIam:
     def _create_account(self, request: Any, context: grpc.ServicerContext) -> Any:
         project = request.name.removeprefix("projects/")
         if not request.name.startswith("projects/") or "/" in project:
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"bad project {request.name!r}")
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"bad project {request.name!r}")
         if not _ACCOUNT_ID.fullmatch(request.account_id):
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"bad id {request.account_id!r}")
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"bad id {request.account_id!r}")
         email = f"{request.account_id}@{project}.iam.gserviceaccount.com"
         if email in self.accounts:
-            _abort(context, grpc.StatusCode.ALREADY_EXISTS, f"{email} already exists")
+            abort(context, grpc.StatusCode.ALREADY_EXISTS, f"{email} already exists")
         account = ServiceAccountPb()
         account.CopyFrom(request.service_account)
         account.name = f"projects/{project}/serviceAccounts/{email}"
@@ -166,9 +134,9 @@ class FakeIam:
     def _account(self, name: str, context: grpc.ServicerContext) -> str:
         match = _ACCOUNT_NAME.fullmatch(name)
         if match is None:
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"bad name {name!r}")
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"bad name {name!r}")
         if match.group(2) not in self.accounts:
-            _abort(context, grpc.StatusCode.NOT_FOUND, f"{name} not found")
+            abort(context, grpc.StatusCode.NOT_FOUND, f"{name} not found")
         return match.group(2)
 
     def _get_account(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -182,21 +150,21 @@ class FakeIam:
 
     def _create_folder(self, request: Any, context: grpc.ServicerContext) -> Any:
         if not _BUCKET.fullmatch(request.parent):
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"bad parent {request.parent!r}")
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"bad parent {request.parent!r}")
         folder_id = request.managed_folder_id
         if not folder_id.endswith("/") or folder_id.startswith("/") or "//" in folder_id:
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"bad folder {folder_id!r}")
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"bad folder {folder_id!r}")
         name = f"{request.parent}/managedFolders/{folder_id}"
         if name in self.folders:
-            _abort(context, grpc.StatusCode.ALREADY_EXISTS, f"{name} already exists")
+            abort(context, grpc.StatusCode.ALREADY_EXISTS, f"{name} already exists")
         self.folders[name] = None
         return ManagedFolderPb(name=name, metageneration=1)
 
     def _folder(self, name: str, context: grpc.ServicerContext) -> str:
         if not _FOLDER.fullmatch(name):
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"not a managed folder: {name!r}")
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"not a managed folder: {name!r}")
         if name not in self.folders:
-            _abort(context, grpc.StatusCode.NOT_FOUND, f"{name} not found")
+            abort(context, grpc.StatusCode.NOT_FOUND, f"{name} not found")
         return name
 
     def _delete_folder(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -209,7 +177,7 @@ class FakeIam:
             if not binding.role.startswith("roles/") or not all(
                 m.partition(":")[0] in ("serviceAccount", "user", "group") for m in binding.members
             ):
-                _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"bad binding {binding}")
+                abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"bad binding {binding}")
         policy = policy_pb2.Policy()
         policy.CopyFrom(request.policy)
         policy.etag = str(len(self.calls)).encode()
