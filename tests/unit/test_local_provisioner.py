@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,3 +126,30 @@ def prov_token(prov: LocalProvisioner, sid: str) -> str:
     from tether.runtime import auth
 
     return auth.token_for(prov.secret, sid)
+
+
+RUN_ONE = """
+import sys
+from pathlib import Path
+from tether.core.models import Template, WorkspaceSpec
+from tether.provision.local import LocalProvisioner
+prov = LocalProvisioner(Path(sys.argv[1]))
+prov.start(WorkspaceSpec(session_id="ws-1", template=Template(name="t", display_name="T")))
+print(prov.exec("ws-1", "echo ran", 10).stdout, end="")
+prov.close()
+"""
+
+
+def test_a_stack_installed_under_tmp_still_runs_workspaces(tmp_path: Path) -> None:
+    """The sandbox's /tmp is its own: an interpreter, virtualenv or checkout under the host's
+    /tmp (as a CI clone may be) is brought back into view for the runtime."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    ours = [p for p in sys.path if p.endswith("site-packages") or Path(p, "tether").is_dir()]
+    (site / "stack.pth").write_text("\n".join(ours) + "\n")
+    r = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", RUN_ONE, str(tmp_path / "home")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.stdout == "ran\n", r.stderr[-2000:]

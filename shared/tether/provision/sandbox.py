@@ -22,13 +22,14 @@ only the inner one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import os
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-import tether
 
 INSIDE_HOME = "/home/tether"
 BUCKET = "/bucket"
@@ -48,10 +49,21 @@ def host_uid(session_id: str) -> int | None:
     return UID_BASE + digest % UID_SPAN
 
 
+@functools.cache
+def _import_path() -> tuple[str, ...]:
+    """Where the runtime's interpreter imports from, as it will run (`-I`: no PYTHONPATH, no
+    working directory): a virtualenv's site-packages, an editable install's source, ..."""
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", "import json, sys; print(json.dumps(sys.path))"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return tuple(json.loads(out))
+
+
 def runtime_paths(hidden: Path) -> list[str]:
-    """What the runtime needs of the host besides the system: its interpreter, virtualenv and
-    the tether package. Never a directory holding `hidden` (TETHER_HOME) or inside it."""
-    wanted = {sys.base_prefix, sys.prefix, str(Path(tether.__file__).resolve().parent.parent)}
+    """What the runtime needs of the host besides the system: its interpreter and all it
+    imports from. Never a directory holding `hidden` (TETHER_HOME) or inside it."""
+    wanted = {sys.base_prefix, sys.prefix, *_import_path()}
     paths = sorted(
         str(Path(p).resolve())
         for p in wanted
@@ -104,9 +116,9 @@ def _parents(path: str, made: set[str]) -> list[str]:
     return args
 
 
-def _view(plan: Plan) -> list[str]:
+def _view(plan: Plan, runtime: list[str]) -> list[str]:
     args, made = _system(), set(SYSTEM)
-    for path in runtime_paths(plan.hidden):
+    for path in runtime:
         args += [*_parents(path, made), "--ro-bind", path, path]
     if plan.resolv_fd is not None:
         args += ["--ro-bind-data", str(plan.resolv_fd), "/etc/resolv.conf"]
@@ -125,7 +137,7 @@ _NAMESPACES = [
 ]  # fmt: skip
 
 
-def _confined(plan: Plan) -> list[str]:
+def _confined(plan: Plan, runtime: list[str]) -> list[str]:
     """The inner layer's own options: the user and pid namespaces, and what runs in them.
     `--disable-userns` nests a second user namespace, which would keep an ordinary user's
     slirp4netns out of the network namespace: there the seccomp filter alone (which refuses
@@ -137,6 +149,8 @@ def _confined(plan: Plan) -> list[str]:
         "--proc", "/proc",
         "--dev", "/dev",
         "--size", str(plan.tmp_size), "--tmpfs", "/tmp",
+        # what the runtime needs from under /tmp (a checkout or virtualenv there) comes back
+        *(a for p in runtime if Path(p).is_relative_to("/tmp") for a in ("--ro-bind", p, p)),
         "--new-session",
         "--die-with-parent",
         "--cap-drop", "ALL",
@@ -150,8 +164,10 @@ def bubblewrap(plan: Plan, command: list[str]) -> tuple[list[str], list[str]]:
     `--args FD`: the sandbox's first process is a bubblewrap whose command line anyone inside
     can read, and they name host paths."""
     gate = ["--info-fd", str(plan.info_fd), "--block-fd", str(plan.block_fd)]
+    runtime = runtime_paths(plan.hidden)
     if plan.uid is None:  # an ordinary user: one unprivileged layer does it all
-        options = [*_NAMESPACES, *_view(plan), *_confined(plan), "--remount-ro", "/", *gate]
+        view, confined = _view(plan, runtime), _confined(plan, runtime)
+        options = [*_NAMESPACES, *view, *confined, "--remount-ro", "/", *gate]
         return options, command
     drop = [
         "setpriv", f"--reuid={plan.uid}", f"--regid={plan.uid}", "--clear-groups",
@@ -160,13 +176,14 @@ def bubblewrap(plan: Plan, command: list[str]) -> tuple[list[str], list[str]]:
     # The outer layer's pid namespace holds everything the workspace ever runs, so the
     # kernel ends it all when its first process dies, with the agent or killed.
     options = [
-        *_NAMESPACES, "--unshare-pid", "--die-with-parent", *_view(plan),
+        *_NAMESPACES, "--unshare-pid", "--die-with-parent", *_view(plan, runtime),
         # The inner layer mounts its own /proc, which the kernel allows only where a whole
         # one is visible: the host's, covered at once by the workspace's own.
         "--bind", "/proc", "/proc", "--dev", "/dev", "--dir", "/tmp",
         "--remount-ro", "/", *gate,
     ]  # fmt: skip
-    return options, [*drop, "bwrap", "--bind", "/", "/", *_confined(plan), "--", *command]
+    inner = ["bwrap", "--bind", "/", "/", *_confined(plan, runtime)]
+    return options, [*drop, *inner, "--", *command]
 
 
 def clean_env(*layers: dict[str, str]) -> dict[str, str]:
