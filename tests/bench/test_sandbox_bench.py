@@ -1,8 +1,8 @@
 """What isolation costs a local workspace: create -> running and an exec's round trip through
-the provisioner, hardened (bubblewrap: namespaces, seccomp, limits, its own disk) next to the
-same workspace unconfined (TETHER_SANDBOX=none), in interleaved rounds of the same run, plus
-the start of a workspace with egress (its user-mode network). Prints figures; asserts only
-that every workspace answered.
+the provisioner, hardened (bubblewrap: namespaces, seccomp, limits, its own disk; and gVisor
+as root) next to the same workspace unconfined (TETHER_SANDBOX=none), in interleaved rounds
+of the same run, plus the start of a workspace with egress (its user-mode network). Prints
+figures; asserts only that every workspace answered.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ def test_sandbox_cost(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
         "none": LocalProvisioner(tmp_path / "none", sandbox="none"),
         "bubblewrap": LocalProvisioner(tmp_path / "bwrap"),
     }
+    if os.geteuid() == 0:  # gVisor's runsc needs root here
+        kinds["gvisor"] = LocalProvisioner(tmp_path / "gvisor", sandbox="gvisor")
     start: dict[str, list[float]] = {k: [] for k in [*kinds, "bubblewrap+egress"]}
     execs: dict[str, list[float]] = {k: [] for k in kinds}
     try:

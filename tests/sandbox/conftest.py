@@ -36,6 +36,7 @@ class Attack:
 
     def __init__(self, prov: LocalProvisioner) -> None:
         self.prov = prov
+        self.gvisor = prov.sandbox == "gvisor"
 
     def start(self, sid: str, **template: object) -> str:
         spec = WorkspaceSpec(
@@ -52,11 +53,13 @@ class Attack:
         return self.run(sid, command, timeout).stdout
 
 
-@pytest.fixture
-def attack(tmp_path: Path) -> Iterator[Attack]:
+@pytest.fixture(params=["bubblewrap", "gvisor"])
+def attack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Attack]:
+    if request.param == "gvisor" and os.geteuid() != 0:
+        pytest.skip("TETHER_SANDBOX=gvisor needs root")
     os.environ["TETHER_CANARY"] = "server-secret"  # the server's environment, not theirs
     os.environ["PIP_INDEX_URL"] = "https://user:token@example.invalid/simple"
-    prov = LocalProvisioner(tmp_path / "home", secret="attack-suite-secret")
+    prov = LocalProvisioner(tmp_path / "home", request.param, secret="attack-suite-secret")
     try:
         yield Attack(prov)
     finally:

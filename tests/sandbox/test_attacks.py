@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tether.errors import Unavailable
 from tether.provision import sandbox
 from tether.provision.local import LocalProvisioner
 from tether.provision.network import host_addresses
@@ -44,12 +45,14 @@ def test_no_capabilities_no_privileges_and_a_seccomp_filter(attack: Attack) -> N
     sid = attack.start("ws-caps")
     status = attack.out(sid, "grep -E '^(Cap...|NoNewPrivs|Seccomp):' /proc/self/status")
     fields = dict(line.split(":\t") for line in status.splitlines())
-    assert {fields[k] for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")} == {
-        "0000000000000000"
-    }
-    assert fields["NoNewPrivs"] == "1" and fields["Seccomp"] == "2"
-    assert attack.out(sid, "id -u") == "0\n"  # root inside ...
+    caps = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
+    assert {fields.get(k, "0000000000000000") for k in caps} == {"0000000000000000"}
     uid = sandbox.host_uid(sid) if os.geteuid() == 0 else os.geteuid()
+    if attack.gvisor:  # its uid as it is, under a kernel of gVisor's (no seccomp of ours)
+        assert attack.out(sid, "id -u") == f"{uid}\n"
+    else:
+        assert fields["NoNewPrivs"] == "1" and fields["Seccomp"] == "2"
+        assert attack.out(sid, "id -u") == "0\n"  # root inside ...
     assert attack.out(sid, "cat /proc/self/uid_map").split()[:2] != ["0", "0"] or uid != 0
     home = attack.prov.workdir(sid)
     attack.run(sid, "touch made-by-root-inside")
@@ -61,10 +64,18 @@ def test_syscalls_an_attacker_reaches_for_are_refused(attack: Attack) -> None:
     sid = attack.start("ws-sys")
     out = attack.out(sid, f"python3 -c '{SYSCALL}' {' '.join(map(str, (*REFUSED, CLONE3)))}")
     answers = {int(nr): (int(r), int(e)) for nr, r, e in (ln.split() for ln in out.splitlines())}
-    for nr in REFUSED:
-        assert answers[nr] == (-1, 1), f"syscall {nr} was not refused with EPERM"
-    assert answers[CLONE3] == (-1, 38)
-    for command in ("unshare -U true", "unshare -m true", "unshare -n true", "chroot / true"):
+    commands = ["unshare -m true", "unshare -n true", "chroot / true"]
+    if attack.gvisor:
+        # gVisor's own kernel serves these: unshare(0) and PTRACE_TRACEME succeed inside it
+        # (and a user namespace can be made there), touching nothing of the host's.
+        for nr in set(REFUSED) - {272, 101}:
+            assert answers[nr][0] == -1, f"syscall {nr} was not refused"
+    else:
+        for nr in REFUSED:
+            assert answers[nr] == (-1, 1), f"syscall {nr} was not refused with EPERM"
+        assert answers[CLONE3] == (-1, 38)
+        commands.append("unshare -U true")
+    for command in commands:
         r = attack.run(sid, command)
         assert r.returncode != 0, command
 
@@ -74,12 +85,14 @@ def test_the_host_is_read_only_and_mostly_absent(attack: Attack) -> None:
     r = attack.run(
         sid,
         "mount -o remount,bind,rw / ; mount -t tmpfs t /mnt; echo x > /var/tmp/f; "
-        "touch /usr/x /etc/x; cat /etc/shadow; mknod /tmp/disk b 8 0; ls /dev; ls /",
+        "touch /usr/x /etc/x; cat /etc/shadow; mknod /tmp/disk b 8 0; echo /dev/* /*",
     )
     assert not Path("/var/tmp/f").exists() and not Path("/usr/x").exists()
     assert "root:" not in r.stdout  # /etc/shadow
-    listed = r.stdout.split()
-    assert {"vda", "sda", "mem", "kmsg", "var", "sys", "srv", "boot", "run"}.isdisjoint(listed)
+    listed = [Path(p).name for p in r.stdout.split()]
+    assert {"vda", "sda", "mem", "kmsg", "var", "srv", "boot"}.isdisjoint(listed)
+    if not attack.gvisor:  # gVisor's are its own: an emulated /sys, /run with the sockets
+        assert {"sys", "run"}.isdisjoint(listed)
     assert "shadow: Permission denied" in r.stderr
     assert attack.run(sid, "ls /sys /var /boot /run").returncode != 0
     assert attack.run(sid, "test -e /dev/tty && test -c /dev/null").returncode == 0
@@ -98,7 +111,7 @@ def test_other_workspaces_the_database_and_the_agent_are_out_of_sight(attack: At
     )
     assert "b's data" not in r.stdout and "the-jwt-secret" not in r.stdout
     assert "jwt-secret" not in r.stdout and ".exec" not in r.stdout
-    assert attack.out(a, "ls -a /home").split() == [".", "..", "tether"]
+    assert attack.out(a, "echo /home/* /home/.[!.]*") == "/home/tether /home/.[!.]*\n"
     # b's runtime sockets, by their host paths: nowhere to be found
     for path in (prov.socket_path(b), prov.socket_path(b, ".exec")):
         probe = f"import socket; socket.socket(socket.AF_UNIX).connect('{path}')"
@@ -157,6 +170,10 @@ def test_egress_reaches_the_outside_but_not_the_host_or_the_metadata_server(
         ["bash", "-c", tcp(METADATA, OUTSIDE_PORT)], capture_output=True, text=True
     )
     assert "HTTP" in here.stdout
+    if attack.gvisor:  # its own network stack would pass the fences: refused, saying so
+        with pytest.raises(Unavailable, match="Egress is not available for gVisor"):
+            attack.start("ws-net-egress", network="egress")
+        return
     sid = attack.start("ws-net-egress", network="egress")
     assert attack.out(sid, tcp(outside.host, OUTSIDE_PORT)).startswith("HTTP/1.0 200")
     for host, port in (
@@ -184,25 +201,36 @@ while time.monotonic() < end:
 """
 
 
+# Counts the workspace's processes (its /proc) every few milliseconds for a while, without
+# starting any, and prints the most it saw.
+PEAK = """
+import os, sys, time
+end, peak = time.monotonic() + float(sys.argv[1]), 0
+while time.monotonic() < end:
+    peak = max(peak, sum(name.isdigit() for name in os.listdir("/proc")))
+    time.sleep(0.005)
+print(peak)
+"""
+
+
 def test_a_fork_bomb_stops_at_the_pids_limit_and_others_keep_serving(attack: Attack) -> None:
     bystander = attack.start("ws-bystander")
     sid = attack.start("ws-forks", resources={"pids": "64"})
-    marker = f"tether-bomb-{os.getpid()}"
+    found: list[str] = []
     bomb = threading.Thread(
-        target=attack.run, args=(sid, f"timeout 30 python3 -c '{BOMB}' 6 {marker}", 60)
-    )
+        target=lambda: found.append(attack.out(
+            sid, f"python3 -c '{PEAK}' 8 & timeout 30 python3 -c '{BOMB}' 6; wait", 60
+        ))
+    )  # fmt: skip
     bomb.start()
-    peak, answered = 0, 0
+    answered = 0
     while bomb.is_alive():
-        peak = max(peak, len(_host_processes(marker)))
         answered += attack.out(bystander, "echo alive") == "alive\n"
     bomb.join()
+    peak = int(found[0].split()[-1])
     assert 10 <= peak <= 64, peak
     assert answered >= 3  # the bystander kept serving all along
-    deadline = time.monotonic() + 30
-    while _host_processes(marker) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert attack.out(sid, "echo still-mine") == "still-mine\n"
+    assert attack.out(sid, "echo still-mine", 60) == "still-mine\n"
 
 
 def test_a_memory_hog_is_stopped_inside_its_own_workspace(attack: Attack) -> None:
@@ -215,14 +243,20 @@ def test_a_memory_hog_is_stopped_inside_its_own_workspace(attack: Attack) -> Non
 
 
 def test_a_busy_loop_gets_its_cpu_share_only(attack: Attack) -> None:
-    if not attack.prov.groups or not attack.prov.groups.available:
+    groups = attack.prov.groups
+    if groups is None or not groups.available:
         assert "rlimits only" in attack.prov.isolation()["limits"]  # and says it has no share
         return
     sid = attack.start("ws-cpu", resources={"cpu": "250m"})
-    out = attack.out(sid, "timeout 2 bash -c 'while :; do :; done'; times", timeout=30)
-    user, system = out.splitlines()[-1].split()  # the children's times: "0m0.480s 0m0.010s"
-    used = sum(float(t.split("m")[1].rstrip("s")) for t in (user, system))
-    assert used <= 2 * 0.25 + 0.15, used  # a quarter of a core over two seconds, at most
+    attack.run(sid, "timeout 2 bash -c 'while :; do :; done'", timeout=30)
+    # The kernel's own account of the workspace's group: held back most of those 2 seconds.
+    key = attack.prov._key(sid)
+    stat = (groups.dirs.get("cpu") or groups.dirs["unified"]) / key / "cpu.stat"
+    fields = dict(line.split() for line in stat.read_text().splitlines())
+    throttled = int(fields["throttled_time"]) / 1e9 if "throttled_time" in fields else (
+        int(fields["throttled_usec"]) / 1e6
+    )  # fmt: skip
+    assert throttled >= 0.8, fields
 
 
 def test_disk_and_tmp_fills_are_refused_early(attack: Attack) -> None:
@@ -244,7 +278,7 @@ def test_disk_and_tmp_fills_are_refused_early(attack: Attack) -> None:
         assert "per file only" in attack.prov.isolation()["disk"]
     tmp = attack.run(sid, "dd if=/dev/zero of=/tmp/big bs=1M count=2048", timeout=120)
     assert tmp.returncode != 0 and "No space left" in tmp.stderr
-    assert int(attack.out(sid, "stat -c %s /tmp/big")) <= 32 << 20
+    assert int(attack.out(sid, "wc -c < /tmp/big")) <= 32 << 20
 
 
 def test_planted_links_are_not_followed_across_hibernate_and_wake(attack: Attack) -> None:
@@ -279,11 +313,12 @@ def test_nothing_is_left_running_after_delete(attack: Attack) -> None:
         f"setsid nohup bash -c \"trap '' TERM HUP; exec -a {marker} sleep 600\" "
         ">/dev/null 2>&1 & disown; nohup sleep 601 >/dev/null 2>&1 &",
     )
-    assert _host_processes(marker)
+    seen = _workspace_processes(attack.prov, sid, marker)
+    assert seen
     started = time.monotonic()
     attack.prov.stop(sid)
     assert time.monotonic() - started < 15
-    assert _host_processes(marker) == []
+    assert _workspace_processes(attack.prov, sid, marker) == []
     assert _host_processes("sleep 601") == []
 
 
@@ -292,7 +327,7 @@ import sys
 from pathlib import Path
 from tether.core.models import Template, WorkspaceSpec
 from tether.provision.local import LocalProvisioner
-prov = LocalProvisioner(Path(sys.argv[1]))
+prov = LocalProvisioner(Path(sys.argv[1]), sys.argv[3])
 template = Template(name="t", display_name="T", command="sleep 600 # " + sys.argv[2])
 prov.start(WorkspaceSpec(session_id="ws-orphan", template=template))
 background = "setsid nohup bash -c 'exec -a %s sleep 601' >/dev/null 2>&1 &"
@@ -302,27 +337,37 @@ sys.stdin.read()
 """
 
 
-def test_workspaces_die_with_the_agent(tmp_path: Path) -> None:
+def test_workspaces_die_with_the_agent(attack: Attack, tmp_path: Path) -> None:
     marker = f"tether-orphan-{os.getpid()}"
+    kind = attack.prov.sandbox  # the agent below is a process of its own, of this kind
     agent = subprocess.Popen(
-        [sys.executable, "-c", AGENT, str(tmp_path / "home"), marker],
+        [sys.executable, "-c", AGENT, str(tmp_path / "agent"), marker, kind],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
+    again = LocalProvisioner(tmp_path / "agent", kind)  # the agent, as it will be restarted
     try:
         assert agent.stdout is not None and agent.stdout.readline() == "ready\n"
-        assert len(_host_processes(marker)) == 2  # the main process and the background one
+        running = _workspace_processes(again, "ws-orphan", marker)
+        assert len(running) >= 2  # the main process and the background one (or gVisor's)
     finally:
         agent.kill()  # no clean-up of its own: a crash
         agent.wait()
     deadline = time.monotonic() + 15
-    while _host_processes(marker) and time.monotonic() < deadline:
+    while _workspace_processes(again, "ws-orphan", marker) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _host_processes(marker) == []
-    again = LocalProvisioner(tmp_path / "home")  # the agent, restarted
+    assert _workspace_processes(again, "ws-orphan", marker) == []
     try:
         assert again.exec("ws-orphan", "echo back", 10).stdout == "back\n"
     finally:
         again.close()
+
+
+def _workspace_processes(prov: LocalProvisioner, sid: str, marker: str) -> list[str]:
+    """A workspace's processes as the host sees them: those with `marker` in their command
+    line, or under gVisor (whose workspace processes live in its own kernel) its sandbox."""
+    if prov.sandbox == "gvisor":
+        return _host_processes(f"tether-{prov._key(sid)}")
+    return _host_processes(marker)
 
 
 def _host_processes(marker: str) -> list[str]:
@@ -339,7 +384,7 @@ def test_the_attack_suite_holds_for_an_ordinary_user(outside: Outside) -> None:
     r = subprocess.run(
         [sys.executable, str(here / "as_user.py"), "--",
          sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(here),
-         "-k", "not ordinary_user"],
+         "-k", "not ordinary_user and not gvisor"],
         env={**os.environ, "TETHER_TEST_OUTSIDE": f"{outside.host},{outside.own}"},
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip

@@ -38,14 +38,16 @@ def test_a_workspace_has_its_home_its_bucket_and_its_template_env(prov: LocalPro
     assert info.details["sandbox"] == "bubblewrap"
 
 
-def test_an_unknown_sandbox_or_a_missing_bwrap_is_refused_at_start(
+def test_an_unknown_sandbox_or_a_missing_tool_is_refused_at_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with pytest.raises(Invalid, match="TETHER_SANDBOX"):
         LocalProvisioner(tmp_path / "a", sandbox="chroot")
-    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap on it
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap on it, nor runsc
     with pytest.raises(Unavailable, match="bubblewrap"):
         LocalProvisioner(tmp_path / "b")
+    with pytest.raises(Unavailable, match="TETHER_SANDBOX=gvisor needs root and runsc"):
+        LocalProvisioner(tmp_path / "c", sandbox="gvisor")
 
 
 def test_a_bad_resource_quantity_fails_the_start_naming_it(prov: LocalProvisioner) -> None:

@@ -39,7 +39,7 @@ from typing import Any
 
 from tether.core.models import ExecResult, WorkspaceInfo, WorkspaceSpec
 from tether.errors import Invalid, NotFound, Unavailable
-from tether.provision import network, sandbox, seccomp
+from tether.provision import gvisor, network, sandbox, seccomp
 from tether.provision.disks import Disks
 from tether.provision.limits import Groups, Limits
 from tether.provision.uds import UnixHTTPClient, UnixJsonClient
@@ -49,7 +49,7 @@ from tether.runtime.session_log import tail as read_tail
 
 log = logging.getLogger(__name__)
 
-SANDBOXES = ("bubblewrap", "none")
+SANDBOXES = ("bubblewrap", "gvisor", "none")
 CONFIG = "workspace.json"  # in the control directory: what (re)starting the runtime needs
 HIBERNATED = "hibernated"
 EXEC = ".exec"  # suffix of a runtime's exec channel socket
@@ -90,6 +90,10 @@ class LocalProvisioner:
                 "Workspaces need bubblewrap (`bwrap`): install it (infra/apt-packages.sh), "
                 "or set TETHER_SANDBOX=none to run them unconfined"
             )
+        if sandbox == "gvisor" and (os.geteuid() != 0 or shutil.which("runsc") is None):
+            raise Unavailable(
+                "TETHER_SANDBOX=gvisor needs root and runsc (infra/apt-packages.sh installs it)"
+            )
         self.home = Path(home).resolve()
         self.root = self.home / "workspaces"
         for path in (self.home, self.root):
@@ -112,12 +116,15 @@ class LocalProvisioner:
         if self.sandbox == "none":
             return {"sandbox": "none", "warning": "workspaces run unconfined (TETHER_SANDBOX)"}
         assert self.groups is not None
+        egress = "slirp4netns" if shutil.which("slirp4netns") else "unavailable: no slirp4netns"
+        if self.sandbox == "gvisor":
+            egress = "unavailable under gVisor"
         return {
             "sandbox": self.sandbox,
             "host_uid": "one per workspace" if os.geteuid() == 0 else "the stack's user",
             "limits": self.groups.describe(),
             "disk": self.disks.describe(),
-            "egress": "slirp4netns" if shutil.which("slirp4netns") else "unavailable",
+            "egress": egress,
         }
 
     # -- paths -------------------------------------------------------------------------------
@@ -135,6 +142,8 @@ class LocalProvisioner:
         return self.control(session_id) / "disk" / "bucket"
 
     def socket_path(self, session_id: str, suffix: str = ".sock") -> Path:
+        if self.sandbox == "gvisor":  # made by the runtime, in a directory of the workspace's
+            return self.sockets / self._key(session_id) / ("runtime" + suffix)
         return self.sockets / (self._key(session_id) + suffix)
 
     @staticmethod
@@ -283,29 +292,28 @@ class LocalProvisioner:
         config = self._config(session_id)
         self._mount(session_id, config)
         token = auth.token_for(self.secret, session_id)
-        listen = self._listen(self.socket_path(session_id))
-        listen_exec = self._listen(self.socket_path(session_id, EXEC))
         inside = sandbox.INSIDE_HOME if self.sandbox != "none" else str(home)
         env = sandbox.clean_env({"HOME": inside}, config["env"])
         env[auth.ENV] = token
         if config["main"]:
             env["TETHER_MAIN_COMMAND"] = config["main"]
-        command = [
-            sys.executable, "-I", "-m", "tether.runtime", "--home", inside,
-            "--socket-fd", str(listen.fileno()), "--exec-socket-fd", str(listen_exec.fileno()),
-            "--log-file", f"{inside}/{RUNTIME_LOG}",
-        ]  # fmt: skip
-        try:
-            if self.sandbox == "none":
-                proc = _popen(command, env, (listen.fileno(), listen_exec.fileno()), cwd=home)
-                egress, first = None, None
-            else:
-                proc, egress, first = self._sandboxed(
-                    session_id, config, command, env, (listen, listen_exec)
-                )
-        finally:
-            listen.close()  # the runtime holds them now
-            listen_exec.close()
+        command = [sys.executable, "-I", "-m", "tether.runtime", "--home", inside,
+                   "--log-file", f"{inside}/{RUNTIME_LOG}"]  # fmt: skip
+        if self.sandbox == "gvisor":
+            proc, egress, first = self._gvisor(session_id, config, command, env)
+        else:
+            listen = self._listen(self.socket_path(session_id))
+            listen_exec = self._listen(self.socket_path(session_id, EXEC))
+            fds = (listen.fileno(), listen_exec.fileno())
+            command += ["--socket-fd", str(fds[0]), "--exec-socket-fd", str(fds[1])]
+            try:
+                if self.sandbox == "none":
+                    proc, egress, first = _popen(command, env, fds, cwd=home), None, None
+                else:
+                    proc, egress, first = self._sandboxed(session_id, config, command, env, fds)
+            finally:
+                listen.close()  # the runtime holds them now
+                listen_exec.close()
         runtime = _Runtime(
             proc,
             UnixHTTPClient(str(self.socket_path(session_id)), token),
@@ -321,13 +329,64 @@ class LocalProvisioner:
         self._runtimes[session_id] = runtime
         return runtime
 
+    def _gvisor(
+        self, session_id: str, config: dict[str, Any], command: list[str], env: dict[str, str]
+    ) -> tuple[subprocess.Popen[bytes], None, int]:
+        """Starts runsc held at a gate until its process is in the workspace's group (its
+        sandbox's host processes are then too), dying with the agent."""
+        assert self.groups is not None
+        if config["network"] == "egress":
+            raise Unavailable("Egress is not available for gVisor workspaces here (network: none)")
+        uid = sandbox.host_uid(session_id)
+        assert uid is not None  # gvisor needs root
+        key = self._key(session_id)
+        sockets = self.sockets / key
+        shutil.rmtree(sockets, ignore_errors=True)  # a dead runtime's sockets stay behind
+        sockets.mkdir(mode=0o700)
+        os.chown(sockets, uid, uid, follow_symlinks=False)
+        command += ["--socket", f"{gvisor.SOCKETS}/runtime.sock"]
+        command += ["--exec-socket", f"{gvisor.SOCKETS}/runtime{EXEC}"]
+        limits = Limits.of(config["resources"])
+        where = self.control(session_id) / "bundle"
+        gvisor.bundle(
+            where, command=command, env=env, uid=uid, home=self.workdir(session_id),
+            bucket=self.bucket(session_id), sockets=sockets,
+            runtime=sandbox.runtime_paths(self.home), limits=limits,
+        )  # fmt: skip
+        state = self.home / "runsc"
+        state.mkdir(mode=0o700, exist_ok=True)
+        container = f"tether-{key}"
+        gvisor.forget(state, container)  # left by an agent that died
+        gate_r, gate_w = os.pipe()
+        wait = f'read -r _ <&{gate_r}; exec "$@"'
+        gate = ["setpriv", "--pdeathsig=KILL", "bash", "-c", wait, "gate"]
+        run = gvisor.runsc(state, "run", f"--bundle={where}", container)
+        proc = subprocess.Popen(
+            [*gate, *run], pass_fds=(gate_r,), env={"PATH": sandbox.CLEAN_PATH},
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            start_new_session=True, cwd="/",
+        )  # fmt: skip
+        os.close(gate_r)
+        first = os.pidfd_open(proc.pid)
+        try:
+            self.groups.confine(key, proc.pid, gvisor.host_limits(limits))
+            os.write(gate_w, b"go\n")
+        except BaseException:
+            _kill_first(first)
+            os.close(first)
+            proc.wait()
+            raise
+        finally:
+            os.close(gate_w)
+        return proc, None, first
+
     def _sandboxed(
         self,
         session_id: str,
         config: dict[str, Any],
         command: list[str],
         env: dict[str, str],
-        listeners: tuple[socket.socket, socket.socket],
+        listeners: tuple[int, int],
     ) -> tuple[subprocess.Popen[bytes], network.Egress | None, int]:
         """Starts the sandbox held at its gate, confines its first process, gives it its
         network, then lets the runtime start."""
@@ -351,11 +410,11 @@ class LocalProvisioner:
         )
         options, runs = sandbox.bubblewrap(plan, command)
         args = _data_fd(b"".join(o.encode() + b"\0" for o in options))
-        passed = (args, plan.seccomp_fd, info_w, block_r, *(s.fileno() for s in listeners))
-        passed += (resolv,) if resolv is not None else ()
+        passed = [args, plan.seccomp_fd, info_w, block_r, *listeners]
+        passed += [resolv] if resolv is not None else []
         try:
             argv = ["bwrap", "--args", str(args), "--", *runs]
-            proc = _popen(argv, env, passed, cwd=Path("/"))
+            proc = _popen(argv, env, tuple(passed), cwd=Path("/"))
         finally:
             for fd in (args, plan.seccomp_fd, info_w, block_r, resolv):
                 if fd is not None:
@@ -423,6 +482,9 @@ class LocalProvisioner:
         its network, its sockets)."""
         if runtime is not None:
             self._end(runtime)
+        if self.sandbox == "gvisor":
+            gvisor.forget(self.home / "runsc", f"tether-{self._key(session_id)}")
+            shutil.rmtree(self.sockets / self._key(session_id), ignore_errors=True)
         if self.groups is not None:
             self.groups.release(self._key(session_id))
         for suffix in (".sock", EXEC):

@@ -119,6 +119,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Tether workspace runtime")
     parser.add_argument("--home", default=os.environ.get("HOME", "/"))
     parser.add_argument("--socket-fd", type=int, help="a listening Unix socket to serve on")
+    parser.add_argument("--socket", help="a Unix socket path to listen on")
+    parser.add_argument("--exec-socket", help="a Unix socket path for exec_channel")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
     parser.add_argument("--exec-socket-fd", type=int, help="a listening socket for exec_channel")
     parser.add_argument("--log-file", help="where the runtime's own output goes, in the home")
@@ -136,10 +138,12 @@ def main() -> None:
         if fd:
             os.set_inheritable(fd, False)  # never into a command the workspace runs
     channel = socket.socket(fileno=args.exec_socket_fd) if args.exec_socket_fd else None
-    app = make_app(args.home, command, channel, token)
+    app = make_app(args.home, command, channel or args.exec_socket, token)
     if args.socket_fd:
         listener = socket.socket(fileno=args.socket_fd)
         web.run_app(app, sock=listener, print=None, access_log=None)
+    elif args.socket:
+        web.run_app(app, path=args.socket, print=None, access_log=None)
     else:
         web.run_app(app, host="0.0.0.0", port=args.port, print=None, access_log=None)
 
