@@ -4,6 +4,7 @@ others is the attack suite's: tests/provision/test_sandbox_attacks.py.)"""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -155,3 +156,19 @@ def test_a_stack_installed_under_tmp_still_runs_workspaces(tmp_path: Path) -> No
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert r.stdout == "ran\n", r.stderr[-2000:]
+
+
+def test_a_template_that_asks_for_gvisor_gets_it_or_a_clear_no(prov: LocalProvisioner) -> None:
+    asks = spec("ws-gv", sandbox="gvisor")
+    if os.geteuid() != 0:  # an ordinary user's agent cannot run runsc: it says so
+        with pytest.raises(Unavailable, match="asks for gVisor"):
+            prov.start(asks)
+        return
+    info = prov.start(asks)
+    assert info.details["sandbox"] == "gvisor"
+    assert "Starting gVisor" in prov.exec("ws-gv", "dmesg", 30).stdout
+    prov.start(spec("ws-bw"))  # beside it, the agent's own kind
+    assert "gVisor" not in prov.exec("ws-bw", "dmesg 2>&1; true", 30).stdout
+    sockets = prov.socket_path("ws-gv").parent  # a directory of its own
+    prov.stop("ws-gv")
+    assert not sockets.exists()

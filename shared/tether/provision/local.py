@@ -90,7 +90,9 @@ class LocalProvisioner:
                 "Workspaces need bubblewrap (`bwrap`): install it (infra/apt-packages.sh), "
                 "or set TETHER_SANDBOX=none to run them unconfined"
             )
-        if sandbox == "gvisor" and (os.geteuid() != 0 or shutil.which("runsc") is None):
+        # gVisor for every workspace (TETHER_SANDBOX), or for a template that asks for it.
+        self.gvisor_ready = os.geteuid() == 0 and shutil.which("runsc") is not None
+        if sandbox == "gvisor" and not self.gvisor_ready:
             raise Unavailable(
                 "TETHER_SANDBOX=gvisor needs root and runsc (infra/apt-packages.sh installs it)"
             )
@@ -103,22 +105,23 @@ class LocalProvisioner:
         digest = hashlib.sha256(str(self.home).encode()).hexdigest()[:12]
         # Unix socket paths are limited to ~108 bytes, so they live in a short private dir.
         self.sockets = _private_dir(Path(tempfile.gettempdir()) / f"tether-{os.getuid()}-{digest}")
-        self.groups = Groups(f"tether-{digest}") if sandbox != "none" else None
+        self.groups = Groups(f"tether-{digest}")
         self.disks = Disks()
         self._cut: list[str] | None = None  # the host's addresses, cut from egress
         self._runtimes: dict[str, _Runtime] = {}
         self._lock = threading.Lock()
-        if self.groups is not None and not self.groups.available:
+        if sandbox != "none" and not self.groups.available:
             log.warning("workspace limits: %s", self.groups.describe())
 
     def isolation(self) -> dict[str, Any]:
         """What confines this agent's workspaces, for the health report and the start-up log."""
         if self.sandbox == "none":
             return {"sandbox": "none", "warning": "workspaces run unconfined (TETHER_SANDBOX)"}
-        assert self.groups is not None
         egress = "slirp4netns" if shutil.which("slirp4netns") else "unavailable: no slirp4netns"
         if self.sandbox == "gvisor":
             egress = "unavailable under gVisor"
+        elif self.gvisor_ready:
+            egress += " (not for templates with sandbox: gvisor, which run under gVisor)"
         return {
             "sandbox": self.sandbox,
             "host_uid": "one per workspace" if os.geteuid() == 0 else "the stack's user",
@@ -141,8 +144,15 @@ class LocalProvisioner:
     def bucket(self, session_id: str) -> Path:
         return self.control(session_id) / "disk" / "bucket"
 
+    def kind(self, session_id: str) -> str:
+        """The sandbox a workspace runs in: the agent's, or gVisor where its template asks."""
+        try:
+            return str(self._config(session_id).get("sandbox", self.sandbox))
+        except NotFound:
+            return self.sandbox
+
     def socket_path(self, session_id: str, suffix: str = ".sock") -> Path:
-        if self.sandbox == "gvisor":  # made by the runtime, in a directory of the workspace's
+        if self.kind(session_id) == "gvisor":  # the runtime makes them, in a dir of its own
             return self.sockets / self._key(session_id) / ("runtime" + suffix)
         return self.sockets / (self._key(session_id) + suffix)
 
@@ -157,7 +167,7 @@ class LocalProvisioner:
                 "service_name": f"tether-{session_id}",
                 "bucket_name": str(self.bucket(session_id)),
                 "workdir": str(self.workdir(session_id)),
-                "sandbox": self.sandbox,
+                "sandbox": self.kind(session_id),
             },
         )
 
@@ -169,7 +179,14 @@ class LocalProvisioner:
         control.mkdir(mode=0o700, exist_ok=True)
         template = spec.template
         Limits.of(template.resources)  # a bad quantity fails the start, not a later wake
+        kind = "gvisor" if template.sandbox == "gvisor" else self.sandbox
+        if kind == "gvisor" and not self.gvisor_ready:
+            raise Unavailable(
+                f"Template '{template.name}' asks for gVisor, which this agent cannot run "
+                "(it needs root and runsc)"
+            )
         config = {
+            "sandbox": kind,
             "env": dict(template.env) | dict(spec.env),
             "main": template.command,
             "network": template.network,
@@ -190,7 +207,8 @@ class LocalProvisioner:
 
     def _mount(self, session_id: str, config: dict[str, Any]) -> None:
         """The workspace's disk, with its home and storage directory (made the first time)."""
-        uid = sandbox.host_uid(session_id) if self.sandbox != "none" else None
+        kind = config.get("sandbox", self.sandbox)
+        uid = sandbox.host_uid(session_id) if kind != "none" else None
         limits = Limits.of(config["resources"])
         self.disks.mount(self.control(session_id), limits.disk, uid)
         home, bucket = self.workdir(session_id), self.bucket(session_id)
@@ -200,7 +218,7 @@ class LocalProvisioner:
                 if uid is not None:
                     os.chown(path, uid, uid, follow_symlinks=False)
                 if path == home:  # new, so nothing of the workspace's is in it yet
-                    inside = sandbox.BUCKET if self.sandbox != "none" else str(bucket)
+                    inside = sandbox.BUCKET if kind != "none" else str(bucket)
                     os.symlink(inside, home / "bucket")
                     if uid is not None:
                         os.chown(home / "bucket", uid, uid, follow_symlinks=False)
@@ -251,8 +269,7 @@ class LocalProvisioner:
             self._kill(sid)
         for control in self.root.iterdir():  # each is mounted again when next used
             self.disks.unmount(control)
-        if self.groups is not None:
-            self.groups.close()
+        self.groups.close()
         with contextlib.suppress(OSError):  # kept while another process's runtimes use it
             self.sockets.rmdir()
 
@@ -292,14 +309,15 @@ class LocalProvisioner:
         config = self._config(session_id)
         self._mount(session_id, config)
         token = auth.token_for(self.secret, session_id)
-        inside = sandbox.INSIDE_HOME if self.sandbox != "none" else str(home)
+        kind = config.get("sandbox", self.sandbox)
+        inside = sandbox.INSIDE_HOME if kind != "none" else str(home)
         env = sandbox.clean_env({"HOME": inside}, config["env"])
         env[auth.ENV] = token
         if config["main"]:
             env["TETHER_MAIN_COMMAND"] = config["main"]
         command = [sys.executable, "-I", "-m", "tether.runtime", "--home", inside,
                    "--log-file", f"{inside}/{RUNTIME_LOG}"]  # fmt: skip
-        if self.sandbox == "gvisor":
+        if kind == "gvisor":
             proc, egress, first = self._gvisor(session_id, config, command, env)
         else:
             listen = self._listen(self.socket_path(session_id))
@@ -307,7 +325,7 @@ class LocalProvisioner:
             fds = (listen.fileno(), listen_exec.fileno())
             command += ["--socket-fd", str(fds[0]), "--exec-socket-fd", str(fds[1])]
             try:
-                if self.sandbox == "none":
+                if kind == "none":
                     proc, egress, first = _popen(command, env, fds, cwd=home), None, None
                 else:
                     proc, egress, first = self._sandboxed(session_id, config, command, env, fds)
@@ -334,7 +352,6 @@ class LocalProvisioner:
     ) -> tuple[subprocess.Popen[bytes], None, int]:
         """Starts runsc held at a gate until its process is in the workspace's group (its
         sandbox's host processes are then too), dying with the agent."""
-        assert self.groups is not None
         if config["network"] == "egress":
             raise Unavailable("Egress is not available for gVisor workspaces here (network: none)")
         uid = sandbox.host_uid(session_id)
@@ -390,7 +407,6 @@ class LocalProvisioner:
     ) -> tuple[subprocess.Popen[bytes], network.Egress | None, int]:
         """Starts the sandbox held at its gate, confines its first process, gives it its
         network, then lets the runtime start."""
-        assert self.groups is not None
         limits = Limits.of(config["resources"])
         egress_wanted = config["network"] == "egress"
         info_r, info_w = os.pipe()
@@ -482,11 +498,10 @@ class LocalProvisioner:
         its network, its sockets)."""
         if runtime is not None:
             self._end(runtime)
-        if self.sandbox == "gvisor":
+        if self.kind(session_id) == "gvisor":
             gvisor.forget(self.home / "runsc", f"tether-{self._key(session_id)}")
             shutil.rmtree(self.sockets / self._key(session_id), ignore_errors=True)
-        if self.groups is not None:
-            self.groups.release(self._key(session_id))
+        self.groups.release(self._key(session_id))
         for suffix in (".sock", EXEC):
             self.socket_path(session_id, suffix).unlink(missing_ok=True)
 
