@@ -118,16 +118,13 @@ class LocalProvisioner:
         if self.sandbox == "none":
             return {"sandbox": "none", "warning": "workspaces run unconfined (TETHER_SANDBOX)"}
         egress = "slirp4netns" if shutil.which("slirp4netns") else "unavailable: no slirp4netns"
-        if self.sandbox == "gvisor":
-            egress = "unavailable under gVisor"
-        elif self.gvisor_ready:
-            egress += " (not for templates with sandbox: gvisor, which run under gVisor)"
         return {
             "sandbox": self.sandbox,
             "host_uid": "one per workspace" if os.geteuid() == 0 else "the stack's user",
             "limits": self.groups.describe(),
             "disk": self.disks.describe(),
-            "egress": egress,
+            "egress": "unavailable under gVisor" if self.sandbox == "gvisor" else egress,
+            "gvisor": "available (no egress)" if self.gvisor_ready else "needs root and runsc",
         }
 
     # -- paths -------------------------------------------------------------------------------
