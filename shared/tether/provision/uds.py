@@ -11,12 +11,50 @@ import http.client
 import json
 import socket
 import threading
+import time
 from typing import Any
 
 from tether.runtime import auth
 
-# Bytes in one answer: an exec result is two streams of at most 256 KiB, JSON-escaped.
-MAX_ANSWER = 16 << 20
+# Bytes in one answer: an exec result is two streams of at most 256 KiB, JSON-escaped
+# (a control character takes six bytes).
+MAX_ANSWER = 4 << 20
+
+
+class _Socket(socket.socket):
+    """A Unix socket whose reads and writes share one deadline per call: a runtime that
+    answers a byte at a time cannot stretch a call's timeout into hours."""
+
+    deadline = 0.0
+
+    def start(self, timeout: float) -> None:
+        self.deadline = time.monotonic() + timeout
+        self._left()
+
+    def _left(self) -> None:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the runtime did not answer in time")
+        self.settimeout(left)
+
+    def recv_into(self, *args: Any) -> int:
+        self._left()
+        return super().recv_into(*args)
+
+    def sendall(self, *args: Any) -> None:
+        self._left()
+        super().sendall(*args)
+
+
+def _connect(path: str, timeout: float) -> _Socket:
+    sock = _Socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.start(timeout)
+        sock.connect(path)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class _Conn(http.client.HTTPConnection):
@@ -25,10 +63,7 @@ class _Conn(http.client.HTTPConnection):
         self.path = path
 
     def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self.path)
-        self.sock = sock
+        self.sock = _connect(self.path, self.timeout or 10.0)
 
 
 class UnixHTTPClient:
@@ -48,8 +83,8 @@ class UnixHTTPClient:
         with self._lock:
             conn = self._idle.pop() if self._idle else _Conn(self.path, timeout)
         conn.timeout = timeout
-        if conn.sock is not None:
-            conn.sock.settimeout(timeout)
+        if isinstance(conn.sock, _Socket):
+            conn.sock.start(timeout)
         try:
             payload = json.dumps(body).encode() if body is not None else None
             headers = dict(self.headers)
@@ -80,7 +115,7 @@ class UnixJsonClient:
     def __init__(self, path: str, token: str | None = None) -> None:
         self.path = path
         self.token = token
-        self._idle: list[tuple[socket.socket, Any]] = []
+        self._idle: list[tuple[_Socket, Any]] = []
         self._lock = threading.Lock()
 
     def call(self, body: dict[str, Any], timeout: float) -> Any:
@@ -88,17 +123,11 @@ class UnixJsonClient:
         with self._lock:
             conn = self._idle.pop() if self._idle else None
         if conn is None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.settimeout(timeout)
-                sock.connect(self.path)
-            except OSError:
-                sock.close()
-                raise
+            sock = _connect(self.path, timeout)
             conn = (sock, sock.makefile("rb"))
         sock, reader = conn
         try:
-            sock.settimeout(timeout)
+            sock.start(timeout)
             if self.token:
                 body = {**body, auth.FIELD: self.token}
             sock.sendall(json.dumps(body).encode() + b"\n")

@@ -1,0 +1,90 @@
+"""The agent's clients for a workspace's runtime treat it as the workspace's own code: an
+answer that drips or never ends costs a call its timeout, no more, and a huge one is refused."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from tether.provision.uds import MAX_ANSWER, UnixHTTPClient, UnixJsonClient
+
+
+def hostile(path: Path, answer: Callable[[socket.socket], None]) -> Iterator[str]:
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen()
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield str(path)
+    server.close()
+
+
+def drip(head: bytes) -> Callable[[socket.socket], None]:
+    def answer(conn: socket.socket) -> None:
+        conn.recv(65536)
+        try:
+            conn.sendall(head)
+            for _ in range(200):  # a byte every 0.2 s: each read alone is within any timeout
+                conn.sendall(b" ")
+                time.sleep(0.2)
+        except OSError:
+            pass
+
+    return answer
+
+
+@pytest.fixture
+def dripping_http(tmp_path: Path) -> Iterator[str]:
+    yield from hostile(tmp_path / "http", drip(b"HTTP/1.1 200 OK\r\nContent-Length: 200\r\n\r\n"))
+
+
+@pytest.fixture
+def dripping_exec(tmp_path: Path) -> Iterator[str]:
+    yield from hostile(tmp_path / "exec", drip(b'{"stdout": "'))
+
+
+def test_a_dripping_answer_costs_the_call_its_timeout(
+    dripping_http: str, dripping_exec: str
+) -> None:
+    for call in (
+        lambda: UnixHTTPClient(dripping_http).request("POST", "/shutdown", timeout=1),
+        lambda: UnixJsonClient(dripping_exec).call({"command": "true"}, 1),
+    ):
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            call()
+        assert time.monotonic() - started < 5  # not the 40 s the runtime would take
+
+
+def test_an_answer_over_the_cap_is_refused(tmp_path: Path) -> None:
+    body = b"[" + b"[]," * (MAX_ANSWER // 3) + b"[]]"
+
+    def flood(http: bool) -> Callable[[socket.socket], None]:
+        def answer(conn: socket.socket) -> None:
+            conn.recv(65536)
+            head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
+            with contextlib.suppress(OSError):
+                conn.sendall((head if http else b"") + body + b"\n")
+
+        return answer
+
+    http_path = next(hostile(tmp_path / "http", flood(True)))
+    with pytest.raises(http.client.HTTPException, match="over"):
+        UnixHTTPClient(http_path).request("GET", "/logs", timeout=10)
+    exec_path = next(hostile(tmp_path / "exec", flood(False)))
+    with pytest.raises(ConnectionResetError):
+        UnixJsonClient(exec_path).call({"command": "true"}, 10)
