@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tether.errors import Unavailable
+from tether.errors import NotFound, Unavailable
 from tether.provision import sandbox
 from tether.provision.local import LocalProvisioner
 from tether.provision.network import host_addresses
@@ -300,6 +300,39 @@ def test_planted_links_are_not_followed_across_hibernate_and_wake(attack: Attack
     for victim in victims:
         assert not victim.exists()
     assert "root:" not in "\n".join(prov.logs(sid, 50))
+
+
+def test_a_huge_session_log_costs_the_agent_a_bounded_read(attack: Attack) -> None:
+    sid = attack.start("ws-biglog")
+    attack.run(sid, "mkdir -p .tether && truncate -s 1G .tether/session.log")  # sparse: free
+    lines = attack.prov.logs(sid, 10_000)
+    assert sum(len(line) for line in lines) <= 4 << 20
+
+
+def test_an_exec_racing_a_stop_or_hibernate_brings_nothing_back(attack: Attack) -> None:
+    prov = attack.prov
+    for end in ("hibernate", "stop"):
+        sid = attack.start(f"ws-race-{end}")
+        outcomes: list[str] = []
+
+        def hammer(sid: str = sid, outcomes: list[str] = outcomes) -> None:
+            while True:
+                try:
+                    prov.exec(sid, "true", 30)
+                except (NotFound, Unavailable) as exc:  # gone, or cut off mid-call
+                    outcomes.append(type(exc).__name__)
+                    if isinstance(exc, NotFound):
+                        return
+
+        threads = [threading.Thread(target=hammer) for _ in range(3)]
+        for t in threads:
+            t.start()
+        getattr(prov, end)(sid)
+        for t in threads:
+            t.join(60)
+        assert sid not in prov._runtimes and outcomes.count("NotFound") == 3
+        with pytest.raises(NotFound):
+            prov.exec(sid, "true", 5)
 
 
 def test_nothing_is_left_running_after_delete(attack: Attack) -> None:

@@ -109,7 +109,8 @@ class LocalProvisioner:
         self.disks = Disks()
         self._cut: list[str] | None = None  # the host's addresses, cut from egress
         self._runtimes: dict[str, _Runtime] = {}
-        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()  # guards the map of locks
         if sandbox != "none" and not self.groups.available:
             log.warning("workspace limits: %s", self.groups.describe())
 
@@ -189,9 +190,10 @@ class LocalProvisioner:
             "network": template.network,
             "resources": template.resources,
         }
-        _write_atomically(control / CONFIG, json.dumps(config))
-        (control / HIBERNATED).unlink(missing_ok=True)
-        self._ensure_runtime(sid)
+        with self._session(sid):
+            _write_atomically(control / CONFIG, json.dumps(config))
+            (control / HIBERNATED).unlink(missing_ok=True)
+            self._up(sid)
         return self._info(sid)
 
     def _config(self, session_id: str) -> dict[str, Any]:
@@ -221,30 +223,45 @@ class LocalProvisioner:
                         os.chown(home / "bucket", uid, uid, follow_symlinks=False)
 
     def stop(self, session_id: str) -> None:
-        self._kill(session_id)
         control = self.control(session_id)
-        self.disks.unmount(control)
-        # The workspace is gone, so nothing changes the tree under the removal, whose walk
-        # follows no link (shutil.rmtree's fd-based walk).
-        _remove_tree(control)
+        with self._session(session_id):
+            kind = self.kind(session_id)
+            # Gone first: an exec waiting for this lock then finds nothing to bring back.
+            (control / CONFIG).unlink(missing_ok=True)
+            self._release(session_id, self._runtimes.pop(session_id, None), kind)
+            self.disks.unmount(control)
+            # Nothing of the workspace runs, so nothing changes the tree under the removal,
+            # whose walk follows no link (shutil.rmtree's fd-based walk).
+            _remove_tree(control)
+        with self._lock:
+            self._locks.pop(session_id, None)
 
     def hibernate(self, session_id: str) -> None:
         control = self.control(session_id)
-        if not control.exists():
-            raise NotFound("Workspace not found")
-        self._kill(session_id)
-        (control / HIBERNATED).touch()  # its disk stays mounted: the log is read from it
+        with self._session(session_id):
+            if not (control / CONFIG).exists():
+                raise NotFound("Workspace not found")
+            (control / HIBERNATED).touch()  # first: no exec brings it back meanwhile
+            self._release(session_id, self._runtimes.pop(session_id, None))
+        # its disk stays mounted: the log is read from it
 
     def wake(self, session_id: str) -> WorkspaceInfo:
         control = self.control(session_id)
-        if not control.exists():
-            raise NotFound("Workspace not found")
-        (control / HIBERNATED).unlink(missing_ok=True)
-        self._ensure_runtime(session_id)
+        with self._session(session_id):
+            if not (control / CONFIG).exists():
+                raise NotFound("Workspace not found")
+            (control / HIBERNATED).unlink(missing_ok=True)
+            self._up(session_id)
         return self._info(session_id)
 
     def exec(self, session_id: str, command: str, timeout: float) -> ExecResult:
-        channel = self._ensure_runtime(session_id).exec
+        runtime = self._runtimes.get(session_id)
+        if runtime is None or runtime.proc.poll() is not None:
+            # Not up: the agent restarted (its runtimes died with it), or the workspace is
+            # hibernating or going; only the first brings it back.
+            with self._session(session_id):
+                runtime = self._up(session_id)
+        channel = runtime.exec
         try:
             body = channel.call({"command": command, "timeout": timeout}, timeout + 10)
         except (OSError, ValueError) as exc:
@@ -258,12 +275,14 @@ class LocalProvisioner:
 
     def logs(self, session_id: str, tail: int) -> list[str]:
         # Read from the home, not asked of the runtime: a hibernated workspace has no runtime.
-        self._mount(session_id, self._config(session_id))
+        with self._session(session_id):
+            self._mount(session_id, self._config(session_id))
         return read_tail(self.workdir(session_id), tail)
 
     def close(self) -> None:
         for sid in list(self._runtimes):
-            self._kill(sid)
+            with self._session(sid):
+                self._release(sid, self._runtimes.pop(sid, None))
         for control in self.root.iterdir():  # each is mounted again when next used
             self.disks.unmount(control)
         self.groups.close()
@@ -272,25 +291,26 @@ class LocalProvisioner:
 
     # -- the runtime process -----------------------------------------------------------------
 
-    def _ensure_runtime(self, session_id: str) -> _Runtime:
-        """The runtime, (re)starting the runtime if it is not up. A workspace whose
+    def _session(self, session_id: str) -> threading.Lock:
+        """The lock of one workspace's lifecycle: its starts, stops and restarts are one at a
+        time, while other workspaces' go on."""
+        with self._lock:
+            return self._locks.setdefault(session_id, threading.Lock())
+
+    def _up(self, session_id: str) -> _Runtime:
+        """The runtime, started if it is not up (the session's lock held). A workspace whose
         runtime died with a previous agent comes back with its home intact."""
         runtime = self._runtimes.get(session_id)
         if runtime is not None and runtime.proc.poll() is None:
-            return runtime  # up, so neither gone nor hibernated (both end the runtime first)
+            return runtime
         control = self.control(session_id)
         if not (control / CONFIG).exists():
             raise NotFound("Workspace not found")
         if (control / HIBERNATED).exists():
             raise NotFound("Workspace is hibernated")
-        with self._lock:
-            runtime = self._runtimes.get(session_id)
-            if runtime is not None and runtime.proc.poll() is None:
-                return runtime
-            if runtime is not None:  # died: its network and leftovers go first
-                self._runtimes.pop(session_id)
-                self._release(session_id, runtime)
-            return self._spawn(session_id)
+        if runtime is not None:  # died: its network and leftovers go first
+            self._release(session_id, self._runtimes.pop(session_id))
+        return self._spawn(session_id)
 
     def _listen(self, path: Path) -> socket.socket:
         path.unlink(missing_ok=True)
@@ -485,22 +505,19 @@ class LocalProvisioner:
                 time.sleep(0.02)
         raise Unavailable(f"Workspace runtime did not start within {_START_WAIT:g}s")
 
-    def _kill(self, session_id: str) -> None:
-        with self._lock:
-            runtime = self._runtimes.pop(session_id, None)
-        self._release(session_id, runtime)
-
-    def _release(self, session_id: str, runtime: _Runtime | None) -> None:
+    def _release(self, session_id: str, runtime: _Runtime | None, kind: str = "") -> None:
         """Ends the runtime, then whatever of the workspace is left (its group's processes,
         its network, its sockets)."""
         if runtime is not None:
             self._end(runtime)
-        if self.kind(session_id) == "gvisor":
-            gvisor.forget(self.home / "runsc", f"tether-{self._key(session_id)}")
-            shutil.rmtree(self.sockets / self._key(session_id), ignore_errors=True)
-        self.groups.release(self._key(session_id))
-        for suffix in (".sock", EXEC):
-            self.socket_path(session_id, suffix).unlink(missing_ok=True)
+        key = self._key(session_id)
+        if (kind or self.kind(session_id)) == "gvisor":
+            gvisor.forget(self.home / "runsc", f"tether-{key}")
+            shutil.rmtree(self.sockets / key, ignore_errors=True)
+        else:
+            for suffix in (".sock", EXEC):
+                (self.sockets / (key + suffix)).unlink(missing_ok=True)
+        self.groups.release(key)
 
     @staticmethod
     def _end(runtime: _Runtime) -> None:

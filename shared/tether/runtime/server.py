@@ -18,7 +18,7 @@ from tether.runtime import auth, exec_channel, websockets
 from tether.runtime.execute import exec_request, run_command_async
 from tether.runtime.follow import follow
 from tether.runtime.main_process import MainProcess
-from tether.runtime.session_log import SESSION_LOG, LogWriter, tail
+from tether.runtime.session_log import SESSION_LOG, LogWriter, open_for_append, tail
 from tether.runtime.terminal import terminal
 from tether.runtime.vnc import vnc
 
@@ -126,8 +126,7 @@ def main() -> None:
     parser.add_argument("--log-file", help="where the runtime's own output goes, in the home")
     args = parser.parse_args()
     if args.log_file:  # the agent reads our first words (a failed start) only
-        Path(args.log_file).parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(args.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        fd = open_for_append(Path(args.log_file))
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)

@@ -14,6 +14,9 @@ from typing import BinaryIO
 SESSION_LOG = ".tether/session.log"  # relative to the workspace home
 MAX_LINE = 1 << 16  # a longer line (or output with no newline at all) is split
 _BLOCK = 1 << 16
+# Bytes a tail reads at most, whatever it is asked for: the file is the workspace's, and a
+# sparse gigabyte of it costs the workspace nothing.
+MAX_TAIL = 4 << 20
 
 
 def stamp(text: str, now: datetime | None = None) -> str:
@@ -25,16 +28,7 @@ class LogWriter:
     the runtime and the main process's reader never interleave mid-line."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
-        try:
-            self._fd = os.open(path, flags | os.O_CLOEXEC, 0o644)
-            if not stat.S_ISREG(os.fstat(self._fd).st_mode):
-                os.close(self._fd)
-                raise IsADirectoryError(path)
-        except OSError:  # a link or a FIFO where the log goes: the workspace's own doing
-            path.unlink(missing_ok=True)
-            self._fd = os.open(path, flags | os.O_CLOEXEC | os.O_EXCL, 0o644)
+        self._fd = open_for_append(path)
 
     def write(self, *lines: str) -> None:
         now = datetime.now(UTC)
@@ -44,6 +38,23 @@ class LogWriter:
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+def open_for_append(path: Path) -> int:
+    """A log file of the workspace's, opened to append (its directory made): never through a
+    link, never a FIFO that would block its writer. Whatever else stands there (the
+    workspace's own doing) is replaced by a fresh file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o644)
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+        os.close(fd)
+    except OSError:
+        pass
+    path.unlink(missing_ok=True)
+    return os.open(path, flags | os.O_EXCL, 0o644)
 
 
 def open_in_home(home: Path, relative: str) -> BinaryIO:
@@ -79,7 +90,7 @@ def tail(home: Path, n: int) -> list[str]:
         newlines = 0
         # n whole lines need n+1 newlines before the end (the file ends with one). A line is
         # at most MAX_LINE bytes and a stamp, which bounds the read even without newlines.
-        budget = n * (MAX_LINE + 64)
+        budget = min(n * (MAX_LINE + 64), MAX_TAIL)
         while end > 0 and newlines <= n and budget > 0:
             start = max(0, end - _BLOCK)
             f.seek(start)
