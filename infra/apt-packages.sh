@@ -4,11 +4,11 @@ set -euo pipefail
 # Local workspaces: bubblewrap (the sandbox), util-linux (setpriv, mount), libseccomp2 (the
 # filter, through pyseccomp), slirp4netns and iproute2 (egress and its fences), e2fsprogs (each
 # workspace's own filesystem), runsc (TETHER_SANDBOX=gvisor), python3 and python-is-python3
-# (`python` in the python template; the attack suite's probes and test host).
+# (`python` in the python template; the attack suite's probes and test host), gcc (its LD_PRELOAD probe).
 # curl, jq: the spec examples the tests run; tmux: drives `tether shell` in a test.
 # xvfb, x11vnc, x11-xserver-utils (xsetroot), firefox-esr, x11-utils (xdpyinfo), xdotool: desktop
 # workspaces (the firefox-browser template). chromium: the viewer test opens noVNC in it.
-PACKAGES=(bubblewrap util-linux libseccomp2 slirp4netns iproute2 e2fsprogs runsc python3 python-is-python3 procps curl jq tmux xvfb x11vnc x11-xserver-utils firefox-esr x11-utils xdotool chromium)
+PACKAGES=(bubblewrap util-linux libseccomp2 slirp4netns iproute2 e2fsprogs runsc python3 python-is-python3 procps gcc curl jq tmux xvfb x11vnc x11-xserver-utils firefox-esr x11-utils xdotool chromium)
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -145,6 +145,34 @@ def test_the_environment_is_the_workspaces_own(attack: Attack) -> None:
     assert "server-secret" not in everything and "example.invalid" not in everything
 
 
+PRELOAD = """
+#include <stdio.h>
+#include <unistd.h>
+__attribute__((constructor)) static void loaded(void) {
+    char path[256];
+    snprintf(path, sizeof path, "%s/loaded-by-%d", MARKS, (int)getuid());
+    fclose(fopen(path, "w"));
+}
+"""
+
+
+def test_a_templates_environment_never_reaches_the_launchers(
+    attack: Attack, tmp_path: Path
+) -> None:
+    """LD_PRELOAD in a template would run its library in bubblewrap, setpriv or runsc, as
+    root: the environment reaches the runtime by another way."""
+    marks = tmp_path / "marks"
+    marks.mkdir(mode=0o777)
+    source = tmp_path / "preload.c"
+    source.write_text(PRELOAD)
+    library = tmp_path / "preload.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", f'-DMARKS="{marks}"', "-o", str(library),
+                    str(source)], check=True)  # fmt: skip
+    sid = attack.start("ws-preload", env={"LD_PRELOAD": str(library)})
+    assert attack.out(sid, "echo $LD_PRELOAD") == f"{library}\n"  # the workspace's, as asked
+    assert list(marks.iterdir()) == []  # and nothing outside the sandbox loaded it
+
+
 def test_network_none_is_a_loopback_of_its_own(
     attack: Attack, stack_ports: tuple[_Listener, _Listener], outside: Outside
 ) -> None:

@@ -55,6 +55,8 @@ HIBERNATED = "hibernated"
 EXEC = ".exec"  # suffix of a runtime's exec channel socket
 RUNTIME_LOG = ".tether/runtime.log"  # in the home: the runtime's own output
 _START_WAIT = 15.0
+# What the launchers (bubblewrap, setpriv, runsc: root's, as root) run with.
+_LAUNCHER_ENV = {"PATH": sandbox.CLEAN_PATH}
 
 
 @dataclass
@@ -334,21 +336,27 @@ class LocalProvisioner:
             env["TETHER_MAIN_COMMAND"] = config["main"]
         command = [sys.executable, "-I", "-m", "tether.runtime", "--home", inside,
                    "--log-file", f"{inside}/{RUNTIME_LOG}"]  # fmt: skip
-        if kind == "gvisor":
+        if kind == "gvisor":  # its environment goes in the bundle
             proc, egress, first = self._gvisor(session_id, config, command, env)
         else:
+            # The environment goes to the runtime through a pipe: the template's variables
+            # (LD_PRELOAD, say) must not reach the launchers, which may run as root.
             listen = self._listen(self.socket_path(session_id))
             listen_exec = self._listen(self.socket_path(session_id, EXEC))
-            fds = (listen.fileno(), listen_exec.fileno())
+            env_fd = _data_fd(json.dumps(env).encode())
+            fds = (listen.fileno(), listen_exec.fileno(), env_fd)
             command += ["--socket-fd", str(fds[0]), "--exec-socket-fd", str(fds[1])]
+            command += ["--env-fd", str(env_fd)]
             try:
                 if kind == "none":
-                    proc, egress, first = _popen(command, env, fds, cwd=home), None, None
+                    proc = _popen(command, _LAUNCHER_ENV, fds, cwd=home)
+                    egress, first = None, None
                 else:
-                    proc, egress, first = self._sandboxed(session_id, config, command, env, fds)
+                    proc, egress, first = self._sandboxed(session_id, config, command, fds)
             finally:
                 listen.close()  # the runtime holds them now
                 listen_exec.close()
+                os.close(env_fd)
         runtime = _Runtime(
             proc,
             UnixHTTPClient(str(self.socket_path(session_id)), token),
@@ -396,7 +404,7 @@ class LocalProvisioner:
         gate = ["setpriv", "--pdeathsig=KILL", "bash", "-c", wait, "gate"]
         run = gvisor.runsc(state, "run", f"--bundle={where}", container)
         proc = subprocess.Popen(
-            [*gate, *run], pass_fds=(gate_r,), env={"PATH": sandbox.CLEAN_PATH},
+            [*gate, *run], pass_fds=(gate_r,), env=_LAUNCHER_ENV,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             start_new_session=True, cwd="/",
         )  # fmt: skip
@@ -419,8 +427,7 @@ class LocalProvisioner:
         session_id: str,
         config: dict[str, Any],
         command: list[str],
-        env: dict[str, str],
-        listeners: tuple[int, int],
+        fds: tuple[int, ...],
     ) -> tuple[subprocess.Popen[bytes], network.Egress | None, int]:
         """Starts the sandbox held at its gate, confines its first process, gives it its
         network, then lets the runtime start."""
@@ -443,11 +450,11 @@ class LocalProvisioner:
         )
         options, runs = sandbox.bubblewrap(plan, command)
         args = _data_fd(b"".join(o.encode() + b"\0" for o in options))
-        passed = [args, plan.seccomp_fd, info_w, block_r, *listeners]
+        passed = [args, plan.seccomp_fd, info_w, block_r, *fds]
         passed += [resolv] if resolv is not None else []
         try:
             argv = ["bwrap", "--args", str(args), "--", *runs]
-            proc = _popen(argv, env, tuple(passed), cwd=Path("/"))
+            proc = _popen(argv, _LAUNCHER_ENV, tuple(passed), cwd=Path("/"))
         finally:
             for fd in (args, plan.seccomp_fd, info_w, block_r, resolv):
                 if fd is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -124,12 +125,18 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
     parser.add_argument("--exec-socket-fd", type=int, help="a listening socket for exec_channel")
     parser.add_argument("--log-file", help="where the runtime's own output goes, in the home")
+    parser.add_argument("--env-fd", type=int, help="the workspace's environment, as JSON")
     args = parser.parse_args()
     if args.log_file:  # the agent reads our first words (a failed start) only
         fd = open_for_append(Path(args.log_file))
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
+    if args.env_fd:  # not through the launcher's environment, which runs as root
+        with os.fdopen(args.env_fd) as f:
+            env = json.load(f)
+        os.environ.clear()
+        os.environ.update(env)
     # Ours, not the workspace's: what we start must not inherit them.
     command = os.environ.pop("TETHER_MAIN_COMMAND", None) or None
     token = os.environ.pop(auth.ENV, None) or None
