@@ -66,8 +66,9 @@ def bundle(
         {"destination": "/proc", "type": "proc", "source": "proc"},
         {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
          "options": ["nosuid", "mode=755", "size=65536k"]},
-        {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
-         "options": ["nosuid", "nodev", "mode=1777", f"size={limits.tmp}"]},
+        *({"destination": path, "type": "tmpfs", "source": "tmpfs",
+           "options": ["nosuid", "nodev", "mode=1777", f"size={limits.tmp}"]}
+          for path in ("/tmp", "/dev/shm")),
     ]  # fmt: skip
     binds = [(p, p, "ro") for p in (*SYSTEM, *runtime)]
     binds += [(str(home), INSIDE_HOME, "rw"), (str(bucket), BUCKET, "rw")]
@@ -76,7 +77,7 @@ def bundle(
         (rootfs / destination.lstrip("/")).mkdir(parents=True, exist_ok=True)
         mounts.append({"destination": destination, "type": "bind", "source": source,
                        "options": ["rbind", mode, "nosuid", "nodev"]})  # fmt: skip
-    for path in [*(d for _, d, _ in binds), "/proc", "/dev", "/tmp"]:
+    for path in [*(d for _, d, _ in binds), "/proc", "/dev", "/tmp"]:  # /dev/shm: in /dev
         (rootfs / path.lstrip("/")).mkdir(parents=True, exist_ok=True)
 
     def rlimit(kind: str, value: int) -> dict[str, Any]:

@@ -147,7 +147,10 @@ def _confined(plan: Plan, runtime: list[str]) -> list[str]:
         *(["--disable-userns"] if plan.uid is not None else []),
         "--unshare-pid",
         "--proc", "/proc",
+        # /dev is a tmpfs of bubblewrap's: read-only, and /dev/shm bounded like /tmp
         "--dev", "/dev",
+        "--size", str(plan.tmp_size), "--tmpfs", "/dev/shm",
+        "--remount-ro", "/dev",
         "--size", str(plan.tmp_size), "--tmpfs", "/tmp",
         # what the runtime needs from under /tmp (a checkout or virtualenv there) comes back
         *(a for p in runtime if Path(p).is_relative_to("/tmp") for a in ("--ro-bind", p, p)),
