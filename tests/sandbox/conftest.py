@@ -115,9 +115,9 @@ def outside() -> Iterator[Outside]:
         pytest.skip("the egress test host needs root to make its network namespace")
     name = "tto" + uuid.uuid4().hex[:8]
     outer, inner = f"{name}a", f"{name}b"
-    # Addresses of the shared space 100.64.0.0/10 on a veth into a namespace made here:
+    # Addresses of TEST-NET-3 (never routed anywhere) on a veth into a namespace made here:
     # nothing beyond this machine is ever addressed.
-    own, host = "100.88.47.1", "100.88.47.2"
+    own, host = "203.0.113.1", "203.0.113.2"
     _ip("netns", "add", name)
     server = None
     try:

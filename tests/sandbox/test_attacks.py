@@ -14,7 +14,7 @@ import pytest
 from tether.errors import NotFound, Unavailable
 from tether.provision import sandbox
 from tether.provision.local import LocalProvisioner
-from tether.provision.network import host_addresses
+from tether.provision.network import ALWAYS_CUT, host_addresses
 
 from tests.sandbox.conftest import METADATA, OUTSIDE_PORT, Attack, Outside, _Listener
 
@@ -218,6 +218,11 @@ def test_egress_reaches_the_outside_but_not_the_host_or_the_metadata_server(
     ):
         assert attack.out(sid, tcp(host, port)).strip() == "refused", (host, port)
     assert loopback.accepted == everywhere.accepted == 0
+    # the private and shared ranges (a VPC, the LAN) are cut like the host: read off the
+    # workspace's routes, not tried (no packet of a test may leave this machine)
+    routes = attack.out(sid, "ip route")
+    for net in ALWAYS_CUT:
+        assert f"unreachable {net.removesuffix('/32')} " in routes, routes
     assert attack.run(sid, "ip route del 169.254.0.0/16").returncode != 0
 
 

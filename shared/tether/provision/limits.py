@@ -155,6 +155,11 @@ class Groups:
                 (path / "cpu.shares").write_text(str(max(2, int(1024 * limits.cpu))))
             (path / "cgroup.procs").write_text(str(pid))
 
+    def join(self, group: str, pid: int) -> None:
+        """Puts `pid` in a workspace's group, made by `confine` (with groups at all)."""
+        for parent in self.dirs.values():
+            (parent / group / "cgroup.procs").write_text(str(pid))
+
     def release(self, group: str) -> None:
         """Kills whatever is left in the workspace's group and removes it."""
         for parent in self.dirs.values():

@@ -109,7 +109,6 @@ class LocalProvisioner:
         self.sockets = _private_dir(Path(tempfile.gettempdir()) / f"tether-{os.getuid()}-{digest}")
         self.groups = Groups(f"tether-{digest}")
         self.disks = Disks()
-        self._cut: list[str] | None = None  # the host's addresses, cut from egress
         self._runtimes: dict[str, _Runtime] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()  # guards the map of locks
@@ -466,9 +465,8 @@ class LocalProvisioner:
             first = os.pidfd_open(pid)
             self.groups.confine(self._key(session_id), pid, limits)
             if egress_wanted:
-                if self._cut is None:
-                    self._cut = network.host_addresses()
-                egress = network.attach(pid, plan.uid is None, self._cut)
+                egress = network.attach(pid, plan.uid is None, network.host_addresses())
+                self.groups.join(self._key(session_id), egress.proc.pid)
             os.write(block_w, b"go")
         except BaseException as exc:
             if isinstance(exc, OSError):  # the pid is gone: did bubblewrap fail after all?

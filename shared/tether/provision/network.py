@@ -3,11 +3,13 @@ workspace's own network namespace.
 
 Every workspace has a network namespace of its own, holding only a loopback. With egress,
 slirp4netns gives it an interface whose packets leave as ordinary sockets of the agent's host,
-so the workspace reaches what the host reaches, except what is cut here: the host's loopback
-(`--disable-host-loopback`), the host's own addresses (where the stack may listen), and
-link-local 169.254.0.0/16 (the cloud metadata server, with its credentials). The cuts are
-routes in the workspace's namespace, set before anything runs there; the workspace holds no
-capability to change them.
+so the workspace reaches the internet, but not what is cut here: the host's loopback
+(`--disable-host-loopback`), the host's own addresses as they are at the start (where the
+stack may listen), link-local 169.254.0.0/16 (the cloud metadata server, with its
+credentials), and the private and shared ranges (the VPC, other agents, the LAN), as GKE's
+egress policy does. The cuts are routes in the workspace's namespace, set before anything runs
+there; the workspace holds no capability to change them. slirp4netns itself runs in the
+workspace's control group.
 """
 
 from __future__ import annotations
@@ -23,7 +25,12 @@ from tether.errors import Unavailable
 
 DNS = "10.0.2.3"  # slirp4netns's resolver, which forwards to the host's
 RESOLV_CONF = f"nameserver {DNS}\n".encode()
-ALWAYS_CUT = ("169.254.0.0/16", "10.0.2.2/32")  # metadata; the gateway is the host itself
+# Metadata, private and shared ranges; the gateway is the host itself. (slirp4netns's own
+# 10.0.2.0/24 stays: a more specific route.)
+ALWAYS_CUT = (
+    "169.254.0.0/16", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+    "10.0.2.2/32",
+)  # fmt: skip
 
 
 def host_addresses() -> list[str]:
