@@ -2,7 +2,8 @@
 
 Each workspace gets a control group of its own (cgroup v2, or v1's pids, memory and cpu
 hierarchies where those hold the controllers, as on many VMs), under one parent group of this
-process, written through the cgroup filesystem. A memory hog is then OOM-killed inside its own
+process, written through the cgroup filesystem. The parent caps them all together, leaving the
+agent and the host room to act. A memory hog is then OOM-killed inside its own
 group, and a fork bomb stops at its pids limit. Where the groups cannot be made (an ordinary
 user without a delegated cgroup, a read-only cgroupfs) the same numbers become rlimits of the
 workspace's first process, inherited by all it starts: weaker (RLIMIT_DATA per process,
@@ -94,6 +95,8 @@ class Groups:
         if len(v1) == len(V1_CONTROLLERS):
             for c in v1:
                 self.dirs[c] = self._make(mounts[c] / own.get(c, "") / self.name)
+            (self.dirs["pids"] / "pids.max").write_text(str(_all_pids()))
+            (self.dirs["memory"] / "memory.limit_in_bytes").write_text(str(_all_memory()))
             return
         unified = mounts.get("unified")
         if unified is None:
@@ -107,6 +110,8 @@ class Groups:
         top = self._make(base / self.name)
         (base / "cgroup.subtree_control").write_text("+pids +memory +cpu")
         (top / "cgroup.subtree_control").write_text("+pids +memory +cpu")
+        (top / "pids.max").write_text(str(_all_pids()))
+        (top / "memory.max").write_text(str(_all_memory()))
         self.dirs["unified"] = top
 
     @staticmethod
@@ -186,6 +191,20 @@ class Groups:
         for parent in self.dirs.values():
             with contextlib.suppress(OSError):  # another process's workspaces may use it
                 parent.rmdir()
+
+
+def _all_pids() -> int:
+    """What all of the agent's workspaces together may hold of the host's pids: three
+    quarters, so the agent and the host can always start a process."""
+    with open("/proc/sys/kernel/pid_max") as f:
+        return int(f.read()) * 3 // 4
+
+
+def _all_memory() -> int:
+    """All of the agent's workspaces together: the machine's memory less a reserve for the
+    agent and the host (a tenth, at least 1 GiB)."""
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return max(total - max(total // 10, 1 << 30), 256 << 20)
 
 
 def _prlimit(pid: int, which: int, value: int) -> None:
