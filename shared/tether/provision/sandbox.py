@@ -164,8 +164,8 @@ def _confined(plan: Plan, runtime: list[str]) -> list[str]:
 
 def bubblewrap(plan: Plan, command: list[str]) -> tuple[list[str], list[str]]:
     """The first bubblewrap's options, and what it runs. The options go in through
-    `--args FD`: the sandbox's first process is a bubblewrap whose command line anyone inside
-    can read, and they name host paths."""
+    `--args FD`: they name host paths (TETHER_HOME's), and the workspace can read the command
+    line of a bubblewrap in its pid namespace (an ordinary user's only layer)."""
     gate = ["--info-fd", str(plan.info_fd), "--block-fd", str(plan.block_fd)]
     runtime = runtime_paths(plan.hidden)
     if plan.uid is None:  # an ordinary user: one unprivileged layer does it all
