@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import os
 import socket
 import threading
 import time
@@ -17,7 +18,9 @@ from tether.provision.uds import MAX_ANSWER, UnixHTTPClient, UnixJsonClient
 
 def hostile(path: Path, answer: Callable[[socket.socket], None]) -> Iterator[str]:
     server = socket.socket(socket.AF_UNIX)
-    server.bind(str(path))
+    where = os.open(path.parent, os.O_PATH)  # so a path of any length can be bound
+    server.bind(f"/proc/self/fd/{where}/{path.name}")
+    os.close(where)
     server.listen()
 
     def serve() -> None:
@@ -88,3 +91,18 @@ def test_an_answer_over_the_cap_is_refused(tmp_path: Path) -> None:
     exec_path = next(hostile(tmp_path / "exec", flood(False)))
     with pytest.raises(ConnectionResetError):
         UnixJsonClient(exec_path).call({"command": "true"}, 10)
+
+
+def test_a_link_planted_where_a_runtime_socket_should_be_is_not_followed(tmp_path: Path) -> None:
+    """gVisor's runtime makes its sockets in a directory of the workspace's: a link there to
+    another socket of the host must not lead the agent (root) to it."""
+    elsewhere = next(hostile(tmp_path / "elsewhere", drip(b"")))
+    deep = tmp_path / ("d" * 100)  # and a path past the 108 bytes of a socket address
+    deep.mkdir()
+    real = next(hostile(deep / "runtime.sock", drip(b"HTTP/1.1 204 No Content\r\n\r\n")))
+    assert len(real) > 108
+    assert UnixHTTPClient(real).request("GET", "/health", timeout=5) == (204, None)
+    planted = deep / "runtime.exec"
+    planted.symlink_to(elsewhere)
+    with pytest.raises(OSError):  # ELOOP
+        UnixJsonClient(str(planted)).call({"command": "true"}, 5)

@@ -151,9 +151,14 @@ class LocalProvisioner:
             return self.sandbox
 
     def socket_path(self, session_id: str, suffix: str = ".sock") -> Path:
-        if self.kind(session_id) == "gvisor":  # the runtime makes them, in a dir of its own
-            return self.sockets / self._key(session_id) / ("runtime" + suffix)
+        if self.kind(session_id) == "gvisor":  # the runtime makes them, on its own disk
+            return self._run_dir(session_id) / ("runtime" + suffix)
         return self.sockets / (self._key(session_id) + suffix)
+
+    def _run_dir(self, session_id: str) -> Path:
+        """gVisor's runtime makes its sockets here (/run/tether inside): on the workspace's
+        own disk, so what else it writes there counts against its storage."""
+        return self.control(session_id) / "disk" / "run"
 
     @staticmethod
     def _key(session_id: str) -> str:
@@ -381,7 +386,7 @@ class LocalProvisioner:
         uid = sandbox.host_uid(session_id)
         assert uid is not None  # gvisor needs root
         key = self._key(session_id)
-        sockets = self.sockets / key
+        sockets = self._run_dir(session_id)
         shutil.rmtree(sockets, ignore_errors=True)  # a dead runtime's sockets stay behind
         sockets.mkdir(mode=0o700)
         os.chown(sockets, uid, uid, follow_symlinks=False)
@@ -518,7 +523,6 @@ class LocalProvisioner:
         key = self._key(session_id)
         if (kind or self.kind(session_id)) == "gvisor":
             gvisor.forget(self.home / "runsc", f"tether-{key}")
-            shutil.rmtree(self.sockets / key, ignore_errors=True)
         else:
             for suffix in (".sock", EXEC):
                 (self.sockets / (key + suffix)).unlink(missing_ok=True)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
+import stat
 import threading
 import time
 from typing import Any
@@ -46,11 +48,25 @@ class _Socket(socket.socket):
         super().sendall(*args)
 
 
+def connect_unix(sock: socket.socket, path: str) -> None:
+    """Connects to the Unix socket at `path` without following a link there: a workspace may
+    own the directory (gVisor's runtime makes its sockets itself) and plant one that leads
+    to any socket of the host. Through the descriptor, the path may also be longer than the
+    108 bytes a socket address holds."""
+    fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            raise ConnectionRefusedError(f"{path} is not a socket")
+        sock.connect(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+
+
 def _connect(path: str, timeout: float) -> _Socket:
     sock = _Socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.start(timeout)
-        sock.connect(path)
+        connect_unix(sock, path)
     except BaseException:
         sock.close()
         raise

@@ -27,6 +27,7 @@ from urllib.parse import unquote, urlencode, urlsplit
 
 from tether.core.models import Session
 from tether.errors import TetherError
+from tether.provision.uds import connect_unix
 from tether.relay import access
 from tether.runtime import auth
 from tether.runtime.websockets import UNIX_SEND_BUFFER
@@ -141,7 +142,7 @@ def _open_runtime(
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(10)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UNIX_SEND_BUFFER)
-            sock.connect(unquote(url[len("http+unix://") :]))
+            connect_unix(sock, unquote(url[len("http+unix://") :]))
             host = "runtime"
             headers[auth.HEADER] = access.runtime_token(session.id)
         else:  # a Cloud Run or GKE workspace
