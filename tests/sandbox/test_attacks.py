@@ -287,14 +287,12 @@ def test_a_busy_loop_gets_its_cpu_share_only(attack: Attack) -> None:
         return
     sid = attack.start("ws-cpu", resources={"cpu": "250m"})
     attack.run(sid, "timeout 2 bash -c 'while :; do :; done'", timeout=30)
-    # The kernel's own account of the workspace's group: held back most of those 2 seconds.
+    # The kernel's own account of the workspace's group: held back in period after period
+    # (a loop that wants a whole core meets a quarter's quota within each 100 ms).
     key = attack.prov._key(sid)
     stat = (groups.dirs.get("cpu") or groups.dirs["unified"]) / key / "cpu.stat"
     fields = dict(line.split() for line in stat.read_text().splitlines())
-    throttled = int(fields["throttled_time"]) / 1e9 if "throttled_time" in fields else (
-        int(fields["throttled_usec"]) / 1e6
-    )  # fmt: skip
-    assert throttled >= 0.8, fields
+    assert int(fields["nr_throttled"]) >= 3, fields
 
 
 def test_disk_and_tmp_fills_are_refused_early(attack: Attack) -> None:

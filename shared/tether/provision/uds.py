@@ -25,26 +25,26 @@ MAX_ANSWER = 4 << 20
 
 class _Socket(socket.socket):
     """A Unix socket whose reads and writes share one deadline per call: a runtime that
-    answers a byte at a time cannot stretch a call's timeout into hours."""
+    answers a byte at a time cannot stretch a call's timeout into hours. (Each wait is still
+    bounded by the timeout itself, so a call ends within twice its timeout at worst; the
+    socket's timeout is set once a call, not per read, which is on every exec's path.)"""
 
     deadline = 0.0
 
     def start(self, timeout: float) -> None:
         self.deadline = time.monotonic() + timeout
-        self._left()
+        self.settimeout(timeout)
 
-    def _left(self) -> None:
-        left = self.deadline - time.monotonic()
-        if left <= 0:
+    def _check(self) -> None:
+        if time.monotonic() > self.deadline:
             raise TimeoutError("the runtime did not answer in time")
-        self.settimeout(left)
 
     def recv_into(self, *args: Any) -> int:
-        self._left()
+        self._check()
         return super().recv_into(*args)
 
     def sendall(self, *args: Any) -> None:
-        self._left()
+        self._check()
         super().sendall(*args)
 
 
