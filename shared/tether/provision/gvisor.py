@@ -21,7 +21,6 @@ own network stack would bypass the fences `tether.provision.network` puts in the
 from __future__ import annotations
 
 import json
-import os
 import resource
 import shutil
 import subprocess
@@ -30,7 +29,7 @@ from typing import Any
 
 from tether.errors import Unavailable
 from tether.provision.limits import Limits
-from tether.provision.sandbox import BUCKET, INSIDE_HOME, SYSTEM
+from tether.provision.sandbox import BUCKET, INSIDE_HOME, SYSTEM, usr_links
 
 SOCKETS = "/run/tether"  # inside: where the runtime makes its sockets
 OVERHEAD_MEMORY = 384 << 20  # gVisor's sentry and gofer, beside the workspace's own memory
@@ -58,10 +57,8 @@ def bundle(
     rootfs = where / "rootfs"
     shutil.rmtree(rootfs, ignore_errors=True)
     rootfs.mkdir(parents=True)
-    for entry in sorted(os.listdir("/")):  # /bin, /lib, ... as links into /usr
-        full = "/" + entry
-        if os.path.islink(full) and os.readlink(full).lstrip("/").startswith("usr/"):
-            (rootfs / entry).symlink_to(os.readlink(full))
+    for link, target in usr_links():  # /bin, /lib, ... as links into /usr
+        (rootfs / link.lstrip("/")).symlink_to(target)
     mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc"},
         {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",

@@ -93,15 +93,23 @@ class Plan:
     resolv_fd: int | None = None  # egress: the resolv.conf the workspace gets
 
 
+def usr_links() -> list[tuple[str, str]]:
+    """The host root's links into /usr (/bin -> usr/bin, ...): (link, target)."""
+    found = []
+    for entry in sorted(os.listdir("/")):
+        full = "/" + entry
+        if os.path.islink(full) and os.readlink(full).lstrip("/").startswith("usr/"):
+            found.append((full, os.readlink(full)))
+    return found
+
+
 def _system() -> list[str]:
     """/usr and /etc read-only, and the root's links into /usr (/bin, /lib, ...) as links."""
     args: list[str] = []
     for path in SYSTEM:
         args += ["--ro-bind", path, path]
-    for entry in sorted(os.listdir("/")):
-        full = "/" + entry
-        if os.path.islink(full) and os.readlink(full).lstrip("/").startswith("usr/"):
-            args += ["--symlink", os.readlink(full), full]
+    for link, target in usr_links():
+        args += ["--symlink", target, link]
     return args
 
 
