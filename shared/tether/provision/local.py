@@ -445,7 +445,6 @@ class LocalProvisioner:
             bucket=self.bucket(session_id),
             hidden=self.home,
             uid=sandbox.host_uid(session_id),
-            network=config["network"],
             tmp_size=limits.tmp,
             seccomp_fd=seccomp.program_fd(),
             info_fd=info_w,

@@ -85,7 +85,6 @@ class Plan:
     bucket: Path
     hidden: Path  # TETHER_HOME
     uid: int | None  # see host_uid
-    network: str  # "none" | "egress"
     tmp_size: int  # bytes
     seccomp_fd: int
     info_fd: int  # bubblewrap writes the first sandboxed pid here ...
