@@ -44,7 +44,6 @@ from tether.provision.disks import Disks
 from tether.provision.limits import Groups, Limits
 from tether.provision.uds import UnixHTTPClient, UnixJsonClient
 from tether.runtime import auth
-from tether.runtime.session_log import open_in_home
 from tether.runtime.session_log import tail as read_tail
 
 log = logging.getLogger(__name__)
@@ -143,15 +142,17 @@ class LocalProvisioner:
     def bucket(self, session_id: str) -> Path:
         return self.control(session_id) / "disk" / "bucket"
 
-    def kind(self, session_id: str) -> str:
-        """The sandbox a workspace runs in: the agent's, or gVisor where its template asks."""
+    def kind(self, session_id: str, config: dict[str, Any] | None = None) -> str:
+        """The sandbox a workspace runs in (from its config, read if not given): the
+        agent's, or gVisor where its template asks."""
         try:
-            return str(self._config(session_id).get("sandbox", self.sandbox))
+            config = self._config(session_id) if config is None else config
         except NotFound:
             return self.sandbox
+        return str(config.get("sandbox", self.sandbox))
 
-    def socket_path(self, session_id: str, suffix: str = ".sock") -> Path:
-        if self.kind(session_id) == "gvisor":  # the runtime makes them, on its own disk
+    def socket_path(self, session_id: str, suffix: str = ".sock", kind: str = "") -> Path:
+        if (kind or self.kind(session_id)) == "gvisor":  # the runtime makes them, on its disk
             return self._run_dir(session_id) / ("runtime" + suffix)
         return self.sockets / (self._key(session_id) + suffix)
 
@@ -212,7 +213,7 @@ class LocalProvisioner:
 
     def _mount(self, session_id: str, config: dict[str, Any]) -> None:
         """The workspace's disk, with its home and storage directory (made the first time)."""
-        kind = config.get("sandbox", self.sandbox)
+        kind = self.kind(session_id, config)
         uid = sandbox.host_uid(session_id) if kind != "none" else None
         limits = Limits.of(config["resources"])
         self.disks.mount(self.control(session_id), limits.disk, uid)
@@ -332,7 +333,7 @@ class LocalProvisioner:
         config = self._config(session_id)
         self._mount(session_id, config)
         token = auth.token_for(self.secret, session_id)
-        kind = config.get("sandbox", self.sandbox)
+        kind = self.kind(session_id, config)
         inside = sandbox.INSIDE_HOME if kind != "none" else str(home)
         env = sandbox.clean_env({"HOME": inside}, config["env"])
         env[auth.ENV] = token
@@ -501,7 +502,7 @@ class LocalProvisioner:
             if runtime.proc.poll() is not None:
                 code, said = runtime.proc.returncode, _said(runtime.proc)
                 if said == "no output":  # it got as far as its own log, in the home
-                    said = " | ".join(_log_tail(home, RUNTIME_LOG, 5)) or said
+                    said = " | ".join(read_tail(home, 5, RUNTIME_LOG)) or said
                 raise Unavailable(f"Workspace runtime exited with {code}: {said}")
             try:
                 status, body = runtime.http.request("GET", "/health", timeout=1)
@@ -519,12 +520,12 @@ class LocalProvisioner:
         its network, its sockets)."""
         if runtime is not None:
             self._end(runtime)
-        key = self._key(session_id)
-        if (kind or self.kind(session_id)) == "gvisor":
+        key, kind = self._key(session_id), kind or self.kind(session_id)
+        if kind == "gvisor":  # its sockets are on its disk, which goes with it
             gvisor.forget(self.home / "runsc", f"tether-{key}")
         else:
             for suffix in (".sock", EXEC):
-                (self.sockets / (key + suffix)).unlink(missing_ok=True)
+                self.socket_path(session_id, suffix, kind).unlink(missing_ok=True)
         self.groups.release(key)
 
     @staticmethod
@@ -586,16 +587,6 @@ def _said(proc: subprocess.Popen[bytes]) -> str:
     except OSError:
         data = b""
     return data.decode(errors="replace").strip() or "no output"
-
-
-def _log_tail(home: Path, relative: str, lines: int) -> list[str]:
-    """The last lines of a log in the home, read without following links."""
-    try:
-        with open_in_home(home, relative) as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
-            return f.read().decode(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return []
 
 
 def _kill_first(pidfd: int) -> None:

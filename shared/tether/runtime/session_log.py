@@ -75,13 +75,13 @@ def open_in_home(home: Path, relative: str) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
-def tail(home: Path, n: int) -> list[str]:
+def tail(home: Path, n: int, relative: str = SESSION_LOG) -> list[str]:
     """The last `n` lines of the home's session log, oldest first. Reads blocks from the end,
     so a huge log costs only what is returned. No log (or not a file) has no lines."""
     if n <= 0:
         return []
     try:
-        f = open_in_home(home, SESSION_LOG)
+        f = open_in_home(home, relative)
     except OSError:
         return []
     with f:
