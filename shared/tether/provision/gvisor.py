@@ -129,7 +129,7 @@ def runsc(state: Path, *args: str) -> list[str]:
 
 def forget(state: Path, container: str) -> None:
     """Removes what a sandbox that died without runsc's own clean-up left in its state."""
-    if any(state.glob(f"{container}*")) or any(state.glob(f"*{container}*")):
+    if any(state.glob(f"*{container}*")):
         done = subprocess.run(
             runsc(state, "delete", "--force", container), capture_output=True, text=True
         )
