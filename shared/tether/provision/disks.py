@@ -59,11 +59,17 @@ class Disks:
 
     def unmount(self, control: Path) -> None:
         where = control / MOUNT
-        if self.quota and os.path.ismount(where):
+        if not self.quota:
+            return
+        for lazy in ((), ("--lazy",)):  # still busy a moment after its last process: let it go
+            if not os.path.ismount(where):  # another release got there first
+                return
             try:
-                _run("umount", str(where))
-            except Unavailable:  # still busy a moment after its last process: let it go
-                _run("umount", "--lazy", str(where))
+                _run("umount", *lazy, str(where))
+                return
+            except Unavailable:
+                if lazy and os.path.ismount(where):
+                    raise
 
 
 def _run(*command: str) -> None:

@@ -291,7 +291,8 @@ class LocalProvisioner:
             with self._session(sid):
                 self._release(sid, self._runtimes.pop(sid, None))
         for control in self.root.iterdir():  # each is mounted again when next used
-            self.disks.unmount(control)
+            with self._session(control.name):
+                self.disks.unmount(control)
         self.groups.close()
         with contextlib.suppress(OSError):  # kept while another process's runtimes use it
             self.sockets.rmdir()
