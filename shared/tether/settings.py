@@ -34,7 +34,11 @@ class Settings:
     # A command not acked within this many seconds is published again by the sweeper.
     republish_after: float = 10.0
     public_url: str = ""
-    max_connections: int = 1024  # HTTP/WebSocket connections served at once (a thread each)
+    max_connections: int = 1024  # HTTP/WebSocket connections held at once
+    max_connections_per_client: int = 128  # of those, from one client address
+    # Proxies (addresses or CIDR networks) whose X-Forwarded-For names the client: the cloud
+    # load balancer's. Their connections count in the total only.
+    trusted_proxies: tuple[str, ...] = ()
     jwt_secret: str | None = None  # None: generated once and kept in `home`
     agent_id: str = ""  # the local agent's id; empty: local-<hostname>
     # An agent's platform and where its workspaces go (`python -m tether.agent`).
@@ -64,6 +68,10 @@ class Settings:
             republish_after=float(_env("TETHER_REPUBLISH_AFTER", "10")),
             public_url=_env("TETHER_PUBLIC_URL", f"http://127.0.0.1:{port}"),
             max_connections=int(_env("TETHER_MAX_CONNECTIONS", "1024")),
+            max_connections_per_client=int(_env("TETHER_MAX_CONNECTIONS_PER_CLIENT", "128")),
+            trusted_proxies=tuple(
+                p.strip() for p in _env("TETHER_TRUSTED_PROXIES", "").split(",") if p.strip()
+            ),
             jwt_secret=os.environ.get("TETHER_JWT_SECRET") or None,
             agent_id=_env("TETHER_AGENT_ID", ""),
             platform=_env("TETHER_PLATFORM", "local"),

@@ -21,6 +21,7 @@ from tether import deferred
 from tether.origin.server import Origin
 
 from tests.e2e.conftest import Server, start_server
+from tests.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -118,22 +119,23 @@ def test_a_path_nobody_serves_is_a_404_in_the_api_shape(server: Server) -> None:
 
 def test_an_upgrade_to_http2_is_answered_in_http11(server: Server) -> None:
     """curl --http2 on plain http asks to upgrade to h2c; the answer comes in HTTP/1.1."""
-    first, rest = raw(
-        server,
-        b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\n"
-        b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
-    )
-    answer = first + rest
-    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
-    assert json.loads(answer.partition(b"\r\n\r\n")[2])["status"] in ("healthy", "degraded")
+    headers = {
+        "Connection": "Upgrade, HTTP2-Settings",
+        "Upgrade": "h2c",
+        "HTTP2-Settings": "AAMAAABkAARAAAAAAAIAAAAA",
+    }
+    answer = httpx.get(f"{server.url}/health", headers=headers, timeout=10)
+    assert answer.status_code == 200 and answer.http_version == "HTTP/1.1"
+    assert answer.json()["status"] in ("healthy", "degraded")
 
 
 def test_connections_beyond_the_limit_get_a_503_until_one_closes(tmp_path: Path) -> None:
     busy = start_server(tmp_path / "home", {"TETHER_MAX_CONNECTIONS": "3"})
     port = int(busy.url.rsplit(":", 1)[1])
     try:
-        held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
-        time.sleep(0.3)  # each has its thread now
+        held = [httpx.Client(base_url=busy.url, timeout=10) for _ in range(3)]
+        for client in held:  # each holds a kept-alive connection once answered
+            assert client.get("/health").status_code == 200
         over = socket.create_connection(("127.0.0.1", port), timeout=10)
         answer = b""
         while chunk := over.recv(65536):
@@ -141,12 +143,18 @@ def test_connections_beyond_the_limit_get_a_503_until_one_closes(tmp_path: Path)
         assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]
         assert "Too many connections" in json.loads(answer.partition(b"\r\n\r\n")[2])["detail"]
         held.pop().close()
-        time.sleep(0.3)
-        assert httpx.get(f"{busy.url}/health", timeout=10).status_code == 200
-        for sock in held:
-            sock.close()
+        assert wait_for(lambda: _health(busy.url) == 200)
+        for client in held:
+            client.close()
     finally:
         busy.stop()
+
+
+def _health(url: str) -> int:
+    try:
+        return httpx.get(f"{url}/health", timeout=10).status_code
+    except httpx.HTTPError:
+        return 0
 
 
 @contextmanager
@@ -176,7 +184,7 @@ def test_work_a_handler_defers_runs_after_its_answer_is_sent() -> None:
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
         return [b"ok"]
 
-    origin = Origin(app=app, relay=web.Application())
+    origin = Origin(app=app)
     with serving(origin) as url, httpx.Client(base_url=url, timeout=10) as client:
         assert client.get("/v1/sessions/one").text == "ok"
         answered.set()

@@ -31,6 +31,7 @@ def _print(data: Any) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from tether.local.stack import LocalStack
+    from tether.origin.guard import Limits
     from tether.origin.server import Origin
     from tether.settings import Settings
 
@@ -54,7 +55,7 @@ def cmd_up(args: argparse.Namespace) -> int:
               f"(agent {stack.agent.agent_id}, Ctrl-C to stop)", flush=True)  # fmt: skip
 
     try:
-        origin = Origin(max_connections=settings.max_connections)
+        origin = Origin(limits=Limits.of(settings))
         asyncio.run(origin.serve("127.0.0.1", settings.port, ready))
         print("Stopping Tether...", flush=True)
     except OSError as exc:

@@ -1,49 +1,101 @@
 """What the origin serves: the function targets as one WSGI app (routed by
-`tether.targets.ROUTES`, as the cloud's load balancer routes) and the relay's aiohttp app."""
+`tether.targets.ROUTES`, as the cloud's load balancer routes) and the relay's routes, on one
+aiohttp app whose middleware holds the limits every request gets."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
-from aiohttp_wsgi.wsgi import WSGIHandler
 from werkzeug.wrappers import Request
+from werkzeug.wrappers import Response as WsgiResponse
 
-from tether.errors import NotFound
+from tether import errors
+from tether.origin.guard import MAX_BODY, Connections
+from tether.origin.wsgi import WsgiApp, WsgiTargets
 from tether.relay import app as relay
-from tether.surfaces.onmemos import render_error
 from tether.targets import HTTP_TARGETS, target_for
+
+log = logging.getLogger(__name__)
+
+# What the targets and the relay answer; anything else (CONNECT, TRACE, WebDAV's) is a 405.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def wsgi_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
     request = Request(environ)
     name = target_for(request.path)
     if name is None:
-        response = render_error(NotFound("Not Found"), 404)
+        response = render(request.path, errors.NotFound("Not Found"), 404)
     else:
         response = HTTP_TARGETS[name](request)
-    if response.is_sequence and request.method != "HEAD" and response.status_code not in (204, 304):
-        # A body held in memory (every JSON answer): its status, headers and bytes as they are,
-        # which is all werkzeug's own WSGI call sends for one, at half the cost. Streamed, HEAD,
-        # 204 and 304 answers still take that call.
-        start_response(response.status, response.headers.to_wsgi_list())
-        return response.response  # type: ignore[return-value]  # bytes: set_data encodes text
     return response(environ, start_response)
 
 
-def relay_app(threads: int = 8) -> web.Application:
-    """The relay's aiohttp app (the shell WebSocket, the viewer page, noVNC's files). A
-    connection handed to it may go on with plain requests: those reach the function targets
-    through WSGI, on up to `threads` worker threads."""
-    app = web.Application()
-    executor = ThreadPoolExecutor(threads, thread_name_prefix="http")
-    relay.add_routes(app)
-    app.router.add_route("*", "/{path_info:.*}", WSGIHandler(wsgi_app, executor=executor))
+def render(path: str, error: errors.TetherError, status: int) -> WsgiResponse:
+    """`error` in the shape of the surface whose prefix `path` is under (OnMemOS's otherwise)."""
+    if target_for(path) == "streamspace":
+        from tether.surfaces import streamspace
+
+        return streamspace.render_error(error, status)
+    from tether.surfaces import onmemos
+
+    return onmemos.render_error(error, status)
+
+
+def refusal(request: web.Request, error: errors.TetherError, status: int) -> web.Response:
+    """An answer given before any handler runs; the connection ends with it (the body it
+    refuses may still be on its way)."""
+    made = render(request.path, error, status)
+    response = web.Response(status=status, body=made.get_data(), content_type=made.mimetype)
+    if status == 405:
+        response.headers["Allow"] = ", ".join(sorted(METHODS))
+    response.force_close()
+    return response
+
+
+def front_app(connections: Connections, app: WsgiApp = wsgi_app) -> web.Application:
+    targets = WsgiTargets(app)
+
+    @web.middleware
+    async def limited(request: web.Request, handler: Any) -> web.StreamResponse:
+        with connections.serving(request.transport):
+            if request.method not in METHODS:
+                return refusal(request, errors.Invalid("Method Not Allowed", field="method"), 405)
+            if (request.content_length or 0) > MAX_BODY:
+                return refusal(request, _too_large(), 413)
+            try:
+                response: web.StreamResponse = await handler(request)
+                return response
+            except web.HTTPRequestEntityTooLarge:  # a chunked body that grew past the limit
+                return refusal(request, _too_large(), 413)
+            except web.HTTPException:
+                raise  # aiohttp's own answers (a static file that is not there)
+            except Exception:
+                log.exception("unhandled error on %s %s", request.method, request.path)
+                return refusal(request, errors.TetherError("Internal server error"), 500)
+
+    async def expect(request: web.Request) -> web.StreamResponse | None:
+        """`Expect: 100-continue`: a body too large is refused before the client sends it."""
+        if request.headers.get("Expect", "").lower() != "100-continue":
+            return refusal(request, errors.Invalid("Unsupported Expect", field="Expect"), 417)
+        if (request.content_length or 0) > MAX_BODY:
+            return refusal(request, _too_large(), 413)
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return None
+
+    front = web.Application(client_max_size=MAX_BODY, middlewares=[limited])
+    relay.add_routes(front, targets.handle)
+    front.router.add_route("*", "/{path:.*}", targets.handle, expect_handler=expect)
 
     async def stop_threads(_: web.Application) -> None:
-        executor.shutdown(wait=False, cancel_futures=True)
+        targets.close()
 
-    app.on_cleanup.append(stop_threads)
-    return app
+    front.on_cleanup.append(stop_threads)
+    return front
+
+
+def _too_large() -> errors.Invalid:
+    return errors.Invalid(f"Request body too large: at most {MAX_BODY >> 20} MiB", field="body")

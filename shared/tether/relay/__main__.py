@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 
+from tether.origin.guard import Limits
 from tether.origin.server import Origin
 from tether.settings import Settings
 
@@ -22,7 +23,7 @@ def main() -> None:
     def ready() -> None:
         print(f"Tether relay on port {port}", flush=True)
 
-    origin = Origin(max_connections=settings.max_connections)
+    origin = Origin(limits=Limits.of(settings))
     asyncio.run(origin.serve("0.0.0.0", port, ready))
 
 

@@ -1,0 +1,220 @@
+"""The limits every connection to the origin gets, whatever it asks for.
+
+aiohttp parses, frames and keeps connections alive; it bounds each header line and the number
+of headers, but not a request head as a whole, not how long a head may take to arrive, and not
+how many connections one address holds. `Guard` sits between the transport and aiohttp's
+protocol and adds those:
+
+- a request head is at most `MAX_HEAD` bytes and `MAX_HEADERS` header lines (else 431);
+- a head must be whole within `HEAD_DEADLINE` of its first byte (else 408, and the connection
+  is cut: a slowloris client holds nothing for long);
+- a connection that sends nothing for `KEEP_ALIVE` is closed;
+- at most `per_client` connections per client address and `total` in all (else 503), so one
+  client cannot take every connection from the others. Addresses of trusted proxies (a load
+  balancer in front) are counted in the total only.
+
+The guard only watches bytes between requests: from the end of one answer to the blank line
+that ends the next head (where aiohttp takes over). While a request is served
+(`Connections.serving`), its body and any WebSocket traffic pass untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tether.settings import Settings
+from tether.surfaces.http import closing_json_response
+
+MAX_HEAD = 64 << 10  # bytes of request line and headers
+MAX_HEADERS = 100
+MAX_BODY = 32 << 20  # as Cloud Functions allows
+HEAD_DEADLINE = 10.0  # seconds from a head's first byte to its end
+KEEP_ALIVE = 75.0  # seconds an idle connection stays open (aiohttp's default)
+_END = b"\r\n\r\n"
+
+
+@dataclass
+class Limits:
+    total: int = 1024
+    per_client: int = 128
+    trusted_proxies: tuple[str, ...] = ()  # addresses or networks (CIDR)
+    head_deadline: float = HEAD_DEADLINE
+    keep_alive: float = KEEP_ALIVE
+    networks: list[Any] = field(init=False)
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        return cls(
+            settings.max_connections, settings.max_connections_per_client, settings.trusted_proxies
+        )
+
+    def __post_init__(self) -> None:
+        self.networks = [ipaddress.ip_network(p, strict=False) for p in self.trusted_proxies]
+
+    def trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.networks)
+
+
+class Connections:
+    """The connections the origin holds: counted per client address, and found by transport
+    when a request starts and ends."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.per_address: Counter[str] = Counter()
+        self.open: dict[asyncio.BaseTransport, Guard] = {}
+
+    def factory(self, inner: Callable[[], asyncio.Protocol]) -> Callable[[], Guard]:
+        return lambda: Guard(self, inner())
+
+    def serving(self, transport: asyncio.BaseTransport | None) -> Guarding:
+        """`with connections.serving(request.transport):` around a request's handling."""
+        return Guarding(self.open.get(transport) if transport is not None else None)
+
+    def admit(self, guard: Guard) -> str | None:
+        """Why the connection is refused, or None."""
+        if len(self.open) >= self.limits.total:
+            return "Too many connections; try again shortly"
+        address = guard.address
+        if not self.limits.trusted(address) and self.per_address[address] >= self.limits.per_client:
+            return "Too many connections from your address; close some and try again"
+        return None
+
+    def added(self, guard: Guard) -> None:
+        self.open[guard.transport] = guard
+        self.per_address[guard.address] += 1
+
+    def removed(self, guard: Guard) -> None:
+        if self.open.pop(guard.transport, None) is not None:
+            self.per_address[guard.address] -= 1
+            if not self.per_address[guard.address]:
+                del self.per_address[guard.address]
+
+
+class Guarding:
+    def __init__(self, guard: Guard | None) -> None:
+        self.guard = guard
+
+    def __enter__(self) -> None:
+        if self.guard is not None:
+            self.guard.busy += 1
+
+    def __exit__(self, *_: object) -> None:
+        if self.guard is not None:
+            self.guard.busy -= 1
+            if not self.guard.busy:
+                self.guard.between_requests()
+
+
+class Guard(asyncio.Protocol):
+    """One connection's limits, in front of aiohttp's protocol (`inner`)."""
+
+    def __init__(self, connections: Connections, inner: asyncio.Protocol) -> None:
+        self.connections = connections
+        self.limits = connections.limits
+        self.inner = inner
+        self.transport: asyncio.Transport
+        self.address = ""
+        self.busy = 0  # requests being served
+        self.head = bytearray()  # of the next request, until its end is seen
+        self.head_seen = False  # its end seen: aiohttp has it, a handler will start
+        self.timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.address = peer[0] if isinstance(peer, tuple) else str(peer or "")
+        refused = self.connections.admit(self)
+        if refused is not None:
+            self._refuse(503, refused)
+            return
+        self.connections.added(self)
+        self.inner.connection_made(transport)
+        self._arm(self.limits.keep_alive)
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            return
+        if not self.busy and not self.head_seen and not self._watch_head(data):
+            return
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        if self.connections.open.get(self.transport) is self:
+            self.connections.removed(self)
+            self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    # -- the head between requests ------------------------------------------------------------
+
+    def _watch_head(self, data: bytes) -> bool:
+        """Whether `data` may go on to aiohttp (False: the connection was refused)."""
+        if not self.head:
+            self.head_seen = False
+            if not data.lstrip(b"\r\n"):  # blank lines before a request are allowed
+                return True
+            self._arm(self.limits.head_deadline)  # a head has begun
+        start = max(0, len(self.head) - 3)
+        self.head += data
+        end = self.head.find(_END, start)
+        head = self.head if end < 0 else self.head[:end]
+        if len(head) > MAX_HEAD or head.count(b"\r\n") > MAX_HEADERS:
+            self._refuse(431, "Request head too large: at most 64 KiB and 100 headers")
+            return False
+        if end >= 0:  # whole: aiohttp reads it, and a handler serves it (or aiohttp answers)
+            self.head = bytearray()
+            self.head_seen = True
+            self._arm(self.limits.keep_alive)
+        return True
+
+    def between_requests(self) -> None:
+        """A request's answer is done: the next head is watched from here."""
+        self.head = bytearray()
+        self.head_seen = False
+        if not self.transport.is_closing():
+            self._arm(self.limits.keep_alive)
+
+    # -- timers and refusals ------------------------------------------------------------------
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self.timer = asyncio.get_running_loop().call_later(seconds, self._expired)
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _expired(self) -> None:
+        self.timer = None
+        if self.busy:  # served: the timer starts again when the answer is done
+            return
+        if self.head:
+            self._refuse(408, "Request head not received in time")
+        else:
+            self.transport.close()  # idle: nothing to answer
+
+    def _refuse(self, status: int, detail: str) -> None:
+        self.transport.write(closing_json_response(status, {"detail": detail}))
+        self.transport.close()
