@@ -13,7 +13,7 @@ from werkzeug.wrappers import Request
 from werkzeug.wrappers import Response as WsgiResponse
 
 from tether import errors
-from tether.origin.guard import MAX_BODY, Connections
+from tether.origin.guard import CONNECTIONS, MAX_BODY, Connections
 from tether.origin.wsgi import WsgiApp, WsgiTargets
 from tether.relay import app as relay
 from tether.targets import HTTP_TARGETS, target_for
@@ -87,6 +87,7 @@ def front_app(connections: Connections, app: WsgiApp = wsgi_app) -> web.Applicat
         return None
 
     front = web.Application(client_max_size=MAX_BODY, middlewares=[limited])
+    front[CONNECTIONS] = connections  # the relay's splices take their connection from it
     relay.add_routes(front, targets.handle)
     front.router.add_route("*", "/{path:.*}", targets.handle, expect_handler=expect)
 

@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiohttp import web
+
 from tether.settings import Settings
 from tether.surfaces.http import closing_json_response
 
@@ -36,6 +38,7 @@ MAX_BODY = 32 << 20  # as Cloud Functions allows
 HEAD_DEADLINE = 10.0  # seconds from a head's first byte to its end
 KEEP_ALIVE = 75.0  # seconds an idle connection stays open (aiohttp's default)
 _END = b"\r\n\r\n"
+CONNECTIONS: web.AppKey[Connections] = web.AppKey("connections")
 
 
 @dataclass
@@ -76,9 +79,12 @@ class Connections:
     def factory(self, inner: Callable[[], asyncio.Protocol]) -> Callable[[], Guard]:
         return lambda: Guard(self, inner())
 
+    def guard(self, transport: asyncio.BaseTransport | None) -> Guard | None:
+        return self.open.get(transport) if transport is not None else None
+
     def serving(self, transport: asyncio.BaseTransport | None) -> Guarding:
         """`with connections.serving(request.transport):` around a request's handling."""
-        return Guarding(self.open.get(transport) if transport is not None else None)
+        return Guarding(self.guard(transport))
 
     def admit(self, guard: Guard) -> str | None:
         """Why the connection is refused, or None."""
@@ -128,6 +134,12 @@ class Guard(asyncio.Protocol):
         self.head = bytearray()  # of the next request, until its end is seen
         self.head_seen = False  # its end seen: aiohttp has it, a handler will start
         self.timer: asyncio.TimerHandle | None = None
+        self.diverted: asyncio.Protocol | None = None  # takes the bytes from aiohttp (a splice)
+
+    def divert(self, protocol: asyncio.Protocol) -> None:
+        """From now on the connection's bytes and events go to `protocol`, not aiohttp (whose
+        handler still runs, and learns when the connection is lost)."""
+        self.diverted = protocol
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -145,6 +157,9 @@ class Guard(asyncio.Protocol):
         self._arm(self.limits.keep_alive)
 
     def data_received(self, data: bytes) -> None:
+        if self.diverted is not None:
+            self.diverted.data_received(data)
+            return
         if self.transport.is_closing():
             return
         if not self.busy and not self.head_seen and not self._watch_head(data):
@@ -152,19 +167,21 @@ class Guard(asyncio.Protocol):
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self.inner.eof_received()
+        return (self.diverted or self.inner).eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         if self.connections.open.get(self.transport) is self:
             self.connections.removed(self)
+            if self.diverted is not None:
+                self.diverted.connection_lost(exc)
             self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
-        self.inner.pause_writing()
+        (self.diverted or self.inner).pause_writing()
 
     def resume_writing(self) -> None:
-        self.inner.resume_writing()
+        (self.diverted or self.inner).resume_writing()
 
     # -- the head between requests ------------------------------------------------------------
 

@@ -1,14 +1,17 @@
 """Relayed streams: a session's terminal, desktop (VNC) and live logs, each a WebSocket between
 the client and the session's runtime.
 
-Both handshakes are a library's: aiohttp answers the client's upgrade, the `websockets` client
-opens the runtime's. Everything is checked before the upgrade is answered (the handshake's
-validity, Origin, credential, ownership, that the runtime answers): a refused caller gets a
-plain HTTP error and nothing is relayed. Then messages pass as they are, text as text and
-binary as binary, each direction awaiting the other side's writes, so a slow reader slows the
-runtime instead of growing memory. Each leg keeps itself alive with its own pings. A session
-that ends closes its streams: its runtime closes them with 4001, which the relay passes on, and
-a stream whose runtime has not done so within `CLOSE_GRACE` is cut.
+Both handshakes are a library's: aiohttp answers the client's upgrade, and `websockets`' client
+protocol makes and checks the request to the runtime. Everything is checked before the upgrade
+is answered (the handshake's validity, Origin, credential, ownership, that the runtime
+answers): a refused caller gets a plain HTTP error and nothing is relayed.
+
+Then the bytes pass through untouched, in both directions on the event loop (client frames
+stay masked, as the runtime expects of a client): a frame costs a write, not a parse and a
+re-mask. A side whose peer cannot take more stops being read, so a slow reader slows the other
+end instead of growing memory. Pings and close frames pass through too: the runtime pings the
+client, and closes its streams (4001) when the session ends. A stream whose session has ended
+and whose runtime has not closed it within `CLOSE_GRACE` is cut.
 """
 
 from __future__ import annotations
@@ -23,12 +26,15 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlencode, urlsplit
 
-import websockets
-from aiohttp import WSMsgType, web
-from websockets.asyncio.client import ClientConnection
+from aiohttp import web
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidHandshake, InvalidStatus
+from websockets.typing import Subprotocol
+from websockets.uri import parse_uri
 
 from tether.core.models import Principal, Session
 from tether.errors import TetherError
+from tether.origin.guard import CONNECTIONS, MAX_HEAD
 from tether.provision.uds import connect_unix
 from tether.relay import access
 from tether.runtime import auth
@@ -43,7 +49,6 @@ WS_OPTIONS: dict[str, Any] = {
     "max_msg_size": MAX_FRAME,
 }
 CLOSE_GRACE = 5.0  # seconds an ended session's runtime has to close its streams itself
-FROM_RUNTIME_MAX = 16 << 20  # bytes of one message from a runtime (a desktop's frame update)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Store calls and shell commands (which last as long as the command) run here, not on the
@@ -121,24 +126,34 @@ async def authorize(
 
 
 async def serve(request: web.Request, route: Route) -> web.StreamResponse:
-    ws = web.WebSocketResponse(protocols=route.protocols, **WS_OPTIONS)
+    # No heartbeat and no reader of aiohttp's: once upgraded, the connection's bytes are ours.
+    ws = web.WebSocketResponse(protocols=route.protocols, compress=False)
     allowed = await authorize(request, ws)
     if isinstance(allowed, web.Response):
         return allowed
     _, session = allowed
     if route.desktop and not session.vnc:
         return refusal(404, "This session has no desktop")
+    connection = request.app[CONNECTIONS].guard(request.transport)
+    if connection is None:  # gone while it was checked
+        return refusal(503, "The connection closed")
     query = {k: request.query.get(k, default) for k, default in route.query.items()}
     path = route.runtime_path + "?" + urlencode({k: v for k, v in query.items() if v is not None})
     try:
         runtime = await _open_runtime(session, path.rstrip("?"), route.protocols)
     except _Refused as refused:
         return refusal(refused.status, refused.detail)
+    client = _Side(connection.transport)
     try:
         await ws.prepare(request)
-        await _relay(ws, runtime, session.id)
+        connection.divert(client)
+        client.join(runtime)
+        runtime.join(client)
+        await _until_done(client, runtime, session.id)
     finally:
-        await runtime.close()
+        runtime.close()
+        client.close()
+        await client.lost  # then nothing aiohttp writes as the handler ends goes out
     return ws
 
 
@@ -147,13 +162,87 @@ class _Refused(Exception):
         self.status, self.detail = status, detail
 
 
-async def _open_runtime(
-    session: Session, path: str, protocols: tuple[str, ...]
-) -> ClientConnection:
-    """The runtime's WebSocket at `path`, handshake done."""
+class _Side(asyncio.Protocol):
+    """One side of a relay: what it receives is written to its peer, and a side whose peer's
+    buffer is full stops being read until it drains. Until it is joined, what it receives
+    is kept: the runtime's handshake answer, and what came after it."""
+
+    def __init__(self, transport: asyncio.BaseTransport | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        self.transport = transport
+        self.peer: _Side | None = None
+        self.kept = bytearray()
+        self.ended = False  # the far end has sent all it will
+        self.head: asyncio.Future[bytes] = loop.create_future()  # the runtime's answer
+        self.lost: asyncio.Future[None] = loop.create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is not None:
+            self.peer.write(data)
+            return
+        self.kept += data
+        if self.head.done():
+            return
+        end = self.kept.find(b"\r\n\r\n")
+        if end >= 0:
+            self.head.set_result(bytes(self.kept[: end + 4]))
+            del self.kept[: end + 4]
+        elif len(self.kept) > MAX_HEAD:
+            self.head.set_exception(ConnectionError("the runtime's answer is too long"))
+            self.close()
+
+    def join(self, peer: _Side) -> None:
+        self.peer = peer
+        if self.kept:
+            peer.write(bytes(self.kept))
+            self.kept.clear()
+
+    def write(self, data: bytes) -> None:
+        assert isinstance(self.transport, asyncio.WriteTransport)
+        self.transport.write(data)
+
+    def eof_received(self) -> bool:
+        """The far end is done sending: so is this relay, towards the peer (which may still
+        answer, say the close frame just passed on). Both done: both close."""
+        self.ended = True
+        peer = self.peer.transport if self.peer is not None else None
+        if self.peer is None or self.peer.ended or not isinstance(peer, asyncio.WriteTransport):
+            return False  # the transport closes, and connection_lost closes the peer
+        if not peer.can_write_eof():
+            return False
+        peer.write_eof()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.head.done():
+            self.head.set_exception(ConnectionError("the runtime closed the connection"))
+        if not self.lost.done():
+            self.lost.set_result(None)
+        if self.peer is not None:
+            self.peer.close()
+
+    def pause_writing(self) -> None:
+        if self.peer is not None and isinstance(self.peer.transport, asyncio.ReadTransport):
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and isinstance(self.peer.transport, asyncio.ReadTransport):
+            self.peer.transport.resume_reading()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def _open_runtime(session: Session, path: str, protocols: tuple[str, ...]) -> _Side:
+    """A connection to the runtime's WebSocket at `path`, its handshake done and checked."""
     url = session.url or ""
+    loop = asyncio.get_running_loop()
+    side = _Side()
     headers: dict[str, str] = {}
-    options: dict[str, Any] = {}
     try:
         if url.startswith("http+unix://"):  # local: the runtime's Unix socket
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -161,77 +250,77 @@ async def _open_runtime(
             try:
                 # A path a workspace may write: connected without following its links.
                 await blocking(connect_unix, sock, unquote(url[len("http+unix://") :]))
+                await loop.create_unix_connection(lambda: side, sock=sock)
             except OSError:
                 sock.close()
                 raise
             uri = "ws://runtime" + path
-            options["sock"] = sock
             headers[auth.HEADER] = await blocking(access.runtime_token, session.id)
         else:  # a Cloud Run or GKE workspace
             parts = urlsplit(url)
-            scheme = "wss" if parts.scheme == "https" else "ws"
-            uri = f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}{path}"
-            if scheme == "wss":  # a private Cloud Run service: it wants an ID token
-                options["ssl"] = ssl.create_default_context()
+            tls = parts.scheme == "https"
+            uri = f"{'wss' if tls else 'ws'}://{parts.netloc}{parts.path.rstrip('/')}{path}"
+            if tls:  # a private Cloud Run service: it wants an ID token
                 token = await blocking(access.id_tokens(), url.rstrip("/"))
                 if token:
                     headers["Authorization"] = f"Bearer {token}"
-        return await websockets.connect(
-            uri,
-            additional_headers=headers,
-            subprotocols=list(protocols) or None,  # type: ignore[arg-type]
-            compression=None,
-            max_size=FROM_RUNTIME_MAX,
-            ping_interval=None,  # the runtime pings; this side answers
-            open_timeout=10,
-            user_agent_header=None,
-            **options,
+            await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: side,
+                    parts.hostname or "",
+                    parts.port or (443 if tls else 80),
+                    ssl=ssl.create_default_context() if tls else None,
+                ),
+                10,
+            )
+            if side.transport is not None:
+                _keep_alive(side.transport.get_extra_info("socket"))
+        handshake = ClientProtocol(
+            parse_uri(uri), subprotocols=[Subprotocol(p) for p in protocols] or None
         )
+        request = handshake.connect()
+        for name, value in headers.items():
+            request.headers[name] = value
+        handshake.send_request(request)
+        side.write(b"".join(handshake.data_to_send()))
+        handshake.receive_data(await asyncio.wait_for(asyncio.shield(side.head), 10))
+        handshake.events_received()
+        if handshake.handshake_exc is not None:
+            raise handshake.handshake_exc
     except TetherError as exc:  # no ID token to call the workspace with
+        side.close()
         raise _Refused(502, exc.message) from None
-    except websockets.InvalidStatus as exc:
+    except InvalidStatus as exc:
+        side.close()
         if exc.response.status_code == 404:
             raise _Refused(404, "This session has no desktop") from None
         raise _Refused(502, f"The workspace runtime answered {exc.response.status_code}") from None
-    except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
+    except (OSError, TimeoutError, InvalidHandshake) as exc:
+        side.close()
         raise _Refused(502, f"Workspace runtime unreachable: {exc}") from None
+    return side
 
 
-async def _relay(ws: web.WebSocketResponse, runtime: ClientConnection, session_id: str) -> None:
-    """Until either side closes (its close code passed to the other) or the session ends."""
+def _keep_alive(sock: socket.socket) -> None:
+    """A peer that vanishes (no FIN) is noticed within about a minute and frees both sides."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
 
-    async def down() -> None:
-        with contextlib.suppress(websockets.ConnectionClosed):
-            async for message in runtime:
-                if isinstance(message, str):
-                    await ws.send_str(message)
-                else:
-                    await ws.send_bytes(message)
-        code = runtime.close_code if runtime.close_code not in (None, 1005, 1006) else 1011
-        await ws.close(code=code, message=(runtime.close_reason or "").encode())
 
-    async def up() -> None:
-        async for msg in ws:
-            if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
-                try:
-                    await runtime.send(msg.data)
-                except websockets.ConnectionClosed:
-                    return
-        code = ws.close_code if ws.close_code not in (None, 1005, 1006) else 1000
-        await runtime.close(code=code)
-
-    tasks = [asyncio.ensure_future(t) for t in (down(), up(), _watch(session_id))]
+async def _until_done(client: _Side, runtime: _Side, session_id: str) -> None:
+    """Until both sides have closed, or the session has ended (and its runtime has had
+    `CLOSE_GRACE` to close the stream itself)."""
+    both: asyncio.Future[Any] = asyncio.gather(client.lost, runtime.lost)
+    watch: asyncio.Future[Any] = asyncio.ensure_future(_watch(session_id))
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        # The other direction ends as its peer answers the close; the session's end is cut.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(tasks[0]), CLOSE_GRACE)
+        await asyncio.wait([both, watch], return_when=asyncio.FIRST_COMPLETED)
+        if not both.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(both), CLOSE_GRACE)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if not ws.closed:
-            await ws.close(code=1011)
+        watch.cancel()
 
 
 async def _watch(session_id: str) -> None:
