@@ -16,7 +16,6 @@ from typing import Any
 import aiohttp
 import httpx
 import pytest
-from aiohttp import web
 from tether import deferred
 from tether.origin.server import Origin
 

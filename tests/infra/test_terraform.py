@@ -18,7 +18,6 @@ from aiohttp import web
 from tether.agent.journal import EXPIRING as JOURNAL_KINDS
 from tether.bus import COMMANDS_TOPIC, EVENTS_TOPIC, commands_subscription
 from tether.relay import app as relay_app
-from tether.relay import streams
 from tether.service.sweeper import EXPIRING_KINDS
 from tether.store.indexes import COMPOSITE_INDEXES
 from tether.targets import ROUTES
