@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from tether.origin.server import Origin
 
 from tests.conftest import emulator
 
@@ -104,3 +108,18 @@ def embedded(tmp_path: Path) -> Iterator[Server]:
     srv = start_server(tmp_path / "home")
     yield srv
     srv.stop()
+
+
+@contextmanager
+def serving(origin: Origin) -> Iterator[str]:
+    """`origin` on a free loopback port, its event loop on a thread; yields its base URL."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(origin.start("127.0.0.1", 0), loop).result(10)
+    try:
+        yield f"http://127.0.0.1:{origin.port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(origin.close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)

@@ -9,7 +9,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import pytest
 from tether import deferred
 from tether.origin.server import Origin
 
-from tests.e2e.conftest import Server, start_server
+from tests.e2e.conftest import Server, serving, start_server
 from tests.waiting import wait_for
 
 
@@ -154,21 +153,6 @@ def _health(url: str) -> int:
         return httpx.get(f"{url}/health", timeout=10).status_code
     except httpx.HTTPError:
         return 0
-
-
-@contextmanager
-def serving(origin: Origin) -> Iterator[str]:
-    """`origin` on a free loopback port, its event loop on a thread; yields its base URL."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    asyncio.run_coroutine_threadsafe(origin.start("127.0.0.1", 0), loop).result(10)
-    try:
-        yield f"http://127.0.0.1:{origin.port}"
-    finally:
-        asyncio.run_coroutine_threadsafe(origin.close(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
 
 
 def test_work_a_handler_defers_runs_after_its_answer_is_sent() -> None:

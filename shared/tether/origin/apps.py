@@ -61,21 +61,10 @@ def front_app(connections: Connections, app: WsgiApp = wsgi_app) -> web.Applicat
 
     @web.middleware
     async def limited(request: web.Request, handler: Any) -> web.StreamResponse:
-        with connections.serving(request.transport):
-            if request.method not in METHODS:
-                return refusal(request, errors.Invalid("Method Not Allowed", field="method"), 405)
-            if (request.content_length or 0) > MAX_BODY:
-                return refusal(request, _too_large(), 413)
-            try:
-                response: web.StreamResponse = await handler(request)
-                return response
-            except web.HTTPRequestEntityTooLarge:  # a chunked body that grew past the limit
-                return refusal(request, _too_large(), 413)
-            except web.HTTPException:
-                raise  # aiohttp's own answers (a static file that is not there)
-            except Exception:
-                log.exception("unhandled error on %s %s", request.method, request.path)
-                return refusal(request, errors.TetherError("Internal server error"), 500)
+        with connections.serving(request.transport) as serving:
+            response = await _limited(request, handler)
+            serving.ending = response.keep_alive is False  # None: not decided, so kept
+            return response
 
     async def expect(request: web.Request) -> web.StreamResponse | None:
         """`Expect: 100-continue`: a body too large is refused before the client sends it."""
@@ -96,6 +85,23 @@ def front_app(connections: Connections, app: WsgiApp = wsgi_app) -> web.Applicat
 
     front.on_cleanup.append(stop_threads)
     return front
+
+
+async def _limited(request: web.Request, handler: Any) -> web.StreamResponse:
+    if request.method not in METHODS:
+        return refusal(request, errors.Invalid("Method Not Allowed", field="method"), 405)
+    if (request.content_length or 0) > MAX_BODY:
+        return refusal(request, _too_large(), 413)
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except web.HTTPRequestEntityTooLarge:  # a chunked body that grew past the limit
+        return refusal(request, _too_large(), 413)
+    except web.HTTPException:
+        raise  # aiohttp's own answers (a static file that is not there)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return refusal(request, errors.TetherError("Internal server error"), 500)
 
 
 def _too_large() -> errors.Invalid:

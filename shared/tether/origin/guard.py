@@ -107,18 +107,25 @@ class Connections:
 
 
 class Guarding:
+    """A request being served on a connection; `ending` once its answer ends the connection
+    (what follows is the rest of a refused body, not a head)."""
+
     def __init__(self, guard: Guard | None) -> None:
         self.guard = guard
+        self.ending = False
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> Guarding:
         if self.guard is not None:
             self.guard.busy += 1
+        return self
 
     def __exit__(self, *_: object) -> None:
         if self.guard is not None:
             self.guard.busy -= 1
-            if not self.guard.busy:
+            if not self.guard.busy and not self.ending:
                 self.guard.between_requests()
+            elif self.ending:
+                self.guard.head_seen = True  # nothing more is watched: aiohttp drops the rest
 
 
 class Guard(asyncio.Protocol):
