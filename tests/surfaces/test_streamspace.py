@@ -167,9 +167,15 @@ def test_agents_registry_and_draining(ss: FlaskClient, stack: LocalStack) -> Non
     s = ss.post(f"{API}/sessions", json={"user": "alice", "template": "shell"}, headers=user)
     sid = s.get_json()["id"]
     wait_state(ss, sid, ALICE_KEY, "running")
+    other = ss.post(f"{API}/sessions", json={"user": "bob", "template": "shell"},
+                    headers=bearer(BOB_KEY)).get_json()["id"]  # fmt: skip
+    wait_state(ss, other, BOB_KEY, "running")
     detail = ss.get(f"{API}/agents/{agent_id}", headers=user).get_json()
-    assert detail["capacity"]["current_sessions"] == 1
-    assert [x["id"] for x in detail["sessions"]] == [sid]
+    assert detail["capacity"]["current_sessions"] == 2
+    assert [x["id"] for x in detail["sessions"]] == [sid]  # bob's is not alice's to see
+    seen = ss.get(f"{API}/agents/{agent_id}", headers=admin).get_json()["sessions"]
+    assert {x["id"] for x in seen} == {sid, other}
+    ss.delete(f"{API}/sessions/{other}", headers=bearer(BOB_KEY))
     assert_error(ss.get(f"{API}/agents/ghost", headers=user), 404, "AGENT_NOT_FOUND")
     stats = ss.get(f"{API}/agents/stats", headers=user).get_json()
     assert (stats["total_agents"], stats["online_agents"], stats["draining_agents"]) == (1, 1, 0)

@@ -21,16 +21,14 @@ that ends the next head (where aiohttp takes over). While a request is served
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from tether.settings import Settings
-from tether.surfaces.http import closing_json_response
+from tether.surfaces.http import closing_json_response, proxy_matcher
 
 MAX_HEAD = 64 << 10  # bytes of request line and headers
 MAX_HEADERS = 100
@@ -48,7 +46,6 @@ class Limits:
     trusted_proxies: tuple[str, ...] = ()  # addresses or networks (CIDR)
     head_deadline: float = HEAD_DEADLINE
     keep_alive: float = KEEP_ALIVE
-    networks: list[Any] = field(init=False)
 
     @classmethod
     def of(cls, settings: Settings) -> Limits:
@@ -56,15 +53,8 @@ class Limits:
             settings.max_connections, settings.max_connections_per_client, settings.trusted_proxies
         )
 
-    def __post_init__(self) -> None:
-        self.networks = [ipaddress.ip_network(p, strict=False) for p in self.trusted_proxies]
-
     def trusted(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self.networks)
+        return proxy_matcher(self.trusted_proxies)(address)
 
 
 class Connections:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from tether.core.models import ApiKey, Principal, Role, User
 from tether.core.ports import Store
-from tether.errors import Conflict, Unauthenticated
+from tether.errors import Conflict, Unauthenticated, Unavailable
 from tether.service.repo import Repo
 from tether.service.tokens import Tokens, looks_like_jwt
 
@@ -26,18 +30,38 @@ def _hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+# A password hash (scrypt) takes 16 MiB and tens of milliseconds of a core: at most one per core
+# runs at once. One that cannot start within HASH_WAIT is turned away (503), so a flood of
+# sign-ins from many addresses, each under its own rate limit, cannot queue a real one behind
+# seconds of hashing.
+_HASHING = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
+HASH_WAIT = 0.25
+
+
+@contextmanager
+def _hashing() -> Iterator[None]:
+    if not _HASHING.acquire(timeout=HASH_WAIT):
+        raise Unavailable("Too many sign-ins at once; try again in a moment", code="AUTH_BUSY")
+    try:
+        yield
+    finally:
+        _HASHING.release()
+
+
 def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
+    with _hashing():
+        digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
     return f"scrypt$16384$8$1${salt.hex()}${digest.hex()}"
 
 
 def verify_password(password: str, stored: str) -> bool:
     try:
         _, n, r, p, salt, digest = stored.split("$")
-        got = hashlib.scrypt(
-            password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), dklen=32
-        )
+        with _hashing():
+            got = hashlib.scrypt(
+                password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), dklen=32
+            )
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(got.hex(), digest)

@@ -39,10 +39,13 @@ _UNSAFE = re.compile(r"[^a-z0-9-]+")
 
 
 def new_session_id(namespace: str, user: str) -> str:
+    """Readable, and unguessable by its 64 random bits (the time is for people, not for
+    uniqueness)."""
+
     def part(s: str) -> str:
         return _UNSAFE.sub("-", s.lower()).strip("-")[:20] or "x"
 
-    return f"ws-{part(namespace)}-{part(user)}-{int(time.time())}-{secrets.token_hex(2)}"
+    return f"ws-{part(namespace)}-{part(user)}-{int(time.time())}-{secrets.token_hex(8)}"
 
 
 # What a successful command moves its session from and to.
@@ -110,10 +113,8 @@ class Sessions:
             parse_duration(req.idle_timeout, "idle_timeout")
         now = utcnow()
         ttl = None if req.long_lived else (req.ttl_minutes or DEFAULT_TTL_MINUTES)
-        sid = new_session_id(req.namespace, req.user)
         session = Session(
-            id=sid,
-            name=f"{req.user}-{template.name}-{sid.rsplit('-', 1)[1]}",
+            id="",
             owner=principal.id,
             template=template.name,
             platform=agent.platform,
@@ -132,7 +133,15 @@ class Sessions:
             state=SessionState.HIBERNATED if hibernated else SessionState.PENDING,
             message="" if hibernated else "Session provisioning in progress...",
         )
-        self.repo.create(session.id, session)
+        for attempt in range(3):  # a collision of 64 random bits: astronomically rare
+            session.id = new_session_id(req.namespace, req.user)
+            session.name = f"{req.user}-{template.name}-{session.id.rsplit('-', 1)[1][:8]}"
+            try:
+                self.repo.create(session.id, session)
+                break
+            except Conflict:
+                if attempt == 2:
+                    raise
         if not hibernated:
             self._command(session, CommandType.START_SESSION, template)
         return self.wait_while(session.id, {SessionState.PENDING}, wait)

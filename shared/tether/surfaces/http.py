@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -41,6 +42,37 @@ def status_for(error: errors.TetherError) -> int:
         if isinstance(error, cls):
             return status
     return 500
+
+
+@functools.cache
+def proxy_matcher(proxies: tuple[str, ...]) -> Callable[[str], bool]:
+    """Whether an address is one of `proxies` (addresses or CIDR networks)."""
+    networks = [ipaddress.ip_network(p, strict=False) for p in proxies]
+
+    def trusted(address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in networks)
+
+    return trusted
+
+
+def client_address(request: Request, trusted: Callable[[str], bool]) -> str:
+    """The address a request came from. Behind trusted proxies (the cloud's load balancer,
+    `TETHER_TRUSTED_PROXIES`), X-Forwarded-For names it: each proxy appends the address it
+    was called from, so the client is the last entry that is not itself a trusted proxy.
+    Anything before that was written by the client, and is never believed."""
+    address = request.remote_addr or "unknown"
+    if not trusted(address):
+        return address
+    hops = [h.strip() for h in ",".join(request.headers.getlist("X-Forwarded-For")).split(",")]
+    for hop in reversed([h for h in hops if h]):
+        if not trusted(hop):
+            return hop
+        address = hop
+    return address
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

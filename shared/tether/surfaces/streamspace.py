@@ -29,7 +29,14 @@ from tether.core.models import (
     Vnc,
     utcnow,
 )
-from tether.surfaces.http import Router, json_response, parse_body, parse_query
+from tether.surfaces.http import (
+    Router,
+    client_address,
+    json_response,
+    parse_body,
+    parse_query,
+    proxy_matcher,
+)
 
 PREFIX = "/api/v1"
 LIMIT_LOGIN, LIMIT_CREATE, LIMIT_DEFAULT = 5, 10, 100
@@ -142,8 +149,10 @@ def handle(request: Request) -> Response:
         subject = f"user:{who(request).id}" if bucket != "login" else ""
     except errors.TetherError:
         subject = ""
-    subject = subject or f"addr:{request.remote_addr or 'unknown'}"
-    quota = bootstrap.services().limits.hit(f"{bucket}:{subject}", limit)
+    services = bootstrap.services()
+    trusted = proxy_matcher(services.settings.trusted_proxies)
+    subject = subject or f"addr:{client_address(request, trusted)}"
+    quota = services.limits.hit(f"{bucket}:{subject}", limit)
     if not quota.allowed:
         wait = quota.retry_after
         response = render_error(
@@ -322,14 +331,17 @@ def agent_stats(request: Request) -> Response:
 
 @router.route(f"{PREFIX}/agents/<agent_id>", ["GET"])
 def get_agent(request: Request, agent_id: str) -> Response:
-    who(request)
+    caller = who(request)
     agents = bootstrap.services().agents
     agent = agents.repo.get(agent_id, "Agent")
     sessions = agents.sessions_of(agent_id)
     body = agent_json(agent, len(sessions))
     body["uptime_seconds"] = int((utcnow() - agent.registered_at).total_seconds())
+    # The count is the agent's; the sessions listed are only the caller's (all for an admin).
     body["sessions"] = [
-        {k: s.get(k) for k in ("id", "name", "user", "template", "state")} for s in sessions
+        {k: s.get(k) for k in ("id", "name", "user", "template", "state")}
+        for s in sessions
+        if caller.is_admin or s.get("owner") == caller.id
     ]
     return json_response(body)
 
