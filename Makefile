@@ -4,10 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NOVNC := shared/tether/relay/static/novnc/core/rfb.js
+REDOC := shared/tether/surfaces/static/redoc.standalone.js
 # checkov in a venv of its own: its pinned dependencies clash with the project's.
 CHECKOV := .venv-checkov/bin/checkov
 
-.PHONY: install up test lint typecheck bench clean
+.PHONY: install up test lint typecheck bench fuzz clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,12 +25,20 @@ $(NOVNC): infra/novnc/package.json infra/novnc/package-lock.json
 	    infra/novnc/node_modules/@novnc/novnc/LICENSE.txt shared/tether/relay/static/novnc/
 	touch $(NOVNC)
 
+# Redoc from the npm registry, pinned by infra/redoc/package-lock.json: the reference pages.
+$(REDOC): infra/redoc/package.json infra/redoc/package-lock.json
+	npm ci --prefix infra/redoc --no-audit --no-fund --silent
+	mkdir -p shared/tether/surfaces/static
+	cp infra/redoc/node_modules/redoc/bundles/redoc.standalone.js \
+	    infra/redoc/node_modules/redoc/LICENSE shared/tether/surfaces/static/
+	touch $(REDOC)
+
 $(CHECKOV): infra/checkov-requirements.txt
 	test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov
 	.venv-checkov/bin/pip install -q -r infra/checkov-requirements.txt
 	touch $(CHECKOV)
 
-install: $(STAMP) $(NOVNC) $(CHECKOV)
+install: $(STAMP) $(NOVNC) $(REDOC) $(CHECKOV)
 
 up: install
 	$(BIN)/tether up
@@ -45,8 +54,14 @@ typecheck: install
 test: lint typecheck
 	infra/emulators.sh run $(BIN)/pytest -q tests
 
+# Schemathesis against every surface's OpenAPI document: over 10,000 cases, a fresh seed.
+fuzz: install
+	TETHER_FUZZ_EXAMPLES=300 TETHER_FUZZ_SEED=$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ') \
+	    infra/emulators.sh run $(BIN)/pytest -q -s tests/fuzz
+
 bench: install
 	infra/emulators.sh run $(BIN)/pytest -q -s tests/bench
 
 clean:
-	rm -rf $(VENV) .venv-checkov .tether .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-checkov .tether .pytest_cache .mypy_cache .ruff_cache \
+	    shared/tether/surfaces/static infra/redoc/node_modules

@@ -49,6 +49,9 @@ locals {
     { path = "/v1/cloudrun/*", backend = "onmemos" },
     { path = "/api/v1", backend = "streamspace" },
     { path = "/api/v1/*", backend = "streamspace" },
+    { path = "/openapi/onmemos", backend = "onmemos" },
+    { path = "/openapi/onmemos.json", backend = "onmemos" },
+    { path = "/openapi/onmemos/*", backend = "onmemos" },
     { path = "/health", backend = "health" },
     { path = "/health/*", backend = "health" },
   ]

@@ -20,6 +20,9 @@ ROUTES: list[tuple[str, str]] = [
     ("/v1/cloudrun", "onmemos"),
     ("/health", "health"),
     ("/api/v1", "streamspace"),
+    # Each surface's OpenAPI document and reference page, served by the surface itself.
+    ("/openapi/onmemos", "onmemos"),
+    ("/openapi/onmemos.json", "onmemos"),
 ]
 
 
@@ -43,7 +46,7 @@ def streamspace(request: Request) -> Response:
 def health(request: Request) -> Response:
     from tether.surfaces import onmemos
 
-    return onmemos.health(request)
+    return onmemos.router(request)
 
 
 def sweeper(request: Request) -> Response:

@@ -156,13 +156,14 @@ def test_the_load_balancer_routes_every_path_to_its_target() -> None:
 
     for prefix, target in ROUTES:
         assert backend(prefix) == target, prefix
-        assert backend(prefix + "/some-id") == target, prefix
-    # Every path the relay serves: its byte streams, and its aiohttp app's routes.
+        if not prefix.endswith(".json"):  # a document has no paths under it
+            assert backend(prefix + "/some-id") == target, prefix
+    # Every path the relay serves: its WebSockets and pages.
     aio = web.Application()
     relay_app.add_routes(aio, relay_app.vnc_viewer)
     paths = [str(r.canonical).replace("{session_id}", "ws-1") for r in aio.router.resources()
               if not isinstance(r, web.StaticResource)]  # fmt: skip
-    assert len(paths) >= 6, paths
+    assert len(paths) >= 5, paths  # two shells, the terminal, the desktop, live logs
     for path in (*paths, "/novnc/core/rfb.js"):
         assert backend(path) == "relay", path
 

@@ -45,14 +45,17 @@ def render(path: str, error: errors.TetherError, status: int) -> WsgiResponse:
     return onmemos.render_error(error, status)
 
 
-def refusal(request: web.Request, error: errors.TetherError, status: int) -> web.Response:
+def refusal(
+    request: web.Request, error: errors.TetherError, status: int, keep: bool = False
+) -> web.Response:
     """An answer given before any handler runs; the connection ends with it (the body it
-    refuses may still be on its way)."""
+    refuses may still be on its way) unless `keep`."""
     made = render(request.path, error, status)
     response = web.Response(status=status, body=made.get_data(), content_type=made.mimetype)
     if status == 405:
         response.headers["Allow"] = ", ".join(sorted(METHODS))
-    response.force_close()
+    if not keep:
+        response.force_close()
     return response
 
 
@@ -78,7 +81,8 @@ def front_app(connections: Connections, app: WsgiApp = wsgi_app) -> web.Applicat
     front = web.Application(client_max_size=MAX_BODY, middlewares=[limited])
     front[CONNECTIONS] = connections  # the relay's splices take their connection from it
     relay.add_routes(front, targets.handle)
-    front.router.add_route("*", "/{path:.*}", targets.handle, expect_handler=expect)
+    # Any path, a newline in it too (which `.*` would not match).
+    front.router.add_route("*", r"/{path:[\s\S]*}", targets.handle, expect_handler=expect)
 
     async def stop_threads(_: web.Application) -> None:
         targets.close()
@@ -97,8 +101,10 @@ async def _limited(request: web.Request, handler: Any) -> web.StreamResponse:
         return response
     except web.HTTPRequestEntityTooLarge:  # a chunked body that grew past the limit
         return refusal(request, _too_large(), 413)
-    except web.HTTPException:
-        raise  # aiohttp's own answers (a static file that is not there)
+    except web.HTTPException as exc:  # aiohttp's own answers (a file that is not there)
+        if exc.status < 400:
+            raise
+        return refusal(request, errors.TetherError(exc.reason), exc.status, keep=True)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return refusal(request, errors.TetherError("Internal server error"), 500)

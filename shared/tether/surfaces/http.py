@@ -7,11 +7,12 @@ import ipaddress
 import json
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, TypeVar
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, BeforeValidator, ValidationError
 from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.exceptions import NotFound as NoRoute
 from werkzeug.routing import Map, MapAdapter, Rule
@@ -22,6 +23,16 @@ from tether import errors
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def _integral(value: Any) -> Any:
+    """JSON has one number type: 5.0 is the integer 5 (as JSON Schema says), "5" is not."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# For an integer field of a JSON body (validated strictly: see parse_body), after its bounds so
+# they stay in its JSON Schema: `Annotated[int, Field(ge=1), INTEGRAL]`.
+INTEGRAL = BeforeValidator(_integral)
 Handler = Callable[..., Response]
 ErrorRenderer = Callable[[errors.TetherError, int], Response]
 
@@ -76,6 +87,9 @@ def client_address(request: Request, trusted: Callable[[str], bool]) -> str:
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """`data` as JSON: a pydantic model as its schema says (its aliases, JSON types)."""
+    if isinstance(data, BaseModel):
+        data = data.model_dump(mode="json", by_alias=True)
     body = orjson.dumps(data, default=str)  # default: what JSON lacks (a Path, say) as text
     return Response(body, status=status, headers=headers, mimetype="application/json")
 
@@ -111,7 +125,9 @@ def parse_body(request: Request, model: type[M]) -> M:
     if not isinstance(data, dict):
         raise errors.Invalid("Request body must be a JSON object", field="body")
     try:
-        return model.model_validate(data)
+        # Strict: a JSON body has types of its own, so "yes" is not a boolean nor "5" a number
+        # (a query string, all text, is read laxly).
+        return model.model_validate_json(raw if data else b"{}", strict=True)
     except ValidationError as exc:
         raise _describe(exc, "body") from None
 
@@ -123,19 +139,52 @@ def parse_query(request: Request, model: type[M]) -> M:
         raise _describe(exc, "query") from None
 
 
+@dataclass(frozen=True)
+class Operation:
+    """One route of a surface, as its OpenAPI document describes it: the models the router
+    validates the request with are the schema, and so are the models its answers are made of."""
+
+    path: str  # werkzeug's rule, e.g. /v1/sessions/<session_id>
+    method: str
+    handler: Handler
+    summary: str
+    body: type[BaseModel] | None = None  # parsed and passed to the handler as `body`
+    query: type[BaseModel] | None = None  # parsed and passed as `query`
+    answers: Mapping[int, type[BaseModel] | None] = field(default_factory=lambda: {200: None})
+    errors: tuple[int, ...] = ()  # statuses beyond those every operation may answer
+    public: bool = False  # no credential needed
+    listed: bool = True  # in the surface's document (its own routes are not)
+
+
 class Router:
     """Routes a request to its handler and turns every error into the surface's error body."""
 
     def __init__(self, render_error: ErrorRenderer) -> None:
         self.map = Map(strict_slashes=False, merge_slashes=False)
-        self.handlers: dict[str, Handler] = {}
+        self.operations: dict[str, Operation] = {}
         self.render_error = render_error
 
-    def route(self, path: str, methods: list[str]) -> Callable[[Handler], Handler]:
+    def route(
+        self,
+        path: str,
+        methods: list[str],
+        *,
+        body: type[BaseModel] | None = None,
+        query: type[BaseModel] | None = None,
+        answers: Mapping[int, type[BaseModel] | None] | None = None,
+        errors: tuple[int, ...] = (),
+        public: bool = False,
+        listed: bool = True,
+    ) -> Callable[[Handler], Handler]:
         def add(handler: Handler) -> Handler:
-            name = f"{handler.__name__}:{path}:{','.join(methods)}"
-            self.map.add(Rule(path, endpoint=name, methods=methods))
-            self.handlers[name] = handler
+            for method in methods:
+                name = f"{handler.__name__}:{path}:{method}"
+                self.map.add(Rule(path, endpoint=name, methods=[method]))
+                summary = (handler.__doc__ or handler.__name__.replace("_", " ")).strip()
+                self.operations[name] = Operation(
+                    path, method, handler, summary.split("\n")[0], body, query,
+                    answers or {200: None}, errors, public, listed,
+                )  # fmt: skip
             return handler
 
         return add
@@ -151,13 +200,21 @@ class Router:
     def __call__(self, request: Request) -> Response:
         try:
             endpoint, args = self._match(request.path, request.method)
-            return self.handlers[str(endpoint)](request, **args)
+            operation = self.operations[str(endpoint)]
+            parsed = dict(args)
+            if operation.query is not None:
+                parsed["query"] = parse_query(request, operation.query)
+            if operation.body is not None:
+                parsed["body"] = parse_body(request, operation.body)
+            return operation.handler(request, **parsed)
         except errors.TetherError as exc:
             return self.render_error(exc, status_for(exc))
         except NoRoute:
             return self.render_error(errors.NotFound("Not Found"), 404)
-        except MethodNotAllowed:
-            return self.render_error(errors.Invalid("Method Not Allowed", field="method"), 405)
+        except MethodNotAllowed as exc:
+            response = self.render_error(errors.Invalid("Method Not Allowed", field="method"), 405)
+            response.headers["Allow"] = ", ".join(sorted(exc.valid_methods or ()))
+            return response
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
             return self.render_error(errors.TetherError("Internal server error"), 500)

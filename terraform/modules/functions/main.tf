@@ -44,6 +44,8 @@ locals {
   source_files = merge(
     { for f in fileset("${var.source_root}/functions", "*.py") : f => "${var.source_root}/functions/${f}" },
     { for f in fileset("${var.source_root}/shared", "tether/**/*.py") : f => "${var.source_root}/shared/${f}" },
+    # The reference pages' script, vendored from npm by `make install` (run before an apply).
+    { for f in fileset("${var.source_root}/shared", "tether/surfaces/static/*") : f => "${var.source_root}/shared/${f}" },
     { "requirements.txt" = "${var.source_root}/requirements.txt" },
   )
   # Named by content, so a change of any file (and only that) redeploys the functions.
