@@ -52,6 +52,9 @@ locals {
     { path = "/openapi/onmemos", backend = "onmemos" },
     { path = "/openapi/onmemos.json", backend = "onmemos" },
     { path = "/openapi/onmemos/*", backend = "onmemos" },
+    { path = "/openapi/streamspace", backend = "streamspace" },
+    { path = "/openapi/streamspace.json", backend = "streamspace" },
+    { path = "/openapi/streamspace/*", backend = "streamspace" },
     { path = "/health", backend = "health" },
     { path = "/health/*", backend = "health" },
   ]

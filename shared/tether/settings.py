@@ -11,6 +11,22 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, "") or default
 
 
+# Requests a minute StreamSpace takes from one caller (a user, or an address before sign-in),
+# per kind: sign-ins, session creates, anything else.
+RATE_LIMITS = {"login": 5, "create": 10, "api": 100}
+
+
+def rate_limits(text: str) -> dict[str, int]:
+    """`login=5,create=10,api=100` (any of them; the rest keep their defaults)."""
+    limits = dict(RATE_LIMITS)
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        kind, _, count = part.partition("=")
+        if kind.strip() not in limits or not count.strip().isdigit():
+            raise ValueError(f"TETHER_RATE_LIMITS: {part!r} is not one of login=N, create=N, api=N")
+        limits[kind.strip()] = int(count)
+    return limits
+
+
 def default_capacity() -> int:
     """Workspaces a local agent takes: one per GiB of the machine's memory (a workspace's
     default memory limit), at least one."""
@@ -39,6 +55,7 @@ class Settings:
     # Proxies (addresses or CIDR networks) whose X-Forwarded-For names the client: the cloud
     # load balancer's. Their connections count in the total only.
     trusted_proxies: tuple[str, ...] = ()
+    rate_limits: dict[str, int] = field(default_factory=lambda: dict(RATE_LIMITS))
     jwt_secret: str | None = None  # None: generated once and kept in `home`
     agent_id: str = ""  # the local agent's id; empty: local-<hostname>
     # An agent's platform and where its workspaces go (`python -m tether.agent`).
@@ -82,4 +99,5 @@ class Settings:
             workspace_image=_env("TETHER_WORKSPACE_IMAGE", ""),
             sandbox=_env("TETHER_SANDBOX", "bubblewrap"),
             agent_capacity=int(_env("TETHER_AGENT_CAPACITY", str(default_capacity()))),
+            rate_limits=rate_limits(_env("TETHER_RATE_LIMITS", "")),
         )

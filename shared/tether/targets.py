@@ -23,6 +23,8 @@ ROUTES: list[tuple[str, str]] = [
     # Each surface's OpenAPI document and reference page, served by the surface itself.
     ("/openapi/onmemos", "onmemos"),
     ("/openapi/onmemos.json", "onmemos"),
+    ("/openapi/streamspace", "streamspace"),
+    ("/openapi/streamspace.json", "streamspace"),
 ]
 
 

@@ -88,8 +88,10 @@ class Auth:
         self._checked: dict[str, tuple[Principal, float]] = {}  # key hash -> (who, until)
 
     def authenticate(self, authorization: str | None, api_key: str | None) -> Principal:
-        """The caller, from `Authorization: Bearer <JWT or API key>` or `X-API-Key`."""
-        if authorization:
+        """The caller, from `Authorization: Bearer <JWT or API key>` or `X-API-Key`. An
+        Authorization header that is there decides, even empty: a refused credential is never
+        passed over for another."""
+        if authorization is not None:
             scheme, _, credential = authorization.strip().partition(" ")
             credential = credential.strip()
             if scheme.lower() != "bearer" or not credential:

@@ -15,7 +15,8 @@ import orjson
 from pydantic import BaseModel, BeforeValidator, ValidationError
 from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.exceptions import NotFound as NoRoute
-from werkzeug.routing import Map, MapAdapter, Rule
+from werkzeug.routing import BaseConverter, Map, MapAdapter, Rule
+from werkzeug.routing import ValidationError as NotThisRule
 from werkzeug.wrappers import Request, Response
 
 from tether import errors
@@ -156,11 +157,25 @@ class Operation:
     listed: bool = True  # in the surface's document (its own routes are not)
 
 
+class _Segment(BaseConverter):
+    """A path segment that is none of the words given (`<segment("stats"):agent_id>`), so a
+    sibling route's fixed word is never also taken for an id (and a 405's Allow is exact)."""
+
+    def __init__(self, map: Map, *reserved: str) -> None:
+        super().__init__(map)
+        self.reserved = set(reserved)
+
+    def to_python(self, value: str) -> str:
+        if value in self.reserved:
+            raise NotThisRule()
+        return value
+
+
 class Router:
     """Routes a request to its handler and turns every error into the surface's error body."""
 
     def __init__(self, render_error: ErrorRenderer) -> None:
-        self.map = Map(strict_slashes=False, merge_slashes=False)
+        self.map = Map(strict_slashes=False, merge_slashes=False, converters={"segment": _Segment})
         self.operations: dict[str, Operation] = {}
         self.render_error = render_error
 
@@ -197,6 +212,18 @@ class Router:
         adapter: MapAdapter = self.map.bind("tether")
         return functools.lru_cache(maxsize=4096)(adapter.match)
 
+    def _allowed(self, path: str) -> list[str]:
+        """The methods `path` is served for. (werkzeug's own list counts a rule whose converter
+        refuses the path, like a fixed word taken for an id.)"""
+        allowed = []
+        for method in ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT"):
+            try:
+                self._match(path, method)
+            except (NoRoute, MethodNotAllowed):
+                continue
+            allowed.append(method)
+        return allowed
+
     def __call__(self, request: Request) -> Response:
         try:
             endpoint, args = self._match(request.path, request.method)
@@ -211,9 +238,9 @@ class Router:
             return self.render_error(exc, status_for(exc))
         except NoRoute:
             return self.render_error(errors.NotFound("Not Found"), 404)
-        except MethodNotAllowed as exc:
+        except MethodNotAllowed:
             response = self.render_error(errors.Invalid("Method Not Allowed", field="method"), 405)
-            response.headers["Allow"] = ", ".join(sorted(exc.valid_methods or ()))
+            response.headers["Allow"] = ", ".join(self._allowed(request.path))
             return response
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)

@@ -50,8 +50,7 @@ def document(
     schemas: dict[str, Any] = top.get("$defs", {})
     paths: dict[str, dict[str, Any]] = {}
     for op in listed:
-        path = _PATH_PARAM.sub(r"{\1}", op.path)
-        paths.setdefault(path, {})[op.method.lower()] = _operation(
+        paths.setdefault(path_of(op), {})[op.method.lower()] = _operation(
             op, refs, always, error, [{name: []} for name in security]
         )
     return {
@@ -60,6 +59,11 @@ def document(
         "paths": paths,
         "components": {"schemas": schemas, "securitySchemes": security},
     }
+
+
+def path_of(op: Operation) -> str:
+    """The operation's path as OpenAPI writes it: /v1/sessions/{session_id}."""
+    return _PATH_PARAM.sub(r"{\1}", op.path)
 
 
 def _operation(
@@ -87,6 +91,9 @@ def _operation(
         statuses.add(404)
     responses: dict[str, Any] = {}
     for status, model in sorted(op.answers.items()):
+        if status == 204:
+            responses["204"] = {"description": HTTPStatus(204).phrase}
+            continue
         schema = refs[(model, "serialization")] if model else {"type": "object"}
         responses[str(status)] = _answer(status, schema)
     for status in sorted(statuses - set(op.answers)):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from werkzeug.wrappers import Request, Response
@@ -29,17 +29,11 @@ from tether.core.models import (
     Vnc,
     utcnow,
 )
-from tether.surfaces.http import (
-    Router,
-    client_address,
-    json_response,
-    parse_body,
-    parse_query,
-    proxy_matcher,
-)
+from tether.surfaces import openapi
+from tether.surfaces.http import Router, client_address, json_response, proxy_matcher
 
+T = TypeVar("T")
 PREFIX = "/api/v1"
-LIMIT_LOGIN, LIMIT_CREATE, LIMIT_DEFAULT = 5, 10, 100
 
 # Codes for errors raised without one, by class (most specific first), and their titles.
 _DEFAULT_CODES: list[tuple[type[errors.TetherError], str]] = [
@@ -82,6 +76,18 @@ def code_of(error: errors.TetherError) -> str:
     if isinstance(code, str):
         return code
     return next((c for cls, c in _DEFAULT_CODES if isinstance(error, cls)), "INTERNAL_ERROR")
+
+
+class Error(BaseModel):
+    """Every StreamSpace error."""
+
+    error: str
+    message: str
+    code: str
+    details: dict[str, Any]
+    timestamp: str
+    request_id: str
+    retry_after: int | None = None
 
 
 def render_error(error: errors.TetherError, status: int) -> Response:
@@ -132,24 +138,25 @@ def admin(request: Request) -> Principal:
     return principal
 
 
-def _limit_for(request: Request) -> tuple[str, int]:
+def _bucket(request: Request) -> str:
     path = request.path[len(PREFIX) :]
     if path.rstrip("/") == "/auth/login":
-        return "login", LIMIT_LOGIN
+        return "login"
     if path.rstrip("/") == "/sessions" and request.method == "POST":
-        return "create", LIMIT_CREATE
-    return "api", LIMIT_DEFAULT
+        return "create"
+    return "api"
 
 
 def handle(request: Request) -> Response:
     """Route with a rate limit per principal (per client address before authentication; the
     peer address, never a forwarding header a client could write)."""
-    bucket, limit = _limit_for(request)
+    services = bootstrap.services()
+    bucket = _bucket(request)
+    limit = services.settings.rate_limits[bucket]
     try:
         subject = f"user:{who(request).id}" if bucket != "login" else ""
     except errors.TetherError:
         subject = ""
-    services = bootstrap.services()
     trusted = proxy_matcher(services.settings.trusted_proxies)
     subject = subject or f"addr:{client_address(request, trusted)}"
     quota = services.limits.hit(f"{bucket}:{subject}", limit)
@@ -169,15 +176,32 @@ def handle(request: Request) -> Response:
 
 
 class Page(BaseModel):
-    page: int = Field(1, ge=1)
+    page: int = Field(1, ge=1, le=1_000_000)
     limit: int = Field(20, ge=1, le=100)
 
 
-def paginate(items: list[Any], page: Page) -> tuple[list[Any], dict[str, int]]:
-    total = len(items)
+class Pagination(BaseModel):
+    page: int
+    limit: int
+    total: int
+    total_pages: int
+
+    @classmethod
+    def of(cls, page: Page, total: int) -> Pagination:
+        pages = max(1, math.ceil(total / page.limit))
+        return cls(page=page.page, limit=page.limit, total=total, total_pages=pages)
+
+
+def paginate(items: list[T], page: Page) -> tuple[list[T], Pagination]:
     chunk = items[(page.page - 1) * page.limit : page.page * page.limit]
-    pages = max(1, math.ceil(total / page.limit))
-    return chunk, {"page": page.page, "limit": page.limit, "total": total, "total_pages": pages}
+    return chunk, Pagination.of(page, len(items))
+
+
+class Message(BaseModel):
+    message: str
+
+
+ADMIN = (403,)  # what an operation for admins answers anyone else
 
 
 # -- auth -------------------------------------------------------------------------------------
@@ -188,29 +212,47 @@ class Login(BaseModel):
     password: str = Field(min_length=1, max_length=1024)
 
 
-def user_json(u: User) -> dict[str, Any]:
-    return {
-        "id": u.id,
-        "username": u.username,
-        "email": u.email,
-        "role": u.role.value,
-        "active": u.active,
-        "created_at": iso(u.created_at),
-        "last_login": iso(u.last_login),
-    }
+class UserOut(BaseModel):
+    id: str
+    username: str
+    email: str | None
+    role: Role
+    active: bool
+    created_at: str | None
+    last_login: str | None
 
 
-@router.route(f"{PREFIX}/auth/login", ["POST"])
-def login(request: Request) -> Response:
-    body = parse_body(request, Login)
+class LoggedIn(BaseModel):
+    token: str
+    user: UserOut
+    expires_at: str | None
+
+
+def user_json(u: User) -> UserOut:
+    return UserOut(
+        id=u.id,
+        username=u.username,
+        email=u.email,
+        role=u.role,
+        active=u.active,
+        created_at=iso(u.created_at),
+        last_login=iso(u.last_login),
+    )
+
+
+@router.route(f"{PREFIX}/auth/login", ["POST"], body=Login, answers={200: LoggedIn}, public=True,
+              errors=(401,))  # fmt: skip
+def login(request: Request, body: Login) -> Response:
+    """Sign in with a username and password: a JWT for 24 hours."""
     services = bootstrap.services()
     user = services.users.login(body.username, body.password)
     token, expires = services.tokens.issue(user)
-    return json_response({"token": token, "user": user_json(user), "expires_at": iso(expires)})
+    return json_response(LoggedIn(token=token, user=user_json(user), expires_at=iso(expires)))
 
 
-@router.route(f"{PREFIX}/auth/logout", ["POST"])
+@router.route(f"{PREFIX}/auth/logout", ["POST"], answers={200: Message})
 def logout(request: Request) -> Response:
+    """Revoke the JWT the request carries (an API key stays valid)."""
     who(request)
     _, _, token = (request.headers.get("Authorization") or "").partition(" ")
     if token.count(".") == 2:  # a JWT: revoke it; an API key stays valid
@@ -232,24 +274,26 @@ class NewUser(BaseModel):
     role: Role = Role.USER
 
 
-@router.route(f"{PREFIX}/users", ["GET"])
-def list_users(request: Request) -> Response:
+class UserList(BaseModel):
+    users: list[UserOut]
+    pagination: Pagination
+
+
+@router.route(f"{PREFIX}/users", ["GET"], query=UserFilter, answers={200: UserList}, errors=ADMIN)
+def list_users(request: Request, query: UserFilter) -> Response:
+    """Users, a page at a time (admins)."""
     admin(request)
-    f = parse_query(request, UserFilter)
-    users, total = bootstrap.services().users.page(f.role, f.page, f.limit)
-    pages = max(1, math.ceil(total / f.limit))
+    users, total = bootstrap.services().users.page(query.role, query.page, query.limit)
     return json_response(
-        {
-            "users": [user_json(u) for u in users],
-            "pagination": {"page": f.page, "limit": f.limit, "total": total, "total_pages": pages},
-        }
+        UserList(users=[user_json(u) for u in users], pagination=Pagination.of(query, total))
     )
 
 
-@router.route(f"{PREFIX}/users", ["POST"])
-def create_user(request: Request) -> Response:
+@router.route(f"{PREFIX}/users", ["POST"], body=NewUser, answers={201: UserOut},
+              errors=(*ADMIN, 409))  # fmt: skip
+def create_user(request: Request, body: NewUser) -> Response:
+    """Add a user (admins)."""
     admin(request)
-    body = parse_body(request, NewUser)
     user = bootstrap.services().users.create(body.username, body.password, body.role, body.email)
     return json_response(user_json(user), 201)
 
@@ -267,19 +311,77 @@ class AgentPatch(BaseModel):
     status: Literal["online", "draining"]
 
 
-def agent_json(a: Agent, current: int) -> dict[str, Any]:
-    return {
-        "id": a.id,
-        "agent_id": a.id,
-        "platform": a.platform,
-        "region": a.region,
-        "status": a.status.value,
-        "capacity": {"max_sessions": a.capacity, "current_sessions": current},
-        "metadata": {"epoch": a.epoch},
-        "last_heartbeat": iso(a.last_heartbeat),
-        "created_at": iso(a.registered_at),
-        "updated_at": iso(a.last_heartbeat),
-    }
+class Capacity(BaseModel):
+    max_sessions: int
+    current_sessions: int
+
+
+class AgentOut(BaseModel):
+    id: str
+    agent_id: str
+    platform: str
+    region: str
+    status: AgentStatus
+    capacity: Capacity
+    metadata: dict[str, Any]
+    last_heartbeat: str | None
+    created_at: str | None
+    updated_at: str | None
+
+
+class AgentSession(BaseModel):
+    id: str
+    name: str | None
+    user: str | None
+    template: str | None
+    state: str | None
+
+
+class AgentDetail(AgentOut):
+    uptime_seconds: int
+    sessions: list[AgentSession]
+
+
+class AgentList(BaseModel):
+    agents: list[AgentOut]
+    pagination: Pagination
+
+
+class Utilization(BaseModel):
+    percentage: float
+    sessions_available: int
+
+
+class AgentStats(BaseModel):
+    total_agents: int
+    online_agents: int
+    offline_agents: int
+    draining_agents: int
+    by_platform: dict[str, int]
+    total_capacity: Capacity
+    utilization: Utilization
+
+
+class AgentPatched(BaseModel):
+    id: str
+    agent_id: str
+    status: AgentStatus
+    updated_at: str | None
+
+
+def agent_json(a: Agent, current: int) -> AgentOut:
+    return AgentOut(
+        id=a.id,
+        agent_id=a.id,
+        platform=a.platform,
+        region=a.region,
+        status=a.status,
+        capacity=Capacity(max_sessions=a.capacity, current_sessions=current),
+        metadata={"epoch": a.epoch},
+        last_heartbeat=iso(a.last_heartbeat),
+        created_at=iso(a.registered_at),
+        updated_at=iso(a.last_heartbeat),
+    )
 
 
 def _agents() -> list[tuple[Agent, int]]:
@@ -287,23 +389,24 @@ def _agents() -> list[tuple[Agent, int]]:
     return [(a, agents.live_sessions(a.id)) for a in agents.repo.query(order_by="id")]
 
 
-@router.route(f"{PREFIX}/agents", ["GET"])
-def list_agents(request: Request) -> Response:
+@router.route(f"{PREFIX}/agents", ["GET"], query=AgentFilter, answers={200: AgentList})
+def list_agents(request: Request, query: AgentFilter) -> Response:
+    """Agents, filtered by platform, status or region."""
     who(request)
-    f = parse_query(request, AgentFilter)
     rows = [
         agent_json(a, n)
         for a, n in _agents()
-        if (not f.platform or a.platform == f.platform)
-        and (not f.status or a.status is f.status)
-        and (not f.region or a.region == f.region)
+        if (not query.platform or a.platform == query.platform)
+        and (not query.status or a.status is query.status)
+        and (not query.region or a.region == query.region)
     ]
-    items, pagination = paginate(rows, f)
-    return json_response({"agents": items, "pagination": pagination})
+    items, pagination = paginate(rows, query)
+    return json_response(AgentList(agents=items, pagination=pagination))
 
 
-@router.route(f"{PREFIX}/agents/stats", ["GET"])
+@router.route(f"{PREFIX}/agents/stats", ["GET"], answers={200: AgentStats})
 def agent_stats(request: Request) -> Response:
+    """Agents counted by status and platform, and their capacity in use."""
     who(request)
     rows = _agents()
     by_status = {s: sum(1 for a, _ in rows if a.status is s) for s in AgentStatus}
@@ -314,46 +417,48 @@ def agent_stats(request: Request) -> Response:
     max_sessions = sum(a.capacity for a, _ in usable)
     current = sum(n for _, n in rows)
     return json_response(
-        {
-            "total_agents": len(rows),
-            "online_agents": by_status[AgentStatus.ONLINE],
-            "offline_agents": by_status[AgentStatus.OFFLINE],
-            "draining_agents": by_status[AgentStatus.DRAINING],
-            "by_platform": by_platform,
-            "total_capacity": {"max_sessions": max_sessions, "current_sessions": current},
-            "utilization": {
-                "percentage": round(100 * current / max_sessions, 1) if max_sessions else 0.0,
-                "sessions_available": max(0, max_sessions - sum(n for _, n in usable)),
-            },
-        }
+        AgentStats(
+            total_agents=len(rows),
+            online_agents=by_status[AgentStatus.ONLINE],
+            offline_agents=by_status[AgentStatus.OFFLINE],
+            draining_agents=by_status[AgentStatus.DRAINING],
+            by_platform=by_platform,
+            total_capacity=Capacity(max_sessions=max_sessions, current_sessions=current),
+            utilization=Utilization(
+                percentage=round(100 * current / max_sessions, 1) if max_sessions else 0.0,
+                sessions_available=max(0, max_sessions - sum(n for _, n in usable)),
+            ),
+        )
     )
 
 
-@router.route(f"{PREFIX}/agents/<agent_id>", ["GET"])
+@router.route(f"{PREFIX}/agents/<segment('stats'):agent_id>", ["GET"], answers={200: AgentDetail})
 def get_agent(request: Request, agent_id: str) -> Response:
+    """One agent, and the caller's sessions on it (every session, for an admin)."""
     caller = who(request)
     agents = bootstrap.services().agents
     agent = agents.repo.get(agent_id, "Agent")
     sessions = agents.sessions_of(agent_id)
-    body = agent_json(agent, len(sessions))
-    body["uptime_seconds"] = int((utcnow() - agent.registered_at).total_seconds())
     # The count is the agent's; the sessions listed are only the caller's (all for an admin).
-    body["sessions"] = [
-        {k: s.get(k) for k in ("id", "name", "user", "template", "state")}
+    mine = [
+        AgentSession(**{k: s.get(k) for k in ("id", "name", "user", "template", "state")})
         for s in sessions
         if caller.is_admin or s.get("owner") == caller.id
     ]
-    return json_response(body)
+    uptime = int((utcnow() - agent.registered_at).total_seconds())
+    out = agent_json(agent, len(sessions))
+    return json_response(AgentDetail(**out.model_dump(), uptime_seconds=uptime, sessions=mine))
 
 
-@router.route(f"{PREFIX}/agents/<agent_id>", ["PATCH"])
-def patch_agent(request: Request, agent_id: str) -> Response:
+@router.route(f"{PREFIX}/agents/<segment('stats'):agent_id>", ["PATCH"], body=AgentPatch,
+              answers={200: AgentPatched}, errors=ADMIN)  # fmt: skip
+def patch_agent(request: Request, agent_id: str, body: AgentPatch) -> Response:
+    """Drain an agent (it takes no new sessions) or bring it back online (admins)."""
     admin(request)
-    body = parse_body(request, AgentPatch)
     agent = bootstrap.services().agents.set_status(agent_id, AgentStatus(body.status))
     return json_response(
-        {"id": agent.id, "agent_id": agent.id, "status": agent.status.value,
-         "updated_at": iso(utcnow())}
+        AgentPatched(id=agent.id, agent_id=agent.id, status=agent.status,
+                     updated_at=iso(utcnow()))
     )  # fmt: skip
 
 
@@ -372,43 +477,69 @@ class TemplateFilter(Page):
     category: str | None = None
 
 
-def template_json(t: Template) -> dict[str, Any]:
-    return {
-        "id": t.name,
-        "name": t.name,
-        "display_name": t.display_name,
-        "category": t.category,
-        "description": t.description,
-        "base_image": t.image,
-        "default_resources": t.resources,
-        "vnc": t.vnc.model_dump(),
-        "environment": t.env,
-        "network": t.network,
-        "sandbox": t.sandbox,
-        "persistent_home": t.persistent_home,
-        "idle_timeout": t.idle_timeout,
-        "tags": t.tags,
-        "icon_url": t.icon_url,
-        "created_at": iso(t.created_at),
-        "updated_at": iso(t.updated_at),
-    }
+class TemplateOut(BaseModel):
+    id: str
+    name: str
+    display_name: str
+    category: str
+    description: str
+    base_image: str
+    default_resources: dict[str, Any]
+    vnc: Vnc
+    environment: dict[str, str]
+    network: str
+    sandbox: str
+    persistent_home: bool
+    idle_timeout: str | None
+    tags: list[str]
+    icon_url: str | None
+    created_at: str | None
+    updated_at: str | None
 
 
-@router.route(f"{PREFIX}/templates", ["GET"])
-def list_templates(request: Request) -> Response:
+class TemplateList(BaseModel):
+    templates: list[TemplateOut]
+    pagination: Pagination
+
+
+def template_json(t: Template) -> TemplateOut:
+    return TemplateOut(
+        id=t.name,
+        name=t.name,
+        display_name=t.display_name,
+        category=t.category,
+        description=t.description,
+        base_image=t.image,
+        default_resources=t.resources,
+        vnc=t.vnc,
+        environment=t.env,
+        network=t.network,
+        sandbox=t.sandbox,
+        persistent_home=t.persistent_home,
+        idle_timeout=t.idle_timeout,
+        tags=t.tags,
+        icon_url=t.icon_url,
+        created_at=iso(t.created_at),
+        updated_at=iso(t.updated_at),
+    )
+
+
+@router.route(f"{PREFIX}/templates", ["GET"], query=TemplateFilter, answers={200: TemplateList})
+def list_templates(request: Request, query: TemplateFilter) -> Response:
+    """Templates, by category."""
     who(request)
-    f = parse_query(request, TemplateFilter)
     rows = [
         template_json(t)
         for t in bootstrap.services().templates.list()
-        if not f.category or t.category == f.category
+        if not query.category or t.category == query.category
     ]
-    items, pagination = paginate(rows, f)
-    return json_response({"templates": items, "pagination": pagination})
+    items, pagination = paginate(rows, query)
+    return json_response(TemplateList(templates=items, pagination=pagination))
 
 
-@router.route(f"{PREFIX}/templates/<name>", ["GET"])
+@router.route(f"{PREFIX}/templates/<name>", ["GET"], answers={200: TemplateOut})
 def get_template(request: Request, name: str) -> Response:
+    """One template."""
     who(request)
     return json_response(template_json(bootstrap.services().templates.get(name)))
 
@@ -454,24 +585,27 @@ class TemplateBody(BaseModel):
         )
 
 
-@router.route(f"{PREFIX}/templates", ["POST"])
-def create_template(request: Request) -> Response:
+@router.route(f"{PREFIX}/templates", ["POST"], body=TemplateBody, answers={201: TemplateOut},
+              errors=(*ADMIN, 409))  # fmt: skip
+def create_template(request: Request, body: TemplateBody) -> Response:
+    """Add a template (admins)."""
     admin(request)
-    body = parse_body(request, TemplateBody)
     return json_response(template_json(bootstrap.services().templates.create(body.template())), 201)
 
 
-@router.route(f"{PREFIX}/templates/<name>", ["PUT"])
-def replace_template(request: Request, name: str) -> Response:
+@router.route(f"{PREFIX}/templates/<name>", ["PUT"], body=TemplateBody,
+              answers={200: TemplateOut}, errors=(*ADMIN, 409))  # fmt: skip
+def replace_template(request: Request, name: str, body: TemplateBody) -> Response:
+    """Replace a template (admins)."""
     admin(request)
-    body = parse_body(request, TemplateBody)
     if body.name != name:
         raise errors.Invalid("The body's name must match the path", field="name")
     return json_response(template_json(bootstrap.services().templates.replace(body.template())))
 
 
-@router.route(f"{PREFIX}/templates/<name>", ["DELETE"])
+@router.route(f"{PREFIX}/templates/<name>", ["DELETE"], answers={204: None}, errors=ADMIN)
 def delete_template(request: Request, name: str) -> Response:
+    """Remove a template (admins)."""
     admin(request)
     bootstrap.services().templates.delete(name)
     return Response(status=204)
@@ -528,45 +662,93 @@ class DeleteQuery(BaseModel):
 
 
 class LogQuery(BaseModel):
+    """(`follow=true` with a WebSocket upgrade is the relay's: without one, it is ignored.)"""
+
     tail: int = Field(100, ge=1, le=10_000)
     timestamps: bool = True
-    follow: bool = False
 
 
-def session_json(s: Session) -> dict[str, Any]:
+class SessionStatus(BaseModel):
+    phase: Literal[
+        "Pending", "Running", "Hibernating", "Hibernated", "Waking", "Terminating",
+        "Terminated", "Failed",
+    ]  # fmt: skip
+    message: str
+    pod_ip: str | None
+    pod_name: str | None
+    vnc_url: str | None
+    started_at: str | None
+
+
+class SessionOut(BaseModel):
+    id: str
+    name: str
+    namespace: str
+    user: str
+    template: str
+    platform: str
+    agent_id: str | None
+    state: SessionState
+    resources: dict[str, Any]
+    persistent_home: bool
+    idle_timeout: str | None
+    tags: list[str]
+    status: SessionStatus
+    platform_metadata: dict[str, Any]
+    created_at: str | None
+    updated_at: str | None
+    last_activity: str | None
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionOut]
+    pagination: Pagination
+
+
+class Ticket(BaseModel):
+    ticket: str
+    session_id: str
+    expires_at: str | None
+
+
+class Logs(BaseModel):
+    logs: list[str]
+
+
+def session_json(s: Session) -> SessionOut:
     vnc = s.vnc and s.state is SessionState.RUNNING
-    return {
-        "id": s.id,
-        "name": s.name or s.id,
-        "namespace": s.namespace,
-        "user": s.user,
-        "template": s.template,
-        "platform": s.platform,
-        "agent_id": s.agent_id,
-        "state": s.state.value,
-        "resources": s.resources,
-        "persistent_home": s.persistent_home,
-        "idle_timeout": s.idle_timeout,
-        "tags": s.tags,
-        "status": {
-            "phase": _PHASES[s.state],
-            "message": s.message or _DEFAULT_MESSAGES.get(s.state, ""),
-            "pod_ip": None,
-            "pod_name": s.details.get("service_name"),
-            "vnc_url": f"/vnc-viewer/{s.id}" if vnc else None,
-            "started_at": iso(s.started_at),
-        },
-        "platform_metadata": s.details,
-        "created_at": iso(s.created_at),
-        "updated_at": iso(s.updated_at),
-        "last_activity": iso(s.last_activity),
-    }
+    return SessionOut(
+        id=s.id,
+        name=s.name or s.id,
+        namespace=s.namespace,
+        user=s.user,
+        template=s.template,
+        platform=s.platform,
+        agent_id=s.agent_id,
+        state=s.state,
+        resources=s.resources,
+        persistent_home=s.persistent_home,
+        idle_timeout=s.idle_timeout,
+        tags=s.tags,
+        status=SessionStatus(
+            phase=_PHASES[s.state],  # type: ignore[arg-type]
+            message=s.message or _DEFAULT_MESSAGES.get(s.state, ""),
+            pod_ip=None,
+            pod_name=s.details.get("service_name"),
+            vnc_url=f"/vnc-viewer/{s.id}" if vnc else None,
+            started_at=iso(s.started_at),
+        ),
+        platform_metadata=s.details,
+        created_at=iso(s.created_at),
+        updated_at=iso(s.updated_at),
+        last_activity=iso(s.last_activity),
+    )
 
 
-@router.route(f"{PREFIX}/sessions", ["POST"])
-def create_session(request: Request) -> Response:
+@router.route(f"{PREFIX}/sessions", ["POST"], body=NewSession, answers={202: SessionOut})
+def create_session(request: Request, body: NewSession) -> Response:
+    """Start a session from a template (or create it hibernated); it runs shortly after."""
     principal = who(request)
-    body = parse_body(request, NewSession)
     req = SessionRequest(
         provider=body.platform or "auto",
         template=body.template,
@@ -586,10 +768,11 @@ def create_session(request: Request) -> Response:
     return json_response(session_json(session), 202)
 
 
-@router.route(f"{PREFIX}/sessions", ["GET"])
-def list_sessions(request: Request) -> Response:
+@router.route(f"{PREFIX}/sessions", ["GET"], query=SessionFilter, answers={200: SessionList})
+def list_sessions(request: Request, query: SessionFilter) -> Response:
+    """The caller's sessions (every session, for an admin), filtered, sorted, a page at a time."""
     principal = who(request)
-    f = parse_query(request, SessionFilter)
+    f = query
     tags = [t for t in (f.tags or "").split(",") if t]
     found = bootstrap.services().sessions.visible(
         principal,
@@ -603,18 +786,20 @@ def list_sessions(request: Request) -> Response:
     )
     found.sort(key=lambda s: (getattr(s, f.sort), s.id), reverse=f.order == "desc")
     items, pagination = paginate([session_json(s) for s in found], f)
-    return json_response({"sessions": items, "pagination": pagination})
+    return json_response(SessionList(sessions=items, pagination=pagination))
 
 
-@router.route(f"{PREFIX}/sessions/<session_id>", ["GET"])
+@router.route(f"{PREFIX}/sessions/<session_id>", ["GET"], answers={200: SessionOut})
 def get_session(request: Request, session_id: str) -> Response:
+    """One session."""
     return json_response(session_json(bootstrap.services().sessions.get(who(request), session_id)))
 
 
-@router.route(f"{PREFIX}/sessions/<session_id>", ["PATCH"])
-def patch_session(request: Request, session_id: str) -> Response:
+@router.route(f"{PREFIX}/sessions/<session_id>", ["PATCH"], body=SessionPatch,
+              answers={200: SessionOut}, errors=(403, 409))  # fmt: skip
+def patch_session(request: Request, session_id: str, body: SessionPatch) -> Response:
+    """Hibernate, wake or terminate a session (a forced terminate is for admins)."""
     principal = who(request)
-    body = parse_body(request, SessionPatch)
     sessions = bootstrap.services().sessions
     current = sessions.get(principal, session_id).state
     target = SessionState(body.state)
@@ -640,12 +825,13 @@ def patch_session(request: Request, session_id: str) -> Response:
     return json_response(session_json(session))
 
 
-@router.route(f"{PREFIX}/sessions/<session_id>", ["DELETE"])
-def delete_session(request: Request, session_id: str) -> Response:
+@router.route(f"{PREFIX}/sessions/<session_id>", ["DELETE"], query=DeleteQuery,
+              answers={204: None}, errors=(409,))  # fmt: skip
+def delete_session(request: Request, session_id: str, query: DeleteQuery) -> Response:
+    """Terminate a session (`force`: at once, without waiting for its workspace)."""
     principal = who(request)
-    q = parse_query(request, DeleteQuery)
     sessions = bootstrap.services().sessions
-    if q.force:
+    if query.force:
         sessions.get(principal, session_id)
         sessions.force_terminate(session_id)
     else:
@@ -653,7 +839,7 @@ def delete_session(request: Request, session_id: str) -> Response:
     return Response(status=204)
 
 
-@router.route(f"{PREFIX}/sessions/<session_id>/tickets", ["POST"])
+@router.route(f"{PREFIX}/sessions/<session_id>/tickets", ["POST"], answers={201: Ticket})
 def create_ticket(request: Request, session_id: str) -> Response:
     """A single-use credential for this session's WebSockets, valid 60 s: what a browser puts
     in a query string instead of its long-lived token."""
@@ -661,21 +847,37 @@ def create_ticket(request: Request, session_id: str) -> Response:
     services = bootstrap.services()
     services.sessions.get(principal, session_id)
     ticket, expires = services.tickets.issue(principal, session_id)
-    return json_response(
-        {"ticket": ticket, "session_id": session_id, "expires_at": iso(expires)}, 201
-    )
+    return json_response(Ticket(ticket=ticket, session_id=session_id, expires_at=iso(expires)), 201)
 
 
-@router.route(f"{PREFIX}/sessions/<session_id>/logs", ["GET"])
-def session_logs(request: Request, session_id: str) -> Response:
+@router.route(f"{PREFIX}/sessions/<session_id>/logs", ["GET"], query=LogQuery,
+              answers={200: Logs}, errors=(409,))  # fmt: skip
+def session_logs(request: Request, session_id: str, query: LogQuery) -> Response:
+    """The session's runtime log, its last `tail` lines (`follow=true` is a WebSocket)."""
     principal = who(request)
-    q = parse_query(request, LogQuery)
-    if q.follow:
-        raise errors.Invalid(
-            "follow=true streams over a WebSocket, which this server does not serve yet",
-            field="follow",
-        )
+    q = query
     lines = bootstrap.services().sessions.logs(principal, session_id, q.tail)
     if not q.timestamps:
         lines = [line.split(" ", 1)[1] if " " in line else line for line in lines]
-    return json_response({"logs": lines})
+    return json_response(Logs(logs=lines))
+
+
+def document() -> dict[str, Any]:
+    return openapi.document(
+        router,
+        title="StreamSpace v2 (Tether)",
+        version="2.0",
+        description="Users and sign-in, the agents registry, templates and session lifecycle. "
+        "Every answer carries X-RateLimit-* headers; the desktop is a WebSocket at "
+        "/vnc-viewer/{id} and live logs one at /api/v1/sessions/{id}/logs?follow=true "
+        "(not described here).",
+        error=Error,
+        security={
+            "Bearer": {"type": "http", "scheme": "bearer", "description": "A JWT or API key"},
+            "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        },
+        always=(*openapi.ALWAYS, 429),
+    )
+
+
+openapi.serve(router, "streamspace", document)
