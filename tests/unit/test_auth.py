@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -41,10 +40,8 @@ def test_operator_chosen_keys_work_too(tmp_path: Path) -> None:
         auth.principal_for_key("your-api-kez")
 
 
-def test_a_removed_key_or_a_changed_owner_takes_effect_within_the_cache_time(
-    tmp_path: Path,
-) -> None:
-    auth = Auth(SqliteStore(tmp_path / "db"), key_cache_seconds=0.3)
+def test_a_removed_key_or_a_changed_owner_takes_effect_at_once(tmp_path: Path) -> None:
+    auth = Auth(SqliteStore(tmp_path / "db"))
     auth.ensure_user("alice", Role.USER)
     key, other = auth.add_key("alice"), auth.add_key("alice")
     assert auth.principal_for_key(key).role is Role.USER
@@ -53,7 +50,6 @@ def test_a_removed_key_or_a_changed_owner_takes_effect_within_the_cache_time(
     alice.role = Role.ADMIN
     auth.users.save("alice", alice)
     assert auth.keys.delete(lookup_id(key))
-    time.sleep(0.35)
     with pytest.raises(Unauthenticated):
         auth.principal_for_key(key)
     assert auth.principal_for_key(other).is_admin

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -41,15 +42,40 @@ class Principal(BaseModel):
     id: str
     username: str
     role: Role = Role.USER
+    # What the credential was checked against, so it can be checked again while it is used
+    # (an open terminal, a ticket redeemed later): the user's incarnation and credential
+    # version, and the API key it came with, if any.
+    uid: str = ""
+    version: int = 0
+    key_id: str | None = None
+    token_id: str | None = None  # a JWT's jti (a sign-out revokes it)
+    until: datetime | None = None  # a JWT's expiry
+    read_only: bool = False  # a read-only API key: no changes
 
     @property
     def is_admin(self) -> bool:
         return self.role is Role.ADMIN
 
+    @classmethod
+    def of(cls, user: User, **credential: Any) -> Principal:
+        """`user` as a caller, with what their credential adds (key_id, token_id, ...)."""
+        return cls(id=user.id, username=user.username, role=user.role, uid=user.uid,
+                   version=user.credentials_version, **credential)  # fmt: skip
+
+
+def _incarnation() -> str:
+    return secrets.token_hex(8)
+
 
 class User(Record):
-    id: str
+    id: str  # the username
     username: str
+    # Never reused: a user deleted and made again under the same name is another incarnation,
+    # and nothing issued to the first (a JWT, an API key) works for the second.
+    uid: str = Field(default_factory=_incarnation)
+    # Moves on a deactivation, a reactivation and a password change: JWTs carry it, and one
+    # issued before the move is refused.
+    credentials_version: int = 0
     email: str | None = None
     role: Role = Role.USER
     active: bool = True
@@ -58,11 +84,17 @@ class User(Record):
     last_login: datetime | None = None
 
 
+KeyScope = Literal["full", "read"]
+
+
 class ApiKey(Record):
     id: str  # the lookup prefix shown in the key
     owner: str  # user id
+    owner_uid: str = ""  # the owner's incarnation (empty: made before incarnations were kept)
     key_hash: str
     name: str = "default"
+    scope: KeyScope = "full"  # read: GET and HEAD only
+    expires_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -9,12 +9,14 @@ from urllib.parse import urlsplit
 
 from tether import bootstrap
 from tether.core.models import Principal, Session, utcnow
+from tether.errors import Forbidden, Unauthenticated
 from tether.provision.runtime_http import IdToken
 from tether.runtime import auth
 from tether.service.tickets import is_ticket
 from tether.service.tokens import looks_like_jwt
 
-WATCH_INTERVAL = 2.0  # seconds between checks that a relayed session still runs
+WATCH_INTERVAL = 2.0  # seconds between checks that a relayed connection may go on
+ACCESS_REVOKED = 4401  # a shell's close code when its caller's access ends (4001: the session)
 
 
 def principal(
@@ -28,7 +30,7 @@ def principal(
         if not value:
             continue
         if is_ticket(value):
-            return services.tickets.redeem(value, session_id)
+            return services.auth.current(services.tickets.redeem(value, session_id))
         if looks_like_jwt(value):
             return services.tokens.verify(value)
         return services.auth.principal_for_key(value)
@@ -36,10 +38,17 @@ def principal(
 
 
 def authorize(
-    session_id: str, query: Mapping[str, str], authorization: str | None, api_key: str | None
+    session_id: str,
+    query: Mapping[str, str],
+    authorization: str | None,
+    api_key: str | None,
+    write: bool = True,
 ) -> tuple[Principal, Session]:
-    """The caller and its running session; raises the error to answer otherwise."""
+    """The caller and its running session; raises the error to answer otherwise. A read-only
+    key opens only what cannot change anything (`write=False`: live logs)."""
     who = principal(session_id, query, authorization, api_key)
+    if write and who.read_only:
+        raise Forbidden("This API key is read-only", code="AUTH_READ_ONLY")
     return who, bootstrap.services().sessions.usable(who, session_id)
 
 
@@ -58,6 +67,16 @@ def still_running(session_id: str) -> bool:
         return False
     sessions.touch(session)
     return True
+
+
+def standing(who: Principal, session_id: str) -> str | None:
+    """Why a relayed connection must end now: "revoked" (its credential no longer holds: a key
+    revoked, a user deactivated or deleted), "ended" (its session no longer runs); or None."""
+    try:
+        bootstrap.services().auth.current(who)
+    except Unauthenticated:
+        return "revoked"
+    return None if still_running(session_id) else "ended"
 
 
 def runtime_token(session_id: str) -> str:

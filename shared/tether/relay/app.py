@@ -18,6 +18,7 @@ from tether.core.models import Principal
 from tether.errors import TetherError
 from tether.relay import access, streams
 from tether.relay.streams import WS_OPTIONS, blocking
+from tether.runtime.websockets import SESSION_ENDED
 
 
 async def shell(request: web.Request) -> web.StreamResponse:
@@ -28,7 +29,7 @@ async def shell(request: web.Request) -> web.StreamResponse:
         return allowed
     principal, session = allowed
     await ws.prepare(request)
-    watcher = asyncio.ensure_future(close_when_session_ends(ws, session.id))
+    watcher = asyncio.ensure_future(close_when_it_must(ws, principal, session.id))
     try:
         await _serve_commands(ws, principal, session.id)
     finally:
@@ -59,13 +60,19 @@ async def _serve_commands(ws: web.WebSocketResponse, principal: Principal, sessi
         await ws.send_json({"type": "command_result", "command": command, **result.model_dump()})
 
 
-async def close_when_session_ends(ws: web.WebSocketResponse, session_id: str) -> None:
-    """A session that ends (terminated, hibernated, expired) closes its shell."""
+async def close_when_it_must(ws: web.WebSocketResponse, who: Principal, session_id: str) -> None:
+    """A session that ends (terminated, hibernated, expired) closes its shell (4001), and so
+    does the caller's access being revoked (4401)."""
     while not ws.closed:
         await asyncio.sleep(access.WATCH_INTERVAL)
-        if not await blocking(access.still_running, session_id):
-            await ws.close(code=4001, message=b"session ended")
-            return
+        try:
+            reason = await blocking(access.standing, who, session_id)
+        except TetherError:
+            continue  # the store is out of reach: look again later
+        if reason == "revoked":
+            await ws.close(code=access.ACCESS_REVOKED, message=b"access revoked")
+        elif reason == "ended":
+            await ws.close(code=SESSION_ENDED, message=b"session ended")
 
 
 VIEWER = Path(__file__).with_name("viewer.html")

@@ -106,7 +106,7 @@ def handler(route: Route, otherwise: Handler) -> Handler:
 
 
 async def authorize(
-    request: web.Request, ws: web.WebSocketResponse
+    request: web.Request, ws: web.WebSocketResponse, write: bool = True
 ) -> tuple[Principal, Session] | web.Response:
     """The caller and its running session, or the answer that refuses the upgrade to `ws`."""
     if not ws.can_prepare(request).ok:
@@ -120,6 +120,7 @@ async def authorize(
             request.query,
             request.headers.get("Authorization"),
             request.headers.get("X-API-Key"),
+            write,
         )
     except TetherError as exc:
         return refused(exc)
@@ -128,10 +129,10 @@ async def authorize(
 async def serve(request: web.Request, route: Route) -> web.StreamResponse:
     # No heartbeat and no reader of aiohttp's: once upgraded, the connection's bytes are ours.
     ws = web.WebSocketResponse(protocols=route.protocols, compress=False)
-    allowed = await authorize(request, ws)
+    allowed = await authorize(request, ws, write=not route.follow_only)
     if isinstance(allowed, web.Response):
         return allowed
-    _, session = allowed
+    who, session = allowed
     if route.desktop and not session.vnc:
         return refusal(404, "This session has no desktop")
     connection = request.app[CONNECTIONS].guard(request.transport)
@@ -149,7 +150,7 @@ async def serve(request: web.Request, route: Route) -> web.StreamResponse:
         connection.divert(client)
         client.join(runtime)
         runtime.join(client)
-        await _until_done(client, runtime, session.id)
+        await _until_done(client, runtime, who, session.id)
     finally:
         runtime.close()
         client.close()
@@ -309,26 +310,26 @@ def _keep_alive(sock: socket.socket) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
 
 
-async def _until_done(client: _Side, runtime: _Side, session_id: str) -> None:
-    """Until both sides have closed, or the session has ended (and its runtime has had
-    `CLOSE_GRACE` to close the stream itself)."""
+async def _until_done(client: _Side, runtime: _Side, who: Principal, session_id: str) -> None:
+    """Until both sides have closed, the caller's access is revoked (cut at once), or the
+    session has ended (its runtime has `CLOSE_GRACE` to close the stream itself)."""
     both: asyncio.Future[Any] = asyncio.gather(client.lost, runtime.lost)
-    watch: asyncio.Future[Any] = asyncio.ensure_future(_watch(session_id))
+    watch: asyncio.Future[str] = asyncio.ensure_future(_watch(who, session_id))
     try:
         await asyncio.wait([both, watch], return_when=asyncio.FIRST_COMPLETED)
-        if not both.done():
+        if not both.done() and watch.result() == "ended":
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(both), CLOSE_GRACE)
     finally:
         watch.cancel()
 
 
-async def _watch(session_id: str) -> None:
-    """Returns once the session has ended (terminated, hibernated, expired)."""
+async def _watch(who: Principal, session_id: str) -> str:
+    """Returns why the connection must end, once it must (`access.standing`)."""
     while True:
         await asyncio.sleep(access.WATCH_INTERVAL)
         try:
-            if not await blocking(access.still_running, session_id):
-                return
+            if reason := await blocking(access.standing, who, session_id):
+                return reason
         except TetherError:
             continue  # the store is out of reach: keep the relay, look again later

@@ -7,22 +7,19 @@ import hmac
 import os
 import secrets
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 
-from tether.core.models import ApiKey, Principal, Role, User
+from tether.core.models import ApiKey, KeyScope, Principal, Role, User, utcnow
 from tether.core.ports import Store
-from tether.errors import Conflict, Unauthenticated, Unavailable
+from tether.errors import Conflict, Invalid, NotFound, Unauthenticated, Unavailable
 from tether.service.repo import Repo
 from tether.service.tokens import Tokens, looks_like_jwt
 
 KEY_PREFIX = "tether"
-# How long a checked key is trusted without reading the store again: removing a key, or changing
-# its owner, takes effect within this. The two reads were a sixth of the server's work per exec.
-KEY_CACHE_SECONDS = 5.0
-_KEYS_CACHED = 1024
+MAX_KEYS_PER_USER = 100
 
 
 def _hash_key(secret: str) -> str:
@@ -78,14 +75,15 @@ def lookup_id(key: str) -> str:
 
 @dataclass
 class Auth:
+    """Who a credential is. Every check reads the store (no cache of trust): a key revoked, a
+    user deactivated or deleted is refused on the next request, on every instance."""
+
     store: Store
     tokens: Tokens | None = None
-    key_cache_seconds: float = KEY_CACHE_SECONDS
 
     def __post_init__(self) -> None:
         self.users = Repo(self.store, "users", User)
         self.keys = Repo(self.store, "api_keys", ApiKey)
-        self._checked: dict[str, tuple[Principal, float]] = {}  # key hash -> (who, until)
 
     def authenticate(self, authorization: str | None, api_key: str | None) -> Principal:
         """The caller, from `Authorization: Bearer <JWT or API key>` or `X-API-Key`. An
@@ -111,21 +109,41 @@ class Auth:
         if not key:
             raise Unauthenticated("Missing API key", code="AUTH_TOKEN_MISSING")
         key = key.strip()
-        digest = _hash_key(key)
-        checked = self._checked.get(digest)
-        if checked is not None and time.monotonic() < checked[1]:
-            return checked[0]
         record = self.keys.find(lookup_id(key))
-        if record is None or not hmac.compare_digest(record.key_hash, digest):
+        if record is None or not hmac.compare_digest(record.key_hash, _hash_key(key)):
             raise Unauthenticated("Invalid API key", code="AUTH_TOKEN_INVALID")
+        return self._for_key(record)
+
+    def _for_key(self, record: ApiKey) -> Principal:
+        if record.expires_at is not None and record.expires_at <= utcnow():
+            raise Unauthenticated("API key has expired", code="AUTH_TOKEN_EXPIRED")
         user = self.users.find(record.owner)
-        if user is None:
+        if user is None or not user.active or record.owner_uid not in ("", user.uid):
             raise Unauthenticated("Invalid API key", code="AUTH_TOKEN_INVALID")
-        principal = Principal(id=user.id, username=user.username, role=user.role)
-        if len(self._checked) >= _KEYS_CACHED:  # more keys in use than that: start again
-            self._checked.clear()
-        self._checked[digest] = (principal, time.monotonic() + self.key_cache_seconds)
-        return principal
+        return Principal.of(user, key_id=record.id, read_only=record.scope == "read")
+
+    def current(self, principal: Principal) -> Principal:
+        """`principal` as it stands now (its role may have changed); Unauthenticated if what it
+        was made from has been revoked since: its key, or its user (deactivated, deleted, made
+        again, its password changed)."""
+        if principal.key_id is not None:
+            record = self.keys.find(principal.key_id)
+            if record is None or record.owner != principal.id:
+                raise Unauthenticated("API key has been revoked", code="AUTH_TOKEN_INVALID")
+            now = self._for_key(record)
+            if now.uid != principal.uid:
+                raise Unauthenticated("Invalid API key", code="AUTH_TOKEN_INVALID")
+            return now
+        user = self.users.find(principal.id)
+        if user is None or not user.active or user.uid != principal.uid:
+            raise Unauthenticated("Token is invalid", code="AUTH_TOKEN_INVALID")
+        if principal.until is not None and principal.until <= utcnow():
+            raise Unauthenticated("Token has expired", code="AUTH_TOKEN_EXPIRED")
+        revoked = self.tokens is not None and principal.token_id is not None and (
+            self.tokens.revoked(principal.token_id))  # fmt: skip
+        if revoked or user.credentials_version != principal.version:
+            raise Unauthenticated("Token has been revoked", code="AUTH_TOKEN_INVALID")
+        return principal.model_copy(update={"role": user.role})
 
     def ensure_user(self, username: str, role: Role, password: str | None = None) -> User:
         user = self.users.find(username)
@@ -142,13 +160,22 @@ class Auth:
             user = self.users.save(username, user)
         return user
 
-    def add_key(self, owner: str, key: str | None = None, name: str = "default") -> str:
+    def add_key(
+        self,
+        owner: str,
+        key: str | None = None,
+        name: str = "default",
+        scope: KeyScope = "full",
+        expires_at: datetime | None = None,
+    ) -> str:
         """Register `key` (or a new random one) for `owner`; returns the key. Idempotent."""
         # Hex on both sides: a secret with "_" in it (token_urlsafe's alphabet) would break
         # the key's three parts, and with them the lookup prefix.
         key = key or f"{KEY_PREFIX}_{secrets.token_hex(6)}_{secrets.token_hex(24)}"
         prefix = lookup_id(key)
-        record = ApiKey(id=prefix, owner=owner, key_hash=_hash_key(key), name=name)
+        user = self.users.get(owner, "User")
+        record = ApiKey(id=prefix, owner=owner, owner_uid=user.uid, key_hash=_hash_key(key),
+                        name=name, scope=scope, expires_at=expires_at)  # fmt: skip
         existing = self.keys.find(prefix)
         if existing is None:
             try:
@@ -158,6 +185,38 @@ class Auth:
         if existing is not None and existing.key_hash != record.key_hash:
             raise Conflict("An API key with that prefix exists already")
         return key
+
+    def new_key(
+        self, owner: str, name: str, scope: KeyScope, expires_at: datetime | None
+    ) -> tuple[ApiKey, str]:
+        """A new key for `owner` (the key itself is shown this once: only its hash is kept)."""
+        if expires_at is not None and expires_at <= utcnow():
+            raise Invalid("expires_at must be in the future", field="expires_at")
+        if len(self.keys_of(owner)) >= MAX_KEYS_PER_USER:
+            raise Conflict(f"At most {MAX_KEYS_PER_USER} API keys a user", code="TOO_MANY_KEYS")
+        key = self.add_key(owner, name=name, scope=scope, expires_at=expires_at)
+        return self.keys.get(lookup_id(key)), key
+
+    def keys_of(self, owner: str) -> list[ApiKey]:
+        return self.keys.query([("owner", "==", owner)], limit=MAX_KEYS_PER_USER + 1)
+
+    def revoke_key(self, principal: Principal, key_id: str) -> None:
+        """Removes a key of the caller's (any key, for an admin); another's is not found."""
+        record = self.keys.find(key_id)
+        if record is None or not (principal.is_admin or record.owner == principal.id):
+            raise NotFound("API key not found", code="KEY_NOT_FOUND")
+        self.keys.delete(key_id)
+
+    def delete_user(self, caller: Principal, username: str) -> None:
+        """The user and every API key of theirs. Their JWTs die with them: a user made again
+        under the name is another incarnation."""
+        if username == caller.id:
+            raise Conflict("You cannot delete yourself", code="USER_SELF")
+        if self.users.find(username) is None:
+            raise NotFound(f"User '{username}' not found", code="USER_NOT_FOUND")
+        self.users.delete(username)  # first: from here no key of theirs is honoured
+        for record in self.keys_of(username):
+            self.keys.delete(record.id)
 
     def has_key(self, owner: str) -> bool:
         return bool(self.keys.query([("owner", "==", owner)], limit=1))

@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from tether.core.models import Principal, Role, utcnow
+from tether.core.models import Principal, utcnow
 from tether.core.ports import Store
 from tether.errors import Unauthenticated
 
@@ -40,9 +40,8 @@ class Tickets:
             KIND,
             _id(ticket),
             {
-                "owner": principal.id,
-                "username": principal.username,
-                "role": principal.role.value,
+                # Who issued it, as it was checked: redeemed, it is checked again (Auth.current)
+                **principal.model_dump(mode="json"),
                 "session_id": session_id,
                 "expires_at": expires,
             },
@@ -50,7 +49,8 @@ class Tickets:
         return ticket, expires
 
     def redeem(self, ticket: str, session_id: str) -> Principal:
-        """The ticket's principal, once: the ticket is spent even when it does not fit."""
+        """The ticket's principal, once: the ticket is spent even when it does not fit. (As it
+        was when the ticket was issued: `Auth.current` says whether it still holds.)"""
         doc = self.store.get(KIND, _id(ticket))
         # Deleting is the claim: of two racing uses, only one deletes it.
         if doc is None or not self.store.delete(KIND, _id(ticket)):
@@ -62,5 +62,6 @@ class Tickets:
             raise Unauthenticated("Ticket has expired", code="AUTH_TOKEN_EXPIRED")
         if doc.data["session_id"] != session_id:
             raise Unauthenticated("Ticket is for another session", code="AUTH_TOKEN_INVALID")
-        return Principal(id=doc.data["owner"], username=doc.data["username"],
-                         role=Role(doc.data["role"]))  # fmt: skip
+        return Principal.model_validate(
+            {k: v for k, v in doc.data.items() if k in Principal.model_fields}
+        )

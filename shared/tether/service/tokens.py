@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
@@ -37,8 +37,9 @@ class Tokens:
         now = utcnow()
         expires = now + self.ttl
         claims = {
-            "sub": user.id,
+            "sub": user.uid,  # the user's incarnation, never reused (the name may be)
             "name": user.username,
+            "ver": user.credentials_version,
             "iat": int(now.timestamp()),
             "exp": int(expires.timestamp()),
             "iss": self.issuer,
@@ -55,23 +56,31 @@ class Tokens:
                 algorithms=["HS256"],  # pinned: never `none`, never what the header says
                 audience=self.audience,
                 issuer=self.issuer,
-                options={"require": ["exp", "iat", "sub", "jti", "iss", "aud"]},
+                options={"require": ["exp", "iat", "sub", "jti", "iss", "aud", "name"]},
             )
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("Token has expired", code="AUTH_TOKEN_EXPIRED") from None
         except jwt.InvalidTokenError:
             raise Unauthenticated("Token is invalid", code="AUTH_TOKEN_INVALID") from None
-        if self.store.get(REVOKED, str(claims["jti"])) is not None:
+        if self.revoked(str(claims["jti"])):
             raise Unauthenticated("Token has been revoked", code="AUTH_TOKEN_INVALID")
         return claims
 
     def verify(self, token: str) -> Principal:
+        """The token's user as the store has it now (a demotion takes effect at once). Refused
+        if the user is gone or inactive, was made again since (another incarnation), or has been
+        deactivated or changed password since the token was issued."""
         claims = self.claims(token)
-        user = self.users.find(str(claims["sub"]))
-        if user is None or not user.active:
+        user = self.users.find(str(claims["name"]))
+        if user is None or not user.active or user.uid != claims["sub"]:
             raise Unauthenticated("Token is invalid", code="AUTH_TOKEN_INVALID")
-        # The role comes from the store, so a demotion takes effect at once.
-        return Principal(id=user.id, username=user.username, role=user.role)
+        if claims.get("ver", 0) != user.credentials_version:
+            raise Unauthenticated("Token has been revoked", code="AUTH_TOKEN_INVALID")
+        expires = datetime.fromtimestamp(int(claims["exp"]), tz=UTC)
+        return Principal.of(user, token_id=str(claims["jti"]), until=expires)
+
+    def revoked(self, token_id: str) -> bool:
+        return self.store.get(REVOKED, token_id) is not None
 
     def revoke(self, token: str) -> None:
         claims = self.claims(token)

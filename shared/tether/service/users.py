@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from tether.core.models import Role, User, utcnow
+from tether.core.models import Principal, Role, User, utcnow
 from tether.core.ports import Store
-from tether.errors import Conflict, Invalid, Unauthenticated
+from tether.errors import Conflict, Invalid, NotFound, Unauthenticated
 from tether.service.auth import hash_password, verify_password
 from tether.service.repo import Repo
 
@@ -17,6 +17,12 @@ def _dummy_hash() -> str:
     """Verified against when the username is unknown, so both failures take the same time.
     Made on first use: a scrypt hash at import would slow every function's cold start."""
     return hash_password("not a password anyone has")
+
+
+def _checked(password: str) -> str:
+    if len(password) < 8:
+        raise Invalid("Password must be at least 8 characters", field="password")
+    return password
 
 
 @dataclass
@@ -39,15 +45,48 @@ class Users:
 
         return self.repo.mutate(user.id, seen)
 
+    def get(self, username: str) -> User:
+        user = self.repo.find(username)
+        if user is None:
+            raise NotFound(f"User '{username}' not found", code="USER_NOT_FOUND")
+        return user
+
+    def update(
+        self,
+        caller: Principal,
+        username: str,
+        active: bool | None = None,
+        role: Role | None = None,
+        password: str | None = None,
+    ) -> User:
+        """Deactivate or reactivate a user, change their role or password. A deactivation, a
+        reactivation or a new password ends every JWT issued before it (the user's credential
+        version moves); an inactive user's API keys are refused while it lasts."""
+        if username == caller.id and (active is False or (role and role is not caller.role)):
+            raise Conflict("You cannot deactivate or demote yourself", code="USER_SELF")
+        hashed = hash_password(_checked(password)) if password is not None else None
+
+        def change(user: User) -> User:
+            if active is not None and active != user.active:
+                user.active = active
+                user.credentials_version += 1
+            if hashed is not None:
+                user.password_hash = hashed
+                user.credentials_version += 1
+            if role is not None:
+                user.role = role
+            return user
+
+        self.get(username)
+        return self.repo.mutate(username, change)
+
     def create(self, username: str, password: str, role: Role, email: str | None) -> User:
-        if len(password) < 8:
-            raise Invalid("Password must be at least 8 characters", field="password")
         user = User(
             id=username,
             username=username,
             email=email,
             role=role,
-            password_hash=hash_password(password),
+            password_hash=hash_password(_checked(password)),
         )
         try:
             return self.repo.create(username, user)

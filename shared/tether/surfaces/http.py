@@ -20,6 +20,7 @@ from werkzeug.routing import ValidationError as NotThisRule
 from werkzeug.wrappers import Request, Response
 
 from tether import errors
+from tether.core.models import Principal
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,16 @@ _STATUS: list[tuple[type[errors.TetherError], int]] = [
     (errors.Unavailable, 503),
     (errors.Timeout, 504),
 ]
+
+
+READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def may(principal: Principal, method: str) -> Principal:
+    """`principal`, if its credential allows `method` (a read-only API key reads only)."""
+    if principal.read_only and method not in READS:
+        raise errors.Forbidden("This API key is read-only", code="AUTH_READ_ONLY")
+    return principal
 
 
 def status_for(error: errors.TetherError) -> int:

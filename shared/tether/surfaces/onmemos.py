@@ -16,7 +16,7 @@ from tether.core.lifecycle import SessionState
 from tether.core.models import ExecResult, Principal, Session, SessionRequest, utcnow
 from tether.errors import TetherError
 from tether.surfaces import openapi
-from tether.surfaces.http import INTEGRAL, Router, json_response
+from tether.surfaces.http import INTEGRAL, Router, json_response, may
 
 LABEL = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 MAX_TTL_MINUTES = 7 * 24 * 60
@@ -93,7 +93,8 @@ def principal(request: Request) -> Principal:
     """X-API-Key as the spec says; a Bearer token (JWT or key) works on every surface too."""
     key, bearer = request.headers.get("X-API-Key"), request.headers.get("Authorization")
     auth = bootstrap.services().auth
-    return auth.authenticate(bearer, None) if bearer and not key else auth.principal_for_key(key)
+    who = auth.authenticate(bearer, None) if bearer and not key else auth.principal_for_key(key)
+    return may(who, request.method)
 
 
 Status = Literal[

@@ -20,7 +20,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from werkzeug.wrappers import Request, Response
 
 from tether.errors import NotFound
-from tether.surfaces.http import Operation, Router, json_response
+from tether.surfaces.http import READS, Operation, Router, json_response
 
 REF = "#/components/schemas/{model}"
 STATIC = Path(__file__).with_name("static")
@@ -83,6 +83,8 @@ def _operation(
     statuses = {*always, *op.errors}
     if not op.public:
         statuses.add(401)
+        if op.method not in READS:  # a read-only API key
+            statuses.add(403)
     if op.body is not None or op.query is not None:
         statuses.add(400)
     if op.body is not None:

@@ -20,6 +20,8 @@ from tether.core.lifecycle import SessionState
 from tether.core.models import (
     Agent,
     AgentStatus,
+    ApiKey,
+    KeyScope,
     Principal,
     Role,
     Session,
@@ -30,7 +32,7 @@ from tether.core.models import (
     utcnow,
 )
 from tether.surfaces import openapi
-from tether.surfaces.http import Router, client_address, json_response, proxy_matcher
+from tether.surfaces.http import Router, client_address, json_response, may, proxy_matcher
 
 T = TypeVar("T")
 PREFIX = "/api/v1"
@@ -123,12 +125,12 @@ def who(request: Request) -> Principal:
     """The caller (cached on the request: the rate limiter looked first)."""
     cached = request.environ.get("tether.principal")
     if isinstance(cached, Principal):
-        return cached
+        return may(cached, request.method)
     principal = bootstrap.services().auth.authenticate(
         request.headers.get("Authorization"), request.headers.get("X-API-Key")
     )
     request.environ["tether.principal"] = principal
-    return principal
+    return may(principal, request.method)
 
 
 def admin(request: Request) -> Principal:
@@ -296,6 +298,106 @@ def create_user(request: Request, body: NewUser) -> Response:
     admin(request)
     user = bootstrap.services().users.create(body.username, body.password, body.role, body.email)
     return json_response(user_json(user), 201)
+
+
+class UserPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    active: bool | None = None
+    role: Role | None = None
+    password: str | None = Field(None, min_length=8, max_length=1024)
+
+
+USER = f"{PREFIX}/users/<segment('me'):username>"
+
+
+@router.route(USER, ["GET"], answers={200: UserOut}, errors=ADMIN)
+def get_user(request: Request, username: str) -> Response:
+    """One user (admins)."""
+    admin(request)
+    return json_response(user_json(bootstrap.services().users.get(username)))
+
+
+@router.route(USER, ["PATCH"], body=UserPatch, answers={200: UserOut}, errors=(*ADMIN, 409))
+def patch_user(request: Request, username: str, body: UserPatch) -> Response:
+    """Deactivate or reactivate a user, change their role or password (admins). Each of these
+    but a role change ends every JWT issued before it; an inactive user's API keys are refused
+    while it lasts."""
+    caller = admin(request)
+    user = bootstrap.services().users.update(
+        caller, username, active=body.active, role=body.role, password=body.password
+    )
+    return json_response(user_json(user))
+
+
+@router.route(USER, ["DELETE"], answers={204: None}, errors=(*ADMIN, 409))
+def delete_user(request: Request, username: str) -> Response:
+    """Delete a user and every API key of theirs (admins); their JWTs stop working at once,
+    even if a user of the same name is made later."""
+    bootstrap.services().auth.delete_user(admin(request), username)
+    return Response(status=204)
+
+
+@router.route(f"{PREFIX}/users/me", ["GET"], answers={200: UserOut})
+def get_me(request: Request) -> Response:
+    """The caller."""
+    return json_response(user_json(bootstrap.services().users.get(who(request).id)))
+
+
+class NewKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("default", min_length=1, max_length=64)
+    scope: KeyScope = "full"
+    expires_at: datetime | None = Field(None, description="ISO 8601 with a time zone")
+
+
+class KeyOut(BaseModel):
+    id: str
+    name: str
+    scope: KeyScope
+    expires_at: str | None
+    created_at: str | None
+
+
+class KeyMade(KeyOut):
+    key: str = Field(description="The key itself: shown this once, never again")
+
+
+class KeyList(BaseModel):
+    api_keys: list[KeyOut]
+
+
+def key_json(k: ApiKey) -> KeyOut:
+    return KeyOut(id=k.id, name=k.name, scope=k.scope, expires_at=iso(k.expires_at),
+                  created_at=iso(k.created_at))  # fmt: skip
+
+
+@router.route(f"{PREFIX}/api-keys", ["POST"], body=NewKey, answers={201: KeyMade},
+              errors=(409,))  # fmt: skip
+def create_key(request: Request, body: NewKey) -> Response:
+    """A new API key for the caller: full or read-only, with an optional expiry."""
+    caller = who(request)
+    if body.expires_at is not None and body.expires_at.tzinfo is None:
+        raise errors.Invalid("expires_at needs a time zone (Z or +hh:mm)", field="expires_at")
+    record, key = bootstrap.services().auth.new_key(
+        caller.id, body.name, body.scope, body.expires_at
+    )
+    return json_response(KeyMade(**key_json(record).model_dump(), key=key), 201)
+
+
+@router.route(f"{PREFIX}/api-keys", ["GET"], answers={200: KeyList})
+def list_keys(request: Request) -> Response:
+    """The caller's API keys (never the keys themselves)."""
+    keys = bootstrap.services().auth.keys_of(who(request).id)
+    return json_response(KeyList(api_keys=[key_json(k) for k in keys]))
+
+
+@router.route(f"{PREFIX}/api-keys/<key_id>", ["DELETE"], answers={204: None})
+def revoke_key(request: Request, key_id: str) -> Response:
+    """Revoke one of the caller's API keys (an admin: anyone's): refused from now on."""
+    bootstrap.services().auth.revoke_key(who(request), key_id)
+    return Response(status=204)
 
 
 # -- agents -----------------------------------------------------------------------------------
