@@ -1,7 +1,8 @@
 """Exec round trip through the HTTP API on the embedded default, next to a bare spawn of the
 same command measured in the same run. Prints figures; asserts only correctness.
 
-Goal (issue 2): API exec p50 <= 2x the bare process spawn.
+Goal (issue 2, relaxed by issue 13): API exec p50 <= 3x the bare process spawn (every request
+reads its credential from the store, so a revocation takes effect at once).
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def test_exec_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         for name, xs in times.items():
             print(f"  {name:<52} p50 {pct(xs, 0.5):6.2f}  p99 {pct(xs, 0.99):6.2f}")
         print(f"  API / bare process spawn   p50 ratio {pct(api, .5) / pct(bare, .5):.2f}x"
-              f"  (goal <= 2.00x)")  # fmt: skip
+              f"  (goal <= 3.00x)")  # fmt: skip
         print(f"  API / bare PTY spawn       p50 ratio {pct(api, 0.5) / pct(bare_pty, 0.5):.2f}x")
         print(f"session create -> running   p50 {statistics.median(creates):.0f} ms"
               f" over {len(creates)} sessions\n")  # fmt: skip
