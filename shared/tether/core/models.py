@@ -189,6 +189,7 @@ class Session(Record):
     state: SessionState = SessionState.PENDING
     message: str = ""
     url: str | None = None
+    slot: str | None = None  # the agent's capacity it holds (`Agents.reserve`)
     details: dict[str, Any] = Field(default_factory=dict)
     long_lived: bool = False
     expires_at: datetime | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,6 +23,9 @@ PROVIDER_PLATFORMS: dict[str, tuple[str, ...]] = {
     "kubernetes": ("gke", "kubernetes"),
 }
 OFFLINE_MESSAGE = "Agent {} is offline"
+SLOTS = "agent_slots"  # one document per session using an agent's capacity
+# A slot is taken a moment before its session is saved: younger ones are never stale.
+SLOT_SETTLE = timedelta(minutes=1)
 
 
 @dataclass
@@ -83,40 +87,74 @@ class Agents:
         return agent.status is AgentStatus.ONLINE and fresh
 
     def live_sessions(self, agent_id: str) -> int:
-        """Sessions using the agent's capacity now."""
-        states = [s.value for s in ACTIVE_SESSION_STATES]
-        sessions = self.store.query("sessions", [("agent_id", "==", agent_id)])
-        return sum(1 for s in sessions if s.data.get("state") in states)
+        """Sessions using the agent's capacity now: the slots taken (at most its capacity, so
+        this costs the same however many sessions the agent has had)."""
+        return len(self._slots(agent_id))
 
-    def pick(self, provider: str, prefer: tuple[str, ...] = ()) -> Agent:
-        """An online agent with free capacity for `provider` ("auto": any platform, trying the
-        platforms in `prefer` first), the least loaded first."""
+    def _slots(self, agent_id: str) -> list[str]:
+        return [d.id for d in self.store.query(SLOTS, [("agent_id", "==", agent_id)])]
+
+    def candidates(self, provider: str, prefer: tuple[str, ...] = ()) -> list[Agent]:
+        """Online agents for `provider` ("auto": any platform, those in `prefer` first), the
+        least loaded first. Capacity is taken by `reserve`, which may still find one full."""
         platforms = None if provider == "auto" else PROVIDER_PLATFORMS.get(provider, (provider,))
-        candidates = [
+        online = [
             a
             for a in self.repo.query(order_by="id")
             if self.is_online(a) and (platforms is None or a.platform in platforms)
         ]
-        if not candidates:
+        if not online:
             where = "" if provider == "auto" else f" for provider '{provider}'"
             raise Unavailable(
                 f"No online agents available{where}", field="provider", code="NO_AGENTS_AVAILABLE"
             )
-        loads = {a.id: self.live_sessions(a.id) for a in candidates}
-        free = [a for a in candidates if loads[a.id] < a.capacity]
-        if not free:
-            raise Unavailable(
-                "Every agent that could serve this session is at capacity",
-                code="AGENT_CAPACITY_EXCEEDED",
-            )
-        ranked = sorted(
-            free,
+        loads = {a.id: self.live_sessions(a.id) for a in online}
+        return sorted(
+            online,
             key=lambda a: (
                 prefer.index(a.platform) if a.platform in prefer else len(prefer),
                 loads[a.id] / max(a.capacity, 1),
             ),
         )
-        return ranked[0]
+
+    def reserve(self, agent: Agent, session_id: str) -> str | None:
+        """A slot of the agent's capacity for the session, or None if all are taken. A slot is
+        a document made only if it is not there (the store's atomic create), so any number of
+        instances creating at once never take more slots than the agent has."""
+        held = set(self._slots(agent.id))
+        free = [f"{agent.id}:{i}" for i in range(agent.capacity)]
+        free = [slot for slot in free if slot not in held]
+        random.shuffle(free)  # racing creates try different slots first
+        for slot in free:
+            try:
+                taken = {"agent_id": agent.id, "session_id": session_id, "taken_at": utcnow()}
+                self.store.create(SLOTS, slot, taken)
+                return slot
+            except Conflict:
+                continue  # another session took it meanwhile
+        return None
+
+    def release(self, slot: str | None, session_id: str) -> None:
+        """Frees the session's slot (if it still holds it: idempotent)."""
+        if slot is None:
+            return
+        doc = self.store.get(SLOTS, slot)
+        if doc is not None and doc.data.get("session_id") == session_id:
+            self.store.delete(SLOTS, slot)
+
+    def release_stale(self) -> int:
+        """Frees slots whose session no longer uses them (a release that a crash lost). Reads
+        only the slots taken: bounded by the agents' capacity, not by history."""
+        freed = 0
+        active = {s.value for s in ACTIVE_SESSION_STATES}
+        settled = utcnow() - SLOT_SETTLE
+        for doc in self.store.query(SLOTS, [("taken_at", "<=", settled)]):
+            session = self.store.get("sessions", str(doc.data.get("session_id")))
+            holds = session is not None and session.data.get("slot") == doc.id
+            if not holds or session is None or session.data.get("state") not in active:
+                self.store.delete(SLOTS, doc.id)
+                freed += 1
+        return freed
 
     def mark_offline(self) -> list[str]:
         """Agents past their heartbeat grace go offline; returns their ids."""

@@ -11,8 +11,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from tether.core.durations import parse_duration
-from tether.core.lifecycle import CommandState, SessionState, check_session_move
+from tether.core.lifecycle import (
+    ACTIVE_SESSION_STATES,
+    CommandState,
+    SessionState,
+    check_session_move,
+)
 from tether.core.models import (
+    Agent,
     Command,
     CommandType,
     ExecResult,
@@ -46,6 +52,15 @@ def new_session_id(namespace: str, user: str) -> str:
         return _UNSAFE.sub("-", s.lower()).strip("-")[:20] or "x"
 
     return f"ws-{part(namespace)}-{part(user)}-{int(time.time())}-{secrets.token_hex(8)}"
+
+
+def _leave_slot(s: Session) -> str | None:
+    """The session's slot if its state no longer uses the agent's capacity (it is cleared on
+    the session; the caller frees it once the session is saved)."""
+    if s.state in ACTIVE_SESSION_STATES or s.slot is None:
+        return None
+    slot, s.slot = s.slot, None
+    return slot
 
 
 # What a successful command moves its session from and to.
@@ -108,7 +123,7 @@ class Sessions:
         """Record a session on an agent that can take it and start it (or, `hibernated`, keep it
         asleep until woken); waits up to `wait` seconds for it to leave pending."""
         template = self.templates.get(req.template)
-        agent = self.agents.pick(req.provider, req.prefer)
+        ranked = self.agents.candidates(req.provider, req.prefer)
         if req.idle_timeout:
             parse_duration(req.idle_timeout, "idle_timeout")
         now = utcnow()
@@ -117,8 +132,8 @@ class Sessions:
             id="",
             owner=principal.id,
             template=template.name,
-            platform=agent.platform,
-            agent_id=agent.id,
+            platform=ranked[0].platform,
+            agent_id=ranked[0].id,
             namespace=req.namespace,
             user=req.user,
             long_lived=req.long_lived,
@@ -136,15 +151,30 @@ class Sessions:
         for attempt in range(3):  # a collision of 64 random bits: astronomically rare
             session.id = new_session_id(req.namespace, req.user)
             session.name = f"{req.user}-{template.name}-{session.id.rsplit('-', 1)[1][:8]}"
+            if not hibernated:  # a hibernated workspace uses no agent's capacity
+                self._place(session, ranked)
             try:
                 self.repo.create(session.id, session)
                 break
             except Conflict:
+                self.agents.release(session.slot, session.id)
                 if attempt == 2:
                     raise
         if not hibernated:
             self._command(session, CommandType.START_SESSION, template)
         return self.wait_while(session.id, {SessionState.PENDING}, wait)
+
+    def _place(self, session: Session, ranked: list[Agent]) -> None:
+        """Onto the first agent of `ranked` with a slot free (the slot is the session's)."""
+        for agent in ranked:
+            slot = self.agents.reserve(agent, session.id)
+            if slot is not None:
+                session.slot, session.agent_id, session.platform = slot, agent.id, agent.platform
+                return
+        raise Unavailable(
+            "Every agent that could serve this session is at capacity",
+            code="AGENT_CAPACITY_EXCEEDED",
+        )
 
     def _command(
         self, session: Session, kind: CommandType, template: Template | None = None
@@ -223,10 +253,14 @@ class Sessions:
         target: SessionState,
         message: str,
         done: set[SessionState] | None = None,
+        slot: str | None = None,
     ) -> Session | None:
         """Move to `target` (checked against the table); None when it was there already (or
-        in one of the `done` states), so only the caller that moved it acts on the move."""
+        in one of the `done` states), so only the caller that moved it acts on the move. A
+        session that stops using its agent's capacity gives its slot back; `slot` is one it
+        takes."""
         moved = False
+        freed: list[str | None] = []
 
         def move(s: Session) -> Session | None:
             nonlocal moved
@@ -235,10 +269,15 @@ class Sessions:
                 return None
             check_session_move(s.state, target)
             s.state, s.message, s.updated_at = target, message, utcnow()
+            freed[:] = [_leave_slot(s)]
+            if slot is not None:
+                s.slot = slot
             moved = True
             return s
 
         after = self.repo.mutate(session_id, move)
+        if moved:
+            self.agents.release(freed[0] if freed else None, session_id)
         return after if moved else None
 
     def hibernate(self, principal: Principal, session_id: str, wait: float = 30.0) -> Session:
@@ -250,9 +289,20 @@ class Sessions:
         return self.wait_while(session_id, {SessionState.HIBERNATING}, wait)
 
     def wake(self, principal: Principal, session_id: str, wait: float = 60.0) -> Session:
+        """Back to running, on its agent, which must have a slot free."""
         current = self.get(principal, session_id)
-        session = self._move(session_id, SessionState.WAKING, "Waking...")
-        if session is not None:
+        slot = None
+        if current.state is SessionState.HIBERNATED:
+            agent = self.agents.repo.get(current.agent_id, "Agent")
+            slot = self.agents.reserve(agent, session_id)
+            if slot is None:
+                raise Unavailable(
+                    f"Agent {agent.id} is at capacity", code="AGENT_CAPACITY_EXCEEDED"
+                )
+        session = self._move(session_id, SessionState.WAKING, "Waking...", slot=slot)
+        if session is None:  # woken already by another call: the slot is not needed
+            self.agents.release(slot, session_id)
+        else:
             self._command(session, CommandType.WAKE_SESSION, self.templates.get(current.template))
         return self.wait_while(session_id, {SessionState.WAKING}, wait)
 
@@ -310,6 +360,8 @@ class Sessions:
         ok = command.state.value == "succeeded"
         result = command.result or {}
 
+        freed: list[str | None] = []
+
         def move(s: Session) -> Session | None:
             if s.state is not expected:
                 return None
@@ -325,11 +377,14 @@ class Sessions:
             else:
                 s.state = SessionState.FAILED
                 s.message = command.error or "agent reported a failure"
+            freed[:] = [_leave_slot(s)]
             return s
 
         if self.repo.find(command.session_id) is None:
             return
         self.repo.mutate(command.session_id, move)
+        if freed:
+            self.agents.release(freed[0], command.session_id)
 
     def expire(self) -> list[str]:
         """Terminate every session whose TTL has passed; returns their ids."""

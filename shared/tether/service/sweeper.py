@@ -34,6 +34,7 @@ class Sweeper:
             "idle_hibernated": len(self.sessions.hibernate_idle()),
             "republished_commands": self.commands.republish_stale(self.republish_after),
             "offline_agents": len(self.agents.mark_offline()),
+            "slots_freed": self.agents.release_stale(),
             "expired_records": purge_expired(self.store, EXPIRING_KINDS),
         }
 
