@@ -19,6 +19,7 @@ from tether.service.auth import Auth
 from tether.service.commands import Commands
 from tether.service.events import Events
 from tether.service.health import Health
+from tether.service.idempotency import Idempotency
 from tether.service.ratelimit import RateLimits
 from tether.service.sessions import Sessions
 from tether.service.sweeper import Sweeper
@@ -46,6 +47,7 @@ class Services:
     events: Events
     sweeper: Sweeper
     health: Health
+    idempotency: Idempotency
 
     def close(self) -> None:
         self.bus.close()
@@ -147,6 +149,7 @@ def build(settings: Settings, store: Store | None = None, bus: Bus | None = None
         sessions=sessions,
         events=Events(bus, agents, commands, sessions, settings.heartbeat_interval),
         sweeper=Sweeper(sessions, commands, agents, store, settings.republish_after),
+        idempotency=Idempotency(store),
         health=Health(store, bus, settings.store, settings.bus),
     )
 

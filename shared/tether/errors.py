@@ -22,6 +22,11 @@ class Invalid(TetherError):
     """The caller sent something malformed; `field` names what."""
 
 
+class Unprocessable(Invalid):
+    """Well formed, but not something that can be done (an Idempotency-Key reused with another
+    request)."""
+
+
 class NotFound(TetherError):
     """No such object, or not one the caller may see (another user's object is NotFound too)."""
 

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import tenacity
 
 from tether.sdk import calls
 from tether.sdk.calls import Call
@@ -38,7 +39,10 @@ class AsyncClient:
         )
 
     async def _do(self, call: Call) -> Any:
-        response = await self._http.request(call.method, call.path, **calls.request_options(call))
+        async for attempt in tenacity.AsyncRetrying(**calls.retry_policy(call)):
+            with attempt:
+                options = calls.request_options(call)
+                response = await self._http.request(call.method, call.path, **options)
         return calls.result(response)
 
     async def create_session(self, spec: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import tenacity
 
 from tether import errors
 
@@ -29,6 +31,24 @@ class Call:
     params: dict[str, Any] = field(default_factory=dict)
     # How long the server may take, beyond the client's default (exec waits for the command).
     timeout: float | None = None
+    # A create's: the same on every try, so a retry after a lost answer creates nothing twice.
+    idempotency_key: str | None = None
+
+    @property
+    def retryable(self) -> bool:
+        return self.method in ("GET", "HEAD", "DELETE") or self.idempotency_key is not None
+
+
+def retry_policy(call: Call) -> dict[str, Any]:
+    """tenacity's arguments for `call`: a request that can be sent again (a read, a delete, a
+    create with its Idempotency-Key) is, up to three times, when the connection failed or its
+    answer was lost; others once."""
+    return {
+        "retry": tenacity.retry_if_exception_type(httpx.TransportError),
+        "stop": tenacity.stop_after_attempt(3 if call.retryable else 1),
+        "wait": tenacity.wait_exponential(multiplier=0.2, max=2),
+        "reraise": True,
+    }
 
 
 def client_options(base_url: str, api_key: str | None, timeout: float) -> dict[str, Any]:
@@ -40,6 +60,8 @@ def client_options(base_url: str, api_key: str | None, timeout: float) -> dict[s
 def request_options(call: Call) -> dict[str, Any]:
     """The arguments of `httpx.(Async)Client.request` for `call`."""
     options: dict[str, Any] = {"json": call.json, "params": call.params}
+    if call.idempotency_key is not None:
+        options["headers"] = {"Idempotency-Key": call.idempotency_key}
     if call.timeout is not None:
         options["timeout"] = call.timeout
     return options
@@ -59,12 +81,16 @@ def result(response: httpx.Response) -> Any:
     raise exc
 
 
+def _new_key() -> str:
+    return uuid.uuid4().hex
+
+
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
 
 
 def create_session(spec: dict[str, Any]) -> Call:
-    return Call("POST", "/v1/sessions", json=_drop_none(spec))
+    return Call("POST", "/v1/sessions", json=_drop_none(spec), idempotency_key=_new_key())
 
 
 def get_session(session_id: str) -> Call:
@@ -92,7 +118,7 @@ def create_workspace(template: str, namespace: str, user: str, ttl: int | None) 
     body = _drop_none(
         {"template": template, "namespace": namespace, "user": user, "ttl_minutes": ttl}
     )
-    return Call("POST", "/v1/cloudrun/workspaces", json=body)
+    return Call("POST", "/v1/cloudrun/workspaces", json=body, idempotency_key=_new_key())
 
 
 def workspace_action(workspace_id: str, action: str, params: dict[str, Any]) -> Call:

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import tenacity
 
 from tether.sdk import calls
 from tether.sdk.calls import Call
@@ -50,7 +51,9 @@ class Client:
         )
 
     def _do(self, call: Call) -> Any:
-        response = self._http.request(call.method, call.path, **calls.request_options(call))
+        for attempt in tenacity.Retrying(**calls.retry_policy(call)):
+            with attempt:
+                response = self._http.request(call.method, call.path, **calls.request_options(call))
         return calls.result(response)
 
     # -- unified API -----------------------------------------------------------------------------

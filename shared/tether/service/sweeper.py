@@ -10,14 +10,14 @@ from dataclasses import dataclass
 
 from tether.core.models import utcnow
 from tether.core.ports import Store
-from tether.service import commands, ratelimit, tickets, tokens
+from tether.service import commands, idempotency, ratelimit, tickets, tokens
 from tether.service.agents import Agents
 from tether.service.commands import Commands
 from tether.service.sessions import Sessions
 
 # Kinds whose documents are worthless after their `expires_at` (Firestore's TTL policies in the
 # cloud delete them too; this list is what those policies must cover).
-EXPIRING_KINDS = (tokens.REVOKED, ratelimit.KIND, tickets.KIND, commands.KIND)
+EXPIRING_KINDS = (tokens.REVOKED, ratelimit.KIND, tickets.KIND, commands.KIND, idempotency.KIND)
 
 
 @dataclass

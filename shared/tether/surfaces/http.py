@@ -21,6 +21,7 @@ from werkzeug.wrappers import Request, Response
 
 from tether import errors
 from tether.core.models import Principal
+from tether.service.idempotency import Answer
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ Handler = Callable[..., Response]
 ErrorRenderer = Callable[[errors.TetherError, int], Response]
 
 _STATUS: list[tuple[type[errors.TetherError], int]] = [
+    (errors.Unprocessable, 422),
     (errors.Invalid, 400),
     (errors.Unauthenticated, 401),
     (errors.Forbidden, 403),
@@ -51,6 +53,7 @@ _STATUS: list[tuple[type[errors.TetherError], int]] = [
 
 
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
+IDEMPOTENCY_KEY = "Idempotency-Key"
 
 
 def may(principal: Principal, method: str) -> Principal:
@@ -166,6 +169,7 @@ class Operation:
     errors: tuple[int, ...] = ()  # statuses beyond those every operation may answer
     public: bool = False  # no credential needed
     listed: bool = True  # in the surface's document (its own routes are not)
+    idempotent: bool = False  # a create: takes an Idempotency-Key
 
 
 class _Segment(BaseConverter):
@@ -185,10 +189,12 @@ class _Segment(BaseConverter):
 class Router:
     """Routes a request to its handler and turns every error into the surface's error body."""
 
-    def __init__(self, render_error: ErrorRenderer) -> None:
+    def __init__(self, render_error: ErrorRenderer, owner: Callable[[Request], str]) -> None:
+        """`owner` names the caller of a request (whose Idempotency-Keys are theirs alone)."""
         self.map = Map(strict_slashes=False, merge_slashes=False, converters={"segment": _Segment})
         self.operations: dict[str, Operation] = {}
         self.render_error = render_error
+        self.owner = owner
 
     def route(
         self,
@@ -201,6 +207,7 @@ class Router:
         errors: tuple[int, ...] = (),
         public: bool = False,
         listed: bool = True,
+        idempotent: bool = False,
     ) -> Callable[[Handler], Handler]:
         def add(handler: Handler) -> Handler:
             for method in methods:
@@ -209,7 +216,7 @@ class Router:
                 summary = (handler.__doc__ or handler.__name__.replace("_", " ")).strip()
                 self.operations[name] = Operation(
                     path, method, handler, summary.split("\n")[0], body, query,
-                    answers or {200: None}, errors, public, listed,
+                    answers or {200: None}, errors, public, listed, idempotent,
                 )  # fmt: skip
             return handler
 
@@ -222,6 +229,32 @@ class Router:
         Matches are remembered, since a session's paths repeat; a miss raises every time."""
         adapter: MapAdapter = self.map.bind("tether")
         return functools.lru_cache(maxsize=4096)(adapter.match)
+
+    def _run(self, request: Request, operation: Operation, args: dict[str, Any]) -> Response:
+        if operation.query is not None:
+            args["query"] = parse_query(request, operation.query)
+        if operation.body is not None:
+            args["body"] = parse_body(request, operation.body)
+        return operation.handler(request, **args)
+
+    def _once(
+        self, request: Request, operation: Operation, args: dict[str, Any], key: str
+    ) -> Response:
+        """A create with an Idempotency-Key: run once, its answer kept for repeats."""
+        from tether import bootstrap
+
+        def work() -> Answer:
+            try:
+                response = self._run(request, operation, args)
+            except errors.TetherError as exc:
+                response = self.render_error(exc, status_for(exc))
+            return Answer(response.status_code, response.get_data(), response.content_type or "")
+
+        # The same request is the same method, path, query and body bytes.
+        same = b"\0".join([request.method.encode(), request.full_path.encode(),
+                            request.get_data(cache=True)])  # fmt: skip
+        answer = bootstrap.services().idempotency.run(self.owner(request), key, same, work)
+        return Response(answer.body, status=answer.status, content_type=answer.content_type)
 
     def _allowed(self, path: str) -> list[str]:
         """The methods `path` is served for. (werkzeug's own list counts a rule whose converter
@@ -239,12 +272,10 @@ class Router:
         try:
             endpoint, args = self._match(request.path, request.method)
             operation = self.operations[str(endpoint)]
-            parsed = dict(args)
-            if operation.query is not None:
-                parsed["query"] = parse_query(request, operation.query)
-            if operation.body is not None:
-                parsed["body"] = parse_body(request, operation.body)
-            return operation.handler(request, **parsed)
+            key = request.headers.get(IDEMPOTENCY_KEY)
+            if operation.idempotent and key is not None:
+                return self._once(request, operation, dict(args), key)
+            return self._run(request, operation, dict(args))
         except errors.TetherError as exc:
             return self.render_error(exc, status_for(exc))
         except NoRoute:

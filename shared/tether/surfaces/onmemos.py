@@ -37,7 +37,7 @@ def render_error(error: TetherError, status: int) -> Response:
     return json_response({"detail": error.message}, status, headers)
 
 
-router = Router(render_error)
+router = Router(render_error, owner=lambda request: principal(request).id)
 
 
 TtlMinutes = Annotated[int, Field(ge=1, le=MAX_TTL_MINUTES), INTEGRAL]
@@ -194,7 +194,8 @@ def _list(request: Request, query: ListFilter) -> list[SessionOut]:
     return [session_json(s) for s in sessions]
 
 
-@router.route("/v1/sessions", ["POST"], body=CreateSession, answers=CREATED, errors=(404,))
+@router.route("/v1/sessions", ["POST"], body=CreateSession, answers=CREATED, errors=(404,),
+              idempotent=True)  # fmt: skip
 def create_session(request: Request, body: CreateSession) -> Response:
     """Create a session from a template, on an agent of the provider asked for."""
     who = principal(request)
@@ -254,7 +255,7 @@ def connect_session(request: Request, session_id: str) -> Response:
 
 
 @router.route("/v1/cloudrun/workspaces", ["POST"], body=CreateWorkspace, answers=CREATED,
-              errors=(404,))  # fmt: skip
+              errors=(404,), idempotent=True)  # fmt: skip
 def create_workspace(request: Request, body: CreateWorkspace) -> Response:
     """Create a workspace (Cloud Run when a Cloud Run agent is online, else any)."""
     who = principal(request)

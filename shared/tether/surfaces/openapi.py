@@ -20,12 +20,21 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from werkzeug.wrappers import Request, Response
 
 from tether.errors import NotFound
-from tether.surfaces.http import READS, Operation, Router, json_response
+from tether.service.idempotency import MAX_KEY
+from tether.surfaces.http import IDEMPOTENCY_KEY, READS, Operation, Router, json_response
 
 REF = "#/components/schemas/{model}"
 STATIC = Path(__file__).with_name("static")
 REDOC = STATIC / "redoc.standalone.js"
 _PATH_PARAM = re.compile(r"<(?:[^:>]+:)?([^>]+)>")
+IDEMPOTENCY_PARAMETER = {
+    "name": IDEMPOTENCY_KEY,
+    "in": "header",
+    "required": False,
+    "description": "Sent again with the same request within 24 h, the first answer is given "
+    "again and nothing is created twice; with another request, 422.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY},
+}
 # Statuses any operation may answer, whatever its route: a request head over the origin's
 # limit (tether.origin.guard), a store or agent away.
 ALWAYS = (431, 503)
@@ -80,6 +89,8 @@ def _operation(
     ]
     if op.query is not None:
         parameters += _query_parameters(op.query)
+    if op.idempotent:
+        parameters.append(IDEMPOTENCY_PARAMETER)
     statuses = {*always, *op.errors}
     if not op.public:
         statuses.add(401)
@@ -91,6 +102,8 @@ def _operation(
         statuses.add(413)
     if names:
         statuses.add(404)
+    if op.idempotent:  # a malformed key; still running under it; used with another request
+        statuses |= {400, 409, 422}
     responses: dict[str, Any] = {}
     for status, model in sorted(op.answers.items()):
         if status == 204:

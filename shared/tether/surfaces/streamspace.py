@@ -111,7 +111,7 @@ def render_error(error: errors.TetherError, status: int) -> Response:
     return json_response(body, status)
 
 
-router = Router(render_error)
+router = Router(render_error, owner=lambda request: who(request).id)
 
 
 def iso(when: datetime | None) -> str | None:
@@ -292,7 +292,7 @@ def list_users(request: Request, query: UserFilter) -> Response:
 
 
 @router.route(f"{PREFIX}/users", ["POST"], body=NewUser, answers={201: UserOut},
-              errors=(*ADMIN, 409))  # fmt: skip
+              errors=(*ADMIN, 409), idempotent=True)  # fmt: skip
 def create_user(request: Request, body: NewUser) -> Response:
     """Add a user (admins)."""
     admin(request)
@@ -688,7 +688,7 @@ class TemplateBody(BaseModel):
 
 
 @router.route(f"{PREFIX}/templates", ["POST"], body=TemplateBody, answers={201: TemplateOut},
-              errors=(*ADMIN, 409))  # fmt: skip
+              errors=(*ADMIN, 409), idempotent=True)  # fmt: skip
 def create_template(request: Request, body: TemplateBody) -> Response:
     """Add a template (admins)."""
     admin(request)
@@ -847,7 +847,8 @@ def session_json(s: Session) -> SessionOut:
     )
 
 
-@router.route(f"{PREFIX}/sessions", ["POST"], body=NewSession, answers={202: SessionOut})
+@router.route(f"{PREFIX}/sessions", ["POST"], body=NewSession, answers={202: SessionOut},
+              idempotent=True)  # fmt: skip
 def create_session(request: Request, body: NewSession) -> Response:
     """Start a session from a template (or create it hibernated); it runs shortly after."""
     principal = who(request)
@@ -941,6 +942,8 @@ def delete_session(request: Request, session_id: str, query: DeleteQuery) -> Res
     return Response(status=204)
 
 
+# Tickets and API keys take no Idempotency-Key: their answer is a secret, which a kept answer
+# would leave at rest in the store (where only their hashes are).
 @router.route(f"{PREFIX}/sessions/<session_id>/tickets", ["POST"], answers={201: Ticket})
 def create_ticket(request: Request, session_id: str) -> Response:
     """A single-use credential for this session's WebSockets, valid 60 s: what a browser puts

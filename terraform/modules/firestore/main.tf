@@ -19,7 +19,7 @@ locals {
   # these documents once their `expires_at` has passed (the sweeper purges the first ones too,
   # for the local store).
   ttl_field       = "expires_at"
-  ttl_collections = ["revoked_tokens", "rate_limits", "tickets", "commands", "agent_journal", "agent_stopped"]
+  ttl_collections = ["revoked_tokens", "rate_limits", "tickets", "commands", "idempotency", "agent_journal", "agent_stopped"]
 
   database = var.create_database ? google_firestore_database.this[0].name : var.database_name
 }
