@@ -56,7 +56,7 @@ test: lint typecheck
 
 # Schemathesis against every surface's OpenAPI document: over 10,000 cases, a fresh seed.
 fuzz: install
-	TETHER_FUZZ_EXAMPLES=300 TETHER_FUZZ_SEED=$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ') \
+	TETHER_FUZZ_EXAMPLES=300 TETHER_FUZZ_SEED=$${TETHER_FUZZ_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')} \
 	    infra/emulators.sh run $(BIN)/pytest -q -s tests/fuzz
 
 bench: install
