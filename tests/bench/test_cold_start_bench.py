@@ -66,6 +66,7 @@ def first_200(target: str, source: Path, env: dict[str, str], request: tuple[str
         proc.wait()
 
 
+@pytest.mark.timeout(900)  # 35 process starts: minutes when the machine is busy
 def test_cold_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     home = tmp_path / "home"
     env = {**os.environ, "TETHER_HOME": str(home), "TETHER_API_KEY": API_KEY}

@@ -26,6 +26,9 @@ def server(tmp_path: Path) -> Iterator[Server]:
     srv.stop()
 
 
+# Chromium, Xvfb and x11vnc starting on a machine whose cores are busy take their time: every
+# wait below is for a state, with room for a loaded machine.
+@pytest.mark.timeout(600)
 def test_viewer_page_shows_the_sessions_desktop(server: Server, tmp_path: Path) -> None:
     chromium = shutil.which("chromium")
     assert chromium, "infra/apt-packages.sh installs Debian's chromium"
@@ -41,7 +44,7 @@ def test_viewer_page_shows_the_sessions_desktop(server: Server, tmp_path: Path) 
         sid = api.post("/sessions", json={"user": "viewer", "template": "solid-desktop"}).json()[
             "id"
         ]
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while (s := api.get(f"/sessions/{sid}").json())["state"] != "running":
             assert time.monotonic() < deadline, s
             time.sleep(0.2)
@@ -53,9 +56,9 @@ def test_viewer_page_shows_the_sessions_desktop(server: Server, tmp_path: Path) 
         try:
             page = browser.new_page(viewport={"width": 800, "height": 600})
             page.goto(viewer)
-            page.wait_for_selector("body[data-state=connected]", timeout=30_000)
+            page.wait_for_selector("body[data-state=connected]", timeout=180_000)
             assert "ticket" not in page.url, "the credential must leave the address bar"
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 120
             pixel: list[int] = []
             while time.monotonic() < deadline:
                 pixel = page.evaluate(

@@ -10,7 +10,7 @@ from typing import Any
 
 from tether.core.lifecycle import ACTIVE_SESSION_STATES, LIVE_SESSION_STATES
 from tether.core.models import Agent, AgentStatus, utcnow
-from tether.core.ports import Store
+from tether.core.ports import Store, Stored
 from tether.errors import Conflict, Unavailable
 from tether.service.repo import Repo
 
@@ -120,12 +120,16 @@ class Agents:
     def reserve(self, agent: Agent, session_id: str) -> str | None:
         """A slot of the agent's capacity for the session, or None if all are taken. A slot is
         a document made only if it is not there (the store's atomic create), so any number of
-        instances creating at once never take more slots than the agent has."""
-        held = set(self._slots(agent.id))
-        free = [f"{agent.id}:{i}" for i in range(agent.capacity)]
-        free = [slot for slot in free if slot not in held]
-        random.shuffle(free)  # racing creates try different slots first
-        for slot in free:
+        instances creating at once never take more slots than the agent has. A slot whose
+        session has stopped using it (its release not made yet, or lost) is taken back."""
+        held = {d.id: d for d in self.store.query(SLOTS, [("agent_id", "==", agent.id)])}
+        slots = [f"{agent.id}:{i}" for i in range(agent.capacity)]
+        random.shuffle(slots)  # racing creates try different slots first
+        free = [slot for slot in slots if slot not in held]
+        stale = [slot for slot in slots if slot in held and self._stale(held[slot])]
+        for slot in free + stale:
+            if slot in held and not self.store.delete(SLOTS, slot):
+                continue  # another reserve took it back first
             try:
                 taken = {"agent_id": agent.id, "session_id": session_id, "taken_at": utcnow()}
                 self.store.create(SLOTS, slot, taken)
@@ -133,6 +137,17 @@ class Agents:
             except Conflict:
                 continue  # another session took it meanwhile
         return None
+
+    def _stale(self, slot: Stored) -> bool:
+        """Whether the slot's session no longer uses it: it names this slot and is saved in a
+        state that uses no capacity, or (once the slot has had time to see its session saved)
+        it is gone or names another slot."""
+        session = self.store.get("sessions", str(slot.data.get("session_id")))
+        if session is not None and session.data.get("slot") == slot.id:
+            return session.data.get("state") not in {s.value for s in ACTIVE_SESSION_STATES}
+        taken_at = slot.data.get("taken_at")
+        when = taken_at if isinstance(taken_at, datetime) else datetime.fromisoformat(str(taken_at))
+        return when <= utcnow() - SLOT_SETTLE
 
     def release(self, slot: str | None, session_id: str) -> None:
         """Frees the session's slot (if it still holds it: idempotent)."""
@@ -145,16 +160,8 @@ class Agents:
     def release_stale(self) -> int:
         """Frees slots whose session no longer uses them (a release that a crash lost). Reads
         only the slots taken: bounded by the agents' capacity, not by history."""
-        freed = 0
-        active = {s.value for s in ACTIVE_SESSION_STATES}
-        settled = utcnow() - SLOT_SETTLE
-        for doc in self.store.query(SLOTS, [("taken_at", "<=", settled)]):
-            session = self.store.get("sessions", str(doc.data.get("session_id")))
-            holds = session is not None and session.data.get("slot") == doc.id
-            if not holds or session is None or session.data.get("state") not in active:
-                self.store.delete(SLOTS, doc.id)
-                freed += 1
-        return freed
+        stale = [d for d in self.store.query(SLOTS, []) if self._stale(d)]
+        return sum(self.store.delete(SLOTS, d.id) for d in stale)
 
     def mark_offline(self) -> list[str]:
         """Agents past their heartbeat grace go offline; returns their ids."""

@@ -55,12 +55,10 @@ def new_session_id(namespace: str, user: str) -> str:
 
 
 def _leave_slot(s: Session) -> str | None:
-    """The session's slot if its state no longer uses the agent's capacity (it is cleared on
-    the session; the caller frees it once the session is saved)."""
-    if s.state in ACTIVE_SESSION_STATES or s.slot is None:
-        return None
-    slot, s.slot = s.slot, None
-    return slot
+    """The session's slot if its state no longer uses the agent's capacity: the caller frees
+    it once the session is saved. (The session keeps naming it: a slot whose session is saved
+    in such a state is free for the taking even before that, `Agents.reserve`.)"""
+    return None if s.state in ACTIVE_SESSION_STATES else s.slot
 
 
 # What a successful command moves its session from and to.

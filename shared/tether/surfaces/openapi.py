@@ -70,6 +70,10 @@ def document(
     }
 
 
+def surface_of(op: Operation) -> str:
+    return op.handler.__module__.rsplit(".", 1)[-1]
+
+
 def path_of(op: Operation) -> str:
     """The operation's path as OpenAPI writes it: /v1/sessions/{session_id}."""
     return _PATH_PARAM.sub(r"{\1}", op.path)
@@ -114,7 +118,8 @@ def _operation(
     for status in sorted(statuses - set(op.answers)):
         responses[str(status)] = _answer(status, refs[(error, "serialization")])
     operation: dict[str, Any] = {
-        "operationId": f"{op.handler.__name__}_{op.method.lower()}",
+        # Unique across the surfaces' documents too: onmemos_create_session_post.
+        "operationId": f"{surface_of(op)}_{op.handler.__name__}_{op.method.lower()}",
         "summary": op.summary,
         "responses": responses,
         "security": [] if op.public else security,
