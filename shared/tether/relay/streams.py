@@ -154,7 +154,10 @@ async def serve(request: web.Request, route: Route) -> web.StreamResponse:
     finally:
         runtime.close()
         client.close()
-        await client.lost  # then nothing aiohttp writes as the handler ends goes out
+        # Gone, so nothing aiohttp writes as the handler ends goes out (bounded: a connection
+        # lost before it was diverted never tells the client side).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(client.lost), CLOSE_GRACE)
     return ws
 
 
