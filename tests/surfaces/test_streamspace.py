@@ -12,6 +12,7 @@ from flask.testing import FlaskClient
 from tether.local.stack import LocalStack
 
 from tests.surfaces.conftest import ADMIN_KEY, ADMIN_PASSWORD, ALICE_KEY, BOB_KEY
+from tests.waiting import wait_for
 
 API = "/api/v1"
 
@@ -177,7 +178,14 @@ def test_agents_registry_and_draining(ss: FlaskClient, stack: LocalStack) -> Non
     assert {x["id"] for x in seen} == {sid, other}
     ss.delete(f"{API}/sessions/{other}", headers=bearer(BOB_KEY))
     assert_error(ss.get(f"{API}/agents/ghost", headers=user), 404, "AGENT_NOT_FOUND")
-    stats = ss.get(f"{API}/agents/stats", headers=user).get_json()
+
+    def stats_now() -> dict[str, Any]:
+        got: dict[str, Any] = ss.get(f"{API}/agents/stats", headers=user).get_json()
+        return got
+
+    # Bob's capacity is given back a moment after his session is recorded terminated.
+    assert wait_for(lambda: stats_now()["total_capacity"]["current_sessions"] == 1)
+    stats = stats_now()
     assert (stats["total_agents"], stats["online_agents"], stats["draining_agents"]) == (1, 1, 0)
     assert stats["total_capacity"]["current_sessions"] == 1
     assert stats["by_platform"] == {"local": 1}

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from tether.core.models import ApiKey, KeyScope, Principal, Role, User, utcnow
 from tether.core.ports import Store
-from tether.errors import Conflict, Invalid, NotFound, Unauthenticated, Unavailable
+from tether.errors import Conflict, NotFound, Unauthenticated, Unavailable, Unprocessable
 from tether.service.repo import Repo
 from tether.service.tokens import Tokens, looks_like_jwt
 
@@ -191,7 +191,7 @@ class Auth:
     ) -> tuple[ApiKey, str]:
         """A new key for `owner` (the key itself is shown this once: only its hash is kept)."""
         if expires_at is not None and expires_at <= utcnow():
-            raise Invalid("expires_at must be in the future", field="expires_at")
+            raise Unprocessable("expires_at must be in the future", field="expires_at")
         if len(self.keys_of(owner)) >= MAX_KEYS_PER_USER:
             raise Conflict(f"At most {MAX_KEYS_PER_USER} API keys a user", code="TOO_MANY_KEYS")
         key = self.add_key(owner, name=name, scope=scope, expires_at=expires_at)

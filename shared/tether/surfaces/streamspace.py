@@ -374,7 +374,7 @@ def key_json(k: ApiKey) -> KeyOut:
 
 
 @router.route(f"{PREFIX}/api-keys", ["POST"], body=NewKey, answers={201: KeyMade},
-              errors=(409,))  # fmt: skip
+              errors=(409, 422))  # fmt: skip
 def create_key(request: Request, body: NewKey) -> Response:
     """A new API key for the caller: full or read-only, with an optional expiry."""
     caller = who(request)
