@@ -38,8 +38,10 @@ def using_capacity(stack: LocalStack) -> list[str]:
 
 
 def test_200_creates_at_once_never_exceed_an_agents_capacity(small: LocalStack) -> None:
+    clients = [target_client("streamspace") for _ in range(200)]  # made here, not in threads
+
     def create(i: int) -> tuple[int, str]:
-        r = target_client("streamspace").post(
+        r = clients[i].post(
             "/api/v1/sessions", json={"user": f"u{i}", "template": "shell"}, headers=H
         )
         body = r.get_json()

@@ -71,6 +71,12 @@ class Origin:
 
     async def start(self, host: str, port: int) -> None:
         """Listens on `port` (0: any free one; `self.port` says which)."""
+        # The surfaces are imported here, once, not by the first requests' threads at once:
+        # CPython 3.11 can fail building two modules' ASTs in two threads at the same time
+        # ("AST constructor recursion depth mismatch"), and werkzeug builds its routes with ast.
+        import tether.surfaces.onmemos
+        import tether.surfaces.streamspace  # noqa: F401
+
         await self.runner.setup()
         server = self.runner.server
         assert server is not None

@@ -53,10 +53,10 @@ class WsgiTargets:
         for name, value in answer.headers:
             if name.lower() != "content-length":  # aiohttp sets it from the body
                 response.headers.add(name, value)
-        if answer.pending:
+        if answer.pending:  # the answer goes out first; the connection's next request waits
             await response.prepare(request)
             await response.write_eof()
-            loop.run_in_executor(self.pool, deferred.run, answer.pending)
+            await loop.run_in_executor(self.pool, deferred.run, answer.pending)
         return response
 
     def _call(self, environ: dict[str, Any]) -> Answer:
