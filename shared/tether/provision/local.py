@@ -110,6 +110,7 @@ class LocalProvisioner:
         self.disks = Disks()
         self._runtimes: dict[str, _Runtime] = {}
         self._locks: dict[str, threading.Lock] = {}
+        self.closed = False
         self._lock = threading.Lock()  # guards the map of locks
         if sandbox != "none" and not self.groups.available:
             log.warning("workspace limits: %s", self.groups.describe())
@@ -287,11 +288,11 @@ class LocalProvisioner:
         return read_tail(self.workdir(session_id), tail)
 
     def close(self) -> None:
-        for sid in list(self._runtimes):
-            with self._session(sid):
-                self._release(sid, self._runtimes.pop(sid, None))
+        self.closed = True  # from here no runtime starts (`_up`): one starting now finishes first
         for control in self.root.iterdir():  # each is mounted again when next used
             with self._session(control.name):
+                if control.name in self._runtimes:
+                    self._release(control.name, self._runtimes.pop(control.name))
                 self.disks.unmount(control)
         self.groups.close()
         with contextlib.suppress(OSError):  # kept while another process's runtimes use it
@@ -311,6 +312,8 @@ class LocalProvisioner:
         runtime = self._runtimes.get(session_id)
         if runtime is not None and runtime.proc.poll() is None:
             return runtime
+        if self.closed:
+            raise Unavailable("This agent is stopping")
         control = self.control(session_id)
         if not (control / CONFIG).exists():
             raise NotFound("Workspace not found")
