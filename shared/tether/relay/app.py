@@ -63,16 +63,10 @@ async def _serve_commands(ws: web.WebSocketResponse, principal: Principal, sessi
 async def close_when_it_must(ws: web.WebSocketResponse, who: Principal, session_id: str) -> None:
     """A session that ends (terminated, hibernated, expired) closes its shell (4001), and so
     does the caller's access being revoked (4401)."""
-    while not ws.closed:
-        await asyncio.sleep(access.WATCH_INTERVAL)
-        try:
-            reason = await blocking(access.standing, who, session_id)
-        except TetherError:
-            continue  # the store is out of reach: look again later
-        if reason == "revoked":
-            await ws.close(code=access.ACCESS_REVOKED, message=b"access revoked")
-        elif reason == "ended":
-            await ws.close(code=SESSION_ENDED, message=b"session ended")
+    if await streams.until_it_must_end(who, session_id) == "revoked":
+        await ws.close(code=access.ACCESS_REVOKED, message=b"access revoked")
+    else:
+        await ws.close(code=SESSION_ENDED, message=b"session ended")
 
 
 VIEWER = Path(__file__).with_name("viewer.html")

@@ -317,7 +317,7 @@ async def _until_done(client: _Side, runtime: _Side, who: Principal, session_id:
     """Until both sides have closed, the caller's access is revoked (cut at once), or the
     session has ended (its runtime has `CLOSE_GRACE` to close the stream itself)."""
     both: asyncio.Future[Any] = asyncio.gather(client.lost, runtime.lost)
-    watch: asyncio.Future[str] = asyncio.ensure_future(_watch(who, session_id))
+    watch: asyncio.Future[str] = asyncio.ensure_future(until_it_must_end(who, session_id))
     try:
         await asyncio.wait([both, watch], return_when=asyncio.FIRST_COMPLETED)
         if not both.done() and watch.result() == "ended":
@@ -327,7 +327,7 @@ async def _until_done(client: _Side, runtime: _Side, who: Principal, session_id:
         watch.cancel()
 
 
-async def _watch(who: Principal, session_id: str) -> str:
+async def until_it_must_end(who: Principal, session_id: str) -> str:
     """Returns why the connection must end, once it must (`access.standing`)."""
     while True:
         await asyncio.sleep(access.WATCH_INTERVAL)

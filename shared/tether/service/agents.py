@@ -91,8 +91,8 @@ class Agents:
         this costs the same however many sessions the agent has had)."""
         return len(self._slots(agent_id))
 
-    def _slots(self, agent_id: str) -> list[str]:
-        return [d.id for d in self.store.query(SLOTS, [("agent_id", "==", agent_id)])]
+    def _slots(self, agent_id: str) -> list[Stored]:
+        return self.store.query(SLOTS, [("agent_id", "==", agent_id)])
 
     def candidates(self, provider: str, prefer: tuple[str, ...] = ()) -> list[Agent]:
         """Online agents for `provider` ("auto": any platform, those in `prefer` first), the
@@ -122,7 +122,7 @@ class Agents:
         a document made only if it is not there (the store's atomic create), so any number of
         instances creating at once never take more slots than the agent has. A slot whose
         session has stopped using it (its release not made yet, or lost) is taken back."""
-        held = {d.id: d for d in self.store.query(SLOTS, [("agent_id", "==", agent.id)])}
+        held = {d.id: d for d in self._slots(agent.id)}
         slots = [f"{agent.id}:{i}" for i in range(agent.capacity)]
         random.shuffle(slots)  # racing creates try different slots first
         free = [slot for slot in slots if slot not in held]

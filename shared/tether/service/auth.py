@@ -16,7 +16,7 @@ from tether.core.models import ApiKey, KeyScope, Principal, Role, User, utcnow
 from tether.core.ports import Store
 from tether.errors import Conflict, NotFound, Unauthenticated, Unavailable, Unprocessable
 from tether.service.repo import Repo
-from tether.service.tokens import Tokens, looks_like_jwt
+from tether.service.tokens import Tokens, holder, looks_like_jwt
 
 KEY_PREFIX = "tether"
 MAX_KEYS_PER_USER = 100
@@ -134,15 +134,15 @@ class Auth:
             if now.uid != principal.uid:
                 raise Unauthenticated("Invalid API key", code="AUTH_TOKEN_INVALID")
             return now
-        user = self.users.find(principal.id)
-        if user is None or not user.active or user.uid != principal.uid:
-            raise Unauthenticated("Token is invalid", code="AUTH_TOKEN_INVALID")
         if principal.until is not None and principal.until <= utcnow():
             raise Unauthenticated("Token has expired", code="AUTH_TOKEN_EXPIRED")
-        revoked = self.tokens is not None and principal.token_id is not None and (
-            self.tokens.revoked(principal.token_id))  # fmt: skip
-        if revoked or user.credentials_version != principal.version:
+        if (
+            principal.token_id
+            and self.tokens is not None
+            and self.tokens.revoked(principal.token_id)
+        ):
             raise Unauthenticated("Token has been revoked", code="AUTH_TOKEN_INVALID")
+        user = holder(self.users, principal.id, principal.uid, principal.version)
         return principal.model_copy(update={"role": user.role})
 
     def ensure_user(self, username: str, role: Role, password: str | None = None) -> User:

@@ -22,6 +22,17 @@ def looks_like_jwt(token: str) -> bool:
     return token.count(".") == 2
 
 
+def holder(users: Repo[User], name: str, uid: str, version: int) -> User:
+    """The user a token of `uid` at credential `version` was issued to, if it still holds:
+    the user is there and active, the same incarnation, its credentials unchanged."""
+    user = users.find(name)
+    if user is None or not user.active or user.uid != uid:
+        raise Unauthenticated("Token is invalid", code="AUTH_TOKEN_INVALID")
+    if user.credentials_version != version:
+        raise Unauthenticated("Token has been revoked", code="AUTH_TOKEN_INVALID")
+    return user
+
+
 @dataclass
 class Tokens:
     store: Store
@@ -71,11 +82,9 @@ class Tokens:
         if the user is gone or inactive, was made again since (another incarnation), or has been
         deactivated or changed password since the token was issued."""
         claims = self.claims(token)
-        user = self.users.find(str(claims["name"]))
-        if user is None or not user.active or user.uid != claims["sub"]:
-            raise Unauthenticated("Token is invalid", code="AUTH_TOKEN_INVALID")
-        if claims.get("ver", 0) != user.credentials_version:
-            raise Unauthenticated("Token has been revoked", code="AUTH_TOKEN_INVALID")
+        user = holder(
+            self.users, str(claims["name"]), str(claims["sub"]), int(claims.get("ver", 0))
+        )
         expires = datetime.fromtimestamp(int(claims["exp"]), tz=UTC)
         return Principal.of(user, token_id=str(claims["jti"]), until=expires)
 
