@@ -38,7 +38,8 @@ $(CHECKOV): infra/checkov-requirements.txt
 	.venv-checkov/bin/pip install -q -r infra/checkov-requirements.txt
 	touch $(CHECKOV)
 
-install: $(STAMP) $(NOVNC) $(REDOC) $(CHECKOV)
+# What serving needs; the tests' own tools (checkov) come with `make test`.
+install: $(STAMP) $(NOVNC) $(REDOC)
 
 up: install
 	$(BIN)/tether up
@@ -51,7 +52,7 @@ typecheck: install
 	$(BIN)/mypy
 
 # Starts the Firestore and Pub/Sub emulators on free loopback ports, runs pytest, stops them.
-test: lint typecheck
+test: lint typecheck $(CHECKOV)
 	infra/emulators.sh run $(BIN)/pytest -q tests
 
 # Schemathesis against every surface's OpenAPI document: over 10,000 cases, a fresh seed.
