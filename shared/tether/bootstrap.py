@@ -11,7 +11,7 @@ import secrets
 import threading
 from dataclasses import dataclass
 
-from tether.core.models import Role
+from tether.core.models import Principal, Role
 from tether.core.ports import Bus, Provisioner, Store
 from tether.errors import Invalid
 from tether.service.agents import Agents
@@ -177,6 +177,18 @@ def seed(services: Services) -> Generated:
         services.auth.add_key("admin", settings.api_key, name="bootstrap")
     elif not services.auth.has_key("admin"):
         made.api_key = services.auth.add_key("admin", name="bootstrap")
+    return made
+
+
+def reset_admin(services: Services) -> Generated:
+    """For an operator who lost what the first start printed: `admin` gets a new password and
+    a new key; its earlier keys are revoked and its JWTs end (the password moved)."""
+    admin = services.auth.ensure_user("admin", Role.ADMIN)
+    made = Generated(admin_password=secrets.token_urlsafe(12))
+    services.users.update(Principal.of(admin), "admin", active=True, password=made.admin_password)
+    for record in services.auth.keys_of("admin"):
+        services.auth.keys.delete(record.id)
+    made.api_key = services.auth.add_key("admin", name="reset")
     return made
 
 

@@ -10,11 +10,15 @@ import asyncio
 import json
 import logging
 import os
+import select
+import shlex
+import socket
+import stat
 import sys
 import time
 from typing import Any
 
-from tether.errors import TetherError
+from tether.errors import Invalid, TetherError
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -37,6 +41,11 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
+    busy = _port_taken(settings.port)
+    if busy:  # before anything is seeded: first-start credentials are shown only once
+        print(f"tether: port {settings.port} is taken ({busy}); stop what serves it (another "
+              "`tether up`?) or choose another with TETHER_PORT", file=sys.stderr)  # fmt: skip
+        return 1
     print(f"Starting Tether (store={settings.store}, bus={settings.bus}, home={settings.home})")
     stack = LocalStack(settings)
     stack.start()
@@ -51,6 +60,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         if made.admin_password:
             print(f"Password of user 'admin' (shown once; set TETHER_ADMIN_PASSWORD to choose):\n"
                   f"  {made.admin_password}\n")  # fmt: skip
+        if not (made.api_key or settings.api_key):
+            print("Admin credentials were shown at the first start; lost them? "
+                  "`tether reset-admin` prints new ones.")  # fmt: skip
         print(f"Tether is up on http://127.0.0.1:{settings.port}  "
               f"(agent {stack.agent.agent_id}, Ctrl-C to stop)", flush=True)  # fmt: skip
 
@@ -63,6 +75,32 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1
     finally:
         stack.stop()
+    return 0
+
+
+def _port_taken(port: int) -> str | None:
+    """Why 127.0.0.1:`port` cannot be served, or None when it can."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+def cmd_reset_admin(args: argparse.Namespace) -> int:
+    from tether import bootstrap
+    from tether.settings import Settings
+
+    settings = Settings.from_env()
+    services = bootstrap.build(settings)
+    try:
+        made = bootstrap.reset_admin(services)
+    finally:
+        services.close()
+    print(f"New admin API key (its earlier keys are revoked): {made.api_key}")
+    print(f"New password of user 'admin': {made.admin_password}")
     return 0
 
 
@@ -89,17 +127,31 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
+    from tether.sdk import calls
+
     client = _client(args)
     started = time.monotonic()
+    spec = calls.session_spec(args.template, args.namespace, args.user, args.provider,
+                              args.ttl, args.long_lived)  # fmt: skip
+    key = calls.new_key()
     print(f"Creating a '{args.template}' session...", file=sys.stderr, flush=True)
-    session = client.create_session(
-        template=args.template,
-        provider=args.provider,
-        namespace=args.namespace,
-        user=args.user,
-        ttl_minutes=args.ttl,
-        long_lived=args.long_lived,
-    )
+    try:
+        session = client.create_session(spec, idempotency_key=key)
+    except KeyboardInterrupt:
+        # The server goes on with a create it has received. The same request with the same
+        # Idempotency-Key names what it made, so no session is left behind unnamed.
+        print("\nInterrupted: asking which session was made (Ctrl-C again to leave)...",
+              file=sys.stderr, flush=True)  # fmt: skip
+        try:
+            session = client.create_session(spec, idempotency_key=key)
+        except KeyboardInterrupt:
+            print("tether: left; `tether list` shows the session if it was made",
+                  file=sys.stderr)  # fmt: skip
+            return 130
+        print(f"Session {session['id']} was made and is {session['status']}; "
+              f"`tether delete {session['id']}` removes it", file=sys.stderr)  # fmt: skip
+        _print(session)
+        return 130
     took = time.monotonic() - started
     print(f"Session {session['id']} is {session['status']} ({took:.1f}s)", file=sys.stderr)
     _print(session)
@@ -120,11 +172,40 @@ def cmd_get(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_piped_stdin() -> None:
+    """A command runs with no standard input: what is piped in would be lost, so say so. (A
+    pipe with nothing in it yet is not waited for: a caller's idle stdin must not hang us.)"""
+    stdin = sys.stdin.fileno()
+    mode = os.fstat(stdin).st_mode
+    if stat.S_ISREG(mode):
+        piped = os.fstat(stdin).st_size > 0
+    else:
+        piped = (stat.S_ISFIFO(mode) and bool(select.select([stdin], [], [], 0)[0])
+                 and bool(os.read(stdin, 1)))  # fmt: skip
+    if piped:
+        raise Invalid("tether exec sends no standard input to the command: put the data in "
+                      "the command or a file, or use `tether shell`", field="stdin")  # fmt: skip
+
+
 def cmd_exec(args: argparse.Namespace) -> int:
-    result = _client(args).execute_session(args.session_id, " ".join(args.command), args.timeout)
+    # One argument is a command line, as typed; several are argv, quoted for the shell.
+    words = args.command
+    line = words[0] if len(words) == 1 else shlex.join(words)
+    env = dict(_assignment(item) for item in args.env)
+    _refuse_piped_stdin()
+    result = _client(args).execute_session(
+        args.session_id, line, args.timeout, env=env or None, cwd=args.cwd
+    )
     sys.stdout.write(result["stdout"])
     sys.stderr.write(result["stderr"])
     return int(result["returncode"])
+
+
+def _assignment(item: str) -> tuple[str, str]:
+    name, sep, value = item.partition("=")
+    if not sep:
+        raise Invalid(f"--env takes NAME=VALUE, not {item!r}", field="env")
+    return name, value
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
@@ -167,6 +248,12 @@ def parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser(
+        "reset-admin",
+        help="give user 'admin' a new password and API key, revoking its others (the store of "
+        "TETHER_HOME, or TETHER_STORE's): for lost first-start credentials",
+    ).set_defaults(func=cmd_reset_admin)
+
+    sub.add_parser(
         "seed",
         help="create templates and the admin user and key in the configured store (TETHER_STORE,"
         " GOOGLE_CLOUD_PROJECT): the first step after a cloud deploy",
@@ -190,10 +277,20 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("session_id")
     g.set_defaults(func=cmd_get)
 
-    e = sub.add_parser("exec", help="run a command in a session; exits with its return code")
+    e = sub.add_parser(
+        "exec",
+        help="run a command in a session; exits with its return code",
+        description="Run a command in a session and exit with its return code. Several words "
+        "after -- are the command's arguments, passed exactly (`tether exec ID -- python -c "
+        "'print(6*7)'`); one word is a shell command line (`tether exec ID 'ls | wc -l'`). "
+        "The command has no standard input: piping into it is refused.",
+    )
     e.add_argument("session_id")
-    e.add_argument("command", nargs="+", help="the command line (quote it or put it after --)")
+    e.add_argument("command", nargs="+", help="the command (after --) or one command line")
     e.add_argument("--timeout", type=float, default=120, help="seconds (default 120)")
+    e.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="set a variable for the command (repeatable)")  # fmt: skip
+    e.add_argument("--cwd", help="directory to run in (relative to the home, or absolute)")
     e.set_defaults(func=cmd_exec)
 
     sh = sub.add_parser("shell", help="open an interactive terminal in a session (exit to leave)")
@@ -209,15 +306,29 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import httpx
+
     args = parser().parse_args(argv)
     try:
         code: int = args.func(args)
     except TetherError as exc:
         print(f"tether: {exc.message}", file=sys.stderr)
         return 1
-    except OSError as exc:
-        print(f"tether: cannot reach {args.url}: {exc}", file=sys.stderr)
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        print(f"tether: {args.url!r} is not an http(s) URL ({exc}); check TETHER_URL or --url",
+              file=sys.stderr)  # fmt: skip
         return 1
+    except (httpx.TransportError, OSError) as exc:
+        print(f"tether: cannot reach {args.url}: {exc or type(exc).__name__}; is the server up "
+              "(`tether up`), and TETHER_URL right?", file=sys.stderr)  # fmt: skip
+        return 1
+    except ValueError:  # a success that is not JSON: something else answers at that URL
+        print(f"tether: {args.url} did not answer as Tether does; check TETHER_URL or --url",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    except KeyboardInterrupt:
+        print("tether: interrupted", file=sys.stderr)
+        return 130
     return code
 
 

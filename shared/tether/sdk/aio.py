@@ -1,4 +1,5 @@
-"""Asynchronous client: `async with client.session(...) as s:` deletes the session on exit."""
+"""Asynchronous client, the twin of `tether.sdk.client` call for call:
+`async with client.session(...) as s:` deletes the session on exit."""
 
 from __future__ import annotations
 
@@ -14,13 +15,26 @@ from tether.sdk.calls import Call
 
 
 class AsyncSession:
-    def __init__(self, client: AsyncClient, info: dict[str, Any]) -> None:
+    """A handle on one session (or legacy workspace) that runs commands in it."""
+
+    def __init__(self, client: AsyncClient, info: dict[str, Any], legacy: bool = False) -> None:
         self.client = client
         self.info = info
         self.id: str = info["id"]
+        self.legacy = legacy
 
-    async def execute(self, command: str, timeout: float = 120) -> dict[str, Any]:
-        return await self.client.execute_session(self.id, command, timeout)
+    async def execute(self, command: str, timeout: float = 120, **options: Any) -> dict[str, Any]:
+        """Runs `command`; `options` (env, cwd) are the unified API's."""
+        if self.legacy:
+            return await self.client.execute_workspace(self.id, command, timeout)
+        return await self.client.execute_session(self.id, command, timeout, **options)
+
+    async def run_python(self, code: str, timeout: float = 120) -> dict[str, Any]:
+        return await self.client.run_python(self.id, code, timeout)
+
+    async def refresh(self) -> dict[str, Any]:
+        self.info = await self.client.get_session(self.id)
+        return self.info
 
     async def delete(self) -> dict[str, Any]:
         return await self.client.delete_session(self.id)
@@ -45,8 +59,13 @@ class AsyncClient:
                 response = await self._http.request(call.method, call.path, **options)
         return calls.result(response)
 
-    async def create_session(self, spec: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
-        result: dict[str, Any] = await self._do(calls.create_session({**(spec or {}), **kw}))
+    # -- unified API -----------------------------------------------------------------------------
+
+    async def create_session(
+        self, spec: dict[str, Any] | None = None, idempotency_key: str | None = None, **kw: Any
+    ) -> dict[str, Any]:
+        call = calls.create_session({**(spec or {}), **kw}, idempotency_key)
+        result: dict[str, Any] = await self._do(call)
         return result
 
     async def get_session(self, session_id: str) -> dict[str, Any]:
@@ -61,13 +80,23 @@ class AsyncClient:
         return result
 
     async def execute_session(
-        self, session_id: str, command: str, timeout: float = 120
+        self,
+        session_id: str,
+        command: str,
+        timeout: float = 120,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
     ) -> dict[str, Any]:
-        result: dict[str, Any] = await self._do(calls.execute_session(session_id, command, timeout))
+        call = calls.execute_session(session_id, command, timeout, env, cwd)
+        result: dict[str, Any] = await self._do(call)
         return result
 
     async def delete_session(self, session_id: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._do(calls.delete_session(session_id))
+        return result
+
+    async def connect_session(self, session_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._do(calls.connect_session(session_id))
         return result
 
     @asynccontextmanager
@@ -86,6 +115,55 @@ class AsyncClient:
             yield handle
         finally:
             await self.delete_session(handle.id)
+
+    # -- legacy Cloud Run API --------------------------------------------------------------------
+
+    async def create_workspace(
+        self, template: str, namespace: str, user: str, ttl_minutes: int | None = None
+    ) -> dict[str, Any]:
+        call = calls.create_workspace(template, namespace, user, ttl_minutes)
+        result: dict[str, Any] = await self._do(call)
+        return result
+
+    async def _action(self, workspace_id: str, action: str, **params: Any) -> dict[str, Any]:
+        result: dict[str, Any] = await self._do(
+            calls.workspace_action(workspace_id, action, params)
+        )
+        return result
+
+    async def execute_workspace(
+        self, workspace_id: str, command: str, timeout: float = 120
+    ) -> dict[str, Any]:
+        return await self._action(workspace_id, "execute", command=command, timeout=timeout)
+
+    async def run_python(
+        self, workspace_id: str, code: str, timeout: float = 120
+    ) -> dict[str, Any]:
+        return await self._action(workspace_id, "runpython", code=code, timeout=timeout)
+
+    async def run_shell(
+        self, workspace_id: str, command: str, timeout: float = 120
+    ) -> dict[str, Any]:
+        return await self._action(workspace_id, "runsh", command=command, timeout=timeout)
+
+    async def delete_workspace(self, workspace_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._do(calls.delete_workspace(workspace_id))
+        return result
+
+    @asynccontextmanager
+    async def cloudrun_workspace_session(
+        self, template: str, namespace: str, user: str, ttl_minutes: int | None = None
+    ) -> AsyncIterator[AsyncSession]:
+        info = await self.create_workspace(template, namespace, user, ttl_minutes)
+        handle = AsyncSession(self, info, legacy=True)
+        try:
+            yield handle
+        finally:
+            await self.delete_workspace(handle.id)
+
+    async def health(self) -> dict[str, Any]:
+        """The health report, healthy or not (an unhealthy server answers 503 with it)."""
+        return calls.health_report(await self._http.get(calls.health().path))
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -72,16 +72,21 @@ def result(response: httpx.Response) -> Any:
     if response.is_success:
         return response.json() if response.content else None
     try:
-        detail = response.json().get("detail", response.text)
+        body = response.json()
     except ValueError:
-        detail = response.text
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("detail"), str):
+        detail = body["detail"]
+    else:  # not Tether's error shape: say what answered, not the page it sent
+        detail = f"{response.status_code} {response.reason_phrase} from {response.url}"
     cls = _BY_STATUS.get(response.status_code, errors.TetherError)
     exc = cls(str(detail))
     exc.details["status"] = response.status_code
     raise exc
 
 
-def _new_key() -> str:
+def new_key() -> str:
+    """An Idempotency-Key for one create (the same on each retry of it)."""
     return uuid.uuid4().hex
 
 
@@ -89,8 +94,9 @@ def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
 
 
-def create_session(spec: dict[str, Any]) -> Call:
-    return Call("POST", "/v1/sessions", json=_drop_none(spec), idempotency_key=_new_key())
+def create_session(spec: dict[str, Any], idempotency_key: str | None = None) -> Call:
+    key = idempotency_key or new_key()
+    return Call("POST", "/v1/sessions", json=_drop_none(spec), idempotency_key=key)
 
 
 def get_session(session_id: str) -> Call:
@@ -101,8 +107,14 @@ def list_sessions(namespace: str | None, user: str | None) -> Call:
     return Call("GET", "/v1/sessions", params=_drop_none({"namespace": namespace, "user": user}))
 
 
-def execute_session(session_id: str, command: str, timeout: float) -> Call:
-    body = {"command": command, "timeout": timeout}
+def execute_session(
+    session_id: str,
+    command: str,
+    timeout: float,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+) -> Call:
+    body = _drop_none({"command": command, "timeout": timeout, "env": env, "cwd": cwd})
     return Call("POST", f"/v1/sessions/{session_id}/execute", json=body, timeout=timeout + 30)
 
 
@@ -118,7 +130,7 @@ def create_workspace(template: str, namespace: str, user: str, ttl: int | None) 
     body = _drop_none(
         {"template": template, "namespace": namespace, "user": user, "ttl_minutes": ttl}
     )
-    return Call("POST", "/v1/cloudrun/workspaces", json=body, idempotency_key=_new_key())
+    return Call("POST", "/v1/cloudrun/workspaces", json=body, idempotency_key=new_key())
 
 
 def workspace_action(workspace_id: str, action: str, params: dict[str, Any]) -> Call:
@@ -133,6 +145,14 @@ def delete_workspace(workspace_id: str) -> Call:
 
 def health() -> Call:
     return Call("GET", "/health")
+
+
+def health_report(response: httpx.Response) -> dict[str, Any]:
+    """/health's body: 200 or 503, both carry the report."""
+    if response.status_code not in (200, 503):
+        result(response)
+    body: dict[str, Any] = response.json()
+    return body
 
 
 def session_spec(

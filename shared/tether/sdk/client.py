@@ -22,10 +22,11 @@ class Session:
         self.id: str = info["id"]
         self.legacy = legacy
 
-    def execute(self, command: str, timeout: float = 120) -> dict[str, Any]:
+    def execute(self, command: str, timeout: float = 120, **options: Any) -> dict[str, Any]:
+        """Runs `command`; `options` (env, cwd) are the unified API's."""
         if self.legacy:
             return self.client.execute_workspace(self.id, command, timeout)
-        return self.client.execute_session(self.id, command, timeout)
+        return self.client.execute_session(self.id, command, timeout, **options)
 
     def run_python(self, code: str, timeout: float = 120) -> dict[str, Any]:
         return self.client.run_python(self.id, code, timeout)
@@ -58,8 +59,11 @@ class Client:
 
     # -- unified API -----------------------------------------------------------------------------
 
-    def create_session(self, spec: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
-        result: dict[str, Any] = self._do(calls.create_session({**(spec or {}), **kw}))
+    def create_session(
+        self, spec: dict[str, Any] | None = None, idempotency_key: str | None = None, **kw: Any
+    ) -> dict[str, Any]:
+        call = calls.create_session({**(spec or {}), **kw}, idempotency_key)
+        result: dict[str, Any] = self._do(call)
         return result
 
     def get_session(self, session_id: str) -> dict[str, Any]:
@@ -73,9 +77,17 @@ class Client:
         return result
 
     def execute_session(
-        self, session_id: str, command: str, timeout: float = 120
+        self,
+        session_id: str,
+        command: str,
+        timeout: float = 120,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
     ) -> dict[str, Any]:
-        result: dict[str, Any] = self._do(calls.execute_session(session_id, command, timeout))
+        """Runs `command` with `env` added to the workspace's variables, in `cwd` (relative to
+        the home)."""
+        call = calls.execute_session(session_id, command, timeout, env, cwd)
+        result: dict[str, Any] = self._do(call)
         return result
 
     def delete_session(self, session_id: str) -> dict[str, Any]:
@@ -113,26 +125,20 @@ class Client:
         )
         return result
 
+    def _action(self, workspace_id: str, action: str, **params: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self._do(calls.workspace_action(workspace_id, action, params))
+        return result
+
     def execute_workspace(
         self, workspace_id: str, command: str, timeout: float = 120
     ) -> dict[str, Any]:
-        call = calls.workspace_action(
-            workspace_id, "execute", {"command": command, "timeout": timeout}
-        )
-        result: dict[str, Any] = self._do(call)
-        return result
+        return self._action(workspace_id, "execute", command=command, timeout=timeout)
 
     def run_python(self, workspace_id: str, code: str, timeout: float = 120) -> dict[str, Any]:
-        call = calls.workspace_action(workspace_id, "runpython", {"code": code, "timeout": timeout})
-        result: dict[str, Any] = self._do(call)
-        return result
+        return self._action(workspace_id, "runpython", code=code, timeout=timeout)
 
     def run_shell(self, workspace_id: str, command: str, timeout: float = 120) -> dict[str, Any]:
-        call = calls.workspace_action(
-            workspace_id, "runsh", {"command": command, "timeout": timeout}
-        )
-        result: dict[str, Any] = self._do(call)
-        return result
+        return self._action(workspace_id, "runsh", command=command, timeout=timeout)
 
     def delete_workspace(self, workspace_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._do(calls.delete_workspace(workspace_id))
@@ -151,9 +157,9 @@ class Client:
             self.delete_workspace(handle.id)
 
     def health(self) -> dict[str, Any]:
-        response = self._http.get("/health")
-        body: dict[str, Any] = response.json()
-        return body
+        """The health report, healthy or not (an unhealthy server answers 503 with it)."""
+        response = self._http.get(calls.health().path)
+        return calls.health_report(response)
 
     def close(self) -> None:
         self._http.close()
