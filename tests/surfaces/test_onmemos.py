@@ -8,14 +8,20 @@ from pathlib import Path
 from typing import Any
 
 from flask.testing import FlaskClient
-from tether.core.models import utcnow
+from tether.core.models import Session, utcnow
 from tether.local.stack import LocalStack
+from tether.surfaces.onmemos import session_json
 
 from tests.surfaces.conftest import ADMIN_KEY, ALICE_KEY, BOB_KEY
 
 
 def h(key: str = ALICE_KEY) -> dict[str, str]:
     return {"X-API-Key": key}
+
+
+def host_path(stack: LocalStack, session_id: str, name: str) -> Path:
+    """Where the local provisioner keeps a session's files: in the store, never in an answer."""
+    return Path(stack.services.sessions.repo.get(session_id).details[name])
 
 
 def create(api: FlaskClient, key: str = ALICE_KEY, **body: Any) -> dict[str, Any]:
@@ -26,7 +32,9 @@ def create(api: FlaskClient, key: str = ALICE_KEY, **body: Any) -> dict[str, Any
     return data
 
 
-def test_create_returns_a_running_session_with_real_details(api: FlaskClient) -> None:
+def test_create_returns_a_running_session_with_real_details(
+    api: FlaskClient, stack: LocalStack
+) -> None:
     s = create(api, ttl_minutes=30)
     assert s["status"] == "running"
     assert s["provider"] == "local"
@@ -34,14 +42,20 @@ def test_create_returns_a_running_session_with_real_details(api: FlaskClient) ->
     assert s["id"].startswith("ws-test-developer-")
     assert s["websocket"] == f"/v1/cloudrun/workspaces/{s['id']}/shell"
     assert s["ssh"] is False
-    assert Path(s["details"]["bucket_name"]).is_dir()
+    assert host_path(stack, s["id"], "bucket_name").is_dir()
+    # No host path in the answer, and a URL a client can use (the workspace's own is private).
+    assert "workdir" not in s["details"] and s["bucket_name"] is None
+    assert "/" not in str(s["details"]) and "http+unix" not in str(s)
+    assert s["url"] == s["service_url"] == f"http://localhost/v1/sessions/{s['id']}"
+    assert s["details"]["service_name"] == f"tether-{s['id']}"
+    assert (s["workspace_id"], s["ttl_minutes"]) == ("test", 30)
     expires = s["expires_at"]
     assert expires is not None
     got = api.get(f"/v1/sessions/{s['id']}", headers=h()).get_json()
     assert got["status"] == "running" and got["expires_at"] == expires
 
 
-def test_execute_runs_in_the_workspace(api: FlaskClient) -> None:
+def test_execute_runs_in_the_workspace(api: FlaskClient, stack: LocalStack) -> None:
     s = create(api)
     r = api.post(
         f"/v1/sessions/{s['id']}/execute",
@@ -53,7 +67,7 @@ def test_execute_runs_in_the_workspace(api: FlaskClient) -> None:
     assert out["returncode"] == 0 and out["success"] is True
     assert "Python 3" in out["stdout"] and "hi\n" in out["stdout"]
     assert out["stdout"].strip().endswith("/home/tether")  # the home, as the sandbox shows it
-    assert (Path(s["details"]["workdir"]) / "f.txt").read_text() == "hi\n"  # the session's own
+    assert (host_path(stack, s["id"], "workdir") / "f.txt").read_text() == "hi\n"  # its own
     failed = api.post(
         f"/v1/sessions/{s['id']}/execute", json={"command": "echo oops >&2; exit 3"}, headers=h()
     ).get_json()
@@ -82,9 +96,9 @@ def test_list_filters_by_namespace_and_user(api: FlaskClient) -> None:
     assert [s["id"] for s in by_user["sessions"]] == [b["id"]]
 
 
-def test_delete_terminates_and_frees_the_workspace(api: FlaskClient) -> None:
+def test_delete_terminates_and_frees_the_workspace(api: FlaskClient, stack: LocalStack) -> None:
     s = create(api)
-    workdir = Path(s["details"]["workdir"])
+    workdir = host_path(stack, s["id"], "workdir")
     assert workdir.is_dir()
     r = api.delete(f"/v1/sessions/{s['id']}", headers=h())
     assert r.status_code == 200 and r.get_json()["status"] == "terminated"
@@ -197,7 +211,7 @@ def test_expired_session_is_unusable_at_once_and_torn_down(
     api: FlaskClient, stack: LocalStack
 ) -> None:
     s = create(api, ttl_minutes=5)
-    workdir = Path(s["details"]["workdir"])
+    workdir = host_path(stack, s["id"], "workdir")
 
     def expire(session: Any) -> Any:
         session.expires_at = utcnow() - timedelta(seconds=1)
@@ -260,3 +274,101 @@ def test_health_reports_each_backend(health_api: FlaskClient) -> None:
     assert body["status"] == "healthy"
     assert body["store"] == {"status": "ok", "backend": "sqlite"}
     assert body["bus"] == {"status": "ok", "backend": "local"}
+
+
+def test_execute_takes_its_fields_from_the_query_without_a_body(api: FlaskClient) -> None:
+    """The packaged SDKs' shape (starbase `Shuttles.execute`, masterFoad/memos @3952b06): the
+    fields in the query string, no body; a JSON body still wins when there is one."""
+    s = create(api)
+    path = f"/v1/sessions/{s['id']}/execute"
+    q = "?command=echo+q&timeout=30&async_execution=false"
+    out = api.post(path + q, headers={**h(), "Content-Type": "application/json"})
+    assert out.status_code == 200, out.get_json()
+    assert (out.get_json()["stdout"], out.get_json()["command"]) == ("q\n", "echo q")
+    both = api.post(path + q, json={"command": "echo body"}, headers=h()).get_json()
+    assert both["stdout"] == "body\n"
+    for query, field in (("", "command"), ("?timeout=5", "command"),
+                         ("?command=ls&timeout=0", "timeout"),
+                         ("?command=ls&async_execution=maybe", "async_execution"),
+                         ("?command=ls&async_execution=true", "async_execution")):  # fmt: skip
+        r = api.post(path + query, headers=h())
+        assert r.status_code == 400, query
+        assert field in r.get_json()["detail"], (query, r.get_json())
+    r = api.post(path, json={"command": "ls", "async_execution": True}, headers=h())
+    assert r.status_code == 400 and "async_execution" in r.get_json()["detail"]
+
+
+def test_list_pages_and_filters_by_workspace(api: FlaskClient) -> None:
+    a = create(api, namespace="pages", workspace_id="dock-a")
+    b = create(api, namespace="pages", workspace_id="dock-b")
+    c = create(api, namespace="pages")
+    first = api.get("/v1/sessions?namespace=pages&limit=2&offset=0", headers=h()).get_json()
+    assert [s["id"] for s in first["sessions"]] == [a["id"], b["id"]]
+    assert (first["total"], first["count"], first["page"], first["per_page"]) == (3, 3, 1, 2)
+    assert (first["has_next"], first["has_prev"]) == (True, False)
+    last = api.get("/v1/sessions?namespace=pages&limit=2&offset=2", headers=h()).get_json()
+    assert [s["id"] for s in last["sessions"]] == [c["id"]]
+    assert (last["page"], last["has_next"], last["has_prev"]) == (2, False, True)
+    dock = api.get("/v1/sessions?workspace_id=dock-b", headers=h()).get_json()["sessions"]
+    assert [(s["id"], s["workspace_id"]) for s in dock] == [(b["id"], "dock-b")]
+    assert c["workspace_id"] == "pages"  # none given: the namespace, as OnMemOS does
+    running = api.get("/v1/sessions?namespace=pages&status=running", headers=h()).get_json()
+    assert running["total"] == 3
+    assert api.get("/v1/sessions?namespace=pages&status=paused", headers=h()).get_json() == {
+        "sessions": [], "total": 0, "count": 0, "page": 1, "per_page": 1,
+        "has_next": False, "has_prev": False,
+    }  # fmt: skip
+    bad = api.get("/v1/sessions?offset=-1", headers=h())
+    assert bad.status_code == 400 and "offset" in bad.get_json()["detail"]
+    only_ws = api.post("/v1/sessions", json={"workspace_id": "dock-c"}, headers=h()).get_json()
+    assert (only_ws["namespace"], only_ws["workspace_id"]) == ("dock-c", "dock-c")
+    bad = api.post("/v1/sessions", json={"workspace_id": "no spaces"}, headers=h())
+    assert bad.status_code == 400 and "workspace_id" in bad.get_json()["detail"]
+
+
+def test_legacy_answers_carry_the_real_servers_fields(api: FlaskClient) -> None:
+    """`service_url`, `bucket_name`, `template`, `created_at`, `ttl_minutes` (server/api/
+    cloudrun.py @3952b06, read by sdk/python/session_client.py); execute names its workspace;
+    delete says so."""
+    body = {"template": "python", "namespace": "legacy", "user": "dev", "ttl_minutes": 45}
+    ws = api.post("/v1/cloudrun/workspaces", json=body, headers=h()).get_json()
+    for key in ("service_url", "bucket_name", "template", "created_at", "ttl_minutes"):
+        assert key in ws, key
+    assert ws["service_url"] == f"http://localhost/v1/sessions/{ws['id']}"
+    assert ws["ttl_minutes"] == 45
+    got = api.get(f"/v1/cloudrun/workspaces/{ws['id']}", headers=h()).get_json()
+    assert got["service_url"] == ws["service_url"] and got["bucket_name"] is None
+    ran = api.post(f"/v1/cloudrun/workspaces/{ws['id']}/execute?command=true", headers=h())
+    assert ran.get_json()["workspace_id"] == ws["id"] and ran.get_json()["command"] == "true"
+    gone = api.delete(f"/v1/cloudrun/workspaces/{ws['id']}", headers=h()).get_json()
+    assert gone["message"] == "Workspace deleted successfully" and gone["deleted"] is True
+
+
+def test_ws_token_is_a_ticket_for_the_owner_only(api: FlaskClient) -> None:
+    s = create(api)
+    t = api.post(f"/v1/sessions/{s['id']}/ws-token", headers=h())
+    assert t.status_code == 200
+    token = t.get_json()
+    assert token["token"].startswith("tkt_") and 0 < token["expires_in"] <= 60
+    assert token["websocket"] == f"ws://localhost/v1/sessions/{s['id']}/shell"
+    other = api.post(f"/v1/sessions/{s['id']}/ws-token", headers=h(BOB_KEY))
+    assert other.status_code == 404 and other.get_json() == {"detail": "Session not found"}
+
+
+def test_a_session_shows_names_never_host_paths_or_private_urls() -> None:
+    """What starbase and onmemos-sdk read of a GKE session (`k8s_namespace`, `pod_name`,
+    `service_name` at the top), and what a local one keeps to itself (its paths, its socket)."""
+    gke = Session(id="ws-a", owner="alice", template="python", platform="gke", agent_id="g1",
+                  url="http://ws-a.tether.svc.cluster.local:8080",
+                  details={"pod_name": "ws-a-0", "k8s_namespace": "tether-ws",
+                           "service_name": "ws-a", "pvc_name": "home-ws-a"})  # fmt: skip
+    out = session_json(gke, "https://tether.example")
+    assert (out.k8s_namespace, out.pod_name, out.service_name) == ("tether-ws", "ws-a-0", "ws-a")
+    assert out.url == out.service_url == "https://tether.example/v1/sessions/ws-a"
+    assert "cluster.local" not in out.model_dump_json()
+    local = Session(id="ws-b", owner="alice", template="python", platform="local",
+                    agent_id="l1", url="http+unix:///tmp/x/ws-b.sock",
+                    details={"service_name": "tether-ws-b", "bucket_name": "/var/t/ws-b/bucket",
+                             "workdir": "/var/t/ws-b/home", "sandbox": "bubblewrap"})  # fmt: skip
+    shown = session_json(local, "http://127.0.0.1:8080").model_dump_json()
+    assert "/var/t" not in shown and "http+unix" not in shown and "sandbox" not in shown

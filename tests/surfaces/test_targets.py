@@ -32,7 +32,7 @@ def test_sweeper_target_expires_sessions_and_reports_counts(stack: LocalStack) -
     assert r.get_json()["expired_sessions"] == 1
     ended = stack.services.sessions.wait_while(sid, {SessionState.TERMINATING}, 10)
     assert ended.state.value == "terminated"
-    assert not Path(s.get_json()["details"]["workdir"]).exists()
+    assert not Path(stack.services.sessions.repo.get(sid).details["workdir"]).exists()
 
 
 def test_agent_events_target_takes_a_pubsub_push(stack: LocalStack) -> None:

@@ -183,7 +183,7 @@ def _refuse_piped_stdin() -> None:
         piped = (stat.S_ISFIFO(mode) and bool(select.select([stdin], [], [], 0)[0])
                  and bool(os.read(stdin, 1)))  # fmt: skip
     if piped:
-        raise Invalid("tether exec sends no standard input to the command: put the data in "
+        raise Invalid("exec sends no standard input to the command: put the data in "
                       "the command or a file, or use `tether shell`", field="stdin")  # fmt: skip
 
 

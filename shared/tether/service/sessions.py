@@ -7,6 +7,7 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -29,6 +30,7 @@ from tether.core.models import (
     utcnow,
 )
 from tether.core.ports import Store
+from tether.core.shell import command_line
 from tether.errors import Conflict, InvalidTransition, NotFound, Timeout, Unavailable
 from tether.service.agents import Agents
 from tether.service.commands import Commands
@@ -83,12 +85,25 @@ class Sessions:
 
     # -- reads -------------------------------------------------------------------------------
 
-    def get(self, principal: Principal, session_id: str) -> Session:
+    def get(self, principal: Principal, session_id: str, by_name: bool = False) -> Session:
+        """The caller's session (any, for an admin). `by_name`: `session_id` may be its name
+        instead (StreamSpace's clients address sessions by name); use the answer's id after."""
         session = self.repo.find(session_id)
+        if session is None and by_name:
+            session = self.named(principal, session_id)
         if session is None or not (principal.is_admin or session.owner == principal.id):
             # Another user's session is not found, too.
             raise NotFound("Session not found", code="SESSION_NOT_FOUND", id=session_id)
         return session
+
+    def named(self, principal: Principal, name: str) -> Session | None:
+        """The session called `name` among the caller's (everyone's, for an admin): one
+        equality query, which single-field indexes serve."""
+        where: list[tuple[str, str, object]] = [("name", "==", name)]
+        if not principal.is_admin:
+            where.append(("owner", "==", principal.id))
+        found = self.repo.query(where, limit=1)  # type: ignore[arg-type]
+        return found[0] if found else None
 
     def visible(
         self,
@@ -199,20 +214,31 @@ class Sessions:
             session = changed
         return session
 
-    def usable(self, principal: Principal, session_id: str) -> Session:
-        session = self.get(principal, session_id)
+    def usable(self, principal: Principal, session_id: str, by_name: bool = False) -> Session:
+        session = self.get(principal, session_id, by_name)
         if session.expired(utcnow()):
-            raise InvalidTransition(f"Session {session_id} has expired")
+            raise InvalidTransition(f"Session {session_id} has expired", code="SESSION_NOT_RUNNING")
         if session.state is not SessionState.RUNNING:
-            raise InvalidTransition(f"Session {session_id} is {session.state.value}, not running")
+            raise InvalidTransition(
+                f"Session {session_id} is {session.state.value}, not running",
+                code="SESSION_NOT_RUNNING",
+            )
         return session
 
     def execute(
-        self, principal: Principal, session_id: str, command: str, timeout: float
+        self,
+        principal: Principal,
+        session_id: str,
+        command: str,
+        timeout: float,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
     ) -> ExecResult:
+        """Runs `command` (with `env` added, in `cwd`) in the session's workspace."""
+        line = command_line(command, env, cwd)
         session = self.usable(principal, session_id)
         self.touch(session)
-        payload = {"command": command, "timeout": timeout}
+        payload = {"command": line, "timeout": timeout}
         result = self._ask(session, CommandType.EXEC, payload, timeout + AGENT_MARGIN)
         return ExecResult.model_validate(result)
 

@@ -1,22 +1,30 @@
 """OnMemOS v3 surface: `/v1/sessions` (unified) and `/v1/cloudrun/workspaces` (legacy).
 
 Errors are `{"detail": "..."}`; auth is the `X-API-Key` header.
+
+Besides the reference document, this serves what OnMemOS' own clients send and read
+(masterFoad/memos at 3952b06: the Python SDK `sdk/python`, the packaged SDKs `starbase` and
+`onmemos-sdk`, and the real server under `server/api`): execute's fields in the query string,
+`workspace_id` on a session, the legacy answers' `service_url` and `bucket_name`, paginated
+lists, `ws-token`, pause and resume.
 """
 
 from __future__ import annotations
 
 import shlex
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 from werkzeug.wrappers import Request, Response
 
 from tether import bootstrap
 from tether.core.lifecycle import SessionState
 from tether.core.models import ExecResult, Principal, Session, SessionRequest, utcnow
-from tether.errors import TetherError
+from tether.errors import Invalid, TetherError
 from tether.surfaces import openapi
-from tether.surfaces.http import INTEGRAL, Router, json_response, may
+from tether.surfaces.http import INTEGRAL, Operation, Router, json_response, may, parse_query
 
 LABEL = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 MAX_TTL_MINUTES = 7 * 24 * 60
@@ -24,6 +32,12 @@ MAX_TIMEOUT = 3600
 # Code in a query string (the legacy API) percent-encodes to up to 12 bytes a character, and a
 # request head is at most 64 KiB (tether.origin.guard): this keeps every valid one within it.
 MAX_QUERY_CODE = 4096
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# What a provisioner's details may show a client: names, never a host path or an address of
+# the workspace's runtime (reached by agents and the relay only).
+PUBLIC_DETAILS = ("service_name", "bucket_name", "region", "k8s_namespace", "pod_name", "pvc_name")
+# OnMemOS groups sessions in a workspace (`workspace_id`); Tether keeps it as a tag.
+WORKSPACE_TAG = "onmemos.workspace_id="
 
 
 class Error(BaseModel):
@@ -37,10 +51,8 @@ def render_error(error: TetherError, status: int) -> Response:
     return json_response({"detail": error.message}, status, headers)
 
 
-router = Router(render_error, owner=lambda request: principal(request).id)
-
-
 TtlMinutes = Annotated[int, Field(ge=1, le=MAX_TTL_MINUTES), INTEGRAL]
+Timeout = Annotated[float, Field(gt=0, le=MAX_TIMEOUT)]
 
 
 class CreateSession(BaseModel):
@@ -48,10 +60,12 @@ class CreateSession(BaseModel):
 
     provider: Literal["auto", "cloud_run", "gke", "workstations"] = "auto"
     template: str = Field("python", min_length=1, max_length=63)
-    namespace: str = Field("default", pattern=LABEL)
+    # Without one, the workspace's id, else "default" (as OnMemOS' server does).
+    namespace: str | None = Field(None, pattern=LABEL)
     user: str = Field("default", pattern=LABEL)
     ttl_minutes: TtlMinutes | None = None
     long_lived: bool = False
+    workspace_id: str | None = Field(None, pattern=LABEL)
 
 
 class CreateWorkspace(BaseModel):
@@ -63,14 +77,35 @@ class CreateWorkspace(BaseModel):
     ttl_minutes: TtlMinutes | None = None
 
 
-class Execute(BaseModel):
+class Command(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     command: str = Field(min_length=1, max_length=100_000)
-    timeout: float = Field(120, gt=0, le=MAX_TIMEOUT)
+    timeout: Timeout = 120
+    # Sent (false) by OnMemOS' clients; true asks for a job Tether does not keep (refused).
+    async_execution: SkipJsonSchema[bool] = False
 
 
-class ExecuteQuery(Execute):
+class Execute(Command):
+    env: (
+        dict[
+            Annotated[str, Field(pattern=ENV_NAME, max_length=256)],
+            Annotated[str, Field(max_length=32_768)],
+        ]
+        | None
+    ) = Field(
+        None, max_length=256, description="Variables added to the workspace's for this command"
+    )
+    cwd: str | None = Field(
+        None,
+        min_length=1,
+        max_length=4096,
+        pattern=r"^[^\x00]*$",
+        description="Directory to run in: relative to the home, or absolute",
+    )
+
+
+class ExecuteQuery(Command):
     command: str = Field(min_length=1, max_length=MAX_QUERY_CODE)
 
 
@@ -80,13 +115,24 @@ class ListFilter(BaseModel):
     namespace: str | None = None
     user: str | None = None
     include_terminated: bool = False
+    workspace_id: str | None = None
+    status: str | None = None  # as a session shows it ("running", "expired", ...)
+    limit: int | None = Field(None, ge=1, le=1000)  # onmemos-sdk pages with limit and offset
+    offset: int = Field(0, ge=0)
 
 
 class RunPython(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     code: str = Field(min_length=1, max_length=MAX_QUERY_CODE)
-    timeout: float = Field(120, gt=0, le=MAX_TIMEOUT)
+    timeout: Timeout = 120
+
+
+class LogQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    lines: int = Field(100, ge=1, le=10_000)
+    type: str = "stdout"  # OnMemOS' log kinds; the runtime keeps one log
 
 
 def principal(request: Request) -> Principal:
@@ -95,6 +141,25 @@ def principal(request: Request) -> Principal:
     auth = bootstrap.services().auth
     who = auth.authenticate(bearer, None) if bearer and not key else auth.principal_for_key(key)
     return may(who, request.method)
+
+
+class OnMemOSRouter(Router):
+    """The reference sends execute's fields as a JSON body; the packaged SDKs (and OnMemOS'
+    own server) send them in the query string, with no body. A body-less execute takes them
+    from there (undocumented, so the document keeps the reference's one shape)."""
+
+    def _run(self, request: Request, operation: Operation, args: dict[str, Any]) -> Response:
+        if (
+            operation.body is Execute
+            and "command" in request.args
+            and not request.get_data(cache=True).strip()
+        ):
+            fields = parse_query(request, ExecuteQuery).model_dump()
+            return operation.handler(request, body=Execute(**fields), **args)
+        return super()._run(request, operation, args)
+
+
+router = OnMemOSRouter(render_error, owner=lambda request: principal(request).id)
 
 
 Status = Literal[
@@ -110,22 +175,35 @@ class SessionOut(BaseModel):
     user: str
     template: str
     status: Status
-    url: str | None
+    url: str = Field(description="The session on this API (the workspace itself is private)")
+    service_url: str = Field(description="The legacy API's name for `url`")
     websocket: str
     ssh: bool
     details: dict[str, Any]
+    bucket_name: str | None
+    workspace_id: str
+    k8s_namespace: str | None
+    pod_name: str | None
+    service_name: str | None
     long_lived: bool
     created_at: str
     expires_at: str | None
+    ttl_minutes: int | None
 
 
 class Deleted(SessionOut):
     deleted: bool
+    message: str
 
 
 class SessionList(BaseModel):
     sessions: list[SessionOut]
     total: int
+    count: int
+    page: int
+    per_page: int
+    has_next: bool
+    has_prev: bool
 
 
 class WorkspaceList(BaseModel):
@@ -133,15 +211,41 @@ class WorkspaceList(BaseModel):
     total: int
 
 
+class Ran(ExecResult):
+    session_id: str
+    command: str
+
+
+class WorkspaceRan(Ran):
+    workspace_id: str
+
+
 class Connection(BaseModel):
     session_id: str
     provider: str
     status: Status
-    url: str | None
+    url: str
     execute: str
     websocket: str
     ssh: bool
     expires_at: str | None
+
+
+class WsToken(BaseModel):
+    token: str = Field(description="Single-use: `?token=` on the session's shell WebSocket")
+    expires_in: int
+    websocket: str
+
+
+class SessionLogs(BaseModel):
+    session_id: str
+    logs: list[str]
+    total_lines: int
+    start_line: int
+    end_line: int
+    has_more: bool
+    log_type: str
+    timestamp: str
 
 
 class Health(BaseModel):
@@ -150,9 +254,27 @@ class Health(BaseModel):
     status: Literal["healthy", "degraded"]
 
 
-def session_json(s: Session) -> SessionOut:
+def base_url(request: Request) -> str:
+    """This API's base URL, as the client reached it."""
+    return request.host_url.rstrip("/")
+
+
+def ws_url(request: Request, path: str) -> str:
+    base = base_url(request)
+    return ("wss" + base[5:] if base.startswith("https") else "ws" + base[4:]) + path
+
+
+def _shown(value: Any) -> bool:
+    return value is not None and not (isinstance(value, str) and value.startswith("/"))
+
+
+def session_json(s: Session, base: str) -> SessionOut:
     live = s.state not in (SessionState.TERMINATING, SessionState.TERMINATED)
     status = "expired" if live and s.expired(utcnow()) else s.state.value
+    details = {k: s.details[k] for k in PUBLIC_DETAILS if _shown(s.details.get(k))}
+    tagged = [t.removeprefix(WORKSPACE_TAG) for t in s.tags if t.startswith(WORKSPACE_TAG)]
+    ttl = round((s.expires_at - s.created_at) / timedelta(minutes=1)) if s.expires_at else None
+    url = f"{base}/v1/sessions/{s.id}"
     return SessionOut(
         id=s.id,
         provider=s.platform,
@@ -160,38 +282,64 @@ def session_json(s: Session) -> SessionOut:
         user=s.user,
         template=s.template,
         status=status,  # type: ignore[arg-type]
-        url=s.url,
+        url=url,
+        service_url=url,
         websocket=f"/v1/cloudrun/workspaces/{s.id}/shell",
         ssh=False,
-        details={**s.details, "agent_id": s.agent_id, "message": s.message},
+        details={**details, "agent_id": s.agent_id, "message": s.message},
+        bucket_name=details.get("bucket_name"),
+        workspace_id=tagged[0] if tagged else s.namespace,
+        k8s_namespace=details.get("k8s_namespace"),
+        pod_name=details.get("pod_name"),
+        service_name=details.get("service_name"),
         long_lived=s.long_lived,
         created_at=s.created_at.isoformat(),
         expires_at=s.expires_at.isoformat() if s.expires_at else None,
+        ttl_minutes=ttl,
     )
 
 
-def _run(request: Request, session_id: str, command: str, timeout: float) -> Response:
-    result = bootstrap.services().sessions.execute(principal(request), session_id, command, timeout)
-    return json_response(result)
+def _ran(request: Request, session_id: str, body: Command) -> Ran:
+    if body.async_execution:
+        raise Invalid(
+            "Invalid field 'async_execution': asynchronous jobs are not kept; "
+            "run the command without it",
+            field="async_execution",
+        )
+    env, cwd = (body.env, body.cwd) if isinstance(body, Execute) else (None, None)
+    result = bootstrap.services().sessions.execute(
+        principal(request), session_id, body.command, body.timeout, env, cwd
+    )
+    return Ran(session_id=session_id, command=body.command, **result.model_dump())
 
 
 # -- unified API ------------------------------------------------------------------------------
 
 CREATED = {201: SessionOut}
-RAN = {200: ExecResult}
+RAN = {200: Ran}
 EXEC_ERRORS = (409, 504)  # not running; the command outlived its timeout
 
 
-def _create(who: Principal, req: SessionRequest) -> Response:
+def _create(request: Request, who: Principal, req: SessionRequest) -> Response:
     session = bootstrap.services().sessions.create(who, req)
-    return json_response(session_json(session), 201)
+    return json_response(session_json(session, base_url(request)), 201)
 
 
-def _list(request: Request, query: ListFilter) -> list[SessionOut]:
+def _list(request: Request, query: ListFilter) -> tuple[list[SessionOut], int]:
+    """One page of the caller's sessions, and how many there are in all."""
     sessions = bootstrap.services().sessions.visible(
-        principal(request), query.include_terminated, namespace=query.namespace, user=query.user
+        principal(request),
+        query.include_terminated,
+        tags=[WORKSPACE_TAG + query.workspace_id] if query.workspace_id else None,
+        namespace=query.namespace,
+        user=query.user,
     )
-    return [session_json(s) for s in sessions]
+    base = base_url(request)
+    items = [session_json(s, base) for s in sessions]
+    if query.status:
+        items = [s for s in items if s.status == query.status]
+    end = None if query.limit is None else query.offset + query.limit
+    return items[query.offset : end], len(items)
 
 
 @router.route("/v1/sessions", ["POST"], body=CreateSession, answers=CREATED, errors=(404,),
@@ -199,54 +347,129 @@ def _list(request: Request, query: ListFilter) -> list[SessionOut]:
 def create_session(request: Request, body: CreateSession) -> Response:
     """Create a session from a template, on an agent of the provider asked for."""
     who = principal(request)
-    return _create(who, SessionRequest(**body.model_dump()))
+    fields = body.model_dump(exclude={"workspace_id", "namespace"})
+    namespace = body.namespace or body.workspace_id or "default"
+    tags = [WORKSPACE_TAG + body.workspace_id] if body.workspace_id else []
+    return _create(request, who, SessionRequest(**fields, namespace=namespace, tags=tags))
 
 
 @router.route("/v1/sessions", ["GET"], query=ListFilter, answers={200: SessionList})
 def list_sessions(request: Request, query: ListFilter) -> Response:
-    """The caller's sessions."""
-    items = _list(request, query)
-    return json_response(SessionList(sessions=items, total=len(items)))
+    """The caller's sessions (a page of them with `limit` and `offset`)."""
+    items, total = _list(request, query)
+    per_page = query.limit or max(total, 1)
+    return json_response(
+        SessionList(
+            sessions=items,
+            total=total,
+            count=total,
+            page=query.offset // per_page + 1,
+            per_page=per_page,
+            has_next=query.offset + len(items) < total,
+            has_prev=query.offset > 0,
+        )
+    )
 
 
 @router.route("/v1/sessions/<session_id>", ["GET"], answers={200: SessionOut})
 def get_session(request: Request, session_id: str) -> Response:
     """One session."""
     session = bootstrap.services().sessions.get(principal(request), session_id)
-    return json_response(session_json(session))
+    return json_response(session_json(session, base_url(request)))
+
+
+def _delete(request: Request, session_id: str, message: str) -> Response:
+    session = bootstrap.services().sessions.delete(principal(request), session_id)
+    out = session_json(session, base_url(request))
+    return json_response(Deleted(deleted=True, message=message, **out.model_dump()))
 
 
 @router.route("/v1/sessions/<session_id>", ["DELETE"], answers={200: Deleted}, errors=(409,))
 def delete_session(request: Request, session_id: str) -> Response:
     """Terminate a session."""
-    session = bootstrap.services().sessions.delete(principal(request), session_id)
-    return json_response(Deleted(deleted=True, **session_json(session).model_dump()))
+    return _delete(request, session_id, "Session deleted")
 
 
 @router.route("/v1/sessions/<session_id>/execute", ["POST"], body=Execute, answers=RAN,
               errors=EXEC_ERRORS)  # fmt: skip
+@router.route("/v1/sessions/<session_id>/shell/execute", ["POST"], body=Execute, answers=RAN,
+              errors=EXEC_ERRORS)  # fmt: skip
 def execute_session(request: Request, session_id: str, body: Execute) -> Response:
     """Run a shell command in the session's workspace."""
-    return _run(request, session_id, body.command, body.timeout)
+    return json_response(_ran(request, session_id, body))
 
 
 @router.route("/v1/sessions/<session_id>/connect", ["GET"], answers={200: Connection},
               errors=(409,))  # fmt: skip
+@router.route("/v1/sessions/<session_id>/shell/status", ["GET"], answers={200: Connection},
+              errors=(409,))  # fmt: skip
 def connect_session(request: Request, session_id: str) -> Response:
     """How to reach a running session: its execute URL and shell WebSocket."""
     session = bootstrap.services().sessions.usable(principal(request), session_id)
-    base = request.host_url.rstrip("/")
-    ws_base = "wss" + base[5:] if base.startswith("https") else "ws" + base[4:]
+    base = base_url(request)
     return json_response(
         Connection(
             session_id=session.id,
             provider=session.platform,
             status=session.state.value,  # type: ignore[arg-type]
-            url=session.url,
+            url=f"{base}/v1/sessions/{session.id}",
             execute=f"{base}/v1/sessions/{session.id}/execute",
-            websocket=f"{ws_base}/v1/sessions/{session.id}/shell",
+            websocket=ws_url(request, f"/v1/sessions/{session.id}/shell"),
             ssh=False,
             expires_at=session.expires_at.isoformat() if session.expires_at else None,
+        )
+    )
+
+
+# A ticket takes no Idempotency-Key: its answer is a secret, which a kept answer would leave
+# in the store.
+@router.route("/v1/sessions/<session_id>/ws-token", ["POST"], answers={200: WsToken})
+def ws_token(request: Request, session_id: str) -> Response:
+    """A single-use credential for the session's shell WebSocket, valid 60 s."""
+    who = principal(request)
+    services = bootstrap.services()
+    services.sessions.get(who, session_id)
+    ticket, expires = services.tickets.issue(who, session_id)
+    return json_response(
+        WsToken(
+            token=ticket,
+            expires_in=int((expires - utcnow()).total_seconds()),
+            websocket=ws_url(request, f"/v1/sessions/{session_id}/shell"),
+        )
+    )
+
+
+@router.route("/v1/sessions/<session_id>/pause", ["POST"], answers={200: SessionOut},
+              errors=(409,))  # fmt: skip
+def pause_session(request: Request, session_id: str) -> Response:
+    """Hibernate: stop the workspace's processes, keeping its files."""
+    session = bootstrap.services().sessions.hibernate(principal(request), session_id)
+    return json_response(session_json(session, base_url(request)))
+
+
+@router.route("/v1/sessions/<session_id>/resume", ["POST"], answers={200: SessionOut},
+              errors=(409,))  # fmt: skip
+def resume_session(request: Request, session_id: str) -> Response:
+    """Wake a paused session."""
+    session = bootstrap.services().sessions.wake(principal(request), session_id)
+    return json_response(session_json(session, base_url(request)))
+
+
+@router.route("/v1/sessions/<session_id>/logs", ["GET"], query=LogQuery,
+              answers={200: SessionLogs}, errors=(409,))  # fmt: skip
+def session_logs(request: Request, session_id: str, query: LogQuery) -> Response:
+    """The last `lines` lines of the session's runtime log."""
+    lines = bootstrap.services().sessions.logs(principal(request), session_id, query.lines)
+    return json_response(
+        SessionLogs(
+            session_id=session_id,
+            logs=lines,
+            total_lines=len(lines),
+            start_line=1 if lines else 0,
+            end_line=len(lines),
+            has_more=len(lines) == query.lines,
+            log_type=query.type,
+            timestamp=utcnow().isoformat(),
         )
     )
 
@@ -259,14 +482,15 @@ def connect_session(request: Request, session_id: str) -> Response:
 def create_workspace(request: Request, body: CreateWorkspace) -> Response:
     """Create a workspace (Cloud Run when a Cloud Run agent is online, else any)."""
     who = principal(request)
-    return _create(who, SessionRequest(**body.model_dump(), provider="auto", prefer=("cloud_run",)))
+    req = SessionRequest(**body.model_dump(), provider="auto", prefer=("cloud_run",))
+    return _create(request, who, req)
 
 
 @router.route("/v1/cloudrun/workspaces", ["GET"], query=ListFilter, answers={200: WorkspaceList})
 def list_workspaces(request: Request, query: ListFilter) -> Response:
     """The caller's workspaces."""
-    items = _list(request, query)
-    return json_response(WorkspaceList(workspaces=items, total=len(items)))
+    items, total = _list(request, query)
+    return json_response(WorkspaceList(workspaces=items, total=total))
 
 
 @router.route("/v1/cloudrun/workspaces/<session_id>", ["GET"], answers={200: SessionOut})
@@ -279,23 +503,29 @@ def get_workspace(request: Request, session_id: str) -> Response:
               errors=(409,))  # fmt: skip
 def delete_workspace(request: Request, session_id: str) -> Response:
     """Terminate a workspace."""
-    return delete_session(request, session_id)
+    return _delete(request, session_id, "Workspace deleted successfully")
+
+
+def _ran_in_workspace(request: Request, session_id: str, body: Command) -> Response:
+    ran = _ran(request, session_id, body)
+    return json_response(WorkspaceRan(workspace_id=session_id, **ran.model_dump()))
 
 
 @router.route("/v1/cloudrun/workspaces/<session_id>/execute", ["POST"], query=ExecuteQuery,
-              answers=RAN, errors=EXEC_ERRORS)  # fmt: skip
+              answers={200: WorkspaceRan}, errors=EXEC_ERRORS)  # fmt: skip
 @router.route("/v1/cloudrun/workspaces/<session_id>/runsh", ["POST"], query=ExecuteQuery,
-              answers=RAN, errors=EXEC_ERRORS)  # fmt: skip
+              answers={200: WorkspaceRan}, errors=EXEC_ERRORS)  # fmt: skip
 def execute_workspace(request: Request, session_id: str, query: ExecuteQuery) -> Response:
     """Run a shell command in the workspace (the command in the query string)."""
-    return _run(request, session_id, query.command, query.timeout)
+    return _ran_in_workspace(request, session_id, query)
 
 
 @router.route("/v1/cloudrun/workspaces/<session_id>/runpython", ["POST"], query=RunPython,
-              answers=RAN, errors=EXEC_ERRORS)  # fmt: skip
+              answers={200: WorkspaceRan}, errors=EXEC_ERRORS)  # fmt: skip
 def runpython_workspace(request: Request, session_id: str, query: RunPython) -> Response:
     """Run Python code in the workspace (the code in the query string)."""
-    return _run(request, session_id, f"python3 -c {shlex.quote(query.code)}", query.timeout)
+    command = f"python3 -c {shlex.quote(query.code)}"
+    return _ran_in_workspace(request, session_id, Command(command=command, timeout=query.timeout))
 
 
 @router.route("/health", ["GET"], public=True, answers={200: Health, 503: Health}, errors=())

@@ -1,0 +1,413 @@
+"""OnMemOS' real clients against `tether up`, with only the base URL and the key changed.
+
+Each test makes the calls one client makes (same paths, methods, headers, query strings and
+bodies, through the HTTP library that client uses) and asserts on the fields that client reads
+from each answer. The clients are those of github.com/masterFoad/memos at commit
+3952b0680af0d318c0976d71ba7cd5cee1fba7ff; each test names the file it follows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+import pytest
+import requests
+import websocket  # websocket-client: what the starbase end-to-end script opens shells with
+import websockets
+
+from tests.e2e.conftest import Server
+
+MISSING = "tether_wrongkey0001_" + "0" * 32
+
+
+def ws_base(server: Server) -> str:
+    return "ws" + server.url[len("http") :]
+
+
+# -- sdk/python/client.py (OnMemOSClient) ------------------------------------------------------
+
+
+def sdk_session(server: Server, key: str | None = None) -> requests.Session:
+    """The headers OnMemOSClient.__init__ puts on its requests.Session."""
+    s = requests.Session()
+    s.headers.update(
+        {
+            "X-API-Key": key or server.key,
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
+    )
+    return s
+
+
+def sdk_wait_running(s: requests.Session, url: str, sid: str) -> dict[str, Any]:
+    """_wait_for_session_ready: GET the session until its status is "running"."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        got: dict[str, Any] = s.get(f"{url}/v1/sessions/{sid}", timeout=30).json()
+        if got["status"] == "running":
+            return got
+        assert got["status"] not in ("failed", "error", "terminated"), got["details"]
+        time.sleep(0.2)
+    raise AssertionError(f"{sid} did not run")
+
+
+def test_python_sdk_session_context_flow(server: Server) -> None:
+    """sdk/python/client.py @3952b06: health_check, session_context (create_session, the wait
+    for "running"), execute_session, get_session, list_sessions, cleanup_expired_sessions and
+    delete_session, as OnMemOSClient sends them."""
+    health = requests.get(f"{server.url}/health", timeout=10)  # no key: a bare requests.get
+    health.raise_for_status()
+    assert health.json()["status"] == "healthy"
+
+    s, url = sdk_session(server), server.url
+    spec = {"workspace_id": "my-workspace", "template": "python", "namespace": "temp-work",
+            "user": "developer", "ttl_minutes": 30}  # fmt: skip
+    created = s.post(f"{url}/v1/sessions", json=spec, timeout=120)
+    created.raise_for_status()
+    session = created.json()
+    sid = session["id"]
+    assert session["workspace_id"] == "my-workspace" and session["namespace"] == "temp-work"
+    sdk_wait_running(s, url, sid)
+
+    payload = {"command": "python --version", "timeout": 120, "async_execution": False}
+    ran = s.post(f"{url}/v1/sessions/{sid}/execute", json=payload, timeout=130)
+    ran.raise_for_status()
+    result = ran.json()
+    assert result["success"] is True and result["stdout"].startswith("Python 3.")
+    assert result["session_id"] == sid and result["command"] == "python --version"
+
+    listed = s.get(f"{url}/v1/sessions", params={"namespace": "temp-work", "user": "developer"})
+    data = listed.json()
+    assert isinstance(data, dict) and [x["id"] for x in data["sessions"]] == [sid]
+    # cleanup_expired_sessions reads each listed session's id and status
+    assert {x["status"] for x in data["sessions"]} == {"running"}
+
+    # delete_session: GET first (already terminated: done), else DELETE and expect a 200
+    assert s.get(f"{url}/v1/sessions/{sid}").json()["status"] == "running"
+    assert s.delete(f"{url}/v1/sessions/{sid}", timeout=60).status_code == 200
+    assert s.get(f"{url}/v1/sessions/{sid}").json()["status"] == "terminated"
+
+
+def test_python_sdk_workspace_sessions_and_errors(embedded: Server) -> None:
+    """sdk/python/client.py @3952b06: create_session_in_workspace's body (resource, image,
+    GPU, storage and env fields Tether does not use), its default provider "gke" (503 when
+    no GKE agent is online, as the local stack has none), force_cleanup_session's first
+    strategy, and the statuses _make_request maps to its messages (401, 404, 400)."""
+    s, url = sdk_session(embedded), embedded.url
+    spec: dict[str, Any] = {
+        "provider": "gke", "template": "python", "namespace": "project1", "user": "developer",
+        "workspace_id": "my-dev-workspace", "ttl_minutes": 60,
+        "resource_spec": {"cpu_size": "small", "memory_size": "small"},
+        "image_spec": {"image_type": "python_pro", "image_tag": "3.11-slim"},
+        "gpu_spec": {"gpu_type": "t4", "gpu_count": 1},
+        "request_persistent_storage": True, "persistent_storage_size_gb": 10,
+        "env": {"MODE": "dev"},
+    }  # fmt: skip
+    refused = s.post(f"{url}/v1/sessions", json=spec, timeout=120)
+    assert refused.status_code == 503
+    assert refused.json() == {"detail": "No online agents available for provider 'gke'"}
+
+    created = s.post(f"{url}/v1/sessions", json={**spec, "provider": "auto"}, timeout=120)
+    assert created.status_code == 201, created.text
+    sid = created.json()["id"]
+    assert created.json()["workspace_id"] == "my-dev-workspace"
+
+    bad = s.post(f"{url}/v1/sessions/{sid}/execute", json={"command": "true", "timeout": 0})
+    assert bad.status_code == 400 and "timeout" in bad.json()["detail"]
+    bad = s.post(f"{url}/v1/sessions/{sid}/execute", json={"timeout": 5})
+    assert bad.status_code == 400 and "command" in bad.json()["detail"]
+    assert s.get(f"{url}/v1/sessions/ws-nope").status_code == 404  # "Endpoint not found"
+    assert sdk_session(embedded, MISSING).get(f"{url}/v1/sessions").status_code == 401
+
+    assert s.delete(f"{url}/v1/sessions/{sid}", timeout=30).status_code == 200
+
+
+# -- sdk/python/session_client.py (SessionClient, WebSocketSession) ----------------------------
+
+
+def test_session_client_cloud_run_flow(embedded: Server) -> None:
+    """sdk/python/session_client.py @3952b06: the Cloud Run workspace calls SessionClient
+    makes (create, get through the unified API, execute, execute_python, list, delete; its
+    OnMemOSClient helpers are those server/api/cloudrun.py serves: fields in the query
+    string) and the fields it reads, `service_url` among them."""
+    s, url = sdk_session(embedded), embedded.url
+    body = {"template": "python", "namespace": "advanced", "user": "developer",
+            "ttl_minutes": 180, "storage_options": {}}  # fmt: skip
+    created = s.post(f"{url}/v1/cloudrun/workspaces", json=body, timeout=120)
+    assert created.status_code == 201, created.text
+    ws = created.json()
+    wid = ws["id"]
+    assert (ws["namespace"], ws["user"], ws["status"]) == ("advanced", "developer", "running")
+    assert ws["ttl_minutes"] == 180 and datetime.fromisoformat(ws["created_at"])
+    # The URL is one a client can use: this API's own, for that workspace.
+    assert ws["service_url"].startswith(url)
+    assert s.get(ws["service_url"]).json()["id"] == wid
+    assert "bucket_name" in ws and "workdir" not in ws["details"]
+
+    got = s.get(f"{url}/v1/sessions/{wid}").json()  # get_session: the unified API first
+    assert got["provider"] == "local" and got["id"] == wid
+    assert (got["namespace"], got["user"], got["status"]) == ("advanced", "developer", "running")
+    assert got["url"].startswith(url) and got["websocket"].endswith(f"/{wid}/shell")
+    assert isinstance(got["details"], dict)
+    legacy = s.get(f"{url}/v1/cloudrun/workspaces/{wid}").json()
+    assert legacy["service_url"] == ws["service_url"] and legacy["status"] == "running"
+
+    ran = s.post(f"{url}/v1/cloudrun/workspaces/{wid}/execute",
+                 params={"command": "echo 'Hello from Cloud Run!'", "timeout": 60})  # fmt: skip
+    out = ran.json()
+    assert (out["success"], out["stdout"], out["stderr"], out["returncode"]) == (
+        True, "Hello from Cloud Run!\n", "", 0)  # fmt: skip
+    assert out["workspace_id"] == wid
+    code = "import os\nimport sys\nprint(f'{sys.version_info[0]}:{os.getcwd()}')\n"
+    py = s.post(f"{url}/v1/cloudrun/workspaces/{wid}/runpython", params={"code": code}).json()
+    assert py["success"] is True and py["stdout"] == "3:/home/tether\n"
+
+    listed = s.get(f"{url}/v1/cloudrun/workspaces",
+                   params={"namespace": "advanced", "user": "developer"}).json()  # fmt: skip
+    (item,) = listed["workspaces"]
+    assert (item["id"], item["status"]) == (wid, "running")
+    assert item["service_url"] == ws["service_url"]
+
+    deleted = s.delete(f"{url}/v1/cloudrun/workspaces/{wid}")
+    assert deleted.status_code == 200 and deleted.json()["status"] == "terminated"
+    gone = s.post(f"{url}/v1/cloudrun/workspaces/{wid}/execute", params={"command": "true"})
+    assert gone.status_code == 409 and "terminated" in gone.json()["detail"]
+
+
+def test_websocket_session_commands(embedded: Server) -> None:
+    """sdk/python/session_client.py @3952b06: _connect_cloudrun_websocket opens the legacy
+    shell with the key in `api_key`; WebSocketSession.send_command sends a command and reads
+    the next message as its answer; send_slash_command gets a JSON answer too; a wrong key
+    is refused before the upgrade."""
+    s = sdk_session(embedded)
+    body = {"template": "shell", "namespace": "interactive", "user": "user"}
+    created = s.post(f"{embedded.url}/v1/cloudrun/workspaces", json=body)
+    wid = created.json()["id"]
+    shell = f"{ws_base(embedded)}/v1/cloudrun/workspaces/{wid}/shell"
+
+    async def session() -> list[dict[str, Any]]:
+        answers = []
+        async with websockets.connect(f"{shell}?api_key={embedded.key}") as ws:
+            for message in (
+                {"type": "command", "command": "echo 'Interactive session!'"},
+                {"type": "slash_command", "command": "/help"},
+                {"type": "command", "command": "exit 3"},
+            ):
+                await ws.send(json.dumps(message))
+                answers.append(json.loads(await ws.recv()))
+        return answers
+
+    echoed, slash, failed = asyncio.run(session())
+    assert echoed["type"] == "command_result" and echoed["success"] is True
+    assert echoed["stdout"] == "Interactive session!\n"
+    assert slash["type"] == "error" and slash["detail"]
+    assert (failed["success"], failed["returncode"]) == (False, 3)
+
+    async def refused() -> int:
+        with pytest.raises(websockets.InvalidStatus) as info:
+            async with websockets.connect(f"{shell}?api_key={MISSING}"):
+                pass
+        return info.value.response.status_code
+
+    assert asyncio.run(refused()) == 401
+    s.delete(f"{embedded.url}/v1/cloudrun/workspaces/{wid}")
+
+
+# -- starbase_local/starbase (Starbase: shuttles, missions) ------------------------------------
+
+
+def starbase(server: Server, method: str, path: str, *, key: str | None = None,
+             params: dict[str, str] | None = None, body: dict[str, Any] | None = None,
+             ) -> requests.Response:  # fmt: skip
+    """HttpClient.request: requests.request with its headers, `params`, and the body as
+    `data=json.dumps(...)` (none at all when there is no body)."""
+    headers = {"Content-Type": "application/json", "User-Agent": "starbase/0.1",
+               "X-API-Key": key or server.key}  # fmt: skip
+    data = None if body is None else json.dumps(body)
+    return requests.request(method, f"{server.url}{path}", headers=headers, params=params,
+                            data=data, timeout=(5, 60))  # fmt: skip
+
+
+def shuttle(res: dict[str, Any]) -> dict[str, Any]:
+    """The fields Shuttles.launch/get/list read (`res.get("session") or res`)."""
+    data = res.get("session") or res
+    return {
+        "id": data.get("id") or data.get("session_id"),
+        "dock_id": data.get("workspace_id"),
+        "provider": (data.get("provider") or "").lower(),
+        "status": data.get("status") or data.get("state") or "unknown",
+        "launchpad": data.get("k8s_namespace") or (data.get("details") or {}).get("k8s_ns"),
+        "created_at": data.get("created_at"),
+    }
+
+
+def test_starbase_shuttle_flow(embedded: Server) -> None:
+    """starbase_local/starbase/shuttles.py @3952b06 (and sdk_e2e.py's wait for "running"):
+    launch, get, list, execute (fields in the query string, no body), ws_token and a shell
+    opened with it, terminate. The launch names provider "auto": the local stack has no GKE
+    or Cloud Run agent (the default, "gke", is a 503: see the next test)."""
+    dock = str(uuid.uuid4())  # a dock (OnMemOS workspace) id, as the admin API makes them
+    launch = {"workspace_id": dock, "provider": "auto", "template": "python",
+              "template_id": "dev-python", "namespace": dock, "ttl_minutes": 60,
+              "env": {}}  # fmt: skip
+    r = starbase(embedded, "POST", "/v1/sessions", body=launch)
+    assert r.status_code // 100 == 2, r.text
+    launched = shuttle(r.json())
+    sid = launched["id"]
+    assert launched["dock_id"] == dock and launched["provider"] == "local"
+    assert launched["status"] == "running" and launched["created_at"]
+
+    assert shuttle(starbase(embedded, "GET", f"/v1/sessions/{sid}").json())["status"] == "running"
+    items = starbase(embedded, "GET", "/v1/sessions").json().get("sessions") or []
+    assert sid in {shuttle(x)["id"] for x in items}
+
+    params = {"command": "echo out; echo err >&2", "timeout": "120", "async_execution": "false"}
+    res = starbase(embedded, "POST", f"/v1/sessions/{sid}/execute", params=params)
+    assert res.status_code == 200, res.text
+    out = res.json()
+    assert (out.get("stdout"), out.get("stderr"), int(out.get("returncode") or 0)) == (
+        "out\n", "err\n", 0)  # fmt: skip
+
+    token = starbase(embedded, "POST", f"/v1/sessions/{sid}/ws-token").json()
+    assert token.get("token") and int(token.get("expires_in") or 0) > 0
+    url = f"{ws_base(embedded)}/v1/sessions/{sid}/shell?token={token['token']}"
+    conn = websocket.create_connection(url, timeout=30)
+    try:
+        conn.send(json.dumps({"type": "command", "command": "echo ticket"}))
+        answer = json.loads(conn.recv())
+    finally:
+        conn.close()
+    assert answer["type"] == "command_result" and answer["stdout"] == "ticket\n"
+    with pytest.raises(websocket.WebSocketBadStatusException) as used:
+        websocket.create_connection(url, timeout=30)  # a ticket is good for one use
+    assert used.value.status_code == 401
+
+    assert starbase(embedded, "DELETE", f"/v1/sessions/{sid}").status_code == 200
+    assert shuttle(starbase(embedded, "GET", f"/v1/sessions/{sid}").json())["status"] == (
+        "terminated"
+    )
+
+
+def test_starbase_errors(embedded: Server) -> None:
+    """starbase_local/starbase/shuttles.py, missions.py and http.py @3952b06: the statuses
+    HttpClient maps (401 AuthError, 404 NotFoundError, 400 ValidationError, 503 retried then
+    raised), each with an OnMemOS error body naming what was wrong: the default provider
+    "gke" with no GKE agent, Missions.submit's asynchronous execute (no job is kept), a bad
+    execute timeout."""
+    launch = {"workspace_id": "dock-1", "provider": "gke", "template": "python",
+              "template_id": "dev-python", "namespace": "dock-1", "ttl_minutes": 60,
+              "env": {}}  # fmt: skip
+    r = starbase(embedded, "POST", "/v1/sessions", body=launch)
+    assert r.status_code == 503 and "gke" in r.json()["detail"]
+    assert starbase(embedded, "GET", "/v1/sessions", key=MISSING).status_code == 401
+    missing = starbase(embedded, "GET", "/v1/sessions/ws-nope")
+    assert missing.status_code == 404 and missing.json() == {"detail": "Session not found"}
+
+    r = starbase(embedded, "POST", "/v1/sessions", body={**launch, "provider": "auto"})
+    sid = r.json()["id"]
+    mission = {"command": "sleep 1", "async_execution": "true", "timeout": "120"}
+    r = starbase(embedded, "POST", f"/v1/sessions/{sid}/execute", params=mission)
+    assert r.status_code == 400 and "async_execution" in r.json()["detail"]
+    bad = {"command": "true", "timeout": "soon", "async_execution": "false"}
+    r = starbase(embedded, "POST", f"/v1/sessions/{sid}/execute", params=bad)
+    assert r.status_code == 400 and "timeout" in r.json()["detail"]
+    starbase(embedded, "DELETE", f"/v1/sessions/{sid}")
+
+
+# -- onmemos-sdk/src/onmemos (OnMemOSClient: sessions, shell) ----------------------------------
+
+# What the onmemos-sdk's Session and SessionList models require of an answer.
+SESSION_REQUIRED = {"id": str, "provider": str, "namespace": str, "user": str,
+                    "workspace_id": str, "status": str}  # fmt: skip
+SESSION_LIST_REQUIRED = {"sessions": list, "total": int, "page": int, "per_page": int,
+                         "has_next": bool, "has_prev": bool}  # fmt: skip
+
+
+def has(answer: dict[str, Any], required: dict[str, type]) -> bool:
+    return all(isinstance(answer.get(k), t) for k, t in required.items())
+
+
+def test_onmemos_sdk_flow(embedded: Server) -> None:
+    """onmemos-sdk/src/onmemos @3952b06 (core/http.py, core/auth.py, services/sessions.py,
+    services/shell.py, models/sessions.py): aiohttp with X-API-Key and the same key as a
+    Bearer token; create_session's full body, wait_for_ready, get, list (limit/offset),
+    shell execute and status, logs, pause and resume, delete, health, and the errors its
+    HTTPClient turns into HTTPError (JSON `detail`)."""
+
+    async def flow() -> None:
+        headers = {"User-Agent": "onmemos-sdk/0.1.0", "Accept": "application/json"}
+        auth = {"X-API-Key": embedded.key, "Authorization": f"Bearer {embedded.key}",
+                "Content-Type": "application/json", "Accept": "application/json"}  # fmt: skip
+        timeout = aiohttp.ClientTimeout(total=60)
+        async with aiohttp.ClientSession(headers=headers, timeout=timeout) as http:
+
+            async def call(method: str, path: str, **kw: Any) -> tuple[int, Any]:
+                kw["headers"] = {**auth, **kw.get("headers", {})}
+                async with http.request(method, embedded.url + path, **kw) as r:
+                    return r.status, await r.json()
+
+            status, health = await call("GET", "/health")
+            assert status == 200 and health["status"] == "healthy"  # test_connection
+
+            body = {  # CreateSessionRequest.model_dump(exclude_none=True), its defaults
+                "template": "python", "namespace": "sdk-demo", "user": "sdk-test-user",
+                "workspace_id": "5e3f6ebb-6656-4301-be47-5436646ba44e", "provider": "auto",
+                "resource_tier": "medium", "storage_type": "ephemeral", "storage_size_gb": 0,
+                "gpu_type": "none", "image_type": "alpine_basic", "ttl_minutes": 60,
+                "env_vars": {}, "labels": {}, "long_lived": False, "needs_ssh": False,
+                "request_bucket": False, "request_persistent_storage": False,
+            }  # fmt: skip
+            status, session = await call("POST", "/v1/sessions", json=body)
+            assert status == 201 and has(session, SESSION_REQUIRED), session
+            sid = session["id"]
+            assert session["workspace_id"] == body["workspace_id"]
+            assert datetime.fromisoformat(session["created_at"])
+            assert session["status"] in ("running", "ready")  # wait_for_ready's goal
+
+            status, got = await call("GET", f"/v1/sessions/{sid}")
+            assert status == 200 and has(got, SESSION_REQUIRED) and got["status"] == "running"
+
+            status, page = await call("GET", "/v1/sessions", params={"limit": 10, "offset": 0})
+            assert status == 200 and has(page, SESSION_LIST_REQUIRED), page
+            assert all(has(s, SESSION_REQUIRED) for s in page["sessions"])
+            assert sid in {s["id"] for s in page["sessions"]} and page["page"] == 1
+
+            status, ran = await call("POST", f"/v1/sessions/{sid}/shell/execute",
+                                     json={"command": "echo shell", "timeout": 30})  # fmt: skip
+            assert status == 200 and ran["stdout"] == "shell\n" and ran["success"] is True
+            status, shell = await call("GET", f"/v1/sessions/{sid}/shell/status")
+            assert status == 200 and shell["websocket"].endswith(f"/v1/sessions/{sid}/shell")
+
+            status, logs = await call("GET", f"/v1/sessions/{sid}/logs",
+                                      params={"type": "stdout", "lines": 100})  # fmt: skip
+            assert status == 200 and logs["session_id"] == sid and logs["log_type"] == "stdout"
+            assert isinstance(logs["logs"], list) and logs["total_lines"] == len(logs["logs"])
+            assert isinstance(logs["has_more"], bool) and datetime.fromisoformat(logs["timestamp"])
+
+            status, paused = await call("POST", f"/v1/sessions/{sid}/pause")
+            assert status == 200 and has(paused, SESSION_REQUIRED), paused
+            assert paused["status"] == "hibernated"
+            status, resumed = await call("POST", f"/v1/sessions/{sid}/resume")
+            assert status == 200 and resumed["status"] == "running"
+            status, ran = await call("POST", f"/v1/sessions/{sid}/shell/execute",
+                                     json={"command": "echo back", "timeout": 30})  # fmt: skip
+            assert ran["stdout"] == "back\n"
+
+            status, _ = await call("DELETE", f"/v1/sessions/{sid}", timeout=60)
+            assert status == 200
+            status, error = await call("GET", "/v1/sessions/ws-nope")
+            assert status == 404 and error == {"detail": "Session not found"}
+            status, error = await call("GET", "/v1/sessions", params={"limit": 0})
+            assert status == 400 and "limit" in error["detail"]
+            wrong = {"X-API-Key": MISSING, "Authorization": f"Bearer {MISSING}"}
+            status, _ = await call("GET", "/v1/sessions", headers=wrong)
+            assert status == 401
+
+    asyncio.run(flow())
