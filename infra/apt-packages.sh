@@ -6,9 +6,9 @@ set -euo pipefail
 # workspace's own filesystem), runsc (TETHER_SANDBOX=gvisor), python3 and python-is-python3
 # (`python` in the python template; the attack suite's probes and test host), gcc (its LD_PRELOAD probe).
 # curl, jq: the spec examples the tests run; tmux: drives `tether shell` in a test.
-# xvfb, x11vnc, x11-xserver-utils (xsetroot), firefox-esr, x11-utils (xdpyinfo), xdotool: desktop
-# workspaces (the firefox-browser template). chromium: the viewer test opens noVNC in it.
-PACKAGES=(bubblewrap util-linux libseccomp2 slirp4netns iproute2 e2fsprogs runsc python3 python-is-python3 procps gcc curl jq tmux xvfb x11vnc x11-xserver-utils firefox-esr x11-utils xdotool chromium)
+# xvfb, x11vnc, openbox (the desktops' window manager), x11-xserver-utils (xsetroot), firefox-esr,
+# x11-utils (xdpyinfo, xprop), xdotool: desktop workspaces (the firefox-browser template). chromium: the viewer test opens noVNC in it.
+PACKAGES=(bubblewrap util-linux libseccomp2 slirp4netns iproute2 e2fsprogs runsc python3 python-is-python3 procps gcc curl jq tmux xvfb x11vnc openbox x11-xserver-utils firefox-esr x11-utils xdotool chromium)
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -14,7 +14,7 @@ FROM python:3.11-slim
 
 # DESKTOP=true adds what desktop templates (firefox-browser) run: Xvfb, x11vnc and the app.
 ARG DESKTOP=false
-ARG DESKTOP_PACKAGES="xvfb x11vnc x11-xserver-utils x11-utils xdotool firefox-esr"
+ARG DESKTOP_PACKAGES="xvfb x11vnc openbox x11-xserver-utils x11-utils xdotool firefox-esr"
 
 RUN apt-get update \
  && apt-get install -y --no-install-recommends bash ca-certificates curl git procps tini \

@@ -70,6 +70,16 @@ def test_viewer_page_shows_the_sessions_desktop(server: Server, tmp_path: Path) 
                 if all(abs(a - b) <= 8 for a, b in zip(pixel, COLOUR, strict=True)):
                     break
                 time.sleep(0.2)
+            # The whole desktop is in sight, below the bar, scaled to fill the window.
+            top, bottom, left, right, bar, width, height = page.evaluate(
+                """() => { const c = document.querySelector('#screen canvas')
+                                          .getBoundingClientRect();
+                           const b = document.getElementById('bar').getBoundingClientRect();
+                           return [c.top, c.bottom, c.left, c.right, b.bottom,
+                                   innerWidth, innerHeight]; }"""
+            )
+            assert top >= bar and bottom <= height and left >= 0 and right <= width
+            assert right - left >= width - 1 or bottom - top >= height - bar - 1
             page.screenshot(path=str(tmp_path / "viewer.png"))
             assert all(abs(a - b) <= 8 for a, b in zip(pixel, COLOUR, strict=True)), pixel
         finally:

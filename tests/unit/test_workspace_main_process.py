@@ -162,6 +162,22 @@ def test_firefox_browser_template_runs_firefox_on_a_virtual_display(tmp_path: Pa
         out = wait_for(answered, timeout=30, what="the display and Firefox")
         assert f"{template.vnc.resolution} pixels" in out
         assert any(t.startswith("display :") for t in texts(prov, "ws-fx"))
+        # A desktop, not a kiosk: a window manager runs and has framed Firefox's window (a
+        # title bar to move, resize and close it by), and Firefox shows its own toolbars.
+        framed = (
+            "export DISPLAY=:$(cat ~/.tether/display); "
+            "xprop -root _NET_SUPPORTING_WM_CHECK | grep -q 'window id' && "
+            "for w in $(xdotool search --onlyvisible --class firefox); do "
+            "xprop -id $w _NET_FRAME_EXTENTS; done | grep -v 'not found'"
+        )
+
+        def managed() -> str:
+            r = prov.exec("ws-fx", framed, 10)
+            return r.stdout if r.returncode == 0 else ""
+
+        assert "_NET_FRAME_EXTENTS" in wait_for(managed, timeout=60, what="a framed window")
+        cmdline = prov.exec("ws-fx", "tr '\\0' ' ' </proc/$(pgrep -x firefox-esr)/cmdline", 10)
+        assert "firefox-esr" in cmdline.stdout and "--kiosk" not in cmdline.stdout
     finally:
         prov.close()
 

@@ -12,9 +12,11 @@ from tether.service.repo import Repo
 
 
 def desktop_command(vnc: Vnc, app: str) -> str:
-    """A shell script running `app` on a virtual display of the VNC settings' size, shared by
-    a VNC server on the Unix socket ~/{VNC_SOCKET} (the runtime's /vnc bridge connects there).
-    The display's number is written to ~/.tether/display once it accepts clients."""
+    """A shell script running `app` on a virtual display of the VNC settings' size, with a
+    window manager (openbox: windows get title bars and can be moved, resized and closed),
+    shared by a VNC server on the Unix socket ~/{VNC_SOCKET} (the runtime's /vnc bridge
+    connects there). The display's number is written to ~/.tether/display once it accepts
+    clients."""
     return f"""\
 # -displayfd picks a free display; -noreset keeps it (and its background) when the last
 # client leaves. No TCP or abstract sockets: the X socket stays in the
@@ -33,11 +35,25 @@ echo "display $DISPLAY ready"
 cd ~ && rm -f {VNC_SOCKET}
 x11vnc -display "$DISPLAY" -unixsock {VNC_SOCKET} -rfbport 0 -forever -shared -nopw \
     -quiet -noxdamage >/dev/null 2>&1 &
+# Windows open maximized: the app fills the screen, which the viewer scales to its window.
+maximized='<application class="*" type="normal"><maximized>yes</maximized></application>'
+mkdir -p ~/.config/openbox
+[ -e ~/.config/openbox/rc.xml ] || sed "s|<applications>|&$maximized|" \
+    /etc/xdg/openbox/rc.xml >~/.config/openbox/rc.xml 2>/dev/null
+openbox >/dev/null 2>&1 &
 {app}
 """
 
 
 FIREFOX_VNC = Vnc(enabled=True, port=5900, resolution="1280x800")
+# Firefox with its toolbar and address bar, and no first-run pages (they need the internet).
+FIREFOX = """\
+profile=~/.mozilla/tether && mkdir -p $profile
+printf 'user_pref("%s", %s);\\n' datareporting.policy.firstRunURL '""' \\
+    browser.aboutwelcome.enabled false browser.startup.homepage_override.mstone '"ignore"' \\
+    datareporting.policy.dataSubmissionEnabled false >$profile/user.js
+xsetroot -solid '#3c4043'
+exec firefox-esr --no-remote --profile $profile about:blank"""
 
 DEFAULT_TEMPLATES = (
     Template(
@@ -61,7 +77,7 @@ DEFAULT_TEMPLATES = (
         description="Mozilla Firefox web browser with privacy extensions",
         category="Web Browsers",
         image="lscr.io/linuxserver/firefox:latest",
-        command=desktop_command(FIREFOX_VNC, "firefox-esr --kiosk --no-remote about:blank"),
+        command=desktop_command(FIREFOX_VNC, FIREFOX),
         env={"PUID": "1000", "PGID": "1000", "TZ": "UTC"},
         vnc=FIREFOX_VNC,
         network="egress",  # a browser
