@@ -268,6 +268,57 @@ def test_session_lifecycle(ss: FlaskClient, stack: LocalStack) -> None:
     assert body["message"] == "Cannot transition from 'terminated' to 'running'"
 
 
+def test_sessions_are_found_by_name_too(ss: FlaskClient, stack: LocalStack) -> None:
+    """StreamSpace's web UI names sessions by `name` (ui/src/lib/api.ts at c4fc0352893c):
+    every session path takes it as well as the id; someone else's name is not found."""
+    from tether.store.indexes import required
+
+    h = bearer(ALICE_KEY)
+    created = ss.post(f"{API}/sessions", headers=h,
+                      json={"user": "alice", "template": "shell"}).get_json()  # fmt: skip
+    sid, name = created["id"], created["name"]
+    assert name != sid
+    assert ss.get(f"{API}/sessions/{name}", headers=h).get_json()["id"] == sid
+    assert ss.get(f"{API}/sessions/{name}", headers=bearer(ADMIN_KEY)).get_json()["id"] == sid
+    for call in (ss.get, ss.delete):
+        assert_error(call(f"{API}/sessions/{name}", headers=bearer(BOB_KEY)), 404,
+                     "SESSION_NOT_FOUND")  # fmt: skip
+    ticket = ss.post(f"{API}/sessions/{name}/tickets", headers=h).get_json()
+    assert ticket["session_id"] == sid  # a ticket names the id, which the relay checks
+    wait_state(ss, name, ALICE_KEY, "running")
+    assert ss.get(f"{API}/sessions/{name}/logs?tail=5", headers=h).status_code == 200
+    slept = ss.patch(f"{API}/sessions/{name}", json={"state": "hibernated"}, headers=h)
+    assert slept.get_json()["id"] == sid and slept.get_json()["state"] == "hibernated"
+    assert ss.delete(f"{API}/sessions/{name}", headers=h).status_code == 204
+    assert ss.get(f"{API}/sessions/{sid}", headers=h).get_json()["state"] == "terminated"
+    # The lookup is one equality query on name (and owner): no composite index, no scan.
+    assert required("sessions", [("name", "==", name), ("owner", "==", "alice")], None,
+                    False) is None  # fmt: skip
+
+
+def test_web_ui_field_names_in_bodies_and_answers(ss: FlaskClient) -> None:
+    """The web UI's camelCase names (ui/src/lib/api.ts at c4fc0352893c) next to the
+    reference document's: accepted in bodies, present in answers."""
+    h = bearer(ALICE_KEY)
+    r = ss.post(f"{API}/sessions", headers=h, json={
+        "user": "alice", "template": "shell", "persistentHome": False, "idleTimeout": "45m",
+        "maxSessionDuration": "2h", "name": "ignored", "namespace": "streamspace",
+    })  # fmt: skip
+    body = r.get_json()
+    assert r.status_code == 202, body
+    assert body["persistent_home"] is body["persistentHome"] is False
+    assert body["idle_timeout"] == body["idleTimeout"] == "45m"
+    assert body["maxSessionDuration"] == "120m" and body["createdAt"] == body["created_at"]
+    assert body["status"]["url"] is None and body["streamingProtocol"] is None
+    listed = ss.get(f"{API}/sessions", headers=h).get_json()
+    assert listed["total"] == listed["pagination"]["total"] == 1
+    templates = ss.get(f"{API}/templates", headers=h).get_json()
+    assert templates["total"] == len(templates["templates"])
+    firefox = next(t for t in templates["templates"] if t["name"] == "firefox-browser")
+    assert firefox["displayName"] == firefox["display_name"] and firefox["appType"] == "desktop"
+    ss.delete(f"{API}/sessions/{body['id']}", headers=h)
+
+
 def test_non_persistent_home_is_fresh_after_wake(ss: FlaskClient, stack: LocalStack) -> None:
     h = bearer(ALICE_KEY)
     sid = ss.post(f"{API}/sessions", headers=h, json={"user": "alice", "template": "shell",

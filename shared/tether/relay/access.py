@@ -43,13 +43,15 @@ def authorize(
     authorization: str | None,
     api_key: str | None,
     write: bool = True,
+    by_name: bool = False,
 ) -> tuple[Principal, Session]:
     """The caller and its running session; raises the error to answer otherwise. A read-only
-    key opens only what cannot change anything (`write=False`: live logs)."""
+    key opens only what cannot change anything (`write=False`: live logs). `by_name`: the
+    session may be named by its name (StreamSpace's clients do)."""
     who = principal(session_id, query, authorization, api_key)
     if write and who.read_only:
         raise Forbidden("This API key is read-only", code="AUTH_READ_ONLY")
-    return who, bootstrap.services().sessions.usable(who, session_id)
+    return who, bootstrap.services().sessions.usable(who, session_id, by_name)
 
 
 def same_origin(origin: str | None, host: str | None) -> bool:

@@ -84,7 +84,7 @@ def add_routes(app: web.Application, otherwise: streams.Handler) -> None:
     for prefix in ("/v1/cloudrun/workspaces", "/v1/sessions"):
         app.router.add_get(prefix + "/{session_id}/shell", shell)
     for route in streams.ROUTES:
-        plain = vnc_viewer if route.desktop else otherwise
+        plain = vnc_viewer if route.page else otherwise
         app.router.add_route("*", route.path, streams.handler(route, plain))
     if NOVNC.is_dir():  # vendored by `make install` (npm), never fetched from a CDN
         app.router.add_static("/novnc/", NOVNC)

@@ -32,6 +32,7 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus
 from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
+from tether import errors
 from tether.core.models import Principal, Session
 from tether.errors import TetherError
 from tether.origin.guard import CONNECTIONS, MAX_HEAD
@@ -60,13 +61,32 @@ async def blocking(fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.get_running_loop().run_in_executor(_threads, fn, *args)
 
 
-def refusal(status: int, detail: str, code: str | None = None) -> web.Response:
-    """A plain HTTP answer to a WebSocket upgrade that is refused."""
-    return web.json_response({"detail": detail, "code": code}, status=status)
+def onmemos_refusal(error: TetherError, status: int) -> web.Response:
+    """A refused upgrade in OnMemOS's error shape."""
+    return web.json_response(
+        {"detail": error.message, "code": error.details.get("code")}, status=status
+    )
 
 
-def refused(error: TetherError) -> web.Response:
-    return refusal(status_for(error), error.message, error.details.get("code"))
+def streamspace_refusal(error: TetherError, status: int) -> web.Response:
+    """A refused upgrade in StreamSpace's error shape (its clients read `error`, `code`)."""
+    from tether.surfaces import streamspace  # only StreamSpace's routes need it
+
+    made = streamspace.render_error(error, status)
+    return web.Response(status=made.status_code, body=made.get_data(), content_type=made.mimetype)
+
+
+Refusal = Callable[[TetherError, int], web.Response]
+
+
+# The error a refusal given by status is (its surface's renderer names its code from it).
+_KINDS: dict[int, type[TetherError]] = {
+    400: errors.Invalid,
+    403: errors.Forbidden,
+    404: errors.NotFound,
+    502: errors.Unavailable,
+    503: errors.Unavailable,
+}
 
 
 @dataclass(frozen=True)
@@ -77,6 +97,13 @@ class Route:
     protocols: tuple[str, ...] = ()  # subprotocols offered to the runtime and accepted
     desktop: bool = False  # the session must have one
     follow_only: bool = False  # only with `?follow=true`: the plain request is a function's
+    page: bool = False  # a plain GET is the viewer page (else the path's function answers it)
+    by_name: bool = False  # the session may be named by its name (StreamSpace's clients do)
+    refuse: Refusal = onmemos_refusal  # the error shape of the path's surface
+
+    def refusal(self, status: int, message: str, code: str | None = None) -> web.Response:
+        kind = _KINDS.get(status, TetherError)
+        return self.refuse(kind(message, **({"code": code} if code else {})), status)
 
     def wanted(self, request: web.Request) -> bool:
         """Whether `request` is this route's upgrade (else the path's plain handler serves it)."""
@@ -88,9 +115,13 @@ class Route:
 
 ROUTES = (
     Route("/v1/sessions/{session_id}/terminal", "/pty", {"cols": None, "rows": None}),
-    Route("/vnc-viewer/{session_id}", "/vnc", protocols=("binary",), desktop=True),
+    Route("/vnc-viewer/{session_id}", "/vnc", protocols=("binary",), desktop=True, page=True,
+          by_name=True, refuse=streamspace_refusal),
+    # The desktop where StreamSpace's own viewer page and UI open it.
+    Route("/api/v1/vnc/{session_id}", "/vnc", protocols=("binary",), desktop=True,
+          by_name=True, refuse=streamspace_refusal),
     Route("/api/v1/sessions/{session_id}/logs", "/logs/follow", {"tail": "100"},
-          follow_only=True),
+          follow_only=True, by_name=True, refuse=streamspace_refusal),
 )  # fmt: skip
 
 
@@ -105,14 +136,17 @@ def handler(route: Route, otherwise: Handler) -> Handler:
     return handle
 
 
+SHELL = Route("/v1/sessions/{session_id}/shell", "")  # OnMemOS's JSON shell (tether.relay.app)
+
+
 async def authorize(
-    request: web.Request, ws: web.WebSocketResponse, write: bool = True
+    request: web.Request, ws: web.WebSocketResponse, route: Route = SHELL
 ) -> tuple[Principal, Session] | web.Response:
     """The caller and its running session, or the answer that refuses the upgrade to `ws`."""
     if not ws.can_prepare(request).ok:
-        return refusal(400, "A WebSocket upgrade needs Sec-WebSocket-Key and version 13")
+        return route.refusal(400, "A WebSocket upgrade needs Sec-WebSocket-Key and version 13")
     if not access.same_origin(request.headers.get("Origin"), request.host):
-        return refusal(403, "Cross-origin WebSocket refused")
+        return route.refusal(403, "Cross-origin WebSocket refused")
     try:
         return await blocking(
             access.authorize,
@@ -120,30 +154,31 @@ async def authorize(
             request.query,
             request.headers.get("Authorization"),
             request.headers.get("X-API-Key"),
-            write,
+            not route.follow_only,  # live logs change nothing: a read-only key may follow them
+            route.by_name,
         )
     except TetherError as exc:
-        return refused(exc)
+        return route.refuse(exc, status_for(exc))
 
 
 async def serve(request: web.Request, route: Route) -> web.StreamResponse:
     # No heartbeat and no reader of aiohttp's: once upgraded, the connection's bytes are ours.
     ws = web.WebSocketResponse(protocols=route.protocols, compress=False)
-    allowed = await authorize(request, ws, write=not route.follow_only)
+    allowed = await authorize(request, ws, route)
     if isinstance(allowed, web.Response):
         return allowed
     who, session = allowed
     if route.desktop and not session.vnc:
-        return refusal(404, "This session has no desktop")
+        return route.refusal(404, "This session has no desktop", "SESSION_NOT_FOUND")
     connection = request.app[CONNECTIONS].guard(request.transport)
     if connection is None:  # gone while it was checked
-        return refusal(503, "The connection closed")
+        return route.refusal(503, "The connection closed")
     query = {k: request.query.get(k, default) for k, default in route.query.items()}
     path = route.runtime_path + "?" + urlencode({k: v for k, v in query.items() if v is not None})
     try:
         runtime = await _open_runtime(session, path.rstrip("?"), route.protocols)
     except _Refused as refused:
-        return refusal(refused.status, refused.detail)
+        return route.refusal(refused.status, refused.detail)
     client = _Side(connection.transport)
     try:
         await ws.prepare(request)

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import math
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from werkzeug.wrappers import Request, Response
 
 from tether import bootstrap, errors
-from tether.core.durations import DURATION
+from tether.core.durations import DURATION, parse_duration
 from tether.core.lifecycle import SessionState
 from tether.core.models import (
     Agent,
@@ -36,6 +36,7 @@ from tether.surfaces.http import Router, client_address, json_response, may, pro
 
 T = TypeVar("T")
 PREFIX = "/api/v1"
+NAMESPACE = "streamspace"  # where every StreamSpace session and template lives
 
 # Codes for errors raised without one, by class (most specific first), and their titles.
 _DEFAULT_CODES: list[tuple[type[errors.TetherError], str]] = [
@@ -68,6 +69,7 @@ _TITLES = {
     "INVALID_PARAMETER": "Invalid parameter",
     "SESSION_TERMINATING": "Session is terminating",
     "TEMPLATE_EXISTS": "Template already exists",
+    "SESSION_NOT_RUNNING": "Session not running",
 }
 # Where StreamSpace's status for an error differs from the shared mapping.
 _STATUS_BY_CODE = {"INVALID_STATE_TRANSITION": 400}
@@ -214,6 +216,10 @@ class Login(BaseModel):
     password: str = Field(min_length=1, max_length=1024)
 
 
+# StreamSpace's web UI (ui/src/lib/api.ts) reads camelCase names where the reference document
+# has snake_case ones: answers carry both, and bodies accept both.
+
+
 class UserOut(BaseModel):
     id: str
     username: str
@@ -222,23 +228,34 @@ class UserOut(BaseModel):
     active: bool
     created_at: str | None
     last_login: str | None
+    # The web UI's names.
+    fullName: str
+    provider: Literal["local"]
+    createdAt: str | None
+    lastLogin: str | None
 
 
 class LoggedIn(BaseModel):
     token: str
     user: UserOut
     expires_at: str | None
+    expiresAt: str | None  # the web UI's name
 
 
 def user_json(u: User) -> UserOut:
+    created, last = iso(u.created_at), iso(u.last_login)
     return UserOut(
         id=u.id,
         username=u.username,
         email=u.email,
         role=u.role,
         active=u.active,
-        created_at=iso(u.created_at),
-        last_login=iso(u.last_login),
+        created_at=created,
+        last_login=last,
+        fullName=u.username,
+        provider="local",
+        createdAt=created,
+        lastLogin=last,
     )
 
 
@@ -249,7 +266,9 @@ def login(request: Request, body: Login) -> Response:
     services = bootstrap.services()
     user = services.users.login(body.username, body.password)
     token, expires = services.tokens.issue(user)
-    return json_response(LoggedIn(token=token, user=user_json(user), expires_at=iso(expires)))
+    when = iso(expires)
+    return json_response(LoggedIn(token=token, user=user_json(user), expires_at=when,
+                                  expiresAt=when))  # fmt: skip
 
 
 @router.route(f"{PREFIX}/auth/logout", ["POST"], answers={200: Message})
@@ -279,6 +298,7 @@ class NewUser(BaseModel):
 class UserList(BaseModel):
     users: list[UserOut]
     pagination: Pagination
+    total: int  # the web UI's count
 
 
 @router.route(f"{PREFIX}/users", ["GET"], query=UserFilter, answers={200: UserList}, errors=ADMIN)
@@ -286,9 +306,8 @@ def list_users(request: Request, query: UserFilter) -> Response:
     """Users, a page at a time (admins)."""
     admin(request)
     users, total = bootstrap.services().users.page(query.role, query.page, query.limit)
-    return json_response(
-        UserList(users=[user_json(u) for u in users], pagination=Pagination.of(query, total))
-    )
+    return json_response(UserList(users=[user_json(u) for u in users],
+                                  pagination=Pagination.of(query, total), total=total))  # fmt: skip
 
 
 @router.route(f"{PREFIX}/users", ["POST"], body=NewUser, answers={201: UserOut},
@@ -418,17 +437,28 @@ class Capacity(BaseModel):
     current_sessions: int
 
 
+class AgentCapacity(Capacity):
+    active_sessions: int  # the web UI's names
+    maxSessions: int
+
+
 class AgentOut(BaseModel):
     id: str
     agent_id: str
     platform: str
     region: str
     status: AgentStatus
-    capacity: Capacity
+    capacity: AgentCapacity
     metadata: dict[str, Any]
     last_heartbeat: str | None
     created_at: str | None
     updated_at: str | None
+    # The web UI's names (its admin page and the shell tests read these).
+    agentId: str
+    lastHeartbeat: str | None
+    createdAt: str | None
+    updatedAt: str | None
+    approvalStatus: Literal["approved"]  # Tether's agents are trusted by their credential
 
 
 class AgentSession(BaseModel):
@@ -447,6 +477,17 @@ class AgentDetail(AgentOut):
 class AgentList(BaseModel):
     agents: list[AgentOut]
     pagination: Pagination
+    # The web UI's paging.
+    total: int
+    page: int
+    limit: int
+
+
+class AdminAgentFilter(AgentFilter):
+    """The web UI's admin listing: every agent is approved in Tether, so `approval_status`
+    other than "approved" lists none."""
+
+    approval_status: Literal["approved", "pending", "rejected"] | None = None
 
 
 class Utilization(BaseModel):
@@ -472,17 +513,28 @@ class AgentPatched(BaseModel):
 
 
 def agent_json(a: Agent, current: int) -> AgentOut:
+    beat, made = iso(a.last_heartbeat), iso(a.registered_at)
     return AgentOut(
         id=a.id,
         agent_id=a.id,
         platform=a.platform,
         region=a.region,
         status=a.status,
-        capacity=Capacity(max_sessions=a.capacity, current_sessions=current),
+        capacity=AgentCapacity(
+            max_sessions=a.capacity,
+            current_sessions=current,
+            active_sessions=current,
+            maxSessions=a.capacity,
+        ),
         metadata={"epoch": a.epoch},
-        last_heartbeat=iso(a.last_heartbeat),
-        created_at=iso(a.registered_at),
-        updated_at=iso(a.last_heartbeat),
+        last_heartbeat=beat,
+        created_at=made,
+        updated_at=beat,
+        agentId=a.id,
+        lastHeartbeat=beat,
+        createdAt=made,
+        updatedAt=beat,
+        approvalStatus="approved",
     )
 
 
@@ -491,10 +543,7 @@ def _agents() -> list[tuple[Agent, int]]:
     return [(a, agents.live_sessions(a.id)) for a in agents.repo.query(order_by="id")]
 
 
-@router.route(f"{PREFIX}/agents", ["GET"], query=AgentFilter, answers={200: AgentList})
-def list_agents(request: Request, query: AgentFilter) -> Response:
-    """Agents, filtered by platform, status or region."""
-    who(request)
+def _agent_list(query: AgentFilter) -> AgentList:
     rows = [
         agent_json(a, n)
         for a, n in _agents()
@@ -503,7 +552,49 @@ def list_agents(request: Request, query: AgentFilter) -> Response:
         and (not query.region or a.region == query.region)
     ]
     items, pagination = paginate(rows, query)
-    return json_response(AgentList(agents=items, pagination=pagination))
+    return AgentList(agents=items, pagination=pagination, total=pagination.total,
+                     page=query.page, limit=query.limit)  # fmt: skip
+
+
+@router.route(f"{PREFIX}/agents", ["GET"], query=AgentFilter, answers={200: AgentList})
+def list_agents(request: Request, query: AgentFilter) -> Response:
+    """Agents, filtered by platform, status or region."""
+    who(request)
+    return json_response(_agent_list(query))
+
+
+@router.route(f"{PREFIX}/admin/agents", ["GET"], query=AdminAgentFilter,
+              answers={200: AgentList}, errors=ADMIN)  # fmt: skip
+def admin_list_agents(request: Request, query: AdminAgentFilter) -> Response:
+    """Agents, for the web UI's admin page (admins)."""
+    admin(request)
+    if query.approval_status not in (None, "approved"):
+        return json_response(AgentList(agents=[], pagination=Pagination.of(query, 0), total=0,
+                                       page=query.page, limit=query.limit))  # fmt: skip
+    return json_response(_agent_list(query))
+
+
+@router.route(f"{PREFIX}/admin/agents/<agent_id>/approve", ["POST"], answers={200: Message},
+              errors=ADMIN)  # fmt: skip
+def approve_agent(request: Request, agent_id: str) -> Response:
+    """Approve an agent (admins): Tether's agents are approved by their credential already."""
+    admin(request)
+    agent = bootstrap.services().agents.repo.get(agent_id, "Agent")
+    return json_response(Message(message=f"Agent {agent.id} is approved"))
+
+
+@router.route(f"{PREFIX}/admin/agents/<agent_id>/reject", ["POST"], answers={200: Message},
+              errors=(*ADMIN, 409))  # fmt: skip
+def reject_agent(request: Request, agent_id: str) -> Response:
+    """Reject an agent (admins): refused, since an agent's credential is what admits it;
+    drain it instead (PATCH /api/v1/agents/{id} with status "draining")."""
+    admin(request)
+    agent = bootstrap.services().agents.repo.get(agent_id, "Agent")
+    raise errors.Conflict(
+        f"Agent {agent.id} was admitted by its credential; drain it with PATCH "
+        f'{PREFIX}/agents/{agent.id} {{"status": "draining"}} instead',
+        field="agent_id",
+    )
 
 
 @router.route(f"{PREFIX}/agents/stats", ["GET"], answers={200: AgentStats})
@@ -597,14 +688,25 @@ class TemplateOut(BaseModel):
     icon_url: str | None
     created_at: str | None
     updated_at: str | None
+    # The web UI's names.
+    displayName: str
+    baseImage: str
+    defaultResources: dict[str, Any]
+    appType: Literal["desktop", "webapp"]
+    icon: str | None
+    namespace: str
+    createdAt: str | None
+    updatedAt: str | None
 
 
 class TemplateList(BaseModel):
     templates: list[TemplateOut]
     pagination: Pagination
+    total: int  # the web UI's count
 
 
 def template_json(t: Template) -> TemplateOut:
+    created, updated = iso(t.created_at), iso(t.updated_at)
     return TemplateOut(
         id=t.name,
         name=t.name,
@@ -621,8 +723,16 @@ def template_json(t: Template) -> TemplateOut:
         idle_timeout=t.idle_timeout,
         tags=t.tags,
         icon_url=t.icon_url,
-        created_at=iso(t.created_at),
-        updated_at=iso(t.updated_at),
+        created_at=created,
+        updated_at=updated,
+        displayName=t.display_name,
+        baseImage=t.image,
+        defaultResources=t.resources,
+        appType="desktop" if t.vnc.enabled else "webapp",
+        icon=t.icon_url,
+        namespace=NAMESPACE,
+        createdAt=created,
+        updatedAt=updated,
     )
 
 
@@ -636,7 +746,8 @@ def list_templates(request: Request, query: TemplateFilter) -> Response:
         if not query.category or t.category == query.category
     ]
     items, pagination = paginate(rows, query)
-    return json_response(TemplateList(templates=items, pagination=pagination))
+    return json_response(TemplateList(templates=items, pagination=pagination,
+                                      total=pagination.total))  # fmt: skip
 
 
 @router.route(f"{PREFIX}/templates/<name>", ["GET"], answers={200: TemplateOut})
@@ -646,30 +757,64 @@ def get_template(request: Request, name: str) -> Response:
     return json_response(template_json(bootstrap.services().templates.get(name)))
 
 
+TEMPLATE_NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
+
+
+def either(*names: str) -> AliasChoices:
+    """A body field under the reference document's name or StreamSpace's clients' (camelCase,
+    or an older name): the first is the one the schema shows."""
+    return AliasChoices(*names)
+
+
 class TemplateBody(BaseModel):
-    """A template as an admin writes it (the listing's field names)."""
+    """A template as an admin writes it (the listing's field names, or the web UI's and shell
+    tests': displayName, baseImage or image, defaultResources, env, icon)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
-    display_name: str = Field(min_length=1, max_length=128)
+    name: str | None = Field(None, pattern=TEMPLATE_NAME, description="The path's, if given")
+    display_name: str = Field(
+        min_length=1, max_length=128, validation_alias=either("display_name", "displayName")
+    )
     category: str = Field("general", max_length=64)
     description: str = Field("", max_length=4096)
-    base_image: str = Field("python:3.11-slim", min_length=1, max_length=512)
+    base_image: str = Field(
+        "python:3.11-slim",
+        min_length=1,
+        max_length=512,
+        validation_alias=either("base_image", "baseImage", "image"),
+    )
     command: str | None = Field(None, max_length=16_384)
-    default_resources: Resources = Field(default_factory=Resources)
+    default_resources: Resources = Field(
+        default_factory=Resources,
+        validation_alias=either("default_resources", "defaultResources"),
+    )
     vnc: Vnc = Field(default_factory=Vnc)
-    environment: dict[str, str] = Field(default_factory=dict)
+    environment: dict[str, str] = Field(
+        default_factory=dict, validation_alias=either("environment", "env")
+    )
     network: Literal["none", "egress"] = "none"
     sandbox: Literal["default", "gvisor"] = "default"
-    persistent_home: bool = True
-    idle_timeout: str | None = Field(None, pattern=DURATION)
+    persistent_home: bool = Field(
+        True, validation_alias=either("persistent_home", "persistentHome")
+    )
+    idle_timeout: str | None = Field(
+        None, pattern=DURATION, validation_alias=either("idle_timeout", "idleTimeout")
+    )
     tags: list[str] = Field(default_factory=list, max_length=32)
-    icon_url: str | None = Field(None, max_length=2048)
+    icon_url: str | None = Field(
+        None, max_length=2048, validation_alias=either("icon_url", "iconUrl", "icon")
+    )
+    # Sent by the web UI, and decided by Tether: the namespace is always StreamSpace's, and a
+    # template is a desktop when its `vnc` is enabled.
+    namespace: Literal["streamspace"] | None = None
+    app_type: Literal["desktop", "webapp"] | None = Field(
+        None, validation_alias=either("app_type", "appType")
+    )
 
-    def template(self) -> Template:
+    def template(self, name: str) -> Template:
         return Template(
-            name=self.name,
+            name=name,
             display_name=self.display_name,
             category=self.category,
             description=self.description,
@@ -687,22 +832,27 @@ class TemplateBody(BaseModel):
         )
 
 
-@router.route(f"{PREFIX}/templates", ["POST"], body=TemplateBody, answers={201: TemplateOut},
+class NewTemplate(TemplateBody):
+    name: str = Field(pattern=TEMPLATE_NAME)  # type: ignore[assignment]
+
+
+@router.route(f"{PREFIX}/templates", ["POST"], body=NewTemplate, answers={201: TemplateOut},
               errors=(*ADMIN, 409), idempotent=True)  # fmt: skip
-def create_template(request: Request, body: TemplateBody) -> Response:
+def create_template(request: Request, body: NewTemplate) -> Response:
     """Add a template (admins)."""
     admin(request)
-    return json_response(template_json(bootstrap.services().templates.create(body.template())), 201)
+    template = bootstrap.services().templates.create(body.template(body.name))
+    return json_response(template_json(template), 201)
 
 
 @router.route(f"{PREFIX}/templates/<name>", ["PUT"], body=TemplateBody,
               answers={200: TemplateOut}, errors=(*ADMIN, 409))  # fmt: skip
 def replace_template(request: Request, name: str, body: TemplateBody) -> Response:
-    """Replace a template (admins)."""
+    """Replace a template (admins). The body's name, if given, must be the path's."""
     admin(request)
-    if body.name != name:
+    if body.name not in (None, name):
         raise errors.Invalid("The body's name must match the path", field="name")
-    return json_response(template_json(bootstrap.services().templates.replace(body.template())))
+    return json_response(template_json(bootstrap.services().templates.replace(body.template(name))))
 
 
 @router.route(f"{PREFIX}/templates/<name>", ["DELETE"], answers={204: None}, errors=ADMIN)
@@ -733,15 +883,46 @@ _DEFAULT_MESSAGES = {
 }
 
 
+MAX_SESSION_DURATION = timedelta(days=366)
+
+
 class NewSession(BaseModel):
+    """The reference document's fields, or the web UI's (persistentHome, idleTimeout,
+    maxSessionDuration; it also sends name, namespace and applicationId)."""
+
     user: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
-    template: str = Field(min_length=1, max_length=63)
+    template: str = Field(
+        min_length=1, max_length=63, description="Required even with applicationId (Tether "
+        "serves no applications)"
+    )  # fmt: skip
     platform: str | None = Field(None, pattern=r"^[a-z_]{1,32}$")
     state: Literal["running", "hibernated"] = "running"
     resources: Resources = Field(default_factory=Resources)
-    persistent_home: bool | None = None
-    idle_timeout: str | None = Field(None, pattern=DURATION)
+    persistent_home: bool | None = Field(
+        None, validation_alias=either("persistent_home", "persistentHome")
+    )
+    idle_timeout: str | None = Field(
+        None, pattern=DURATION, validation_alias=either("idle_timeout", "idleTimeout")
+    )
+    max_session_duration: str | None = Field(
+        None, pattern=DURATION, description="Terminated after this long (none: never)",
+        validation_alias=either("max_session_duration", "maxSessionDuration"),
+    )  # fmt: skip
     tags: list[str] = Field(default_factory=list, max_length=32)
+    # The web UI's: Tether names sessions itself, in StreamSpace's one namespace.
+    name: str | None = Field(None, max_length=253)
+    namespace: Literal["streamspace"] | None = None
+    application_id: str | None = Field(
+        None, max_length=128, validation_alias=either("application_id", "applicationId")
+    )
+
+    def ttl_minutes(self) -> int | None:
+        if self.max_session_duration is None:
+            return None
+        span = parse_duration(self.max_session_duration, "maxSessionDuration")
+        if span > MAX_SESSION_DURATION:
+            raise errors.Invalid("maxSessionDuration is at most 366d", field="maxSessionDuration")
+        return max(1, math.ceil(span.total_seconds() / 60))
 
 
 class SessionFilter(Page):
@@ -780,6 +961,10 @@ class SessionStatus(BaseModel):
     pod_name: str | None
     vnc_url: str | None
     started_at: str | None
+    # The web UI's: it offers Connect only with a `url`.
+    url: str | None
+    podName: str | None
+    lastActivity: str | None
 
 
 class SessionOut(BaseModel):
@@ -800,11 +985,51 @@ class SessionOut(BaseModel):
     created_at: str | None
     updated_at: str | None
     last_activity: str | None
+    # The web UI's names (ui/src/lib/api.ts `Session`).
+    agentId: str | None
+    persistentHome: bool
+    idleTimeout: str | None
+    maxSessionDuration: str | None
+    createdAt: str | None
+    updatedAt: str | None
+    lastActivity: str | None
+    activeConnections: int = Field(description="Not tracked by Tether: always 0")
+    streamingProtocol: Literal["vnc"] | None
+    streamingPort: int | None
+    streamingPath: str | None
 
 
 class SessionList(BaseModel):
     sessions: list[SessionOut]
     pagination: Pagination
+    total: int  # the web UI's count
+
+
+class SessionQuery(BaseModel):
+    user: str = Field(min_length=1, max_length=128, description="Who connects (the web UI's)")
+
+
+class Connected(BaseModel):
+    """The web UI's connect answer: its viewer opens `sessionUrl` once `ready`."""
+
+    connectionId: str
+    sessionUrl: str
+    state: SessionState
+    ready: bool
+    message: str
+
+
+class ConnectionQuery(BaseModel):
+    connectionId: str = Field(min_length=1, max_length=128)
+
+
+class HeartbeatOk(BaseModel):
+    status: Literal["ok"]
+
+
+class Disconnected(BaseModel):
+    message: str
+    activeConnections: int
 
 
 class Ticket(BaseModel):
@@ -817,8 +1042,16 @@ class Logs(BaseModel):
     logs: list[str]
 
 
+def viewer_url(s: Session) -> str | None:
+    """Where its desktop is viewed, while it runs and has one."""
+    return f"/vnc-viewer/{s.id}" if s.vnc and s.state is SessionState.RUNNING else None
+
+
 def session_json(s: Session) -> SessionOut:
-    vnc = s.vnc and s.state is SessionState.RUNNING
+    url, pod = viewer_url(s), s.details.get("service_name")
+    created, updated, active = iso(s.created_at), iso(s.updated_at), iso(s.last_activity)
+    # Minutes from creation to expiry (made a moment apart: rounded).
+    ttl = s.expires_at and round((s.expires_at - s.created_at).total_seconds() / 60)
     return SessionOut(
         id=s.id,
         name=s.name or s.id,
@@ -836,14 +1069,28 @@ def session_json(s: Session) -> SessionOut:
             phase=_PHASES[s.state],  # type: ignore[arg-type]
             message=s.message or _DEFAULT_MESSAGES.get(s.state, ""),
             pod_ip=None,
-            pod_name=s.details.get("service_name"),
-            vnc_url=f"/vnc-viewer/{s.id}" if vnc else None,
+            pod_name=pod,
+            vnc_url=url,
             started_at=iso(s.started_at),
+            url=url,
+            podName=pod,
+            lastActivity=active,
         ),
         platform_metadata=s.details,
-        created_at=iso(s.created_at),
-        updated_at=iso(s.updated_at),
-        last_activity=iso(s.last_activity),
+        created_at=created,
+        updated_at=updated,
+        last_activity=active,
+        agentId=s.agent_id,
+        persistentHome=s.persistent_home,
+        idleTimeout=s.idle_timeout,
+        maxSessionDuration=f"{ttl}m" if ttl else None,
+        createdAt=created,
+        updatedAt=updated,
+        lastActivity=active,
+        activeConnections=0,
+        streamingProtocol="vnc" if s.vnc else None,
+        streamingPort=None,
+        streamingPath=None,
     )
 
 
@@ -852,12 +1099,15 @@ def session_json(s: Session) -> SessionOut:
 def create_session(request: Request, body: NewSession) -> Response:
     """Start a session from a template (or create it hibernated); it runs shortly after."""
     principal = who(request)
+    ttl = body.ttl_minutes()
     req = SessionRequest(
         provider=body.platform or "auto",
         template=body.template,
-        namespace="streamspace",
+        namespace=NAMESPACE,
         user=body.user,
-        long_lived=True,  # StreamSpace sessions end by terminate or idle hibernation
+        # StreamSpace sessions end by terminate or idle hibernation, or maxSessionDuration.
+        long_lived=ttl is None,
+        ttl_minutes=ttl,
         persistent_home=body.persistent_home,
         resources=body.resources.model_dump(exclude_none=True),
         idle_timeout=body.idle_timeout,
@@ -889,22 +1139,33 @@ def list_sessions(request: Request, query: SessionFilter) -> Response:
     )
     found.sort(key=lambda s: (getattr(s, f.sort), s.id), reverse=f.order == "desc")
     items, pagination = paginate([session_json(s) for s in found], f)
-    return json_response(SessionList(sessions=items, pagination=pagination))
+    return json_response(SessionList(sessions=items, pagination=pagination,
+                                     total=pagination.total))  # fmt: skip
 
 
-@router.route(f"{PREFIX}/sessions/<session_id>", ["GET"], answers={200: SessionOut})
+# A session's path names it by its id or, as StreamSpace's web UI does, by its name.
+SESSION = f"{PREFIX}/sessions/<session_id>"
+
+
+def session_of(request: Request, key: str) -> tuple[Principal, Session]:
+    """The caller and the session `key` names (its id or its name)."""
+    principal = who(request)
+    return principal, bootstrap.services().sessions.get(principal, key, by_name=True)
+
+
+@router.route(SESSION, ["GET"], answers={200: SessionOut})
 def get_session(request: Request, session_id: str) -> Response:
-    """One session."""
-    return json_response(session_json(bootstrap.services().sessions.get(who(request), session_id)))
+    """One session (by id or name)."""
+    return json_response(session_json(session_of(request, session_id)[1]))
 
 
-@router.route(f"{PREFIX}/sessions/<session_id>", ["PATCH"], body=SessionPatch,
-              answers={200: SessionOut}, errors=(403, 409))  # fmt: skip
+@router.route(SESSION, ["PATCH"], body=SessionPatch, answers={200: SessionOut},
+              errors=(403, 409))  # fmt: skip
 def patch_session(request: Request, session_id: str, body: SessionPatch) -> Response:
     """Hibernate, wake or terminate a session (a forced terminate is for admins)."""
-    principal = who(request)
+    principal, found = session_of(request, session_id)
+    session_id, current = found.id, found.state
     sessions = bootstrap.services().sessions
-    current = sessions.get(principal, session_id).state
     target = SessionState(body.state)
     if current is SessionState.TERMINATING and target is not SessionState.TERMINATED:
         raise errors.Conflict(f"Session {session_id} is terminating", code="SESSION_TERMINATING")
@@ -928,43 +1189,120 @@ def patch_session(request: Request, session_id: str, body: SessionPatch) -> Resp
     return json_response(session_json(session))
 
 
-@router.route(f"{PREFIX}/sessions/<session_id>", ["DELETE"], query=DeleteQuery,
-              answers={204: None}, errors=(409,))  # fmt: skip
+@router.route(SESSION, ["DELETE"], query=DeleteQuery, answers={204: None},
+              errors=(409,))  # fmt: skip
 def delete_session(request: Request, session_id: str, query: DeleteQuery) -> Response:
     """Terminate a session (`force`: at once, without waiting for its workspace)."""
-    principal = who(request)
+    principal, session = session_of(request, session_id)
     sessions = bootstrap.services().sessions
     if query.force:
-        sessions.get(principal, session_id)
-        sessions.force_terminate(session_id)
+        sessions.force_terminate(session.id)
     else:
-        sessions.delete(principal, session_id)
+        sessions.delete(principal, session.id)
     return Response(status=204)
 
 
 # Tickets and API keys take no Idempotency-Key: their answer is a secret, which a kept answer
 # would leave at rest in the store (where only their hashes are).
-@router.route(f"{PREFIX}/sessions/<session_id>/tickets", ["POST"], answers={201: Ticket})
+@router.route(f"{SESSION}/tickets", ["POST"], answers={201: Ticket})
 def create_ticket(request: Request, session_id: str) -> Response:
     """A single-use credential for this session's WebSockets, valid 60 s: what a browser puts
     in a query string instead of its long-lived token."""
-    principal = who(request)
-    services = bootstrap.services()
-    services.sessions.get(principal, session_id)
-    ticket, expires = services.tickets.issue(principal, session_id)
-    return json_response(Ticket(ticket=ticket, session_id=session_id, expires_at=iso(expires)), 201)
+    principal, session = session_of(request, session_id)
+    ticket, expires = bootstrap.services().tickets.issue(principal, session.id)
+    return json_response(Ticket(ticket=ticket, session_id=session.id, expires_at=iso(expires)), 201)
 
 
-@router.route(f"{PREFIX}/sessions/<session_id>/logs", ["GET"], query=LogQuery,
+@router.route(f"{SESSION}/logs", ["GET"], query=LogQuery,
               answers={200: Logs}, errors=(409,))  # fmt: skip
 def session_logs(request: Request, session_id: str, query: LogQuery) -> Response:
     """The session's runtime log, its last `tail` lines (`follow=true` is a WebSocket)."""
-    principal = who(request)
+    principal, session = session_of(request, session_id)
     q = query
-    lines = bootstrap.services().sessions.logs(principal, session_id, q.tail)
+    lines = bootstrap.services().sessions.logs(principal, session.id, q.tail)
     if not q.timestamps:
         lines = [line.split(" ", 1)[1] if " " in line else line for line in lines]
     return json_response(Logs(logs=lines))
+
+
+# -- the web UI's viewer: connect, heartbeat, disconnect; the desktop's plain request --------
+
+
+@router.route(f"{SESSION}/connect", ["GET"], query=SessionQuery, answers={200: Connected})
+def connect_session(request: Request, session_id: str, query: SessionQuery) -> Response:
+    """Where to view the session's desktop, and whether it is ready (the web UI's viewer calls
+    this before it opens `sessionUrl`). Counts as activity, against idle_timeout."""
+    _, session = session_of(request, session_id)
+    url = viewer_url(session) or ""
+    if session.state is not SessionState.RUNNING:
+        message = f"Session is {session.state.value}: it can be viewed once it is running."
+    elif not url:
+        message = "This session has no desktop to view."
+    else:
+        message = "Connection established."
+        bootstrap.services().sessions.touch(session)
+    ready = bool(url)
+    return json_response(
+        Connected(connectionId=uuid.uuid4().hex, sessionUrl=url, state=session.state,
+                  ready=ready, message=message)
+    )  # fmt: skip
+
+
+@router.route(f"{SESSION}/heartbeat", ["POST"], query=ConnectionQuery,
+              answers={200: HeartbeatOk})  # fmt: skip
+def session_heartbeat(request: Request, session_id: str, query: ConnectionQuery) -> Response:
+    """The web UI's viewer is still open: counts as activity, against idle_timeout."""
+    _, session = session_of(request, session_id)
+    if session.state is SessionState.RUNNING:
+        bootstrap.services().sessions.touch(session)
+    return json_response(HeartbeatOk(status="ok"))
+
+
+@router.route(f"{SESSION}/disconnect", ["POST"], query=ConnectionQuery,
+              answers={200: Disconnected})  # fmt: skip
+def disconnect_session(request: Request, session_id: str, query: ConnectionQuery) -> Response:
+    """The web UI's viewer closed (Tether counts no viewers: its desktop's WebSocket ends when
+    the page goes)."""
+    session_of(request, session_id)
+    return json_response(Disconnected(message="Connection closed", activeConnections=0))
+
+
+def from_query_or_headers(request: Request) -> Principal:
+    """The caller, from `?token=` (a JWT or API key, as a page's iframe or WebSocket cannot set
+    headers) or else the headers."""
+    token = request.args.get("token") or request.args.get("api_key")
+    if not token:
+        return who(request)
+    services = bootstrap.services()
+    if token.count(".") == 2:  # a JWT
+        return may(services.tokens.verify(token), request.method)
+    return may(services.auth.principal_for_key(token), request.method)
+
+
+@router.route(f"{PREFIX}/vnc/<session_id>", ["GET"], errors=(409,), listed=False)
+def vnc_plain(request: Request, session_id: str) -> Response:
+    """The desktop's WebSocket (the relay's, with an Upgrade), asked for without an Upgrade:
+    the same checks, then a 400 naming what is missing."""
+    principal = from_query_or_headers(request)
+    session = bootstrap.services().sessions.usable(principal, session_id, by_name=True)
+    if not session.vnc:
+        raise errors.NotFound("This session has no desktop", code="SESSION_NOT_FOUND")
+    raise errors.Invalid(
+        "This is the session's desktop as a WebSocket: connect with 'Upgrade: websocket'",
+        field="Upgrade",
+    )
+
+
+@router.route(f"{PREFIX}/http/<session_id>/", ["GET"], listed=False)
+@router.route(f"{PREFIX}/http/<session_id>/<path:rest>", ["GET"], listed=False)
+def http_stream(request: Request, session_id: str, rest: str = "") -> Response:
+    """StreamSpace's proxy for HTTP-streamed desktops (Selkies, Guacamole): Tether streams
+    desktops over VNC only, so after the caller and the session are checked, a 404."""
+    principal = from_query_or_headers(request)
+    session = bootstrap.services().sessions.get(principal, session_id, by_name=True)
+    raise errors.NotFound(
+        f"Session {session.id} has no HTTP stream; its desktop is at /vnc-viewer/{session.id}"
+    )
 
 
 def document() -> dict[str, Any]:
