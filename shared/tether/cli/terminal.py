@@ -47,11 +47,16 @@ async def _session(url: str, api_key: str, session_id: str) -> int:
             data = os.read(stdin, 4096)
             keys.put_nowait(data)
 
+        # Keys wait for the shell's first output: a shell starting up may flush what came
+        # before its prompt (piped input, a ^D for its end).
+        prompted = asyncio.Event()
+
         async def send_keys() -> None:
+            await prompted.wait()
             while True:
                 data = await keys.get()
-                if not data:  # end of input
-                    await ws.close()
+                if not data:  # end of piped input: ^D, as typed, and the shell's end ends us
+                    await ws.send_bytes(b"\x04")
                     return
                 await ws.send_bytes(data)
 
@@ -63,13 +68,18 @@ async def _session(url: str, api_key: str, session_id: str) -> int:
             resizes.add(task)
             task.add_done_callback(resizes.discard)
 
-        loop.add_reader(stdin, on_key)
+        try:
+            loop.add_reader(stdin, on_key)
+        except PermissionError:  # a file or /dev/null (no polling): read whole, never blocks
+            keys.put_nowait(await loop.run_in_executor(None, os.read, stdin, 1 << 20))
+            keys.put_nowait(b"")
         loop.add_signal_handler(signal.SIGWINCH, on_resize)
         sender = asyncio.ensure_future(send_keys())
         try:
             async for msg in ws:
                 if msg.type is aiohttp.WSMsgType.BINARY:
                     os.write(stdout, msg.data)
+                    prompted.set()
                 elif msg.type is not aiohttp.WSMsgType.TEXT:
                     break
         finally:
