@@ -10,12 +10,12 @@ from typing import Any
 
 from aiohttp import web
 from werkzeug.wrappers import Request
-from werkzeug.wrappers import Response as WsgiResponse
 
 from tether import errors
 from tether.origin.guard import CONNECTIONS, MAX_BODY, Connections
 from tether.origin.wsgi import WsgiApp, WsgiTargets
 from tether.relay import app as relay
+from tether.surfaces.shapes import render
 from tether.targets import HTTP_TARGETS, target_for
 
 log = logging.getLogger(__name__)
@@ -32,17 +32,6 @@ def wsgi_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
     else:
         response = HTTP_TARGETS[name](request)
     return response(environ, start_response)
-
-
-def render(path: str, error: errors.TetherError, status: int) -> WsgiResponse:
-    """`error` in the shape of the surface whose prefix `path` is under (OnMemOS's otherwise)."""
-    if target_for(path) == "streamspace":
-        from tether.surfaces import streamspace
-
-        return streamspace.render_error(error, status)
-    from tether.surfaces import onmemos
-
-    return onmemos.render_error(error, status)
 
 
 def refusal(

@@ -278,8 +278,10 @@ class Router:
             return self._run(request, operation, dict(args))
         except errors.TetherError as exc:
             return self.render_error(exc, status_for(exc))
-        except NoRoute:
-            return self.render_error(errors.NotFound("Not Found"), 404)
+        except NoRoute:  # in the shape of the surface whose prefix the path is under
+            from tether.surfaces import shapes
+
+            return shapes.render(request.path, errors.NotFound("Not Found"), 404)
         except MethodNotAllowed:
             response = self.render_error(errors.Invalid("Method Not Allowed", field="method"), 405)
             response.headers["Allow"] = ", ".join(self._allowed(request.path))
