@@ -88,6 +88,20 @@ def test_query_filters_order_and_limit(store: Store) -> None:
     assert [d.id for d in early] == ["s0"]
 
 
+def test_equality_and_in_on_two_fields_with_a_limit(store: Store) -> None:
+    """The shape of "is anything live still using it?" (a template's or an agent's sessions):
+    served without a composite index, one document at most."""
+    rows = [("notes", "terminated"), ("notes", "hibernated"), ("notes", "running"),
+            ("other", "running")]  # fmt: skip
+    for i, (template, state) in enumerate(rows):
+        store.create("sessions", f"s{i}", {"template": template, "state": state})
+    live = ["running", "hibernated", "pending"]
+    found = store.query("sessions", [("template", "==", "notes"), ("state", "in", live)], limit=1)
+    assert [d.id for d in found] == ["s1"]
+    none = store.query("sessions", [("template", "==", "gone"), ("state", "in", live)], limit=1)
+    assert none == []
+
+
 def test_instants_order_by_time_whatever_their_zone_or_precision(store: Store) -> None:
     base = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)  # no microseconds
     plus_two = timezone(timedelta(hours=2))

@@ -384,6 +384,18 @@ def test_onmemos_sdk_flow(embedded: Server) -> None:
             assert status == 200 and ran["stdout"] == "shell\n" and ran["success"] is True
             status, shell = await call("GET", f"/v1/sessions/{sid}/shell/status")
             assert status == 200 and shell["websocket"].endswith(f"/v1/sessions/{sid}/shell")
+            # get_connection_info: a plain GET on the shell's WebSocket path (no Upgrade).
+            status, info = await call("GET", f"/v1/sessions/{sid}/shell")
+            assert status == 200 and info == shell, info
+            status, info = await call("GET", f"/v1/cloudrun/workspaces/{sid}/shell")
+            assert status == 200 and info["session_id"] == sid and info["status"] == "running"
+            status, error = await call("GET", "/v1/sessions/ws-nope/shell")
+            assert status == 404 and error == {"detail": "Session not found"}
+            ws_url = embedded.url.replace("http", "ws", 1) + f"/v1/sessions/{sid}/shell"
+            async with http.ws_connect(ws_url, headers=auth) as ws:  # the same path's WebSocket
+                await ws.send_json({"type": "command", "command": "echo still-a-shell"})
+                answer = await ws.receive_json(timeout=30)
+            assert answer["type"] == "command_result" and answer["stdout"] == "still-a-shell\n"
 
             status, logs = await call("GET", f"/v1/sessions/{sid}/logs",
                                       params={"type": "stdout", "lines": 100})  # fmt: skip

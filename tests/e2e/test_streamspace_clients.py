@@ -266,6 +266,40 @@ def test_ui_admin_agents_page(server: Server, admin_token: str) -> None:
         is_streamspace_error(c.get("/admin/agents"), 401, "AUTH_TOKEN_MISSING")
 
 
+def test_ui_admin_removes_an_agent(server: Server, admin_token: str) -> None:
+    """ui/src/pages/admin/Agents.tsx's Remove -> api.deleteAgent(agentId): DELETE
+    /admin/agents/{agentId} (c4fc0352893c); a 4xx shows the answer's message."""
+    from tether.service.agents import Agents
+    from tether.store.sqlite import SqliteStore
+
+    Agents(SqliteStore(server.home / "tether.db")).register("retired-one", "gke", "eu", 2)
+    with ui(server, admin_token) as c:
+        listed = {a["agentId"] for a in c.get("/admin/agents").json()["agents"]}
+        assert "retired-one" in listed
+        assert c.delete("/admin/agents/retired-one").status_code == 200
+        listed = {a["agentId"] for a in c.get("/admin/agents").json()["agents"]}
+        assert "retired-one" not in listed and listed, "the others stay"
+        is_streamspace_error(c.delete("/admin/agents/retired-one"), 404, "AGENT_NOT_FOUND")
+
+
+def test_ui_admin_edits_a_user(server: Server, admin_token: str) -> None:
+    """ui/src/pages/admin/UserDetail.tsx (c4fc0352893c): createUser's CreateUserRequest, then
+    Edit/Save sends the form (email, fullName, role, active) with api.updateUser -> PATCH
+    /users/{id}; the page shows `email` and `fullName` of getUser's answer."""
+    with ui(server, admin_token) as c:
+        made = c.post("/users", json={"username": "ui-edited", "email": "ui@example.com",
+                                      "fullName": "UI User", "role": "user",
+                                      "password": "ui-password-1"})  # fmt: skip
+        assert made.status_code == 201, made.text
+        form = {"email": "ui.user@example.com", "fullName": "UI User Renamed", "role": "user",
+                "active": True}  # fmt: skip
+        saved = c.patch("/users/ui-edited", json=form)
+        assert saved.status_code == 200, saved.text
+        shown = c.get("/users/ui-edited").json()
+        assert (shown["email"], shown["fullName"]) == ("ui.user@example.com", "UI User Renamed")
+        is_streamspace_error(c.patch("/users/ui-edited", json={"email": "nope"}), 400)
+
+
 def test_ui_error_cases_name_the_field(server: Server, admin_token: str) -> None:
     """The calls of ui/src/lib/api.ts (c4fc0352893c) with what the Go handlers under
     api/internal/api/handlers.go refuse: a create without `user`, or without `template`

@@ -17,13 +17,16 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import Server, start_server
+from tests.waiting import wait_for
 
 WS_URL = "{ws}/v1/sessions/{sid}/{kind}"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("relay") / "home")
+    # One server for the module: room for its StreamSpace calls (the limits have their tests).
+    limits = {"TETHER_RATE_LIMITS": "login=1000,create=1000,api=10000"}
+    srv = start_server(tmp_path_factory.mktemp("relay") / "home", limits)
     yield srv
     srv.stop()
 
@@ -440,3 +443,132 @@ def test_an_open_terminal_keeps_an_idle_timeout_at_bay(server: Server) -> None:
         while (state := c.get(f"/sessions/{sid}").json()["state"]) != "hibernated":
             assert time.monotonic() < deadline, state
             time.sleep(0.2)
+
+
+# -- live logs over plain HTTP (curl, EventSource) ------------------------------------------------
+
+TICKER = "for i in $(seq 1 3000); do echo tick-$i; sleep 0.1; done"
+
+
+def running_ticker(c: httpx.Client, name: str) -> str:
+    """A StreamSpace session printing tick-1, tick-2, ... ten times a second, once it runs."""
+    if c.get(f"/templates/{name}").status_code == 404:
+        body = {"name": name, "display_name": "Ticker", "command": TICKER}
+        assert c.post("/templates", json=body).status_code == 201
+    sid: str = c.post("/sessions", json={"user": "me", "template": name}).json()["id"]
+    assert wait_for(lambda: c.get(f"/sessions/{sid}").json()["state"] == "running", step=0.1)
+    return sid
+
+
+def ticks(lines: list[str]) -> list[int]:
+    return [int(line.rsplit("tick-", 1)[1]) for line in lines if "tick-" in line]
+
+
+def events(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
+    """(event, data) of each Server-Sent Event in `lines`."""
+    kind, data = "message", []
+    for line in lines:
+        if not line:
+            yield kind, "\n".join(data)
+            kind, data = "message", []
+        elif line.startswith("event: "):
+            kind = line[len("event: ") :]
+        elif line.startswith("data: "):
+            data.append(line[len("data: ") :])
+
+
+def test_curl_follows_live_logs_without_a_websocket(server: Server) -> None:
+    """`curl -N .../logs?follow=true`: the last lines, then each new one as it is written, one
+    per line of a chunked text/plain answer."""
+    import subprocess
+
+    h = {"Authorization": f"Bearer {server.key}"}
+    with httpx.Client(base_url=f"{server.url}/api/v1", headers=h, timeout=30) as c:
+        sid = running_ticker(c, "ticker-plain")
+    url = f"{server.url}/api/v1/sessions/{sid}/logs?follow=true&tail=2"
+    curl = subprocess.Popen(
+        ["curl", "-sSN", "-i", "-m", "60", url, "-H", f"Authorization: Bearer {server.key}"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert curl.stdout is not None
+        head = []
+        while line := curl.stdout.readline().rstrip("\r\n"):
+            head.append(line.lower())
+        lines = [curl.stdout.readline().rstrip("\n") for _ in range(15)]
+    finally:
+        curl.kill()  # the client leaves
+        curl.wait()
+        httpx.delete(f"{server.url}/api/v1/sessions/{sid}", headers=h, timeout=30)
+    assert head[0].startswith("http/1.1 200"), head
+    assert "content-type: text/plain; charset=utf-8" in head
+    assert "transfer-encoding: chunked" in head
+    got = ticks(lines)
+    assert got == sorted(got) and got[-1] - got[0] >= 10, "new lines keep coming"
+    assert lines[-1][:4].isdigit(), "each line carries its timestamp"
+
+
+def test_event_stream_follows_live_logs_until_the_session_ends(server: Server) -> None:
+    """With `Accept: text/event-stream`: one event a line; the session's end ends the stream,
+    with an `end` event saying so. A read-only key may follow logs."""
+    h = {"Authorization": f"Bearer {server.key}"}
+    with httpx.Client(base_url=f"{server.url}/api/v1", headers=h, timeout=30) as c:
+        sid = running_ticker(c, "ticker-sse")
+        made = c.post("/api-keys", json={"name": "log-reader", "scope": "read"}).json()
+        reader = {"Authorization": f"Bearer {made['key']}", "Accept": "text/event-stream"}
+        url = f"/sessions/{sid}/logs?follow=true&tail=1&timestamps=false"
+        seen: list[tuple[str, str]] = []
+        with c.stream("GET", url, headers=reader) as r:
+            assert r.status_code == 200
+            assert r.headers["content-type"] == "text/event-stream; charset=utf-8"
+            for event in events(r.iter_lines()):
+                seen.append(event)
+                if len(seen) == 5:  # following: now end the session
+                    assert c.delete(f"/sessions/{sid}").status_code == 204
+        # The stream has ended by itself (the loop above ran out): the last event says why.
+        assert seen[-1] == ("end", "session ended"), seen[-3:]
+        lines = [data for kind, data in seen if kind == "message"]
+        assert all(line.startswith("tick-") for line in lines), "timestamps=false"
+        assert ticks(lines) == sorted(ticks(lines)) and len(lines) >= 5
+
+
+def test_a_followed_log_is_cut_when_its_key_is_revoked(server: Server) -> None:
+    h = {"Authorization": f"Bearer {server.key}"}
+    with httpx.Client(base_url=f"{server.url}/api/v1", headers=h, timeout=30) as c:
+        sid = running_ticker(c, "ticker-sse")
+        made = c.post("/api-keys", json={"name": "to-revoke"}).json()
+        follower = {"Authorization": f"Bearer {made['key']}", "Accept": "text/event-stream"}
+        seen: list[tuple[str, str]] = []
+        with c.stream("GET", f"/sessions/{sid}/logs?follow=true", headers=follower) as r:
+            for event in events(r.iter_lines()):
+                seen.append(event)
+                if len(seen) == 3:
+                    assert c.delete(f"/api-keys/{made['id']}").status_code == 204
+        assert seen[-1] == ("end", "access revoked"), seen[-3:]
+        assert c.get(f"/sessions/{sid}").json()["state"] == "running", "only the stream ends"
+        c.delete(f"/sessions/{sid}")
+
+
+def test_a_refused_follow_answers_before_the_stream_in_streamspace_shape(server: Server) -> None:
+    h = {"Authorization": f"Bearer {server.key}"}
+    with httpx.Client(base_url=f"{server.url}/api/v1", headers=h, timeout=30) as c:
+        sid = running_ticker(c, "ticker-plain")
+
+        def refused(path: str, status: int, code: str, headers: Any = h) -> None:
+            r = httpx.get(f"{server.url}/api/v1{path}", headers=headers, timeout=30)
+            assert r.status_code == status, r.text
+            assert r.headers["content-type"].startswith("application/json")
+            body = r.json()
+            assert body["code"] == code and {"error", "message", "request_id"} <= set(body), body
+
+        refused("/sessions/nope/logs?follow=true", 404, "SESSION_NOT_FOUND")
+        refused(f"/sessions/{sid}/logs?follow=true&tail=0", 400, "INVALID_PARAMETER")
+        refused(f"/sessions/{sid}/logs?follow=true", 401, "AUTH_TOKEN_MISSING", headers={})
+        assert c.delete(f"/sessions/{sid}").status_code == 204
+
+        def ended() -> bool:
+            return bool(c.get(f"/sessions/{sid}").json()["state"] == "terminated")
+
+        assert wait_for(ended, step=0.1)
+        refused(f"/sessions/{sid}/logs?follow=true", 409, "SESSION_NOT_RUNNING")

@@ -146,6 +146,28 @@ def test_bad_bodies_are_400_naming_the_field(api: FlaskClient) -> None:
         f"/v1/sessions/{s['id']}/execute", json={"command": "ls", "timeout": 0}, headers=h()
     )
     assert r.status_code == 400 and "timeout" in r.get_json()["detail"]
+    execute = f"/v1/sessions/{s['id']}/execute"
+    for body, field in [
+        ({"command": "echo a\x00b"}, "command"),  # no argument can carry a NUL
+        ({"command": "env", "env": {"1A": "x"}}, "env"),
+        ({"command": "env", "env": {"A": "x\x00"}}, "env"),
+        ({"command": "env", "env": ["A=x"]}, "env"),
+        ({"command": "pwd", "cwd": ""}, "cwd"),
+    ]:
+        r = api.post(execute, json=body, headers=h())
+        assert r.status_code == 400 and field in r.get_json()["detail"], (body, r.get_json())
+    r = api.post(f"/v1/cloudrun/workspaces/{s['id']}/execute?command=a%00b", headers=h())
+    assert r.status_code == 400 and "command" in r.get_json()["detail"]
+
+
+def test_execute_honours_env_and_cwd(api: FlaskClient) -> None:
+    s = create(api)
+    body = {"command": 'echo "$A|$B|$PWD"', "env": {"A": "it's", "B": "$HOME"}, "cwd": "/tmp"}
+    r = api.post(f"/v1/sessions/{s['id']}/execute", json=body, headers=h())
+    assert r.get_json()["stdout"] == "it's|$HOME|/tmp\n", r.get_json()
+    body = {"command": "pwd", "cwd": "nowhere"}
+    r = api.post(f"/v1/sessions/{s['id']}/execute", json=body, headers=h()).get_json()
+    assert r["returncode"] == 1 and "nowhere" in r["stderr"]
 
 
 def test_auth_is_required_and_checked(api: FlaskClient) -> None:

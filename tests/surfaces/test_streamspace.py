@@ -142,6 +142,34 @@ def test_admin_manages_users(ss: FlaskClient) -> None:
     assert next(u for u in last if u["username"] == "john.doe")["last_login"]
 
 
+def test_admin_edits_a_users_email_and_full_name(ss: FlaskClient) -> None:
+    """The web UI's user page sends its whole form back (email, fullName, role, active)."""
+    admin = bearer(ADMIN_KEY)
+    r = ss.post(f"{API}/users", headers=admin,
+                json={"username": "jane", "email": "jane@example.com", "fullName": "Jane Roe",
+                      "password": "secure-password", "role": "user"})  # fmt: skip
+    made = r.get_json()
+    assert r.status_code == 201 and (made["fullName"], made["full_name"]) == ("Jane Roe",) * 2
+    form = {"email": "jane.doe@example.com", "fullName": "Jane Doe", "role": "user",
+            "active": True}  # fmt: skip
+    r = ss.patch(f"{API}/users/jane", json=form, headers=admin)
+    assert r.status_code == 200, r.get_json()
+    for shown in (r.get_json(), ss.get(f"{API}/users/jane", headers=admin).get_json()):
+        assert shown["email"] == "jane.doe@example.com"
+        assert shown["fullName"] == shown["full_name"] == "Jane Doe"
+    # Unset fields stay; "" clears (a full name then shows the username, as before one is set).
+    r = ss.patch(f"{API}/users/jane", json={"email": None, "full_name": "J. Doe"}, headers=admin)
+    assert (r.get_json()["email"], r.get_json()["fullName"]) == ("jane.doe@example.com", "J. Doe")
+    cleared = ss.patch(f"{API}/users/jane", json={"email": "", "fullName": ""}, headers=admin)
+    assert (cleared.get_json()["email"], cleared.get_json()["fullName"]) == (None, "jane")
+    bad = ss.patch(f"{API}/users/jane", json={"email": "not an email"}, headers=admin)
+    assert assert_error(bad, 400, "VALIDATION_FAILED")["details"]["field"] == "email"
+    assert_error(ss.patch(f"{API}/users/jane", json={"fullName": "x"}, headers=bearer(ALICE_KEY)),
+                 403, "AUTH_INSUFFICIENT_PERMISSIONS")  # fmt: skip
+    jane = login(ss, "jane", "secure-password")
+    assert ss.get(f"{API}/users/me", headers=bearer(jane)).get_json()["fullName"] == "jane"
+
+
 # -- templates and agents -----------------------------------------------------------------------
 
 
@@ -206,6 +234,34 @@ def test_agents_registry_and_draining(ss: FlaskClient, stack: LocalStack) -> Non
     assert again.status_code == 202
 
 
+def test_admin_removes_an_agent_without_live_sessions(ss: FlaskClient, stack: LocalStack) -> None:
+    """The web UI's Remove button: DELETE /admin/agents/{id}."""
+    admin, user = bearer(ADMIN_KEY), bearer(ALICE_KEY)
+    busy = stack.agent.agent_id
+    sid = ss.post(f"{API}/sessions", json={"user": "alice", "template": "shell"},
+                  headers=user).get_json()["id"]  # fmt: skip
+    wait_state(ss, sid, ALICE_KEY, "running")
+    stack.services.events.handle({"type": "register", "agent_id": "spare-one", "platform": "gke"})
+    listed = ss.get(f"{API}/admin/agents", headers=admin).get_json()["agents"]
+    assert {a["agentId"] for a in listed} == {busy, "spare-one"}
+
+    assert_error(ss.delete(f"{API}/admin/agents/spare-one", headers=user), 403,
+                 "AUTH_INSUFFICIENT_PERMISSIONS")  # fmt: skip
+    assert_error(ss.delete(f"{API}/admin/agents/ghost", headers=admin), 404, "AGENT_NOT_FOUND")
+    refused = assert_error(ss.delete(f"{API}/admin/agents/{busy}", headers=admin), 409,
+                           "AGENT_HAS_SESSIONS")  # fmt: skip
+    assert sid in refused["message"] and refused["error"] == "Agent has live sessions"
+    assert wait_state(ss, sid, ALICE_KEY, "running")["agent_id"] == busy, "nothing changed"
+
+    r = ss.delete(f"{API}/admin/agents/spare-one", headers=admin)
+    assert r.status_code == 200 and r.get_json()["agentId"] == "spare-one"
+    listed = ss.get(f"{API}/admin/agents", headers=admin).get_json()["agents"]
+    assert [a["agentId"] for a in listed] == [busy]
+    assert_error(ss.get(f"{API}/agents/spare-one", headers=user), 404, "AGENT_NOT_FOUND")
+    assert_error(ss.delete(f"{API}/admin/agents/spare-one", headers=admin), 404,
+                 "AGENT_NOT_FOUND")  # fmt: skip
+
+
 def test_an_agent_that_stops_heartbeating_goes_offline(ss: FlaskClient, stack: LocalStack) -> None:
     services = stack.services
     services.agents.grace = 1.0
@@ -238,7 +294,8 @@ def test_session_lifecycle(ss: FlaskClient, stack: LocalStack) -> None:
     assert created["resources"]["memory"] == "2Gi" and created["idle_timeout"] == "30m"
     sid = created["id"]
     running = wait_state(ss, sid, ALICE_KEY, "running")
-    assert running["status"]["started_at"] and running["platform_metadata"]["workdir"]
+    assert running["status"]["started_at"] and running["platform_metadata"]["service_name"]
+    assert not any(str(v).startswith("/") for v in running["platform_metadata"].values())
     assert running["status"]["vnc_url"] is None  # a shell has no desktop
     stack.services.sessions.execute(
         stack.services.auth.principal_for_key(ALICE_KEY), sid, "echo kept > note", 10
@@ -526,6 +583,16 @@ def test_admin_manages_templates(ss: FlaskClient) -> None:
     assert changed.get_json()["display_name"] == "Notes 2"
     mismatch = ss.put(f"{API}/templates/notes", json=body | {"name": "other"}, headers=admin)
     assert_error(mismatch, 400, "VALIDATION_FAILED")
+    # In use by a running session (a hibernated one too: it wakes from its template): refused.
+    in_use = assert_error(ss.delete(f"{API}/templates/notes", headers=admin), 409,
+                          "TEMPLATE_IN_USE")  # fmt: skip
+    assert sid in in_use["message"] and in_use["error"] == "Template in use"
+    ss.patch(f"{API}/sessions/{sid}", json={"state": "hibernated"}, headers=user)
+    wait_state(ss, sid, ALICE_KEY, "hibernated")
+    assert_error(ss.delete(f"{API}/templates/notes", headers=admin), 409, "TEMPLATE_IN_USE")
+    assert ss.get(f"{API}/templates/notes", headers=user).status_code == 200, "still there"
+    assert ss.delete(f"{API}/sessions/{sid}", headers=user).status_code == 204
+    wait_state(ss, sid, ALICE_KEY, "terminated")
     assert ss.delete(f"{API}/templates/notes", headers=admin).status_code == 204
     assert_error(ss.get(f"{API}/templates/notes", headers=user), 404, "TEMPLATE_NOT_FOUND")
     assert_error(ss.delete(f"{API}/templates/notes", headers=admin), 404, "TEMPLATE_NOT_FOUND")

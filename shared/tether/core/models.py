@@ -77,6 +77,7 @@ class User(Record):
     # issued before the move is refused.
     credentials_version: int = 0
     email: str | None = None
+    full_name: str | None = None
     role: Role = Role.USER
     active: bool = True
     password_hash: str | None = None

@@ -80,9 +80,14 @@ async def vnc_viewer(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application, otherwise: streams.Handler) -> None:
-    """The relay's routes; `otherwise` serves plain requests to a stream's path (a log read)."""
+    """The relay's routes; `otherwise` serves plain requests to their paths (a log read, the
+    shell's connection info that onmemos-sdk's `get_connection_info` asks for)."""
+
+    async def shell_or_info(request: web.Request) -> web.StreamResponse:
+        return await (shell if streams.upgrading(request) else otherwise)(request)
+
     for prefix in ("/v1/cloudrun/workspaces", "/v1/sessions"):
-        app.router.add_get(prefix + "/{session_id}/shell", shell)
+        app.router.add_get(prefix + "/{session_id}/shell", shell_or_info)
     for route in streams.ROUTES:
         plain = vnc_viewer if route.page else otherwise
         app.router.add_route("*", route.path, streams.handler(route, plain))

@@ -1,5 +1,6 @@
 """Relayed streams: a session's terminal, desktop (VNC) and live logs, each a WebSocket between
-the client and the session's runtime.
+the client and the session's runtime. Live logs are also followed over plain HTTP
+(`follow_lines`: Server-Sent Events or chunked text, for curl and EventSource).
 
 Both handshakes are a library's: aiohttp answers the client's upgrade, and `websockets`' client
 protocol makes and checks the request to the runtime. Everything is checked before the upgrade
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -29,6 +31,8 @@ from urllib.parse import unquote, urlencode, urlsplit
 from aiohttp import web
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidHandshake, InvalidStatus
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
@@ -96,7 +100,9 @@ class Route:
     query: dict[str, str | None] = field(default_factory=dict)  # passed on; None: if given
     protocols: tuple[str, ...] = ()  # subprotocols offered to the runtime and accepted
     desktop: bool = False  # the session must have one
-    follow_only: bool = False  # only with `?follow=true`: the plain request is a function's
+    # Only with `?follow=true` (a plain request without it is the path's function's); a plain
+    # GET with it is followed over HTTP (`follow_lines`).
+    follow_only: bool = False
     page: bool = False  # a plain GET is the viewer page (else the path's function answers it)
     by_name: bool = False  # the session may be named by its name (StreamSpace's clients do)
     refuse: Refusal = onmemos_refusal  # the error shape of the path's surface
@@ -107,10 +113,16 @@ class Route:
 
     def wanted(self, request: web.Request) -> bool:
         """Whether `request` is this route's upgrade (else the path's plain handler serves it)."""
-        if request.method != "GET" or request.headers.get("Upgrade", "").lower() != "websocket":
-            return False
-        follow = request.query.get("follow", "").lower() in ("true", "1")
-        return follow or not self.follow_only
+        return upgrading(request) and (follows(request) or not self.follow_only)
+
+
+def upgrading(request: web.Request) -> bool:
+    """Whether `request` asks for a WebSocket."""
+    return request.method == "GET" and request.headers.get("Upgrade", "").lower() == "websocket"
+
+
+def follows(request: web.Request) -> bool:
+    return request.query.get("follow", "").lower() in ("true", "1")
 
 
 ROUTES = (
@@ -131,6 +143,8 @@ def handler(route: Route, otherwise: Handler) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         if route.wanted(request):
             return await serve(request, route)
+        if route.follow_only and request.method == "GET" and follows(request):
+            return await follow_lines(request, route)
         return await otherwise(request)
 
     return handle
@@ -145,8 +159,15 @@ async def authorize(
     """The caller and its running session, or the answer that refuses the upgrade to `ws`."""
     if not ws.can_prepare(request).ok:
         return route.refusal(400, "A WebSocket upgrade needs Sec-WebSocket-Key and version 13")
+    return await admit(request, route)
+
+
+async def admit(request: web.Request, route: Route) -> tuple[Principal, Session] | web.Response:
+    """The caller and its running session, or the answer that refuses them (Origin, credential,
+    ownership)."""
     if not access.same_origin(request.headers.get("Origin"), request.host):
-        return route.refusal(403, "Cross-origin WebSocket refused")
+        kind = "WebSocket" if upgrading(request) else "stream"
+        return route.refusal(403, f"Cross-origin {kind} refused")
     try:
         return await blocking(
             access.authorize,
@@ -176,7 +197,7 @@ async def serve(request: web.Request, route: Route) -> web.StreamResponse:
     query = {k: request.query.get(k, default) for k, default in route.query.items()}
     path = route.runtime_path + "?" + urlencode({k: v for k, v in query.items() if v is not None})
     try:
-        runtime = await _open_runtime(session, path.rstrip("?"), route.protocols)
+        runtime, _ = await _open_runtime(session, path.rstrip("?"), route.protocols)
     except _Refused as refused:
         return route.refusal(refused.status, refused.detail)
     client = _Side(connection.transport)
@@ -276,8 +297,11 @@ class _Side(asyncio.Protocol):
             self.transport.close()
 
 
-async def _open_runtime(session: Session, path: str, protocols: tuple[str, ...]) -> _Side:
-    """A connection to the runtime's WebSocket at `path`, its handshake done and checked."""
+async def _open_runtime(
+    session: Session, path: str, protocols: tuple[str, ...]
+) -> tuple[_Side, ClientProtocol]:
+    """A connection to the runtime's WebSocket at `path`, its handshake done and checked, and
+    the protocol that made it (open: it can read what the runtime sends next)."""
     url = session.url or ""
     loop = asyncio.get_running_loop()
     side = _Side()
@@ -337,7 +361,7 @@ async def _open_runtime(session: Session, path: str, protocols: tuple[str, ...])
     except (OSError, TimeoutError, InvalidHandshake) as exc:
         side.close()
         raise _Refused(502, f"Workspace runtime unreachable: {exc}") from None
-    return side
+    return side, handshake
 
 
 def _keep_alive(sock: socket.socket) -> None:
@@ -346,6 +370,149 @@ def _keep_alive(sock: socket.socket) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+
+
+MAX_TAIL = 10_000  # lines a followed log starts with, at most (as the JSON read)
+BACKLOG = 1024  # lines queued for a slow HTTP client before the runtime stops being read
+GONE_POLL = 1.0  # seconds between looks at whether an HTTP client is still connected
+_END_REASONS = {"ended": "session ended", "revoked": "access revoked"}
+
+
+async def follow_lines(request: web.Request, route: Route) -> web.StreamResponse:
+    """A live log followed over plain HTTP: the runtime's stream (the same one a WebSocket gets)
+    read here, and each line sent as a Server-Sent Event when the client accepts
+    text/event-stream, else as a line of chunked text/plain. It ends as the WebSocket does:
+    the session ending (its runtime closes the stream, or `CLOSE_GRACE` after the store says
+    so), the caller's access revoked (at once), or the client leaving. Refusals come before
+    the answer starts, in the route's error shape."""
+    try:
+        tail = int(request.query.get("tail", "100"))
+    except ValueError:
+        tail = 0
+    if not 1 <= tail <= MAX_TAIL:
+        return route.refusal(400, f"Invalid query field 'tail': an integer from 1 to {MAX_TAIL}",
+                             "INVALID_PARAMETER")  # fmt: skip
+    stamped = request.query.get("timestamps", "true").lower() not in ("false", "0", "no", "off")
+    allowed = await admit(request, route)
+    if isinstance(allowed, web.Response):
+        return allowed
+    who, session = allowed
+    try:
+        runtime, protocol = await _open_runtime(session, f"{route.runtime_path}?tail={tail}", ())
+    except _Refused as refused:
+        return route.refusal(refused.status, refused.detail)
+    sse = "text/event-stream" in request.headers.get("Accept", "").lower()
+    lines = _Lines(runtime, protocol)
+    response = web.StreamResponse(headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    response.content_type = "text/event-stream" if sse else "text/plain"
+    response.charset = "utf-8"
+
+    def ending(done: asyncio.Future[Any]) -> None:
+        if not done.cancelled():
+            lines.must_end(done.result() or "client gone")
+
+    watch = asyncio.ensure_future(until_it_must_end(who, session.id))
+    gone = asyncio.ensure_future(_until_gone(request))
+    for watcher in (watch, gone):
+        watcher.add_done_callback(ending)
+    try:
+        runtime.join(lines)
+        if runtime.lost.done():  # closed before it was joined: nothing will come
+            lines.close()
+        await response.prepare(request)
+        while (line := await lines.next()) is not None:
+            if not stamped:
+                line = line.split(" ", 1)[-1]
+            await response.write(_event(line) if sse else line.encode() + b"\n")
+        if sse:  # so that an EventSource can close instead of connecting again
+            await response.write(_event(lines.reason or "stream ended", "end"))
+        await response.write_eof()
+    except ConnectionError:  # the client left
+        pass
+    finally:
+        watch.cancel()
+        gone.cancel()
+        runtime.close()
+    return response
+
+
+def _event(data: str, kind: str | None = None) -> bytes:
+    """One Server-Sent Event (a line break inside is a data line of its own)."""
+    head = f"event: {kind}\n" if kind else ""
+    return (head + "".join(f"data: {part}\n" for part in _BREAKS.split(data)) + "\n").encode()
+
+
+_BREAKS = re.compile(r"\r\n|\r|\n")  # what ends a line in an event stream
+
+
+async def _until_gone(request: web.Request) -> None:
+    """Until the HTTP client has disconnected (aiohttp does not cancel the handler then)."""
+    while request.transport is not None and not request.transport.is_closing():
+        await asyncio.sleep(GONE_POLL)
+
+
+class _Lines(_Side):
+    """The reading end of a followed log: joined to the runtime's side as its peer, it takes
+    what the runtime sends, has it parsed by the WebSocket protocol that made the handshake
+    (websockets': it answers pings and the close too), and queues each text message as a line.
+    A backlog stops the runtime being read until the HTTP client catches up."""
+
+    def __init__(self, runtime: _Side, protocol: ClientProtocol) -> None:
+        super().__init__()
+        self.runtime, self.protocol = runtime, protocol
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self.parts: list[bytes] = []  # of a message sent in fragments
+        self.reason: str | None = None  # why the stream ended, once it has
+
+    def write(self, data: bytes) -> None:
+        self.protocol.receive_data(data)
+        for frame in self.protocol.events_received():
+            if not isinstance(frame, Frame) or self.reason is not None:
+                continue
+            if frame.opcode in (Opcode.TEXT, Opcode.CONT):
+                self.parts.append(bytes(frame.data))
+                if frame.fin:
+                    self.queue.put_nowait(b"".join(self.parts).decode(errors="replace"))
+                    self.parts.clear()
+        for out in self.protocol.data_to_send():  # a pong, the close frame's answer
+            if out:
+                self.runtime.write(out)
+        if self.protocol.state is not State.OPEN:  # the runtime closed the stream
+            self.close()
+        elif self.queue.qsize() > BACKLOG:
+            self._reading(False)
+
+    async def next(self) -> str | None:
+        """The next line; None once the stream is over."""
+        line = await self.queue.get()
+        if self.queue.qsize() < BACKLOG // 2:
+            self._reading(True)
+        return line
+
+    def must_end(self, why: str) -> None:
+        """Ends the stream: at once if access was revoked or the client left; after the lines
+        the runtime still sends within `CLOSE_GRACE` if the session ended."""
+        if self.reason is not None:
+            return
+        if why == "ended":
+            asyncio.get_running_loop().call_later(CLOSE_GRACE, self.close, _END_REASONS[why])
+            return
+        while not self.queue.empty():  # nothing more goes out
+            self.queue.get_nowait()
+        self.close(_END_REASONS.get(why, why))
+
+    def close(self, reason: str = "session ended") -> None:
+        if self.reason is None:
+            self.reason = reason
+            self.queue.put_nowait(None)
+
+    def _reading(self, on: bool) -> None:
+        transport = self.runtime.transport
+        if isinstance(transport, asyncio.ReadTransport) and not transport.is_closing():
+            if on:
+                transport.resume_reading()
+            else:
+                transport.pause_reading()
 
 
 async def _until_done(client: _Side, runtime: _Side, who: Principal, session_id: str) -> None:

@@ -183,6 +183,8 @@ def exec_request(body: object) -> tuple[str, float, int]:
     command = body.get("command")
     if not isinstance(command, str) or not command:
         raise ValueError("command: required")
+    if "\x00" in command:  # no argument can carry one
+        raise ValueError("command: must not contain NUL")
     try:
         timeout = float(body.get("timeout", 120))
     except (TypeError, ValueError):

@@ -10,7 +10,7 @@ from typing import Any
 
 from tether.core.lifecycle import ACTIVE_SESSION_STATES, LIVE_SESSION_STATES
 from tether.core.models import Agent, AgentStatus, utcnow
-from tether.core.ports import Store, Stored
+from tether.core.ports import Filter, Store, Stored
 from tether.errors import Conflict, Unavailable
 from tether.service.repo import Repo
 
@@ -190,6 +190,25 @@ class Agents:
 
         self.repo.get(agent_id, "Agent")
         return self.repo.mutate(agent_id, move)
+
+    def deregister(self, agent_id: str) -> None:
+        """Forget an agent (an admin removes it). Refused while it has live sessions (anything
+        not terminated: a hibernated one wakes on its agent) or holds a slot (a session being
+        placed on it now): Conflict, naming them. An agent still running registers again with
+        its next heartbeat."""
+        self.repo.get(agent_id, "Agent")
+        live = [s.value for s in LIVE_SESSION_STATES]
+        where: list[Filter] = [("agent_id", "==", agent_id), ("state", "in", live)]
+        found = self.store.query("sessions", where, limit=1)
+        if found or self._slots(agent_id):
+            which = f" (session {found[0].id}, {found[0].data.get('state')})" if found else ""
+            raise Conflict(
+                f"Agent {agent_id} has live sessions{which}: terminate them, or drain the agent "
+                "and wait for them to end, before removing it",
+                field="agent_id",
+                code="AGENT_HAS_SESSIONS",
+            )
+        self.repo.delete(agent_id)
 
     def sessions_of(self, agent_id: str) -> list[dict[str, Any]]:
         states = [s.value for s in LIVE_SESSION_STATES]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
+from tether.core.lifecycle import LIVE_SESSION_STATES
 from tether.core.models import VNC_SOCKET, Template, Vnc, utcnow
-from tether.core.ports import Store
+from tether.core.ports import Filter, Store
 from tether.errors import Conflict, NotFound
 from tether.service.repo import Repo
 
@@ -137,5 +138,17 @@ class Templates:
         return self.repo.mutate(template.name, swap)
 
     def delete(self, name: str) -> None:
+        """Remove a template; refused (Conflict) while a live session uses it (anything not
+        terminated: a hibernated one wakes from its template)."""
         self.get(name)
+        live = [s.value for s in LIVE_SESSION_STATES]
+        where: list[Filter] = [("template", "==", name), ("state", "in", live)]
+        found = self.store.query("sessions", where, limit=1)
+        if found:
+            raise Conflict(
+                f"Template '{name}' is used by live sessions (session {found[0].id}, "
+                f"{found[0].data.get('state')}): terminate them before deleting it",
+                field="name",
+                code="TEMPLATE_IN_USE",
+            )
         self.repo.delete(name)

@@ -58,10 +58,13 @@ class Users:
         active: bool | None = None,
         role: Role | None = None,
         password: str | None = None,
+        email: str | None = None,
+        full_name: str | None = None,
     ) -> User:
-        """Deactivate or reactivate a user, change their role or password. A deactivation, a
-        reactivation or a new password ends every JWT issued before it (the user's credential
-        version moves); an inactive user's API keys are refused while it lasts."""
+        """Deactivate or reactivate a user, change their role, password, email or full name
+        (None: unchanged; "": cleared). A deactivation, a reactivation or a new password ends
+        every JWT issued before it (the user's credential version moves); an inactive user's
+        API keys are refused while it lasts."""
         if username == caller.id and (active is False or (role and role is not caller.role)):
             raise Conflict("You cannot deactivate or demote yourself", code="USER_SELF")
         hashed = hash_password(_checked(password)) if password is not None else None
@@ -75,16 +78,28 @@ class Users:
                 user.credentials_version += 1
             if role is not None:
                 user.role = role
+            if email is not None:
+                user.email = email or None
+            if full_name is not None:
+                user.full_name = full_name or None
             return user
 
         self.get(username)
         return self.repo.mutate(username, change)
 
-    def create(self, username: str, password: str, role: Role, email: str | None) -> User:
+    def create(
+        self,
+        username: str,
+        password: str,
+        role: Role,
+        email: str | None,
+        full_name: str | None = None,
+    ) -> User:
         user = User(
             id=username,
             username=username,
             email=email,
+            full_name=full_name or None,
             role=role,
             password_hash=hash_password(_checked(password)),
         )

@@ -101,6 +101,17 @@ def client_address(request: Request, trusted: Callable[[str], bool]) -> str:
     return address
 
 
+# What a provisioner's details may show a client: names, never a host path or an address of
+# the workspace's runtime (reached by agents and the relay only).
+PUBLIC_DETAILS = ("service_name", "bucket_name", "region", "k8s_namespace", "pod_name", "pvc_name")
+
+
+def public_details(details: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a session's `details` a client may see."""
+    shown = {k: details.get(k) for k in PUBLIC_DETAILS}
+    return {k: v for k, v in shown.items() if v is not None and not str(v).startswith("/")}
+
+
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """`data` as JSON: a pydantic model as its schema says (its aliases, JSON types)."""
     if isinstance(data, BaseModel):

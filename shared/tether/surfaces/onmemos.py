@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic.json_schema import SkipJsonSchema
+from pydantic.json_schema import SkipJsonSchema, WithJsonSchema
 from werkzeug.wrappers import Request, Response
 
 from tether import bootstrap
@@ -24,7 +24,15 @@ from tether.core.lifecycle import SessionState
 from tether.core.models import ExecResult, Principal, Session, SessionRequest, utcnow
 from tether.errors import Invalid, TetherError
 from tether.surfaces import openapi
-from tether.surfaces.http import INTEGRAL, Operation, Router, json_response, may, parse_query
+from tether.surfaces.http import (
+    INTEGRAL,
+    Operation,
+    Router,
+    json_response,
+    may,
+    parse_query,
+    public_details,
+)
 
 LABEL = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 MAX_TTL_MINUTES = 7 * 24 * 60
@@ -33,9 +41,7 @@ MAX_TIMEOUT = 3600
 # request head is at most 64 KiB (tether.origin.guard): this keeps every valid one within it.
 MAX_QUERY_CODE = 4096
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
-# What a provisioner's details may show a client: names, never a host path or an address of
-# the workspace's runtime (reached by agents and the relay only).
-PUBLIC_DETAILS = ("service_name", "bucket_name", "region", "k8s_namespace", "pod_name", "pvc_name")
+NO_NUL = r"^[^\x00]*$"  # a command line, a variable or a directory cannot carry one
 # OnMemOS groups sessions in a workspace (`workspace_id`); Tether keeps it as a tag.
 WORKSPACE_TAG = "onmemos.workspace_id="
 
@@ -80,33 +86,42 @@ class CreateWorkspace(BaseModel):
 class Command(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    command: str = Field(min_length=1, max_length=100_000)
+    command: str = Field(min_length=1, max_length=100_000, pattern=NO_NUL)
     timeout: Timeout = 120
     # Sent (false) by OnMemOS' clients; true asks for a job Tether does not keep (refused).
     async_execution: SkipJsonSchema[bool] = False
 
 
+EnvName = Annotated[str, Field(pattern=ENV_NAME, max_length=256)]
+Env = Annotated[
+    dict[EnvName, Annotated[str, Field(max_length=32_768, pattern=NO_NUL)]],
+    Field(max_length=256),
+    # pydantic says the key pattern as patternProperties, which lets other keys through; the
+    # check refuses them, so the document says propertyNames.
+    WithJsonSchema(
+        {
+            "type": "object",
+            "maxProperties": 256,
+            "propertyNames": {"pattern": ENV_NAME, "maxLength": 256},
+            "additionalProperties": {"type": "string", "maxLength": 32_768, "pattern": NO_NUL},
+        }
+    ),
+]
+
+
 class Execute(Command):
-    env: (
-        dict[
-            Annotated[str, Field(pattern=ENV_NAME, max_length=256)],
-            Annotated[str, Field(max_length=32_768)],
-        ]
-        | None
-    ) = Field(
-        None, max_length=256, description="Variables added to the workspace's for this command"
-    )
+    env: Env | None = Field(None, description="Variables added to the workspace's for this command")
     cwd: str | None = Field(
         None,
         min_length=1,
         max_length=4096,
-        pattern=r"^[^\x00]*$",
+        pattern=NO_NUL,
         description="Directory to run in: relative to the home, or absolute",
     )
 
 
 class ExecuteQuery(Command):
-    command: str = Field(min_length=1, max_length=MAX_QUERY_CODE)
+    command: str = Field(min_length=1, max_length=MAX_QUERY_CODE, pattern=NO_NUL)
 
 
 class ListFilter(BaseModel):
@@ -124,7 +139,7 @@ class ListFilter(BaseModel):
 class RunPython(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    code: str = Field(min_length=1, max_length=MAX_QUERY_CODE)
+    code: str = Field(min_length=1, max_length=MAX_QUERY_CODE, pattern=NO_NUL)
     timeout: Timeout = 120
 
 
@@ -264,14 +279,10 @@ def ws_url(request: Request, path: str) -> str:
     return ("wss" + base[5:] if base.startswith("https") else "ws" + base[4:]) + path
 
 
-def _shown(value: Any) -> bool:
-    return value is not None and not (isinstance(value, str) and value.startswith("/"))
-
-
 def session_json(s: Session, base: str) -> SessionOut:
     live = s.state not in (SessionState.TERMINATING, SessionState.TERMINATED)
     status = "expired" if live and s.expired(utcnow()) else s.state.value
-    details = {k: s.details[k] for k in PUBLIC_DETAILS if _shown(s.details.get(k))}
+    details = public_details(s.details)
     tagged = [t.removeprefix(WORKSPACE_TAG) for t in s.tags if t.startswith(WORKSPACE_TAG)]
     ttl = round((s.expires_at - s.created_at) / timedelta(minutes=1)) if s.expires_at else None
     url = f"{base}/v1/sessions/{s.id}"
@@ -402,6 +413,12 @@ def execute_session(request: Request, session_id: str, body: Execute) -> Respons
 @router.route("/v1/sessions/<session_id>/connect", ["GET"], answers={200: Connection},
               errors=(409,))  # fmt: skip
 @router.route("/v1/sessions/<session_id>/shell/status", ["GET"], answers={200: Connection},
+              errors=(409,))  # fmt: skip
+# The shell's own path without an Upgrade (onmemos-sdk's `get_connection_info`); with one, it
+# is the shell's WebSocket (tether.relay.app).
+@router.route("/v1/sessions/<session_id>/shell", ["GET"], answers={200: Connection},
+              errors=(409,))  # fmt: skip
+@router.route("/v1/cloudrun/workspaces/<session_id>/shell", ["GET"], answers={200: Connection},
               errors=(409,))  # fmt: skip
 def connect_session(request: Request, session_id: str) -> Response:
     """How to reach a running session: its execute URL and shell WebSocket."""
@@ -541,7 +558,8 @@ def document() -> dict[str, Any]:
         title="OnMemOS v3 (Tether)",
         version="3.0",
         description="Workspaces: sessions, the legacy Cloud Run workspaces API, command "
-        "execution. The shell is a WebSocket at /v1/sessions/{id}/shell (not described here).",
+        "execution. The shell is a WebSocket at /v1/sessions/{id}/shell (not described here: "
+        "a GET there without an Upgrade answers the connection info).",
         error=Error,
         security={
             "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},

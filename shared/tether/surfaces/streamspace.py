@@ -32,7 +32,14 @@ from tether.core.models import (
     utcnow,
 )
 from tether.surfaces import openapi
-from tether.surfaces.http import Router, client_address, json_response, may, proxy_matcher
+from tether.surfaces.http import (
+    Router,
+    client_address,
+    json_response,
+    may,
+    proxy_matcher,
+    public_details,
+)
 
 T = TypeVar("T")
 PREFIX = "/api/v1"
@@ -70,6 +77,8 @@ _TITLES = {
     "SESSION_TERMINATING": "Session is terminating",
     "TEMPLATE_EXISTS": "Template already exists",
     "SESSION_NOT_RUNNING": "Session not running",
+    "AGENT_HAS_SESSIONS": "Agent has live sessions",
+    "TEMPLATE_IN_USE": "Template in use",
 }
 # Where StreamSpace's status for an error differs from the shared mapping.
 _STATUS_BY_CODE = {"INVALID_STATE_TRANSITION": 400}
@@ -224,6 +233,7 @@ class UserOut(BaseModel):
     id: str
     username: str
     email: str | None
+    full_name: str = Field(description="The username until one is set")
     role: Role
     active: bool
     created_at: str | None
@@ -248,11 +258,12 @@ def user_json(u: User) -> UserOut:
         id=u.id,
         username=u.username,
         email=u.email,
+        full_name=u.full_name or u.username,
         role=u.role,
         active=u.active,
         created_at=created,
         last_login=last,
-        fullName=u.username,
+        fullName=u.full_name or u.username,
         provider="local",
         createdAt=created,
         lastLogin=last,
@@ -288,11 +299,17 @@ class UserFilter(Page):
     role: Role | None = None
 
 
+EMAIL = r"^[^@\s]+@[^@\s]+$"
+# The web UI's name for it too (its user forms send `fullName`).
+FULL_NAME = AliasChoices("full_name", "fullName")
+
+
 class NewUser(BaseModel):
     username: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-    email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+$")
+    email: str | None = Field(None, pattern=EMAIL, max_length=254)
     password: str = Field(min_length=8, max_length=1024)
     role: Role = Role.USER
+    full_name: str | None = Field(None, max_length=128, validation_alias=FULL_NAME)
 
 
 class UserList(BaseModel):
@@ -315,7 +332,9 @@ def list_users(request: Request, query: UserFilter) -> Response:
 def create_user(request: Request, body: NewUser) -> Response:
     """Add a user (admins)."""
     admin(request)
-    user = bootstrap.services().users.create(body.username, body.password, body.role, body.email)
+    user = bootstrap.services().users.create(
+        body.username, body.password, body.role, body.email, body.full_name
+    )
     return json_response(user_json(user), 201)
 
 
@@ -325,6 +344,9 @@ class UserPatch(BaseModel):
     active: bool | None = None
     role: Role | None = None
     password: str | None = Field(None, min_length=8, max_length=1024)
+    # The web UI's edit form sends these back with every change; "" clears one.
+    email: str | None = Field(None, pattern=f"^$|{EMAIL}", max_length=254)
+    full_name: str | None = Field(None, max_length=128, validation_alias=FULL_NAME)
 
 
 USER = f"{PREFIX}/users/<segment('me'):username>"
@@ -339,13 +361,14 @@ def get_user(request: Request, username: str) -> Response:
 
 @router.route(USER, ["PATCH"], body=UserPatch, answers={200: UserOut}, errors=(*ADMIN, 409))
 def patch_user(request: Request, username: str, body: UserPatch) -> Response:
-    """Deactivate or reactivate a user, change their role or password (admins). Each of these
-    but a role change ends every JWT issued before it; an inactive user's API keys are refused
-    while it lasts."""
+    """Deactivate or reactivate a user, change their role, password, email or full name
+    (admins). A deactivation, a reactivation or a new password ends every JWT issued before
+    it; an inactive user's API keys are refused while it lasts."""
     caller = admin(request)
     user = bootstrap.services().users.update(
-        caller, username, active=body.active, role=body.role, password=body.password
-    )
+        caller, username, active=body.active, role=body.role, password=body.password,
+        email=body.email, full_name=body.full_name,
+    )  # fmt: skip
     return json_response(user_json(user))
 
 
@@ -595,6 +618,21 @@ def reject_agent(request: Request, agent_id: str) -> Response:
         f'{PREFIX}/agents/{agent.id} {{"status": "draining"}} instead',
         field="agent_id",
     )
+
+
+class AgentRemoved(BaseModel):
+    message: str
+    agentId: str  # as StreamSpace's server answers
+
+
+@router.route(f"{PREFIX}/admin/agents/<agent_id>", ["DELETE"], answers={200: AgentRemoved},
+              errors=(*ADMIN, 409))  # fmt: skip
+def remove_agent(request: Request, agent_id: str) -> Response:
+    """Deregister an agent (admins; the web UI's Remove): 409 while it has sessions that are
+    not terminated. An agent still running registers again with its next heartbeat."""
+    admin(request)
+    bootstrap.services().agents.deregister(agent_id)
+    return json_response(AgentRemoved(message="Agent deregistered successfully", agentId=agent_id))
 
 
 @router.route(f"{PREFIX}/agents/stats", ["GET"], answers={200: AgentStats})
@@ -855,9 +893,10 @@ def replace_template(request: Request, name: str, body: TemplateBody) -> Respons
     return json_response(template_json(bootstrap.services().templates.replace(body.template(name))))
 
 
-@router.route(f"{PREFIX}/templates/<name>", ["DELETE"], answers={204: None}, errors=ADMIN)
+@router.route(f"{PREFIX}/templates/<name>", ["DELETE"], answers={204: None},
+              errors=(*ADMIN, 409))  # fmt: skip
 def delete_template(request: Request, name: str) -> Response:
-    """Remove a template (admins)."""
+    """Remove a template (admins); 409 while a session that is not terminated uses it."""
     admin(request)
     bootstrap.services().templates.delete(name)
     return Response(status=204)
@@ -945,7 +984,8 @@ class DeleteQuery(BaseModel):
 
 
 class LogQuery(BaseModel):
-    """(`follow=true` with a WebSocket upgrade is the relay's: without one, it is ignored.)"""
+    """(`follow=true` is the relay's, and not described here: a live stream, never this JSON
+    answer. See `session_logs`.)"""
 
     tail: int = Field(100, ge=1, le=10_000)
     timestamps: bool = True
@@ -1076,7 +1116,7 @@ def session_json(s: Session) -> SessionOut:
             podName=pod,
             lastActivity=active,
         ),
-        platform_metadata=s.details,
+        platform_metadata=public_details(s.details),
         created_at=created,
         updated_at=updated,
         last_activity=active,
@@ -1216,7 +1256,12 @@ def create_ticket(request: Request, session_id: str) -> Response:
 @router.route(f"{SESSION}/logs", ["GET"], query=LogQuery,
               answers={200: Logs}, errors=(409,))  # fmt: skip
 def session_logs(request: Request, session_id: str, query: LogQuery) -> Response:
-    """The session's runtime log, its last `tail` lines (`follow=true` is a WebSocket)."""
+    """The session's runtime log, its last `tail` lines (`follow=true`: a live stream).
+
+    With `follow=true` the relay answers (`tether.relay.streams`), with the last `tail` lines
+    and then each new one until the session ends or the client leaves: as a WebSocket (one text
+    message a line) with an Upgrade, else as `text/event-stream` (one event a line, then an
+    `end` event) when the client accepts it, else as chunked `text/plain` (one line a line)."""
     principal, session = session_of(request, session_id)
     q = query
     lines = bootstrap.services().sessions.logs(principal, session.id, q.tail)
@@ -1312,8 +1357,11 @@ def document() -> dict[str, Any]:
         version="2.0",
         description="Users and sign-in, the agents registry, templates and session lifecycle. "
         "Every answer carries X-RateLimit-* headers; the desktop is a WebSocket at "
-        "/vnc-viewer/{id} and live logs one at /api/v1/sessions/{id}/logs?follow=true "
-        "(not described here).",
+        "/vnc-viewer/{id}. Live logs are GET /api/v1/sessions/{id}/logs?follow=true (not "
+        "described here): a WebSocket with an Upgrade (a text message a line); else a "
+        "stream, text/event-stream when the client accepts it (a `data:` event a line, then "
+        "an `end` event naming why it ended), otherwise chunked text/plain (a line a line). "
+        "Each starts with the last `tail` lines and ends when the session does.",
         error=Error,
         security={
             "Bearer": {"type": "http", "scheme": "bearer", "description": "A JWT or API key"},
