@@ -40,6 +40,7 @@ locals {
     { path = "/v1/sessions/*/shell", backend = "relay" },
     { path = "/v1/sessions/*/terminal", backend = "relay" },
     { path = "/v1/cloudrun/workspaces/*/shell", backend = "relay" },
+    { path = "/v1/gke/shell/*", backend = "relay" },         # OnMemOS's GKE shell path (starbase, onmemos-sdk)
     { path = "/api/v1/sessions/*/logs", backend = "relay" }, # ?follow=true upgrades; a plain read is served by the relay's fallback to the same target
     { path = "/api/v1/vnc/*", backend = "relay" },           # StreamSpace's own desktop path; a plain request too, by the same fallback
     { path = "/vnc-viewer/*", backend = "relay" },

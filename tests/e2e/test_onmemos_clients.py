@@ -251,8 +251,9 @@ def shuttle(res: dict[str, Any]) -> dict[str, Any]:
 def test_starbase_shuttle_flow(embedded: Server) -> None:
     """starbase_local/starbase/shuttles.py @3952b06 (and sdk_e2e.py's wait for "running"):
     launch, get, list, execute (fields in the query string, no body), ws_token and a shell
-    opened with it, terminate. The launch names provider "auto": the local stack has no GKE
-    or Cloud Run agent (the default, "gke", is a 503: see the next test)."""
+    opened with it at /v1/gke/shell (sdk_e2e.py), terminate. The launch names provider
+    "auto": the local stack has no GKE or Cloud Run agent (the default, "gke", is a 503: see
+    the next test)."""
     dock = str(uuid.uuid4())  # a dock (OnMemOS workspace) id, as the admin API makes them
     launch = {"workspace_id": dock, "provider": "auto", "template": "python",
               "template_id": "dev-python", "namespace": dock, "ttl_minutes": 60,
@@ -277,7 +278,9 @@ def test_starbase_shuttle_flow(embedded: Server) -> None:
 
     token = starbase(embedded, "POST", f"/v1/sessions/{sid}/ws-token").json()
     assert token.get("token") and int(token.get("expires_in") or 0) > 0
-    url = f"{ws_base(embedded)}/v1/sessions/{sid}/shell?token={token['token']}"
+    # sdk_e2e.py opens it at the GKE shell path, naming the pod (a local session has none).
+    pod = "k8s_ns=onmemos&pod=ws-pod"
+    url = f"{ws_base(embedded)}/v1/gke/shell/{sid}?{pod}&token={token['token']}"
     conn = websocket.create_connection(url, timeout=30)
     try:
         conn.send(json.dumps({"type": "command", "command": "echo ticket"}))

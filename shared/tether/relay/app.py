@@ -88,6 +88,9 @@ def add_routes(app: web.Application, otherwise: streams.Handler) -> None:
 
     for prefix in ("/v1/cloudrun/workspaces", "/v1/sessions"):
         app.router.add_get(prefix + "/{session_id}/shell", shell_or_info)
+    # OnMemOS's GKE shell, where starbase's scripts and onmemos-sdk's get_shell_url open it
+    # (`?k8s_ns=&pod=` name the pod, which the session already does): the same protocol.
+    app.router.add_get("/v1/gke/shell/{session_id}", shell_or_info)
     for route in streams.ROUTES:
         plain = vnc_viewer if route.page else otherwise
         app.router.add_route("*", route.path, streams.handler(route, plain))
