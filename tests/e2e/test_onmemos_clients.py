@@ -22,6 +22,7 @@ import websocket  # websocket-client: what the starbase end-to-end script opens 
 import websockets
 
 from tests.e2e.conftest import Server
+from tests.waiting import wait_for
 
 MISSING = "tether_wrongkey0001_" + "0" * 32
 
@@ -302,8 +303,7 @@ def test_starbase_errors(embedded: Server) -> None:
     """starbase_local/starbase/shuttles.py, missions.py and http.py @3952b06: the statuses
     HttpClient maps (401 AuthError, 404 NotFoundError, 400 ValidationError, 503 retried then
     raised), each with an OnMemOS error body naming what was wrong: the default provider
-    "gke" with no GKE agent, Missions.submit's asynchronous execute (no job is kept), a bad
-    execute timeout."""
+    "gke" with no GKE agent, a bad execute timeout."""
     launch = {"workspace_id": "dock-1", "provider": "gke", "template": "python",
               "template_id": "dev-python", "namespace": "dock-1", "ttl_minutes": 60,
               "env": {}}  # fmt: skip
@@ -315,13 +315,44 @@ def test_starbase_errors(embedded: Server) -> None:
 
     r = starbase(embedded, "POST", "/v1/sessions", body={**launch, "provider": "auto"})
     sid = r.json()["id"]
-    mission = {"command": "sleep 1", "async_execution": "true", "timeout": "120"}
-    r = starbase(embedded, "POST", f"/v1/sessions/{sid}/execute", params=mission)
-    assert r.status_code == 400 and "async_execution" in r.json()["detail"]
     bad = {"command": "true", "timeout": "soon", "async_execution": "false"}
     r = starbase(embedded, "POST", f"/v1/sessions/{sid}/execute", params=bad)
     assert r.status_code == 400 and "timeout" in r.json()["detail"]
     starbase(embedded, "DELETE", f"/v1/sessions/{sid}")
+
+
+def test_starbase_missions(embedded: Server) -> None:
+    """starbase_local/starbase/missions.py @3952b06: submit is an execute with
+    `async_execution=true` in the query string, reading `job_id` (or `id`) and `job_name`;
+    status polls /jobs/{id}/status?job_name= and reads status, stdout, stderr, returncode.
+    Another session's job, or an id never given, is not found."""
+    launch = {"workspace_id": "dock-m", "provider": "auto", "template": "python"}
+    sid = starbase(embedded, "POST", "/v1/sessions", body=launch).json()["id"]
+    mission = {"command": "sleep 1; echo done; echo warn >&2; exit 3",
+               "async_execution": "true", "timeout": "120"}  # fmt: skip
+    r = starbase(embedded, "POST", f"/v1/sessions/{sid}/execute", params=mission)
+    assert r.status_code == 200, r.text
+    job_id, job_name = r.json().get("job_id") or r.json().get("id"), r.json().get("job_name")
+    assert job_id and job_name and r.json()["status"] in ("submitted", "running")
+    status = f"/v1/sessions/{sid}/jobs/{job_id}/status"
+
+    def ended() -> dict[str, Any] | None:
+        res = starbase(embedded, "GET", status, params={"job_name": job_name}).json()
+        return res if res["status"] in ("completed", "failed") else None
+
+    assert wait_for(ended, timeout=60, step=0.2)
+    res = ended()
+    assert res is not None
+    assert (res["status"], res["stdout"], res["stderr"], res["returncode"]) == (
+        "failed", "done\n", "warn\n", 3)  # fmt: skip
+    other = starbase(embedded, "POST", "/v1/sessions", body=launch).json()["id"]
+    jobs = f"/v1/sessions/{sid}/jobs"
+    for path in (f"/v1/sessions/{other}/jobs/{job_id}/status", f"{jobs}/cmd-{'0' * 32}/status",
+                 f"{jobs}/%2E%2E/status", f"{jobs}/x/status"):  # fmt: skip
+        missing = starbase(embedded, "GET", path, params={"job_name": "j"})
+        assert missing.status_code == 404 and "detail" in missing.json(), path
+    for s in (sid, other):
+        starbase(embedded, "DELETE", f"/v1/sessions/{s}")
 
 
 # -- onmemos-sdk/src/onmemos (OnMemOSClient: sessions, shell) ----------------------------------

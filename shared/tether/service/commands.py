@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import threading
 import time
@@ -19,6 +20,7 @@ from tether.service.repo import Repo
 log = logging.getLogger(__name__)
 _KNOWN_KEPT = 1024
 KIND = "commands"
+ID = re.compile(r"cmd-[0-9a-f]{32}")  # what `issue` names a command
 # How long a record is kept. One not finished in a day is dead: its caller gave up long before
 # (the longest exec is an hour). A finished one only meets late duplicates of its result,
 # which change nothing. Kept longer, records pile up: at 40k a local exec costs twice as much.
@@ -69,7 +71,7 @@ class Commands:
         """`awaited`: the caller goes on to `wait` for the result (see `Bus.publish_command`)."""
         now = utcnow()
         command = Command(
-            id=f"cmd-{secrets.token_hex(16)}",
+            id=f"cmd-{secrets.token_hex(16)}",  # ID
             agent_id=agent_id,
             session_id=session_id,
             type=type,

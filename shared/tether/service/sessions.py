@@ -33,6 +33,7 @@ from tether.core.ports import Store
 from tether.core.shell import command_line
 from tether.errors import Conflict, InvalidTransition, NotFound, Timeout, Unavailable
 from tether.service.agents import Agents
+from tether.service.commands import ID as COMMAND_ID
 from tether.service.commands import Commands
 from tether.service.repo import Repo
 from tether.service.templates import Templates
@@ -241,6 +242,36 @@ class Sessions:
         payload = {"command": line, "timeout": timeout}
         result = self._ask(session, CommandType.EXEC, payload, timeout + AGENT_MARGIN)
         return ExecResult.model_validate(result)
+
+    def submit(
+        self,
+        principal: Principal,
+        session_id: str,
+        command: str,
+        timeout: float,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> Command:
+        """Starts `command` as `execute` does, without waiting: the command's record is the
+        job (read it with `job` until it is final; it expires some minutes after)."""
+        line = command_line(command, env, cwd)
+        session = self.usable(principal, session_id)
+        self.touch(session)
+        payload = {"command": line, "timeout": timeout}
+        return self.commands.issue(session.agent_id, CommandType.EXEC, session.id, payload)
+
+    def job(self, principal: Principal, session_id: str, job_id: str) -> Command:
+        """A command `submit` started in the caller's session."""
+        session = self.get(principal, session_id)
+        # Only a command's own form of id is looked up (the store's ids have rules of their own).
+        command = self.commands.repo.find(job_id) if COMMAND_ID.fullmatch(job_id) else None
+        if (
+            command is None
+            or command.session_id != session.id
+            or command.type is not CommandType.EXEC
+        ):
+            raise NotFound("Job not found", code="JOB_NOT_FOUND")
+        return command
 
     def _ask(
         self, session: Session, kind: CommandType, payload: dict[str, object], wait: float

@@ -15,14 +15,15 @@ import shlex
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.json_schema import SkipJsonSchema, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic.json_schema import WithJsonSchema
 from werkzeug.wrappers import Request, Response
 
 from tether import bootstrap
-from tether.core.lifecycle import SessionState
+from tether.core.lifecycle import CommandState, SessionState
+from tether.core.models import Command as CommandRecord
 from tether.core.models import ExecResult, Principal, Session, SessionRequest, utcnow
-from tether.errors import Invalid, TetherError
+from tether.errors import TetherError
 from tether.surfaces import openapi
 from tether.surfaces.http import (
     INTEGRAL,
@@ -88,8 +89,11 @@ class Command(BaseModel):
 
     command: str = Field(min_length=1, max_length=100_000, pattern=NO_NUL)
     timeout: Timeout = 120
-    # Sent (false) by OnMemOS' clients; true asks for a job Tether does not keep (refused).
-    async_execution: SkipJsonSchema[bool] = False
+    async_execution: bool = Field(
+        False,
+        description="Answer at once with a `job_id`; "
+        "`GET /v1/sessions/{session_id}/jobs/{job_id}/status` tells how the command did",
+    )
 
 
 EnvName = Annotated[str, Field(pattern=ENV_NAME, max_length=256)]
@@ -235,6 +239,52 @@ class WorkspaceRan(Ran):
     workspace_id: str
 
 
+class Job(BaseModel):
+    """A command started with `async_execution` (OnMemOS's job): submitted, then running,
+    then completed (exit code 0) or failed. Kept 10 minutes after it ends."""
+
+    job_id: str
+    job_name: str
+    session_id: str
+    status: Literal["submitted", "running", "completed", "failed"]
+    success: bool
+    message: str
+    stdout: str = ""
+    stderr: str = ""
+    returncode: int | None = None
+    timed_out: bool = False
+
+
+class ExecAnswer(RootModel[Ran | Job]):
+    """A command's result, or its job when it was started with `async_execution`."""
+
+
+class WorkspaceExecAnswer(RootModel[WorkspaceRan | Job]):
+    """A command's result, or its job when it was started with `async_execution`."""
+
+
+class JobQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    job_name: str | None = Field(None, max_length=253, description="Sent by OnMemOS' clients")
+
+
+def job_json(command: CommandRecord) -> Job:
+    """A command's record as OnMemOS tells of a job."""
+    base = {"job_id": command.id, "job_name": command.id, "session_id": command.session_id or ""}
+    if command.state is CommandState.FAILED:
+        message = f"The command could not run: {command.error or 'agent error'}"
+        return Job(**base, status="failed", success=False, message=message)
+    if command.state is not CommandState.SUCCEEDED:
+        state = "submitted" if command.state is CommandState.PENDING else "running"
+        return Job(**base, status=state, success=False, message=f"The job is {state}")
+    result = ExecResult.model_validate(command.result or {})
+    ended = "completed" if result.returncode == 0 else "failed"
+    return Job(**base, status=ended, success=result.success, message=f"The job {ended}",
+               stdout=result.stdout, stderr=result.stderr, returncode=result.returncode,
+               timed_out=result.timed_out)  # fmt: skip
+
+
 class Connection(BaseModel):
     session_id: str
     provider: str
@@ -310,24 +360,20 @@ def session_json(s: Session, base: str) -> SessionOut:
     )
 
 
-def _ran(request: Request, session_id: str, body: Command) -> Ran:
-    if body.async_execution:
-        raise Invalid(
-            "Invalid field 'async_execution': asynchronous jobs are not kept; "
-            "run the command without it",
-            field="async_execution",
-        )
+def _ran(request: Request, session_id: str, body: Command) -> Ran | Job:
     env, cwd = (body.env, body.cwd) if isinstance(body, Execute) else (None, None)
-    result = bootstrap.services().sessions.execute(
-        principal(request), session_id, body.command, body.timeout, env, cwd
-    )
+    sessions, who = bootstrap.services().sessions, principal(request)
+    if body.async_execution:
+        command = sessions.submit(who, session_id, body.command, body.timeout, env, cwd)
+        return job_json(command)
+    result = sessions.execute(who, session_id, body.command, body.timeout, env, cwd)
     return Ran(session_id=session_id, command=body.command, **result.model_dump())
 
 
 # -- unified API ------------------------------------------------------------------------------
 
 CREATED = {201: SessionOut}
-RAN = {200: Ran}
+RAN = {200: ExecAnswer}
 EXEC_ERRORS = (409, 504)  # not running; the command outlived its timeout
 
 
@@ -408,6 +454,14 @@ def delete_session(request: Request, session_id: str) -> Response:
 def execute_session(request: Request, session_id: str, body: Execute) -> Response:
     """Run a shell command in the session's workspace."""
     return json_response(_ran(request, session_id, body))
+
+
+@router.route("/v1/sessions/<session_id>/jobs/<job_id>/status", ["GET"], query=JobQuery,
+              answers={200: Job})  # fmt: skip
+def job_status(request: Request, session_id: str, job_id: str, query: JobQuery) -> Response:
+    """How a command started with `async_execution` is doing, and its output once it ended."""
+    command = bootstrap.services().sessions.job(principal(request), session_id, job_id)
+    return json_response(job_json(command))
 
 
 @router.route("/v1/sessions/<session_id>/connect", ["GET"], answers={200: Connection},
@@ -525,20 +579,22 @@ def delete_workspace(request: Request, session_id: str) -> Response:
 
 def _ran_in_workspace(request: Request, session_id: str, body: Command) -> Response:
     ran = _ran(request, session_id, body)
+    if isinstance(ran, Job):
+        return json_response(ran)
     return json_response(WorkspaceRan(workspace_id=session_id, **ran.model_dump()))
 
 
 @router.route("/v1/cloudrun/workspaces/<session_id>/execute", ["POST"], query=ExecuteQuery,
-              answers={200: WorkspaceRan}, errors=EXEC_ERRORS)  # fmt: skip
+              answers={200: WorkspaceExecAnswer}, errors=EXEC_ERRORS)  # fmt: skip
 @router.route("/v1/cloudrun/workspaces/<session_id>/runsh", ["POST"], query=ExecuteQuery,
-              answers={200: WorkspaceRan}, errors=EXEC_ERRORS)  # fmt: skip
+              answers={200: WorkspaceExecAnswer}, errors=EXEC_ERRORS)  # fmt: skip
 def execute_workspace(request: Request, session_id: str, query: ExecuteQuery) -> Response:
     """Run a shell command in the workspace (the command in the query string)."""
     return _ran_in_workspace(request, session_id, query)
 
 
 @router.route("/v1/cloudrun/workspaces/<session_id>/runpython", ["POST"], query=RunPython,
-              answers={200: WorkspaceRan}, errors=EXEC_ERRORS)  # fmt: skip
+              answers={200: WorkspaceExecAnswer}, errors=EXEC_ERRORS)  # fmt: skip
 def runpython_workspace(request: Request, session_id: str, query: RunPython) -> Response:
     """Run Python code in the workspace (the code in the query string)."""
     command = f"python3 -c {shlex.quote(query.code)}"
