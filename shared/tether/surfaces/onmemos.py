@@ -137,7 +137,7 @@ class ListFilter(BaseModel):
     workspace_id: str | None = None
     status: str | None = None  # as a session shows it ("running", "expired", ...)
     limit: int | None = Field(None, ge=1, le=1000)  # onmemos-sdk pages with limit and offset
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=1_000_000_000)  # answers carry it in 64-bit JSON numbers
 
 
 class RunPython(BaseModel):
