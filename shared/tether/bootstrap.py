@@ -130,7 +130,7 @@ def build(settings: Settings, store: Store | None = None, bus: Bus | None = None
     templates = Templates(store)
     agents = Agents(store, grace=settings.agent_grace)
     commands = Commands(store, bus)
-    sessions = Sessions(store, commands, agents, templates)
+    sessions = Sessions(store, commands, agents, templates, settings.session_retention)
     tokens = Tokens(store, jwt_secret(settings))
     limits = RateLimits(store)
     tickets = Tickets(store)

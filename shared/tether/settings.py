@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
+
+from tether.core.durations import parse_duration
 
 
 def _env(name: str, default: str) -> str:
@@ -67,6 +70,8 @@ class Settings:
     workspace_image: str = ""  # the image with the runtime; empty: each template's own
     sandbox: str = "bubblewrap"  # local workspaces: bubblewrap | none (unconfined)
     agent_capacity: int = field(default_factory=default_capacity)  # workspaces at once
+    # How long a terminated session stays readable before the store deletes it.
+    session_retention: timedelta = timedelta(days=7)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -100,4 +105,5 @@ class Settings:
             sandbox=_env("TETHER_SANDBOX", "bubblewrap"),
             agent_capacity=int(_env("TETHER_AGENT_CAPACITY", str(default_capacity()))),
             rate_limits=rate_limits(_env("TETHER_RATE_LIMITS", "")),
+            session_retention=parse_duration(_env("TETHER_SESSION_RETENTION", "7d")),
         )

@@ -18,7 +18,7 @@ from aiohttp import web
 from tether.agent.journal import EXPIRING as JOURNAL_KINDS
 from tether.bus import COMMANDS_TOPIC, EVENTS_TOPIC, commands_subscription
 from tether.relay import app as relay_app
-from tether.service.sweeper import EXPIRING_KINDS
+from tether.service.sweeper import EXPIRING_KINDS, RETAINED
 from tether.store.indexes import COMPOSITE_INDEXES
 from tether.targets import ROUTES
 
@@ -141,6 +141,7 @@ def test_composite_indexes_and_ttl_policies_match_the_code() -> None:
     assert declared == {(i.collection, i.fields) for i in COMPOSITE_INDEXES}
     assert unq(local["ttl_field"]) == "expires_at"
     assert {unq(c) for c in local["ttl_collections"]} == set(EXPIRING_KINDS) | set(JOURNAL_KINDS)
+    assert {k: unq(v) for k, v in local["retained"].items()} == RETAINED
 
 
 def test_the_load_balancer_routes_every_path_to_its_target() -> None:

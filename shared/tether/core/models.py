@@ -194,6 +194,8 @@ class Session(Record):
     details: dict[str, Any] = Field(default_factory=dict)
     long_lived: bool = False
     expires_at: datetime | None = None
+    # Set when it is terminated: then the store deletes it (the sweeper, Firestore's TTL).
+    purge_at: datetime | None = None
     name: str = ""
     resources: dict[str, str] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)

@@ -74,12 +74,18 @@ _AFTER: dict[CommandType, tuple[SessionState, SessionState]] = {
 }
 
 
+# Every state but terminated, and of those the ones a TTL still ends.
+LIVE = [st.value for st in SessionState if st is not SessionState.TERMINATED]
+ENDING = [st for st in LIVE if st != SessionState.TERMINATING.value]
+
+
 @dataclass
 class Sessions:
     store: Store
     commands: Commands
     agents: Agents
     templates: Templates
+    retention: timedelta = timedelta(days=7)  # a terminated session is kept this long
 
     def __post_init__(self) -> None:
         self.repo = Repo(self.store, "sessions", Session)
@@ -118,9 +124,9 @@ class Sessions:
         where: list[tuple[str, str, object]] = [(k, "==", v) for k, v in equal.items() if v]
         if not principal.is_admin:
             where.append(("owner", "==", principal.id))
+        if not include_terminated and not equal.get("state"):  # in the store: history stays out
+            where.append(("state", "in", LIVE))
         sessions = self.repo.query(where)  # type: ignore[arg-type]
-        if not include_terminated and not equal.get("state"):
-            sessions = [s for s in sessions if s.state is not SessionState.TERMINATED]
         if tags:
             sessions = [s for s in sessions if set(tags) <= set(s.tags)]
         return sorted(sessions, key=lambda s: s.created_at)
@@ -324,6 +330,7 @@ class Sessions:
                 return None
             check_session_move(s.state, target)
             s.state, s.message, s.updated_at = target, message, utcnow()
+            self._retain(s)
             freed[:] = [_leave_slot(s)]
             if slot is not None:
                 s.slot = slot
@@ -424,6 +431,7 @@ class Sessions:
             if ok:
                 s.state = target
                 s.message = ""
+                self._retain(s)
                 if target is SessionState.RUNNING:
                     s.started_at = s.last_activity = utcnow()
                 if "url" in result:
@@ -441,13 +449,16 @@ class Sessions:
         if freed:
             self.agents.release(freed[0], command.session_id)
 
+    def _retain(self, s: Session) -> None:
+        if s.state is SessionState.TERMINATED:
+            s.purge_at = s.updated_at + self.retention
+
     def expire(self) -> list[str]:
-        """Terminate every session whose TTL has passed; returns their ids."""
-        now = utcnow()
+        """Terminate every session whose TTL has passed; returns their ids. Reads only those
+        due (ended sessions keep their `expires_at`, and would pile up here otherwise)."""
+        due = [("state", "in", ENDING), ("expires_at", "<=", utcnow())]
         ended = []
-        for session in self.repo.query([("expires_at", "<=", now)]):
-            if session.state in (SessionState.TERMINATING, SessionState.TERMINATED):
-                continue
+        for session in self.repo.query(due):  # type: ignore[arg-type]
             self.terminate(session.id, "Session expired")
             ended.append(session.id)
         return ended

@@ -18,6 +18,8 @@ from tether.service.sessions import Sessions
 # Kinds whose documents are worthless after their `expires_at` (Firestore's TTL policies in the
 # cloud delete them too; this list is what those policies must cover).
 EXPIRING_KINDS = (tokens.REVOKED, ratelimit.KIND, tickets.KIND, commands.KIND, idempotency.KIND)
+# Kinds kept for a while after they end, and the field saying until when (TTL policies too).
+RETAINED = {"sessions": "purge_at"}
 
 
 @dataclass
@@ -36,13 +38,14 @@ class Sweeper:
             "offline_agents": len(self.agents.mark_offline()),
             "slots_freed": self.agents.release_stale(),
             "expired_records": purge_expired(self.store, EXPIRING_KINDS),
+            "purged_sessions": sum(purge_expired(self.store, [k], f) for k, f in RETAINED.items()),
         }
 
 
-def purge_expired(store: Store, kinds: Iterable[str]) -> int:
-    """Delete the documents of `kinds` whose `expires_at` has passed; returns how many."""
+def purge_expired(store: Store, kinds: Iterable[str], field: str = "expires_at") -> int:
+    """Delete the documents of `kinds` whose `field` (a time) has passed; returns how many."""
     now, count = utcnow(), 0
     for kind in kinds:
-        for doc in store.query(kind, [("expires_at", "<=", now)]):
+        for doc in store.query(kind, [(field, "<=", now)]):
             count += store.delete(kind, doc.id)
     return count

@@ -26,6 +26,8 @@ class Index:
 
 COMPOSITE_INDEXES: tuple[Index, ...] = (
     Index("users", (("role", ASCENDING), ("username", ASCENDING))),  # Users.page
+    # Sessions.expire: live ones whose TTL has passed.
+    Index("sessions", (("state", ASCENDING), ("expires_at", ASCENDING))),
 )
 
 

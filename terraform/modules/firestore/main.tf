@@ -13,6 +13,13 @@ locals {
         { field_path = "username", order = "ASCENDING" },
       ]
     },
+    {
+      collection = "sessions" # Sessions.expire: state in (live states), expires_at <= now
+      fields = [
+        { field_path = "state", order = "ASCENDING" },
+        { field_path = "expires_at", order = "ASCENDING" },
+      ]
+    },
   ]
 
   # tether.service.sweeper.EXPIRING_KINDS and tether.agent.journal.EXPIRING: Firestore deletes
@@ -20,6 +27,8 @@ locals {
   # for the local store).
   ttl_field       = "expires_at"
   ttl_collections = ["revoked_tokens", "rate_limits", "tickets", "commands", "idempotency", "agent_journal", "agent_stopped"]
+  # tether.service.sweeper.RETAINED: kept a while after they end, until this field's time.
+  retained = { sessions = "purge_at" }
 
   database = var.create_database ? google_firestore_database.this[0].name : var.database_name
 }
@@ -58,17 +67,17 @@ resource "google_firestore_index" "composite" {
 }
 
 resource "google_firestore_field" "ttl" {
-  for_each = toset(local.ttl_collections)
+  for_each = merge({ for c in local.ttl_collections : c => local.ttl_field }, local.retained)
 
   project    = var.project_id
   database   = local.database
   collection = each.key
-  field      = local.ttl_field
+  field      = each.value
 
   # An empty block turns the TTL policy on for this field.
   ttl_config {}
 
-  # Keep the automatic single-field indexes: the sweeper queries `expires_at <= now`.
+  # Keep the automatic single-field indexes: the sweeper queries `<field> <= now`.
   index_config {
     indexes {
       order       = "ASCENDING"
