@@ -1178,7 +1178,8 @@ def list_sessions(request: Request, query: SessionFilter) -> Response:
         state=f.state.value if f.state else None,
     )
     found.sort(key=lambda s: (getattr(s, f.sort), s.id), reverse=f.order == "desc")
-    items, pagination = paginate([session_json(s) for s in found], f)
+    page, pagination = paginate(found, f)  # only the page is serialised
+    items = [session_json(s) for s in page]
     return json_response(SessionList(sessions=items, pagination=pagination,
                                      total=pagination.total))  # fmt: skip
 
