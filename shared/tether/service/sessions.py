@@ -242,10 +242,7 @@ class Sessions:
         cwd: str | None = None,
     ) -> ExecResult:
         """Runs `command` (with `env` added, in `cwd`) in the session's workspace."""
-        line = command_line(command, env, cwd)
-        session = self.usable(principal, session_id)
-        self.touch(session)
-        payload = {"command": line, "timeout": timeout}
+        session, payload = self._exec(principal, session_id, command, timeout, env, cwd)
         result = self._ask(session, CommandType.EXEC, payload, timeout + AGENT_MARGIN)
         return ExecResult.model_validate(result)
 
@@ -260,11 +257,23 @@ class Sessions:
     ) -> Command:
         """Starts `command` as `execute` does, without waiting: the command's record is the
         job (read it with `job` until it is final; it expires some minutes after)."""
+        session, payload = self._exec(principal, session_id, command, timeout, env, cwd)
+        return self.commands.issue(session.agent_id, CommandType.EXEC, session.id, payload)
+
+    def _exec(
+        self,
+        principal: Principal,
+        session_id: str,
+        command: str,
+        timeout: float,
+        env: Mapping[str, str] | None,
+        cwd: str | None,
+    ) -> tuple[Session, dict[str, object]]:
+        """The running session an exec goes to (touched: it is activity) and its payload."""
         line = command_line(command, env, cwd)
         session = self.usable(principal, session_id)
         self.touch(session)
-        payload = {"command": line, "timeout": timeout}
-        return self.commands.issue(session.agent_id, CommandType.EXEC, session.id, payload)
+        return session, {"command": line, "timeout": timeout}
 
     def job(self, principal: Principal, session_id: str, job_id: str) -> Command:
         """A command `submit` started in the caller's session."""
