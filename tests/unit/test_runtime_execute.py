@@ -119,10 +119,8 @@ def test_without_pidfd_a_thread_waits_for_the_shell(
         raise OSError(38, "Function not implemented")  # Linux < 5.3, or a sandbox without it
 
     monkeypatch.setattr(os, "pidfd_open", no_pidfd)
-    assert run("echo fine; exit 4", tmp_path).model_dump(include={"stdout", "returncode"}) == {
-        "stdout": "fine\n",
-        "returncode": 4,
-    }
+    done = run("echo fine; exit 4", tmp_path)
+    assert (done.stdout, done.returncode) == ("fine\n", 4)
     r = run("sleep 30", tmp_path, timeout=0.3)
     assert r.timed_out is True and r.returncode == 124
 

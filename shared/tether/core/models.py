@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tether.core.layout import VNC_SOCKET as VNC_SOCKET  # where templates and runtime meet
 from tether.core.lifecycle import CommandState, SessionState
 
 
@@ -97,11 +98,6 @@ class ApiKey(Record):
     scope: KeyScope = "full"  # read: GET and HEAD only
     expires_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
-
-
-# Where a desktop workspace's VNC server listens, relative to its home (an absolute path can
-# pass the 108 bytes AF_UNIX allows).
-VNC_SOCKET = ".tether/vnc.sock"
 
 
 class Vnc(BaseModel):

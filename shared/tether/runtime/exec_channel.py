@@ -74,4 +74,4 @@ def _answer(line: bytes, home: str, token: str | None) -> bytes:
         command, timeout, cap = exec_request(body)
     except ValueError as exc:
         return json.dumps({"detail": str(exc)}).encode()
-    return run_command(command, home, timeout, cap=cap).model_dump_json().encode()
+    return json.dumps(run_command(command, home, timeout, cap=cap).as_dict()).encode()

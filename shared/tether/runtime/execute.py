@@ -16,9 +16,7 @@ import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-
-from tether.core.models import ExecResult
+from dataclasses import asdict, dataclass
 
 # Bytes kept per stream: both streams fit one Firestore document (1 MiB) with the command record.
 MAX_OUTPUT = 256 << 10
@@ -90,7 +88,24 @@ def start(command: str, cwd: str, env: dict[str, str] | None = None) -> Running:
     return Running(proc, started)
 
 
-def finish(running: Running, timeout: float, cap: int = MAX_OUTPUT) -> ExecResult:
+@dataclass(frozen=True)
+class Outcome:
+    """A command's result, as `tether.core.models.ExecResult` reads it (a dataclass: the
+    runtime starts in every workspace, and pydantic's models would add a tenth of a second)."""
+
+    stdout: str
+    stderr: str
+    returncode: int
+    success: bool
+    timed_out: bool
+    truncated: bool
+    duration_ms: float
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def finish(running: Running, timeout: float, cap: int = MAX_OUTPUT) -> Outcome:
     """Blocks until the shell exits (killed at `timeout`), reading both pipes as it goes; a
     background child still holding them is read for `DRAIN_GRACE` more, not waited for."""
     proc = running.proc
@@ -144,7 +159,7 @@ def finish(running: Running, timeout: float, cap: int = MAX_OUTPUT) -> ExecResul
     stderr = err.text()
     if timed_out:
         stderr += f"\n[tether: command timed out after {timeout:g}s]\n"
-    return ExecResult(
+    return Outcome(
         stdout=out.text(),
         stderr=stderr,
         returncode=code,
@@ -157,13 +172,13 @@ def finish(running: Running, timeout: float, cap: int = MAX_OUTPUT) -> ExecResul
 
 def run_command(
     command: str, cwd: str, timeout: float, env: dict[str, str] | None = None, cap: int = MAX_OUTPUT
-) -> ExecResult:
+) -> Outcome:
     return finish(start(command, cwd, env), timeout, cap)
 
 
 async def run_command_async(
     command: str, cwd: str, timeout: float, env: dict[str, str] | None = None, cap: int = MAX_OUTPUT
-) -> ExecResult:
+) -> Outcome:
     """`run_command` for an event loop; cancelling it kills the command."""
     running = start(command, cwd, env)
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from tether.core.models import VNC_SOCKET
+from tether.core.layout import VNC_SOCKET
 from tether.runtime import auth, exec_channel, websockets
 from tether.runtime.execute import exec_request, run_command_async
 from tether.runtime.follow import follow
@@ -54,7 +54,7 @@ def make_app(
         except ValueError as exc:  # JSONDecodeError included
             return web.json_response({"detail": str(exc)}, status=400)
         result = await run_command_async(command, home, timeout, cap=cap)
-        return web.json_response(result.model_dump())
+        return web.json_response(result.as_dict())
 
     async def logs(request: web.Request) -> web.Response:
         try:
