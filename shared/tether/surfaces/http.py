@@ -181,6 +181,9 @@ class Operation:
     public: bool = False  # no credential needed
     listed: bool = True  # in the surface's document (its own routes are not)
     idempotent: bool = False  # a create: takes an Idempotency-Key
+    # Where some clients send the body's fields as a query string with no body: read with this
+    # model (undocumented: the document keeps the body's one shape).
+    body_in_query: type[BaseModel] | None = None
 
 
 class _Segment(BaseConverter):
@@ -219,6 +222,7 @@ class Router:
         public: bool = False,
         listed: bool = True,
         idempotent: bool = False,
+        body_in_query: type[BaseModel] | None = None,
     ) -> Callable[[Handler], Handler]:
         def add(handler: Handler) -> Handler:
             for method in methods:
@@ -227,7 +231,7 @@ class Router:
                 summary = (handler.__doc__ or handler.__name__.replace("_", " ")).strip()
                 self.operations[name] = Operation(
                     path, method, handler, summary.split("\n")[0], body, query,
-                    answers or {200: None}, errors, public, listed, idempotent,
+                    answers or {200: None}, errors, public, listed, idempotent, body_in_query,
                 )  # fmt: skip
             return handler
 
@@ -245,8 +249,22 @@ class Router:
         if operation.query is not None:
             args["query"] = parse_query(request, operation.query)
         if operation.body is not None:
-            args["body"] = parse_body(request, operation.body)
+            args["body"] = self._body(request, operation.body, operation.body_in_query)
         return operation.handler(request, **args)
+
+    @staticmethod
+    def _body(request: Request, model: type[M], in_query: type[BaseModel] | None) -> M:
+        """The body, or, with no body at all and the query carrying every field `in_query`
+        requires, the body's fields read from the query string."""
+        if (
+            in_query is not None
+            and not request.get_data(cache=True).strip()
+            and all(
+                name in request.args for name, f in in_query.model_fields.items() if f.is_required()
+            )
+        ):
+            return model.model_validate(parse_query(request, in_query).model_dump())
+        return parse_body(request, model)
 
     def _once(
         self, request: Request, operation: Operation, args: dict[str, Any], key: str

@@ -27,11 +27,9 @@ from tether.errors import TetherError
 from tether.surfaces import openapi
 from tether.surfaces.http import (
     INTEGRAL,
-    Operation,
     Router,
     json_response,
     may,
-    parse_query,
     public_details,
 )
 
@@ -162,23 +160,7 @@ def principal(request: Request) -> Principal:
     return may(who, request.method)
 
 
-class OnMemOSRouter(Router):
-    """The reference sends execute's fields as a JSON body; the packaged SDKs (and OnMemOS'
-    own server) send them in the query string, with no body. A body-less execute takes them
-    from there (undocumented, so the document keeps the reference's one shape)."""
-
-    def _run(self, request: Request, operation: Operation, args: dict[str, Any]) -> Response:
-        if (
-            operation.body is Execute
-            and "command" in request.args
-            and not request.get_data(cache=True).strip()
-        ):
-            fields = parse_query(request, ExecuteQuery).model_dump()
-            return operation.handler(request, body=Execute(**fields), **args)
-        return super()._run(request, operation, args)
-
-
-router = OnMemOSRouter(render_error, owner=lambda request: principal(request).id)
+router = Router(render_error, owner=lambda request: principal(request).id)
 
 
 Status = Literal[
@@ -329,9 +311,14 @@ def ws_url(request: Request, path: str) -> str:
     return ("wss" + base[5:] if base.startswith("https") else "ws" + base[4:]) + path
 
 
-def session_json(s: Session, base: str) -> SessionOut:
+def status_of(s: Session) -> str:
+    """The session's state as OnMemOS shows it: a live one past its TTL is "expired"."""
     live = s.state not in (SessionState.TERMINATING, SessionState.TERMINATED)
-    status = "expired" if live and s.expired(utcnow()) else s.state.value
+    return "expired" if live and s.expired(utcnow()) else s.state.value
+
+
+def session_json(s: Session, base: str) -> SessionOut:
+    status = status_of(s)
     details = public_details(s.details)
     tagged = [t.removeprefix(WORKSPACE_TAG) for t in s.tags if t.startswith(WORKSPACE_TAG)]
     ttl = round((s.expires_at - s.created_at) / timedelta(minutes=1)) if s.expires_at else None
@@ -391,12 +378,11 @@ def _list(request: Request, query: ListFilter) -> tuple[list[SessionOut], int]:
         namespace=query.namespace,
         user=query.user,
     )
-    base = base_url(request)
-    items = [session_json(s, base) for s in sessions]
     if query.status:
-        items = [s for s in items if s.status == query.status]
+        sessions = [s for s in sessions if status_of(s) == query.status]
     end = None if query.limit is None else query.offset + query.limit
-    return items[query.offset : end], len(items)
+    base = base_url(request)  # only the page asked for is serialised
+    return [session_json(s, base) for s in sessions[query.offset : end]], len(sessions)
 
 
 @router.route("/v1/sessions", ["POST"], body=CreateSession, answers=CREATED, errors=(404,),
@@ -447,10 +433,12 @@ def delete_session(request: Request, session_id: str) -> Response:
     return _delete(request, session_id, "Session deleted")
 
 
+# The reference sends execute's fields as a JSON body; the packaged SDKs (and OnMemOS' own
+# server) send them in the query string, with no body: both are read.
 @router.route("/v1/sessions/<session_id>/execute", ["POST"], body=Execute, answers=RAN,
-              errors=EXEC_ERRORS)  # fmt: skip
+              errors=EXEC_ERRORS, body_in_query=ExecuteQuery)  # fmt: skip
 @router.route("/v1/sessions/<session_id>/shell/execute", ["POST"], body=Execute, answers=RAN,
-              errors=EXEC_ERRORS)  # fmt: skip
+              errors=EXEC_ERRORS, body_in_query=ExecuteQuery)  # fmt: skip
 def execute_session(request: Request, session_id: str, body: Execute) -> Response:
     """Run a shell command in the session's workspace."""
     return json_response(_ran(request, session_id, body))

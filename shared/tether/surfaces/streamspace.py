@@ -31,6 +31,7 @@ from tether.core.models import (
     Vnc,
     utcnow,
 )
+from tether.service.tokens import looks_like_jwt
 from tether.surfaces import openapi
 from tether.surfaces.http import (
     Router,
@@ -287,7 +288,7 @@ def logout(request: Request) -> Response:
     """Revoke the JWT the request carries (an API key stays valid)."""
     who(request)
     _, _, token = (request.headers.get("Authorization") or "").partition(" ")
-    if token.count(".") == 2:  # a JWT: revoke it; an API key stays valid
+    if looks_like_jwt(token):  # a JWT: revoke it; an API key stays valid
         bootstrap.services().tokens.revoke(token.strip())
     return json_response({"message": "Logout successful"})
 
@@ -1320,7 +1321,7 @@ def from_query_or_headers(request: Request) -> Principal:
     if not token:
         return who(request)
     services = bootstrap.services()
-    if token.count(".") == 2:  # a JWT
+    if looks_like_jwt(token):
         return may(services.tokens.verify(token), request.method)
     return may(services.auth.principal_for_key(token), request.method)
 
