@@ -145,6 +145,30 @@ def test_terminal_echo_and_resize(server: Server, session: str) -> None:
     assert b"hello-42" in echoed and b"45 123" in size
 
 
+def test_a_terminal_ends_with_its_shell_while_a_job_it_left_floods_the_pty(
+    server: Server, session: str
+) -> None:
+    """`yes &` then `exit`: the job keeps the PTY open and never stops writing; the terminal
+    still closes, after a bounded drain."""
+
+    async def main() -> int:
+        client, ws = await connect(ws_url(server, session, "terminal", api_key=server.key))
+        try:
+            await ws.send_bytes(b"echo ready\n")
+            await read_until(ws, b"ready\r\n")
+            await ws.send_bytes(b"yes flood & exit\n")
+            received = 0
+            while (msg := await ws.receive(timeout=30)).type is aiohttp.WSMsgType.BINARY:
+                received += len(msg.data)
+            assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+            return received
+        finally:
+            await ws.close()
+            await client.close()
+
+    assert asyncio.run(asyncio.wait_for(main(), 60)) < 4 << 20  # bounded, even when broken
+
+
 def test_refused_before_the_upgrade(server: Server, session: str, bob_key: str) -> None:
     async def main() -> list[int]:
         return [
@@ -307,8 +331,9 @@ def test_tether_shell_is_a_real_terminal(server: Server, session: str) -> None:
         tmux("send-keys", "-t", name, "C-c", "")  # ^C reaches the remote shell, not the CLI
         tmux("send-keys", "-t", name, "echo still-$((1+1))", "Enter")
         screen_has("still-2")
-        tmux("send-keys", "-t", name, "exit", "Enter")
-        screen_has("SHELL-EXITED-0")
+        # A job left running keeps the PTY open: the terminal still ends with the shell.
+        tmux("send-keys", "-t", name, "sleep 300 & exit", "Enter")
+        screen_has("SHELL-EXITED-0", timeout=30)
     finally:
         subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
 

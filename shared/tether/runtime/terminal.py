@@ -49,16 +49,27 @@ async def terminal(request: web.Request, home: str) -> web.WebSocketResponse:
     loop = asyncio.get_running_loop()
 
     async def pump_out() -> None:
-        """PTY → client. One chunk in flight: a slow reader slows the shell, never our memory."""
+        """PTY → client. One chunk in flight: a slow reader slows the shell, never our memory.
+        Ends when the shell exits and its output is drained, even while a process it left in
+        the background still holds the PTY open."""
         readable = asyncio.Event()
         loop.add_reader(leader, readable.set)
+        exited = asyncio.ensure_future(proc.wait())
+        exited.add_done_callback(lambda _: readable.set())
+        drain = 16
         try:
             while True:
                 await readable.wait()
                 readable.clear()
+                if exited.done():  # what the shell wrote is drained, not a chatty job's flood
+                    drain -= 1
+                    if drain < 0:
+                        return
                 try:
                     data = os.read(leader, READ_CHUNK)
                 except BlockingIOError:
+                    if exited.done():
+                        return
                     continue
                 except OSError:  # EIO: the shell is gone
                     return
@@ -67,6 +78,7 @@ async def terminal(request: web.Request, home: str) -> web.WebSocketResponse:
                 await ws.send_bytes(data)
         finally:
             loop.remove_reader(leader)
+            exited.cancel()
 
     async def pump_in() -> None:
         """Client → PTY: keystrokes, and resize requests."""
