@@ -88,6 +88,83 @@ def test_query_filters_order_and_limit(store: Store) -> None:
     assert [d.id for d in early] == ["s0"]
 
 
+@pytest.mark.parametrize("descending", [False, True])
+def test_a_cursor_walks_a_changing_collection_without_skipping_or_repeating(
+    store: Store, descending: bool
+) -> None:
+    """Pages of 4, resumed after each page's last document, while sessions come and go: what
+    stays put is seen exactly once, what is deleted before its turn never, what arrives ahead
+    of the cursor in its turn, and nothing twice. Ties on the order field break by id."""
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def add(doc_id: str, minute: int, owner: str = "alice") -> None:
+        at = base + timedelta(minutes=minute)
+        store.create("sessions", doc_id, {"owner": owner, "created_at": at})
+
+    for i in range(20):
+        add(f"s{i:02}", i // 2)  # two sessions a minute: ties
+    add("bob1", 3, owner="bob")
+    where = [("owner", "==", "alice")]
+    seen: list[str] = []
+    after = None
+    deleted, arrived = set(), set()
+    while True:
+        page = store.query("sessions", where, "created_at", descending, limit=4, after=after)
+        if not page:
+            break
+        assert len(page) <= 4
+        seen += [d.id for d in page]
+        last = page[-1]
+        after = (last.data["created_at"], last.id)
+        n = len(seen)
+        if n == 4:  # one not yet seen goes; one arrives behind the cursor, one ahead of it
+            gone = "s11" if not descending else "s08"
+            assert store.delete("sessions", gone)
+            deleted.add(gone)
+            add("early", 0 if not descending else 50)  # behind: never in this walk
+            add("late", 50 if not descending else 0)  # ahead: in its turn
+            arrived.add("late")
+        if n == 8:
+            add("tie", 9 if not descending else 0)  # ahead, tied with s18/s19 on time
+            arrived.add("tie")
+    stayed = {f"s{i:02}" for i in range(20)} - deleted
+    assert len(seen) == len(set(seen)), "a document came twice"
+    assert set(seen) == stayed | arrived
+    assert seen == [d.id for d in store.query("sessions", where, "created_at", descending)
+                    if d.id != "early"]  # fmt: skip
+
+
+def test_offset_pages_and_counts(store: Store) -> None:
+    for i in range(7):
+        state = "running" if i % 3 else "terminated"
+        store.create("sessions", f"s{i}", {"owner": "alice", "state": state, "tags": [f"t{i % 2}"]})
+    where = [("owner", "==", "alice")]
+    assert [d.id for d in store.query("sessions", where, limit=3, offset=3)] == ["s3", "s4", "s5"]
+    assert [d.id for d in store.query("sessions", where, offset=5)] == ["s5", "s6"]
+    assert store.count("sessions", where) == 7
+    assert store.count("sessions", [*where, ("state", "in", ["running"])]) == 4
+    assert store.count("sessions", [("state", "in", [])]) == 0
+    assert store.count("sessions", [("tags", "contains", "t1")]) == 3
+    assert store.count("nothing_here") == 0
+
+
+def test_array_membership_filters(store: Store) -> None:
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    tags = [["a", "b"], ["b"], [], ["c", "a"], ["c"]]
+    for i, t in enumerate(tags):
+        store.create(
+            "sessions",
+            f"s{i}",
+            {"owner": "u", "tags": t, "created_at": base + timedelta(minutes=i)},
+        )
+    one = store.query("sessions", [("owner", "==", "u"), ("tags", "contains", "a")], "created_at")
+    assert [d.id for d in one] == ["s0", "s3"]
+    anyof = store.query("sessions", [("tags", "contains_any", ["b", "c"])], "created_at",
+                        descending=True, limit=3)  # fmt: skip
+    assert [d.id for d in anyof] == ["s4", "s3", "s1"]
+    assert store.query("sessions", [("tags", "contains_any", [])]) == []
+
+
 def test_equality_and_in_on_two_fields_with_a_limit(store: Store) -> None:
     """The shape of "is anything live still using it?" (a template's or an agent's sessions):
     served without a composite index, one document at most."""

@@ -328,7 +328,7 @@ def test_session_lifecycle(ss: FlaskClient, stack: LocalStack) -> None:
 def test_sessions_are_found_by_name_too(ss: FlaskClient, stack: LocalStack) -> None:
     """StreamSpace's web UI names sessions by `name` (ui/src/lib/api.ts at c4fc0352893c):
     every session path takes it as well as the id; someone else's name is not found."""
-    from tether.store.indexes import required
+    from tether.store.indexes import missing
 
     h = bearer(ALICE_KEY)
     created = ss.post(f"{API}/sessions", headers=h,
@@ -349,7 +349,7 @@ def test_sessions_are_found_by_name_too(ss: FlaskClient, stack: LocalStack) -> N
     assert ss.delete(f"{API}/sessions/{name}", headers=h).status_code == 204
     assert ss.get(f"{API}/sessions/{sid}", headers=h).get_json()["state"] == "terminated"
     # The lookup is one equality query on name (and owner): no composite index, no scan.
-    assert required("sessions", [("name", "==", name), ("owner", "==", "alice")], None,
+    assert missing("sessions", [("name", "==", name), ("owner", "==", "alice")], None,
                     False) is None  # fmt: skip
 
 

@@ -11,8 +11,11 @@ from typing import Any, Literal, Protocol
 
 from tether.core.models import ExecResult, WorkspaceInfo, WorkspaceSpec
 
-Op = Literal["==", "in", "<", "<=", ">", ">="]
+# "contains": an array field holds the value; "contains_any": it holds one of the values.
+Op = Literal["==", "in", "<", "<=", ">", ">=", "contains", "contains_any"]
 Filter = tuple[str, Op, Any]
+# Where a page ended: the last document's `order_by` value (None without one) and its id.
+Position = tuple[Any, str]
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,13 @@ class Store(Protocol):
       a lost race raises `Conflict` and changes nothing. Every write bumps `version` by one;
       `create` yields version 1.
     - Ordering: `query` returns documents matching every filter, ordered by `order_by` (then id),
-      at most `limit`. Without `order_by` the order is by id.
+      at most `limit`, skipping `offset` of them or starting just `after` a position (a page's
+      last document, so a walk neither repeats nor skips what stays put while others come and
+      go). Without `order_by` the order is by id. A query may hold at most one `contains` or
+      `contains_any` filter, and paging (`offset`, `after`) asks for no range filter on any
+      field but `order_by`.
+    - Cost: a query reads what it returns (plus what `offset` skips), never the whole kind;
+      `count` reads an index, not documents.
     """
 
     def get(self, kind: str, doc_id: str) -> Stored | None: ...
@@ -54,7 +63,13 @@ class Store(Protocol):
         order_by: str | None = None,
         descending: bool = False,
         limit: int | None = None,
+        offset: int = 0,
+        after: Position | None = None,
     ) -> list[Stored]: ...
+
+    def count(self, kind: str, where: Sequence[Filter] = ()) -> int:
+        """How many documents match every filter."""
+        ...
 
     def watch(self, kind: str, doc_id: str, after_version: int, timeout: float) -> Stored | None:
         """Block until the document's version exceeds `after_version` (or it is deleted, then

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 from tether.core.models import Record
-from tether.core.ports import Filter, Store, Stored
+from tether.core.ports import Filter, Position, Store, Stored
 from tether.errors import Conflict, NotFound
 
 T = TypeVar("T", bound=Record)
@@ -74,9 +74,14 @@ class Repo(Generic[T]):
         order_by: str | None = None,
         descending: bool = False,
         limit: int | None = None,
+        offset: int = 0,
+        after: Position | None = None,
     ) -> list[T]:
-        docs = self.store.query(self.kind, where, order_by, descending, limit)
+        docs = self.store.query(self.kind, where, order_by, descending, limit, offset, after)
         return [self._load(d) for d in docs]
+
+    def count(self, where: Sequence[Filter] = ()) -> int:
+        return self.store.count(self.kind, where)
 
     def watch(self, doc_id: str, after_version: int, timeout: float) -> T | None:
         """The object once its version passes `after_version` (or at `timeout`); None if gone."""

@@ -13,16 +13,17 @@ from contextlib import contextmanager
 from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
-from tether.core.ports import Filter, Stored
+from tether.core.ports import Filter, Position, Stored
 from tether.errors import Conflict, Invalid, NotFound, Unavailable
 from tether.store.codec import check_field, encode
-from tether.store.indexes import COMPOSITE_INDEXES, Index, required
+from tether.store.indexes import COMPOSITE_INDEXES, Index, missing
 
 if TYPE_CHECKING:
     from google.cloud.firestore import Client, DocumentReference, DocumentSnapshot, Transaction
 
 _VERSION = "_v"  # reserved field: the document's compare-and-set version
-_OPS = ("==", "in", "<", "<=", ">", ">=")
+_OPS = ("==", "in", "<", "<=", ">", ">=", "contains", "contains_any")
+_NATIVE = {"contains": "array_contains", "contains_any": "array_contains_any"}
 _PING_TIMEOUT = 2.5
 # The client's default retries a read for up to 300 s; a request handler must give up sooner.
 _CALL_TIMEOUT = 10.0
@@ -151,6 +152,25 @@ class FirestoreStore:
             return False
         return True
 
+    def _query(self, kind: str, where: Sequence[Filter]) -> tuple[Any, set[str]] | None:
+        """The collection filtered by `where`, and the fields it range-filters; None when
+        nothing can match (an empty `in`)."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        q: Any = self._client().collection(self.prefix + kind)
+        ranged: set[str] = set()
+        for name, op, value in where:
+            if op not in _OPS:
+                raise Invalid(f"unsupported operator {op!r}", field=name)
+            if op in ("in", "contains_any"):
+                value = list(value)
+                if not value:
+                    return None
+            elif op not in ("==", "contains"):
+                ranged.add(name)
+            q = q.where(filter=FieldFilter(check_field(name), _NATIVE.get(op, op), value))
+        return q, ranged
+
     def query(
         self,
         kind: str,
@@ -158,39 +178,38 @@ class FirestoreStore:
         order_by: str | None = None,
         descending: bool = False,
         limit: int | None = None,
+        offset: int = 0,
+        after: Position | None = None,
     ) -> list[Stored]:
         from google.cloud.firestore import Query
-        from google.cloud.firestore_v1.base_query import FieldFilter
         from google.cloud.firestore_v1.field_path import FieldPath
 
-        need = required(kind, where, order_by, descending)
-        if need is not None and need not in self.indexes:
+        need = missing(kind, where, order_by, descending, self.indexes)
+        if need is not None:
             # What Firestore itself answers (FAILED_PRECONDITION); the emulator never does.
             fields = ", ".join(f"{name} {order}" for name, order in need.fields)
             raise Unavailable(
                 f"query on {kind} needs the composite index ({fields}): "
                 "declare it in tether.store.indexes"
             )
-        q: Any = self._client().collection(self.prefix + kind)
-        ranged: set[str] = set()
-        for name, op, value in where:
-            if op not in _OPS:
-                raise Invalid(f"unsupported operator {op!r}", field=name)
-            if op == "in":
-                value = list(value)
-                if not value:
-                    return []
-            elif op != "==":
-                ranged.add(name)
-            q = q.where(filter=FieldFilter(check_field(name), op, value))
+        found = self._query(kind, where)
+        if found is None:
+            return []
+        q, ranged = found
         direction = Query.DESCENDING if descending else Query.ASCENDING
         if order_by:
             q = q.order_by(check_field(order_by), direction=direction)
         # Firestore orders by range-filtered fields before the id, so "then id" can only be
         # asked of it when the only such field is `order_by`; otherwise tie-break here.
         exact = not ranged - {order_by}
+        if not exact and (offset or after):
+            raise Invalid("a page of a query that range-filters a field it does not order by")
         if exact:
             q = q.order_by(FieldPath.document_id(), direction=direction)
+            if after is not None:
+                q = q.start_after([after[0], after[1]] if order_by else [after[1]])
+            if offset:
+                q = q.offset(int(offset))
             if limit is not None:
                 q = q.limit(int(limit))
         with _errors("query"):
@@ -200,6 +219,14 @@ class FirestoreStore:
         runs = groupby(docs, key=lambda s: _field(s.data, order_by)) if order_by else [("", docs)]
         docs = [s for _, run in runs for s in sorted(run, key=lambda s: s.id, reverse=descending)]
         return docs if limit is None else docs[: int(limit)]
+
+    def count(self, kind: str, where: Sequence[Filter] = ()) -> int:
+        found = self._query(kind, where)
+        if found is None:
+            return 0
+        with _errors("count"):
+            results = found[0].count(alias="n").get(**_bounded())
+        return int(results[0][0].value)
 
     def watch(self, kind: str, doc_id: str, after_version: int, timeout: float) -> Stored | None:
         # Polling keeps this stateless and sees every writer; a listener would need a thread.

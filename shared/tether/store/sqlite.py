@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tether.core.ports import Filter, Stored
+from tether.core.ports import Filter, Position, Stored
 from tether.errors import Conflict, Invalid, NotFound, Unavailable
 from tether.store.codec import check_field, dumps, encode, loads
 
@@ -28,7 +28,8 @@ _POLL = 0.05  # how often `watch` re-reads, to see other processes' writes
 # finds, not every document of its kind: a list of live sessions or a sweep costs the same
 # however many ended sessions the store holds.
 _INDEXED = (("state", "expires_at"), ("owner", "state"), ("expires_at",), ("purge_at",),
-            ("agent_id",), ("session_id",), ("name",))  # fmt: skip
+            ("agent_id",), ("session_id",), ("name",), ("created_at",))  # fmt: skip
+_ARRAY = ("contains", "contains_any")
 
 
 def _index(fields: tuple[str, ...]) -> str:
@@ -43,13 +44,47 @@ _SCHEMA += "".join(
 )
 
 
-def _index_for(filtered: set[str]) -> str | None:
-    """The index to read a query by: the one covering most of its filtered fields, led by one.
+def _index_for(filtered: set[str], order_by: str | None) -> str | None:
+    """The index to read a query by: the one covering most of its filtered fields, led by one;
+    without one, the index on its order (a page of a whole kind reads only the page).
     (Named outright: with no statistics SQLite's planner prefers the primary key's range over
     a whole kind.)"""
     usable = [f for f in _INDEXED if f[0] in filtered]
     best = max(usable, key=lambda f: len(filtered & set(f)), default=None)
+    if best is None and order_by and (order_by,) in _INDEXED:
+        best = (order_by,)
     return _index(best) if best else None
+
+
+def _matching(
+    kind: str, where: Sequence[Filter], order_by: str | None
+) -> tuple[str, list[Any]] | None:
+    """The `INDEXED BY ... WHERE ...` of a query and its arguments; None when nothing can
+    match (an empty `in`)."""
+    index = _index_for({name for name, op, _ in where if op not in _ARRAY}, order_by)
+    sql = [f"INDEXED BY {index}" if index else "", "WHERE kind=?"]
+    args: list[Any] = [kind]
+    for name, op, value in where:
+        path = f"json_extract(data, '$.{check_field(name)}')"
+        if op in ("in", "contains_any"):
+            values = [encode(v) for v in value]
+            if not values:
+                return None
+            marks = ",".join("?" * len(values))
+            sql.append(
+                f"AND {path} IN ({marks})" if op == "in" else
+                f"AND EXISTS (SELECT 1 FROM json_each(data, '$.{name}') WHERE value IN ({marks}))"
+            )  # fmt: skip
+            args.extend(values)
+        elif op == "contains":
+            sql.append(f"AND EXISTS (SELECT 1 FROM json_each(data, '$.{name}') WHERE value = ?)")
+            args.append(encode(value))
+        elif op in ("==", "<", "<=", ">", ">="):
+            sql.append(f"AND {path} {'=' if op == '==' else op} ?")
+            args.append(encode(value))
+        else:
+            raise Invalid(f"unsupported operator {op!r}", field=name)
+    return " ".join(sql), args
 
 
 class SqliteStore:
@@ -122,35 +157,37 @@ class SqliteStore:
         order_by: str | None = None,
         descending: bool = False,
         limit: int | None = None,
+        offset: int = 0,
+        after: Position | None = None,
     ) -> list[Stored]:
-        index = _index_for({name for name, _, _ in where})
-        sql = [f"SELECT id, version, data FROM docs {f'INDEXED BY {index} ' if index else ''}"
-               "WHERE kind=?"]  # fmt: skip
-        args: list[Any] = [kind]
-        for name, op, value in where:
-            path = f"json_extract(data, '$.{check_field(name)}')"
-            if op == "in":
-                values = [encode(v) for v in value]
-                if not values:
-                    return []
-                sql.append(f"AND {path} IN ({','.join('?' * len(values))})")
-                args.extend(values)
-            elif op in ("==", "<", "<=", ">", ">="):
-                sql.append(f"AND {path} {'=' if op == '==' else op} ?")
-                args.append(encode(value))
-            else:
-                raise Invalid(f"unsupported operator {op!r}", field=name)
+        found = _matching(kind, where, order_by)
+        if found is None:
+            return []
+        sql, args = found
         direction = "DESC" if descending else "ASC"
-        if order_by:
-            sql.append(f"ORDER BY json_extract(data, '$.{check_field(order_by)}') {direction},")
-            sql.append(f"id {direction}")
-        else:
-            sql.append(f"ORDER BY id {direction}")
-        if limit is not None:
-            sql.append("LIMIT ?")
-            args.append(int(limit))
-        rows = self._conn().execute(" ".join(sql), args).fetchall()
+        key = f"json_extract(data, '$.{check_field(order_by)}')" if order_by else None
+        if after is not None:
+            beyond = "<" if descending else ">"
+            if key:
+                sql += f" AND ({key} {beyond} ? OR ({key} = ? AND id {beyond} ?))"
+                args += [encode(after[0]), encode(after[0]), after[1]]
+            else:
+                sql += f" AND id {beyond} ?"
+                args.append(after[1])
+        first = f"{key} {direction}, " if key else ""
+        sql += f" ORDER BY {first}id {direction}"
+        if limit is not None or offset:
+            sql += " LIMIT ? OFFSET ?"
+            args += [-1 if limit is None else int(limit), int(offset)]
+        rows = self._conn().execute("SELECT id, version, data FROM docs " + sql, args).fetchall()
         return [Stored(r[0], r[1], loads(r[2])) for r in rows]
+
+    def count(self, kind: str, where: Sequence[Filter] = ()) -> int:
+        found = _matching(kind, where, None)
+        if found is None:
+            return 0
+        sql, args = found
+        return int(self._conn().execute("SELECT COUNT(*) FROM docs " + sql, args).fetchone()[0])
 
     def watch(self, kind: str, doc_id: str, after_version: int, timeout: float) -> Stored | None:
         deadline = time.monotonic() + timeout

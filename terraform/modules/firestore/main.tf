@@ -2,25 +2,10 @@
 # TTL policies of the records that are worthless once expired.
 
 locals {
-  # Must list exactly tether.store.indexes.COMPOSITE_INDEXES: the Firestore adapter refuses a
-  # query whose composite index is not declared there, and Firestore refuses it without this.
-  # One entry per index; fields in order.
-  composite_indexes = [
-    {
-      collection = "users" # Users.page: role == ?, order by username
-      fields = [
-        { field_path = "role", order = "ASCENDING" },
-        { field_path = "username", order = "ASCENDING" },
-      ]
-    },
-    {
-      collection = "sessions" # Sessions.expire: state in (live states), expires_at <= now
-      fields = [
-        { field_path = "state", order = "ASCENDING" },
-        { field_path = "expires_at", order = "ASCENDING" },
-      ]
-    },
-  ]
+  # tether.store.indexes.COMPOSITE_INDEXES, written by `python -m tether.store.indexes` (a test
+  # keeps the file equal to the code): the Firestore adapter refuses a query whose composite
+  # index is not declared there, and Firestore refuses it without this.
+  composite_indexes = jsondecode(file("${path.module}/indexes.json"))
 
   # tether.service.sweeper.EXPIRING_KINDS and tether.agent.journal.EXPIRING: Firestore deletes
   # these documents once their `expires_at` has passed (the sweeper purges the first ones too,
@@ -49,7 +34,7 @@ resource "google_firestore_database" "this" {
 resource "google_firestore_index" "composite" {
   for_each = {
     for index in local.composite_indexes :
-    "${index.collection}:${join(",", [for f in index.fields : "${f.field_path}:${f.order}"])}" => index
+    "${index.collection}:${join(",", [for f in index.fields : "${f.field_path}:${lookup(f, "order", lookup(f, "array_config", ""))}"])}" => index
   }
 
   project     = var.project_id
@@ -60,8 +45,9 @@ resource "google_firestore_index" "composite" {
   dynamic "fields" {
     for_each = each.value.fields
     content {
-      field_path = fields.value.field_path
-      order      = fields.value.order
+      field_path   = fields.value.field_path
+      order        = lookup(fields.value, "order", null)
+      array_config = lookup(fields.value, "array_config", null)
     }
   }
 }
