@@ -69,5 +69,6 @@ def test_a_list_of_live_sessions_reads_no_history(sessions: Sessions) -> None:
         put(sessions, f"old-{i:02}", SessionState.TERMINATED)
     put(sessions, "live", SessionState.RUNNING)
     alice = Principal(id="alice", username="alice", role=Role.USER)
-    assert [s.id for s in sessions.visible(alice)] == ["live"]
-    assert len(sessions.visible(alice, include_terminated=True)) == 31
+    assert [s.id for s in sessions.listed(alice).items] == ["live"]
+    every = sessions.listed(alice, include_terminated=True, limit=20)
+    assert (len(every.items), every.total) == (20, 31) and every.next_cursor

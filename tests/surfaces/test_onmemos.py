@@ -330,14 +330,24 @@ def test_list_pages_and_filters_by_workspace(api: FlaskClient) -> None:
     last = api.get("/v1/sessions?namespace=pages&limit=2&offset=2", headers=h()).get_json()
     assert [s["id"] for s in last["sessions"]] == [c["id"]]
     assert (last["page"], last["has_next"], last["has_prev"]) == (2, False, True)
+    assert first["next_cursor"] and last["next_cursor"] is None
+    # The cursor resumes after the page's last session, whatever came and went before it.
+    d = create(api, namespace="pages")  # after c: in the next page, in its turn
+    after = api.get(f"/v1/sessions?namespace=pages&limit=2&cursor={first['next_cursor']}",
+                    headers=h()).get_json()  # fmt: skip
+    assert [s["id"] for s in after["sessions"]] == [c["id"], d["id"]] and after["total"] == 4
+    assert (after["has_next"], after["has_prev"]) == (False, True)
+    for cursor in ("nope", "W10", "WyJ0IiwieCIsImEiXQ"):  # not base64 JSON; [] ; a bad time
+        bad = api.get(f"/v1/sessions?cursor={cursor}", headers=h())
+        assert bad.status_code == 400 and "cursor" in bad.get_json()["detail"], cursor
     dock = api.get("/v1/sessions?workspace_id=dock-b", headers=h()).get_json()["sessions"]
     assert [(s["id"], s["workspace_id"]) for s in dock] == [(b["id"], "dock-b")]
     assert c["workspace_id"] == "pages"  # none given: the namespace, as OnMemOS does
     running = api.get("/v1/sessions?namespace=pages&status=running", headers=h()).get_json()
-    assert running["total"] == 3
+    assert running["total"] == 4
     assert api.get("/v1/sessions?namespace=pages&status=paused", headers=h()).get_json() == {
-        "sessions": [], "total": 0, "count": 0, "page": 1, "per_page": 1,
-        "has_next": False, "has_prev": False,
+        "sessions": [], "total": 0, "count": 0, "page": 1, "per_page": 100,
+        "has_next": False, "has_prev": False, "next_cursor": None,
     }  # fmt: skip
     bad = api.get("/v1/sessions?offset=-1", headers=h())
     assert bad.status_code == 400 and "offset" in bad.get_json()["detail"]

@@ -446,7 +446,12 @@ def test_list_filters_sort_and_pagination(ss: FlaskClient) -> None:
     assert listed("order=asc") == ids
     assert listed("sort=user&order=desc") == ids[::-1]
     assert listed("user=bea") == [ids[1]]
-    assert listed("tags=a,b") == [ids[1]]
+    # Any of the tags, as StreamSpace's own server filters (api/internal/api/handlers.go,
+    # ListSessionsByTags, at 583a9f95d5dd).
+    assert listed("tags=a,b&order=asc") == ids
+    assert listed("tags=a") == [ids[1], ids[0]]
+    many = ",".join(f"t{i}" for i in range(31))
+    assert_error(ss.get(f"{API}/sessions?tags={many}", headers=h), 400, "INVALID_PARAMETER")
     assert listed("tags=b&order=asc") == [ids[1], ids[2]]
     assert listed("state=running&template=shell&order=asc") == ids
     assert listed("state=hibernated") == []

@@ -29,12 +29,14 @@ from tether.core.models import (
     Template,
     utcnow,
 )
-from tether.core.ports import Store
+from tether.core.ports import Filter, Store
 from tether.core.shell import command_line
 from tether.errors import Conflict, InvalidTransition, NotFound, Timeout, Unavailable
+from tether.service import pages
 from tether.service.agents import Agents
 from tether.service.commands import ID as COMMAND_ID
 from tether.service.commands import Commands
+from tether.service.pages import Page
 from tether.service.repo import Repo
 from tether.service.templates import Templates
 
@@ -112,24 +114,42 @@ class Sessions:
         found = self.repo.query(where, limit=1)  # type: ignore[arg-type]
         return found[0] if found else None
 
-    def visible(
+    def listed(
         self,
         principal: Principal,
+        *,
+        states: list[str] | None = None,
         include_terminated: bool = False,
         tags: list[str] | None = None,
+        order_by: str = "created_at",
+        descending: bool = False,
+        limit: int = 100,
+        offset: int = 0,
+        cursor: str | None = None,
         **equal: str | None,
-    ) -> list[Session]:
-        """The caller's sessions (every session for an admin) whose fields equal `equal`'s
-        non-empty values and that carry every tag in `tags`, oldest first."""
-        where: list[tuple[str, str, object]] = [(k, "==", v) for k, v in equal.items() if v]
+    ) -> Page[Session]:
+        """A page of the caller's sessions (every session, for an admin) whose fields equal
+        `equal`'s non-empty values, in `states` (else any live one, or any at all with
+        `include_terminated`) and carrying any of `tags`; ordered by `order_by` then id, from
+        `offset` or after `cursor`. One query and one count: the same cost however much
+        history the store holds."""
+        where: list[Filter] = [(k, "==", v) for k, v in equal.items() if v]
         if not principal.is_admin:
             where.append(("owner", "==", principal.id))
-        if not include_terminated and not equal.get("state"):  # in the store: history stays out
+        if states is not None:
+            where.append(("state", "in", states))
+        elif not include_terminated:
             where.append(("state", "in", LIVE))
-        sessions = self.repo.query(where)  # type: ignore[arg-type]
         if tags:
-            sessions = [s for s in sessions if set(tags) <= set(s.tags)]
-        return sorted(sessions, key=lambda s: s.created_at)
+            where.append(("tags", "contains", tags[0]) if len(tags) == 1 else
+                         ("tags", "contains_any", tags))  # fmt: skip
+        fixed = {name for name, op, _ in where if op == "=="}
+        key = None if order_by in fixed else order_by  # one value: the order is by id
+        after = pages.position(cursor) if cursor else None
+        items = self.repo.query(where, key, descending, limit + 1, offset, after)  # one more:
+        last = items[limit - 1] if len(items) > limit else None  # is there a page after?
+        token = pages.cursor(getattr(last, key) if key else None, last.id) if last else None
+        return Page(items[:limit], self.repo.count(where), token)
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -462,12 +482,20 @@ class Sessions:
         if s.state is SessionState.TERMINATED:
             s.purge_at = s.updated_at + self.retention
 
+    def _due(self) -> list[Session]:
+        return self.repo.query([("state", "in", ENDING), ("expires_at", "<=", utcnow())])
+
+    def overdue(self, principal: Principal) -> list[Session]:
+        """The caller's live sessions past their TTL that the sweeper has yet to end (no more
+        than a sweep's interval of them), oldest first."""
+        mine = [s for s in self._due() if principal.is_admin or s.owner == principal.id]
+        return sorted(mine, key=lambda s: (s.created_at, s.id))
+
     def expire(self) -> list[str]:
         """Terminate every session whose TTL has passed; returns their ids. Reads only those
         due (ended sessions keep their `expires_at`, and would pile up here otherwise)."""
-        due = [("state", "in", ENDING), ("expires_at", "<=", utcnow())]
         ended = []
-        for session in self.repo.query(due):  # type: ignore[arg-type]
+        for session in self._due():
             self.terminate(session.id, "Session expired")
             ended.append(session.id)
         return ended

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from tether.core.models import Principal, Role, User, utcnow
-from tether.core.ports import Store
+from tether.core.ports import Filter, Store
 from tether.errors import Conflict, Invalid, NotFound, Unauthenticated
 from tether.service.auth import hash_password, verify_password
 from tether.service.repo import Repo
@@ -111,6 +111,6 @@ class Users:
             ) from None
 
     def page(self, role: Role | None, page: int, limit: int) -> tuple[list[User], int]:
-        where = [("role", "==", role.value)] if role else []
-        users = self.repo.query(where, order_by="username")  # type: ignore[arg-type]
-        return users[(page - 1) * limit : page * limit], len(users)
+        where: list[Filter] = [("role", "==", role.value)] if role else []
+        users = self.repo.query(where, "username", limit=limit, offset=(page - 1) * limit)
+        return users, self.repo.count(where)

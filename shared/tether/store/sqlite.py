@@ -27,8 +27,9 @@ _POLL = 0.05  # how often `watch` re-reads, to see other processes' writes
 # a query compares (the local counterpart of Firestore's indexes), so a query reads what it
 # finds, not every document of its kind: a list of live sessions or a sweep costs the same
 # however many ended sessions the store holds.
-_INDEXED = (("state", "expires_at"), ("owner", "state"), ("expires_at",), ("purge_at",),
-            ("agent_id",), ("session_id",), ("name",), ("created_at",))  # fmt: skip
+_INDEXED = (("state", "expires_at"), ("owner", "state"), ("owner", "created_at"),
+            ("expires_at",), ("purge_at",),
+            ("agent_id",), ("session_id",), ("name",), ("created_at",), ("username",))  # fmt: skip
 _ARRAY = ("contains", "contains_any")
 
 
@@ -45,15 +46,17 @@ _SCHEMA += "".join(
 
 
 def _index_for(filtered: set[str], order_by: str | None) -> str | None:
-    """The index to read a query by: the one covering most of its filtered fields, led by one;
-    without one, the index on its order (a page of a whole kind reads only the page).
-    (Named outright: with no statistics SQLite's planner prefers the primary key's range over
-    a whole kind.)"""
-    usable = [f for f in _INDEXED if f[0] in filtered]
-    best = max(usable, key=lambda f: len(filtered & set(f)), default=None)
-    if best is None and order_by and (order_by,) in _INDEXED:
-        best = (order_by,)
-    return _index(best) if best else None
+    """The index to read a query by: the one whose leading fields the query filters most,
+    then reads in its order (a page of the owner's sessions, newest first, reads only the
+    page); failing that, the index on its order alone. (Named outright: with no statistics
+    SQLite's planner prefers the primary key's range over a whole kind.)"""
+
+    def fit(fields: tuple[str, ...]) -> float:
+        lead = next((i for i, f in enumerate(fields) if f not in filtered), len(fields))
+        return lead + (0.5 if fields[lead : lead + 1] == (order_by,) else 0)
+
+    best = max(_INDEXED, key=fit)
+    return _index(best) if fit(best) > 0 else None
 
 
 def _matching(

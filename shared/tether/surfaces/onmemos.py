@@ -24,6 +24,7 @@ from tether.core.lifecycle import CommandState, SessionState
 from tether.core.models import Command as CommandRecord
 from tether.core.models import ExecResult, Principal, Session, SessionRequest, utcnow
 from tether.errors import TetherError
+from tether.service.pages import Page
 from tether.surfaces import openapi
 from tether.surfaces.http import (
     INTEGRAL,
@@ -134,8 +135,11 @@ class ListFilter(BaseModel):
     include_terminated: bool = False
     workspace_id: str | None = None
     status: str | None = None  # as a session shows it ("running", "expired", ...)
-    limit: int | None = Field(None, ge=1, le=1000)  # onmemos-sdk pages with limit and offset
+    # A page at a time (onmemos-sdk pages with limit and offset); `next_cursor` in an answer
+    # goes back as `cursor` for the page after it.
+    limit: int = Field(100, ge=1, le=1000)
     offset: int = Field(0, ge=0, le=1_000_000_000)  # answers carry it in 64-bit JSON numbers
+    cursor: str | None = Field(None, max_length=1000)
 
 
 class RunPython(BaseModel):
@@ -205,11 +209,13 @@ class SessionList(BaseModel):
     per_page: int
     has_next: bool
     has_prev: bool
+    next_cursor: str | None = Field(description="`cursor` for the page after this; null at the end")
 
 
 class WorkspaceList(BaseModel):
     workspaces: list[SessionOut]
     total: int
+    next_cursor: str | None = Field(description="`cursor` for the page after this; null at the end")
 
 
 class Ran(ExecResult):
@@ -369,20 +375,28 @@ def _create(request: Request, who: Principal, req: SessionRequest) -> Response:
     return json_response(session_json(session, base_url(request)), 201)
 
 
-def _list(request: Request, query: ListFilter) -> tuple[list[SessionOut], int]:
-    """One page of the caller's sessions, and how many there are in all."""
-    sessions = bootstrap.services().sessions.visible(
-        principal(request),
-        query.include_terminated,
-        tags=[WORKSPACE_TAG + query.workspace_id] if query.workspace_id else None,
-        namespace=query.namespace,
-        user=query.user,
-    )
-    if query.status:
-        sessions = [s for s in sessions if status_of(s) == query.status]
-    end = None if query.limit is None else query.offset + query.limit
-    base = base_url(request)  # only the page asked for is serialised
-    return [session_json(s, base) for s in sessions[query.offset : end]], len(sessions)
+def _list(request: Request, query: ListFilter) -> tuple[list[SessionOut], Page[Session]]:
+    """One page of the caller's sessions (as the answer shows them), and the page."""
+    sessions, who = bootstrap.services().sessions, principal(request)
+    if query.status == "expired":  # live past their TTL, not swept yet: a minute's worth
+        due = sessions.overdue(who)
+        page = Page(due[query.offset : query.offset + query.limit], len(due), None)
+    else:
+        page = sessions.listed(
+            who,
+            states=[query.status] if query.status else None,
+            include_terminated=query.include_terminated,
+            tags=[WORKSPACE_TAG + query.workspace_id] if query.workspace_id else None,
+            limit=query.limit,
+            offset=query.offset,
+            cursor=query.cursor,
+            namespace=query.namespace,
+            user=query.user,
+        )
+    # A live one past its TTL shows as "expired", never under its state's name.
+    shown = [s for s in page.items if not query.status or status_of(s) == query.status]
+    base = base_url(request)
+    return [session_json(s, base) for s in shown], page
 
 
 @router.route("/v1/sessions", ["POST"], body=CreateSession, answers=CREATED, errors=(404,),
@@ -399,17 +413,17 @@ def create_session(request: Request, body: CreateSession) -> Response:
 @router.route("/v1/sessions", ["GET"], query=ListFilter, answers={200: SessionList})
 def list_sessions(request: Request, query: ListFilter) -> Response:
     """The caller's sessions (a page of them with `limit` and `offset`)."""
-    items, total = _list(request, query)
-    per_page = query.limit or max(total, 1)
+    items, page = _list(request, query)
     return json_response(
         SessionList(
             sessions=items,
-            total=total,
-            count=total,
-            page=query.offset // per_page + 1,
-            per_page=per_page,
-            has_next=query.offset + len(items) < total,
-            has_prev=query.offset > 0,
+            total=page.total,
+            count=page.total,
+            page=query.offset // query.limit + 1,
+            per_page=query.limit,
+            has_next=page.next_cursor is not None,
+            has_prev=query.offset > 0 or query.cursor is not None,
+            next_cursor=page.next_cursor,
         )
     )
 
@@ -548,8 +562,10 @@ def create_workspace(request: Request, body: CreateWorkspace) -> Response:
 @router.route("/v1/cloudrun/workspaces", ["GET"], query=ListFilter, answers={200: WorkspaceList})
 def list_workspaces(request: Request, query: ListFilter) -> Response:
     """The caller's workspaces."""
-    items, total = _list(request, query)
-    return json_response(WorkspaceList(workspaces=items, total=total))
+    items, page = _list(request, query)
+    return json_response(
+        WorkspaceList(workspaces=items, total=page.total, next_cursor=page.next_cursor)
+    )
 
 
 @router.route("/v1/cloudrun/workspaces/<session_id>", ["GET"], answers={200: SessionOut})

@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from werkzeug.wrappers import Request, Response
 
 from tether import bootstrap, errors
@@ -924,6 +924,7 @@ _DEFAULT_MESSAGES = {
 
 
 MAX_SESSION_DURATION = timedelta(days=366)
+MAX_TAG_FILTER = 30
 
 
 class NewSession(BaseModel):
@@ -971,9 +972,20 @@ class SessionFilter(Page):
     platform: str | None = None
     agent_id: str | None = None
     state: SessionState | None = None
-    tags: str | None = None
+    tags: str | None = Field(None, max_length=4000)  # comma-separated: any of them
     sort: Literal["created_at", "updated_at", "user", "state"] = "created_at"
     order: Literal["asc", "desc"] = "desc"
+
+    @property
+    def tag_list(self) -> list[str]:
+        return [t for t in (self.tags or "").split(",") if t]
+
+    @field_validator("tags")
+    @classmethod
+    def _few_tags(cls, tags: str | None) -> str | None:
+        if tags and len([t for t in tags.split(",") if t]) > MAX_TAG_FILTER:
+            raise ValueError(f"at most {MAX_TAG_FILTER} tags")  # what one Firestore query takes
+        return tags
 
 
 class SessionPatch(BaseModel):
@@ -1165,24 +1177,24 @@ def create_session(request: Request, body: NewSession) -> Response:
 @router.route(f"{PREFIX}/sessions", ["GET"], query=SessionFilter, answers={200: SessionList})
 def list_sessions(request: Request, query: SessionFilter) -> Response:
     """The caller's sessions (every session, for an admin), filtered, sorted, a page at a time."""
-    principal = who(request)
     f = query
-    tags = [t for t in (f.tags or "").split(",") if t]
-    found = bootstrap.services().sessions.visible(
-        principal,
+    page = bootstrap.services().sessions.listed(
+        who(request),
         include_terminated=True,
-        tags=tags,
+        tags=f.tag_list,  # any of them, as StreamSpace's own server filters
+        order_by=f.sort,
+        descending=f.order == "desc",
+        limit=f.limit,
+        offset=(f.page - 1) * f.limit,
         user=f.user,
         template=f.template,
         platform=f.platform,
         agent_id=f.agent_id,
         state=f.state.value if f.state else None,
     )
-    found.sort(key=lambda s: (getattr(s, f.sort), s.id), reverse=f.order == "desc")
-    page, pagination = paginate(found, f)  # only the page is serialised
-    items = [session_json(s) for s in page]
-    return json_response(SessionList(sessions=items, pagination=pagination,
-                                     total=pagination.total))  # fmt: skip
+    pagination = Pagination.of(f, page.total)
+    items = [session_json(s) for s in page.items]
+    return json_response(SessionList(sessions=items, pagination=pagination, total=page.total))
 
 
 # A session's path names it by its id or, as StreamSpace's web UI does, by its name.
