@@ -24,6 +24,7 @@ PROVIDER_PLATFORMS: dict[str, tuple[str, ...]] = {
 }
 OFFLINE_MESSAGE = "Agent {} is offline"
 SLOTS = "agent_slots"  # one document per session using an agent's capacity
+BLIND_TRIES = 2  # slots tried before reading which are taken
 # A slot is taken a moment before its session is saved: younger ones are never stale.
 SLOT_SETTLE = timedelta(minutes=1)
 
@@ -56,7 +57,8 @@ class Agents:
         return self.repo.mutate(agent_id, update)
 
     def heartbeat(self, agent_id: str, platform: str, region: str, capacity: int) -> Agent:
-        if self.repo.find(agent_id) is None:
+        was = self.repo.find(agent_id)
+        if was is None:
             # A heartbeat from an agent we never saw register (e.g. the store was reset).
             return self.register(agent_id, platform, region, capacity)
 
@@ -66,8 +68,7 @@ class Agents:
                 a.status = AgentStatus.ONLINE
             return a
 
-        was = self.repo.get(agent_id)
-        agent = self.repo.mutate(agent_id, beat)
+        agent = self.repo.mutate(agent_id, beat, start=was)
         if was.status is AgentStatus.OFFLINE:
             self._mark_sessions(agent_id, OFFLINE_MESSAGE.format(agent_id), "")
         return agent
@@ -87,9 +88,9 @@ class Agents:
         return agent.status is AgentStatus.ONLINE and fresh
 
     def live_sessions(self, agent_id: str) -> int:
-        """Sessions using the agent's capacity now: the slots taken (at most its capacity, so
-        this costs the same however many sessions the agent has had)."""
-        return len(self._slots(agent_id))
+        """Sessions using the agent's capacity now: the slots taken, counted in the store (one
+        read however many sessions the agent has, or has had)."""
+        return self.store.count(SLOTS, [("agent_id", "==", agent_id)])
 
     def _slots(self, agent_id: str) -> list[Stored]:
         return self.store.query(SLOTS, [("agent_id", "==", agent_id)])
@@ -122,21 +123,25 @@ class Agents:
         a document made only if it is not there (the store's atomic create), so any number of
         instances creating at once never take more slots than the agent has. A slot whose
         session has stopped using it (its release not made yet, or lost) is taken back."""
-        held = {d.id: d for d in self._slots(agent.id)}
         slots = [f"{agent.id}:{i}" for i in range(agent.capacity)]
         random.shuffle(slots)  # racing creates try different slots first
+        for slot in slots[:BLIND_TRIES]:  # mostly free: take one without reading which
+            with contextlib.suppress(Conflict):
+                return self._take(slot, agent.id, session_id)
+        held = {d.id: d for d in self._slots(agent.id)}
         free = [slot for slot in slots if slot not in held]
         stale = [slot for slot in slots if slot in held and self._stale(held[slot])]
         for slot in free + stale:
             if slot in held and not self.store.delete(SLOTS, slot):
                 continue  # another reserve took it back first
-            try:
-                taken = {"agent_id": agent.id, "session_id": session_id, "taken_at": utcnow()}
-                self.store.create(SLOTS, slot, taken)
-                return slot
-            except Conflict:
-                continue  # another session took it meanwhile
+            with contextlib.suppress(Conflict):  # another session took it meanwhile
+                return self._take(slot, agent.id, session_id)
         return None
+
+    def _take(self, slot: str, agent_id: str, session_id: str) -> str:
+        taken = {"agent_id": agent_id, "session_id": session_id, "taken_at": utcnow()}
+        self.store.create(SLOTS, slot, taken)
+        return slot
 
     def _stale(self, slot: Stored) -> bool:
         """Whether the slot's session no longer uses it: it names this slot and is saved in a

@@ -202,7 +202,7 @@ class Sessions:
                     raise
         if not hibernated:
             self._command(session, CommandType.START_SESSION, template)
-        return self.wait_while(session.id, {SessionState.PENDING}, wait)
+        return self.wait_while(session.id, {SessionState.PENDING}, wait, known=session)
 
     def _place(self, session: Session, ranked: list[Agent]) -> None:
         """Onto the first agent of `ranked` with a slot free (the slot is the session's)."""
@@ -230,10 +230,17 @@ class Sessions:
             payload |= {"template": template_json, "resources": session.resources}
         self.commands.issue(session.agent_id, kind, session.id, payload)
 
-    def wait_while(self, session_id: str, states: set[SessionState], timeout: float) -> Session:
-        """Wait until the session leaves `states` (or `timeout` passes); returns it."""
+    def wait_while(
+        self,
+        session_id: str,
+        states: set[SessionState],
+        timeout: float,
+        known: Session | None = None,
+    ) -> Session:
+        """Wait until the session leaves `states` (or `timeout` passes); returns it. `known`:
+        the caller's copy, just written (spares a read)."""
         deadline = time.monotonic() + timeout
-        session = self.repo.get(session_id, "Session")
+        session = known or self.repo.get(session_id, "Session")
         while session.state in states and (remaining := deadline - time.monotonic()) > 0:
             changed = self.repo.watch(session_id, session.version, remaining)
             if changed is None:
@@ -324,14 +331,16 @@ class Sessions:
         session = self.get(principal, session_id)
         if session.state is SessionState.TERMINATED:
             return session
-        self.terminate(session_id, "Session deleted")
-        return self.wait_while(session_id, {SessionState.TERMINATING}, wait)
+        ending = self.terminate(session_id, "Session deleted", start=session)
+        return self.wait_while(session_id, {SessionState.TERMINATING}, wait, known=ending)
 
-    def terminate(self, session_id: str, message: str) -> Session:
-        """Move to terminating and tell the agent to stop the workspace (idempotent)."""
+    def terminate(self, session_id: str, message: str, start: Session | None = None) -> Session:
+        """Move to terminating and tell the agent to stop the workspace (idempotent). `start`:
+        the session as the caller just read it (spares a read)."""
         moved = self._move(
-            session_id, SessionState.TERMINATING, message, done={SessionState.TERMINATED}
-        )
+            session_id, SessionState.TERMINATING, message, done={SessionState.TERMINATED},
+            start=start,
+        )  # fmt: skip
         if moved is None:
             return self.repo.get(session_id, "Session")
         self._command(moved, CommandType.STOP_SESSION)
@@ -344,6 +353,7 @@ class Sessions:
         message: str,
         done: set[SessionState] | None = None,
         slot: str | None = None,
+        start: Session | None = None,
     ) -> Session | None:
         """Move to `target` (checked against the table); None when it was there already (or
         in one of the `done` states), so only the caller that moved it acts on the move. A
@@ -366,7 +376,7 @@ class Sessions:
             moved = True
             return s
 
-        after = self.repo.mutate(session_id, move)
+        after = self.repo.mutate(session_id, move, start=start)
         if moved:
             self.agents.release(freed[0] if freed else None, session_id)
         return after if moved else None

@@ -7,7 +7,6 @@ google.cloud is imported lazily so that importing tether.store never loads gRPC 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import groupby
@@ -229,16 +228,25 @@ class FirestoreStore:
         return int(results[0][0].value)
 
     def watch(self, kind: str, doc_id: str, after_version: int, timeout: float) -> Stored | None:
-        # Polling keeps this stateless and sees every writer; a listener would need a thread.
-        deadline = time.monotonic() + timeout
-        delay = 0.01
-        while True:
-            doc = self.get(kind, doc_id)
-            remaining = deadline - time.monotonic()
-            if doc is None or doc.version > after_version or remaining <= 0:
-                return doc
-            time.sleep(min(delay, remaining))
-            delay = min(delay * 2, 0.1)
+        """A real-time listener, not polling: one read for its first snapshot and one for each
+        change it is woken by."""
+        seen: list[Stored | None] = []
+        changed = threading.Event()
+
+        def on_snapshot(snaps: list[DocumentSnapshot[Any]], *_: Any) -> None:
+            doc = _stored(snaps[0]) if snaps else None
+            seen[:] = [doc]
+            if doc is None or doc.version > after_version:
+                changed.set()
+
+        with _errors("watch"):
+            listener = self._ref(kind, doc_id).on_snapshot(on_snapshot)
+        try:
+            changed.wait(timeout)
+        finally:
+            listener.unsubscribe()  # type: ignore[no-untyped-call]
+        # No snapshot at all (the listen stream never answered): read the document itself.
+        return seen[0] if seen else self.get(kind, doc_id)
 
     def ping(self) -> None:
         try:
