@@ -83,7 +83,9 @@ def make_provisioner(settings: Settings) -> Provisioner:
     if settings.platform == "local":
         from tether.provision.local import LocalProvisioner
 
-        return LocalProvisioner(settings.home, settings.sandbox, jwt_secret(settings))
+        return LocalProvisioner(
+            settings.home, settings.sandbox, jwt_secret(settings), settings.warm_pool
+        )
     if settings.platform == "cloud_run":
         from tether.provision.cloudrun import CloudRunProvisioner
         from tether.provision.storage import SessionStorage

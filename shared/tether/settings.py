@@ -30,6 +30,17 @@ def rate_limits(text: str) -> dict[str, int]:
     return limits
 
 
+def warm_pool(text: str) -> dict[str, int]:
+    """`shell=2,desktop=1`: workspaces of each template a local agent keeps started ahead."""
+    sizes = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, count = part.partition("=")
+        if not name.strip() or not count.strip().isdigit():
+            raise ValueError(f"TETHER_WARM_POOL: {part!r} is not template=N")
+        sizes[name.strip()] = int(count)
+    return sizes
+
+
 def default_capacity() -> int:
     """Workspaces a local agent takes: one per GiB of the machine's memory (a workspace's
     default memory limit), at least one."""
@@ -72,6 +83,8 @@ class Settings:
     agent_capacity: int = field(default_factory=default_capacity)  # workspaces at once
     # How long a terminated session stays readable before the store deletes it.
     session_retention: timedelta = timedelta(days=7)
+    # Workspaces of each template a local agent keeps started ahead (0, or none: no pool).
+    warm_pool: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -106,4 +119,5 @@ class Settings:
             agent_capacity=int(_env("TETHER_AGENT_CAPACITY", str(default_capacity()))),
             rate_limits=rate_limits(_env("TETHER_RATE_LIMITS", "")),
             session_retention=parse_duration(_env("TETHER_SESSION_RETENTION", "7d")),
+            warm_pool=warm_pool(_env("TETHER_WARM_POOL", "")),
         )

@@ -37,7 +37,7 @@ class LocalStack:
         bootstrap.install(self.services)
         self.generated = bootstrap.seed(self.services)
         self.provisioner = LocalProvisioner(
-            settings.home, settings.sandbox, bootstrap.jwt_secret(settings)
+            settings.home, settings.sandbox, bootstrap.jwt_secret(settings), settings.warm_pool
         )
         self.services.health.workspaces = self.provisioner.isolation
         self.agent = Agent(

@@ -24,6 +24,7 @@ import http.client
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -33,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,9 @@ HIBERNATED = "hibernated"
 EXEC = ".exec"  # suffix of a runtime's exec channel socket
 RUNTIME_LOG = ".tether/runtime.log"  # in the home: the runtime's own output
 _START_WAIT = 15.0
+POOLED = "pooled"  # in the agent's home: one file per session given a pooled workspace
+_POOL_PREFIX = "pool-"  # a workspace started ahead, named for itself until a session takes it
+_REFILL_BACKOFF = 5.0  # after a pooled start fails
 # What the launchers (bubblewrap, setpriv, runsc: root's, as root) run with.
 _LAUNCHER_ENV = {"PATH": sandbox.CLEAN_PATH}
 
@@ -83,7 +88,14 @@ class _Runtime:
 class LocalProvisioner:
     platform = "local"
 
-    def __init__(self, home: Path, sandbox: str = "bubblewrap", secret: str = "") -> None:
+    def __init__(
+        self,
+        home: Path,
+        sandbox: str = "bubblewrap",
+        secret: str = "",
+        pool: Mapping[str, int] | None = None,
+    ) -> None:
+        """`pool`: how many workspaces of each template to keep started ahead (see `start`)."""
         if sandbox not in SANDBOXES:
             raise Invalid(f"TETHER_SANDBOX must be one of {', '.join(SANDBOXES)}, not {sandbox!r}")
         if sandbox == "bubblewrap" and shutil.which("bwrap") is None:
@@ -111,16 +123,29 @@ class LocalProvisioner:
         self._runtimes: dict[str, _Runtime] = {}
         self._locks: dict[str, threading.Lock] = {}
         self.closed = False
-        self._lock = threading.Lock()  # guards the map of locks
+        self._lock = threading.Lock()  # guards the map of locks, and the pool's maps
+        # The warm pool: templates' configs as their first sessions showed them, the
+        # workspaces started ahead for each, and which session each given one serves.
+        self.pool_sizes = {name: n for name, n in (pool or {}).items() if n > 0}
+        self._wanted: dict[str, tuple[dict[str, Any], int]] = {}  # config key -> (config, n)
+        self._ready: dict[str, list[str]] = {}  # config key -> pooled workspace ids
+        self._serving: dict[str, str] = {}  # session id -> its pooled workspace's id
+        self._refill = threading.Condition(self._lock)
+        self._filler: threading.Thread | None = None
+        self._pooled = _private_dir(self.home / POOLED)
+        self._forget_unclaimed()
         if sandbox != "none" and not self.groups.available:
             log.warning("workspace limits: %s", self.groups.describe())
 
     def isolation(self) -> dict[str, Any]:
         """What confines this agent's workspaces, for the health report and the start-up log."""
+        pool = {"sizes": self.pool_sizes, "ready": self.warm()}
         if self.sandbox == "none":
-            return {"sandbox": "none", "warning": "workspaces run unconfined (TETHER_SANDBOX)"}
+            return {"sandbox": "none", "warning": "workspaces run unconfined (TETHER_SANDBOX)",
+                    "warm_pool": pool}  # fmt: skip
         egress = "slirp4netns" if shutil.which("slirp4netns") else "unavailable: no slirp4netns"
         return {
+            "warm_pool": pool,
             "sandbox": self.sandbox,
             "host_uid": "one per workspace" if os.geteuid() == 0 else "the stack's user",
             "limits": self.groups.describe(),
@@ -167,22 +192,25 @@ class LocalProvisioner:
         return hashlib.sha256(session_id.encode()).hexdigest()[:16]
 
     def _info(self, session_id: str) -> WorkspaceInfo:
+        wid = self._workspace(session_id)
         return WorkspaceInfo(
-            url=f"http+unix://{self.socket_path(session_id)}",
+            url=f"http+unix://{self.socket_path(wid)}",
             details={
                 "service_name": f"tether-{session_id}",
-                "bucket_name": str(self.bucket(session_id)),
-                "workdir": str(self.workdir(session_id)),
-                "sandbox": self.kind(session_id),
+                "bucket_name": str(self.bucket(wid)),
+                "workdir": str(self.workdir(wid)),
+                "sandbox": self.kind(wid),
             },
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self, spec: WorkspaceSpec) -> WorkspaceInfo:
+        """Starts the workspace, or gives the session one of its template's started ahead
+        (when the agent keeps a pool for the template and the session adds no environment of
+        its own). A pooled workspace is a new one, never used before, and is this session's
+        alone from then on: it is stopped and gone with the session, like any other."""
         sid = spec.session_id
-        control = self.control(sid)
-        control.mkdir(mode=0o700, exist_ok=True)
         template = spec.template
         Limits.of(template.resources)  # a bad quantity fails the start, not a later wake
         kind = "gvisor" if template.sandbox == "gvisor" else self.sandbox
@@ -199,10 +227,121 @@ class LocalProvisioner:
             "resources": template.resources,
         }
         with self._session(sid):
-            _write_atomically(control / CONFIG, json.dumps(config))
-            (control / HIBERNATED).unlink(missing_ok=True)
-            self._up(sid)
+            wid = self._workspace(sid)
+            if wid == sid and not (self.control(sid) / CONFIG).exists():  # not started yet
+                wid = self._take(config) or sid
+                if wid != sid:
+                    self._adopt(sid, wid)
+            if wid == sid:
+                self._make(sid, config)
+        if template.name in self.pool_sizes and not spec.env:
+            self._want(config, self.pool_sizes[template.name])
         return self._info(sid)
+
+    def _make(self, wid: str, config: dict[str, Any]) -> None:
+        """Starts workspace `wid` with `config` (its lock held)."""
+        control = self.control(wid)
+        control.mkdir(mode=0o700, exist_ok=True)
+        _write_atomically(control / CONFIG, json.dumps(config))
+        (control / HIBERNATED).unlink(missing_ok=True)
+        self._up(wid)
+
+    # -- the warm pool -----------------------------------------------------------------------
+
+    @staticmethod
+    def _pool_key(config: dict[str, Any]) -> str:
+        return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+    def _workspace(self, session_id: str) -> str:
+        """The workspace serving the session: a pooled one it was given, else its own."""
+        with self._lock:
+            wid = self._serving.get(session_id)
+        if wid is None:
+            try:  # given before this agent started
+                wid = (self._pooled / self._key(session_id)).read_text()
+            except FileNotFoundError:
+                return session_id
+            with self._lock:
+                self._serving[session_id] = wid
+        return wid
+
+    def _serves(self, wid: str) -> str:
+        """The session a workspace serves (its own id, while pooled and unclaimed)."""
+        with self._lock:
+            return next((s for s, w in self._serving.items() if w == wid), wid)
+
+    def warm(self) -> int:
+        """Workspaces started ahead, waiting for a session."""
+        with self._lock:
+            return sum(len(ready) for ready in self._ready.values())
+
+    def _take(self, config: dict[str, Any]) -> str | None:
+        with self._lock:
+            ready = self._ready.get(self._pool_key(config), [])
+            self._refill.notify()  # one fewer: the pool's thread starts another
+            return ready.pop(0) if ready else None
+
+    def _adopt(self, sid: str, wid: str) -> None:
+        """The session takes pooled workspace `wid`: its runtime accepts the session's token
+        only, and the agent remembers (on disk, for its next start) which workspace it is."""
+        token = auth.token_for(self.secret, sid)
+        runtime = self._runtimes[wid]
+        status, body = runtime.http.request("POST", "/adopt", {"token": token})
+        if status != 200:
+            raise Unavailable(f"Pooled workspace refused its session: {body}")
+        runtime.http.headers[auth.HEADER] = runtime.exec.token = token
+        _write_atomically(self._pooled / self._key(sid), wid)
+        with self._lock:
+            self._serving[sid] = wid
+
+    def _want(self, config: dict[str, Any], size: int) -> None:
+        """Keep `size` workspaces of `config` started ahead (a thread refills the pool)."""
+        key = self._pool_key(config)
+        with self._lock:
+            first = not self._wanted
+            self._wanted[key] = (config, size)
+            self._refill.notify()
+        if first:
+            self._filler = threading.Thread(target=self._fill, name="warm-pool", daemon=True)
+            self._filler.start()
+
+    def _fill(self) -> None:
+        """The pool's thread: starts a workspace for whichever pool is short, one at a time."""
+        while (wanted := self._short()) is not None:
+            key, config = wanted
+            wid = _POOL_PREFIX + secrets.token_hex(8)
+            try:
+                with self._session(wid):
+                    self._make(wid, config)
+            except Exception:
+                log.exception("warm pool: a workspace failed to start")
+                self._stop(wid)
+                with self._lock:
+                    self._refill.wait(_REFILL_BACKOFF)
+                continue
+            with self._lock:
+                if not self.closed:
+                    self._ready.setdefault(key, []).append(wid)
+                    continue
+            self._stop(wid)  # the agent closed meanwhile
+            return
+
+    def _short(self) -> tuple[str, dict[str, Any]] | None:
+        """A pool short of its size (waiting until one is); None once the agent closes."""
+        with self._lock:
+            while not self.closed:
+                for key, (config, size) in self._wanted.items():
+                    if len(self._ready.get(key, [])) < size:
+                        return key, config
+                self._refill.wait()
+        return None
+
+    def _forget_unclaimed(self) -> None:
+        """Pooled workspaces an earlier agent started and no session took: gone."""
+        claimed = {f.read_text() for f in self._pooled.iterdir()}
+        for control in self.root.glob(_POOL_PREFIX + "*"):
+            if control.name not in claimed:
+                self.stop(control.name)
 
     def _config(self, session_id: str) -> dict[str, Any]:
         try:
@@ -231,6 +370,14 @@ class LocalProvisioner:
                         os.chown(home / "bucket", uid, uid, follow_symlinks=False)
 
     def stop(self, session_id: str) -> None:
+        wid = self._workspace(session_id)
+        self._stop(wid)
+        if wid != session_id:
+            (self._pooled / self._key(session_id)).unlink(missing_ok=True)
+            with self._lock:
+                self._serving.pop(session_id, None)
+
+    def _stop(self, session_id: str) -> None:
         control = self.control(session_id)
         with self._session(session_id):
             kind = self.kind(session_id)
@@ -245,6 +392,7 @@ class LocalProvisioner:
             self._locks.pop(session_id, None)
 
     def hibernate(self, session_id: str) -> None:
+        session_id = self._workspace(session_id)
         control = self.control(session_id)
         with self._session(session_id):
             if not (control / CONFIG).exists():
@@ -254,15 +402,17 @@ class LocalProvisioner:
         # its disk stays mounted: the log is read from it
 
     def wake(self, session_id: str) -> WorkspaceInfo:
-        control = self.control(session_id)
-        with self._session(session_id):
+        wid = self._workspace(session_id)
+        control = self.control(wid)
+        with self._session(wid):
             if not (control / CONFIG).exists():
                 raise NotFound("Workspace not found")
             (control / HIBERNATED).unlink(missing_ok=True)
-            self._up(session_id)
+            self._up(wid)
         return self._info(session_id)
 
     def exec(self, session_id: str, command: str, timeout: float) -> ExecResult:
+        session_id = self._workspace(session_id)
         runtime = self._runtimes.get(session_id)
         if runtime is None or runtime.proc.poll() is not None:
             # Not up: the agent restarted (its runtimes died with it), or the workspace is
@@ -283,12 +433,21 @@ class LocalProvisioner:
 
     def logs(self, session_id: str, tail: int) -> list[str]:
         # Read from the home, not asked of the runtime: a hibernated workspace has no runtime.
+        session_id = self._workspace(session_id)
         with self._session(session_id):
             self._mount(session_id, self._config(session_id))
         return read_tail(self.workdir(session_id), tail)
 
     def close(self) -> None:
-        self.closed = True  # from here no runtime starts (`_up`): one starting now finishes first
+        with self._lock:
+            self.closed = True  # from here no runtime starts (`_up`): one starting finishes first
+            unclaimed = [w for ready in self._ready.values() for w in ready]
+            self._ready.clear()
+            self._refill.notify_all()
+        if self._filler is not None:  # it stops what it is starting, seeing us closed
+            self._filler.join(_START_WAIT + 5)
+        for wid in unclaimed:  # never a session's: nothing of them is kept
+            self._stop(wid)
         for control in self.root.iterdir():  # each is mounted again when next used
             with self._session(control.name):
                 if control.name in self._runtimes:
@@ -336,7 +495,7 @@ class LocalProvisioner:
         home = self.workdir(session_id)
         config = self._config(session_id)
         self._mount(session_id, config)
-        token = auth.token_for(self.secret, session_id)
+        token = auth.token_for(self.secret, self._serves(session_id))
         kind = self.kind(session_id, config)
         inside = sandbox.INSIDE_HOME if kind != "none" else str(home)
         env = sandbox.clean_env({"HOME": inside}, config["env"])

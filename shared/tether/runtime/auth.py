@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from dataclasses import dataclass
 
 HEADER = "X-Tether-Runtime-Token"
 FIELD = "token"
@@ -28,3 +29,14 @@ def valid(expected: str | None, given: object) -> bool:
     if expected is None:
         return True
     return isinstance(given, str) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+@dataclass
+class Credential:
+    """The token a runtime accepts now. One started ahead for a warm pool is handed its
+    session's token when a session takes it (`POST /adopt`), and accepts only that after."""
+
+    token: str | None = None
+
+    def accepts(self, given: object) -> bool:
+        return valid(self.token, given)

@@ -29,7 +29,7 @@ class _Connection(socketserver.StreamRequestHandler):
             while line := self.rfile.readline(MAX_REQUEST + 1):
                 if not line.endswith(b"\n"):
                     return  # longer than MAX_REQUEST, or cut short by the caller leaving
-                self.wfile.write(_answer(line, self.server.home, self.server.token) + b"\n")
+                self.wfile.write(_answer(line, self.server.home, self.server.credential) + b"\n")
         except ConnectionError:
             pass  # the caller went away
 
@@ -40,7 +40,9 @@ class ExecChannel(socketserver.ThreadingUnixStreamServer):
     # before the accept loop catches up: a Unix socket's connect does not wait for room.
     request_queue_size = socket.SOMAXCONN
 
-    def __init__(self, where: str | socket.socket, home: str, token: str | None = None) -> None:
+    def __init__(
+        self, where: str | socket.socket, home: str, credential: auth.Credential | None = None
+    ) -> None:
         """Listens at the path `where`, or on `where` itself: a socket already listening (the
         local agent makes it, outside the sandbox, and hands it in)."""
         if isinstance(where, str):
@@ -52,24 +54,26 @@ class ExecChannel(socketserver.ThreadingUnixStreamServer):
             self.socket.close()
             self.socket = where
         self.home = home
-        self.token = token
+        self.credential = credential or auth.Credential()
 
     def close(self) -> None:
         self.shutdown()
         self.server_close()
 
 
-def serve(where: str | socket.socket, home: str, token: str | None = None) -> ExecChannel:
+def serve(
+    where: str | socket.socket, home: str, credential: auth.Credential | None = None
+) -> ExecChannel:
     """Serves from a thread of its own until `close()`."""
-    channel = ExecChannel(where, home, token)
+    channel = ExecChannel(where, home, credential)
     threading.Thread(target=channel.serve_forever, name="exec-channel", daemon=True).start()
     return channel
 
 
-def _answer(line: bytes, home: str, token: str | None) -> bytes:
+def _answer(line: bytes, home: str, credential: auth.Credential) -> bytes:
     try:
         body = json.loads(line)
-        if not auth.valid(token, body.get(auth.FIELD) if isinstance(body, dict) else None):
+        if not credential.accepts(body.get(auth.FIELD) if isinstance(body, dict) else None):
             return json.dumps({"detail": "token: not this workspace's"}).encode()
         command, timeout, cap = exec_request(body)
     except ValueError as exc:

@@ -35,13 +35,14 @@ def make_app(
     """The runtime's API; with `main`, also the workspace's main process, started with the
     app and stopped (with its whole process group) when the app shuts down; with
     `exec_socket`, also the exec channel (`exec_channel`) on that Unix socket; with `token`,
-    every request must carry it (`tether.runtime.auth`)."""
+    every request must carry it (`tether.runtime.auth`) until `POST /adopt` gives another."""
+    credential = auth.Credential(token)
 
     @web.middleware
     async def authenticate(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if not auth.valid(token, request.headers.get(auth.HEADER)):
+        if not credential.accepts(request.headers.get(auth.HEADER)):
             return web.json_response({"detail": f"{auth.HEADER}: not this workspace's"}, status=401)
         return await handler(request)
 
@@ -70,6 +71,18 @@ def make_app(
         asyncio.get_running_loop().call_soon(os.kill, os.getpid(), signal.SIGTERM)
         return web.json_response({"status": "stopping"})
 
+    async def adopt(request: web.Request) -> web.Response:
+        """A session takes this runtime (started ahead, for a warm pool): from now on only
+        the session's token opens it, the one that opened this request no more."""
+        try:
+            new = (await request.json())["token"]
+            if not isinstance(new, str) or not new:
+                raise ValueError(new)
+        except (ValueError, KeyError, TypeError):
+            return web.json_response({"detail": "token: a non-empty string"}, status=400)
+        credential.token = new
+        return web.json_response({"status": "adopted"})
+
     async def pty(request: web.Request) -> web.WebSocketResponse:
         return await terminal(request, home)
 
@@ -85,6 +98,8 @@ def make_app(
     app.router.add_get("/vnc", vnc_bridge)
     app.router.add_get("/logs/follow", follow_logs)
     app.router.add_post("/shutdown", shutdown)
+    if token:  # a runtime with no token (Cloud Run's) is never pooled this way
+        app.router.add_post("/adopt", adopt)
     app.router.add_post("/exec", execute)
     app.router.add_get("/logs", logs)
     websockets.close_on_shutdown(app)  # before the main process stops (on_shutdown, below)
@@ -92,7 +107,7 @@ def make_app(
         where = exec_socket
 
         async def start_channel(app: web.Application) -> None:
-            app[CHANNEL] = exec_channel.serve(where, home, token)
+            app[CHANNEL] = exec_channel.serve(where, home, credential)
 
         async def stop_channel(app: web.Application) -> None:
             await asyncio.get_running_loop().run_in_executor(None, app[CHANNEL].close)
