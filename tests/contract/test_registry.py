@@ -70,6 +70,14 @@ def test_silent_agent_goes_offline_and_its_sessions_say_so(stack: Any) -> None:
     assert sessions.repo.get(s.id).message == f"Agent {stack.agent.agent_id} is offline"
     with pytest.raises(Unavailable):
         sessions.create(ADMIN, SessionRequest(template="shell"), wait=0)
+    # Its heartbeats come back (one write each, read nothing): online from the first one,
+    # and the next sweep puts its record and its sessions' messages right.
+    agents.grace = 30
+    agents.heartbeat(stack.agent.agent_id, "local", "local", 10)
+    assert agents.is_online(agents.repo.get(stack.agent.agent_id))
+    assert agents.mark_offline() == []
+    assert agents.repo.get(stack.agent.agent_id).status is AgentStatus.ONLINE
+    assert sessions.repo.get(s.id).message == ""
 
 
 def test_malformed_events_are_dropped_not_redelivered_forever(stack: Any) -> None:

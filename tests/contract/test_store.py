@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from tether.core.ports import Store
-from tether.errors import Conflict, NotFound, Unavailable
+from tether.errors import Conflict, Invalid, NotFound, Unavailable
 
 from tests.conftest import emulator
 from tests.contract.conftest import clear_firestore
@@ -45,6 +45,22 @@ def test_update_is_compare_and_set(store: Store) -> None:
 def test_update_missing_is_not_found(store: Store) -> None:
     with pytest.raises(NotFound):
         store.update("sessions", "ghost", {"a": 1}, expected_version=1)
+
+
+def test_patch_sets_fields_without_a_version_check(store: Store) -> None:
+    when = datetime(2026, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+    store.create("agents", "a1", {"status": "online", "n": 1, "last": None})
+    store.patch("agents", "a1", {"last": when, "n": None})
+    got = store.get("agents", "a1")
+    assert got is not None and got.version == 2
+    assert got.data["status"] == "online" and got.data["n"] is None
+    assert store.query("agents", [("last", "==", when)])[0].id == "a1"  # a time, compared
+    with pytest.raises(Conflict):  # a writer that read before the patch lost its race
+        store.update("agents", "a1", {"status": "offline"}, expected_version=1)
+    with pytest.raises(NotFound):
+        store.patch("agents", "ghost", {"n": 2})
+    with pytest.raises(Invalid):
+        store.patch("agents", "a1", {"a.b": 2})
 
 
 def test_delete(store: Store) -> None:

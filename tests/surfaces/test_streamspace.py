@@ -277,6 +277,8 @@ def test_an_agent_that_stops_heartbeating_goes_offline(ss: FlaskClient, stack: L
                 json={"user": "alice", "template": "shell", "platform": "gke"})  # fmt: skip
     assert_error(r, 503, "NO_AGENTS_AVAILABLE")
     services.events.handle({"type": "heartbeat", "agent_id": "quiet-one"})
+    assert services.agents.is_online(services.agents.repo.get("quiet-one"))  # at once
+    services.sweeper.run()  # and its record follows
     assert services.agents.repo.get("quiet-one").status.value == "online"
 
 

@@ -54,6 +54,12 @@ class Store(Protocol):
         self, kind: str, doc_id: str, data: dict[str, Any], expected_version: int
     ) -> Stored: ...
 
+    def patch(self, kind: str, doc_id: str, fields: dict[str, Any]) -> None:
+        """Set top-level `fields` of a document without reading it or checking its version
+        (which is bumped): for a field only one writer sets, where the last write may simply
+        win (a heartbeat's time). One write. Raises `NotFound` for a missing document."""
+        ...
+
     def delete(self, kind: str, doc_id: str) -> bool: ...
 
     def query(

@@ -11,7 +11,7 @@ from typing import Any
 from tether.core.lifecycle import ACTIVE_SESSION_STATES, LIVE_SESSION_STATES
 from tether.core.models import Agent, AgentStatus, utcnow
 from tether.core.ports import Filter, Store, Stored
-from tether.errors import Conflict, Unavailable
+from tether.errors import Conflict, NotFound, Unavailable
 from tether.service.repo import Repo
 
 # What each OnMemOS provider name means as an agent platform.
@@ -56,22 +56,14 @@ class Agents:
 
         return self.repo.mutate(agent_id, update)
 
-    def heartbeat(self, agent_id: str, platform: str, region: str, capacity: int) -> Agent:
-        was = self.repo.find(agent_id)
-        if was is None:
-            # A heartbeat from an agent we never saw register (e.g. the store was reset).
-            return self.register(agent_id, platform, region, capacity)
-
-        def beat(a: Agent) -> Agent:
-            a.last_heartbeat = utcnow()
-            if a.status is AgentStatus.OFFLINE:
-                a.status = AgentStatus.ONLINE
-            return a
-
-        agent = self.repo.mutate(agent_id, beat, start=was)
-        if was.status is AgentStatus.OFFLINE:
-            self._mark_sessions(agent_id, OFFLINE_MESSAGE.format(agent_id), "")
-        return agent
+    def heartbeat(self, agent_id: str, platform: str, region: str, capacity: int) -> None:
+        """One write, no read: only the time moves. An agent marked offline counts as online
+        again from this beat on (`status_of`); the sweeper puts its record and its sessions'
+        messages right (`mark_offline`)."""
+        try:
+            self.store.patch("agents", agent_id, {"last_heartbeat": utcnow()})
+        except NotFound:  # an agent we never saw register (the store was reset, say)
+            self.register(agent_id, platform, region, capacity)
 
     def _mark_sessions(self, agent_id: str, old: str, new: str) -> None:
         """Set the status message of the agent's live sessions (where it still reads `old`)."""
@@ -82,10 +74,15 @@ class Agents:
             with contextlib.suppress(Conflict):  # the session moved on: its message is newer
                 self.store.update("sessions", doc.id, {**doc.data, "message": new}, doc.version)
 
+    def status_of(self, agent: Agent, now: datetime | None = None) -> AgentStatus:
+        """Draining while an admin says so; else online while its heartbeats come in time."""
+        if agent.status is AgentStatus.DRAINING:
+            return agent.status
+        fresh = agent.last_heartbeat >= (now or utcnow()) - timedelta(seconds=self.grace)
+        return AgentStatus.ONLINE if fresh else AgentStatus.OFFLINE
+
     def is_online(self, agent: Agent, now: datetime | None = None) -> bool:
-        now = now or utcnow()
-        fresh = agent.last_heartbeat >= now - timedelta(seconds=self.grace)
-        return agent.status is AgentStatus.ONLINE and fresh
+        return self.status_of(agent, now) is AgentStatus.ONLINE
 
     def live_sessions(self, agent_id: str) -> int:
         """Sessions using the agent's capacity now: the slots taken, counted in the store (one
@@ -169,21 +166,30 @@ class Agents:
         return sum(self.store.delete(SLOTS, d.id) for d in stale)
 
     def mark_offline(self) -> list[str]:
-        """Agents past their heartbeat grace go offline; returns their ids."""
+        """Records follow the heartbeats: an agent past its grace is marked offline, and its
+        live sessions say so; one whose heartbeats came back is marked online, and its
+        sessions' messages cleared. Returns the ids of the agents marked offline."""
         now = utcnow()
         gone = []
-        for agent in self.repo.query([("status", "==", AgentStatus.ONLINE.value)]):
-            if not self.is_online(agent, now):
+        for was in (AgentStatus.ONLINE, AgentStatus.OFFLINE):
+            for agent in self.repo.query([("status", "==", was.value)]):
+                now_is = self.status_of(agent, now)
+                if now_is is was:
+                    continue
 
-                def off(a: Agent) -> Agent | None:
-                    if self.is_online(a, now):
-                        return None
-                    a.status = AgentStatus.OFFLINE
+                def move(a: Agent, was: AgentStatus = was) -> Agent | None:
+                    if a.status is not was or self.status_of(a, now) is was:
+                        return None  # moved meanwhile
+                    a.status = self.status_of(a, now)
                     return a
 
-                self.repo.mutate(agent.id, off)
-                self._mark_sessions(agent.id, "", OFFLINE_MESSAGE.format(agent.id))
-                gone.append(agent.id)
+                self.repo.mutate(agent.id, move)
+                message = OFFLINE_MESSAGE.format(agent.id)
+                if now_is is AgentStatus.OFFLINE:
+                    self._mark_sessions(agent.id, "", message)
+                    gone.append(agent.id)
+                else:
+                    self._mark_sessions(agent.id, message, "")
         return gone
 
     def set_status(self, agent_id: str, status: AgentStatus) -> Agent:

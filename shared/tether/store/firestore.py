@@ -137,6 +137,22 @@ class FirestoreStore:
             raise
         return Stored(doc_id, expected_version + 1, body)
 
+    def patch(self, kind: str, doc_id: str, fields: dict[str, Any]) -> None:
+        from google.api_core.exceptions import NotFound as Missing
+        from google.cloud.firestore import Increment
+
+        body = _checked(fields)
+        if not body:
+            raise Invalid("nothing to patch")
+        for name in body:  # top-level only: `update` reads a dotted name as a path
+            if "." in check_field(name):
+                raise Invalid(f"not a top-level field: {name!r}", field=name)
+        try:
+            with _errors("patch"):
+                self._ref(kind, doc_id).update({**body, _VERSION: Increment(1)}, **_bounded())
+        except Missing:
+            raise NotFound(f"{kind} {doc_id!r} not found") from None
+
     def delete(self, kind: str, doc_id: str) -> bool:
         from google.api_core.exceptions import NotFound as Missing
 

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from tether.core.ports import Filter, Position, Stored
 from tether.errors import Conflict, Invalid, NotFound, Unavailable
 from tether.store.codec import check_field, dumps, encode, loads
@@ -146,6 +148,22 @@ class SqliteStore:
             raise Conflict(f"{kind} {doc_id!r} changed concurrently")
         self._wrote()
         return Stored(doc_id, expected_version + 1, data)
+
+    def patch(self, kind: str, doc_id: str, fields: dict[str, Any]) -> None:
+        if not fields:
+            raise Invalid("nothing to patch")
+        for name in fields:  # top-level only, as on every adapter
+            if "." in check_field(name):
+                raise Invalid(f"not a top-level field: {name!r}", field=name)
+        sets = ", ".join(f"'$.{name}', json(?)" for name in fields)
+        values = [orjson.dumps(encode(v)).decode() for v in fields.values()]
+        cur = self._conn().execute(
+            f"UPDATE docs SET data=json_set(data, {sets}), version=version+1 WHERE kind=? AND id=?",
+            [*values, kind, doc_id],
+        )
+        if cur.rowcount == 0:
+            raise NotFound(f"{kind} {doc_id!r} not found")
+        self._wrote()
 
     def delete(self, kind: str, doc_id: str) -> bool:
         cur = self._conn().execute("DELETE FROM docs WHERE kind=? AND id=?", (kind, doc_id))

@@ -562,9 +562,15 @@ def agent_json(a: Agent, current: int) -> AgentOut:
     )
 
 
+def _standing(a: Agent) -> Agent:
+    """The agent with the status its heartbeats give it now."""
+    return a.model_copy(update={"status": bootstrap.services().agents.status_of(a)})
+
+
 def _agents() -> list[tuple[Agent, int]]:
+    """Every agent as it stands, and its sessions."""
     agents = bootstrap.services().agents
-    return [(a, agents.live_sessions(a.id)) for a in agents.repo.query(order_by="id")]
+    return [(_standing(a), agents.live_sessions(a.id)) for a in agents.repo.query(order_by="id")]
 
 
 def _agent_list(query: AgentFilter) -> AgentList:
@@ -669,7 +675,7 @@ def get_agent(request: Request, agent_id: str) -> Response:
     """One agent, and the caller's sessions on it (every session, for an admin)."""
     caller = who(request)
     agents = bootstrap.services().agents
-    agent = agents.repo.get(agent_id, "Agent")
+    agent = _standing(agents.repo.get(agent_id, "Agent"))
     sessions = agents.sessions_of(agent_id)
     # The count is the agent's; the sessions listed are only the caller's (all for an admin).
     mine = [
