@@ -74,7 +74,10 @@ class PubSubBus:
             if self._publisher is None or self._subscriber is None:
                 from google.cloud import pubsub_v1
 
-                self._publisher = pubsub_v1.PublisherClient()
+                # Every publish is waited for (an outbox, a result): sent at once, not held
+                # up to 10 ms for a batch to fill.
+                batch = pubsub_v1.types.BatchSettings(max_messages=1)
+                self._publisher = pubsub_v1.PublisherClient(batch_settings=batch)
                 self._subscriber = pubsub_v1.SubscriberClient()
             return self._publisher, self._subscriber
 
