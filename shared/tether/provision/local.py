@@ -658,7 +658,7 @@ class LocalProvisioner:
         return proc, egress, first
 
     def _wait_up(self, runtime: _Runtime, home: Path) -> None:
-        """Until the runtime answers its health check. The sockets listen already, so the
+        """Until the runtime answers on its exec channel. The sockets listen already, so the
         request waits in the backlog while the runtime starts."""
         deadline = time.monotonic() + _START_WAIT
         while time.monotonic() < deadline:
@@ -668,14 +668,15 @@ class LocalProvisioner:
                     said = " | ".join(read_tail(home, 5, RUNTIME_LOG)) or said
                 raise Unavailable(f"Workspace runtime exited with {code}: {said}")
             try:
-                status, body = runtime.http.request("GET", "/health", timeout=1)
-                if status == 200:
+                # The exec channel: up before the runtime's HTTP server (`runtime.boot`).
+                body = runtime.exec.call({"ping": True}, 1)
+                if body == {"status": "ok"}:
                     assert runtime.proc.stderr is not None
                     runtime.proc.stderr.close()  # the runtime writes to its log file now
                     return
-                raise Unavailable(f"Workspace runtime answered {status}: {body}")
-            except (OSError, http.client.HTTPException, ValueError):
-                time.sleep(0.02)
+                raise Unavailable(f"Workspace runtime answered {body}")
+            except (OSError, ValueError):
+                time.sleep(0.01)
         raise Unavailable(f"Workspace runtime did not start within {_START_WAIT:g}s")
 
     def _release(self, session_id: str, runtime: _Runtime | None, kind: str = "") -> None:

@@ -1,3 +1,3 @@
-from tether.runtime.server import main
+from tether.runtime.boot import main
 
 main()

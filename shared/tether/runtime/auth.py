@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
 
 HEADER = "X-Tether-Runtime-Token"
 FIELD = "token"
@@ -31,12 +30,12 @@ def valid(expected: str | None, given: object) -> bool:
     return isinstance(given, str) and hmac.compare_digest(given.encode(), expected.encode())
 
 
-@dataclass
 class Credential:
     """The token a runtime accepts now. One started ahead for a warm pool is handed its
     session's token when a session takes it (`POST /adopt`), and accepts only that after."""
 
-    token: str | None = None
+    def __init__(self, token: str | None = None) -> None:
+        self.token = token
 
     def accepts(self, given: object) -> bool:
         return valid(self.token, given)

@@ -1,9 +1,10 @@
 """Exec as newline-delimited JSON on a Unix socket: the local agent's path for commands.
 
 Each line in is an exec request (as for `POST /exec`, plus the runtime's `token` when it has
-one), each line out its result, in order, one connection per concurrent caller, each served on
-its own thread. It skips HTTP parsing on both ends, which is a good part of the hop's cost for
-a short command. Errors come back as `{"detail": "..."}`.
+one) or `{"ping": true}` (answered `{"status": "ok"}`), each line out its answer, in order,
+one connection per concurrent caller, each served on its own thread. It skips HTTP parsing on
+both ends, which is a good part of the hop's cost for a short command. Errors come back as
+`{"detail": "..."}`.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ def _answer(line: bytes, home: str, credential: auth.Credential) -> bytes:
         body = json.loads(line)
         if not credential.accepts(body.get(auth.FIELD) if isinstance(body, dict) else None):
             return json.dumps({"detail": "token: not this workspace's"}).encode()
+        if body.get("ping") is True:  # the agent asks whether the runtime is up
+            return b'{"status": "ok"}'
         command, timeout, cap = exec_request(body)
     except ValueError as exc:
         return json.dumps({"detail": str(exc)}).encode()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import socket
@@ -19,7 +18,7 @@ from tether.runtime import auth, exec_channel, websockets
 from tether.runtime.execute import exec_request, run_command_async
 from tether.runtime.follow import follow
 from tether.runtime.main_process import MainProcess
-from tether.runtime.session_log import SESSION_LOG, LogWriter, open_for_append, tail
+from tether.runtime.session_log import SESSION_LOG, LogWriter, tail
 from tether.runtime.terminal import terminal
 from tether.runtime.vnc import vnc
 
@@ -29,14 +28,15 @@ CHANNEL = web.AppKey("exec_channel", exec_channel.ExecChannel)
 def make_app(
     home: str,
     main: str | None = None,
-    exec_socket: str | socket.socket | None = None,
-    token: str | None = None,
+    exec_socket: str | socket.socket | exec_channel.ExecChannel | None = None,
+    token: str | auth.Credential | None = None,
 ) -> web.Application:
     """The runtime's API; with `main`, also the workspace's main process, started with the
     app and stopped (with its whole process group) when the app shuts down; with
-    `exec_socket`, also the exec channel (`exec_channel`) on that Unix socket; with `token`,
-    every request must carry it (`tether.runtime.auth`) until `POST /adopt` gives another."""
-    credential = auth.Credential(token)
+    `exec_socket`, also the exec channel (`exec_channel`) on that Unix socket (or that
+    channel, serving already), closed with the app; with `token`, every request must carry it
+    (`tether.runtime.auth`) until `POST /adopt` gives another."""
+    credential = token if isinstance(token, auth.Credential) else auth.Credential(token)
 
     @web.middleware
     async def authenticate(
@@ -92,13 +92,13 @@ def make_app(
     async def vnc_bridge(request: web.Request) -> web.StreamResponse:
         return await vnc(request, home, VNC_SOCKET)
 
-    app = web.Application(middlewares=[authenticate] if token else [])
+    app = web.Application(middlewares=[authenticate] if credential.token else [])
     app.router.add_get("/health", health)
     app.router.add_get("/pty", pty)
     app.router.add_get("/vnc", vnc_bridge)
     app.router.add_get("/logs/follow", follow_logs)
     app.router.add_post("/shutdown", shutdown)
-    if token:  # a runtime with no token (Cloud Run's) is never pooled this way
+    if credential.token:  # a runtime with no token (Cloud Run's) is never pooled this way
         app.router.add_post("/adopt", adopt)
     app.router.add_post("/exec", execute)
     app.router.add_get("/logs", logs)
@@ -107,7 +107,10 @@ def make_app(
         where = exec_socket
 
         async def start_channel(app: web.Application) -> None:
-            app[CHANNEL] = exec_channel.serve(where, home, credential)
+            if isinstance(where, exec_channel.ExecChannel):
+                app[CHANNEL] = where
+            else:
+                app[CHANNEL] = exec_channel.serve(where, home, credential)
 
         async def stop_channel(app: web.Application) -> None:
             await asyncio.get_running_loop().run_in_executor(None, app[CHANNEL].close)
@@ -131,35 +134,15 @@ def make_app(
     return app
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Tether workspace runtime")
-    parser.add_argument("--home", default=os.environ.get("HOME", "/"))
-    parser.add_argument("--socket-fd", type=int, help="a listening Unix socket to serve on")
-    parser.add_argument("--socket", help="a Unix socket path to listen on")
-    parser.add_argument("--exec-socket", help="a Unix socket path for exec_channel")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
-    parser.add_argument("--exec-socket-fd", type=int, help="a listening socket for exec_channel")
-    parser.add_argument("--log-file", help="where the runtime's own output goes, in the home")
-    parser.add_argument("--env-fd", type=int, help="the workspace's environment, as JSON")
-    args = parser.parse_args()
-    if args.log_file:  # the agent reads our first words (a failed start) only
-        fd = open_for_append(Path(args.log_file))
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
-    if args.env_fd:  # not through the launcher's environment, which runs as root
-        with os.fdopen(args.env_fd) as f:
-            env = json.load(f)
-        os.environ.clear()
-        os.environ.update(env)
-    # Ours, not the workspace's: what we start must not inherit them.
-    command = os.environ.pop("TETHER_MAIN_COMMAND", None) or None
-    token = os.environ.pop(auth.ENV, None) or None
-    for fd in (args.socket_fd, args.exec_socket_fd):
-        if fd:
-            os.set_inheritable(fd, False)  # never into a command the workspace runs
-    channel = socket.socket(fileno=args.exec_socket_fd) if args.exec_socket_fd else None
-    app = make_app(args.home, command, channel or args.exec_socket, token)
+def run(
+    args: argparse.Namespace,
+    command: str | None,
+    credential: auth.Credential,
+    channel: exec_channel.ExecChannel | None,
+) -> None:
+    """Serves the app (`tether.runtime.boot` has set the process up, and may have the exec
+    channel serving already)."""
+    app = make_app(args.home, command, channel or args.exec_socket, credential)
     if args.socket_fd:
         listener = socket.socket(fileno=args.socket_fd)
         web.run_app(app, sock=listener, print=None, access_log=None)
@@ -167,7 +150,3 @@ def main() -> None:
         web.run_app(app, path=args.socket, print=None, access_log=None)
     else:
         web.run_app(app, host="0.0.0.0", port=args.port, print=None, access_log=None)
-
-
-if __name__ == "__main__":
-    main()
