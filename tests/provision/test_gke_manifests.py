@@ -333,3 +333,24 @@ def test_the_policies_applied_with_infra_k8s_are_the_generated_ones() -> None:
     applied = [doc for _, doc in infra_docs() if doc["kind"] == "NetworkPolicy"]
     assert applied == network_policies()
     assert all(doc["metadata"]["namespace"] == DEFAULT_NAMESPACE for doc in applied)
+
+
+def test_nodes_pre_pull_the_image_the_agent_starts_workspaces_from() -> None:
+    """infra/k8s/40-prepull.yaml keeps the agent's TETHER_WORKSPACE_IMAGE on every node, the
+    GKE Sandbox ones too, in pods held to what a workspace is (no privilege, no token)."""
+    docs = dict(infra_docs())
+    agent = docs["20-agent.yaml:Deployment/tether-agent"]["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for c in agent["containers"] for e in c.get("env", [])}
+    pullers = [doc for name, doc in docs.items() if name.startswith("40-prepull.yaml:DaemonSet")]
+    assert len(pullers) == 2
+    for doc in pullers:
+        pod = doc["spec"]["template"]["spec"]
+        assert doc["metadata"]["namespace"] == DEFAULT_NAMESPACE
+        assert [c["image"] for c in pod["initContainers"]] == [env["TETHER_WORKSPACE_IMAGE"]]
+        assert (
+            pod["automountServiceAccountToken"] is False and pod["securityContext"]["runAsNonRoot"]
+        )
+        for c in pod["initContainers"] + pod["containers"]:
+            assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert pullers[1]["spec"]["template"]["spec"]["runtimeClassName"] == "gvisor"
