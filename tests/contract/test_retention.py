@@ -72,3 +72,12 @@ def test_a_list_of_live_sessions_reads_no_history(sessions: Sessions) -> None:
     assert [s.id for s in sessions.listed(alice).items] == ["live"]
     every = sessions.listed(alice, include_terminated=True, limit=20)
     assert (len(every.items), every.total) == (20, 31) and every.next_cursor
+
+
+def test_a_sweep_purges_a_bounded_batch_and_the_next_one_the_rest(sessions: Sessions) -> None:
+    past = utcnow() - timedelta(minutes=5)
+    for i in range(7):
+        put(sessions, f"old-{i}", SessionState.TERMINATED, purge_at=past)
+    assert purge_expired(sessions.store, ["sessions"], "purge_at", batch=5) == 5
+    assert purge_expired(sessions.store, ["sessions"], "purge_at", batch=5) == 2
+    assert sessions.repo.query() == []

@@ -42,10 +42,19 @@ class Sweeper:
         }
 
 
-def purge_expired(store: Store, kinds: Iterable[str], field: str = "expires_at") -> int:
-    """Delete the documents of `kinds` whose `field` (a time) has passed; returns how many."""
+# Documents one pass deletes of one kind at most: a pass costs a bounded amount however much
+# is due (a backlog drains over the next passes; Firestore's TTL policies do the same work in
+# the cloud).
+PURGE_BATCH = 500
+
+
+def purge_expired(
+    store: Store, kinds: Iterable[str], field: str = "expires_at", batch: int = PURGE_BATCH
+) -> int:
+    """Delete up to `batch` documents of each of `kinds` whose `field` (a time) has passed;
+    returns how many."""
     now, count = utcnow(), 0
     for kind in kinds:
-        for doc in store.query(kind, [(field, "<=", now)]):
+        for doc in store.query(kind, [(field, "<=", now)], limit=batch):
             count += store.delete(kind, doc.id)
     return count
