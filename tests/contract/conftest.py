@@ -46,12 +46,18 @@ def store(
         clear_firestore(project)
 
 
-@pytest.fixture(params=["local", "pubsub"])
-def bus(request: pytest.FixtureRequest, project: str, unique: str) -> Iterator[Bus]:
+@pytest.fixture(params=["local", "sqlite", "pubsub"])
+def bus(
+    request: pytest.FixtureRequest, project: str, unique: str, tmp_path: Path
+) -> Iterator[Bus]:
     if request.param == "local":
         from tether.bus.local import LocalBus
 
         b: Bus = LocalBus(redeliver_after=0.2)
+    elif request.param == "sqlite":
+        from tether.bus.sqlite import SqliteBus
+
+        b = SqliteBus(tmp_path / "bus.db", redeliver_after=0.2)
     else:
         emulator("PUBSUB_EMULATOR_HOST")
         from tether.bus.pubsub import PubSubBus

@@ -1,10 +1,13 @@
-"""Bus contract: every adapter (in-process, Pub/Sub emulator) behaves the same."""
+"""Bus contract: every adapter (in-process, SQLite file, Pub/Sub emulator) behaves the same."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from tether.core.ports import Bus, Message
@@ -81,3 +84,30 @@ def test_a_failing_handler_gets_the_message_again(bus: Bus, awaited: bool) -> No
 
 def test_ping_succeeds_on_a_live_backend(bus: Bus) -> None:
     bus.ping()
+
+
+def test_the_sqlite_bus_carries_commands_between_processes_and_keeps_them_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    """What `tether up --workers N` needs: a command published by another process reaches the
+    agent's process, and one published while no agent listens is
+    there for the next one to subscribe, in another bus on the same file."""
+    from tether.bus.sqlite import SqliteBus
+
+    path = tmp_path / "bus.db"
+    SqliteBus(path).publish_command("agent-a", {"command_id": "while-away"})
+    bus = SqliteBus(path)
+    got: list[Message] = []
+    sub = bus.subscribe_commands("agent-a", got.append)
+    try:
+        assert wait_for(lambda: [m.data["command_id"] for m in got] == ["while-away"])
+        publish = (
+            "import sys; from tether.bus.sqlite import SqliteBus; "
+            "SqliteBus(sys.argv[1]).publish_command('agent-a', {'command_id': 'from-afar'})"
+        )
+        subprocess.run([sys.executable, "-c", publish, str(path)], check=True)
+        assert wait_for(lambda: len(got) == 2)
+        assert got[1].data == {"command_id": "from-afar"}
+    finally:
+        sub.close()
+        bus.close()
