@@ -71,11 +71,15 @@ def make_bus(settings: Settings) -> Bus:
         from tether.bus.local import LocalBus
 
         return LocalBus()
+    if settings.bus == "sqlite":  # several processes of one machine (`tether up --workers`)
+        from tether.bus.sqlite import SqliteBus
+
+        return SqliteBus(settings.home / "bus.db")
     if settings.bus == "pubsub":
         from tether.bus.pubsub import PubSubBus
 
         return PubSubBus(project=settings.project)
-    raise Invalid(f"TETHER_BUS must be local or pubsub, not {settings.bus!r}")
+    raise Invalid(f"TETHER_BUS must be local, sqlite or pubsub, not {settings.bus!r}")
 
 
 def make_provisioner(settings: Settings) -> Provisioner:

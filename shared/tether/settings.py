@@ -85,6 +85,8 @@ class Settings:
     session_retention: timedelta = timedelta(days=7)
     # Workspaces of each template a local agent keeps started ahead (0, or none: no pool).
     warm_pool: dict[str, int] = field(default_factory=dict)
+    # `tether up`'s serving processes (more than one: the bus is a SQLite file they share).
+    workers: int = 1
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -120,4 +122,5 @@ class Settings:
             rate_limits=rate_limits(_env("TETHER_RATE_LIMITS", "")),
             session_retention=parse_duration(_env("TETHER_SESSION_RETENTION", "7d")),
             warm_pool=warm_pool(_env("TETHER_WARM_POOL", "")),
+            workers=int(_env("TETHER_WORKERS", "1")),
         )

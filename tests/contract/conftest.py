@@ -47,9 +47,7 @@ def store(
 
 
 @pytest.fixture(params=["local", "sqlite", "pubsub"])
-def bus(
-    request: pytest.FixtureRequest, project: str, unique: str, tmp_path: Path
-) -> Iterator[Bus]:
+def bus(request: pytest.FixtureRequest, project: str, unique: str, tmp_path: Path) -> Iterator[Bus]:
     if request.param == "local":
         from tether.bus.local import LocalBus
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ import select
 import shlex
 import socket
 import stat
+import subprocess
 import sys
 import time
 from typing import Any
@@ -41,6 +43,12 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
+    workers = args.workers or settings.workers
+    if workers < 1:
+        print("tether: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if workers > 1 and settings.bus == "local":  # the processes share a bus: a SQLite file
+        settings = dataclasses.replace(settings, bus="sqlite")
     busy = _port_taken(settings.port)
     if busy:  # before anything is seeded: first-start credentials are shown only once
         print(f"tether: port {settings.port} is taken ({busy}); stop what serves it (another "
@@ -66,14 +74,25 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"Tether is up on http://127.0.0.1:{settings.port}  "
               f"(agent {stack.agent.agent_id}, Ctrl-C to stop)", flush=True)  # fmt: skip
 
+    # The other serving processes, once the first has made the store, the bus and the secrets.
+    env = {**os.environ, "TETHER_BUS": settings.bus, "TETHER_PORT": str(settings.port)}
+    others = [subprocess.Popen([sys.executable, "-m", "tether.origin.worker"], env=env)
+              for _ in range(workers - 1)]  # fmt: skip
     try:
         origin = Origin(limits=Limits.of(settings))
-        asyncio.run(origin.serve("127.0.0.1", settings.port, ready))
+        asyncio.run(origin.serve("127.0.0.1", settings.port, ready, shared=workers > 1))
         print("Stopping Tether...", flush=True)
     except OSError as exc:
         print(f"tether: cannot serve on port {settings.port}: {exc}", file=sys.stderr)
         return 1
     finally:
+        for proc in others:
+            proc.terminate()
+        for proc in others:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         stack.stop()
     return 0
 
@@ -243,9 +262,10 @@ def parser() -> argparse.ArgumentParser:
                    help="API key (env TETHER_API_KEY)")  # fmt: skip
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("up", help="serve every API locally (SQLite store, local agent)").set_defaults(
-        func=cmd_up
-    )
+    up = sub.add_parser("up", help="serve every API locally (SQLite store, local agent)")
+    up.add_argument("--workers", type=int, default=None, metavar="N",
+                    help="serving processes sharing the port (env TETHER_WORKERS, 1)")  # fmt: skip
+    up.set_defaults(func=cmd_up)
 
     sub.add_parser(
         "reset-admin",

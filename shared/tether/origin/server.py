@@ -69,8 +69,9 @@ class Origin:
         self.port = 0
         self._listener: asyncio.Server | None = None
 
-    async def start(self, host: str, port: int) -> None:
-        """Listens on `port` (0: any free one; `self.port` says which)."""
+    async def start(self, host: str, port: int, shared: bool = False) -> None:
+        """Listens on `port` (0: any free one; `self.port` says which); `shared`: with the
+        other processes listening on it too, the kernel sharing connections out."""
         # The surfaces are imported here, once, not by the first requests' threads at once:
         # CPython 3.11 can fail building two modules' ASTs in two threads at the same time
         # ("AST constructor recursion depth mismatch"), and werkzeug builds its routes with ast.
@@ -87,12 +88,19 @@ class Origin:
             port,
             backlog=1024,
             reuse_address=True,
+            reuse_port=shared,
         )
         self.port = self._listener.sockets[0].getsockname()[1]
 
-    async def serve(self, host: str, port: int, ready: Callable[[], None] = lambda: None) -> None:
+    async def serve(
+        self,
+        host: str,
+        port: int,
+        ready: Callable[[], None] = lambda: None,
+        shared: bool = False,
+    ) -> None:
         """Serves until SIGINT or SIGTERM; `ready` is called once listening."""
-        await self.start(host, port)
+        await self.start(host, port, shared)
         try:
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()

@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS docs (
     PRIMARY KEY (kind, id)
 ) WITHOUT ROWID;
 """
-_POLL = 0.05  # how often `watch` re-reads, to see other processes' writes
+_POLL = 0.005  # how often `watch` looks for other processes' writes
 # The fields the services filter by, each index on a kind and the same json_extract expression
 # a query compares (the local counterpart of Firestore's indexes), so a query reads what it
 # finds, not every document of its kind: a list of live sessions or a sweep costs the same
@@ -59,6 +59,11 @@ def _index_for(filtered: set[str], order_by: str | None) -> str | None:
 
     best = max(_INDEXED, key=fit)
     return _index(best) if fit(best) > 0 else None
+
+
+def _data_version(conn: sqlite3.Connection) -> int:
+    """Moves whenever another connection commits (another thread's, or another process's)."""
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
 
 def _matching(
@@ -211,17 +216,28 @@ class SqliteStore:
         return int(self._conn().execute("SELECT COUNT(*) FROM docs " + sql, args).fetchone()[0])
 
     def watch(self, kind: str, doc_id: str, after_version: int, timeout: float) -> Stored | None:
+        """Woken by a write of this process at once; by another process's (`tether up
+        --workers`) within `_POLL`, which costs a look at the file's change counter, not a
+        read of the document."""
         deadline = time.monotonic() + timeout
+        conn = self._conn()
         while True:
             with self._changed:
                 seen = self._writes
+            stamp = _data_version(conn)
             doc = self.get(kind, doc_id)
             remaining = deadline - time.monotonic()
             if doc is None or doc.version > after_version or remaining <= 0:
                 return doc
-            with self._changed:
-                if self._writes == seen:
-                    self._changed.wait(min(remaining, _POLL))
+            while remaining > 0:
+                with self._changed:
+                    if self._writes == seen:
+                        self._changed.wait(min(remaining, _POLL))
+                    if self._writes != seen:
+                        break
+                if _data_version(conn) != stamp:
+                    break
+                remaining = deadline - time.monotonic()
 
     def ping(self) -> None:
         try:
