@@ -45,11 +45,7 @@ def test_scheduler_skips_draining_offline_and_full_agents(stack: Any) -> None:
     assert info.value.details["code"] == "NO_AGENTS_AVAILABLE"
     agents.set_status(local, AgentStatus.ONLINE)
 
-    def shrink(a: Any) -> Any:
-        a.capacity = 1
-        return a
-
-    agents.repo.mutate(local, shrink)
+    agents.register(local, "local", "local", capacity=1)  # as the agent, restarted smaller
     first = sessions.create(ADMIN, SessionRequest(template="shell"), wait=30)
     assert first.state.value == "running" and first.agent_id == local
     with pytest.raises(Unavailable) as info:

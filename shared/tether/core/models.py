@@ -7,10 +7,12 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
+from tether.core.durations import parse_duration
 from tether.core.layout import VNC_SOCKET as VNC_SOCKET  # where templates and runtime meet
 from tether.core.lifecycle import CommandState, SessionState
+from tether.errors import Invalid
 
 
 def utcnow() -> datetime:
@@ -202,6 +204,18 @@ class Session(Record):
     updated_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     last_activity: datetime = Field(default_factory=utcnow)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def idle_at(self) -> datetime | None:
+        """When a running session with an idle timeout falls due to hibernate. Stored with
+        it, so the sweeper asks the store for the sessions due, not for every running one."""
+        if self.state is not SessionState.RUNNING or not self.idle_timeout:
+            return None
+        try:
+            return self.last_activity + parse_duration(self.idle_timeout, "idle_timeout")
+        except Invalid:
+            return None
 
     def expired(self, now: datetime) -> bool:
         return self.expires_at is not None and self.expires_at <= now

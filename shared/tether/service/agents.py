@@ -12,6 +12,7 @@ from tether.core.lifecycle import ACTIVE_SESSION_STATES, LIVE_SESSION_STATES
 from tether.core.models import Agent, AgentStatus, utcnow
 from tether.core.ports import Filter, Store, Stored
 from tether.errors import Conflict, NotFound, Unavailable
+from tether.service.recent import Recent
 from tether.service.repo import Repo
 
 # What each OnMemOS provider name means as an agent platform.
@@ -36,8 +37,15 @@ class Agents:
 
     def __post_init__(self) -> None:
         self.repo = Repo(self.store, "agents", Agent)
+        self.recent: Recent[list[Agent]] = Recent()  # the agents, for placing sessions
 
     def register(self, agent_id: str, platform: str, region: str, capacity: int) -> Agent:
+        try:
+            return self._register(agent_id, platform, region, capacity)
+        finally:
+            self.recent.forget()  # a new agent, or new capacity: placed on from now on
+
+    def _register(self, agent_id: str, platform: str, region: str, capacity: int) -> Agent:
         now = utcnow()
         fresh = Agent(id=agent_id, platform=platform, region=region, capacity=capacity)
         if self.repo.find(agent_id) is None:
@@ -93,27 +101,36 @@ class Agents:
         return self.store.query(SLOTS, [("agent_id", "==", agent_id)])
 
     def candidates(self, provider: str, prefer: tuple[str, ...] = ()) -> list[Agent]:
-        """Online agents for `provider` ("auto": any platform, those in `prefer` first), the
-        least loaded first. Capacity is taken by `reserve`, which may still find one full."""
+        """Online agents for `provider` ("auto": any platform, those in `prefer` first), to
+        try in order: first the less loaded of two of the best kind picked at random (two
+        choices balance load nearly as well as knowing every agent's, at two reads), then
+        the rest. Capacity is taken by `reserve`, which may still find one full."""
         platforms = None if provider == "auto" else PROVIDER_PLATFORMS.get(provider, (provider,))
-        online = [
-            a
-            for a in self.repo.query(order_by="id")
-            if self.is_online(a) and (platforms is None or a.platform in platforms)
-        ]
-        if not online:
+
+        def online(agents: list[Agent]) -> list[Agent]:
+            now = utcnow()
+            return [a for a in agents if self.is_online(a, now)
+                    and (platforms is None or a.platform in platforms)]  # fmt: skip
+
+        found = online(self.recent.get(None, lambda: self.repo.query(order_by="id")))
+        if not found:  # none a moment ago: one may have registered since
+            self.recent.forget()
+            found = online(self.recent.get(None, lambda: self.repo.query(order_by="id")))
+        if not found:
             where = "" if provider == "auto" else f" for provider '{provider}'"
             raise Unavailable(
                 f"No online agents available{where}", field="provider", code="NO_AGENTS_AVAILABLE"
             )
-        loads = {a.id: self.live_sessions(a.id) for a in online}
-        return sorted(
-            online,
-            key=lambda a: (
-                prefer.index(a.platform) if a.platform in prefer else len(prefer),
-                loads[a.id] / max(a.capacity, 1),
-            ),
-        )
+
+        def kind(a: Agent) -> int:
+            return prefer.index(a.platform) if a.platform in prefer else len(prefer)
+
+        random.shuffle(found)
+        found.sort(key=kind)
+        best = [a for a in found if kind(a) == kind(found[0])][:2]
+        loads = {a.id: self.live_sessions(a.id) / max(a.capacity, 1) for a in best}
+        best.sort(key=lambda a: loads[a.id])
+        return best + found[len(best) :]
 
     def reserve(self, agent: Agent, session_id: str) -> str | None:
         """A slot of the agent's capacity for the session, or None if all are taken. A slot is
@@ -184,6 +201,7 @@ class Agents:
                     return a
 
                 self.repo.mutate(agent.id, move)
+                self.recent.forget()
                 message = OFFLINE_MESSAGE.format(agent.id)
                 if now_is is AgentStatus.OFFLINE:
                     self._mark_sessions(agent.id, "", message)
@@ -200,7 +218,9 @@ class Agents:
             return a
 
         self.repo.get(agent_id, "Agent")
-        return self.repo.mutate(agent_id, move)
+        moved = self.repo.mutate(agent_id, move)
+        self.recent.forget()
+        return moved
 
     def deregister(self, agent_id: str) -> None:
         """Forget an agent (an admin removes it). Refused while it has live sessions (anything
@@ -220,6 +240,7 @@ class Agents:
                 code="AGENT_HAS_SESSIONS",
             )
         self.repo.delete(agent_id)
+        self.recent.forget()
 
     def sessions_of(self, agent_id: str) -> list[dict[str, Any]]:
         states = [s.value for s in LIVE_SESSION_STATES]

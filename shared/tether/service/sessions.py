@@ -439,11 +439,11 @@ class Sessions:
             self.repo.mutate(session.id, seen, attempts=2)
 
     def hibernate_idle(self) -> list[str]:
-        """Hibernate running sessions idle for longer than their idle_timeout."""
-        now = utcnow()
+        """Hibernate running sessions idle for longer than their idle_timeout: those the
+        store finds due (`Session.idle_at`), not every running one."""
         slept = []
-        for s in self.repo.query([("state", "==", SessionState.RUNNING.value)]):
-            if s.idle_timeout and s.last_activity + parse_duration(s.idle_timeout) <= now:
+        for s in self.repo.query([("idle_at", "<=", utcnow())]):
+            if s.state is SessionState.RUNNING:  # (only a running one has an idle_at)
                 moved = self._move(s.id, SessionState.HIBERNATING, "Hibernated after idle timeout")
                 if moved is not None:
                     self._command(moved, CommandType.HIBERNATE_SESSION)

@@ -9,6 +9,7 @@ from tether.core.lifecycle import LIVE_SESSION_STATES
 from tether.core.models import VNC_SOCKET, Template, Vnc, utcnow
 from tether.core.ports import Filter, Store
 from tether.errors import Conflict, NotFound
+from tether.service.recent import Recent
 from tether.service.repo import Repo
 
 
@@ -96,6 +97,7 @@ class Templates:
 
     def __post_init__(self) -> None:
         self.repo = Repo(self.store, "templates", Template)
+        self.recent: Recent[Template | None] = Recent()
 
     def seed(self) -> None:
         for template in DEFAULT_TEMPLATES:
@@ -104,7 +106,8 @@ class Templates:
                     self.repo.create(template.name, template.model_copy())
 
     def get(self, name: str) -> Template:
-        template = self.repo.find(name)
+        """The template (as read within the last moment: `Recent`)."""
+        template = self.recent.get(name, lambda: self.repo.find(name))
         if template is None:
             raise NotFound(
                 f"Template '{name}' does not exist", field="template", code="TEMPLATE_NOT_FOUND"
@@ -121,6 +124,8 @@ class Templates:
             raise Conflict(
                 f"Template '{template.name}' already exists", field="name", code="TEMPLATE_EXISTS"
             ) from None
+        finally:
+            self.recent.forget(template.name)  # read as missing a moment ago, say
 
     def replace(self, template: Template) -> Template:
         """Replace a template; sessions already started keep what they were started with."""
@@ -135,7 +140,10 @@ class Templates:
                 }
             )
 
-        return self.repo.mutate(template.name, swap)
+        try:
+            return self.repo.mutate(template.name, swap)
+        finally:
+            self.recent.forget(template.name)
 
     def delete(self, name: str) -> None:
         """Remove a template; refused (Conflict) while a live session uses it (anything not
@@ -152,3 +160,4 @@ class Templates:
                 code="TEMPLATE_IN_USE",
             )
         self.repo.delete(name)
+        self.recent.forget(name)

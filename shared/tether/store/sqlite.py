@@ -30,7 +30,7 @@ _POLL = 0.005  # how often `watch` looks for other processes' writes
 # finds, not every document of its kind: a list of live sessions or a sweep costs the same
 # however many ended sessions the store holds.
 _INDEXED = (("state", "expires_at"), ("owner", "state"), ("owner", "created_at"),
-            ("expires_at",), ("purge_at",),
+            ("expires_at",), ("purge_at",), ("idle_at",),
             ("agent_id",), ("session_id",), ("name",), ("created_at",), ("username",))  # fmt: skip
 _ARRAY = ("contains", "contains_any")
 
