@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,3 +95,24 @@ def test_terminals_open_through_either_process(server: Server) -> None:
     assert len(asyncio.run(main())) == 6
     with fresh(server) as c:
         c.delete(f"/v1/sessions/{sid}")
+
+
+def test_the_other_processes_end_with_the_first_however_it_ends(tmp_path: Path) -> None:
+    s = start_server(tmp_path / "home", {"TETHER_WORKERS": "2"})
+    try:
+        (worker,) = workers_of(s)
+        s.proc.kill()  # no chance to stop them itself
+        s.proc.wait()
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{worker}").exists() and not zombie(worker):
+            assert time.monotonic() < deadline, "the worker outlived the first process"
+            time.sleep(0.05)
+    finally:
+        s.stop()
+
+
+def zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True

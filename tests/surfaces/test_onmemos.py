@@ -337,6 +337,8 @@ def test_list_pages_and_filters_by_workspace(api: FlaskClient) -> None:
                     headers=h()).get_json()  # fmt: skip
     assert [s["id"] for s in after["sessions"]] == [c["id"], d["id"]] and after["total"] == 4
     assert (after["has_next"], after["has_prev"]) == (False, True)
+    both = api.get(f"/v1/sessions?offset=1&cursor={first['next_cursor']}", headers=h())
+    assert both.status_code == 400 and "cursor" in both.get_json()["detail"]
     for cursor in ("nope", "W10", "WyJ0IiwieCIsImEiXQ"):  # not base64 JSON; [] ; a bad time
         bad = api.get(f"/v1/sessions?cursor={cursor}", headers=h())
         assert bad.status_code == 400 and "cursor" in bad.get_json()["detail"], cursor

@@ -129,3 +129,25 @@ def test_a_taken_workspace_answers_to_its_session_only_and_survives_an_agent_res
         assert not (home / "workspaces" / wid).exists()
     finally:
         again.close()
+
+
+def test_a_changed_template_retires_its_old_pool_and_a_dead_one_is_never_given(
+    prov: LocalProvisioner, tmp_path: Path
+) -> None:
+    prov.start(spec("ws-first"))
+    wait_for(lambda: prov.warm() == 2)
+    old = {d.name for d in (tmp_path / "home" / "workspaces").glob("pool-*")}
+    changed = Template(name="shell", display_name="Shell", env={"GREETING": "hello"})
+    info = prov.start(WorkspaceSpec(session_id="ws-new", template=changed))
+    assert "pool-" not in info.details["workdir"]  # nothing ready of the new kind yet
+    wait_for(lambda: prov.warm() == 2)
+    now = {d.name for d in (tmp_path / "home" / "workspaces").glob("pool-*")}
+    assert not old & now, "the old template's workspaces are gone"
+    assert prov.exec("ws-new", "echo $GREETING", 10).stdout == "hello\n"
+    # A pooled workspace whose runtime died while it waited is stopped, not given out.
+    for wid in now:
+        prov._runtimes[wid].proc.kill()
+    wait_for(lambda: all(prov._runtimes[w].proc.poll() is not None for w in now))
+    took = prov.start(WorkspaceSpec(session_id="ws-after", template=changed))
+    assert Path(took.details["workdir"]).parent.parent.name not in now
+    assert prov.exec("ws-after", "echo $GREETING", 10).stdout == "hello\n"

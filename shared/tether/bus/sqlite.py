@@ -31,6 +31,7 @@ import orjson
 from tether.bus import COMMANDS_TOPIC, EVENTS_TOPIC, commands_subscription, events_subscription
 from tether.core.ports import Handler, Message
 from tether.errors import Unavailable
+from tether.private_dir import private_dir
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +68,33 @@ class SqliteSubscription:
 
     def _run(self) -> None:
         while not self.closed.is_set():
+            free = self._free()
+            if not free:
+                continue  # closing, or every handler still busy: look again
             try:
-                claimed = self.bus.claim(self.name, self.slots)
+                claimed = self.bus.claim(self.name, free)
             except sqlite3.Error:
                 log.exception("bus: claiming on %s failed", self.name)
                 claimed = []
+            for _ in range(free - len(claimed)):
+                self.slots.release()
             for row in claimed:
                 self.pool.submit(self._deliver, row)
             if not claimed:
                 self._wait()
+
+    def _free(self) -> int:
+        """Handlers free to take a message now (their slots taken: each given back by the
+        delivery, or by `_run` when no message comes for it); 0 after waiting `POLL` for one."""
+        if not self.slots.acquire(timeout=POLL):
+            return 0
+        if self.closed.is_set():
+            self.slots.release()
+            return 0
+        free = 1
+        while self.slots.acquire(blocking=False):
+            free += 1
+        return free
 
     def _wait(self) -> None:
         self.bell.settimeout(POLL)
@@ -116,8 +135,9 @@ class SqliteBus:
         self._local = threading.local()
         digest = hashlib.sha256(str(Path(self.path).resolve()).encode()).hexdigest()[:12]
         # Unix socket paths are limited to ~108 bytes: the doorbells live in a short dir.
-        self._bells = Path(tempfile.gettempdir()) / f"tether-bus-{os.getuid()}-{digest}"
-        self._bells.mkdir(mode=0o700, exist_ok=True)
+        self._bells = private_dir(
+            Path(tempfile.gettempdir()) / f"tether-bus-{os.getuid()}-{digest}"
+        )
         self._subs: list[SqliteSubscription] = []
         self._lock = threading.Lock()
         self._conn().executescript(_SCHEMA)
@@ -168,29 +188,18 @@ class SqliteBus:
             self.ring(name)
         return message_id
 
-    def claim(
-        self, subscription: str, slots: threading.Semaphore
-    ) -> list[tuple[int, str, str, str]]:
-        """Due messages of the subscription, leased, as many as `slots` has free (each taken
-        is given back by `done` or `release` through the subscription)."""
-        taken = 0
-        while taken < self._workers and slots.acquire(blocking=False):
-            taken += 1
-        if not taken:
-            slots.acquire()  # every handler busy: wait for one, then look
-            taken = 1
+    def claim(self, subscription: str, most: int) -> list[tuple[int, str, str, str]]:
+        """Up to `most` due messages of the subscription, leased to the caller."""
         conn, now = self._conn(), time.time()
         with _transaction(conn):
             rows = conn.execute(
                 "SELECT id, message_id, data, attributes FROM messages "
                 "WHERE subscription=? AND due<=? ORDER BY id LIMIT ?",
-                (subscription, now, taken),
+                (subscription, now, most),
             ).fetchall()
             conn.executemany(
                 "UPDATE messages SET due=? WHERE id=?", [(now + LEASE, r[0]) for r in rows]
             )
-        for _ in range(taken - len(rows)):
-            slots.release()
         return rows
 
     def done(self, rowid: int) -> None:

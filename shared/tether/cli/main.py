@@ -75,7 +75,8 @@ def cmd_up(args: argparse.Namespace) -> int:
               f"(agent {stack.agent.agent_id}, Ctrl-C to stop)", flush=True)  # fmt: skip
 
     # The other serving processes, once the first has made the store, the bus and the secrets.
-    env = {**os.environ, "TETHER_BUS": settings.bus, "TETHER_PORT": str(settings.port)}
+    env = {**os.environ, "TETHER_BUS": settings.bus, "TETHER_PORT": str(settings.port),
+           "TETHER_WORKER_OF": str(os.getpid())}  # fmt: skip
     others = [subprocess.Popen([sys.executable, "-m", "tether.origin.worker"], env=env)
               for _ in range(workers - 1)]  # fmt: skip
     try:

@@ -5,15 +5,31 @@ and the bus it made. No agent and no sweeper here: those run in the first proces
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
+import os
+import signal
 
 from tether import bootstrap
 from tether.origin.guard import Limits
 from tether.origin.server import Origin
 from tether.settings import Settings
 
+_PR_SET_PDEATHSIG = 1
+PARENT = "TETHER_WORKER_OF"  # the first process's pid, in a worker's environment
+
+
+def _end_with_parent() -> None:
+    """SIGTERM when the first process dies, however it dies: no orphan keeps the port."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if str(os.getppid()) != os.environ.get(PARENT):  # gone before that was asked for
+        os.kill(os.getpid(), signal.SIGTERM)
+
 
 def main() -> None:
+    _end_with_parent()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
     services = bootstrap.build(settings)

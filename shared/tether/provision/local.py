@@ -28,7 +28,6 @@ import secrets
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from typing import Any
 
 from tether.core.models import ExecResult, WorkspaceInfo, WorkspaceSpec
 from tether.errors import Invalid, NotFound, Unavailable
+from tether.private_dir import private_dir
 from tether.provision import gvisor, network, sandbox, seccomp
 from tether.provision.disks import Disks
 from tether.provision.limits import Groups, Limits
@@ -117,22 +117,23 @@ class LocalProvisioner:
         self.secret = secret or os.urandom(32).hex()
         digest = hashlib.sha256(str(self.home).encode()).hexdigest()[:12]
         # Unix socket paths are limited to ~108 bytes, so they live in a short private dir.
-        self.sockets = _private_dir(Path(tempfile.gettempdir()) / f"tether-{os.getuid()}-{digest}")
+        self.sockets = private_dir(Path(tempfile.gettempdir()) / f"tether-{os.getuid()}-{digest}")
         self.groups = Groups(f"tether-{digest}")
         self.disks = Disks()
         self._runtimes: dict[str, _Runtime] = {}
-        self._locks: dict[str, threading.Lock] = {}
+        self._locks: dict[str, threading.RLock] = {}
         self.closed = False
         self._lock = threading.Lock()  # guards the map of locks, and the pool's maps
         # The warm pool: templates' configs as their first sessions showed them, the
         # workspaces started ahead for each, and which session each given one serves.
         self.pool_sizes = {name: n for name, n in (pool or {}).items() if n > 0}
-        self._wanted: dict[str, tuple[dict[str, Any], int]] = {}  # config key -> (config, n)
+        self._wanted: dict[str, tuple[str, dict[str, Any], int]] = {}  # template -> key, ...
+        self._stopping = threading.Event()
         self._ready: dict[str, list[str]] = {}  # config key -> pooled workspace ids
         self._serving: dict[str, str] = {}  # session id -> its pooled workspace's id
         self._refill = threading.Condition(self._lock)
         self._filler: threading.Thread | None = None
-        self._pooled = _private_dir(self.home / POOLED)
+        self._pooled = private_dir(self.home / POOLED)
         self._forget_unclaimed()
         if sandbox != "none" and not self.groups.available:
             log.warning("workspace limits: %s", self.groups.describe())
@@ -230,12 +231,12 @@ class LocalProvisioner:
             wid = self._workspace(sid)
             if wid == sid and not (self.control(sid) / CONFIG).exists():  # not started yet
                 wid = self._take(config) or sid
-                if wid != sid:
-                    self._adopt(sid, wid)
+                if wid != sid and not self._adopt(sid, wid):
+                    wid = sid
             if wid == sid:
                 self._make(sid, config)
         if template.name in self.pool_sizes and not spec.env:
-            self._want(config, self.pool_sizes[template.name])
+            self._want(template.name, config, self.pool_sizes[template.name])
         return self._info(sid)
 
     def _make(self, wid: str, config: dict[str, Any]) -> None:
@@ -276,31 +277,51 @@ class LocalProvisioner:
             return sum(len(ready) for ready in self._ready.values())
 
     def _take(self, config: dict[str, Any]) -> str | None:
-        with self._lock:
-            ready = self._ready.get(self._pool_key(config), [])
-            self._refill.notify()  # one fewer: the pool's thread starts another
-            return ready.pop(0) if ready else None
+        """A ready workspace of `config` (one whose runtime died meanwhile is stopped)."""
+        while True:
+            with self._lock:
+                ready = self._ready.get(self._pool_key(config), [])
+                self._refill.notify()  # one fewer: the pool's thread starts another
+                wid = ready.pop(0) if ready else None
+            runtime = self._runtimes.get(wid or "")
+            if wid is None or (runtime is not None and runtime.proc.poll() is None):
+                return wid
+            self._quietly_stop(wid)
 
-    def _adopt(self, sid: str, wid: str) -> None:
-        """The session takes pooled workspace `wid`: its runtime accepts the session's token
-        only, and the agent remembers (on disk, for its next start) which workspace it is."""
+    def _adopt(self, sid: str, wid: str) -> bool:
+        """The session takes pooled workspace `wid`: the agent writes down (for its next
+        start too) that it is the session's, then its runtime accepts the session's token
+        only. False, and the workspace gone, if its runtime would not."""
+        mapping = self._pooled / self._key(sid)
+        _write_atomically(mapping, wid)  # first: a crash now leaves it the session's
         token = auth.token_for(self.secret, sid)
         runtime = self._runtimes[wid]
-        status, body = runtime.http.request("POST", "/adopt", {"token": token})
-        if status != 200:
-            raise Unavailable(f"Pooled workspace refused its session: {body}")
+        try:
+            status, body = runtime.http.request("POST", "/adopt", {"token": token})
+            if status != 200:
+                raise Unavailable(f"pooled workspace refused its session: {body}")
+        except (OSError, http.client.HTTPException, ValueError, Unavailable) as exc:
+            log.warning("warm pool: %s not adopted (%s); starting afresh", wid, exc)
+            mapping.unlink(missing_ok=True)
+            self._quietly_stop(wid)
+            return False
         runtime.http.headers[auth.HEADER] = runtime.exec.token = token
-        _write_atomically(self._pooled / self._key(sid), wid)
         with self._lock:
             self._serving[sid] = wid
+        return True
 
-    def _want(self, config: dict[str, Any], size: int) -> None:
-        """Keep `size` workspaces of `config` started ahead (a thread refills the pool)."""
+    def _want(self, template: str, config: dict[str, Any], size: int) -> None:
+        """Keep `size` workspaces of the template's `config` started ahead (a thread refills
+        the pool); those made for a config it no longer has go."""
         key = self._pool_key(config)
         with self._lock:
             first = not self._wanted
-            self._wanted[key] = (config, size)
+            old = self._wanted.get(template)
+            self._wanted[template] = (key, config, size)
+            stale = self._ready.pop(old[0], []) if old and old[0] != key else []
             self._refill.notify()
+        for wid in stale:
+            self._quietly_stop(wid)
         if first:
             self._filler = threading.Thread(target=self._fill, name="warm-pool", daemon=True)
             self._filler.start()
@@ -315,26 +336,33 @@ class LocalProvisioner:
                     self._make(wid, config)
             except Exception:
                 log.exception("warm pool: a workspace failed to start")
-                self._stop(wid)
-                with self._lock:
-                    self._refill.wait(_REFILL_BACKOFF)
+                self._quietly_stop(wid)
+                self._stopping.wait(_REFILL_BACKOFF)
                 continue
             with self._lock:
-                if not self.closed:
+                if not self.closed and key in self._wanted_keys():
                     self._ready.setdefault(key, []).append(wid)
                     continue
-            self._stop(wid)  # the agent closed meanwhile
-            return
+            self._quietly_stop(wid)  # the agent closed, or the template changed, meanwhile
+
+    def _wanted_keys(self) -> set[str]:
+        return {key for key, _, _ in self._wanted.values()}
 
     def _short(self) -> tuple[str, dict[str, Any]] | None:
         """A pool short of its size (waiting until one is); None once the agent closes."""
         with self._lock:
             while not self.closed:
-                for key, (config, size) in self._wanted.items():
+                for key, config, size in self._wanted.values():
                     if len(self._ready.get(key, [])) < size:
                         return key, config
                 self._refill.wait()
         return None
+
+    def _quietly_stop(self, wid: str) -> None:
+        try:
+            self._stop(wid)
+        except Exception:  # the pool's thread must live on; an agent restart cleans up
+            log.exception("warm pool: %s could not be stopped", wid)
 
     def _forget_unclaimed(self) -> None:
         """Pooled workspaces an earlier agent started and no session took: gone."""
@@ -370,12 +398,13 @@ class LocalProvisioner:
                         os.chown(home / "bucket", uid, uid, follow_symlinks=False)
 
     def stop(self, session_id: str) -> None:
-        wid = self._workspace(session_id)
-        self._stop(wid)
-        if wid != session_id:
-            (self._pooled / self._key(session_id)).unlink(missing_ok=True)
-            with self._lock:
-                self._serving.pop(session_id, None)
+        with self._session(session_id):  # not while a start gives it a pooled workspace
+            wid = self._workspace(session_id)
+            self._stop(wid)
+            if wid != session_id:
+                (self._pooled / self._key(session_id)).unlink(missing_ok=True)
+                with self._lock:
+                    self._serving.pop(session_id, None)
 
     def _stop(self, session_id: str) -> None:
         control = self.control(session_id)
@@ -439,6 +468,7 @@ class LocalProvisioner:
         return read_tail(self.workdir(session_id), tail)
 
     def close(self) -> None:
+        self._stopping.set()
         with self._lock:
             self.closed = True  # from here no runtime starts (`_up`): one starting finishes first
             unclaimed = [w for ready in self._ready.values() for w in ready]
@@ -459,11 +489,12 @@ class LocalProvisioner:
 
     # -- the runtime process -----------------------------------------------------------------
 
-    def _session(self, session_id: str) -> threading.Lock:
+    def _session(self, session_id: str) -> threading.RLock:
         """The lock of one workspace's lifecycle: its starts, stops and restarts are one at a
-        time, while other workspaces' go on."""
+        time, while other workspaces' go on. (Reentrant: a session's stop holds it while
+        stopping the workspace, which may be the session's own.)"""
         with self._lock:
-            return self._locks.setdefault(session_id, threading.Lock())
+            return self._locks.setdefault(session_id, threading.RLock())
 
     def _up(self, session_id: str) -> _Runtime:
         """The runtime, started if it is not up (the session's lock held). A workspace whose
@@ -766,21 +797,6 @@ def _data_fd(data: bytes) -> int:
     os.write(write, data)
     os.close(write)
     return read
-
-
-def _private_dir(path: Path) -> Path:
-    """`path` as a directory only this user can use. One that exists must already be that:
-    another local user could have made it first, to read or replace the sockets in it."""
-    with contextlib.suppress(FileExistsError):
-        path.mkdir(mode=0o700)
-    info = path.lstat()
-    if (
-        not stat.S_ISDIR(info.st_mode)
-        or info.st_uid != os.geteuid()
-        or stat.S_IMODE(info.st_mode) & 0o077
-    ):
-        raise Unavailable(f"{path} is not a private directory of this user; remove it")
-    return path
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -71,16 +71,22 @@ def make_app(
         asyncio.get_running_loop().call_soon(os.kill, os.getpid(), signal.SIGTERM)
         return web.json_response({"status": "stopping"})
 
+    adopted = False
+
     async def adopt(request: web.Request) -> web.Response:
         """A session takes this runtime (started ahead, for a warm pool): from now on only
-        the session's token opens it, the one that opened this request no more."""
+        the session's token opens it, the one that opened this request no more. Once only:
+        the session's token cannot hand the workspace on."""
+        nonlocal adopted
+        if adopted:
+            return web.json_response({"detail": "adopted already"}, status=409)
         try:
             new = (await request.json())["token"]
             if not isinstance(new, str) or not new:
                 raise ValueError(new)
         except (ValueError, KeyError, TypeError):
             return web.json_response({"detail": "token: a non-empty string"}, status=400)
-        credential.token = new
+        credential.token, adopted = new, True
         return web.json_response({"status": "adopted"})
 
     async def pty(request: web.Request) -> web.WebSocketResponse:

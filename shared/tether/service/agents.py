@@ -193,14 +193,8 @@ class Agents:
                 now_is = self.status_of(agent, now)
                 if now_is is was:
                     continue
-
-                def move(a: Agent, was: AgentStatus = was) -> Agent | None:
-                    if a.status is not was or self.status_of(a, now) is was:
-                        return None  # moved meanwhile
-                    a.status = self.status_of(a, now)
-                    return a
-
-                self.repo.mutate(agent.id, move)
+                if not self._record(agent.id, was, now_is, now):
+                    continue  # moved meanwhile (a heartbeat came, say)
                 self.recent.forget()
                 message = OFFLINE_MESSAGE.format(agent.id)
                 if now_is is AgentStatus.OFFLINE:
@@ -209,6 +203,21 @@ class Agents:
                 else:
                     self._mark_sessions(agent.id, message, "")
         return gone
+
+    def _record(self, agent_id: str, was: AgentStatus, now_is: AgentStatus, now: datetime) -> bool:
+        """Moves the agent's record from `was` to `now_is` if both still hold; whether it did."""
+        moved = False
+
+        def move(a: Agent) -> Agent | None:
+            nonlocal moved
+            moved = a.status is was and self.status_of(a, now) is now_is
+            if not moved:
+                return None
+            a.status = now_is
+            return a
+
+        self.repo.mutate(agent_id, move)
+        return moved
 
     def set_status(self, agent_id: str, status: AgentStatus) -> Agent:
         """An admin drains an agent (no new sessions) or puts it back online."""

@@ -15,7 +15,7 @@ import shlex
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationInfo, field_validator
 from pydantic.json_schema import WithJsonSchema
 from werkzeug.wrappers import Request, Response
 
@@ -140,6 +140,13 @@ class ListFilter(BaseModel):
     limit: int = Field(100, ge=1, le=1000)
     offset: int = Field(0, ge=0, le=1_000_000_000)  # answers carry it in 64-bit JSON numbers
     cursor: str | None = Field(None, max_length=1000)
+
+    @field_validator("cursor")
+    @classmethod
+    def _one_way(cls, cursor: str | None, info: ValidationInfo) -> str | None:
+        if cursor and info.data.get("offset"):
+            raise ValueError("give a cursor or an offset, not both")
+        return cursor
 
 
 class RunPython(BaseModel):
