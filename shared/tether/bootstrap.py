@@ -172,6 +172,7 @@ def seed(services: Services) -> Generated:
     """First-start data: templates and the `admin` user with a password and a key. What the
     settings do not give is generated once (and returned, to print); later starts return none."""
     services.templates.seed()
+    services.sessions.store_idle_times()
     settings = services.settings
     made = Generated()
     password = settings.admin_password

@@ -81,3 +81,20 @@ def test_a_sweep_purges_a_bounded_batch_and_the_next_one_the_rest(sessions: Sess
     assert purge_expired(sessions.store, ["sessions"], "purge_at", batch=5) == 5
     assert purge_expired(sessions.store, ["sessions"], "purge_at", batch=5) == 2
     assert sessions.repo.query() == []
+
+
+def test_a_session_saved_before_idle_times_were_stored_still_hibernates_when_idle(
+    sessions: Sessions,
+) -> None:
+    """The sweeper finds idle sessions by their stored `idle_at`; one saved by an earlier
+    version has none until the start-up step stores it."""
+    old = Session(id="old", owner="alice", template="shell", platform="local",
+                  agent_id="agent-1", state=SessionState.RUNNING, idle_timeout="5m",
+                  last_activity=utcnow() - timedelta(hours=1))  # fmt: skip
+    doc = old.doc()
+    del doc["idle_at"]
+    sessions.store.create("sessions", "old", doc)
+    assert sessions.hibernate_idle() == []
+    assert sessions.store_idle_times() == 1
+    assert sessions.store_idle_times() == 0
+    assert sessions.hibernate_idle() == ["old"]

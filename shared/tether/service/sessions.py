@@ -438,6 +438,17 @@ class Sessions:
         with contextlib.suppress(Conflict, NotFound):
             self.repo.mutate(session.id, seen, attempts=2)
 
+    def store_idle_times(self) -> int:
+        """Running sessions saved before `idle_at` was stored get it now (a start-up step: it
+        reads the running sessions once); returns how many."""
+        stored = 0
+        for doc in self.store.query("sessions", [("state", "==", SessionState.RUNNING.value)]):
+            if "idle_at" not in doc.data and doc.data.get("idle_timeout"):
+                with contextlib.suppress(Conflict, NotFound):
+                    self.repo.mutate(doc.id, lambda s: s)  # saved again: with its idle_at
+                    stored += 1
+        return stored
+
     def hibernate_idle(self) -> list[str]:
         """Hibernate running sessions idle for longer than their idle_timeout: those the
         store finds due (`Session.idle_at`), not every running one."""
