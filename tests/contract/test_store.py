@@ -70,6 +70,24 @@ def test_delete(store: Store) -> None:
     assert store.delete("sessions", "s1") is False
 
 
+def test_a_delete_of_what_was_read_leaves_a_document_changed_or_made_again(
+    store: Store,
+) -> None:
+    """A slot judged free, released and taken again by another session meanwhile, stays:
+    though made again at version 1, it is not the document that was read."""
+    read = store.create("agent_slots", "a:0", {"session_id": "s1"})
+    assert store.delete("agent_slots", "a:0")
+    again = store.create("agent_slots", "a:0", {"session_id": "s2"})
+    assert again.version == read.version
+    assert not store.delete("agent_slots", "a:0", read)
+    changed = store.update("agent_slots", "a:0", {"session_id": "s2", "n": 1}, 1)
+    assert not store.delete("agent_slots", "a:0", again)  # changed since
+    got = store.get("agent_slots", "a:0")
+    assert got == changed
+    assert store.delete("agent_slots", "a:0", got)
+    assert not store.delete("agent_slots", "a:0", got)  # gone: nothing to delete
+
+
 def test_kinds_are_separate(store: Store) -> None:
     store.create("sessions", "x", {"k": "s"})
     store.create("commands", "x", {"k": "c"})

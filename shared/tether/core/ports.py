@@ -30,7 +30,8 @@ class Stored:
 class Store(Protocol):
     """Document store with per-document versions.
 
-    - Not found: `get` returns None; `update` raises `NotFound`; `delete` returns False.
+    - Not found: `get` returns None; `update` raises `NotFound`; `delete` returns False (as
+      it does when the document is no longer the one `expected`).
     - Idempotency: `create` of an existing id raises `Conflict` (callers treat it as "already done"
       where that is what they meant).
     - Atomicity: each call is atomic on one document. `update` is a compare-and-set on `version`:
@@ -60,7 +61,11 @@ class Store(Protocol):
         win (a heartbeat's time). One write. Raises `NotFound` for a missing document."""
         ...
 
-    def delete(self, kind: str, doc_id: str) -> bool: ...
+    def delete(self, kind: str, doc_id: str, expected: Stored | None = None) -> bool:
+        """Whether it deleted one. With `expected`, only if the document is still exactly
+        that (its version and data): one changed, or deleted and made again, since it was
+        read stays."""
+        ...
 
     def query(
         self,

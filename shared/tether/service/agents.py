@@ -146,8 +146,8 @@ class Agents:
         free = [slot for slot in slots if slot not in held]
         stale = [slot for slot in slots if slot in held and self._stale(held[slot])]
         for slot in free + stale:
-            if slot in held and not self.store.delete(SLOTS, slot):
-                continue  # another reserve took it back first
+            if slot in held:  # only as read: its release, or another reserve, may be first
+                self.store.delete(SLOTS, slot, held[slot])
             with contextlib.suppress(Conflict):  # another session took it meanwhile
                 return self._take(slot, agent.id, session_id)
         return None
@@ -174,13 +174,14 @@ class Agents:
             return
         doc = self.store.get(SLOTS, slot)
         if doc is not None and doc.data.get("session_id") == session_id:
-            self.store.delete(SLOTS, slot)
+            self.store.delete(SLOTS, slot, doc)  # not a slot taken again meanwhile
 
     def release_stale(self) -> int:
         """Frees slots whose session no longer uses them (a release that a crash lost). Reads
         only the slots taken: bounded by the agents' capacity, not by history."""
         stale = [d for d in self.store.query(SLOTS, []) if self._stale(d)]
-        return sum(self.store.delete(SLOTS, d.id) for d in stale)
+        # Only the slot judged: one released and taken again since is another session's.
+        return sum(self.store.delete(SLOTS, d.id, d) for d in stale)
 
     def mark_offline(self) -> list[str]:
         """Records follow the heartbeats: an agent past its grace is marked offline, and its

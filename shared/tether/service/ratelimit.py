@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from tether.core.ports import Store
-from tether.errors import Conflict
+from tether.errors import Conflict, NotFound
 
 KIND = "rate_limits"
 
@@ -54,6 +54,8 @@ class RateLimits:
                 count = int(doc.data["count"]) + 1
                 self.store.update(KIND, doc_id, {**doc.data, "count": count}, doc.version)
                 return count
-            except Conflict:
-                continue  # another request counted at the same moment: count again
+            except (Conflict, NotFound):
+                # Another request counted at the same moment, or the window just ended and
+                # the sweeper took its count away: count again.
+                continue
         return 1 << 30  # hopelessly contended: treat as over the limit

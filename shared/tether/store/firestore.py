@@ -153,9 +153,11 @@ class FirestoreStore:
         except Missing:
             raise NotFound(f"{kind} {doc_id!r} not found") from None
 
-    def delete(self, kind: str, doc_id: str) -> bool:
+    def delete(self, kind: str, doc_id: str, expected: Stored | None = None) -> bool:
         from google.api_core.exceptions import NotFound as Missing
 
+        if expected is not None:
+            return self._delete_expected(kind, doc_id, expected)
         client = self._client()
         try:
             with _errors("delete"):
@@ -166,6 +168,28 @@ class FirestoreStore:
         except Missing:
             return False
         return True
+
+    def _delete_expected(self, kind: str, doc_id: str, expected: Stored) -> bool:
+        """Read and delete in one transaction: only the document as it was read goes."""
+        from google.api_core.exceptions import Aborted
+        from google.cloud import firestore
+
+        ref = self._ref(kind, doc_id)
+
+        @firestore.transactional  # type: ignore[untyped-decorator]
+        def cad(tx: Transaction) -> bool:
+            if _stored(ref.get(transaction=tx)) != expected:
+                return False
+            tx.delete(ref)
+            return True
+
+        try:
+            with _errors("delete"):
+                return bool(cad(self._client().transaction()))
+        except (Aborted, ValueError) as exc:  # lost the race: it changed meanwhile
+            if isinstance(exc, Aborted) or isinstance(exc.__cause__, Aborted):
+                return False
+            raise
 
     def _query(self, kind: str, where: Sequence[Filter]) -> tuple[Any, set[str]] | None:
         """The collection filtered by `where`, and the fields it range-filters; None when

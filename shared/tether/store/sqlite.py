@@ -170,8 +170,22 @@ class SqliteStore:
             raise NotFound(f"{kind} {doc_id!r} not found")
         self._wrote()
 
-    def delete(self, kind: str, doc_id: str) -> bool:
-        cur = self._conn().execute("DELETE FROM docs WHERE kind=? AND id=?", (kind, doc_id))
+    def delete(self, kind: str, doc_id: str, expected: Stored | None = None) -> bool:
+        conn = self._conn()
+        if expected is not None:
+            conn.execute("BEGIN IMMEDIATE")  # read, compare and delete as one
+            try:
+                if self.get(kind, doc_id) != expected:
+                    conn.execute("ROLLBACK")
+                    return False
+                conn.execute("DELETE FROM docs WHERE kind=? AND id=?", (kind, doc_id))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            self._wrote()
+            return True
+        cur = conn.execute("DELETE FROM docs WHERE kind=? AND id=?", (kind, doc_id))
         if cur.rowcount:
             self._wrote()
         return cur.rowcount > 0
