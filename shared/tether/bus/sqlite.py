@@ -21,7 +21,6 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from tether.bus import COMMANDS_TOPIC, EVENTS_TOPIC, commands_subscription, even
 from tether.core.ports import Handler, Message
 from tether.errors import Unavailable
 from tether.private_dir import private_dir
+from tether.sqlite_file import SqliteFile
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +129,9 @@ class SqliteSubscription:
 class SqliteBus:
     def __init__(self, path: str | Path, workers: int = 8, redeliver_after: float = 0.5) -> None:
         self.path = str(path)
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = SqliteFile(self.path)
         self._workers = workers
         self._redeliver_after = redeliver_after
-        self._local = threading.local()
         digest = hashlib.sha256(str(Path(self.path).resolve()).encode()).hexdigest()[:12]
         # Unix socket paths are limited to ~108 bytes: the doorbells live in a short dir.
         self._bells = private_dir(
@@ -140,16 +139,7 @@ class SqliteBus:
         )
         self._subs: list[SqliteSubscription] = []
         self._lock = threading.Lock()
-        self._conn().executescript(_SCHEMA)
-
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-        return conn
+        self.db.conn().executescript(_SCHEMA)
 
     def doorbell(self, subscription: str) -> Path:
         return self._bells / (hashlib.sha256(subscription.encode()).hexdigest()[:16] + ".bell")
@@ -164,7 +154,7 @@ class SqliteBus:
     # -- the messages' life ------------------------------------------------------------------
 
     def _ensure(self, topic: str, name: str, agent_id: str | None) -> None:
-        self._conn().execute(
+        self.db.conn().execute(
             "INSERT OR IGNORE INTO subscriptions (name, topic, agent_id) VALUES (?, ?, ?)",
             (name, topic, agent_id),
         )
@@ -172,8 +162,7 @@ class SqliteBus:
     def _publish(self, topic: str, data: dict[str, Any], attributes: dict[str, str]) -> str:
         message_id = secrets.token_hex(8)
         body, attrs = orjson.dumps(data).decode(), orjson.dumps(attributes).decode()
-        conn = self._conn()
-        with _transaction(conn):
+        with self.db.transaction() as conn:
             subs = conn.execute(
                 "SELECT name, agent_id FROM subscriptions WHERE topic=?", (topic,)
             ).fetchall()
@@ -190,8 +179,8 @@ class SqliteBus:
 
     def claim(self, subscription: str, most: int) -> list[tuple[int, str, str, str]]:
         """Up to `most` due messages of the subscription, leased to the caller."""
-        conn, now = self._conn(), time.time()
-        with _transaction(conn):
+        now = time.time()
+        with self.db.transaction() as conn:
             rows = conn.execute(
                 "SELECT id, message_id, data, attributes FROM messages "
                 "WHERE subscription=? AND due<=? ORDER BY id LIMIT ?",
@@ -203,11 +192,11 @@ class SqliteBus:
         return rows
 
     def done(self, rowid: int) -> None:
-        self._conn().execute("DELETE FROM messages WHERE id=?", (rowid,))
+        self.db.conn().execute("DELETE FROM messages WHERE id=?", (rowid,))
 
     def release(self, rowid: int) -> None:
         due = time.time() + self._redeliver_after
-        self._conn().execute("UPDATE messages SET due=? WHERE id=?", (due, rowid))
+        self.db.conn().execute("UPDATE messages SET due=? WHERE id=?", (due, rowid))
 
     # -- the port ----------------------------------------------------------------------------
 
@@ -237,7 +226,7 @@ class SqliteBus:
 
     def ping(self) -> None:
         try:
-            self._conn().execute("SELECT 1").fetchone()
+            self.db.conn().execute("SELECT 1").fetchone()
         except sqlite3.Error as exc:
             raise Unavailable(f"sqlite bus unavailable: {exc}") from exc
 
@@ -246,14 +235,3 @@ class SqliteBus:
             subs, self._subs = self._subs, []
         for sub in subs:
             sub.close()
-
-
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")

@@ -7,10 +7,10 @@ google.cloud is imported lazily so that importing tether.store never loads gRPC 
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import groupby
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tether.core.ports import Filter, Position, Stored
 from tether.errors import Conflict, Invalid, NotFound, Unavailable
@@ -19,6 +19,8 @@ from tether.store.indexes import COMPOSITE_INDEXES, Index, missing
 
 if TYPE_CHECKING:
     from google.cloud.firestore import Client, DocumentReference, DocumentSnapshot, Transaction
+
+T = TypeVar("T")
 
 _VERSION = "_v"  # reserved field: the document's compare-and-set version
 _OPS = ("==", "in", "<", "<=", ">", ">=", "contains", "contains_any")
@@ -111,13 +113,9 @@ class FirestoreStore:
         return Stored(doc_id, 1, body)
 
     def update(self, kind: str, doc_id: str, data: dict[str, Any], expected_version: int) -> Stored:
-        from google.api_core.exceptions import Aborted
-        from google.cloud import firestore
-
         body = _checked(data)
         ref = self._ref(kind, doc_id)
 
-        @firestore.transactional  # type: ignore[untyped-decorator]
         def cas(tx: Transaction) -> None:
             current = _stored(ref.get(transaction=tx))
             if current is None:
@@ -126,16 +124,24 @@ class FirestoreStore:
                 raise Conflict(f"{kind} {doc_id!r} changed concurrently")
             tx.set(ref, {**body, _VERSION: expected_version + 1})
 
-        try:
-            with _errors("update"):
-                cas(self._client().transaction())
-        except (Aborted, ValueError) as exc:
-            # Contention the client could not retry away (ValueError wraps Aborted once its
-            # attempts run out): someone else won the race.
-            if isinstance(exc, Aborted) or isinstance(exc.__cause__, Aborted):
-                raise Conflict(f"{kind} {doc_id!r} changed concurrently") from exc
-            raise
+        self._transact("update", cas, f"{kind} {doc_id!r} changed concurrently")
         return Stored(doc_id, expected_version + 1, body)
+
+    def _transact(self, what: str, body: Callable[[Transaction], T], lost: str) -> T:
+        """`body` in a transaction (retried by the client). Contention it could not retry
+        away (a ValueError wrapping Aborted, once its attempts run out) means someone else
+        won the race: `Conflict` with the message `lost`."""
+        from google.api_core.exceptions import Aborted
+        from google.cloud import firestore
+
+        try:
+            with _errors(what):
+                result: T = firestore.transactional(body)(self._client().transaction())
+                return result
+        except (Aborted, ValueError) as exc:
+            if isinstance(exc, Aborted) or isinstance(exc.__cause__, Aborted):
+                raise Conflict(lost) from exc
+            raise
 
     def patch(self, kind: str, doc_id: str, fields: dict[str, Any]) -> None:
         from google.api_core.exceptions import NotFound as Missing
@@ -171,12 +177,8 @@ class FirestoreStore:
 
     def _delete_expected(self, kind: str, doc_id: str, expected: Stored) -> bool:
         """Read and delete in one transaction: only the document as it was read goes."""
-        from google.api_core.exceptions import Aborted
-        from google.cloud import firestore
-
         ref = self._ref(kind, doc_id)
 
-        @firestore.transactional  # type: ignore[untyped-decorator]
         def cad(tx: Transaction) -> bool:
             if _stored(ref.get(transaction=tx)) != expected:
                 return False
@@ -184,12 +186,9 @@ class FirestoreStore:
             return True
 
         try:
-            with _errors("delete"):
-                return bool(cad(self._client().transaction()))
-        except (Aborted, ValueError) as exc:  # lost the race: it changed meanwhile
-            if isinstance(exc, Aborted) or isinstance(exc.__cause__, Aborted):
-                return False
-            raise
+            return self._transact("delete", cad, f"{kind} {doc_id!r} changed concurrently")
+        except Conflict:  # lost the race: it changed meanwhile
+            return False
 
     def _query(self, kind: str, where: Sequence[Filter]) -> tuple[Any, set[str]] | None:
         """The collection filtered by `where`, and the fields it range-filters; None when

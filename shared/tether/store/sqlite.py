@@ -13,6 +13,7 @@ import orjson
 
 from tether.core.ports import Filter, Position, Stored
 from tether.errors import Conflict, Invalid, NotFound, Unavailable
+from tether.sqlite_file import SqliteFile
 from tether.store.codec import check_field, dumps, encode, loads
 
 _SCHEMA = """
@@ -100,21 +101,10 @@ def _matching(
 class SqliteStore:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
+        self.db = SqliteFile(self.path)
         self._changed = threading.Condition()
         self._writes = 0
-        self._conn().executescript(_SCHEMA)
-
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-        return conn
+        self.db.conn().executescript(_SCHEMA)
 
     def _wrote(self) -> None:
         with self._changed:
@@ -123,7 +113,7 @@ class SqliteStore:
 
     def get(self, kind: str, doc_id: str) -> Stored | None:
         row = (
-            self._conn()
+            self.db.conn()
             .execute("SELECT version, data FROM docs WHERE kind=? AND id=?", (kind, doc_id))
             .fetchone()
         )
@@ -132,7 +122,7 @@ class SqliteStore:
     def create(self, kind: str, doc_id: str, data: dict[str, Any]) -> Stored:
         text = dumps(data)
         try:
-            self._conn().execute(
+            self.db.conn().execute(
                 "INSERT INTO docs (kind, id, version, data) VALUES (?, ?, 1, ?)",
                 (kind, doc_id, text),
             )
@@ -143,7 +133,7 @@ class SqliteStore:
 
     def update(self, kind: str, doc_id: str, data: dict[str, Any], expected_version: int) -> Stored:
         text = dumps(data)
-        cur = self._conn().execute(
+        cur = self.db.conn().execute(
             "UPDATE docs SET data=?, version=version+1 WHERE kind=? AND id=? AND version=?",
             (text, kind, doc_id, expected_version),
         )
@@ -162,7 +152,7 @@ class SqliteStore:
                 raise Invalid(f"not a top-level field: {name!r}", field=name)
         sets = ", ".join(f"'$.{name}', json(?)" for name in fields)
         values = [orjson.dumps(encode(v)).decode() for v in fields.values()]
-        cur = self._conn().execute(
+        cur = self.db.conn().execute(
             f"UPDATE docs SET data=json_set(data, {sets}), version=version+1 WHERE kind=? AND id=?",
             [*values, kind, doc_id],
         )
@@ -171,20 +161,14 @@ class SqliteStore:
         self._wrote()
 
     def delete(self, kind: str, doc_id: str, expected: Stored | None = None) -> bool:
-        conn = self._conn()
         if expected is not None:
-            conn.execute("BEGIN IMMEDIATE")  # read, compare and delete as one
-            try:
+            with self.db.transaction() as conn:  # read, compare and delete as one
                 if self.get(kind, doc_id) != expected:
-                    conn.execute("ROLLBACK")
                     return False
                 conn.execute("DELETE FROM docs WHERE kind=? AND id=?", (kind, doc_id))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
             self._wrote()
             return True
+        conn = self.db.conn()
         cur = conn.execute("DELETE FROM docs WHERE kind=? AND id=?", (kind, doc_id))
         if cur.rowcount:
             self._wrote()
@@ -219,7 +203,7 @@ class SqliteStore:
         if limit is not None or offset:
             sql += " LIMIT ? OFFSET ?"
             args += [-1 if limit is None else int(limit), int(offset)]
-        rows = self._conn().execute("SELECT id, version, data FROM docs " + sql, args).fetchall()
+        rows = self.db.conn().execute("SELECT id, version, data FROM docs " + sql, args).fetchall()
         return [Stored(r[0], r[1], loads(r[2])) for r in rows]
 
     def count(self, kind: str, where: Sequence[Filter] = ()) -> int:
@@ -227,14 +211,14 @@ class SqliteStore:
         if found is None:
             return 0
         sql, args = found
-        return int(self._conn().execute("SELECT COUNT(*) FROM docs " + sql, args).fetchone()[0])
+        return int(self.db.conn().execute("SELECT COUNT(*) FROM docs " + sql, args).fetchone()[0])
 
     def watch(self, kind: str, doc_id: str, after_version: int, timeout: float) -> Stored | None:
         """Woken by a write of this process at once; by another process's (`tether up
         --workers`) within `_POLL`, which costs a look at the file's change counter, not a
         read of the document."""
         deadline = time.monotonic() + timeout
-        conn = self._conn()
+        conn = self.db.conn()
         while True:
             with self._changed:
                 seen = self._writes
@@ -255,12 +239,9 @@ class SqliteStore:
 
     def ping(self) -> None:
         try:
-            self._conn().execute("SELECT 1").fetchone()
+            self.db.conn().execute("SELECT 1").fetchone()
         except sqlite3.Error as exc:
             raise Unavailable(f"sqlite store unavailable: {exc}") from exc
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        self.db.close()
