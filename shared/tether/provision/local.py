@@ -130,10 +130,16 @@ class LocalProvisioner:
         self._wanted: dict[str, tuple[str, dict[str, Any], int]] = {}  # template -> key, ...
         self._stopping = threading.Event()
         self._ready: dict[str, list[str]] = {}  # config key -> pooled workspace ids
-        self._serving: dict[str, str] = {}  # session id -> its pooled workspace's id
         self._refill = threading.Condition(self._lock)
         self._filler: threading.Thread | None = None
+        # On disk, for the next agent too: a file per pooled workspace given out, named for
+        # it, holding its session's id.
         self._pooled = private_dir(self.home / POOLED)
+        self._serving = {
+            f.read_text(): f.name
+            for f in self._pooled.glob(_POOL_PREFIX + "*")
+            if not f.name.endswith(".tmp")
+        }  # session id -> workspace id
         self._forget_unclaimed()
         if sandbox != "none" and not self.groups.available:
             log.warning("workspace limits: %s", self.groups.describe())
@@ -256,15 +262,7 @@ class LocalProvisioner:
     def _workspace(self, session_id: str) -> str:
         """The workspace serving the session: a pooled one it was given, else its own."""
         with self._lock:
-            wid = self._serving.get(session_id)
-        if wid is None:
-            try:  # given before this agent started
-                wid = (self._pooled / self._key(session_id)).read_text()
-            except FileNotFoundError:
-                return session_id
-            with self._lock:
-                self._serving[session_id] = wid
-        return wid
+            return self._serving.get(session_id, session_id)
 
     def _serves(self, wid: str) -> str:
         """The session a workspace serves (its own id, while pooled and unclaimed)."""
@@ -292,8 +290,8 @@ class LocalProvisioner:
         """The session takes pooled workspace `wid`: the agent writes down (for its next
         start too) that it is the session's, then its runtime accepts the session's token
         only. False, and the workspace gone, if its runtime would not."""
-        mapping = self._pooled / self._key(sid)
-        _write_atomically(mapping, wid)  # first: a crash now leaves it the session's
+        mapping = self._pooled / wid
+        _write_atomically(mapping, sid)  # first: a crash now leaves it the session's
         token = auth.token_for(self.secret, sid)
         runtime = self._runtimes[wid]
         try:
@@ -366,7 +364,7 @@ class LocalProvisioner:
 
     def _forget_unclaimed(self) -> None:
         """Pooled workspaces an earlier agent started and no session took: gone."""
-        claimed = {f.read_text() for f in self._pooled.iterdir()}
+        claimed = set(self._serving.values())
         for control in self.root.glob(_POOL_PREFIX + "*"):
             if control.name not in claimed:
                 self.stop(control.name)
@@ -402,7 +400,7 @@ class LocalProvisioner:
             wid = self._workspace(session_id)
             self._stop(wid)
             if wid != session_id:
-                (self._pooled / self._key(session_id)).unlink(missing_ok=True)
+                (self._pooled / wid).unlink(missing_ok=True)
                 with self._lock:
                     self._serving.pop(session_id, None)
 
