@@ -51,6 +51,9 @@ GENERATED: dict[str, dict[str, Any]] = {
     "pod from the workspace image": pod_manifest(
         spec(command="sleep infinity"), image="europe-docker.pkg.dev/p/tether/workspace:1"
     ),
+    "pod whose template limits pids": pod_manifest(
+        spec(resources={"cpu": "1", "memory": "1Gi", "pids": "256", "ephemeral-storage": "1Gi"})
+    ),
     "service": service_manifest(spec()),
     "pvc": pvc_manifest(spec()),
     "pvc with a storage class": pvc_manifest(spec(), storage_class="premium-rwo"),
@@ -186,6 +189,16 @@ def test_requests_and_limits_come_from_the_template() -> None:
         "memory": "4Gi",
         "ephemeral-storage": "5Gi",
     }
+
+
+def test_a_pids_limit_is_left_out_of_the_pod_as_kubernetes_has_no_such_resource() -> None:
+    """`pids` is a Tether resource (local workspaces). The schema takes any key there, but the
+    API server refuses a container resource name that is neither standard nor domain-prefixed;
+    GKE bounds a pod's processes by the kubelet's podPidsLimit instead."""
+    own = spec(resources={"cpu": "1", "memory": "1Gi", "pids": "256", "storage": "5Gi"})
+    (container,) = pod_manifest(own)["spec"]["containers"]
+    expected = {"cpu": "1", "memory": "1Gi", "ephemeral-storage": "2Gi"}
+    assert container["resources"] == {"requests": expected, "limits": expected}
 
 
 def test_a_scratch_home_is_bounded_and_counted_in_the_pods_disk_limit() -> None:

@@ -104,13 +104,19 @@ def _quantity_sum(a: str, b: str) -> str:
     return str(int(parse_quantity(a) + parse_quantity(b)))  # type: ignore[no-untyped-call]
 
 
+# The template resources a container may name; the API server rejects any other. "storage" is
+# the home's claim; "pids" has no container or pod field: a pod's process limit is the kubelet's
+# podPidsLimit, a node setting, so on GKE it is not the template's.
+CONTAINER_RESOURCES = ("cpu", "memory", "ephemeral-storage")
+
+
 def _resources(spec: WorkspaceSpec, size: str) -> dict[str, str]:
     """Requests and limits (equal: Guaranteed QoS, nothing borrowed from a neighbour) from the
-    template. "storage" is the home's claim, not the container's; the container's own disk is
+    template, only those a container has (CONTAINER_RESOURCES). The container's own disk is
     capped by "ephemeral-storage", to which a scratch home's size is added, since the kubelet
     counts emptyDir volumes against the sum of the containers' limits."""
     given = spec.template.resources
-    out = {k: v for k, v in given.items() if k != "storage"}
+    out = {k: v for k, v in given.items() if k in CONTAINER_RESOURCES}
     scratch = given.get("ephemeral-storage", DEFAULT_SCRATCH_SIZE)
     if not spec.persistent_home:
         scratch = _quantity_sum(scratch, given.get("storage", size))
