@@ -41,10 +41,16 @@ def warm_pool(text: str) -> dict[str, int]:
     return sizes
 
 
-def default_capacity() -> int:
-    """Workspaces a local agent takes: one per GiB of the machine's memory (a workspace's
-    default memory limit), at least one."""
-    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+def machine_memory() -> int:
+    """The machine's physical memory in bytes."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def default_capacity(memory: int | None = None) -> int:
+    """Workspaces a local agent takes: one per whole GiB of `memory` (the machine's when None;
+    a GiB is a workspace's default memory limit), at least one."""
+    if memory is None:
+        memory = machine_memory()
     return max(1, memory // (1 << 30))
 
 
