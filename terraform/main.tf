@@ -43,6 +43,7 @@ locals {
     { path = "/v1/gke/shell/*", backend = "relay" },         # OnMemOS's GKE shell path (starbase, onmemos-sdk)
     { path = "/api/v1/sessions/*/logs", backend = "relay" }, # ?follow=true upgrades; a plain read is served by the relay's fallback to the same target
     { path = "/api/v1/vnc/*", backend = "relay" },           # StreamSpace's own desktop path; a plain request too, by the same fallback
+    { path = "/api/v1/ws/sessions", backend = "relay" },     # the web UI's session list (a WebSocket)
     { path = "/vnc-viewer/*", backend = "relay" },
     { path = "/novnc/*", backend = "relay" },
     { path = "/v1/sessions", backend = "onmemos" },

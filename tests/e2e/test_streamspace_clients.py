@@ -13,6 +13,7 @@ those clients were written against.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -302,14 +303,16 @@ def test_ui_admin_edits_a_user(server: Server, admin_token: str) -> None:
 
 def test_ui_error_cases_name_the_field(server: Server, admin_token: str) -> None:
     """The calls of ui/src/lib/api.ts (c4fc0352893c) with what the Go handlers under
-    api/internal/api/handlers.go refuse: a create without `user`, or without `template`
-    (Tether serves no applications: an `applicationId` stands for none); connect without
-    `user`; heartbeat and disconnect without `connectionId`; an unknown state. Each a 400 in
-    StreamSpace's shape naming the field."""
+    api/internal/api/handlers.go refuse: a create without `user`, or with neither `template`
+    nor `applicationId`, or naming an application that does not exist (404, whose `message`
+    Dashboard.tsx shows); connect without `user`; heartbeat and disconnect without
+    `connectionId`; an unknown state. Each a 400 in StreamSpace's shape naming the field."""
     with ui(server, admin_token) as c:
+        r = c.post("/sessions", json={"user": "admin", "applicationId": "app-1"})
+        is_streamspace_error(r, 404, "APPLICATION_NOT_FOUND")
+        assert "app-1" in r.json()["message"] and r.json()["details"]["field"] == "applicationId"
         cases = [
             (c.post("/sessions", json={"template": "shell"}), "user"),
-            (c.post("/sessions", json={"user": "admin", "applicationId": "app-1"}), "template"),
             (c.post("/sessions", json={"user": "admin"}), "template"),
             (c.post("/sessions", json={"user": "admin", "template": "shell",
                                        "persistentHome": "yes"}), "persistentHome"),
@@ -329,6 +332,148 @@ def test_ui_error_cases_name_the_field(server: Server, admin_token: str) -> None
         is_streamspace_error(c.get("/sessions/nonexistent-session-12345"), 404,
                              "SESSION_NOT_FOUND")  # fmt: skip
         assert c.delete(f"/sessions/{name}").status_code == 204
+
+
+async def feed(url: str, until: Any, timeout: float = 180) -> list[dict[str, Any]]:
+    """useSessionsWebSocket (ui/src/hooks/useWebSocket.ts, c4fc0352893c): the pages' session
+    list, from `sessions_update` messages on /api/v1/ws/sessions?token=; the sessions of the
+    first message for which `until(sessions)` holds."""
+    async with aiohttp.ClientSession() as client, client.ws_connect(url) as ws:
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = await ws.receive(timeout=max(0.1, deadline - time.monotonic()))
+            assert msg.type is aiohttp.WSMsgType.TEXT, msg
+            data = json.loads(msg.data)
+            if data.get("type") != "sessions_update":
+                continue
+            sessions: list[dict[str, Any]] = data["sessions"]
+            assert data["count"] == len(sessions) and data["timestamp"]
+            if until(sessions):
+                return sessions
+
+
+@pytest.mark.timeout(600)
+def test_ui_dashboard_launches_an_application_and_the_sessions_page_lists_it(
+    server: Server, admin_token: str
+) -> None:
+    """ui/src/pages/Dashboard.tsx (c4fc0352893c): useUserApplications() -> GET
+    /applications/user, api.getFavorites(), addFavorite/removeFavorite(templateName), and
+    launchApp -> api.createSession({name, namespace, user, applicationId, state,
+    persistentHome}); then ui/src/pages/Sessions.tsx lists it from the sessions feed (filtered
+    by `user`), its tag manager calls api.updateSessionTags(name, tags) and its QuotaAlert
+    api.getCurrentUserQuota() (a 404 shows no alert)."""
+    with ui(server, admin_token) as c:
+        carol = c.post("/users", json={"username": "dana", "email": "dana@example.com",
+                                       "fullName": "Dana", "role": "user",
+                                       "password": "dana-password"})  # fmt: skip
+        assert carol.status_code == 201, carol.text
+    login = httpx.post(f"{server.url}/api/v1/auth/login",
+                       json={"username": "dana", "password": "dana-password"})  # fmt: skip
+    token = login.json()["token"]
+    with ui(server, token) as c:
+        r = c.get("/applications/user")
+        assert r.status_code == 200, r.text
+        apps = r.json()["applications"]
+        assert r.json()["total"] == len(apps)
+        shell = next(a for a in apps if a["templateName"] == "shell")
+        assert shell["enabled"] is True and shell["displayName"] and shell["id"]
+        assert {"description", "category", "icon", "appType"} <= set(shell)
+        assert c.get(f"/applications/{shell['id']}").json()["templateName"] == "shell"
+
+        # The star on an application's card.
+        assert c.get("/preferences/favorites").json() == {"favorites": [], "total": 0}
+        for name in ("python", "shell", "shell"):
+            added = c.post(f"/preferences/favorites/{name}")
+            assert added.status_code == 200 and added.json()["templateName"] == name
+        favorites = c.get("/preferences/favorites").json()
+        assert [f["templateName"] for f in favorites["favorites"]] == ["shell", "python"]
+        assert favorites["total"] == 2 and all(f["addedAt"] for f in favorites["favorites"])
+        assert c.delete("/preferences/favorites/python").json()["templateName"] == "python"
+        assert c.get("/preferences/favorites").json()["total"] == 1
+
+        # launchApp: the UI names the session itself and sends the application's id.
+        r = c.post("/sessions", json={
+            "name": f"dana-shell-{int(time.time() * 1000)}", "namespace": "streamspace",
+            "user": "dana", "applicationId": shell["id"], "state": "running",
+            "persistentHome": True,
+        })  # fmt: skip
+        assert r.status_code == 202, r.text
+        name = r.json()["name"]
+        assert r.json()["template"] == "shell"
+        quota = c.get("/users/me/quota")
+        is_streamspace_error(quota, 404, "QUOTA_NOT_FOUND")
+
+    url = f"{server.url.replace('http', 'ws', 1)}/api/v1/ws/sessions?token={token}"
+    listed = asyncio.run(feed(url, lambda ss: any(
+        s["name"] == name and s["state"] == "running" for s in ss)))  # fmt: skip
+    assert {s["user"] for s in listed} == {"dana"}  # the caller's own, nobody else's
+    mine = next(s for s in listed if s["name"] == name)
+    assert mine["template"] == "shell" and mine["status"]["phase"] == "Running"
+    assert mine["createdAt"] and "activeConnections" in mine
+
+    with ui(server, token) as c:
+        tagged = c.patch(f"/sessions/{name}/tags", json={"tags": ["work", "urgent"]})
+        assert tagged.status_code == 200 and tagged.json()["tags"] == ["work", "urgent"]
+        r = c.patch(f"/sessions/{name}/tags", json={"tags": [""]})
+        assert r.status_code == 400 and r.json()["details"]["field"] == "tags"
+        assert c.delete(f"/sessions/{name}").status_code == 204
+    # A terminated session leaves the feed, as StreamSpace's own leaves it out.
+    asyncio.run(feed(url, lambda ss: all(s["name"] != name for s in ss)))
+
+
+def test_the_sessions_feed_refuses_and_ends_like_a_relay(server: Server, admin_token: str) -> None:
+    """useSessionsWebSocket opens /api/v1/ws/sessions?token=<the JWT>: without a valid one the
+    upgrade is refused in StreamSpace's error shape (401), a plain GET is a 400, and a user
+    deactivated while the page is open loses the feed (closed with 4401)."""
+    base = server.url.replace("http", "ws", 1) + "/api/v1/ws/sessions"
+    upgrade = {"Upgrade": "websocket", "Connection": "Upgrade",
+               "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+               "Sec-WebSocket-Version": "13"}  # fmt: skip
+    http_base = f"{server.url}/api/v1/ws/sessions"
+    for query in ("", "?token=", "?token=invalid"):
+        r = httpx.get(http_base + query, headers=upgrade)
+        is_streamspace_error(r, 401)
+    is_streamspace_error(httpx.get(http_base, params={"token": admin_token}), 400)
+    with ui(server, admin_token) as c:
+        made = c.post("/users", json={"username": "erin", "password": "erin-password"})
+        assert made.status_code == 201, made.text
+    token = httpx.post(
+        f"{server.url}/api/v1/auth/login", json={"username": "erin", "password": "erin-password"}
+    ).json()["token"]
+
+    async def cut_off() -> int | None:
+        async with (
+            aiohttp.ClientSession() as client,
+            client.ws_connect(f"{base}?token={token}") as ws,
+        ):
+            first = await ws.receive(timeout=60)
+            assert json.loads(first.data)["type"] == "sessions_update"
+            with ui(server, admin_token) as c:
+                assert c.patch("/users/erin", json={"active": False}).status_code == 200
+            while (await ws.receive(timeout=60)).type is aiohttp.WSMsgType.TEXT:
+                pass
+            return ws.close_code
+
+    assert asyncio.run(cut_off()) == 4401
+
+
+def test_ui_setup_wizard_and_token_refresh(server: Server, admin_token: str) -> None:
+    """ui/src/pages/SetupWizard.tsx -> api.getSetupStatus() (no credential): the admin exists
+    with a password, so no setup is required; api.refreshToken(token) -> POST /auth/refresh
+    gives a LoginResponse whose token works, and refuses a bad one with 401."""
+    status = httpx.get(f"{server.url}/api/v1/auth/setup/status")
+    assert status.status_code == 200
+    assert status.json() | {"message": ""} == {
+        "setupRequired": False, "adminExists": True, "hasPassword": True, "message": "",
+    }  # fmt: skip
+    with ui(server, None) as c:
+        r = c.post("/auth/refresh", json={"token": admin_token})
+        assert r.status_code == 200, r.text
+        assert r.json()["user"]["username"] == "admin" and r.json()["expiresAt"]
+        fresh = r.json()["token"]
+        is_streamspace_error(c.post("/auth/refresh", json={"token": "not-a-token"}), 401)
+    with ui(server, fresh) as c:
+        assert c.get("/users/me").json()["username"] == "admin"
 
 
 # -- the Playwright API tests (ui/e2e/api/api-integration.spec.ts) ------------------------------

@@ -86,6 +86,8 @@ class User(Record):
     password_hash: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     last_login: datetime | None = None
+    # Template name -> when it was marked (StreamSpace's web UI shows favourites first).
+    favorites: dict[str, datetime] = Field(default_factory=dict)
 
 
 KeyScope = Literal["full", "read"]

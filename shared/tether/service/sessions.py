@@ -126,13 +126,14 @@ class Sessions:
         limit: int = 100,
         offset: int = 0,
         cursor: str | None = None,
+        counted: bool = True,
         **equal: str | None,
     ) -> Page[Session]:
         """A page of the caller's sessions (every session, for an admin) whose fields equal
         `equal`'s non-empty values, in `states` (else any live one, or any at all with
         `include_terminated`) and carrying any of `tags`; ordered by `order_by` then id, from
         `offset` or after `cursor`. One query and one count: the same cost however much
-        history the store holds."""
+        history the store holds. Not `counted`: no count (the total is the page's)."""
         where: list[Filter] = [(k, "==", v) for k, v in equal.items() if v]
         if not principal.is_admin:
             where.append(("owner", "==", principal.id))
@@ -149,9 +150,20 @@ class Sessions:
         items = self.repo.query(where, key, descending, limit + 1, offset, after)  # one more:
         last = items[limit - 1] if len(items) > limit else None  # is there a page after?
         token = pages.cursor(getattr(last, key) if key else None, last.id) if last else None
-        return Page(items[:limit], self.repo.count(where), token)
+        total = self.repo.count(where) if counted else len(items[:limit])
+        return Page(items[:limit], total, token)
 
     # -- writes ------------------------------------------------------------------------------
+
+    def retag(self, principal: Principal, session_id: str, tags: list[str]) -> Session:
+        """Replace the caller's session's tags (by id or name)."""
+        found = self.get(principal, session_id, by_name=True)
+
+        def change(s: Session) -> Session:
+            s.tags, s.updated_at = list(dict.fromkeys(tags)), utcnow()
+            return s
+
+        return self.repo.mutate(found.id, change, start=found)
 
     def create(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cache
 
@@ -10,6 +11,9 @@ from tether.core.ports import Filter, Store
 from tether.errors import Conflict, Invalid, NotFound, Unauthenticated
 from tether.service.auth import hash_password, verify_password
 from tether.service.repo import Repo
+
+MAX_FAVORITES = 100
+TEMPLATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
 @cache
@@ -86,6 +90,27 @@ class Users:
 
         self.get(username)
         return self.repo.mutate(username, change)
+
+    def favorite(self, username: str, template: str, marked: bool) -> User:
+        """Mark a template as one of the user's favourites, or unmark it (either twice is
+        the same as once). At most MAX_FAVORITES: the list lives on the user's record."""
+        if not TEMPLATE_NAME.fullmatch(template):
+            raise Invalid("Not a template name", field="templateName")
+
+        def change(user: User) -> User | None:
+            if marked == (template in user.favorites):
+                return None
+            if marked and len(user.favorites) >= MAX_FAVORITES:
+                raise Invalid(f"At most {MAX_FAVORITES} favourites", field="templateName")
+            favorites = dict(user.favorites)
+            if marked:
+                favorites[template] = utcnow()
+            else:
+                del favorites[template]
+            user.favorites = favorites
+            return user
+
+        return self.repo.mutate(self.get(username).id, change)
 
     def create(
         self,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import uuid
 from datetime import datetime, timedelta
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from werkzeug.wrappers import Request, Response
@@ -80,6 +80,8 @@ _TITLES = {
     "SESSION_NOT_RUNNING": "Session not running",
     "AGENT_HAS_SESSIONS": "Agent has live sessions",
     "TEMPLATE_IN_USE": "Template in use",
+    "APPLICATION_NOT_FOUND": "Application not found",
+    "QUOTA_NOT_FOUND": "Quota not found",
 }
 # Where StreamSpace's status for an error differs from the shared mapping.
 _STATUS_BY_CODE = {"INVALID_STATE_TRANSITION": 400}
@@ -275,9 +277,12 @@ def user_json(u: User) -> UserOut:
               errors=(401,))  # fmt: skip
 def login(request: Request, body: Login) -> Response:
     """Sign in with a username and password: a JWT for 24 hours."""
-    services = bootstrap.services()
-    user = services.users.login(body.username, body.password)
-    token, expires = services.tokens.issue(user)
+    return signed_in(bootstrap.services().users.login(body.username, body.password))
+
+
+def signed_in(user: User) -> Response:
+    """A new JWT for `user`, as a sign-in answers it."""
+    token, expires = bootstrap.services().tokens.issue(user)
     when = iso(expires)
     return json_response(LoggedIn(token=token, user=user_json(user), expires_at=when,
                                   expiresAt=when))  # fmt: skip
@@ -938,9 +943,9 @@ class NewSession(BaseModel):
     maxSessionDuration; it also sends name, namespace and applicationId)."""
 
     user: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
-    template: str = Field(
-        min_length=1, max_length=63, description="Required even with applicationId (Tether "
-        "serves no applications)"
+    template: str | None = Field(
+        None, min_length=1, max_length=63,
+        description="Required unless applicationId names the application (a template) instead",
     )  # fmt: skip
     platform: str | None = Field(None, pattern=r"^[a-z_]{1,32}$")
     state: Literal["running", "hibernated"] = "running"
@@ -960,8 +965,21 @@ class NewSession(BaseModel):
     name: str | None = Field(None, max_length=253)
     namespace: Literal["streamspace"] | None = None
     application_id: str | None = Field(
-        None, max_length=128, validation_alias=either("application_id", "applicationId")
-    )
+        None, min_length=1, max_length=128,
+        validation_alias=either("application_id", "applicationId"),
+        description="The web UI's launch: an application's id (`/applications/user`)",
+    )  # fmt: skip
+
+    def template_name(self) -> str:
+        if self.template:
+            return self.template
+        if self.application_id:
+            return self.application_id  # an application is a template, named by its id
+        raise errors.Invalid(
+            "Either 'applicationId' or 'template' must be provided",
+            field="template",
+            code="MISSING_REQUIRED_FIELD",
+        )
 
     def ttl_minutes(self) -> int | None:
         if self.max_session_duration is None:
@@ -1154,14 +1172,14 @@ def session_json(s: Session) -> SessionOut:
 
 
 @router.route(f"{PREFIX}/sessions", ["POST"], body=NewSession, answers={202: SessionOut},
-              idempotent=True)  # fmt: skip
+              errors=(404,), idempotent=True)  # fmt: skip
 def create_session(request: Request, body: NewSession) -> Response:
     """Start a session from a template (or create it hibernated); it runs shortly after."""
     principal = who(request)
     ttl = body.ttl_minutes()
     req = SessionRequest(
         provider=body.platform or "auto",
-        template=body.template,
+        template=body.template_name(),
         namespace=NAMESPACE,
         user=body.user,
         # StreamSpace sessions end by terminate or idle hibernation, or maxSessionDuration.
@@ -1176,6 +1194,11 @@ def create_session(request: Request, body: NewSession) -> Response:
     try:
         session = sessions.create(principal, req, wait=0, hibernated=body.state == "hibernated")
     except errors.NotFound as exc:  # the request names a template that does not exist
+        if body.template is None:  # as StreamSpace's server answers an unknown application
+            raise errors.NotFound(
+                f"No application found with ID: {body.application_id}",
+                field="applicationId", code="APPLICATION_NOT_FOUND",
+            ) from None  # fmt: skip
         raise errors.Invalid(exc.message, field="template", code="TEMPLATE_NOT_FOUND") from None
     return json_response(session_json(session), 202)
 
@@ -1330,6 +1353,179 @@ def disconnect_session(request: Request, session_id: str, query: ConnectionQuery
     the page goes)."""
     session_of(request, session_id)
     return json_response(Disconnected(message="Connection closed", activeConnections=0))
+
+
+class SessionTags(BaseModel):
+    tags: list[Annotated[str, Field(min_length=1, max_length=63)]] = Field(max_length=32)
+
+
+@router.route(f"{SESSION}/tags", ["PATCH"], body=SessionTags, answers={200: SessionOut})
+def patch_session_tags(request: Request, session_id: str, body: SessionTags) -> Response:
+    """Replace a session's tags (the web UI's tag manager)."""
+    session = bootstrap.services().sessions.retag(who(request), session_id, body.tags)
+    return json_response(session_json(session))
+
+
+# -- the web UI's applications, favourites, quota and sign-in helpers --------------------------
+# Tether installs no applications from a catalog: each template is an application, enabled
+# for everyone, whose id is the template's name (so a launch by `applicationId` names it).
+
+
+class Application(BaseModel):
+    id: str
+    catalogTemplateId: int = Field(description="0: Tether keeps no catalog")
+    name: str
+    displayName: str
+    folderPath: str
+    enabled: bool
+    createdBy: str
+    createdAt: str | None
+    updatedAt: str | None
+    templateName: str
+    templateDisplayName: str
+    description: str
+    category: str
+    appType: Literal["desktop", "webapp"]
+    icon: str | None
+
+
+class ApplicationList(BaseModel):
+    applications: list[Application]
+    total: int
+
+
+def application_json(t: Template) -> Application:
+    return Application(
+        id=t.name,
+        catalogTemplateId=0,
+        name=t.name,
+        displayName=t.display_name,
+        folderPath="",
+        enabled=True,
+        createdBy="system",
+        createdAt=iso(t.created_at),
+        updatedAt=iso(t.updated_at),
+        templateName=t.name,
+        templateDisplayName=t.display_name,
+        description=t.description,
+        category=t.category,
+        appType="desktop" if t.vnc.enabled else "webapp",
+        icon=t.icon_url,
+    )
+
+
+def _applications(request: Request) -> Response:
+    who(request)
+    apps = [application_json(t) for t in bootstrap.services().templates.list()]
+    return json_response(ApplicationList(applications=apps, total=len(apps)))
+
+
+@router.route(f"{PREFIX}/applications", ["GET"], answers={200: ApplicationList})
+def list_applications(request: Request) -> Response:
+    """Every application (a template each)."""
+    return _applications(request)
+
+
+@router.route(f"{PREFIX}/applications/user", ["GET"], answers={200: ApplicationList})
+def user_applications(request: Request) -> Response:
+    """The applications the caller may launch: all of them (the web UI's dashboard)."""
+    return _applications(request)
+
+
+@router.route(f"{PREFIX}/applications/<segment('user'):app_id>", ["GET"],
+              answers={200: Application})  # fmt: skip
+def get_application(request: Request, app_id: str) -> Response:
+    """One application."""
+    who(request)
+    try:
+        template = bootstrap.services().templates.get(app_id)
+    except errors.NotFound:
+        raise errors.NotFound(
+            f"No application found with ID: {app_id}", code="APPLICATION_NOT_FOUND"
+        ) from None
+    return json_response(application_json(template))
+
+
+class Favorite(BaseModel):
+    templateName: str
+    addedAt: str | None
+
+
+class Favorites(BaseModel):
+    favorites: list[Favorite]
+    total: int
+
+
+class FavoriteChanged(BaseModel):
+    message: str
+    templateName: str
+
+
+@router.route(f"{PREFIX}/preferences/favorites", ["GET"], answers={200: Favorites})
+def list_favorites(request: Request) -> Response:
+    """The caller's favourite templates, the latest marked first."""
+    user = bootstrap.services().users.get(who(request).id)
+    marked = sorted(user.favorites.items(), key=lambda kv: kv[1], reverse=True)
+    items = [Favorite(templateName=name, addedAt=iso(when)) for name, when in marked]
+    return json_response(Favorites(favorites=items, total=len(items)))
+
+
+FAVORITE = f"{PREFIX}/preferences/favorites/<template_name>"
+
+
+@router.route(FAVORITE, ["POST"], answers={200: FavoriteChanged})
+def add_favorite(request: Request, template_name: str) -> Response:
+    """Mark a template as a favourite (again: no change)."""
+    bootstrap.services().users.favorite(who(request).id, template_name, True)
+    return json_response(FavoriteChanged(message="Added to favourites", templateName=template_name))
+
+
+@router.route(FAVORITE, ["DELETE"], answers={200: FavoriteChanged})
+def remove_favorite(request: Request, template_name: str) -> Response:
+    """Unmark a favourite (one not marked: no change)."""
+    bootstrap.services().users.favorite(who(request).id, template_name, False)
+    return json_response(
+        FavoriteChanged(message="Removed from favourites", templateName=template_name)
+    )
+
+
+@router.route(f"{PREFIX}/users/me/quota", ["GET"], errors=(404,))
+def my_quota(request: Request) -> Response:
+    """None is set: Tether bounds sessions by its agents' capacity and each template's
+    resources, not per user. StreamSpace's server answers a user without a quota so too."""
+    who(request)
+    raise errors.NotFound("No quota is set for this user", code="QUOTA_NOT_FOUND")
+
+
+class SetupStatus(BaseModel):
+    setupRequired: bool
+    adminExists: bool
+    hasPassword: bool
+    message: str
+
+
+@router.route(f"{PREFIX}/auth/setup/status", ["GET"], answers={200: SetupStatus}, public=True)
+def setup_status(request: Request) -> Response:
+    """Whether the web UI's first-run wizard is needed: never, as Tether makes the admin with
+    a password when it starts (`tether up` shows it; `tether reset-admin` replaces it)."""
+    admin_user = bootstrap.services().users.repo.find("admin")
+    has_password = bool(admin_user and admin_user.password_hash)
+    return json_response(SetupStatus(
+        setupRequired=False, adminExists=admin_user is not None, hasPassword=has_password,
+        message="The admin account is set up: sign in",
+    ))  # fmt: skip
+
+
+class Refresh(BaseModel):
+    token: str = Field(min_length=1, max_length=8192)
+
+
+@router.route(f"{PREFIX}/auth/refresh", ["POST"], body=Refresh, answers={200: LoggedIn},
+              public=True, errors=(401,))  # fmt: skip
+def refresh(request: Request, body: Refresh) -> Response:
+    """A new JWT for a valid one (the old one stays valid until it expires or signs out)."""
+    services = bootstrap.services()
+    return signed_in(services.users.get(services.tokens.verify(body.token).id))
 
 
 def from_query_or_headers(request: Request) -> Principal:
