@@ -3,18 +3,25 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEV := $(VENV)/.dev
 NOVNC := shared/tether/relay/static/novnc/core/rfb.js
 REDOC := shared/tether/surfaces/static/redoc.standalone.js
 # checkov in a venv of its own: its pinned dependencies clash with the project's.
 CHECKOV := .venv-checkov/bin/checkov
 
-.PHONY: install up test lint typecheck bench fuzz clean
+.PHONY: install dev up test lint typecheck bench fuzz clean
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+# What serving needs (`make up`) ...
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements-dev.txt -e .
+	$(BIN)/pip install -q -r requirements.txt -e .
 	touch $(STAMP)
+
+# ... and what the tests, linters and benchmarks add.
+$(DEV): $(STAMP) requirements-dev.txt
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $(DEV)
 
 # noVNC from the npm registry, pinned by infra/novnc/package-lock.json, served by the relay.
 $(NOVNC): infra/novnc/package.json infra/novnc/package-lock.json
@@ -38,17 +45,19 @@ $(CHECKOV): infra/checkov-requirements.txt
 	.venv-checkov/bin/pip install -q -r infra/checkov-requirements.txt
 	touch $(CHECKOV)
 
-# What serving needs; the tests' own tools (checkov) come with `make test`.
+# What serving needs; the tests' own tools come with `make test` (and lint, typecheck, ...).
 install: $(STAMP) $(NOVNC) $(REDOC)
+
+dev: install $(DEV)
 
 up: install
 	$(BIN)/tether up
 
-lint: install
+lint: dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: install
+typecheck: dev
 	$(BIN)/mypy
 
 # Starts the Firestore and Pub/Sub emulators on free loopback ports, runs pytest, stops them.
@@ -56,11 +65,11 @@ test: lint typecheck $(CHECKOV)
 	infra/emulators.sh run $(BIN)/pytest -q tests
 
 # Schemathesis against every surface's OpenAPI document: over 10,000 cases, a fresh seed.
-fuzz: install
+fuzz: dev
 	TETHER_FUZZ_EXAMPLES=300 TETHER_FUZZ_SEED=$${TETHER_FUZZ_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')} \
 	    infra/emulators.sh run $(BIN)/pytest -q -s tests/fuzz
 
-bench: install
+bench: dev
 	infra/emulators.sh run $(BIN)/pytest -q -s tests/bench
 
 clean:

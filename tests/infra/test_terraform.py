@@ -169,7 +169,7 @@ def test_the_load_balancer_routes_every_path_to_its_target() -> None:
 
 def test_checkov_passes_offline_and_every_skip_says_why() -> None:
     if not CHECKOV.exists():
-        pytest.fail("checkov is missing: `make install` puts it in .venv-checkov")
+        pytest.fail("checkov is missing: `make test` puts it in .venv-checkov")
     for tf in TF.rglob("*.tf"):
         for line in tf.read_text().splitlines():
             if "checkov:skip=" in line:
