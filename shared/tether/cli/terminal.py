@@ -43,8 +43,13 @@ async def _session(url: str, api_key: str, session_id: str) -> int:
         keys: asyncio.Queue[bytes] = asyncio.Queue()
         resizes: set[asyncio.Task[None]] = set()  # keeps resize sends alive until done
 
+        typed = os.isatty(stdin)
+
         def on_key() -> None:
             data = os.read(stdin, 4096)
+            if not data and typed:  # a terminal has no end to send: a ^D is typed as a key
+                loop.remove_reader(stdin)
+                return
             keys.put_nowait(data)
 
         # Keys wait for the shell's first output: a shell starting up may flush what came
