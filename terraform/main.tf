@@ -176,6 +176,11 @@ module "pubsub" {
   }
   command_viewers  = { api = module.iam.members["api"] } # the health check looks the topic up
   event_publishers = local.agent_members
+  # Whoever waits for an exec's result: each instance's reply inbox (tether.bus.pubsub).
+  event_subscribers = {
+    api   = module.iam.members["api"]
+    relay = module.iam.members["relay"]
+  }
 
   depends_on = [google_project_service.this]
 }

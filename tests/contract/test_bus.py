@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tether.core.ports import Bus, Message
@@ -62,6 +63,54 @@ def test_events_fan_out_to_every_named_subscription(bus: Bus) -> None:
     assert one[0].data == {"type": "heartbeat", "agent_id": "a"}
     s1.close()
     s2.close()
+
+
+def inbox_of(bus: Bus, command_id: str) -> tuple[str, Any] | None:
+    """The bus's inbox for `command_id` once it has one (Pub/Sub's opens in the background);
+    None for the adapters of one machine, which have none."""
+    if type(bus).__name__ in ("LocalBus", "SqliteBus"):
+        assert bus.expect_reply(command_id) is None
+        return None
+    assert wait_for(lambda: bus.expect_reply("probe") is not None, 30)
+    return bus.expect_reply(command_id)
+
+
+def test_a_result_sent_to_an_inbox_reaches_its_waiter_and_the_events_handlers(bus: Bus) -> None:
+    handled: list[Message] = []
+    sub = bus.subscribe_events("handler", handled.append)
+    expected = inbox_of(bus, "cmd-1")
+    if expected is None:  # no inbox: the result reaches the events handlers, as any event
+        bus.publish_event({"type": "command_result", "command_id": "cmd-1", "reply_to": "x"})
+        assert wait_for(lambda: len(handled) == 1)
+        sub.close()
+        return
+    inbox, reply = expected
+    other_inbox, other = inbox_of(bus, "cmd-2") or ("", None)
+    assert other_inbox == inbox  # one inbox per process, a waiter per command
+    result = {"type": "command_result", "command_id": "cmd-1", "epoch": 1,
+              "status": "completed", "result": {"stdout": "hi"}, "reply_to": inbox}  # fmt: skip
+    bus.publish_event(result)
+    assert reply.wait(30) == result
+    assert other.wait(0.5) is None  # another command's waiter is not woken by it
+    assert wait_for(lambda: len(handled) == 1)  # the record is still written from the events
+    assert handled[0].data == result
+    reply.cancel()
+    other.cancel()
+    sub.close()
+
+
+def test_a_waiter_is_woken_empty_when_its_inbox_closes(bus: Bus) -> None:
+    expected = inbox_of(bus, "cmd-3")
+    if expected is None:
+        return  # no inbox (the contract allows it: see the test above)
+    _, reply = expected
+    woken: list[object] = []
+    waiting = threading.Thread(target=lambda: woken.append(reply.wait(60)))
+    waiting.start()
+    started = time.monotonic()
+    bus.close()
+    waiting.join(60)
+    assert woken == [None] and time.monotonic() - started < 30
 
 
 @awaited

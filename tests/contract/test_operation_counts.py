@@ -9,6 +9,7 @@ store: counted exactly).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,7 +147,8 @@ def counted(tmp_path: Path, project: str, unique: str) -> Iterator[tuple[Any, Op
 # other threads, are printed. Issue 15's goals are printed next to them.
 BOUNDS = {
     "create": (4, 3),
-    "exec": (3, 1),
+    "first exec": (3, 1),
+    "exec": (1, 1),  # the session; the result comes to the instance's inbox
     "delete": (4, 2),
     "heartbeat": (0, 1),
     # Eleven queries, a read each with nothing due; and two reads a live session (one here)
@@ -177,6 +179,12 @@ def test_operations_per_action(
         "create", lambda: api.sessions.create(alice, SessionRequest(template="shell"))
     )
     assert session.state.value == "running", session
+    # An instance's first exec opens its reply inbox in the background, and reads the
+    # command's record for its result meanwhile (the reads of "first exec").
+    ran = measure("first exec", lambda: api.sessions.execute(alice, session.id, "echo", 30))
+    opened = time.monotonic() + 30
+    while api.bus.expect_reply("probe") is None and time.monotonic() < opened:
+        time.sleep(0.05)
     ran = measure("exec", lambda: api.sessions.execute(alice, session.id, "echo hi", 30))
     assert ran.stdout == "hi\n"
     gone = measure("delete", lambda: api.sessions.delete(alice, session.id))

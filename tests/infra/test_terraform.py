@@ -241,6 +241,25 @@ def test_agents_may_make_workspace_identities_and_nothing_broader() -> None:
     assert "workspace" not in local["sa_roles"]
 
 
+def test_api_and_relay_may_make_their_own_reply_inboxes_only() -> None:
+    from tether.bus.pubsub import INBOX_PREFIX
+
+    doc = load("modules/iam/main.tf")
+    role = block(doc, "resource", "google_project_iam_custom_role", "reply_inboxes")
+    assert {unq(p) for p in role["permissions"]} == {
+        "pubsub.subscriptions.consume", "pubsub.subscriptions.create",
+        "pubsub.subscriptions.delete",
+    }  # fmt: skip
+    grant = block(doc, "resource", "google_project_iam_member", "reply_inboxes")
+    assert unq(grant["for_each"]) == '${toset(["api", "relay"])}'
+    condition = unq(grant["condition"][0]["expression"])
+    assert condition == (
+        f'resource.name.startsWith("projects/${{var.project_id}}/subscriptions/{INBOX_PREFIX}")'
+    )
+    routes = (TF / "main.tf").read_text()
+    assert 'event_subscribers = {\n    api   = module.iam.members["api"]' in routes
+
+
 def test_no_workspace_holds_a_role_on_the_sessions_bucket() -> None:
     text = (TF / "main.tf").read_text()
     grants = text.split('module "storage"')[1].split("depends_on")[0]

@@ -165,16 +165,18 @@ class Agent:
             self._unacked[command_id] = (epoch, time.monotonic())
         # Lifecycle commands of one session run one at a time; execs and log reads run freely.
         lock = self._session_locks[session_id or command_id] if kind in _RERUNNABLE else None
+        reply_to = data.get("reply_to")
         try:
             with lock or contextlib.nullcontext():
                 result = self._run(kind, session_id, data.get("data") or {})
         except TetherError as exc:
-            self._report(command_id, session_id, epoch, False, None, exc.message)
+            self._report(command_id, session_id, epoch, False, None, exc.message, reply_to)
         except Exception as exc:
             log.exception("command %s failed", command_id)
-            self._report(command_id, session_id, epoch, False, None, f"{type(exc).__name__}: {exc}")
+            error = f"{type(exc).__name__}: {exc}"
+            self._report(command_id, session_id, epoch, False, None, error, reply_to)
         else:
-            self._report(command_id, session_id, epoch, True, result, None)
+            self._report(command_id, session_id, epoch, True, result, None, reply_to)
 
     def _report(
         self,
@@ -184,6 +186,7 @@ class Agent:
         ok: bool,
         result: dict[str, Any] | None,
         error: str | None,
+        reply_to: str | None = None,
     ) -> None:
         event = {
             "type": "command_result",
@@ -194,6 +197,8 @@ class Agent:
             "result": result,
             "error": error,
         }
+        if reply_to:  # the inbox of the process waiting for it (`Bus.expect_reply`)
+            event["reply_to"] = reply_to
         # Published before it is journalled, and journalled once the answer to a request that
         # waited for it has been sent: the journal's copy is only for a duplicate of the command.
         # A crash in between makes a redelivery report "interrupted", which the control plane

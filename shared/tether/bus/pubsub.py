@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import secrets
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -66,6 +67,7 @@ class PubSubBus:
         self._subscriber: SubscriberClient | None = None
         self._ensured: set[str] = set()  # topic/subscription paths known to exist
         self._subs: list[PubSubSubscription] = []
+        self._inbox: _Inbox | None = None
 
     # -- clients and resources -------------------------------------------------------------
 
@@ -91,22 +93,27 @@ class PubSubBus:
         return path
 
     def _subscription(self, topic: str, name: str, agent_id: str | None = None) -> str:
-        topic_path = self._topic(topic)
-        _, subscriber = self._clients()
-        path: str = subscriber.subscription_path(self._project, self._prefix + name)
+        path = self._subscription_path(name)
         if path not in self._ensured:
-            request: dict[str, Any] = {
-                "name": path,
-                "topic": topic_path,
-                "ack_deadline_seconds": ACK_DEADLINE_S,
-                "retry_policy": {"minimum_backoff": MIN_BACKOFF, "maximum_backoff": MAX_BACKOFF},
-            }
+            request = self._subscription_request(topic, path)
             if agent_id is not None:
                 request["filter"] = f"attributes.agent_id = {json.dumps(agent_id)}"
             with _made_elsewhere():
-                subscriber.create_subscription(request=request)
+                self._clients()[1].create_subscription(request=request)
             self._ensured.add(path)
         return path
+
+    def _subscription_path(self, name: str) -> str:
+        path: str = self._clients()[1].subscription_path(self._project, self._prefix + name)
+        return path
+
+    def _subscription_request(self, topic: str, path: str) -> dict[str, Any]:
+        return {
+            "name": path,
+            "topic": self._topic(topic),
+            "ack_deadline_seconds": ACK_DEADLINE_S,
+            "retry_policy": {"minimum_backoff": MIN_BACKOFF, "maximum_backoff": MAX_BACKOFF},
+        }
 
     # -- publishing -------------------------------------------------------------------------
 
@@ -124,7 +131,10 @@ class PubSubBus:
         return self._publish(COMMANDS_TOPIC, data, {"agent_id": agent_id})
 
     def publish_event(self, data: dict[str, Any]) -> str:
-        return self._publish(EVENTS_TOPIC, data, {"type": str(data.get("type", ""))})
+        attributes = {"type": str(data.get("type", ""))}
+        if data.get("reply_to"):  # a result a request waits for: its process's inbox too
+            attributes["reply_to"] = str(data["reply_to"])
+        return self._publish(EVENTS_TOPIC, data, attributes)
 
     # -- subscribing ------------------------------------------------------------------------
 
@@ -172,6 +182,13 @@ class PubSubBus:
         path = self._subscription(EVENTS_TOPIC, events_subscription(name))
         return self._subscribe(path, handler, None)
 
+    def expect_reply(self, command_id: str) -> tuple[str, _Waiter] | None:
+        with self._lock:
+            if self._inbox is None:
+                self._inbox = _Inbox(self)
+            inbox = self._inbox
+        return inbox.expect(command_id)
+
     # -- health and shutdown ----------------------------------------------------------------
 
     def ping(self) -> None:
@@ -188,6 +205,10 @@ class PubSubBus:
 
     def close(self) -> None:
         with self._lock:
+            inbox, self._inbox = self._inbox, None
+        if inbox is not None:
+            inbox.close()
+        with self._lock:
             subs, self._subs = self._subs, []
             publisher, self._publisher = self._publisher, None
             subscriber, self._subscriber = self._subscriber, None
@@ -199,3 +220,123 @@ class PubSubBus:
             publisher.transport.close()
         if subscriber is not None:
             subscriber.close()
+
+
+# -- replies: a process's own inbox -----------------------------------------------------------
+
+# An inbox its process left without deleting it (a crash) goes after a day unused: Pub/Sub's
+# shortest expiry. A topic takes 10,000 subscriptions: room for that many live processes.
+INBOX_EXPIRY = timedelta(days=1)
+INBOX_PREFIX = "tether-inbox-"  # Terraform's grant to make and delete inboxes names it
+INBOX_RETENTION = timedelta(minutes=10)  # Pub/Sub's shortest: a reply is wanted at once or never
+
+
+class _Waiter:
+    def __init__(self, inbox: _Inbox, command_id: str) -> None:
+        self._inbox, self.command_id = inbox, command_id
+        self._came = threading.Event()
+        self.event: dict[str, Any] | None = None
+
+    def deliver(self, event: dict[str, Any] | None) -> None:
+        self.event = event if self.event is None else self.event
+        self._came.set()
+
+    def wait(self, timeout: float) -> dict[str, Any] | None:
+        self._came.wait(timeout)
+        return self.event
+
+    def cancel(self) -> None:
+        self._inbox.forget(self)
+
+
+class _Inbox:
+    """This process's subscription to the events topic, filtered on `reply_to` = its name:
+    a result reaches the request waiting for it straight from the agent, one Pub/Sub hop,
+    with no store read. Opened in the background on first use (until then, and if it cannot
+    be made, callers watch the store); deleted when the bus closes."""
+
+    def __init__(self, bus: PubSubBus) -> None:
+        self._bus = bus
+        self.name = f"{INBOX_PREFIX}{secrets.token_hex(8)}"
+        self._lock = threading.Lock()
+        self._waiting: dict[str, _Waiter] = {}
+        self._state = "opening"
+        self._future: StreamingPullFuture | None = None
+        self._path = ""
+        self._opener = threading.Thread(target=self._open, name="pubsub-inbox", daemon=True)
+        self._opener.start()
+
+    def expect(self, command_id: str) -> tuple[str, _Waiter] | None:
+        with self._lock:
+            if self._state != "open":
+                return None
+            waiter = _Waiter(self, command_id)
+            self._waiting[command_id] = waiter
+        return self.name, waiter
+
+    def forget(self, waiter: _Waiter) -> None:
+        with self._lock:
+            if self._waiting.get(waiter.command_id) is waiter:
+                del self._waiting[waiter.command_id]
+
+    def _open(self) -> None:
+        try:
+            _, subscriber = self._bus._clients()
+            self._path = self._bus._subscription_path(self.name)
+            request = self._bus._subscription_request(EVENTS_TOPIC, self._path)
+            request |= {
+                "filter": f"attributes.reply_to = {json.dumps(self.name)}",
+                "expiration_policy": {"ttl": INBOX_EXPIRY},
+                "message_retention_duration": INBOX_RETENTION,
+            }
+            subscriber.create_subscription(request=request)  # refused: no inbox, no harm
+            future = subscriber.subscribe(self._path, self._received)
+        except Exception:
+            log.warning("no reply inbox: results are read from the store", exc_info=True)
+            self._end("failed")
+            return
+        future.add_done_callback(lambda _: self._end("failed"))  # the stream broke for good
+        with self._lock:
+            if self._state == "opening":
+                self._future, self._state = future, "open"
+                return
+        future.cancel()  # closed while it opened
+        self._delete()
+
+    def _received(self, received: PubSubMessage) -> None:
+        received.ack()
+        if received.attributes.get("reply_to") != self.name:
+            return  # the emulator ignores subscription filters: every event comes
+        try:
+            event = json.loads(received.data)
+        except ValueError:
+            return
+        with self._lock:
+            waiter = self._waiting.get(str(event.get("command_id")))
+        if waiter is not None:
+            waiter.deliver(event)
+
+    def _end(self, state: str) -> None:
+        """No more replies: whoever waits goes on to the store at once."""
+        with self._lock:
+            if self._state == "closed":
+                return
+            self._state = state
+            waiting, self._waiting = list(self._waiting.values()), {}
+        for waiter in waiting:
+            waiter.deliver(None)
+
+    def close(self) -> None:
+        self._end("closed")
+        self._opener.join(CLOSE_WAIT_S)  # an inbox still opening deletes itself, seeing this
+        with self._lock:
+            future, self._future = self._future, None
+        if future is not None:
+            future.cancel()
+            self._delete()
+
+    def _delete(self) -> None:
+        from google.api_core.exceptions import GoogleAPICallError
+
+        with contextlib.suppress(GoogleAPICallError):
+            self._bus._clients()[1].delete_subscription(subscription=self._path, timeout=5)

@@ -224,6 +224,11 @@ class SqliteBus:
     def subscribe_events(self, name: str, handler: Handler) -> SqliteSubscription:
         return self._subscribe(EVENTS_TOPIC, events_subscription(name), None, handler)
 
+    def expect_reply(self, command_id: str) -> None:
+        """No inbox: a waiter here watches the command's record, which the events handler of
+        this machine writes at once."""
+        return None
+
     def ping(self) -> None:
         try:
             self.db.conn().execute("SELECT 1").fetchone()

@@ -109,6 +109,18 @@ class Subscription(Protocol):
     def close(self) -> None: ...
 
 
+class Reply(Protocol):
+    """A command's result on its way back to the process that waits for it."""
+
+    def wait(self, timeout: float) -> dict[str, Any] | None:
+        """The result event once it comes, or None after `timeout` seconds."""
+        ...
+
+    def cancel(self) -> None:
+        """Stop waiting (always called, whether or not it came)."""
+        ...
+
+
 class Bus(Protocol):
     """Two topics: `agent-commands` (to one agent, attribute `agent_id`) and `agent-events`
     (from agents: register, heartbeat, command_ack, command_result).
@@ -133,6 +145,14 @@ class Bus(Protocol):
     def subscribe_commands(self, agent_id: str, handler: Handler) -> Subscription: ...
 
     def subscribe_events(self, name: str, handler: Handler) -> Subscription: ...
+
+    def expect_reply(self, command_id: str) -> tuple[str, Reply] | None:
+        """Get ready for `command_id`'s result, before the command is published: this
+        process's inbox, which the command carries as `reply_to` (an agent publishes its
+        result event with the same `reply_to`, and the bus delivers it there as well as to
+        the events subscriptions), and the `Reply` to wait on. None where the adapter has no
+        inbox, or not yet: the caller then watches the command's record instead."""
+        ...
 
     def ping(self) -> None:
         """Raise `Unavailable` when the backend cannot be reached."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from tether.core.lifecycle import FINAL_COMMAND_STATES, CommandState
 from tether.core.models import Command, CommandType, utcnow
-from tether.core.ports import Bus, Store
+from tether.core.ports import Bus, Reply, Store
 from tether.errors import NotFound
 from tether.service.repo import Repo
 
@@ -26,6 +26,20 @@ ID = re.compile(r"cmd-[0-9a-f]{32}")  # what `issue` names a command
 # which change nothing. Kept longer, records pile up: at 40k a local exec costs twice as much.
 PENDING_KEPT = timedelta(days=1)
 FINAL_KEPT = timedelta(minutes=10)
+
+
+# How long a waiter takes the agent's reply to come, before it watches the record instead:
+# a command that runs longer, or a reply lost (an agent too old to send one), costs the
+# record's reads, and no more than this in time.
+REPLY_WAIT = 5.0
+
+
+def settle(c: Command, ok: bool, result: dict[str, Any] | None, error: str | None) -> Command:
+    """`c` final, with the agent's result."""
+    c.state = CommandState.SUCCEEDED if ok else CommandState.FAILED
+    c.result, c.error, c.updated_at = result, error, utcnow()
+    c.expires_at = c.updated_at + FINAL_KEPT
+    return c
 
 
 def wire(command: Command) -> dict[str, Any]:
@@ -52,6 +66,7 @@ class Commands:
         # waiter's own thread recorded it, a moment before; a final command never changes).
         self._known: dict[str, Command] = {}
         self._known_lock = threading.Lock()
+        self._replies: dict[str, Reply] = {}  # issued here, awaited: taken by `wait`
 
     def _remember(self, command: Command) -> None:
         with self._known_lock:
@@ -84,12 +99,33 @@ class Commands:
         # the two leaves a pending command that the sweeper publishes, never a lost one.
         self.repo.create(command.id, command)
         self._remember(command)
-        self.bus.publish_command(agent_id, wire(command), awaited)
+        message = wire(command)
+        if awaited and (inbox := self.bus.expect_reply(command.id)) is not None:
+            message["reply_to"], self._replies[command.id] = inbox
+        try:
+            self.bus.publish_command(agent_id, message, awaited)
+        except BaseException:
+            self._cancel_reply(command.id)
+            raise
         return command
+
+    def _cancel_reply(self, command_id: str) -> None:
+        reply = self._replies.pop(command_id, None)
+        if reply is not None:
+            reply.cancel()
 
     def wait(self, issued: Command, timeout: float) -> Command:
         """Block until the command is final or `timeout` passes; returns its latest record."""
         deadline = time.monotonic() + timeout
+        reply = self._replies.pop(issued.id, None)
+        if reply is not None:  # straight from the agent, with no store read
+            try:
+                event = reply.wait(min(timeout, REPLY_WAIT))
+            finally:
+                reply.cancel()
+            if event is not None and int(event.get("epoch", 0)) == issued.epoch:
+                ok = event.get("status") == "completed"
+                return settle(issued.model_copy(), ok, event.get("result"), event.get("error"))
         command: Command | None = issued
         while command is not None and command.state not in FINAL_COMMAND_STATES:
             known = self._known.get(issued.id)
@@ -132,12 +168,7 @@ class Commands:
             if c.epoch != epoch:
                 log.warning("stale result for %s (epoch %s, current %s)", c.id, epoch, c.epoch)
                 return None
-            c.state = CommandState.SUCCEEDED if ok else CommandState.FAILED
-            c.result = result
-            c.error = error
-            c.updated_at = utcnow()
-            c.expires_at = c.updated_at + FINAL_KEPT
-            return c
+            return settle(c, ok, result, error)
 
         return self._mutate_existing(command_id, move)
 

@@ -84,6 +84,34 @@ resource "google_project_iam_custom_role" "workspace_identities" {
   ]
 }
 
+# Each API and relay instance makes its own reply inbox on agent-events at start and deletes
+# it when it stops (tether.bus.pubsub): subscriptions whose names Terraform cannot know, so
+# the grant is on the project, held by a condition to the inboxes' name prefix.
+resource "google_project_iam_custom_role" "reply_inboxes" {
+  project     = var.project_id
+  role_id     = "tetherReplyInboxes"
+  title       = "Tether reply inboxes"
+  description = "Make, read from and delete a process's own reply inbox subscription."
+  permissions = [
+    "pubsub.subscriptions.consume",
+    "pubsub.subscriptions.create",
+    "pubsub.subscriptions.delete",
+  ]
+}
+
+resource "google_project_iam_member" "reply_inboxes" {
+  for_each = toset(["api", "relay"])
+
+  project = var.project_id
+  role    = google_project_iam_custom_role.reply_inboxes.id
+  member  = "serviceAccount:${google_service_account.this[each.value].email}"
+
+  condition {
+    title      = "tether-inbox subscriptions only"
+    expression = "resource.name.startsWith(\"projects/${var.project_id}/subscriptions/tether-inbox-\")"
+  }
+}
+
 resource "google_service_account" "this" {
   for_each = local.workloads
 

@@ -1,7 +1,8 @@
 # The Bus (tether.bus.pubsub): `agent-commands` with one filtered subscription per agent
 # (agent-commands-<agent_id>, filter on the agent_id attribute), `agent-events` (acks,
-# results, heartbeats; the agent_events function's Eventarc trigger subscribes to it) and a
-# dead-letter topic for commands no agent could take.
+# results, heartbeats; the agent_events function's Eventarc trigger subscribes to it, and each
+# waiting process's reply inbox, made at runtime) and a dead-letter topic for commands no
+# agent could take.
 
 locals {
   commands_topic    = "agent-commands"
@@ -21,6 +22,11 @@ locals {
     } },
     { for key, member in var.event_publishers : "${local.events_topic}/publisher/${key}" => {
       topic = local.events_topic, role = "roles/pubsub.publisher", member = member
+    } },
+    # A process that waits for results attaches its own inbox (a subscription filtered on
+    # its reply_to attribute); making and deleting it is the iam module's inbox role.
+    { for key, member in var.event_subscribers : "${local.events_topic}/subscriber/${key}" => {
+      topic = local.events_topic, role = "roles/pubsub.subscriber", member = member
     } },
     # Dead-lettering: Pub/Sub itself forwards undeliverable messages.
     { "${local.dead_letter_topic}/publisher/pubsub-agent" = {

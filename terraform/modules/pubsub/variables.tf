@@ -41,6 +41,12 @@ variable "event_publishers" {
   default     = {}
 }
 
+variable "event_subscribers" {
+  type        = map(string)
+  description = "Who may attach a reply inbox of their own to agent-events (the processes that wait for an exec's result): static name => IAM member."
+  default     = {}
+}
+
 variable "ack_deadline_seconds" {
   type        = number
   description = "Ack deadline of the agent subscriptions; for a push subscription, how long Pub/Sub waits for the agent's answer (max 600)."
