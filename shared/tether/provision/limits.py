@@ -5,9 +5,10 @@ hierarchies where those hold the controllers, as on many VMs), under one parent 
 process, written through the cgroup filesystem. The parent caps them all together, leaving the
 agent and the host room to act. A memory hog is then OOM-killed inside its own
 group, and a fork bomb stops at its pids limit. Where the groups cannot be made (an ordinary
-user without a delegated cgroup, a read-only cgroupfs) the same numbers become rlimits of the
-workspace's first process, inherited by all it starts: weaker (RLIMIT_DATA per process,
-RLIMIT_NPROC per user namespace, no CPU share), never silently nothing; `describe()` says which.
+user without a delegated cgroup, a read-only cgroupfs), or v1 mounts only some of the three,
+what no group bounds becomes an rlimit of the workspace's first process, inherited by all it
+starts: weaker (RLIMIT_DATA per process, RLIMIT_NPROC per user namespace, no CPU share), never
+silently nothing; `describe()` says which is enforced how.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from pathlib import Path
 from tether.core.quantities import to_bytes, to_cores
 
 V1_CONTROLLERS = ("pids", "memory", "cpu")
+# How a limit is enforced without its controller (`Groups.confine`).
+_FALLBACK = {"pids": "RLIMIT_NPROC", "memory": "RLIMIT_DATA per process", "cpu": "no share"}
 _CFS_PERIOD = 100_000  # microseconds
 
 
@@ -79,25 +82,40 @@ def _own_paths() -> dict[str, str]:
 class Groups:
     """The parent group of this process's workspaces and one child group per workspace."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(
+        self, name: str, mounts: dict[str, Path] | None = None, own: dict[str, str] | None = None
+    ) -> None:
+        """`mounts` and `own`: the hierarchies and this process's place in them (by default,
+        as /proc/self says)."""
         self.name = name
         self.dirs: dict[str, Path] = {}  # controller ("unified" for v2) -> our parent group
         self.problem = ""
         try:
-            self._setup()
+            self._setup(_mounts() if mounts is None else mounts,
+                        _own_paths() if own is None else own)  # fmt: skip
         except OSError as exc:
             self.dirs = {}
             self.problem = f"cannot create control groups ({exc.strerror or exc})"
 
-    def _setup(self) -> None:
-        mounts, own = _mounts(), _own_paths()
+    def _setup(self, mounts: dict[str, Path], own: dict[str, str]) -> None:
         v1 = [c for c in V1_CONTROLLERS if c in mounts]
-        if len(v1) == len(V1_CONTROLLERS):
-            for c in v1:
-                self.dirs[c] = self._make(mounts[c] / own.get(c, "") / self.name)
+        if len(v1) < len(V1_CONTROLLERS):
+            try:
+                self._setup_v2(mounts, own)
+                return
+            except OSError:
+                if not v1:
+                    raise
+            # v1 with only some of the three (say pids and memory): those, and rlimits for
+            # the rest (`confine`).
+        for c in v1:
+            self.dirs[c] = self._make(mounts[c] / own.get(c, "") / self.name)
+        if "pids" in self.dirs:
             (self.dirs["pids"] / "pids.max").write_text(str(_all_pids()))
+        if "memory" in self.dirs:
             (self.dirs["memory"] / "memory.limit_in_bytes").write_text(str(_all_memory()))
-            return
+
+    def _setup_v2(self, mounts: dict[str, Path], own: dict[str, str]) -> None:
         unified = mounts.get("unified")
         if unified is None:
             raise OSError(errno.ENOENT, "no pids, memory and cpu controllers mounted")
@@ -123,21 +141,33 @@ class Groups:
     def available(self) -> bool:
         return bool(self.dirs)
 
+    def grouped(self, controller: str) -> bool:
+        """Whether a workspace's group bounds `controller` ("pids", "memory", "cpu")."""
+        return controller in self.dirs or "unified" in self.dirs
+
+    @property
+    def complete(self) -> bool:
+        return all(self.grouped(c) for c in V1_CONTROLLERS)
+
     def describe(self) -> str:
         if "unified" in self.dirs:
             return "cgroup v2 (pids, memory, cpu)"
-        if self.dirs:
-            return "cgroup v1 (pids, memory, cpu)"
-        return f"rlimits only: {self.problem}"
+        if not self.dirs:
+            return f"rlimits only: {self.problem}"
+        missing = [f"{c}: {_FALLBACK[c]} (no controller)" for c in V1_CONTROLLERS
+                   if c not in self.dirs]  # fmt: skip
+        return "; ".join([f"cgroup v1 ({', '.join(self.dirs)})", *missing])
 
     def confine(self, group: str, pid: int, limits: Limits) -> None:
         """Puts `pid` (before it starts anything) under `limits`: in a group of its own when
         groups can be made, else as its rlimits. Both are inherited by all it starts."""
         _prlimit(pid, resource.RLIMIT_CORE, 0)  # a crash must not write the memory out
         _prlimit(pid, resource.RLIMIT_FSIZE, limits.disk)
-        if not self.dirs:
+        if not self.grouped("pids"):
             _prlimit(pid, resource.RLIMIT_NPROC, limits.pids)
+        if not self.grouped("memory"):
             _prlimit(pid, resource.RLIMIT_DATA, limits.memory)
+        if not self.dirs:
             return
         quota = max(1000, int(limits.cpu * _CFS_PERIOD))
         for controller, parent in self.dirs.items():

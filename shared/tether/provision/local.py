@@ -141,7 +141,7 @@ class LocalProvisioner:
             if not f.name.endswith(".tmp")
         }  # session id -> workspace id
         self._forget_unclaimed()
-        if sandbox != "none" and not self.groups.available:
+        if sandbox != "none" and not self.groups.complete:  # what no group bounds, said
             log.warning("workspace limits: %s", self.groups.describe())
 
     def isolation(self) -> dict[str, Any]:
