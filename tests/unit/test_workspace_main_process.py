@@ -16,7 +16,7 @@ import pytest
 from tether.core.models import Template, WorkspaceSpec
 from tether.errors import NotFound
 from tether.provision.local import LocalProvisioner
-from tether.runtime.session_log import SESSION_LOG, tail
+from tether.runtime.session_log import SESSION_LOG, LogWriter, tail
 from tether.service.templates import DEFAULT_TEMPLATES
 
 STAMPED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ (.*)$")
@@ -215,3 +215,28 @@ def test_tail_of_a_huge_log_reads_only_the_end(tmp_path: Path) -> None:
     started = time.monotonic()
     assert tail(tmp_path, 2) == ["one", "two"]
     assert time.monotonic() - started < 0.5
+
+
+def test_a_log_is_opened_through_no_link_the_workspace_planted(tmp_path: Path) -> None:
+    """The runtime's logs: a link at the file or at `.tether` is replaced, never followed
+    (through one, the runtime would write where it leads, or fail to start)."""
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    home.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "session.log").write_text("theirs\n")
+    (home / ".tether").symlink_to(elsewhere)
+    writer = LogWriter(home / SESSION_LOG)
+    writer.write("ours")
+    writer.close()
+    assert not (home / ".tether").is_symlink() and (home / ".tether").is_dir()
+    assert (elsewhere / "session.log").read_text() == "theirs\n"
+    assert [line.split(" ", 1)[1] for line in tail(home, 5)] == ["ours"]
+
+    (home / SESSION_LOG).unlink()
+    (home / SESSION_LOG).symlink_to(elsewhere / "session.log")
+    writer = LogWriter(home / SESSION_LOG)
+    writer.write("ours again")
+    writer.close()
+    assert not (home / SESSION_LOG).is_symlink()
+    assert (elsewhere / "session.log").read_text() == "theirs\n"
+    assert [line.split(" ", 1)[1] for line in tail(home, 5)] == ["ours again"]

@@ -6,8 +6,10 @@ until the server runs."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import socket
 from pathlib import Path
 
@@ -26,6 +28,7 @@ def main() -> None:
     parser.add_argument("--log-file", help="where the runtime's own output goes, in the home")
     parser.add_argument("--env-fd", type=int, help="the workspace's environment, as JSON")
     args = parser.parse_args()
+    _init_if_first()
     if args.log_file:  # the agent reads our first words (a failed start) only
         fd = open_for_append(Path(args.log_file))
         os.dup2(fd, 1)
@@ -48,3 +51,29 @@ def main() -> None:
     from tether.runtime import server  # aiohttp's import: while the channel already answers
 
     server.run(args, command, credential, channel)
+
+
+def _init_if_first() -> None:
+    """As PID 1 (a local gVisor sandbox runs nothing above the runtime), every process the
+    workspace orphans becomes ours, and a dead one that nobody reaps still counts against its
+    process limit: a fork bomb's corpses would hold it there for good. So the first process
+    stays behind as a minimal init that reaps them all, passes signals on to the runtime (its
+    child, which returns from here) and ends as the runtime does. (Tether's image has tini.)"""
+    if os.getpid() != 1:
+        return
+    runtime = os.fork()
+    if runtime == 0:
+        return
+    os.closerange(3, 1 << 16)  # the runtime's descriptors are its own
+
+    def pass_on(number: int, _: object) -> None:
+        with contextlib.suppress(ProcessLookupError):  # it has just ended
+            os.kill(runtime, number)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, pass_on)
+    while True:
+        pid, status = os.wait()
+        if pid == runtime:
+            code = os.waitstatus_to_exitcode(status)
+            os._exit(code if code >= 0 else 128 - code)

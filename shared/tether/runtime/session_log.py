@@ -4,6 +4,7 @@ runtime (a hibernated workspace still has its log)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -42,19 +43,55 @@ class LogWriter:
 
 def open_for_append(path: Path) -> int:
     """A log file of the workspace's, opened to append (its directory made): never through a
-    link, never a FIFO that would block its writer. Whatever else stands there (the
-    workspace's own doing) is replaced by a fresh file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    link, neither the file's nor its directory's (`.tether`), never a FIFO that would block
+    its writer. Whatever else stands at either (the workspace's own doing) is replaced: a
+    link there would send the runtime's output where it leads, or keep it from starting."""
+    directory = _own_directory(path.parent)
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        fd = os.open(path, flags, 0o644)
-        if stat.S_ISREG(os.fstat(fd).st_mode):
+        fd = _open_here(path.name, flags, directory)
+        if fd >= 0 and stat.S_ISREG(os.fstat(fd).st_mode):
             return fd
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path.name, dir_fd=directory)
+        return os.open(path.name, flags | os.O_EXCL, 0o644, dir_fd=directory)
+    finally:
+        os.close(directory)
+
+
+def _own_directory(path: Path) -> int:
+    """A descriptor of the directory `path`, made if missing; a link or file there is
+    replaced by a directory."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = _open_here(str(path), flags)
+    if fd >= 0:
+        return fd
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            os.unlink(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return os.open(path, flags)
+
+
+def _open_here(name: str, flags: int, dir_fd: int | None = None) -> int:
+    """`os.open` of what stands at `name` itself, or -1. O_NOFOLLOW alone is not enough:
+    gVisor's kernel follows a link there all the same (with O_DIRECTORY or O_CREAT), so what
+    was opened must be what the name holds."""
+    try:
+        fd = os.open(name, flags, 0o644, dir_fd=dir_fd)
     except OSError:
-        pass
-    path.unlink(missing_ok=True)
-    return os.open(path, flags | os.O_EXCL, 0o644)
+        return -1
+    opened = os.fstat(fd)
+    try:
+        here = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        here = None
+    if here is not None and (here.st_dev, here.st_ino) == (opened.st_dev, opened.st_ino):
+        return fd
+    os.close(fd)
+    return -1
 
 
 def open_in_home(home: Path, relative: str) -> BinaryIO:
