@@ -182,6 +182,36 @@ def test_offset_pages_and_counts(store: Store) -> None:
     assert store.count("nothing_here") == 0
 
 
+def test_counts_follow_every_kind_of_write(store: Store) -> None:
+    """Counts by owner and state (a page's total) after creates, updates and patches that
+    move a document between owners and states, and deletes: always what a query finds."""
+    for i in range(6):
+        owner = "alice" if i < 4 else "bob"
+        store.create("sessions", f"s{i}", {"owner": owner, "state": "running"})
+    store.create("sessions", "no-owner", {"state": "running"})
+    first = store.get("sessions", "s0")
+    assert first is not None
+    store.update("sessions", "s0", {**first.data, "state": "terminated"}, first.version)
+    store.patch("sessions", "s1", {"owner": "bob"})
+    store.patch("sessions", "s2", {"idle_at": "later"})  # neither owner nor state
+    store.delete("sessions", "s3")
+    store.delete("sessions", "s4", store.get("sessions", "s4"))
+    store.create("other", "s0", {"owner": "alice", "state": "running"})
+    for where in (
+        [("owner", "==", "alice")],
+        [("owner", "==", "bob")],
+        [("owner", "==", "alice"), ("state", "in", ["running", "terminated"])],
+        [("owner", "==", "alice"), ("state", "==", "terminated")],
+        [("state", "in", ["running"])],
+        [("owner", "==", "carol")],
+        [],
+    ):
+        found = store.query("sessions", where)
+        assert store.count("sessions", where) == len(found), where
+    assert store.count("sessions", [("owner", "==", "alice")]) == 2  # s0 (terminated), s2
+    assert store.count("sessions") == 5
+
+
 def test_array_membership_filters(store: Store) -> None:
     base = datetime(2026, 1, 1, tzinfo=UTC)
     tags = [["a", "b"], ["b"], [], ["c", "a"], ["c"]]

@@ -48,6 +48,56 @@ _SCHEMA += "".join(
 )
 
 
+# How many documents of a kind hold each (owner, state): kept by triggers in the transaction
+# of every write, so a count filtered by those two alone (a page's total: a user's sessions,
+# or their live ones) reads a few rows, not one per document it counts.
+_COUNTED = ("owner", "state")
+_KEY = {f: f"coalesce(json_extract({{row}}.data, '$.{f}'), '')" for f in _COUNTED}
+
+
+def _key(row: str) -> str:
+    return ", ".join(expr.format(row=row) for expr in _KEY.values())
+
+
+def _same_key(row: str) -> str:
+    return " AND ".join(f"{f}={expr.format(row=row)}" for f, expr in _KEY.items())
+
+
+_COUNTS = (
+    """CREATE TABLE IF NOT EXISTS counts (
+        kind TEXT NOT NULL, owner TEXT NOT NULL, state TEXT NOT NULL, n INTEGER NOT NULL,
+        PRIMARY KEY (kind, owner, state)
+    ) WITHOUT ROWID""",
+    f"""CREATE TRIGGER IF NOT EXISTS counts_insert AFTER INSERT ON docs BEGIN
+        INSERT INTO counts VALUES (new.kind, {_key("new")}, 1)
+            ON CONFLICT (kind, owner, state) DO UPDATE SET n = n + 1;
+    END""",
+    f"""CREATE TRIGGER IF NOT EXISTS counts_delete AFTER DELETE ON docs BEGIN
+        UPDATE counts SET n = n - 1 WHERE kind = old.kind AND {_same_key("old")};
+    END""",
+    f"""CREATE TRIGGER IF NOT EXISTS counts_update AFTER UPDATE OF data ON docs
+    WHEN ({_key("old")}) IS NOT ({_key("new")}) BEGIN
+        UPDATE counts SET n = n - 1 WHERE kind = old.kind AND {_same_key("old")};
+        INSERT INTO counts VALUES (new.kind, {_key("new")}, 1)
+            ON CONFLICT (kind, owner, state) DO UPDATE SET n = n + 1;
+    END""",
+)
+
+
+def _counted(where: Sequence[Filter]) -> tuple[str, list[Any]] | None:
+    """The `counts` rows a count by owner and state alone sums, or None for other filters."""
+    sql, args = ["WHERE kind=?"], []
+    for name, op, value in where:
+        if name not in _COUNTED or op not in ("==", "in"):
+            return None
+        values = list(value) if op == "in" else [value]
+        if not all(isinstance(v, str) and v for v in values):  # '': the field's absence too
+            return None
+        sql.append(f"AND {name} IN ({','.join('?' * len(values))})")
+        args.extend(values)
+    return " ".join(sql), args
+
+
 def _index_for(filtered: set[str], order_by: str | None) -> str | None:
     """The index to read a query by: the one whose leading fields the query filters most,
     then reads in its order (a page of the owner's sessions, newest first, reads only the
@@ -104,7 +154,17 @@ class SqliteStore:
         self.db = SqliteFile(self.path)
         self._changed = threading.Condition()
         self._writes = 0
-        self.db.conn().executescript(_SCHEMA)
+        conn = self.db.conn()
+        conn.executescript(_SCHEMA)
+        with self.db.transaction():
+            fresh = not conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='counts'"
+            ).fetchone()
+            for statement in _COUNTS:
+                conn.execute(statement)
+            if fresh:  # a store made before counts were kept: count what it holds, once
+                conn.execute(f"INSERT INTO counts SELECT kind, {_key('docs')}, COUNT(*) "
+                             "FROM docs GROUP BY 1, 2, 3")  # fmt: skip
 
     def _wrote(self) -> None:
         with self._changed:
@@ -207,6 +267,11 @@ class SqliteStore:
         return [Stored(r[0], r[1], loads(r[2])) for r in rows]
 
     def count(self, kind: str, where: Sequence[Filter] = ()) -> int:
+        counted = _counted(where)
+        if counted is not None:
+            sql, args = counted
+            found_n = self.db.conn().execute(f"SELECT SUM(n) FROM counts {sql}", [kind, *args])
+            return int(found_n.fetchone()[0] or 0)
         found = _matching(kind, where, None)
         if found is None:
             return 0
