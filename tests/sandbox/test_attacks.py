@@ -7,11 +7,9 @@ import json
 import os
 import pty
 import select
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -443,7 +441,9 @@ def test_disk_and_tmp_fills_are_refused_early(attack: Attack) -> None:
     assert attack.run(sid, "touch /dev/planted").returncode != 0
 
 
-def test_planted_links_are_not_followed_across_hibernate_and_wake(attack: Attack) -> None:
+def test_planted_links_are_not_followed_across_hibernate_and_wake(
+    attack: Attack, tmp_path: Path
+) -> None:
     """Where the agent reads, opens or removes anything of a workspace, the workspace plants
     a link to the host: the session log (read by the agent, hibernated or not), the runtime's
     log (read by the agent when a start fails, written by the runtime), their directory
@@ -463,12 +463,13 @@ def test_planted_links_are_not_followed_across_hibernate_and_wake(attack: Attack
     secret = prov.home / "jwt-secret"
     secret.write_text("the-jwt-secret\n")
     # A host directory it wants read, written into or emptied.
-    victim = Path(tempfile.mkdtemp(prefix="tether-victim-", dir="/var/tmp"))
+    victim = tmp_path / "victim"
+    victim.mkdir()
     victim.chmod(0o755)
     for name in ("session.log", "runtime.log", "keep"):
         (victim / name).write_text(f"host-secret {name}\n")
     before = {f.name: (f.read_bytes(), f.stat().st_mtime_ns) for f in victim.iterdir()}
-    host = Path(tempfile.mkdtemp(prefix="tether-host-")) / "host.sock"  # a socket of the host's
+    host = tmp_path / "host.sock"  # a socket of the host's
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(str(host))
     listener.listen()
@@ -520,8 +521,6 @@ def test_planted_links_are_not_followed_across_hibernate_and_wake(attack: Attack
     with pytest.raises(BlockingIOError):
         listener.accept()  # no connection reached the host's socket
     listener.close()
-    shutil.rmtree(victim)
-    shutil.rmtree(host.parent)
 
 
 def wait_for(check: Callable[[], object], timeout: float = 15) -> None:
