@@ -57,6 +57,26 @@ def test_exec_passes_argv_exactly_and_the_exit_code(embedded: Server) -> None:
     assert "no standard input" in one_line_error(piped)
 
 
+def test_input_piped_in_while_the_command_runs_is_not_lost_silently(embedded: Server) -> None:
+    """`(sleep 1; echo x) | tether exec ID -- cat`: the input comes after exec looked, and the
+    command never gets it; exec says so in one line once the command has run."""
+    env = client_env(embedded.url, embedded.key)
+    sid = json.loads(tether("create", "--template", "shell", env=env).stdout)["id"]
+    waits = "touch /tmp/started; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo ran"
+    cli = subprocess.Popen([sys.executable, "-m", "tether.cli.main", "exec", sid, waits], env=env,
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)  # fmt: skip
+    assert cli.stdin is not None
+    assert wait_for(lambda: tether("exec", sid, "test -e /tmp/started", env=env).returncode == 0, 60)
+    cli.stdin.write("late\n")
+    cli.stdin.flush()
+    assert tether("exec", sid, "touch /tmp/go", env=env).returncode == 0
+    out, err = cli.communicate(timeout=60)
+    assert out == "ran\n" and cli.returncode == 1, (out, err)
+    assert err.startswith("tether: input piped in while the command ran was not sent to it")
+    assert err.count("\n") == 1, err
+
+
 def test_a_wrong_or_unreachable_url_is_one_line(embedded: Server) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
     assert "cannot reach" in one_line_error(tether("list", env=client_env(closed, "k")))

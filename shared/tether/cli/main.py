@@ -192,19 +192,19 @@ def cmd_get(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refuse_piped_stdin() -> None:
-    """A command runs with no standard input: what is piped in would be lost, so say so. (A
-    pipe with nothing in it yet is not waited for: a caller's idle stdin must not hang us.)"""
+_NO_STDIN = ("exec sends no standard input to the command: put the data in the command or a "
+             "file, or use `tether shell`")  # fmt: skip
+
+
+def _piped() -> bool:
+    """Whether data was piped in (a command runs with no standard input, so it would be lost).
+    A pipe with nothing in it yet is not waited for: a caller's idle stdin must not hang us."""
     stdin = sys.stdin.fileno()
     mode = os.fstat(stdin).st_mode
     if stat.S_ISREG(mode):
-        piped = os.fstat(stdin).st_size > 0
-    else:
-        piped = (stat.S_ISFIFO(mode) and bool(select.select([stdin], [], [], 0)[0])
-                 and bool(os.read(stdin, 1)))  # fmt: skip
-    if piped:
-        raise Invalid("exec sends no standard input to the command: put the data in "
-                      "the command or a file, or use `tether shell`", field="stdin")  # fmt: skip
+        return os.fstat(stdin).st_size > 0
+    return (stat.S_ISFIFO(mode) and bool(select.select([stdin], [], [], 0)[0])
+            and bool(os.read(stdin, 1)))  # fmt: skip
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
@@ -212,12 +212,16 @@ def cmd_exec(args: argparse.Namespace) -> int:
     words = args.command
     line = words[0] if len(words) == 1 else shlex.join(words)
     env = dict(_assignment(item) for item in args.env)
-    _refuse_piped_stdin()
+    if _piped():
+        raise Invalid(_NO_STDIN, field="stdin")
     result = _client(args).execute_session(
         args.session_id, line, args.timeout, env=env or None, cwd=args.cwd
     )
     sys.stdout.write(result["stdout"])
     sys.stderr.write(result["stderr"])
+    if _piped():  # it came while the command ran, which never saw it: not silently
+        raise Invalid("input piped in while the command ran was not sent to it: " + _NO_STDIN,
+                      field="stdin")  # fmt: skip
     return int(result["returncode"])
 
 
