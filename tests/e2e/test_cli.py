@@ -67,7 +67,8 @@ def test_input_piped_in_while_the_command_runs_is_not_lost_silently(embedded: Se
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True)  # fmt: skip
     assert cli.stdin is not None
-    assert wait_for(lambda: tether("exec", sid, "test -e /tmp/started", env=env).returncode == 0, 60)
+    started = lambda: tether("exec", sid, "test -e /tmp/started", env=env).returncode == 0  # noqa: E731
+    assert wait_for(started, 60)
     cli.stdin.write("late\n")
     cli.stdin.flush()
     assert tether("exec", sid, "touch /tmp/go", env=env).returncode == 0
