@@ -18,6 +18,7 @@ from tether.service.agents import Agents
 from tether.service.auth import Auth
 from tether.service.commands import Commands
 from tether.service.events import Events
+from tether.service.files import Files
 from tether.service.health import Health
 from tether.service.idempotency import Idempotency
 from tether.service.ratelimit import RateLimits
@@ -26,7 +27,9 @@ from tether.service.sweeper import Sweeper
 from tether.service.templates import Templates
 from tether.service.tickets import Tickets
 from tether.service.tokens import Tokens
+from tether.service.usage import Usages
 from tether.service.users import Users
+from tether.service.workspaces import Workspaces
 from tether.settings import Settings
 
 
@@ -48,6 +51,9 @@ class Services:
     sweeper: Sweeper
     health: Health
     idempotency: Idempotency
+    workspaces: Workspaces  # OnMemOS's workspace records
+    files: Files  # files in a session's storage
+    usages: Usages  # what a session uses, measured in it
 
     def close(self) -> None:
         self.bus.close()
@@ -134,7 +140,7 @@ def build(settings: Settings, store: Store | None = None, bus: Bus | None = None
     store = store or make_store(settings)
     bus = bus or make_bus(settings)
     templates = Templates(store)
-    agents = Agents(store, grace=settings.agent_grace)
+    agents = Agents(store, grace=settings.agent_grace, stand_in=settings.local_stands_in or ())
     commands = Commands(store, bus)
     sessions = Sessions(store, commands, agents, templates, settings.session_retention)
     tokens = Tokens(store, jwt_secret(settings))
@@ -157,6 +163,9 @@ def build(settings: Settings, store: Store | None = None, bus: Bus | None = None
         sweeper=Sweeper(sessions, commands, agents, store, settings.republish_after),
         idempotency=Idempotency(store),
         health=Health(store, bus, settings.store, settings.bus),
+        workspaces=Workspaces(store),
+        files=Files(sessions),
+        usages=Usages(sessions),
     )
 
 

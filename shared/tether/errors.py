@@ -57,3 +57,8 @@ class Unavailable(TetherError):
 
 class Timeout(TetherError):
     """The work did not finish within the time the caller allowed."""
+
+
+class Unsupported(TetherError):
+    """A feature a surface's clients know that Tether does not offer (cost estimation, say):
+    the message names it and says what to do instead."""

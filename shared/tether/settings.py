@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -39,6 +39,29 @@ def warm_pool(text: str) -> dict[str, int]:
             raise ValueError(f"TETHER_WARM_POOL: {part!r} is not template=N")
         sizes[name.strip()] = int(count)
     return sizes
+
+
+# OnMemOS providers a local agent may serve when no agent of theirs is online; `tether up`'s
+# stack stands in for these unless TETHER_LOCAL_STANDS_IN says otherwise.
+STANDS_IN = ("gke", "cloud_run")
+PROVIDERS = ("gke", "cloud_run", "workstations")
+
+
+def stands_in(text: str) -> tuple[str, ...] | None:
+    """`gke,cloud_run` (any of the providers), or `none`; empty: None, the default of where
+    it runs (`Settings.local_stack`)."""
+    text = text.strip()
+    if not text:
+        return None
+    if text == "none":
+        return ()
+    names = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    for name in names:
+        if name not in PROVIDERS:
+            raise ValueError(
+                f"TETHER_LOCAL_STANDS_IN: {name!r} is not one of {', '.join(PROVIDERS)} (or none)"
+            )
+    return names
 
 
 def machine_memory() -> int:
@@ -93,6 +116,16 @@ class Settings:
     warm_pool: dict[str, int] = field(default_factory=dict)
     # `tether up`'s serving processes (more than one: the bus is a SQLite file they share).
     workers: int = 1
+    # Providers (gke, cloud_run) whose sessions a local agent serves when no agent of theirs
+    # is online; None: `tether up`'s default (STANDS_IN), none elsewhere.
+    local_stands_in: tuple[str, ...] | None = None
+
+    def local_stack(self) -> Settings:
+        """These settings as `tether up` runs them: its local agent stands in for gke and
+        cloud_run unless TETHER_LOCAL_STANDS_IN says otherwise."""
+        if self.local_stands_in is not None:
+            return self
+        return replace(self, local_stands_in=STANDS_IN)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -129,4 +162,5 @@ class Settings:
             session_retention=parse_duration(_env("TETHER_SESSION_RETENTION", "7d")),
             warm_pool=warm_pool(_env("TETHER_WARM_POOL", "")),
             workers=int(_env("TETHER_WORKERS", "1")),
+            local_stands_in=stands_in(_env("TETHER_LOCAL_STANDS_IN", "")),
         )

@@ -26,6 +26,11 @@ ROUTES: list[tuple[str, str]] = [
     ("/openapi/streamspace", "streamspace"),
     ("/openapi/streamspace.json", "streamspace"),
 ]
+# What serves a path under none of those: OnMemOS (its `/`, `/info`, `/v1/workspaces`,
+# `/v1/fs`, `/v1/storage`, `/v1/templates`, ...), as the load balancer's default backend does
+# (terraform/main.tf). It answers a path it has no route for in the error shape of the
+# surface whose prefix the path is under.
+DEFAULT_TARGET = "onmemos"
 
 
 # Each target imports what it serves on its first call, not at import: a function instance

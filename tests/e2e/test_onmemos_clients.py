@@ -13,6 +13,7 @@ import json
 import time
 import uuid
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -21,7 +22,7 @@ import requests
 import websocket  # websocket-client: what the starbase end-to-end script opens shells with
 import websockets
 
-from tests.e2e.conftest import Server
+from tests.e2e.conftest import Server, start_server
 from tests.waiting import wait_for
 
 MISSING = "tether_wrongkey0001_" + "0" * 32
@@ -98,9 +99,10 @@ def test_python_sdk_session_context_flow(server: Server) -> None:
 
 def test_python_sdk_workspace_sessions_and_errors(embedded: Server) -> None:
     """sdk/python/client.py @3952b06: create_session_in_workspace's body (resource, image,
-    GPU, storage and env fields Tether does not use), its default provider "gke" (503 when
-    no GKE agent is online, as the local stack has none), force_cleanup_session's first
-    strategy, and the statuses _make_request maps to its messages (401, 404, 400)."""
+    GPU, storage and env fields Tether does not use) with its default provider "gke", which
+    the local stack's agent serves (it has no GKE agent: TETHER_LOCAL_STANDS_IN), saying so
+    in the session's details; force_cleanup_session's first strategy, and the statuses
+    _make_request maps to its messages (401, 404, 400)."""
     s, url = sdk_session(embedded), embedded.url
     spec: dict[str, Any] = {
         "provider": "gke", "template": "python", "namespace": "project1", "user": "developer",
@@ -111,14 +113,14 @@ def test_python_sdk_workspace_sessions_and_errors(embedded: Server) -> None:
         "request_persistent_storage": True, "persistent_storage_size_gb": 10,
         "env": {"MODE": "dev"},
     }  # fmt: skip
-    refused = s.post(f"{url}/v1/sessions", json=spec, timeout=120)
-    assert refused.status_code == 503
-    assert refused.json() == {"detail": "No online agents available for provider 'gke'"}
-
-    created = s.post(f"{url}/v1/sessions", json={**spec, "provider": "auto"}, timeout=120)
+    created = s.post(f"{url}/v1/sessions", json=spec, timeout=120)
     assert created.status_code == 201, created.text
     sid = created.json()["id"]
     assert created.json()["workspace_id"] == "my-dev-workspace"
+    # Where it runs, told as it is: the local agent, standing in for the GKE asked for.
+    assert created.json()["provider"] == "local" and created.json()["status"] == "running"
+    details = created.json()["details"]
+    assert details["requested_provider"] == "gke" and details["stand_in_for"] == "gke"
 
     bad = s.post(f"{url}/v1/sessions/{sid}/execute", json={"command": "true", "timeout": 0})
     assert bad.status_code == 400 and "timeout" in bad.json()["detail"]
@@ -128,6 +130,231 @@ def test_python_sdk_workspace_sessions_and_errors(embedded: Server) -> None:
     assert sdk_session(embedded, MISSING).get(f"{url}/v1/sessions").status_code == 401
 
     assert s.delete(f"{url}/v1/sessions/{sid}", timeout=30).status_code == 200
+
+
+# -- sdk/python/client.py: server info, force cleanup, workspaces, persistent storage ----------
+
+
+def test_python_sdk_server_info_and_force_cleanup(embedded: Server) -> None:
+    """sdk/python/client.py @3952b06: get_server_info (`GET /` with the client's headers),
+    and force_cleanup_session's strategies one by one: DELETE, then `POST .../terminate`,
+    then `POST .../force-delete`, each done when it answers 200 or 204; an unknown session is
+    a 404 for each ("Endpoint not found")."""
+    s, url = sdk_session(embedded), embedded.url
+    info = s.get(f"{url}/", timeout=30)
+    assert info.status_code == 200 and info.json()["status"] == "running"
+    assert info.json()["endpoints"]["health"] == "/health" and info.json()["version"]
+    assert sdk_session(embedded, MISSING).get(f"{url}/").status_code == 401
+
+    spec = {"template": "python", "namespace": "cleanup", "user": "developer"}
+    ids = [s.post(f"{url}/v1/sessions", json=spec, timeout=120).json()["id"] for _ in range(2)]
+    terminated = s.post(f"{url}/v1/sessions/{ids[0]}/terminate", timeout=30)
+    assert terminated.status_code in (200, 204), terminated.text
+    assert s.get(f"{url}/v1/sessions/{ids[0]}").json()["status"] == "terminated"
+    forced = s.post(f"{url}/v1/sessions/{ids[1]}/force-delete", timeout=30)
+    assert forced.status_code in (200, 204), forced.text
+    assert forced.json()["status"] == "terminated"
+    for strategy in ("terminate", "force-delete"):
+        assert s.post(f"{url}/v1/sessions/ws-nope/{strategy}").status_code == 404
+        again = s.post(f"{url}/v1/sessions/{ids[0]}/{strategy}", timeout=30)
+        assert again.status_code == 200  # already ended: done
+    other = sdk_session(embedded, MISSING)
+    assert other.post(f"{url}/v1/sessions/{ids[1]}/terminate").status_code == 401
+
+
+def test_python_sdk_workspaces(server: Server) -> None:
+    """sdk/python/client.py @3952b06: create_workspace (a JSON body: user_id, workspace_id,
+    name, resource_package as the enum's value, description), get_workspace
+    (`/v1/workspaces/{user}/{id}`), list_workspaces (`/v1/workspaces/{user}`, read as a JSON
+    array), create_session_in_workspace in it, delete_workspace (done when 200). A workspace
+    with live sessions is not deleted (409); another user's is not found (404)."""
+    s, url = sdk_session(server), server.url
+    payload = {"user_id": "developer", "workspace_id": "my-dev-workspace",
+               "name": "Development Environment", "resource_package": "dev_medium",
+               "description": "My main development workspace"}  # fmt: skip
+    made = s.post(f"{url}/v1/workspaces", json=payload, timeout=30)
+    assert made.status_code // 100 == 2, made.text
+    workspace = made.json()
+    assert (workspace["workspace_id"], workspace["id"], workspace["user_id"]) == (
+        "my-dev-workspace", "my-dev-workspace", "developer")  # fmt: skip
+    assert workspace["resource_package"] == "dev_medium" and workspace["status"] == "active"
+    assert s.post(f"{url}/v1/workspaces", json=payload).status_code == 409  # made already
+    ml = {**payload, "workspace_id": "ml-workspace", "name": "Machine Learning Lab",
+          "resource_package": "ml_t4_medium", "description": None}  # fmt: skip
+    assert s.post(f"{url}/v1/workspaces", json=ml).status_code == 201
+    bad = s.post(f"{url}/v1/workspaces", json={**payload, "resource_package": "huge"})
+    assert bad.status_code == 400 and "resource_package" in bad.json()["detail"]
+
+    got = s.get(f"{url}/v1/workspaces/developer/my-dev-workspace")
+    assert got.status_code == 200 and got.json()["name"] == "Development Environment"
+    listed = s.get(f"{url}/v1/workspaces/developer").json()
+    assert isinstance(listed, list)
+    assert [w["workspace_id"] for w in listed] == ["my-dev-workspace", "ml-workspace"]
+    assert s.get(f"{url}/v1/workspaces/nobody").json() == []
+
+    spec = {"provider": "gke", "template": "python", "namespace": "project1",
+            "user": "developer", "workspace_id": "my-dev-workspace", "ttl_minutes": 60}  # fmt: skip
+    sid = s.post(f"{url}/v1/sessions", json=spec, timeout=120).json()["id"]
+    assert s.get(f"{url}/v1/workspaces/developer/my-dev-workspace").json()[
+        "current_sessions"] == 1  # fmt: skip
+    busy = s.delete(f"{url}/v1/workspaces/developer/my-dev-workspace")
+    assert busy.status_code == 409 and "live session" in busy.json()["detail"]
+    assert s.delete(f"{url}/v1/sessions/{sid}", timeout=60).status_code == 200
+
+    # Another user (their own key) sees none of them.
+    bob = sdk_session(server, user_key(server, "bob"))
+    assert bob.get(f"{url}/v1/workspaces/developer/my-dev-workspace").status_code == 404
+    assert bob.get(f"{url}/v1/workspaces/developer").json() == []
+    assert bob.delete(f"{url}/v1/workspaces/developer/ml-workspace").status_code == 404
+
+    assert s.delete(f"{url}/v1/workspaces/developer/my-dev-workspace").status_code == 200
+    assert s.get(f"{url}/v1/workspaces/developer/my-dev-workspace").status_code == 404
+    assert s.delete(f"{url}/v1/workspaces/developer/my-dev-workspace").status_code == 404
+
+
+def user_key(server: Server, username: str) -> str:
+    """A new user's API key (the user made by the admin, the key by the user, through the
+    StreamSpace API)."""
+    password = f"pw-{username}-12345"
+    admin = {"Authorization": f"Bearer {server.key}"}
+    user = {"username": username, "password": password, "email": f"{username}@example.com"}
+    made = requests.post(f"{server.url}/api/v1/users", json=user, headers=admin, timeout=30)
+    assert made.status_code == 201, made.text
+    login = {"username": username, "password": password}
+    token = requests.post(f"{server.url}/api/v1/auth/login", json=login, timeout=30).json()
+    made = requests.post(f"{server.url}/api/v1/api-keys", json={"name": "sdk"}, timeout=30,
+                         headers={"Authorization": f"Bearer {token['token']}"})  # fmt: skip
+    assert made.status_code == 201, made.text
+    key: str = made.json()["key"]
+    return key
+
+
+def upload_persist(
+    s: requests.Session, url: str, src: Path, dst: str = "", user: str = "analyst"
+) -> requests.Response:
+    """OnMemOSClient.upload_persist: the file opened and sent as `files={"file": f}` through
+    the client's requests.Session, whose `Content-Type: application/json` stays on the
+    multipart body (requests keeps a header the session sets)."""
+    params = {"namespace": "data", "user": user}
+    if dst:
+        params["dst"] = dst
+    with src.open("rb") as f:
+        return s.request("POST", f"{url}/v1/fs/persist/upload", timeout=30, params=params,
+                         files={"file": f})  # fmt: skip
+
+
+def download_persist(s: requests.Session, url: str, path: str, dst: Path) -> requests.Response:
+    """OnMemOSClient.download_persist: streamed, written 8 KiB at a time."""
+    params = {"namespace": "data", "user": "analyst", "path": path}
+    r = s.request("GET", f"{url}/v1/fs/persist/download", timeout=30, params=params,
+                  stream=True)  # fmt: skip
+    if r.status_code == 200:
+        with dst.open("wb") as f:
+            for chunk in r.iter_content(chunk_size=8192):
+                f.write(chunk)
+    return r
+
+
+def test_python_sdk_persistent_storage(server: Server, tmp_path: Path) -> None:
+    """sdk/python/client.py @3952b06: upload_persist, list_persist and download_persist,
+    by namespace and user: the files go to ~/persist in the caller's running session of that
+    namespace and user, where its commands see them. A file of several steps' size makes the
+    round trip byte for byte; without such a session the calls are a 404."""
+    s, url = sdk_session(server), server.url
+    src = tmp_path / "results.csv"
+    src.write_text("a,b\n1,2\n")
+    assert upload_persist(s, url, src).status_code == 404  # no session of that namespace yet
+    spec = {"template": "python", "namespace": "data", "user": "analyst"}
+    sid = s.post(f"{url}/v1/sessions", json=spec, timeout=120).json()["id"]
+
+    up = upload_persist(s, url, src)
+    assert up.status_code == 200, up.text
+    assert (
+        up.json()["ok"] is True and up.json()["bytes"] == 8 and up.json()["path"] == "results.csv"
+    )
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(bytes(range(256)) * 4096 + b"tail")  # 1 MiB and a bit: many steps
+    up = upload_persist(s, url, blob, dst="runs/1/blob.bin")
+    assert up.status_code == 200 and up.json()["bytes"] == blob.stat().st_size
+
+    ran = s.post(
+        f"{url}/v1/sessions/{sid}/execute",
+        json={"command": "cat persist/results.csv; wc -c < ~/persist/runs/1/blob.bin"},
+    )
+    assert ran.json()["stdout"] == f"a,b\n1,2\n{blob.stat().st_size}\n"
+
+    listed = s.get(f"{url}/v1/fs/persist/list", params={"namespace": "data", "user": "analyst"})
+    assert listed.status_code == 200
+    files = {f["path"]: f for f in listed.json()["files"]}
+    assert set(files) == {"results.csv", "runs/1/blob.bin"}
+    assert files["runs/1/blob.bin"]["name"] == "blob.bin"
+    assert files["results.csv"]["size"] == 8 and files["results.csv"]["modified"] > 0
+    assert listed.json()["total"] == 2
+    assert listed.json()["total_size"] == 8 + blob.stat().st_size
+
+    back = tmp_path / "back.bin"
+    got = download_persist(s, url, "runs/1/blob.bin", back)
+    assert got.status_code == 200 and back.read_bytes() == blob.read_bytes()
+    missing = download_persist(s, url, "nope.csv", tmp_path / "x")
+    assert missing.status_code == 404 and "nope.csv" in missing.json()["detail"]
+    folder = download_persist(s, url, "runs/1", tmp_path / "x")
+    assert folder.status_code == 400 and "directory" in folder.json()["detail"]
+    s.delete(f"{url}/v1/sessions/{sid}", timeout=60)
+    gone = s.get(f"{url}/v1/fs/persist/list", params={"namespace": "data", "user": "analyst"})
+    assert gone.status_code == 404 and "running session" in gone.json()["detail"]
+
+
+def test_persistent_storage_stays_in_the_callers_session(embedded: Server, tmp_path: Path) -> None:
+    """sdk/python/client.py @3952b06's persistent-storage calls with hostile paths: `..`,
+    absolute paths and symbolic links the workspace planted (to /etc, to /, `persist` itself
+    made a link) are refused, never followed; nothing is written or read outside ~/persist.
+    Another user's session of the same namespace and user is never the one used."""
+    s, url = sdk_session(embedded), embedded.url
+    spec = {"template": "shell", "namespace": "data", "user": "analyst"}
+    sid = s.post(f"{url}/v1/sessions", json=spec, timeout=120).json()["id"]
+    src = tmp_path / "evil.txt"
+    src.write_text("evil\n")
+    for dst in ("../evil.txt", "../../../../etc/evil.txt", "/etc/evil.txt", "a/../../evil.txt",
+                "dir/", "bad\nname"):  # fmt: skip
+        r = upload_persist(s, url, src, dst=dst)
+        assert r.status_code == 400, (dst, r.text)
+    for path in ("../.bashrc", "/etc/passwd", "x/../../.profile"):
+        r = download_persist(s, url, path, tmp_path / "x")
+        assert r.status_code == 400, (path, r.text)
+
+    plant = ("mkdir -p persist/sub && ln -s /etc persist/etc && ln -s / persist/root && "
+             "ln -s /etc/hostname persist/sub/host && ln -s .. persist/up && echo ok")  # fmt: skip
+    assert s.post(f"{url}/v1/sessions/{sid}/execute", json={"command": plant}).json()[
+        "stdout"] == "ok\n"  # fmt: skip
+    for dst in ("etc/evil.txt", "root/tmp/evil.txt", "sub/host", "up/evil.txt"):
+        r = upload_persist(s, url, src, dst=dst)
+        assert r.status_code == 400 and "symbolic link" in r.json()["detail"], (dst, r.text)
+    for path in ("etc/hostname", "root/etc/passwd", "sub/host", "up/.bashrc"):
+        r = download_persist(s, url, path, tmp_path / "x")
+        assert r.status_code == 400 and "symbolic link" in r.json()["detail"], (path, r.text)
+    listed = s.get(f"{url}/v1/fs/persist/list", params={"namespace": "data", "user": "analyst"})
+    assert listed.json()["files"] == []  # links are neither listed nor followed
+    check = "ls /etc/evil.txt /tmp/evil.txt ~/evil.txt 2>&1 | grep -c 'No such file'"
+    assert s.post(f"{url}/v1/sessions/{sid}/execute", json={"command": check}).json()[
+        "stdout"] == "3\n"  # fmt: skip
+
+    # `persist` itself a link (to the home's parent): refused too.
+    relink = "rm -rf persist && ln -s / persist && echo ok"
+    s.post(f"{url}/v1/sessions/{sid}/execute", json={"command": relink})
+    r = upload_persist(s, url, src, dst="evil.txt")
+    assert r.status_code == 400 and "symbolic link" in r.json()["detail"]
+    r = s.get(f"{url}/v1/fs/persist/list", params={"namespace": "data", "user": "analyst"})
+    assert r.status_code == 400 and "symbolic link" in r.json()["detail"]
+    assert not any(p.name == "evil.txt" for p in embedded.home.rglob("evil.txt"))
+
+    # Bob has a session of the same namespace and user: his calls reach his, never this one.
+    bob = sdk_session(embedded, user_key(embedded, "bob"))
+    assert upload_persist(bob, url, src, dst="mine.txt").status_code == 404
+    bob_sid = bob.post(f"{url}/v1/sessions", json=spec, timeout=120).json()["id"]
+    up = upload_persist(bob, url, src, dst="mine.txt")
+    assert up.status_code == 200 and up.json()["session_id"] == bob_sid
+    theirs = {"namespace": "data", "user": "analyst", "session_id": sid}
+    assert bob.get(f"{url}/v1/fs/persist/list", params=theirs).status_code == 404
 
 
 # -- sdk/python/session_client.py (SessionClient, WebSocketSession) ----------------------------
@@ -251,12 +478,11 @@ def shuttle(res: dict[str, Any]) -> dict[str, Any]:
 
 def test_starbase_shuttle_flow(embedded: Server) -> None:
     """starbase_local/starbase/shuttles.py @3952b06 (and sdk_e2e.py's wait for "running"):
-    launch, get, list, execute (fields in the query string, no body), ws_token and a shell
-    opened with it at /v1/gke/shell (sdk_e2e.py), terminate. The launch names provider
-    "auto": the local stack has no GKE or Cloud Run agent (the default, "gke", is a 503: see
-    the next test)."""
+    launch with its defaults (provider "gke", which the local stack's agent serves: it has no
+    GKE agent, TETHER_LOCAL_STANDS_IN), get, list, execute (fields in the query string, no
+    body), ws_token and a shell opened with it at /v1/gke/shell (sdk_e2e.py), terminate."""
     dock = str(uuid.uuid4())  # a dock (OnMemOS workspace) id, as the admin API makes them
-    launch = {"workspace_id": dock, "provider": "auto", "template": "python",
+    launch = {"workspace_id": dock, "provider": "gke", "template": "python",
               "template_id": "dev-python", "namespace": dock, "ttl_minutes": 60,
               "env": {}}  # fmt: skip
     r = starbase(embedded, "POST", "/v1/sessions", body=launch)
@@ -265,6 +491,11 @@ def test_starbase_shuttle_flow(embedded: Server) -> None:
     sid = launched["id"]
     assert launched["dock_id"] == dock and launched["provider"] == "local"
     assert launched["status"] == "running" and launched["created_at"]
+    assert r.json()["details"]["stand_in_for"] == "gke"  # where it runs, told as it is
+    # The other provider launch offers, "cloud_run", is served the same way.
+    other = starbase(embedded, "POST", "/v1/sessions", body={**launch, "provider": "cloud_run"})
+    assert other.status_code == 201 and other.json()["details"]["stand_in_for"] == "cloud_run"
+    starbase(embedded, "DELETE", f"/v1/sessions/{other.json()['id']}")
 
     assert shuttle(starbase(embedded, "GET", f"/v1/sessions/{sid}").json())["status"] == "running"
     items = starbase(embedded, "GET", "/v1/sessions").json().get("sessions") or []
@@ -299,21 +530,27 @@ def test_starbase_shuttle_flow(embedded: Server) -> None:
     )
 
 
-def test_starbase_errors(embedded: Server) -> None:
+def test_starbase_errors(embedded: Server, tmp_path: Path) -> None:
     """starbase_local/starbase/shuttles.py, missions.py and http.py @3952b06: the statuses
     HttpClient maps (401 AuthError, 404 NotFoundError, 400 ValidationError, 503 retried then
     raised), each with an OnMemOS error body naming what was wrong: the default provider
-    "gke" with no GKE agent, a bad execute timeout."""
+    "gke" where no agent serves it (a stack whose local agent stands in for nothing, as a
+    deployment's), a bad execute timeout."""
     launch = {"workspace_id": "dock-1", "provider": "gke", "template": "python",
               "template_id": "dev-python", "namespace": "dock-1", "ttl_minutes": 60,
               "env": {}}  # fmt: skip
-    r = starbase(embedded, "POST", "/v1/sessions", body=launch)
-    assert r.status_code == 503 and "gke" in r.json()["detail"]
+    alone = start_server(tmp_path / "alone", {"TETHER_LOCAL_STANDS_IN": "none"})
+    try:
+        r = starbase(alone, "POST", "/v1/sessions", body=launch)
+    finally:
+        alone.stop()
+    assert r.status_code == 503
+    assert r.json() == {"detail": "No online agents available for provider 'gke'"}
     assert starbase(embedded, "GET", "/v1/sessions", key=MISSING).status_code == 401
     missing = starbase(embedded, "GET", "/v1/sessions/ws-nope")
     assert missing.status_code == 404 and missing.json() == {"detail": "Session not found"}
 
-    r = starbase(embedded, "POST", "/v1/sessions", body={**launch, "provider": "auto"})
+    r = starbase(embedded, "POST", "/v1/sessions", body=launch)
     sid = r.json()["id"]
     bad = {"command": "true", "timeout": "soon", "async_execution": "false"}
     r = starbase(embedded, "POST", f"/v1/sessions/{sid}/execute", params=bad)
@@ -326,7 +563,7 @@ def test_starbase_missions(embedded: Server) -> None:
     `async_execution=true` in the query string, reading `job_id` (or `id`) and `job_name`;
     status polls /jobs/{id}/status?job_name= and reads status, stdout, stderr, returncode.
     Another session's job, or an id never given, is not found."""
-    launch = {"workspace_id": "dock-m", "provider": "auto", "template": "python"}
+    launch = {"workspace_id": "dock-m", "provider": "gke", "template": "python"}
     sid = starbase(embedded, "POST", "/v1/sessions", body=launch).json()["id"]
     mission = {"command": "sleep 1; echo done; echo warn >&2; exit 3",
                "async_execution": "true", "timeout": "120"}  # fmt: skip

@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -77,11 +78,7 @@ curl -X DELETE http://localhost:8080/v1/sessions/ws-test-developer-123 \\
     assert status == 200 and deleted["status"] == "terminated"
 
 
-def test_curl_cloud_run_and_gke_examples_need_their_agents(server: Server) -> None:
-    """No Cloud Run or GKE agent runs in the local stack: a clear 503, not a fake session."""
-    status, body = curl(
-        server,
-        """
+CLOUD_RUN_EXAMPLE = """
 curl -X POST http://localhost:8080/v1/sessions \\
   -H "X-API-Key: your-api-key" \\
   -H "Content-Type: application/json" \\
@@ -91,13 +88,8 @@ curl -X POST http://localhost:8080/v1/sessions \\
     "namespace": "test",
     "user": "developer",
     "ttl_minutes": 30
-  }'""",
-    )
-    assert status == 503
-    assert body == {"detail": "No online agents available for provider 'cloud_run'"}
-    status, body = curl(
-        server,
-        """
+  }'"""
+GKE_EXAMPLE = """
 curl -X POST http://localhost:8080/v1/sessions \\
   -H "X-API-Key: your-api-key" \\
   -H "Content-Type: application/json" \\
@@ -107,9 +99,31 @@ curl -X POST http://localhost:8080/v1/sessions \\
     "namespace": "ml-training",
     "user": "researcher",
     "long_lived": true
-  }'""",
-    )
-    assert status == 503 and "gke" in body["detail"]
+  }'"""
+
+
+def test_curl_cloud_run_and_gke_examples_run_on_the_local_agent_standing_in(
+    server: Server, tmp_path: Path
+) -> None:
+    """The local stack has no Cloud Run or GKE agent: its local agent serves those sessions
+    (TETHER_LOCAL_STANDS_IN), and each says where it runs. Where the setting is off, as in a
+    deployment, they are a clear 503, not a fake session."""
+    for example, provider in ((CLOUD_RUN_EXAMPLE, "cloud_run"), (GKE_EXAMPLE, "gke")):
+        status, body = curl(server, example)
+        assert status == 201 and body["status"] == "running", body
+        assert body["provider"] == "local" and body["details"]["stand_in_for"] == provider
+        httpx.delete(f"{server.url}/v1/sessions/{body['id']}", headers={"X-API-Key": server.key},
+                     timeout=60)  # fmt: skip
+
+    deployed = start_server(tmp_path / "deployed", {"TETHER_LOCAL_STANDS_IN": "none"})
+    try:
+        status, body = curl(deployed, CLOUD_RUN_EXAMPLE)
+        assert status == 503
+        assert body == {"detail": "No online agents available for provider 'cloud_run'"}
+        status, body = curl(deployed, GKE_EXAMPLE)
+        assert status == 503 and "gke" in body["detail"]
+    finally:
+        deployed.stop()
 
 
 def test_http_reference_requests(server: Server) -> None:

@@ -210,11 +210,32 @@ def test_owner_comes_from_the_key_not_the_body(api: FlaskClient, stack: LocalSta
     assert api.get(f"/v1/sessions/{s['id']}", headers=h(ALICE_KEY)).status_code == 404
 
 
-def test_provider_without_an_online_agent_is_503(api: FlaskClient) -> None:
-    for provider in ("cloud_run", "gke", "workstations"):
-        r = api.post("/v1/sessions", json={"template": "python", "provider": provider}, headers=h())
-        assert r.status_code == 503
-        assert r.get_json() == {"detail": f"No online agents available for provider '{provider}'"}
+def test_provider_without_an_agent_is_503_unless_the_local_agent_stands_in(
+    api: FlaskClient, stack: LocalStack
+) -> None:
+    """`tether up`'s local agent serves gke and cloud_run sessions where those providers have
+    no agent (TETHER_LOCAL_STANDS_IN), and each such session says so; workstations it does not
+    stand in for, nor a provider whose own agent is there but offline (it is waited for)."""
+    r = api.post("/v1/sessions", json={"template": "python", "provider": "workstations"},
+                 headers=h())  # fmt: skip
+    assert r.status_code == 503
+    assert r.get_json() == {"detail": "No online agents available for provider 'workstations'"}
+    for provider in ("cloud_run", "gke"):
+        s = create(api, provider=provider)
+        assert s["provider"] == "local" and s["status"] == "running"
+        assert s["details"]["requested_provider"] == provider
+        assert s["details"]["stand_in_for"] == provider
+    auto = create(api)  # nothing asked for: nothing stood in for
+    assert "requested_provider" not in auto["details"] and "stand_in_for" not in auto["details"]
+
+    agents = stack.services.agents
+    agents.register("gke-away", "gke", "europe-west1", 4)
+    stack.services.store.patch(
+        "agents", "gke-away", {"last_heartbeat": utcnow() - timedelta(hours=1)}
+    )
+    r = api.post("/v1/sessions", json={"template": "python", "provider": "gke"}, headers=h())
+    assert r.status_code == 503
+    assert r.get_json() == {"detail": "No online agents available for provider 'gke'"}
 
 
 def test_unknown_template_is_404(api: FlaskClient) -> None:

@@ -32,6 +32,7 @@ class LocalStack:
         store: Store | None = None,
         bus: Bus | None = None,
     ) -> None:
+        settings = settings.local_stack()
         self.settings = settings
         self.services = bootstrap.build(settings, store, bus)
         bootstrap.install(self.services)

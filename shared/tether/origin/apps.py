@@ -1,6 +1,6 @@
 """What the origin serves: the function targets as one WSGI app (routed by
-`tether.targets.ROUTES`, as the cloud's load balancer routes) and the relay's routes, on one
-aiohttp app whose middleware holds the limits every request gets."""
+`tether.targets.ROUTES` and its default, as the cloud's load balancer routes) and the relay's
+routes, on one aiohttp app whose middleware holds the limits every request gets."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from tether.origin.guard import CONNECTIONS, MAX_BODY, Connections
 from tether.origin.wsgi import WsgiApp, WsgiTargets
 from tether.relay import app as relay
 from tether.surfaces.shapes import render
-from tether.targets import HTTP_TARGETS, target_for
+from tether.targets import DEFAULT_TARGET, HTTP_TARGETS, target_for
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +26,7 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 def wsgi_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
     request = Request(environ)
-    name = target_for(request.path)
-    if name is None:
-        response = render(request.path, errors.NotFound("Not Found"), 404)
-    else:
-        response = HTTP_TARGETS[name](request)
+    response = HTTP_TARGETS[target_for(request.path) or DEFAULT_TARGET](request)
     return response(environ, start_response)
 
 

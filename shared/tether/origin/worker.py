@@ -31,7 +31,7 @@ def _end_with_parent() -> None:
 def main() -> None:
     _end_with_parent()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings = Settings.from_env()
+    settings = Settings.from_env().local_stack()  # a process of `tether up`
     services = bootstrap.build(settings)
     bootstrap.install(services)
     try:

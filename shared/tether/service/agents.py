@@ -34,6 +34,9 @@ SLOT_SETTLE = timedelta(minutes=1)
 class Agents:
     store: Store
     grace: float = 30.0
+    # Providers a local agent serves when no agent of their own platforms is online
+    # (TETHER_LOCAL_STANDS_IN: `tether up` stands in for gke and cloud_run; a deployment, none).
+    stand_in: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.repo = Repo(self.store, "agents", Agent)
@@ -101,21 +104,30 @@ class Agents:
         return self.store.query(SLOTS, [("agent_id", "==", agent_id)])
 
     def candidates(self, provider: str, prefer: tuple[str, ...] = ()) -> list[Agent]:
-        """Online agents for `provider` ("auto": any platform, those in `prefer` first), to
-        try in order: first the less loaded of two of the best kind picked at random (two
+        """Online agents for `provider` ("auto": any platform, those in `prefer` first; where
+        it has no agent at all, local ones if it is a provider they stand in for), to try in
+        order: first the less loaded of two of the best kind picked at random (two
         choices balance load nearly as well as knowing every agent's, at two reads), then
         the rest. Capacity is taken by `reserve`, which may still find one full."""
         platforms = None if provider == "auto" else PROVIDER_PLATFORMS.get(provider, (provider,))
 
-        def online(agents: list[Agent]) -> list[Agent]:
+        def agents() -> list[Agent]:
+            return self.recent.get(None, lambda: self.repo.query(order_by="id"))
+
+        def online(platforms: tuple[str, ...] | None) -> list[Agent]:
             now = utcnow()
-            return [a for a in agents if self.is_online(a, now)
+            return [a for a in agents() if self.is_online(a, now)
                     and (platforms is None or a.platform in platforms)]  # fmt: skip
 
-        found = online(self.recent.get(None, lambda: self.repo.query(order_by="id")))
+        found = online(platforms)
         if not found:  # none a moment ago: one may have registered since
             self.recent.forget()
-            found = online(self.recent.get(None, lambda: self.repo.query(order_by="id")))
+            found = online(platforms)
+        # Stood in for only where the provider has no agent at all (one offline is waited
+        # for); the session tells where it runs.
+        own = platforms or ()
+        if not found and provider in self.stand_in and all(a.platform not in own for a in agents()):
+            found = online(PROVIDER_PLATFORMS["local"])
         if not found:
             where = "" if provider == "auto" else f" for provider '{provider}'"
             raise Unavailable(

@@ -7,7 +7,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -161,6 +161,36 @@ class Sessions:
 
         def change(s: Session) -> Session:
             s.tags, s.updated_at = list(dict.fromkeys(tags)), utcnow()
+            return s
+
+        return self.repo.mutate(found.id, change, start=found)
+
+    def amend(
+        self,
+        principal: Principal,
+        session_id: str,
+        ttl_minutes: int | None = None,
+        retag: Callable[[list[str]], list[str]] | None = None,
+    ) -> Session:
+        """Give the caller's session a new TTL (counted from its creation, as at create; it is
+        then not long-lived) and tags made from its present ones, in one write. A session that
+        has ended or expired is not changed (InvalidTransition)."""
+        found = self.get(principal, session_id)
+
+        def change(s: Session) -> Session:
+            now = utcnow()
+            ended = s.state in (SessionState.TERMINATING, SessionState.TERMINATED)
+            if ended or s.expired(now):
+                shown = s.state.value if ended else "expired"
+                raise InvalidTransition(
+                    f"Session {session_id} is {shown}: it can no longer be changed",
+                    code="SESSION_NOT_RUNNING",
+                )
+            if ttl_minutes is not None:
+                s.expires_at, s.long_lived = s.created_at + timedelta(minutes=ttl_minutes), False
+            if retag is not None:
+                s.tags = list(dict.fromkeys(retag(list(s.tags))))
+            s.updated_at = now
             return s
 
         return self.repo.mutate(found.id, change, start=found)

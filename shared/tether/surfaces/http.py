@@ -49,6 +49,7 @@ _STATUS: list[tuple[type[errors.TetherError], int]] = [
     (errors.RateLimited, 429),
     (errors.Unavailable, 503),
     (errors.Timeout, 504),
+    (errors.Unsupported, 501),
 ]
 
 
@@ -184,6 +185,8 @@ class Operation:
     # Where some clients send the body's fields as a query string with no body: read with this
     # model (undocumented: the document keeps the body's one shape).
     body_in_query: type[BaseModel] | None = None
+    media: str | None = None  # a success answered as bytes of this type (a file), not JSON
+    upload: str | None = None  # the body is multipart/form-data: a file in the part so named
 
 
 class _Segment(BaseConverter):
@@ -223,6 +226,8 @@ class Router:
         listed: bool = True,
         idempotent: bool = False,
         body_in_query: type[BaseModel] | None = None,
+        media: str | None = None,
+        upload: str | None = None,
     ) -> Callable[[Handler], Handler]:
         def add(handler: Handler) -> Handler:
             for method in methods:
@@ -232,6 +237,7 @@ class Router:
                 self.operations[name] = Operation(
                     path, method, handler, summary.split("\n")[0], body, query,
                     answers or {200: None}, errors, public, listed, idempotent, body_in_query,
+                    media, upload,
                 )  # fmt: skip
             return handler
 

@@ -6,25 +6,45 @@ Besides the reference document, this serves what OnMemOS' own clients send and r
 (masterFoad/memos at 3952b06: the Python SDK `sdk/python`, the packaged SDKs `starbase` and
 `onmemos-sdk`, and the real server under `server/api`): execute's fields in the query string,
 `workspace_id` on a session, the legacy answers' `service_url` and `bucket_name`, paginated
-lists, `ws-token`, pause and resume.
+lists, `ws-token`, pause and resume; the server's information (`/`, `/info`), workspaces
+(`/v1/workspaces`), files in a session's storage (`/v1/fs/persist`), a session's labels, TTL,
+usage and terminate/force-delete, templates, and starbase's storage calls. What has no
+meaning here (cost estimation, scaling a running session, mounts) is a 501 naming it.
 """
 
 from __future__ import annotations
 
+import io
+import posixpath
+import re
 import shlex
+from collections import Counter
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
+from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.json_schema import WithJsonSchema
+from werkzeug.formparser import FormDataParser
 from werkzeug.wrappers import Request, Response
 
 from tether import bootstrap
 from tether.core.lifecycle import CommandState, SessionState
 from tether.core.models import Command as CommandRecord
-from tether.core.models import ExecResult, Principal, Session, SessionRequest, utcnow
-from tether.errors import TetherError
+from tether.core.models import ExecResult, Principal, Session, SessionRequest, Template, utcnow
+from tether.errors import Invalid, NotFound, TetherError, Unsupported
+from tether.service.agents import PROVIDER_PLATFORMS
+from tether.service.files import MAX_PATH, StoredFile
 from tether.service.pages import Page
+from tether.service.workspaces import WORKSPACE_TAG, Workspace
 from tether.surfaces import openapi
 from tether.surfaces.http import (
     INTEGRAL,
@@ -35,6 +55,7 @@ from tether.surfaces.http import (
 )
 
 LABEL = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+HOME = "/home/tether"  # a workspace's home, on every platform
 MAX_TTL_MINUTES = 7 * 24 * 60
 MAX_TIMEOUT = 3600
 # Code in a query string (the legacy API) percent-encodes to up to 12 bytes a character, and a
@@ -42,8 +63,12 @@ MAX_TIMEOUT = 3600
 MAX_QUERY_CODE = 4096
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 NO_NUL = r"^[^\x00]*$"  # a command line, a variable or a directory cannot carry one
-# OnMemOS groups sessions in a workspace (`workspace_id`); Tether keeps it as a tag.
-WORKSPACE_TAG = "onmemos.workspace_id="
+# What a session carries as tags (its `workspace_id` is one too, WORKSPACE_TAG): the provider
+# it was asked for, and each of its labels.
+PROVIDER_TAG = "onmemos.provider="
+LABEL_TAG = "onmemos.label."
+LABEL_KEY = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$"
+LABEL_VALUE = r"^[^\x00-\x1f\x7f]{0,256}$"
 
 
 class Error(BaseModel):
@@ -61,6 +86,24 @@ TtlMinutes = Annotated[int, Field(ge=1, le=MAX_TTL_MINUTES), INTEGRAL]
 Timeout = Annotated[float, Field(gt=0, le=MAX_TIMEOUT)]
 
 
+Labels = Annotated[
+    dict[
+        Annotated[str, Field(pattern=LABEL_KEY)],
+        Annotated[str, Field(max_length=256, pattern=LABEL_VALUE)],
+    ],
+    Field(max_length=32),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "maxProperties": 32,
+            "propertyNames": {"pattern": LABEL_KEY},
+            "additionalProperties": {"type": "string", "maxLength": 256, "pattern": LABEL_VALUE},
+        }
+    ),
+]
+Reusable = Annotated[str | None, Field(None, max_length=200, description="Refused: see README")]
+
+
 class CreateSession(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -72,6 +115,13 @@ class CreateSession(BaseModel):
     ttl_minutes: TtlMinutes | None = None
     long_lived: bool = False
     workspace_id: str | None = Field(None, pattern=LABEL)
+    labels: Labels | None = None
+    # starbase's reusable storage: Tether keeps none, so naming one is refused (as OnMemOS'
+    # server refuses a vault it does not have).
+    vault_id: Reusable = None
+    vault_name: Reusable = None
+    drive_id: Reusable = None
+    drive_name: Reusable = None
 
 
 class CreateWorkspace(BaseModel):
@@ -201,6 +251,7 @@ class SessionOut(BaseModel):
     created_at: str
     expires_at: str | None
     ttl_minutes: int | None
+    labels: dict[str, str]
 
 
 class Deleted(SessionOut):
@@ -330,10 +381,27 @@ def status_of(s: Session) -> str:
     return "expired" if live and s.expired(utcnow()) else s.state.value
 
 
+def tagged(s: Session, prefix: str) -> list[str]:
+    """What the session's tags starting with `prefix` hold after it."""
+    return [t.removeprefix(prefix) for t in s.tags if t.startswith(prefix)]
+
+
+def where_it_runs(s: Session) -> dict[str, Any]:
+    """The provider asked for, and, when an agent of another platform serves it (`tether up`'s
+    local agent standing in: TETHER_LOCAL_STANDS_IN), which one that was."""
+    asked = tagged(s, PROVIDER_TAG)
+    if not asked:
+        return {}
+    if s.platform in PROVIDER_PLATFORMS.get(asked[0], (asked[0],)):
+        return {"requested_provider": asked[0]}
+    return {"requested_provider": asked[0], "stand_in_for": asked[0]}
+
+
 def session_json(s: Session, base: str) -> SessionOut:
     status = status_of(s)
     details = public_details(s.details)
-    tagged = [t.removeprefix(WORKSPACE_TAG) for t in s.tags if t.startswith(WORKSPACE_TAG)]
+    workspace = tagged(s, WORKSPACE_TAG)
+    labels = dict(t.partition("=")[::2] for t in tagged(s, LABEL_TAG))
     ttl = round((s.expires_at - s.created_at) / timedelta(minutes=1)) if s.expires_at else None
     url = f"{base}/v1/sessions/{s.id}"
     return SessionOut(
@@ -347,9 +415,9 @@ def session_json(s: Session, base: str) -> SessionOut:
         service_url=url,
         websocket=f"/v1/cloudrun/workspaces/{s.id}/shell",
         ssh=False,
-        details={**details, "agent_id": s.agent_id, "message": s.message},
+        details={**details, **where_it_runs(s), "agent_id": s.agent_id, "message": s.message},
         bucket_name=details.get("bucket_name"),
-        workspace_id=tagged[0] if tagged else s.namespace,
+        workspace_id=workspace[0] if workspace else s.namespace,
         k8s_namespace=details.get("k8s_namespace"),
         pod_name=details.get("pod_name"),
         service_name=details.get("service_name"),
@@ -357,6 +425,7 @@ def session_json(s: Session, base: str) -> SessionOut:
         created_at=s.created_at.isoformat(),
         expires_at=s.expires_at.isoformat() if s.expires_at else None,
         ttl_minutes=ttl,
+        labels=labels,
     )
 
 
@@ -373,6 +442,7 @@ def _ran(request: Request, session_id: str, body: Command) -> Ran | Job:
 # -- unified API ------------------------------------------------------------------------------
 
 CREATED = {201: SessionOut}
+UNSUPPORTED: dict[int, type[BaseModel] | None] = {501: Error}  # what OnMemOS has, Tether not
 RAN = {200: ExecAnswer}
 EXEC_ERRORS = (409, 504)  # not running; the command outlived its timeout
 
@@ -411,9 +481,20 @@ def _list(request: Request, query: ListFilter) -> tuple[list[SessionOut], Page[S
 def create_session(request: Request, body: CreateSession) -> Response:
     """Create a session from a template, on an agent of the provider asked for."""
     who = principal(request)
-    fields = body.model_dump(exclude={"workspace_id", "namespace"})
+    for field in ("vault_id", "vault_name", "drive_id", "drive_name"):
+        if named := getattr(body, field):
+            kind = "Vault" if field.startswith("vault") else "Drive"
+            raise NotFound(
+                f"{kind} not found: {named} (Tether keeps no vaults or drives: a session's "
+                "files live in its own storage, /v1/fs/persist)",
+                field=field,
+            )
+    fields = body.model_dump(include={"provider", "template", "user", "ttl_minutes", "long_lived"})
     namespace = body.namespace or body.workspace_id or "default"
     tags = [WORKSPACE_TAG + body.workspace_id] if body.workspace_id else []
+    if body.provider != "auto":
+        tags.append(PROVIDER_TAG + body.provider)
+    tags += [f"{LABEL_TAG}{k}={v}" for k, v in (body.labels or {}).items()]
     return _create(request, who, SessionRequest(**fields, namespace=namespace, tags=tags))
 
 
@@ -554,6 +635,123 @@ def session_logs(request: Request, session_id: str, query: LogQuery) -> Response
     )
 
 
+# The Python SDK's force_cleanup_session tries these after a DELETE.
+@router.route("/v1/sessions/<session_id>/terminate", ["POST"], answers={200: Deleted},
+              errors=(409,))  # fmt: skip
+def terminate_session(request: Request, session_id: str) -> Response:
+    """Terminate a session (as DELETE does)."""
+    return _delete(request, session_id, "Session terminated")
+
+
+@router.route("/v1/sessions/<session_id>/force-delete", ["POST"], answers={200: Deleted})
+def force_delete_session(request: Request, session_id: str) -> Response:
+    """Terminated at once, whatever its state; its agent tears the workspace down behind."""
+    sessions = bootstrap.services().sessions
+    sessions.get(principal(request), session_id)
+    session = sessions.force_terminate(session_id)
+    out = session_json(session, base_url(request))
+    return json_response(Deleted(deleted=True, message="Session force-deleted", **out.model_dump()))
+
+
+class UpdateSession(BaseModel):
+    """onmemos-sdk's SessionUpdateRequest."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    ttl_minutes: TtlMinutes | None = Field(
+        None, description="The session's lifetime, counted from its creation (as at create)"
+    )
+    env_vars: dict[str, str] | None = Field(
+        None, description="Refused (501) unless empty: pass `env` with each execute"
+    )
+    labels: Labels | None = Field(None, description="Replaces the session's labels")
+
+
+@router.route("/v1/sessions/<session_id>", ["PATCH"], body=UpdateSession,
+              answers={200: SessionOut}, errors=(409, 501))  # fmt: skip
+def update_session(request: Request, session_id: str, body: UpdateSession) -> Response:
+    """Change a session's TTL and labels."""
+    who, sessions = principal(request), bootstrap.services().sessions
+    if body.env_vars:
+        sessions.get(who, session_id)
+        raise Unsupported(
+            "Changing a running session's environment is not supported: its processes have "
+            "started. Pass `env` with each execute instead."
+        )
+    retag = None
+    if body.labels is not None:
+        labels = [f"{LABEL_TAG}{k}={v}" for k, v in body.labels.items()]
+
+        def retag(tags: list[str]) -> list[str]:
+            return [t for t in tags if not t.startswith(LABEL_TAG)] + labels
+
+    session = sessions.amend(who, session_id, body.ttl_minutes, retag)
+    return json_response(session_json(session, base_url(request)))
+
+
+class Scale(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    resource_tier: str = Field(min_length=1, max_length=63)
+
+
+@router.route("/v1/sessions/<session_id>/scale", ["PATCH"], body=Scale, answers=UNSUPPORTED)
+def scale_session(request: Request, session_id: str, body: Scale) -> Response:
+    """Not supported: a running workspace keeps the resources it started with (501)."""
+    bootstrap.services().sessions.get(principal(request), session_id)
+    raise Unsupported(
+        "Scaling a running session is not supported: a workspace keeps the resources its "
+        "template gave it. Create a session from a template with the resources you need."
+    )
+
+
+class Metrics(BaseModel):
+    """onmemos-sdk's SessionMetrics, measured in the workspace."""
+
+    session_id: str
+    cpu_usage_percent: float = Field(description="Of one core, over half a second")
+    memory_usage_mb: int = Field(description="Resident memory of the workspace's processes")
+    memory_limit_mb: int
+    disk_usage_gb: float = Field(description="The home's size")
+    network_rx_mb: float
+    network_tx_mb: float
+    gpu_usage_percent: float | None = Field(description="Workspaces have no GPU: null")
+    gpu_memory_mb: int | None
+    timestamp: str
+
+
+@router.route("/v1/sessions/<session_id>/metrics", ["GET"], answers={200: Metrics},
+              errors=(409, 504))  # fmt: skip
+def session_metrics(request: Request, session_id: str) -> Response:
+    """What a running session uses now: CPU, memory, disk, network."""
+    used = bootstrap.services().usages.measure(principal(request), session_id)
+    mb = 1 << 20
+    return json_response(
+        Metrics(
+            session_id=used.session_id,
+            cpu_usage_percent=used.cpu_percent,
+            memory_usage_mb=used.memory_bytes // mb,
+            memory_limit_mb=used.memory_limit_bytes // mb,
+            disk_usage_gb=round(used.disk_bytes / (1 << 30), 3),
+            network_rx_mb=round(used.network_rx_bytes / mb, 3),
+            network_tx_mb=round(used.network_tx_bytes / mb, 3),
+            gpu_usage_percent=None,
+            gpu_memory_mb=None,
+            timestamp=used.at.isoformat(),
+        )
+    )
+
+
+@router.route("/v1/sessions/<session_id>/storage/mounts", ["DELETE"], answers=UNSUPPORTED)
+def unmount_storage(request: Request, session_id: str) -> Response:
+    """Not supported: a session's storage is its home, which is never unmounted (501)."""
+    bootstrap.services().sessions.get(principal(request), session_id)
+    raise Unsupported(
+        "Mounting and unmounting storage is not supported: a session's storage is its home, "
+        "mounted for its whole life (files: /v1/fs/persist)."
+    )
+
+
 # -- legacy Cloud Run API ---------------------------------------------------------------------
 
 
@@ -610,6 +808,642 @@ def runpython_workspace(request: Request, session_id: str, query: RunPython) -> 
     """Run Python code in the workspace (the code in the query string)."""
     command = f"python3 -c {shlex.quote(query.code)}"
     return _ran_in_workspace(request, session_id, Command(command=command, timeout=query.timeout))
+
+
+# -- the server's information -----------------------------------------------------------------
+
+
+class ServerInfo(BaseModel):
+    service: str
+    description: str
+    version: str
+    status: Literal["running"]
+    endpoints: dict[str, str]
+    documentation: str
+    timestamp: str
+
+
+@router.route("/", ["GET"], answers={200: ServerInfo})
+@router.route("/info", ["GET"], answers={200: ServerInfo})
+def server_info(request: Request) -> Response:
+    """What this API is and where its parts are (OnMemOS's `/`; onmemos-sdk's `/info`)."""
+    principal(request)
+    return json_response(
+        ServerInfo(
+            service="OnMemOS v3 (Tether)",
+            description="Workspaces as sessions: OnMemOS v3's API, served by Tether",
+            version="3.0.0",
+            status="running",
+            endpoints={
+                "health": "/health",
+                "sessions": "/v1/sessions",
+                "cloudrun_workspaces": "/v1/cloudrun/workspaces",
+                "workspaces": "/v1/workspaces",
+                "persistent_files": "/v1/fs/persist",
+                "templates": "/v1/templates",
+                "shell": "/v1/sessions/{id}/shell",
+                "cloudrun_shell": "/v1/cloudrun/workspaces/{id}/shell",
+                "openapi": "/openapi/onmemos.json",
+            },
+            documentation="Authenticate with the X-API-Key header; the reference is at "
+            "/openapi/onmemos",
+            timestamp=utcnow().isoformat(),
+        )
+    )
+
+
+# -- workspaces (the Python SDK's create_workspace, get, list, delete) -----------------------
+
+ResourcePackage = Literal[
+    "free_micro", "dev_micro", "dev_small", "dev_medium", "dev_large", "ds_small", "ds_medium",
+    "ds_large", "ml_t4_small", "ml_t4_medium", "ml_t4_large", "ml_a100_small",
+    "ml_a100_medium", "ml_a100_large", "ml_h100_small", "ml_h100_medium", "ml_h100_large",
+    "compute_small", "compute_medium", "compute_large", "compute_xlarge",
+]  # fmt: skip
+
+
+class CreateWorkspaceRecord(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    user_id: str = Field(pattern=LABEL, description="A label, as a session's `user` is")
+    workspace_id: str = Field(pattern=LABEL, description="What sessions name it by")
+    name: str = Field(min_length=1, max_length=200)
+    resource_package: ResourcePackage = Field(
+        description="Kept as the workspace's label: a session's resources are its template's"
+    )
+    description: str | None = Field(None, max_length=2000)
+
+
+class WorkspaceOut(BaseModel):
+    id: str = Field(description="The workspace's id (its `workspace_id`)")
+    workspace_id: str
+    user_id: str
+    name: str
+    description: str | None
+    resource_package: str
+    status: Literal["active"]
+    created_at: str
+    current_sessions: int = Field(description="Its sessions that are not terminated")
+    current_buckets: list[str] = Field(description="Tether makes none per workspace")
+    current_pvcs: list[str] = Field(description="Tether makes none per workspace")
+
+
+class WorkspaceRecords(RootModel[list[WorkspaceOut]]):
+    """A JSON array, as the Python SDK's list_workspaces reads it."""
+
+
+class WorkspaceDeleted(WorkspaceOut):
+    deleted: bool
+    message: str
+
+
+def workspace_json(who: Principal, w: Workspace) -> WorkspaceOut:
+    live = bootstrap.services().workspaces.live_sessions(who, w.workspace_id)
+    return WorkspaceOut(
+        id=w.workspace_id,
+        workspace_id=w.workspace_id,
+        user_id=w.user_id,
+        name=w.name,
+        description=w.description,
+        resource_package=w.resource_package,
+        status="active",
+        created_at=w.created_at.isoformat(),
+        current_sessions=live,
+        current_buckets=[],
+        current_pvcs=[],
+    )
+
+
+@router.route("/v1/workspaces", ["POST"], body=CreateWorkspaceRecord,
+              answers={201: WorkspaceOut}, errors=(409,))  # fmt: skip
+def create_workspace_record(request: Request, body: CreateWorkspaceRecord) -> Response:
+    """Make a workspace: a named group for the caller's sessions (by `workspace_id`)."""
+    who = principal(request)
+    made = bootstrap.services().workspaces.create(
+        who, body.user_id, body.workspace_id, body.name, body.resource_package, body.description
+    )
+    return json_response(workspace_json(who, made), 201)
+
+
+@router.route("/v1/workspaces", ["GET"], answers={200: WorkspaceRecords})
+@router.route("/v1/workspaces/<user_id>", ["GET"], answers={200: WorkspaceRecords})
+def list_workspace_records(request: Request, user_id: str | None = None) -> Response:
+    """The caller's workspaces (of one user label, by the path's), oldest first."""
+    who = principal(request)
+    found = bootstrap.services().workspaces.listed(who, user_id)
+    return json_response(WorkspaceRecords([workspace_json(who, w) for w in found]))
+
+
+@router.route("/v1/workspaces/<user_id>/<workspace_id>", ["GET"], answers={200: WorkspaceOut})
+def get_workspace_record(request: Request, user_id: str, workspace_id: str) -> Response:
+    """One of the caller's workspaces."""
+    who = principal(request)
+    found = bootstrap.services().workspaces.get(who, user_id, workspace_id)
+    return json_response(workspace_json(who, found))
+
+
+@router.route("/v1/workspaces/<user_id>/<workspace_id>", ["DELETE"],
+              answers={200: WorkspaceDeleted}, errors=(409,))  # fmt: skip
+def delete_workspace_record(request: Request, user_id: str, workspace_id: str) -> Response:
+    """Forget a workspace (409 while sessions in it are not terminated)."""
+    who = principal(request)
+    gone = bootstrap.services().workspaces.delete(who, user_id, workspace_id)
+    out = workspace_json(who, gone)
+    return json_response(WorkspaceDeleted(deleted=True, message="Workspace deleted",
+                                          **out.model_dump()))  # fmt: skip
+
+
+# -- files in a session's storage (the Python SDK's upload_persist, download, list) ----------
+
+
+class PersistQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    namespace: str = Field(pattern=LABEL, description="With `user`, picks the session: the "
+                           "caller's newest running one of that namespace and user")  # fmt: skip
+    user: str = Field(pattern=LABEL)
+    session_id: str | None = Field(None, min_length=1, max_length=200,
+                                   description="Tether's own: this session instead")  # fmt: skip
+
+
+class UploadQuery(PersistQuery):
+    dst: str = Field("", max_length=MAX_PATH, description="Path under ~/persist (default: the "
+                     "file's own name); relative, without `..`")  # fmt: skip
+
+
+class DownloadQuery(PersistQuery):
+    path: str = Field(min_length=1, max_length=MAX_PATH, description="Path under ~/persist")
+
+
+class Uploaded(BaseModel):
+    ok: bool
+    bytes: int
+    path: str = Field(description="Where it is, under ~/persist in the session's home")
+    session_id: str
+
+
+class PersistFile(BaseModel):
+    name: str
+    size: int
+    modified: float = Field(description="Seconds since the epoch")
+    path: str = Field(description="Under ~/persist")
+
+
+class PersistList(BaseModel):
+    files: list[PersistFile]
+    total: int
+    total_size: int
+    namespace: str
+    user: str
+    session_id: str
+    truncated: bool = Field(description="More files than a list holds (500)")
+
+
+# A multipart boundary (RFC 2046), as the first line of a body names it.
+BOUNDARY = re.compile(rb"--([0-9A-Za-z'()+_,./:=?-](?:[0-9A-Za-z'()+_,./:=? -]{0,68}"
+                      rb"[0-9A-Za-z'()+_,./:=?-])?)\r?\n")  # fmt: skip
+
+
+def uploaded_file(request: Request) -> tuple[str, bytes]:
+    """The `file` part of a multipart body: its file name and bytes. The Python SDK sends it
+    labelled with its session's `Content-Type: application/json`, which names no boundary:
+    then the body's first line does."""
+    raw = request.get_data(cache=True)
+    boundary = request.mimetype_params.get("boundary", "")
+    if request.mimetype != "multipart/form-data" or not boundary:
+        found = BOUNDARY.match(raw)
+        if found is None:
+            raise Invalid("Send the file as multipart/form-data, in a part named 'file'",
+                          field="file")  # fmt: skip
+        boundary = found.group(1).decode("ascii")
+    parser = FormDataParser(max_form_memory_size=1 << 20, max_form_parts=100)
+    _, _, files = parser.parse(io.BytesIO(raw), "multipart/form-data", len(raw),
+                               {"boundary": boundary})  # fmt: skip
+    part = files.get("file")
+    if part is None:
+        raise Invalid("The body has no part named 'file'", field="file")
+    return part.filename or "", part.read()
+
+
+@router.route("/v1/fs/persist/upload", ["POST"], query=UploadQuery, answers={200: Uploaded},
+              errors=(404, 409, 504), upload="file")  # fmt: skip
+def upload_persist(request: Request, query: UploadQuery) -> Response:
+    """Put a file (multipart, part `file`) under ~/persist in a running session's storage."""
+    who, files = principal(request), bootstrap.services().files
+    name, data = uploaded_file(request)
+    session = files.session_for(who, query.namespace, query.user, query.session_id)
+    path = files.upload(who, session, query.dst or name, data)
+    return json_response(Uploaded(ok=True, bytes=len(data), path=path, session_id=session.id))
+
+
+@router.route("/v1/fs/persist/download", ["GET"], query=DownloadQuery, answers={200: None},
+              errors=(404, 409, 504), media="application/octet-stream")  # fmt: skip
+def download_persist(request: Request, query: DownloadQuery) -> Response:
+    """A file under ~/persist in a running session's storage, as its bytes."""
+    who, files = principal(request), bootstrap.services().files
+    session = files.session_for(who, query.namespace, query.user, query.session_id)
+    path, data = files.download(who, session, query.path)
+    disposition = f"attachment; filename*=UTF-8''{quote(posixpath.basename(path))}"
+    return Response(data, mimetype="application/octet-stream",
+                    headers={"Content-Disposition": disposition})  # fmt: skip
+
+
+def persisted(f: StoredFile) -> PersistFile:
+    return PersistFile(name=f.name, size=f.size, modified=f.modified, path=f.path)
+
+
+@router.route("/v1/fs/persist/list", ["GET"], query=PersistQuery, answers={200: PersistList},
+              errors=(404, 409, 504))  # fmt: skip
+def list_persist(request: Request, query: PersistQuery) -> Response:
+    """The files under ~/persist in a running session's storage."""
+    who, files = principal(request), bootstrap.services().files
+    session = files.session_for(who, query.namespace, query.user, query.session_id)
+    found, more = files.listing(who, session)
+    return json_response(
+        PersistList(
+            files=[persisted(f) for f in found],
+            total=len(found),
+            total_size=sum(f.size for f in found),
+            namespace=query.namespace,
+            user=query.user,
+            session_id=session.id,
+            truncated=more,
+        )
+    )
+
+
+# -- starbase's storage (vaults and drives): Tether keeps none ------------------------------
+
+NO_REUSABLE_STORAGE = (
+    "Tether keeps no reusable vaults or drives: each session has its own storage (its home; "
+    "files: /v1/fs/persist)"
+)
+
+
+class CreateStorage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    workspace_id: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200)
+    size_gb: Annotated[int, Field(ge=1, le=65_536), INTEGRAL] = 10
+    auto_mount: bool = True
+    mount_path: str | None = Field(None, max_length=MAX_PATH)
+    access_mode: str = Field("RW", max_length=16)
+
+
+class StorageQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    workspace_id: str = Field(min_length=1, max_length=200)
+
+
+class StorageDefaults(BaseModel):
+    bucket_id: str | None
+    filestore_id: str | None
+
+
+class StorageList(BaseModel):
+    workspace_id: str
+    resources: list[dict[str, Any]] = Field(description="Always empty: see the message above")
+    defaults: StorageDefaults
+
+
+class SetDefaults(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    bucket_id: str | None = Field(None, max_length=200)
+    filestore_id: str | None = Field(None, max_length=200)
+
+
+class DefaultsSet(BaseModel):
+    workspace_id: str
+    defaults: StorageDefaults
+    results: dict[str, bool]
+
+
+class UpdateStorage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    is_default: bool | None = None
+    auto_mount: bool | None = None
+    mount_path: str | None = Field(None, max_length=MAX_PATH)
+    access_mode: str | None = Field(None, max_length=16)
+
+
+@router.route("/v1/storage/buckets", ["POST"], body=CreateStorage, answers=UNSUPPORTED)
+@router.route("/v1/storage/filestores", ["POST"], body=CreateStorage, answers=UNSUPPORTED)
+def create_storage(request: Request, body: CreateStorage) -> Response:
+    """Not supported: a vault (bucket) or drive (filestore) shared by sessions (501)."""
+    principal(request)
+    raise Unsupported(f"Creating a vault or a drive is not supported. {NO_REUSABLE_STORAGE}.")
+
+
+@router.route("/v1/storage", ["GET"], query=StorageQuery, answers={200: StorageList})
+def list_storage(request: Request, query: StorageQuery) -> Response:
+    """A workspace's vaults and drives: none."""
+    principal(request)
+    none = StorageDefaults(bucket_id=None, filestore_id=None)
+    return json_response(StorageList(workspace_id=query.workspace_id, resources=[],
+                                     defaults=none))  # fmt: skip
+
+
+def _no_storage(resource_id: str) -> NotFound:
+    return NotFound(f"Storage resource '{resource_id}' not found. {NO_REUSABLE_STORAGE}.")
+
+
+@router.route("/v1/storage/workspaces/<workspace_id>/defaults", ["POST"], body=SetDefaults,
+              answers={200: DefaultsSet})  # fmt: skip
+def set_storage_defaults(request: Request, workspace_id: str, body: SetDefaults) -> Response:
+    """A workspace's default vault and drive: there are none to choose (404 for any named)."""
+    principal(request)
+    if body.bucket_id or body.filestore_id:
+        raise _no_storage(body.bucket_id or body.filestore_id or "")
+    none = StorageDefaults(bucket_id=None, filestore_id=None)
+    return json_response(DefaultsSet(workspace_id=workspace_id, defaults=none, results={}))
+
+
+STORAGE_WORDS = '<segment("buckets", "filestores", "workspaces"):resource_id>'
+NONE_HERE: dict[int, type[BaseModel] | None] = {404: Error}  # there is never one
+
+
+@router.route(f"/v1/storage/{STORAGE_WORDS}", ["PATCH"], body=UpdateStorage, answers=NONE_HERE)
+def update_storage(request: Request, resource_id: str, body: UpdateStorage) -> Response:
+    """A vault's or drive's settings: there are none (404)."""
+    principal(request)
+    raise _no_storage(resource_id)
+
+
+@router.route(f"/v1/storage/{STORAGE_WORDS}", ["DELETE"], answers=NONE_HERE)
+def delete_storage(request: Request, resource_id: str) -> Response:
+    """Delete a vault or drive: there are none (404)."""
+    principal(request)
+    raise _no_storage(resource_id)
+
+
+# -- templates (onmemos-sdk's TemplateService) -----------------------------------------------
+
+Category = Literal[
+    "development", "data_science", "web_development", "machine_learning", "testing", "custom"
+]  # fmt: skip
+CATEGORIES: tuple[str, ...] = get_args(Category)
+USER_TYPES = ["free", "pro", "enterprise", "admin"]
+DEFAULT_TTL = 60
+
+
+class TemplatesQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    category: Category | None = None
+    user_type: Literal["free", "pro", "enterprise", "admin"] | None = Field(
+        None, description="Every template is open to every user type"
+    )
+    tags: str | None = Field(None, max_length=2000, description="Comma-separated: any of them")
+    popular: bool = Field(False, description="Tether keeps no usage ranking: the same list")
+    limit: int = Field(10, ge=1, le=1000)
+
+
+class SearchQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    q: str = Field(max_length=200, description="In the name, description or tags")
+    category: Category | None = None
+    limit: int = Field(10, ge=1, le=1000)
+
+
+class TemplateOut(BaseModel):
+    """A template as onmemos-sdk's SessionTemplate reads it."""
+
+    template_id: str = Field(description="Its name, as sessions name it")
+    name: str = Field(description="Its display name")
+    description: str
+    category: Category = Field(description="Tether's category, else `custom`")
+    user_types: list[str]
+    is_public: bool
+    image_type: Literal["custom"] = Field(description="Its own image (`image`)")
+    image: str
+    resources: dict[str, str]
+    storage_type: Literal["ephemeral", "persistent_volume"] = Field(
+        description="`persistent_volume`: its home outlives hibernation"
+    )
+    mount_path: str = Field(description="The home")
+    default_ttl_minutes: int
+    max_ttl_minutes: int
+    env_vars: dict[str, str]
+    tags: list[str]
+    requires_gpu: bool
+    requires_storage: bool
+    is_featured: bool
+    is_experimental: bool
+
+
+class TemplateListOut(BaseModel):
+    templates: list[TemplateOut]
+    total: int
+    categories: list[Category]
+    featured_count: int
+    experimental_count: int
+
+
+class CategoryOut(BaseModel):
+    id: Category
+    category: Category
+    name: str
+    template_count: int
+
+
+class Categories(BaseModel):
+    categories: list[CategoryOut]
+
+
+class TemplateStats(BaseModel):
+    template_id: str
+    total_usage: int = Field(description="The caller's sessions of it on record (terminated "
+                             "ones are kept TETHER_SESSION_RETENTION)")  # fmt: skip
+    active_sessions: int = Field(description="Of those, the ones not terminated")
+
+
+class TemplateConfig(BaseModel):
+    """A session's configuration, as a create would send it."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Validation(BaseModel):
+    template_id: str
+    is_valid: bool
+    errors: list[str]
+    warnings: list[str]
+    suggestions: list[str]
+
+
+def category_of(t: Template) -> str:
+    word = re.sub(r"[\s-]+", "_", t.category.strip().lower())
+    return word if word in CATEGORIES else "custom"
+
+
+def template_json(t: Template) -> TemplateOut:
+    return TemplateOut(
+        template_id=t.name,
+        name=t.display_name or t.name,
+        description=t.description,
+        category=category_of(t),  # type: ignore[arg-type]
+        user_types=USER_TYPES,
+        is_public=True,
+        image_type="custom",
+        image=t.image,
+        resources=t.resources,
+        storage_type="persistent_volume" if t.persistent_home else "ephemeral",
+        mount_path=HOME,
+        default_ttl_minutes=DEFAULT_TTL,
+        max_ttl_minutes=MAX_TTL_MINUTES,
+        env_vars=t.env,
+        tags=t.tags,
+        requires_gpu=False,
+        requires_storage=t.persistent_home,
+        is_featured=False,
+        is_experimental=False,
+    )
+
+
+def template_list(found: list[Template], limit: int) -> Response:
+    shown = [template_json(t) for t in found[:limit]]
+    return json_response(
+        TemplateListOut(
+            templates=shown,
+            total=len(shown),
+            categories=sorted({t.category for t in shown}),
+            featured_count=0,
+            experimental_count=0,
+        )
+    )
+
+
+def _templates(category: str | None) -> list[Template]:
+    found = bootstrap.services().templates.list()
+    return [t for t in found if category is None or category_of(t) == category]
+
+
+@router.route("/v1/templates", ["GET"], query=TemplatesQuery, answers={200: TemplateListOut})
+def list_templates(request: Request, query: TemplatesQuery) -> Response:
+    """The templates sessions start from (filtered by category and tags)."""
+    principal(request)
+    wanted = {t.strip() for t in (query.tags or "").split(",") if t.strip()}
+    found = [t for t in _templates(query.category) if not wanted or wanted & set(t.tags)]
+    return template_list(found, query.limit)
+
+
+@router.route("/v1/templates/search", ["GET"], query=SearchQuery,
+              answers={200: TemplateListOut})  # fmt: skip
+def search_templates(request: Request, query: SearchQuery) -> Response:
+    """Templates whose name, description or tags hold `q`."""
+    principal(request)
+    q = query.q.lower()
+
+    def matches(t: Template) -> bool:
+        words = [t.name, t.display_name or "", t.description, *t.tags]
+        return any(q in w.lower() for w in words)
+
+    return template_list([t for t in _templates(query.category) if matches(t)], query.limit)
+
+
+@router.route("/v1/templates/popular/<int(max=1000):limit>", ["GET"],
+              answers={200: TemplateListOut})  # fmt: skip
+def popular_templates(request: Request, limit: int) -> Response:
+    """Templates (Tether keeps no usage ranking: the list, to `limit`)."""
+    principal(request)
+    return template_list(_templates(None), limit)
+
+
+@router.route("/v1/templates/categories", ["GET"], answers={200: Categories})
+@router.route("/v1/templates/categories/list", ["GET"], answers={200: Categories})
+def template_categories(request: Request) -> Response:
+    """OnMemOS's template categories, with how many templates each has."""
+    principal(request)
+    counts = Counter(category_of(t) for t in _templates(None))
+    return json_response(
+        Categories(
+            categories=[
+                CategoryOut(
+                    id=c,
+                    category=c,
+                    name=c.replace("_", " ").title(),  # type: ignore[arg-type]
+                    template_count=counts[c],
+                )
+                for c in CATEGORIES
+            ]
+        )
+    )
+
+
+TEMPLATE = '<segment("search", "categories", "popular"):template_id>'
+
+
+@router.route(f"/v1/templates/{TEMPLATE}", ["GET"], answers={200: TemplateOut})
+def get_template(request: Request, template_id: str) -> Response:
+    """One template."""
+    principal(request)
+    return json_response(template_json(bootstrap.services().templates.get(template_id)))
+
+
+@router.route(f"/v1/templates/{TEMPLATE}/stats", ["GET"], answers={200: TemplateStats})
+def template_stats(request: Request, template_id: str) -> Response:
+    """How many of the caller's sessions use the template."""
+    who, services = principal(request), bootstrap.services()
+    services.templates.get(template_id)
+    sessions = services.sessions
+    total = sessions.listed(who, include_terminated=True, limit=1, template=template_id)
+    live = sessions.listed(who, limit=1, template=template_id)
+    return json_response(
+        TemplateStats(template_id=template_id, total_usage=total.total, active_sessions=live.total)
+    )
+
+
+@router.route(f"/v1/templates/{TEMPLATE}/validate", ["POST"], body=TemplateConfig,
+              answers={200: Validation})  # fmt: skip
+def validate_template_config(request: Request, template_id: str, body: TemplateConfig) -> Response:
+    """Whether a session create with this configuration and template would be accepted."""
+    principal(request)
+    bootstrap.services().templates.get(template_id)
+    config = body.model_extra or {}
+    errors: list[str] = []
+    try:  # the body as a create reads it (its bytes: JSON's numbers unbounded, as they came)
+        CreateSession.model_validate_json(request.get_data(cache=True) or b"{}", strict=True)
+    except ValidationError as exc:
+        errors = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+                  for e in exc.errors()]  # fmt: skip
+    if config.get("template", template_id) != template_id:
+        errors.append("template: the path names the template")
+    ignored = sorted(set(config) - set(CreateSession.model_fields))
+    warnings = [f"'{name}' is not used by Tether" for name in ignored]
+    suggestions = ["A session's resources are its template's: choose the template for them"]
+    return json_response(
+        Validation(
+            template_id=template_id,
+            is_valid=not errors,
+            errors=errors,
+            warnings=warnings,
+            suggestions=suggestions if ignored else [],
+        )
+    )
+
+
+# -- cost estimation: Tether does not price sessions -----------------------------------------
+
+NO_COSTS = (
+    "Cost estimation is not supported by Tether: it does not price or bill sessions. A "
+    "session's resources are its template's (/v1/templates)."
+)
+
+
+@router.route("/v1/cost-estimation/template/<template_id>", ["GET"], answers=UNSUPPORTED)
+@router.route("/v1/cost-estimation/rates", ["GET"], answers=UNSUPPORTED)
+@router.route("/v1/cost-estimation/calculator", ["GET"], answers=UNSUPPORTED)
+@router.route("/v1/cost-estimation/estimate", ["POST"], answers=UNSUPPORTED)
+@router.route("/v1/cost-estimation/compare", ["POST"], answers=UNSUPPORTED)
+def cost_estimation(request: Request, template_id: str | None = None) -> Response:
+    """Not supported: Tether does not price sessions (501)."""
+    principal(request)
+    raise Unsupported(NO_COSTS)
 
 
 @router.route("/health", ["GET"], public=True, answers={200: Health, 503: Health}, errors=())

@@ -102,8 +102,8 @@ def _operation(
             statuses.add(403)
     if op.body is not None or op.query is not None:
         statuses.add(400)
-    if op.body is not None:
-        statuses.add(413)
+    if op.body is not None or op.upload is not None:
+        statuses |= {400, 413}
     if names:
         statuses.add(404)
     if op.idempotent:  # a malformed key; still running under it; used with another request
@@ -112,6 +112,11 @@ def _operation(
     for status, model in sorted(op.answers.items()):
         if status == 204:
             responses["204"] = {"description": HTTPStatus(204).phrase}
+            continue
+        if op.media and model is None and status < 300:  # a file's bytes
+            binary = {"schema": {"type": "string", "format": "binary"}}
+            responses[str(status)] = {"description": HTTPStatus(status).phrase,
+                                      "content": {op.media: binary}}  # fmt: skip
             continue
         schema = refs[(model, "serialization")] if model else {"type": "object"}
         responses[str(status)] = _answer(status, schema)
@@ -131,6 +136,11 @@ def _operation(
             "required": not _all_optional(op.body),
             "content": {"application/json": {"schema": refs[(op.body, "validation")]}},
         }
+    if op.upload is not None:
+        form = {"type": "object", "required": [op.upload],
+                "properties": {op.upload: {"type": "string", "format": "binary"}}}  # fmt: skip
+        content = {"multipart/form-data": {"schema": form}}
+        operation["requestBody"] = {"required": True, "content": content}
     return operation
 
 
