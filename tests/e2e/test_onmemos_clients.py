@@ -592,6 +592,58 @@ def test_starbase_missions(embedded: Server) -> None:
         starbase(embedded, "DELETE", f"/v1/sessions/{s}")
 
 
+def test_starbase_vaults_and_drives(embedded: Server) -> None:
+    """starbase_local/starbase/vaults.py and drives.py @3952b06 (with http.py's error
+    mapping): Tether keeps no reusable vaults or drives, each session having its own storage.
+    list answers none; create_vault and create_drive are a 501 naming that (ServerError);
+    set_default, update_flags and delete name a resource that is not there (404,
+    NotFoundError); a launch naming a vault or drive (shuttles.py) is a 404 too. Every error
+    is OnMemOS's `{"detail": ...}`."""
+    dock = str(uuid.uuid4())
+    for kind, path, mount in (("vault", "buckets", "/workspace"), ("drive", "filestores", "/data")):
+        body = {"workspace_id": dock, "name": f"my-{kind}", "size_gb": 10, "auto_mount": True,
+                "mount_path": mount, "access_mode": "RW"}  # fmt: skip
+        made = starbase(embedded, "POST", f"/v1/storage/{path}", body=body)
+        assert made.status_code == 501, made.text
+        assert "not supported" in made.json()["detail"] and "vault" in made.json()["detail"]
+        bad = starbase(embedded, "POST", f"/v1/storage/{path}", body={**body, "size_gb": "big"})
+        assert bad.status_code == 400 and "size_gb" in bad.json()["detail"]
+
+        listed = starbase(embedded, "GET", "/v1/storage", params={"workspace_id": dock})
+        assert listed.status_code == 200
+        assert listed.json() == {"workspace_id": dock, "resources": [],
+                                 "defaults": {"bucket_id": None, "filestore_id": None}}  # fmt: skip
+
+        field = "bucket_id" if kind == "vault" else "filestore_id"
+        default = starbase(embedded, "POST", f"/v1/storage/workspaces/{dock}/defaults",
+                           body={field: "res-1"})  # fmt: skip
+        assert default.status_code == 404 and "res-1" in default.json()["detail"]
+        flags = {"is_default": True, "auto_mount": False, "mount_path": mount, "access_mode": "RO"}
+        for method, sent in (("PATCH", flags), ("PATCH", {}), ("DELETE", None)):
+            r = starbase(embedded, method, "/v1/storage/res-1", body=sent)
+            assert r.status_code == 404 and "res-1" in r.json()["detail"], (method, r.text)
+
+        launch = {"workspace_id": dock, "provider": "gke", "template": "python",
+                  "template_id": "dev-python", "namespace": dock, "ttl_minutes": 60, "env": {},
+                  f"{kind}_id": "res-1", f"{kind}_name": None}  # fmt: skip
+        refused = starbase(embedded, "POST", "/v1/sessions", body=launch)
+        assert refused.status_code == 404 and f"{kind.title()} not found" in refused.json()[
+            "detail"]  # fmt: skip
+    unset = starbase(embedded, "POST", f"/v1/storage/workspaces/{dock}/defaults", body={})
+    none = {"bucket_id": None, "filestore_id": None}
+    assert unset.status_code == 200 and unset.json()["defaults"] == none
+    assert starbase(embedded, "GET", "/v1/storage", params={"workspace_id": dock},
+                    key=MISSING).status_code == 401  # fmt: skip
+    # use_vault / use_drive: every session has storage of its own, so the launch works.
+    launch = {"workspace_id": dock, "provider": "gke", "template": "python",
+              "template_id": "dev-python", "namespace": dock, "ttl_minutes": 60, "env": {},
+              "request_bucket": True, "bucket_size_gb": 5, "request_persistent_storage": True,
+              "persistent_storage_size_gb": 5}  # fmt: skip
+    launched = starbase(embedded, "POST", "/v1/sessions", body=launch)
+    assert launched.status_code == 201, launched.text
+    starbase(embedded, "DELETE", f"/v1/sessions/{launched.json()['id']}")
+
+
 # -- onmemos-sdk/src/onmemos (OnMemOSClient: sessions, shell) ----------------------------------
 
 # What the onmemos-sdk's Session and SessionList models require of an answer.
