@@ -10,7 +10,7 @@ from typing import Any
 
 from tether.core.lifecycle import ACTIVE_SESSION_STATES, LIVE_SESSION_STATES
 from tether.core.models import Agent, AgentStatus, utcnow
-from tether.core.ports import Filter, Store, Stored
+from tether.core.ports import Filter, Position, Store, Stored
 from tether.errors import Conflict, NotFound, Unavailable
 from tether.service.recent import Recent
 from tether.service.repo import Repo
@@ -28,6 +28,9 @@ SLOTS = "agent_slots"  # one document per session using an agent's capacity
 BLIND_TRIES = 2  # slots tried before reading which are taken
 # A slot is taken a moment before its session is saved: younger ones are never stale.
 SLOT_SETTLE = timedelta(minutes=1)
+# Slots a sweep looks at, after the last it looked at: a pass costs the same however many
+# sessions run, and a slot a crash left taken is freed within (slots / this) passes.
+STALE_BATCH = 500
 
 
 @dataclass
@@ -41,6 +44,7 @@ class Agents:
     def __post_init__(self) -> None:
         self.repo = Repo(self.store, "agents", Agent)
         self.recent: Recent[list[Agent]] = Recent()  # the agents, for placing sessions
+        self._stale_from: Position | None = None  # where the next `release_stale` goes on
 
     def register(self, agent_id: str, platform: str, region: str, capacity: int) -> Agent:
         try:
@@ -188,10 +192,13 @@ class Agents:
         if doc is not None and doc.data.get("session_id") == session_id:
             self.store.delete(SLOTS, slot, doc)  # not a slot taken again meanwhile
 
-    def release_stale(self) -> int:
-        """Frees slots whose session no longer uses them (a release that a crash lost). Reads
-        only the slots taken: bounded by the agents' capacity, not by history."""
-        stale = [d for d in self.store.query(SLOTS, []) if self._stale(d)]
+    def release_stale(self, batch: int = STALE_BATCH) -> int:
+        """Frees slots whose session no longer uses them (a release that a crash lost). Looks
+        at `batch` slots at most (and their sessions), from where the last pass stopped:
+        never history, and no more each pass however many sessions run."""
+        slots = self.store.query(SLOTS, [], limit=batch, after=self._stale_from)
+        self._stale_from = (None, slots[-1].id) if len(slots) == batch else None
+        stale = [d for d in slots if self._stale(d)]
         # Only the slot judged: one released and taken again since is another session's.
         return sum(self.store.delete(SLOTS, d.id, d) for d in stale)
 
