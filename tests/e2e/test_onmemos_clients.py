@@ -746,3 +746,218 @@ def test_onmemos_sdk_flow(embedded: Server) -> None:
             assert status == 401
 
     asyncio.run(flow())
+
+
+def sdk_auth(server: Server) -> dict[str, str]:
+    """The headers onmemos-sdk's AuthManager adds to each request (core/auth.py)."""
+    return {"X-API-Key": server.key, "Authorization": f"Bearer {server.key}",
+            "Content-Type": "application/json", "Accept": "application/json"}  # fmt: skip
+
+
+async def sdk_call(http: aiohttp.ClientSession, server: Server, method: str, path: str,
+                   **kw: Any) -> tuple[int, Any]:  # fmt: skip
+    """HTTPClient._make_request: the auth headers merged with any given, the answer as JSON."""
+    kw["headers"] = {**sdk_auth(server), **kw.get("headers", {})}
+    async with http.request(method, server.url + path, **kw) as r:
+        return r.status, await r.json()
+
+
+def sdk_http() -> aiohttp.ClientSession:
+    """HTTPClient.__aenter__'s session."""
+    return aiohttp.ClientSession(
+        headers={"User-Agent": "onmemos-sdk/0.1.0", "Accept": "application/json"},
+        timeout=aiohttp.ClientTimeout(total=60),
+    )
+
+
+# What onmemos-sdk's SessionMetrics requires, and the enums its SessionTemplate checks.
+METRICS_REQUIRED = {"session_id": str, "cpu_usage_percent": (int, float),
+                    "memory_usage_mb": int, "memory_limit_mb": int,
+                    "disk_usage_gb": (int, float), "network_rx_mb": (int, float),
+                    "network_tx_mb": (int, float), "timestamp": str}  # fmt: skip
+TEMPLATE_CATEGORIES = {"development", "data_science", "web_development", "machine_learning",
+                       "testing", "custom"}  # fmt: skip
+USER_TYPES = {"free", "pro", "enterprise", "admin"}
+IMAGE_TYPES = {"alpine_basic", "python_basic", "ubuntu_pro", "python_pro", "nodejs_pro",
+               "go_pro", "rust_pro", "python_enterprise", "jupyter_enterprise",
+               "cuda_enterprise", "java_enterprise", "custom"}  # fmt: skip
+STORAGE_TYPES = {"ephemeral", "gcs_fuse", "persistent_volume"}
+
+
+def is_sdk_template(t: dict[str, Any]) -> bool:
+    """Whether onmemos-sdk's SessionTemplate takes `t`: its required fields, and its enums."""
+    return (
+        all(isinstance(t.get(k), str) for k in ("template_id", "name", "description"))
+        and t["category"] in TEMPLATE_CATEGORIES
+        and set(t.get("user_types", ["free"])) <= USER_TYPES
+        and t.get("image_type", "alpine_basic") in IMAGE_TYPES
+        and t.get("storage_type", "ephemeral") in STORAGE_TYPES
+    )
+
+
+def test_onmemos_sdk_update_metrics_and_what_is_unsupported(embedded: Server) -> None:
+    """onmemos-sdk/src/onmemos @3952b06, services/sessions.py and services/storage.py (models
+    in models/sessions.py): update_session (PATCH with SessionUpdateRequest's fields, none
+    unset), get_session_metrics (SessionMetrics' fields, measured in the workspace),
+    scale_session and unmount_storage (501 naming what Tether does not do, which the SDK's
+    HTTPClient raises as ServerError), and the 404 and 409 it raises as HTTPError."""
+
+    async def flow() -> None:
+        async with sdk_http() as http:
+            body = {"template": "python", "namespace": "sdk-demo", "user": "sdk-test-user",
+                    "workspace_id": "5e3f6ebb-6656-4301-be47-5436646ba44e", "provider": "auto",
+                    "resource_tier": "medium", "ttl_minutes": 60, "env_vars": {},
+                    "labels": {"team": "ml"}, "long_lived": False}  # fmt: skip
+            status, session = await sdk_call(http, embedded, "POST", "/v1/sessions", json=body)
+            assert status == 201 and session["labels"] == {"team": "ml"}, session
+            sid = session["id"]
+
+            update = {"ttl_minutes": 120, "labels": {"team": "data", "stage": "dev"}}
+            status, updated = await sdk_call(http, embedded, "PATCH", f"/v1/sessions/{sid}",
+                                             json=update)  # fmt: skip
+            assert status == 200 and has(updated, SESSION_REQUIRED), updated
+            assert updated["ttl_minutes"] == 120 and updated["status"] == "running"
+            assert updated["labels"] == {"team": "data", "stage": "dev"}
+            made = datetime.fromisoformat(updated["created_at"])
+            assert (datetime.fromisoformat(updated["expires_at"]) - made).total_seconds() == 7200
+            assert updated["workspace_id"] == body["workspace_id"]  # other tags kept
+            status, error = await sdk_call(http, embedded, "PATCH", f"/v1/sessions/{sid}",
+                                           json={"ttl_minutes": 0})  # fmt: skip
+            assert status == 400 and "ttl_minutes" in error["detail"]
+            status, error = await sdk_call(http, embedded, "PATCH", f"/v1/sessions/{sid}",
+                                           json={"env_vars": {"MODE": "dev"}})  # fmt: skip
+            assert status == 501 and "environment is not supported" in error["detail"]
+
+            status, metrics = await sdk_call(http, embedded, "GET", f"/v1/sessions/{sid}/metrics")
+            assert status == 200 and has(metrics, METRICS_REQUIRED), metrics
+            assert metrics["session_id"] == sid and metrics["memory_limit_mb"] == 1024
+            assert 0 < metrics["memory_usage_mb"] < 1024 and metrics["cpu_usage_percent"] >= 0
+            assert metrics["gpu_usage_percent"] is None and metrics["disk_usage_gb"] >= 0
+            assert datetime.fromisoformat(metrics["timestamp"])
+
+            status, error = await sdk_call(http, embedded, "PATCH", f"/v1/sessions/{sid}/scale",
+                                           json={"resource_tier": "large"})  # fmt: skip
+            assert status == 501 and "Scaling a running session" in error["detail"]
+            status, error = await sdk_call(http, embedded, "DELETE",
+                                           f"/v1/sessions/{sid}/storage/mounts",
+                                           json={"mount_path": "/workspace"})  # fmt: skip
+            assert status == 501 and "unmounting storage" in error["detail"]
+
+            for method, path, sent in (
+                ("PATCH", "/v1/sessions/ws-nope", {"ttl_minutes": 30}),
+                ("GET", "/v1/sessions/ws-nope/metrics", None),
+                ("PATCH", "/v1/sessions/ws-nope/scale", {"resource_tier": "large"}),
+                ("DELETE", "/v1/sessions/ws-nope/storage/mounts", {"mount_path": "/x"}),
+            ):
+                status, error = await sdk_call(http, embedded, method, path, json=sent)
+                assert status == 404 and error == {"detail": "Session not found"}, path
+
+            await sdk_call(http, embedded, "DELETE", f"/v1/sessions/{sid}", timeout=60)
+            status, error = await sdk_call(http, embedded, "GET", f"/v1/sessions/{sid}/metrics")
+            assert status == 409 and "terminated" in error["detail"]
+            status, error = await sdk_call(http, embedded, "PATCH", f"/v1/sessions/{sid}",
+                                           json={"ttl_minutes": 30})  # fmt: skip
+            assert status == 409 and "terminated" in error["detail"]
+
+    asyncio.run(flow())
+
+
+def test_onmemos_sdk_templates(embedded: Server) -> None:
+    """onmemos-sdk/src/onmemos @3952b06, services/templates.py (models/templates.py):
+    list_templates (limit, category, user_type, tags, popular), get_template,
+    get_popular_templates, search_templates, get_template_categories, get_template_by_name,
+    get_templates_by_category and by tags, get_template_usage_stats and
+    validate_template_config, with the fields and enums its models read."""
+
+    async def flow() -> None:
+        async with sdk_http() as http:
+
+            async def get(path: str, **params: Any) -> tuple[int, Any]:
+                return await sdk_call(http, embedded, "GET", path, params=params)
+
+            status, listed = await get("/v1/templates", limit=10)
+            assert status == 200 and isinstance(listed["total"], int)
+            assert all(is_sdk_template(t) for t in listed["templates"]), listed
+            ids = {t["template_id"] for t in listed["templates"]}
+            assert {"python", "shell", "firefox-browser"} <= ids
+            status, dev = await get("/v1/templates", limit=100, category="development")
+            assert {t["template_id"] for t in dev["templates"]} == {"python", "shell"}
+            status, tagged = await get("/v1/templates", limit=100, tags="browser,gpu")
+            assert [t["template_id"] for t in tagged["templates"]] == ["firefox-browser"]
+            status, mine = await get("/v1/templates", limit=10, user_type="pro")
+            assert status == 200 and mine["total"] == listed["total"]
+            status, error = await get("/v1/templates", limit=10, user_type="vip")
+            assert status == 400 and "user_type" in error["detail"]
+            status, popular = await get("/v1/templates", popular="true", limit=2)
+            assert status == 200 and len(popular["templates"]) == 2
+
+            status, python = await get("/v1/templates/python")
+            assert status == 200 and is_sdk_template(python) and python["name"] == "Python"
+            assert python["category"] == "development" and python["image"] == "python:3.11-slim"
+            status, error = await get("/v1/templates/cobol")
+            assert status == 404 and "cobol" in error["detail"]
+            # get_template_by_name: a list of 100, matched by name without case
+            status, every = await get("/v1/templates", limit=100)
+            assert [t for t in every["templates"] if t["name"].lower() == "python"] == [python]
+
+            status, found = await get("/v1/templates/search", q="browser", limit=10)
+            assert [t["template_id"] for t in found["templates"]] == ["firefox-browser"]
+            status, found = await get("/v1/templates/search", q="python", category="testing",
+                                      limit=10)  # fmt: skip
+            assert status == 200 and found["templates"] == []
+            status, categories = await get("/v1/templates/categories")
+            assert status == 200 and isinstance(categories.get("categories"), list)
+            counts = {c["id"]: c["template_count"] for c in categories["categories"]}
+            assert set(counts) == TEMPLATE_CATEGORIES and counts["development"] == 2
+
+            status, stats = await get("/v1/templates/python/stats")
+            assert status == 200 and stats["template_id"] == "python"
+            assert isinstance(stats["total_usage"], int)
+            status, checked = await sdk_call(http, embedded, "POST",
+                                             "/v1/templates/python/validate",
+                                             json={"ttl_minutes": 30, "resource_tier": "large",
+                                                   "namespace": "x"})  # fmt: skip
+            assert status == 200 and checked["is_valid"] is True and checked["errors"] == []
+            assert any("resource_tier" in w for w in checked["warnings"])
+            status, checked = await sdk_call(http, embedded, "POST",
+                                             "/v1/templates/python/validate",
+                                             json={"ttl_minutes": 0})  # fmt: skip
+            assert status == 200 and checked["is_valid"] is False
+            assert any("ttl_minutes" in e for e in checked["errors"])
+
+    asyncio.run(flow())
+
+
+def test_onmemos_sdk_info_and_cost_estimation(embedded: Server) -> None:
+    """onmemos-sdk/src/onmemos @3952b06: get_api_info (`GET /info`), and
+    services/cost_estimation.py's calls, each a 501 saying Tether does not price sessions
+    (the SDK raises CostEstimationError)."""
+
+    async def flow() -> None:
+        async with sdk_http() as http:
+            status, info = await sdk_call(http, embedded, "GET", "/info")
+            assert status == 200 and info["status"] == "running" and info["service"]
+            calls: list[tuple[str, str, dict[str, Any]]] = [
+                ("GET", "/v1/cost-estimation/template/python",
+                 {"params": {"duration_hours": 1.0}}),
+                ("POST", "/v1/cost-estimation/estimate",
+                 {"json": {"duration_hours": 1.0, "storage_size_gb": 0, "gpu_type": "none",
+                           "template_id": "python", "resource_tier": "medium"}}),
+                ("POST", "/v1/cost-estimation/compare",
+                 {"json": {"configurations": [{"resource_tier": "small"}],
+                           "duration_hours": 1.0}}),
+                ("GET", "/v1/cost-estimation/rates", {}),
+                ("GET", "/v1/cost-estimation/calculator",
+                 {"params": {"resource_tier": "small", "storage_type": "ephemeral",
+                             "storage_size_gb": 0, "gpu_type": "none", "duration_hours": 2.0}}),
+            ]  # fmt: skip
+            for method, path, kw in calls:
+                status, error = await sdk_call(http, embedded, method, path, **kw)
+                assert status == 501, (path, error)
+                assert error["detail"].startswith("Cost estimation is not supported"), path
+            wrong = {"X-API-Key": MISSING, "Authorization": f"Bearer {MISSING}"}
+            status, _ = await sdk_call(http, embedded, "GET", "/v1/cost-estimation/rates",
+                                       headers=wrong)  # fmt: skip
+            assert status == 401
+
+    asyncio.run(flow())
