@@ -961,3 +961,28 @@ def test_onmemos_sdk_info_and_cost_estimation(embedded: Server) -> None:
             assert status == 401
 
     asyncio.run(flow())
+
+
+def test_persistent_storage_refuses_malformed_uploads(embedded: Server) -> None:
+    """sdk/python/client.py @3952b06's upload_persist, sent wrong: a body with no file part,
+    with too many parts, with no boundary to be found, or a file with no name and no `dst`,
+    is a 400 naming what is wrong, never a 500."""
+    s, url = sdk_session(embedded), embedded.url
+    s.post(f"{url}/v1/sessions", json={"template": "shell", "namespace": "data", "user": "u"})
+    params = {"namespace": "data", "user": "u"}
+    many = b"".join(b'--b\r\nContent-Disposition: form-data; name="f%d"\r\n\r\nx\r\n' % i
+                    for i in range(300)) + b"--b--\r\n"  # fmt: skip
+    nameless = (
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename=""\r\n\r\nx\r\n--b--\r\n'
+    )
+    for body, said in (
+        (b'--b\r\nContent-Disposition: form-data; name="other"\r\n\r\nx\r\n--b--\r\n', "file"),
+        (many, "too many parts"),
+        (b"not a form", "multipart/form-data"),
+        (nameless, "Name the file"),
+    ):
+        r = s.post(f"{url}/v1/fs/persist/upload", params=params, data=body)
+        assert r.status_code == 400 and said in r.json()["detail"], r.text
+    r = s.post(f"{url}/v1/fs/persist/upload", params={**params, "session_id": "../x"},
+               files={"file": ("a.txt", b"x")})  # fmt: skip
+    assert r.status_code == 400 and "session_id" in r.json()["detail"]

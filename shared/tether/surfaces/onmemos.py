@@ -33,6 +33,7 @@ from pydantic import (
     field_validator,
 )
 from pydantic.json_schema import WithJsonSchema
+from werkzeug.exceptions import HTTPException
 from werkzeug.formparser import FormDataParser
 from werkzeug.wrappers import Request, Response
 
@@ -962,7 +963,7 @@ class PersistQuery(BaseModel):
     namespace: str = Field(pattern=LABEL, description="With `user`, picks the session: the "
                            "caller's newest running one of that namespace and user")  # fmt: skip
     user: str = Field(pattern=LABEL)
-    session_id: str | None = Field(None, min_length=1, max_length=200,
+    session_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$",
                                    description="Tether's own: this session instead")  # fmt: skip
 
 
@@ -1017,11 +1018,14 @@ def uploaded_file(request: Request) -> tuple[str, bytes]:
                           field="file")  # fmt: skip
         boundary = found.group(1).decode("ascii")
     parser = FormDataParser(max_form_memory_size=1 << 20, max_form_parts=100)
-    _, _, files = parser.parse(io.BytesIO(raw), "multipart/form-data", len(raw),
-                               {"boundary": boundary})  # fmt: skip
+    try:
+        _, _, files = parser.parse(io.BytesIO(raw), "multipart/form-data", len(raw),
+                                   {"boundary": boundary})  # fmt: skip
+    except HTTPException:  # too many parts, or a field (not a file) over 1 MiB
+        raise Invalid("The body has too many parts, or too large a field", field="file") from None
     part = files.get("file")
     if part is None:
-        raise Invalid("The body has no part named 'file'", field="file")
+        raise Invalid("The body has no file in a part named 'file'", field="file")
     return part.filename or "", part.read()
 
 
@@ -1031,6 +1035,8 @@ def upload_persist(request: Request, query: UploadQuery) -> Response:
     """Put a file (multipart, part `file`) under ~/persist in a running session's storage."""
     who, files = principal(request), bootstrap.services().files
     name, data = uploaded_file(request)
+    if not (query.dst or name):
+        raise Invalid("Name the file: `dst`, or the uploaded file's own name", field="dst")
     session = files.session_for(who, query.namespace, query.user, query.session_id)
     path = files.upload(who, session, query.dst or name, data)
     return json_response(Uploaded(ok=True, bytes=len(data), path=path, session_id=session.id))
