@@ -417,6 +417,7 @@ def test_ui_dashboard_launches_an_application_and_the_sessions_page_lists_it(
         r = c.patch(f"/sessions/{name}/tags", json={"tags": [""]})
         assert r.status_code == 400 and r.json()["details"]["field"] == "tags.0"
         assert c.delete(f"/sessions/{name}").status_code == 204
+        is_streamspace_error(c.patch(f"/sessions/{name}/tags", json={"tags": ["late"]}), 409)
     # A terminated session leaves the feed, as StreamSpace's own leaves it out.
     asyncio.run(feed(url, lambda ss: all(s["name"] != name for s in ss)))
 

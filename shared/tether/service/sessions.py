@@ -155,16 +155,6 @@ class Sessions:
 
     # -- writes ------------------------------------------------------------------------------
 
-    def retag(self, principal: Principal, session_id: str, tags: list[str]) -> Session:
-        """Replace the caller's session's tags (by id or name)."""
-        found = self.get(principal, session_id, by_name=True)
-
-        def change(s: Session) -> Session:
-            s.tags, s.updated_at = list(dict.fromkeys(tags)), utcnow()
-            return s
-
-        return self.repo.mutate(found.id, change, start=found)
-
     def amend(
         self,
         principal: Principal,

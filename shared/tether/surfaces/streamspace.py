@@ -1359,10 +1359,12 @@ class SessionTags(BaseModel):
     tags: list[Annotated[str, Field(min_length=1, max_length=63)]] = Field(max_length=32)
 
 
-@router.route(f"{SESSION}/tags", ["PATCH"], body=SessionTags, answers={200: SessionOut})
+@router.route(f"{SESSION}/tags", ["PATCH"], body=SessionTags, answers={200: SessionOut},
+              errors=(409,))  # fmt: skip
 def patch_session_tags(request: Request, session_id: str, body: SessionTags) -> Response:
-    """Replace a session's tags (the web UI's tag manager)."""
-    session = bootstrap.services().sessions.retag(who(request), session_id, body.tags)
+    """Replace a session's tags (the web UI's tag manager); an ended one keeps its own (409)."""
+    principal, found = session_of(request, session_id)
+    session = bootstrap.services().sessions.amend(principal, found.id, retag=lambda _: body.tags)
     return json_response(session_json(session))
 
 
