@@ -5,6 +5,7 @@ Clients are built lazily (no `google.cloud` import at module import) so cold sta
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -265,6 +266,7 @@ class _Inbox:
         self._path = ""
         self._opener = threading.Thread(target=self._open, name="pubsub-inbox", daemon=True)
         self._opener.start()
+        atexit.register(self.close)  # a serving process that just exits deletes it too
 
     def expect(self, command_id: str) -> tuple[str, _Waiter] | None:
         with self._lock:
@@ -327,6 +329,7 @@ class _Inbox:
             waiter.deliver(None)
 
     def close(self) -> None:
+        atexit.unregister(self.close)
         self._end("closed")
         self._opener.join(CLOSE_WAIT_S)  # an inbox still opening deletes itself, seeing this
         with self._lock:
