@@ -123,7 +123,7 @@ class Commands:
                 event = reply.wait(min(timeout, REPLY_WAIT))
             finally:
                 reply.cancel()
-            if event is not None and int(event.get("epoch", 0)) == issued.epoch:
+            if event is not None and event.get("epoch") == issued.epoch:
                 ok = event.get("status") == "completed"
                 return settle(issued.model_copy(), ok, event.get("result"), event.get("error"))
         command: Command | None = issued
