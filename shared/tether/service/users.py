@@ -110,7 +110,8 @@ class Users:
             user.favorites = favorites
             return user
 
-        return self.repo.mutate(self.get(username).id, change)
+        found = self.get(username)
+        return self.repo.mutate(found.id, change, start=found)
 
     def create(
         self,
