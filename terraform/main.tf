@@ -62,8 +62,20 @@ locals {
     { path = "/health/*", backend = "health" },
   ]
 
-  agent_members           = { for id, agent in var.agents : "agent-${id}" => module.iam.members["agent-${id}"] }
-  cloud_run_agent_members = { for id, agent in var.agents : "agent-${id}" => module.iam.members["agent-${id}"] if agent.platform == "cloud_run" }
+  # Kubently's cluster agents are agents like the others, their ids the clusters' ids: each
+  # pulls its own subscription from a Deployment in its cluster (infra/k8s/cluster-agent/),
+  # as the Kubernetes service account below, and runs kubectl there with a read-only role.
+  cluster_agent_namespace = "tether-cluster-agent"
+  cluster_agents = {
+    for id in var.kubently_clusters : id => {
+      platform            = "cluster"
+      k8s_service_account = "${local.cluster_agent_namespace}/agent-${id}"
+    }
+  }
+  agents = merge(var.agents, local.cluster_agents) # ids are distinct (output kubently_cluster_agents)
+
+  agent_members           = { for id, agent in local.agents : "agent-${id}" => module.iam.members["agent-${id}"] }
+  cloud_run_agent_members = { for id, agent in local.agents : "agent-${id}" => module.iam.members["agent-${id}"] if agent.platform == "cloud_run" }
 }
 
 data "google_project" "this" {
@@ -83,7 +95,7 @@ module "iam" {
 
   project_id            = var.project_id
   project_number        = data.google_project.this.number
-  agents                = var.agents
+  agents                = local.agents
   relay_project_invoker = var.relay_project_invoker
 
   depends_on = [google_project_service.this]
@@ -158,7 +170,7 @@ module "pubsub" {
   push_service_account_email = module.iam.emails["push"]
 
   agents = {
-    for id, agent in var.agents : id => {
+    for id, agent in local.agents : id => {
       push          = agent.platform == "cloud_run"
       push_endpoint = lookup(module.agents.push_endpoints, id, null)
       push_audience = lookup(module.agents.push_audiences, id, null)
@@ -190,8 +202,8 @@ module "agents" {
 
   project_id                 = var.project_id
   region                     = var.region
-  agents                     = var.agents
-  agent_service_accounts     = { for id, agent in var.agents : id => module.iam.emails["agent-${id}"] }
+  agents                     = local.agents
+  agent_service_accounts     = { for id, agent in local.agents : id => module.iam.emails["agent-${id}"] }
   agent_image                = local.agent_image
   workspace_image            = local.workspace_image
   sessions_bucket            = module.storage.sessions_bucket

@@ -60,6 +60,25 @@ output "gke_agents" {
   }
 }
 
+output "kubently_cluster_agents" {
+  description = "What each Kubently cluster's agent Deployment (infra/k8s/cluster-agent/) needs, by cluster id: its Google service account (the Kubernetes one's iam.gke.io/gcp-service-account), its Kubernetes service account, its subscription and its environment."
+  value = {
+    for id in var.kubently_clusters : id => {
+      google_service_account = module.iam.emails["agent-${id}"]
+      k8s_service_account    = local.cluster_agents[id].k8s_service_account
+      subscription           = module.pubsub.agent_subscriptions[id]
+      env                    = module.agents.env[id]
+    }
+  }
+
+  # A cluster's agent id is the cluster id: one that is also an id of `agents` would be the
+  # same agent twice (one subscription, one identity).
+  precondition {
+    condition     = length(setintersection(keys(var.agents), var.kubently_clusters)) == 0
+    error_message = "A kubently_clusters id is an agent id: it must not also be a key of agents."
+  }
+}
+
 output "service_accounts" {
   description = "Service account emails by workload."
   value       = module.iam.emails

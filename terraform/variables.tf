@@ -90,6 +90,17 @@ variable "agents" {
   }
 }
 
+variable "kubently_clusters" {
+  type        = set(string)
+  description = "Kubently clusters by id, each with its cluster agent (TETHER_PLATFORM=cluster, agent id = cluster id; manifests in infra/k8s/cluster-agent/). Each gets the service account tether-agent-<id> (subscriber on its own subscription only, publisher on agent-events, Firestore for its journal), bound by Workload Identity to the Kubernetes service account tether-cluster-agent/agent-<id>, and the subscription agent-commands-<id> (filter attributes.agent_id = \"<id>\"). The cluster is a GKE cluster with Workload Identity in this project."
+  default     = []
+
+  validation {
+    condition     = alltrue([for id in var.kubently_clusters : can(regex("^[a-z][a-z0-9-]{0,15}$", id))])
+    error_message = "A cluster id is 1-16 lowercase letters, digits or dashes, starting with a letter (it is an agent id: it names a service account and a subscription)."
+  }
+}
+
 variable "agent_min_instances" {
   type        = number
   description = "Minimum instances of each Cloud Run agent (1 keeps it heartbeating, hence online, between commands)."

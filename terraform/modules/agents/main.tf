@@ -1,6 +1,7 @@
 # Agents. A `cloud_run` agent is a Cloud Run service here: Pub/Sub pushes its commands to it
 # and it creates one Cloud Run service per workspace. A `gke` agent is a Deployment in a
-# cluster (its manifests live outside Terraform): this module only states its settings.
+# cluster, and so is a `cluster` agent (Kubently's kubectl, in the cluster it reads); their
+# manifests live outside Terraform (infra/k8s/): this module only states their settings.
 
 locals {
   cloud_run_agents = { for id, agent in var.agents : id => agent if agent.platform == "cloud_run" }
@@ -14,16 +15,24 @@ locals {
     GOOGLE_CLOUD_PROJECT      = var.project_id
     TETHER_REGION             = var.region
     TETHER_HOME               = "/tmp/tether"
-    TETHER_WORKSPACE_IMAGE    = var.workspace_image
-    TETHER_SESSIONS_BUCKET    = var.sessions_bucket
     TETHER_HEARTBEAT_INTERVAL = tostring(var.heartbeat_interval)
   }
 
+  # What agents that start workspaces need besides; a cluster agent runs kubectl only.
+  workspace_env = {
+    TETHER_WORKSPACE_IMAGE = var.workspace_image
+    TETHER_SESSIONS_BUCKET = var.sessions_bucket
+  }
+
   env = {
-    for id, agent in var.agents : id => merge(local.common_env, {
-      TETHER_AGENT_ID = id
-      TETHER_PLATFORM = agent.platform
-    })
+    for id, agent in var.agents : id => merge(
+      local.common_env,
+      { for name, value in local.workspace_env : name => value if agent.platform != "cluster" },
+      {
+        TETHER_AGENT_ID = id
+        TETHER_PLATFORM = agent.platform
+      },
+    )
   }
 }
 

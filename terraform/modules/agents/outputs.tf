@@ -14,7 +14,7 @@ output "cloud_run_urls" {
 }
 
 output "env" {
-  description = "Environment of each agent (for a GKE agent: put it in its Deployment)."
+  description = "Environment of each agent (for a GKE or cluster agent: put it in its Deployment)."
   value       = local.env
 }
 

@@ -13,7 +13,7 @@ variable "agents" {
     platform            = string
     k8s_service_account = optional(string)
   }))
-  description = "Agents by id (see the root variable `agents`)."
+  description = "Agents by id (the root variable `agents` and one `cluster` agent per `kubently_clusters` entry)."
 }
 
 variable "agent_service_accounts" {

@@ -57,11 +57,12 @@ locals {
       target = sa, role = "roles/iam.serviceAccountTokenCreator", key = "pubsub-agent"
       member = "serviceAccount:service-${var.project_number}@gcp-sa-pubsub.iam.gserviceaccount.com"
     }],
-    # GKE agents: Workload Identity, the Kubernetes service account acts as the Google one.
+    # GKE and cluster agents: Workload Identity, the Kubernetes service account acts as the
+    # Google one (a cluster agent's: tether-cluster-agent/agent-<cluster id>, one per cluster).
     [for id, agent in var.agents : {
       target = "agent-${id}", role = "roles/iam.workloadIdentityUser", key = "k8s"
       member = "serviceAccount:${var.project_id}.svc.id.goog[${agent.k8s_service_account}]"
-    } if agent.platform == "gke" && agent.k8s_service_account != null],
+    } if contains(["gke", "cluster"], agent.platform) && agent.k8s_service_account != null],
   )
 }
 

@@ -13,7 +13,7 @@ variable "agents" {
     platform            = string
     k8s_service_account = optional(string)
   }))
-  description = "Agents by id (see the root variable `agents`): each gets its own service account."
+  description = "Agents by id (the root variable `agents` and one cluster agent per `kubently_clusters` entry): each gets its own service account; a gke or cluster agent's k8s_service_account (\"namespace/name\") is bound to it by Workload Identity."
 }
 
 variable "relay_project_invoker" {
