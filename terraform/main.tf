@@ -1,7 +1,7 @@
 # Tether on Google Cloud: functions (the API surfaces), the relay (WebSockets), agents, the
 # Store (Firestore), the Bus (Pub/Sub), session storage, one HTTPS origin in front.
 #
-#   client ─HTTPS─> load balancer ─┬─> functions: onmemos, streamspace, health
+#   client ─HTTPS─> load balancer ─┬─> functions: onmemos, streamspace, kubently, health
 #                                  └─> relay (Cloud Run) ──> workspace runtimes
 #   functions ─> agent-commands ─> agent-commands-<agent_id> ─> agents ─> agent-events ─> agent_events
 #   Cloud Scheduler ─> sweeper (every minute)
@@ -44,6 +44,7 @@ locals {
     { path = "/api/v1/sessions/*/logs", backend = "relay" }, # ?follow=true upgrades; a plain read is served by the relay's fallback to the same target
     { path = "/api/v1/vnc/*", backend = "relay" },           # StreamSpace's own desktop path; a plain request too, by the same fallback
     { path = "/api/v1/ws/sessions", backend = "relay" },     # the web UI's session list (a WebSocket)
+    { path = "/executor/stream", backend = "relay" },        # Kubently's executors' event stream (SSE, held open)
     { path = "/vnc-viewer/*", backend = "relay" },
     { path = "/novnc/*", backend = "relay" },
     { path = "/v1/sessions", backend = "onmemos" },
@@ -52,12 +53,27 @@ locals {
     { path = "/v1/cloudrun/*", backend = "onmemos" },
     { path = "/api/v1", backend = "streamspace" },
     { path = "/api/v1/*", backend = "streamspace" },
+    { path = "/debug", backend = "kubently" },
+    { path = "/debug/*", backend = "kubently" },
+    { path = "/agent", backend = "kubently" },
+    { path = "/agent/*", backend = "kubently" },
+    { path = "/executor", backend = "kubently" },
+    { path = "/executor/*", backend = "kubently" },
+    { path = "/admin", backend = "kubently" },
+    { path = "/admin/*", backend = "kubently" },
+    { path = "/audit", backend = "kubently" },
+    { path = "/audit/*", backend = "kubently" },
+    { path = "/healthz", backend = "kubently" },
+    { path = "/healthz/*", backend = "kubently" },
     { path = "/openapi/onmemos", backend = "onmemos" },
     { path = "/openapi/onmemos.json", backend = "onmemos" },
     { path = "/openapi/onmemos/*", backend = "onmemos" },
     { path = "/openapi/streamspace", backend = "streamspace" },
     { path = "/openapi/streamspace.json", backend = "streamspace" },
     { path = "/openapi/streamspace/*", backend = "streamspace" },
+    { path = "/openapi/kubently", backend = "kubently" },
+    { path = "/openapi/kubently.json", backend = "kubently" },
+    { path = "/openapi/kubently/*", backend = "kubently" },
     { path = "/health", backend = "health" },
     { path = "/health/*", backend = "health" },
   ]
