@@ -8,6 +8,7 @@ from tether import targets
 
 onmemos = functions_framework.http(targets.onmemos)
 streamspace = functions_framework.http(targets.streamspace)
+kubently = functions_framework.http(targets.kubently)
 health = functions_framework.http(targets.health)
 sweeper = functions_framework.http(targets.sweeper)
 agent_events = functions_framework.cloud_event(targets.agent_events)

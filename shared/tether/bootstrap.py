@@ -16,8 +16,11 @@ from tether.core.ports import Bus, Provisioner, Store
 from tether.errors import Invalid
 from tether.service.agents import Agents
 from tether.service.auth import Auth
+from tether.service.clusters import Clusters
 from tether.service.commands import Commands
+from tether.service.debug import Debug
 from tether.service.events import Events
+from tether.service.executors import Executors
 from tether.service.files import Files
 from tether.service.health import Health
 from tether.service.idempotency import Idempotency
@@ -54,6 +57,9 @@ class Services:
     workspaces: Workspaces  # OnMemOS's workspace records
     files: Files  # files in a session's storage
     usages: Usages  # what a session uses, measured in it
+    clusters: Clusters  # Kubently's clusters and their executors' tokens
+    debug: Debug  # Kubently's debug sessions, kubectl runs and audit trail
+    executors: Executors  # Kubently's third-party executors (long poll, SSE)
 
     def close(self) -> None:
         self.bus.close()
@@ -120,7 +126,13 @@ def make_provisioner(settings: Settings) -> Provisioner:
             service_account=settings.workspace_service_account or None,
             image=settings.workspace_image or None,
         )
-    raise Invalid(f"TETHER_PLATFORM must be local, cloud_run or gke, not {settings.platform!r}")
+    if settings.platform == "cluster":
+        from tether.provision.cluster import ClusterProvisioner
+
+        return ClusterProvisioner()
+    raise Invalid(
+        f"TETHER_PLATFORM must be local, cloud_run, gke or cluster, not {settings.platform!r}"
+    )
 
 
 def jwt_secret(settings: Settings) -> str:
@@ -146,6 +158,8 @@ def build(settings: Settings, store: Store | None = None, bus: Bus | None = None
     tokens = Tokens(store, jwt_secret(settings))
     limits = RateLimits(store)
     tickets = Tickets(store)
+    clusters = Clusters(store, agents)
+    debug = Debug(store, commands, clusters, settings.audit_retention, settings.session_retention)
     return Services(
         settings=settings,
         store=store,
@@ -159,13 +173,18 @@ def build(settings: Settings, store: Store | None = None, bus: Bus | None = None
         agents=agents,
         commands=commands,
         sessions=sessions,
-        events=Events(bus, agents, commands, sessions, settings.heartbeat_interval),
+        events=Events(bus, agents, commands, sessions, settings.heartbeat_interval, debug),
         sweeper=Sweeper(sessions, commands, agents, store, settings.republish_after),
         idempotency=Idempotency(store),
-        health=Health(store, bus, settings.store, settings.bus),
+        health=Health(
+            store, bus, settings.store, settings.bus, debug_sessions=debug.live_sessions
+        ),
         workspaces=Workspaces(store),
         files=Files(sessions),
         usages=Usages(sessions),
+        clusters=clusters,
+        debug=debug,
+        executors=Executors(bus, commands),
     )
 
 

@@ -19,7 +19,10 @@ class TetherError(Exception):
 
 
 class Invalid(TetherError):
-    """The caller sent something malformed; `field` names what."""
+    """The caller sent something malformed; `field` names what (the first thing, where
+    `problems` lists every field and what is wrong with it)."""
+
+    problems: tuple[tuple[str, str], ...] = ()
 
 
 class Unprocessable(Invalid):

@@ -14,9 +14,10 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, "") or default
 
 
-# Requests a minute StreamSpace takes from one caller (a user, or an address before sign-in),
-# per kind: sign-ins, session creates, anything else.
-RATE_LIMITS = {"login": 5, "create": 10, "api": 100}
+# Requests a minute StreamSpace and Kubently take from one caller (a user, or an address
+# before sign-in), per kind: sign-ins, session creates, anything else; and kubectl commands a
+# minute one Kubently cluster takes, from everyone.
+RATE_LIMITS = {"login": 5, "create": 10, "api": 100, "commands": 50}
 
 
 def rate_limits(text: str) -> dict[str, int]:
@@ -25,7 +26,8 @@ def rate_limits(text: str) -> dict[str, int]:
     for part in filter(None, (p.strip() for p in text.split(","))):
         kind, _, count = part.partition("=")
         if kind.strip() not in limits or not count.strip().isdigit():
-            raise ValueError(f"TETHER_RATE_LIMITS: {part!r} is not one of login=N, create=N, api=N")
+            kinds = ", ".join(f"{k}=N" for k in RATE_LIMITS)
+            raise ValueError(f"TETHER_RATE_LIMITS: {part!r} is not one of {kinds}")
         limits[kind.strip()] = int(count)
     return limits
 
@@ -102,7 +104,7 @@ class Settings:
     jwt_secret: str | None = None  # None: generated once and kept in `home`
     agent_id: str = ""  # the local agent's id; empty: local-<hostname>
     # An agent's platform and where its workspaces go (`python -m tether.agent`).
-    platform: str = "local"  # local | cloud_run | gke
+    platform: str = "local"  # local | cloud_run | gke | cluster (Kubently's kubectl)
     region: str = "local"
     sessions_bucket: str = ""  # per-session storage in Cloud Storage; empty: none
     workspace_namespace: str = "tether-workspaces"  # gke
@@ -112,6 +114,9 @@ class Settings:
     agent_capacity: int = field(default_factory=default_capacity)  # workspaces at once
     # How long a terminated session stays readable before the store deletes it.
     session_retention: timedelta = timedelta(days=7)
+    # How long Kubently's audit trail keeps each kubectl run (its output with it).
+    audit_retention: timedelta = timedelta(days=30)
+    kubectl: str = "kubectl"  # the binary a cluster agent runs
     # Workspaces of each template a local agent keeps started ahead (0, or none: no pool).
     warm_pool: dict[str, int] = field(default_factory=dict)
     # `tether up`'s serving processes (more than one: the bus is a SQLite file they share).
@@ -160,6 +165,8 @@ class Settings:
             agent_capacity=int(_env("TETHER_AGENT_CAPACITY", str(default_capacity()))),
             rate_limits=rate_limits(_env("TETHER_RATE_LIMITS", "")),
             session_retention=parse_duration(_env("TETHER_SESSION_RETENTION", "7d")),
+            audit_retention=parse_duration(_env("TETHER_AUDIT_RETENTION", "30d")),
+            kubectl=_env("TETHER_KUBECTL", "kubectl"),
             warm_pool=warm_pool(_env("TETHER_WARM_POOL", "")),
             workers=int(_env("TETHER_WORKERS", "1")),
             local_stands_in=stands_in(_env("TETHER_LOCAL_STANDS_IN", "")),

@@ -20,11 +20,19 @@ ROUTES: list[tuple[str, str]] = [
     ("/v1/cloudrun", "onmemos"),
     ("/health", "health"),
     ("/api/v1", "streamspace"),
+    ("/debug", "kubently"),
+    ("/agent", "kubently"),
+    ("/executor", "kubently"),
+    ("/admin", "kubently"),
+    ("/audit", "kubently"),
+    ("/healthz", "kubently"),
     # Each surface's OpenAPI document and reference page, served by the surface itself.
     ("/openapi/onmemos", "onmemos"),
     ("/openapi/onmemos.json", "onmemos"),
     ("/openapi/streamspace", "streamspace"),
     ("/openapi/streamspace.json", "streamspace"),
+    ("/openapi/kubently", "kubently"),
+    ("/openapi/kubently.json", "kubently"),
 ]
 # What serves a path under none of those: OnMemOS (its `/`, `/info`, `/v1/workspaces`,
 # `/v1/fs`, `/v1/storage`, `/v1/templates`, ...), as the load balancer's default backend does
@@ -48,6 +56,12 @@ def streamspace(request: Request) -> Response:
     from tether.surfaces import streamspace
 
     return streamspace.handle(request)
+
+
+def kubently(request: Request) -> Response:
+    from tether.surfaces import kubently
+
+    return kubently.handle(request)
 
 
 def health(request: Request) -> Response:
@@ -75,6 +89,7 @@ def agent_events(event: Any) -> None:
 HTTP_TARGETS: dict[str, Callable[[Request], Response]] = {
     "onmemos": onmemos,
     "streamspace": streamspace,
+    "kubently": kubently,
     "health": health,
     "sweeper": sweeper,
 }

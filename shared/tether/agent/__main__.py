@@ -1,7 +1,9 @@
 """`python -m tether.agent`: an agent in the cloud, its platform from TETHER_PLATFORM.
 
 `cloud_run` agents are Cloud Run services that Pub/Sub pushes commands to (on $PORT); the
-others (`gke`: a Deployment in the cluster) pull from their subscription. Store and bus come
+others pull from their subscription: `gke` (a Deployment in the cluster, owning workspaces)
+and `cluster` (Kubently's: a Deployment with a read-only ServiceAccount that runs kubectl,
+its agent id the cluster id, TETHER_AGENT_ID). Store and bus come
 from the environment as for the functions (TETHER_STORE=firestore, TETHER_BUS=pubsub); the
 journal lives in the store, so instances running side by side share it.
 """
@@ -17,6 +19,7 @@ from aiohttp import web
 from tether import bootstrap
 from tether.agent.daemon import Agent
 from tether.agent.journal import Journal
+from tether.agent.kubectl import Kubectl
 from tether.agent.push import make_app
 from tether.settings import Settings
 
@@ -40,6 +43,9 @@ def main() -> None:
         region=settings.region,
         capacity=settings.agent_capacity,
         heartbeat_interval=settings.heartbeat_interval,
+        kubectl=Kubectl(settings.kubectl, settings.home / "kube-cache")
+        if settings.platform == "cluster"
+        else None,
     )
     transport = args.transport or ("push" if settings.platform == "cloud_run" else "pull")
     print(f"Tether agent {agent.agent_id} ({settings.platform}, {transport})", flush=True)

@@ -12,6 +12,7 @@ from typing import Any
 
 from tether import __version__
 from tether.agent.journal import Journal
+from tether.agent.kubectl import Kubectl
 from tether.core.models import CommandType, Template, WorkspaceSpec
 from tether.core.ports import Bus, Message, Provisioner, Subscription
 from tether.deferred import later
@@ -41,6 +42,7 @@ class Agent:
         capacity: int = 10,
         heartbeat_interval: float = 10.0,
         ack_after: float = 1.0,
+        kubectl: Kubectl | None = None,
     ) -> None:
         self.agent_id = agent_id
         self.bus = bus
@@ -50,6 +52,7 @@ class Agent:
         self.capacity = capacity
         self.heartbeat_interval = heartbeat_interval
         self.ack_after = ack_after
+        self.kubectl = kubectl  # a cluster agent's (Kubently)
         self._session_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._in_flight: set[str] = set()
         self._in_flight_lock = threading.Lock()
@@ -209,6 +212,11 @@ class Agent:
     def _run(
         self, kind: CommandType, session_id: str | None, data: dict[str, Any]
     ) -> dict[str, Any]:
+        if kind is CommandType.KUBECTL:
+            if self.kubectl is None:
+                raise TetherError(f"agent {self.agent_id} is not a cluster agent")
+            argv = [str(a) for a in data["argv"]]
+            return self.kubectl.run(argv, float(data["timeout"]), int(data["cap"]))
         if session_id is None:
             raise TetherError("command without session_id")
         p = self.provisioner

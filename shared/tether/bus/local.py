@@ -32,11 +32,13 @@ class _Subscription:
         self.handler: Handler | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._waiting = threading.Condition(self._lock)  # a puller, for the backlog
 
     def put(self, msg: Message, inline: bool = False) -> None:
         with self._lock:
             if self.handler is None:
                 self.backlog.append(msg)
+                self._waiting.notify()
                 return
             if self._pool is not None and not inline:
                 self._pool.submit(self._deliver, msg)
@@ -51,6 +53,12 @@ class _Subscription:
             waiting, self.backlog = self.backlog, []
         for msg in waiting:
             self.put(msg)
+
+    def take(self, most: int, timeout: float) -> list[Message]:
+        with self._waiting:
+            self._waiting.wait_for(lambda: self.backlog, timeout)
+            taken, self.backlog = self.backlog[:most], self.backlog[most:]
+            return taken
 
     def _deliver(self, msg: Message) -> None:
         handler = self.handler
@@ -117,6 +125,10 @@ class LocalBus:
         sub = self._sub(EVENTS_TOPIC, events_subscription(name), None)
         sub.attach(handler, self._workers)
         return sub
+
+    def pull_commands(self, agent_id: str, most: int, timeout: float) -> list[Message]:
+        sub = self._sub(COMMANDS_TOPIC, commands_subscription(agent_id), agent_id)
+        return sub.take(most, timeout)
 
     def expect_reply(self, command_id: str) -> None:
         """No inbox: a waiter here watches the command's record, which the events handler of

@@ -11,6 +11,7 @@ import json
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -182,6 +183,38 @@ class PubSubBus:
     def subscribe_events(self, name: str, handler: Handler) -> PubSubSubscription:
         path = self._subscription(EVENTS_TOPIC, events_subscription(name))
         return self._subscribe(path, handler, None)
+
+    def pull_commands(self, agent_id: str, most: int, timeout: float) -> list[Message]:
+        from google.api_core.exceptions import DeadlineExceeded
+
+        path = self._subscription(COMMANDS_TOPIC, commands_subscription(agent_id), agent_id)
+        _, subscriber = self._clients()
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                # A pull waits on the server for a message (up to its own limit, or ours).
+                response = subscriber.pull(
+                    subscription=path, max_messages=most, timeout=max(left, 0.1)
+                )
+            except DeadlineExceeded:
+                response = None
+            received = list(response.received_messages) if response else []
+            if received:
+                subscriber.acknowledge(subscription=path, ack_ids=[r.ack_id for r in received])
+            taken = []
+            for r in received:
+                attributes = dict(r.message.attributes)
+                if attributes.get("agent_id") != agent_id:
+                    continue  # the emulator ignores filters
+                try:
+                    data = json.loads(r.message.data)
+                except ValueError:
+                    log.error("dropping undecodable message %s", r.message.message_id)
+                    continue
+                taken.append(Message(data, attributes, r.message.message_id))
+            if taken or time.monotonic() >= deadline:
+                return taken
 
     def expect_reply(self, command_id: str) -> tuple[str, _Waiter] | None:
         with self._lock:

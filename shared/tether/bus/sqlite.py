@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_due ON messages (subscription, due);
 """
 POLL = 0.5  # seconds between looks without a doorbell
+PULL_POLL = 0.02  # seconds between a puller's looks (`pull_commands`)
 LEASE = 600.0  # a claimed message is due again this long after, if its handler never returns
 
 
@@ -223,6 +224,23 @@ class SqliteBus:
 
     def subscribe_events(self, name: str, handler: Handler) -> SqliteSubscription:
         return self._subscribe(EVENTS_TOPIC, events_subscription(name), None, handler)
+
+    def pull_commands(self, agent_id: str, most: int, timeout: float) -> list[Message]:
+        name = commands_subscription(agent_id)
+        self._ensure(COMMANDS_TOPIC, name, agent_id)
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.db.transaction() as conn:
+                rows = conn.execute(
+                    "SELECT id, message_id, data, attributes FROM messages "
+                    "WHERE subscription=? AND due<=? ORDER BY id LIMIT ?",
+                    (name, time.time(), most),
+                ).fetchall()
+                conn.executemany("DELETE FROM messages WHERE id=?", [(r[0],) for r in rows])
+            if rows or time.monotonic() >= deadline:
+                return [Message(orjson.loads(d), orjson.loads(a), m) for _, m, d, a in rows]
+            # A doorbell is one listener's; a poller looks again shortly instead.
+            time.sleep(min(PULL_POLL, max(deadline - time.monotonic(), 0)))
 
     def expect_reply(self, command_id: str) -> None:
         """No inbox: a waiter here watches the command's record, which the events handler of

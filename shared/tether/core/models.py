@@ -161,6 +161,7 @@ class CommandType(StrEnum):
     WAKE_SESSION = "wake_session"
     EXEC = "exec"
     GET_LOGS = "get_logs"
+    KUBECTL = "kubectl"  # to a cluster agent: payload {argv, timeout, cap, operation_id}
 
 
 class Command(Record):
@@ -174,6 +175,7 @@ class Command(Record):
     result: dict[str, Any] | None = None
     error: str | None = None
     publish_count: int = 0
+    reply_to: str | None = None  # the inbox of the process waiting for it (`Bus.expect_reply`)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime | None = None  # then the sweeper (and Firestore's TTL) deletes it
@@ -265,3 +267,113 @@ class SessionRequest(BaseModel):
     # With provider "auto", agent platforms to try first (the legacy Cloud Run API prefers
     # cloud_run, falling back to whatever agent is online).
     prefer: tuple[str, ...] = ()
+
+
+# -- Kubently: clusters, debug sessions, kubectl runs ------------------------------------------
+
+
+class DebugStatus(StrEnum):
+    ACTIVE = "active"
+    IDLE = "idle"
+    EXPIRED = "expired"
+    ENDED = "ended"
+
+
+class DebugSession(Record):
+    """A Kubently debug session: a time-boxed grant to run read commands on one cluster."""
+
+    id: str
+    owner: str
+    cluster_id: str
+    user_id: str | None = None  # the caller's label for who it acts for (not an identity)
+    correlation_id: str | None = None
+    service_identity: str | None = None
+    ttl_seconds: int
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    last_activity: datetime | None = None
+    command_count: int = 0
+    ended_at: datetime | None = None
+    open: bool = True  # not ended (what a query filters on: no store matches a null alike)
+    purge_at: datetime | None = None  # then the store deletes it
+
+    def status(self, now: datetime, idle_after: float) -> DebugStatus:
+        if self.ended_at is not None:
+            return DebugStatus.ENDED
+        if self.expires_at <= now:
+            return DebugStatus.EXPIRED
+        last = self.last_activity or self.created_at
+        idle = (now - last).total_seconds() >= idle_after
+        return DebugStatus.IDLE if idle else DebugStatus.ACTIVE
+
+
+class RunState(StrEnum):
+    """A kubectl run's state, in Kubently's words (its ExecutionStatus, and the gate's)."""
+
+    AWAITING_APPROVAL = "awaiting_approval"
+    PENDING = "pending"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    TIMEOUT = "timeout"
+    DENIED = "denied"  # an admin refused it at the approval gate
+    FORBIDDEN = "forbidden"  # the command policy refused it: kept for the audit trail
+
+
+FINAL_RUN_STATES = frozenset(
+    {RunState.SUCCESS, RunState.FAILURE, RunState.TIMEOUT, RunState.DENIED, RunState.FORBIDDEN}
+)
+
+
+class KubectlRun(Record):
+    """One kubectl command asked of a cluster: Kubently's async operation and its audit
+    entry in one record (who, cluster, argv, correlation id, state, duration)."""
+
+    id: str
+    owner: str
+    username: str = ""
+    cluster_id: str
+    session_id: str | None = None
+    argv: list[str]
+    verb: str = ""
+    namespace: str | None = None
+    correlation_id: str | None = None
+    service_identity: str | None = None
+    timeout: float = 10.0
+    state: RunState = RunState.PENDING
+    command_id: str | None = None  # the agent command carrying it, once issued
+    output: str | None = None
+    error: str | None = None
+    exit_code: int | None = None
+    truncated: bool = False
+    execution_time_ms: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    completed_at: datetime | None = None
+    decided_by: str | None = None  # the admin who approved or denied it
+    decided_at: datetime | None = None
+    expires_at: datetime | None = None  # the audit retention
+
+
+class ClusterToken(Record):
+    """The credential of a cluster's third-party Kubently executors (one a cluster, stored
+    under the cluster's id, as a hash)."""
+
+    id: str
+    cluster_id: str
+    token_hash: str
+    created_by: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+    last_used: datetime | None = None
+
+
+class ApprovalRules(Record):
+    """What needs an admin's approval before it runs (the one `kubently_policy` record)."""
+
+    verbs: list[str] = Field(default_factory=list)
+    namespaces: list[str] = Field(default_factory=list)
+    updated_by: str = ""
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    def needs_approval(self, verb: str, namespace: str | None, all_namespaces: bool) -> bool:
+        # A command over all namespaces reads the gated ones too.
+        gated = namespace in self.namespaces or (all_namespaces and bool(self.namespaces))
+        return verb in self.verbs or gated

@@ -146,6 +146,13 @@ class Bus(Protocol):
 
     def subscribe_events(self, name: str, handler: Handler) -> Subscription: ...
 
+    def pull_commands(self, agent_id: str, most: int, timeout: float) -> list[Message]:
+        """Take up to `most` of the commands waiting for `agent_id`, waiting up to `timeout`
+        seconds for the first: for an agent that polls over HTTP (a third-party Kubently
+        executor) instead of subscribing. What is returned is taken (acked): the caller owns
+        its delivery. [] when none came in time."""
+        ...
+
     def expect_reply(self, command_id: str) -> tuple[str, Reply] | None:
         """Get ready for `command_id`'s result, before the command is published: this
         process's inbox, which the command carries as `reply_to` (an agent publishes its

@@ -15,6 +15,8 @@ from tether.errors import Conflict, NotFound, Unavailable
 from tether.service.recent import Recent
 from tether.service.repo import Repo
 
+# Agents that hold no workspaces: Kubently's cluster agents (kubectl), Openctrol's desktops.
+NO_WORKSPACES = ("cluster", "desktop")
 # What each OnMemOS provider name means as an agent platform.
 PROVIDER_PLATFORMS: dict[str, tuple[str, ...]] = {
     "cloud_run": ("cloud_run",),
@@ -121,6 +123,7 @@ class Agents:
         def online(platforms: tuple[str, ...] | None) -> list[Agent]:
             now = utcnow()
             return [a for a in agents() if self.is_online(a, now)
+                    and a.platform not in NO_WORKSPACES
                     and (platforms is None or a.platform in platforms)]  # fmt: skip
 
         found = online(platforms)

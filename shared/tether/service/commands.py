@@ -51,6 +51,7 @@ def wire(command: Command) -> dict[str, Any]:
         "session_id": command.session_id,
         "epoch": command.epoch,
         "data": command.payload,
+        **({"reply_to": command.reply_to} if command.reply_to else {}),
     }
 
 
@@ -95,15 +96,15 @@ class Commands:
             updated_at=now,
             expires_at=now + PENDING_KEPT,
         )
-        # Outbox: the record exists before any agent can see the message, so a crash between
-        # the two leaves a pending command that the sweeper publishes, never a lost one.
-        self.repo.create(command.id, command)
-        self._remember(command)
-        message = wire(command)
         if awaited and (inbox := self.bus.expect_reply(command.id)) is not None:
-            message["reply_to"], self._replies[command.id] = inbox
+            command.reply_to, self._replies[command.id] = inbox
         try:
-            self.bus.publish_command(agent_id, message, awaited)
+            # Outbox: the record exists before any agent can see the message, so a crash
+            # between the two leaves a pending command that the sweeper publishes, never a
+            # lost one. It keeps the inbox, for a result that comes back another way.
+            self.repo.create(command.id, command)
+            self._remember(command)
+            self.bus.publish_command(agent_id, wire(command), awaited)
         except BaseException:
             self._cancel_reply(command.id)
             raise

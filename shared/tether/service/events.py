@@ -15,6 +15,7 @@ from tether.core.ports import Bus
 from tether.errors import Invalid
 from tether.service.agents import Agents
 from tether.service.commands import Commands
+from tether.service.debug import Debug
 from tether.service.sessions import Sessions
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ class Events:
     commands: Commands
     sessions: Sessions
     heartbeat_interval: float = 10.0
+    debug: Debug | None = None  # Kubently's runs, finished by their commands' results
 
     def handle(self, data: dict[str, Any]) -> None:
         """Apply one event. A malformed one is logged and dropped (redelivering it could never
@@ -68,6 +70,8 @@ class Events:
             # crashed between recording the result and moving the session on.
             if command is not None and command.state in FINAL_COMMAND_STATES:
                 self.sessions.apply_result(command)
+                if self.debug is not None:
+                    self.debug.apply_result(command)
         else:
             log.warning("ignoring unknown event type %r from %s", kind, agent_id)
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tether import __version__
@@ -19,6 +21,8 @@ class Health:
     bus_name: str
     # What confines this process's own workspaces (the local stack's agent), if it has any.
     workspaces: Callable[[], dict[str, Any]] | None = None
+    debug_sessions: Callable[[], int] | None = None  # Kubently's live ones
+    started: float = field(default_factory=time.monotonic)
 
     def report(self) -> dict[str, Any]:
         checks: dict[str, Any] = {}
@@ -36,4 +40,15 @@ class Health:
         ok = all(c["status"] == "ok" for c in checks.values())
         if self.workspaces is not None:
             checks["workspaces"] = self.workspaces()
-        return {"status": "healthy" if ok else "degraded", "version": __version__, **checks}
+        # Kubently's fields (it owns /health too): its `redis` is what Tether has instead, the
+        # store and the bus, reported together.
+        kubently: dict[str, Any] = {
+            "redis": "connected" if ok else "disconnected",
+            "modules": "initialized",
+            "uptime_seconds": int(time.monotonic() - self.started),
+        }
+        if ok and self.debug_sessions is not None:
+            with contextlib.suppress(TetherError):
+                kubently["active_sessions"] = self.debug_sessions()
+        status = "healthy" if ok else "degraded"
+        return {"status": status, "version": __version__, **checks, **kubently}

@@ -10,16 +10,23 @@ from dataclasses import dataclass
 
 from tether.core.models import utcnow
 from tether.core.ports import Store
-from tether.service import commands, idempotency, ratelimit, tickets, tokens
+from tether.service import commands, debug, idempotency, ratelimit, tickets, tokens
 from tether.service.agents import Agents
 from tether.service.commands import Commands
 from tether.service.sessions import Sessions
 
 # Kinds whose documents are worthless after their `expires_at` (Firestore's TTL policies in the
 # cloud delete them too; this list is what those policies must cover).
-EXPIRING_KINDS = (tokens.REVOKED, ratelimit.KIND, tickets.KIND, commands.KIND, idempotency.KIND)
+EXPIRING_KINDS = (
+    tokens.REVOKED,
+    ratelimit.KIND,
+    tickets.KIND,
+    commands.KIND,
+    idempotency.KIND,
+    debug.RUN_KIND,
+)  # Kubently's audit trail, kept for TETHER_AUDIT_RETENTION
 # Kinds kept for a while after they end, and the field saying until when (TTL policies too).
-RETAINED = {"sessions": "purge_at"}
+RETAINED = {"sessions": "purge_at", debug.SESSION_KIND: "purge_at"}
 
 
 @dataclass

@@ -140,7 +140,11 @@ def _describe(exc: ValidationError, where: str) -> errors.Invalid:
         code = "MISSING_REQUIRED_FIELD"
     else:
         code = "INVALID_PARAMETER" if where == "query" else "VALIDATION_FAILED"
-    return errors.Invalid(f"Invalid {where} field '{field}': {message}", field=field, code=code)
+    invalid = errors.Invalid(f"Invalid {where} field '{field}': {message}", field=field, code=code)
+    invalid.problems = tuple(
+        (".".join(str(p) for p in e["loc"]) or where, e["msg"]) for e in exc.errors()
+    )
+    return invalid
 
 
 def parse_body(request: Request, model: type[M]) -> M:

@@ -71,7 +71,7 @@ def document(
 
 
 def surface_of(op: Operation) -> str:
-    return op.handler.__module__.rsplit(".", 1)[-1]
+    return op.handler.__module__.split(".")[2]  # tether.surfaces.<surface>[.module]
 
 
 def path_of(op: Operation) -> str:

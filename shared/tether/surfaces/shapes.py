@@ -1,6 +1,6 @@
 """Which surface's error shape a path answers in, where no route of a surface serves it.
 
-Kubently, Openctrol and SentinelStacks are not built yet, but their paths are theirs already:
+Openctrol and SentinelStacks are not built yet, but their paths are theirs already:
 an unknown path under one of their prefixes answers in its reference's error shape, never in
 another surface's. Paths under no surface's prefix answer in OnMemOS's (the load balancer's
 default backend).
@@ -15,12 +15,13 @@ from http import HTTPStatus
 from werkzeug.wrappers import Response
 
 from tether.core.models import utcnow
-from tether.errors import TetherError
+from tether.errors import Invalid, TetherError, Timeout
 from tether.surfaces.http import json_response
 
 Renderer = Callable[[TetherError, int], Response]
 # Kubently's code words where they differ from the status's own name.
-_CODES = {400: "INVALID_REQUEST", 401: "UNAUTHORIZED", 408: "TIMEOUT", 429: "RATE_LIMITED"}
+_CODES = {400: "INVALID_REQUEST", 401: "UNAUTHORIZED", 408: "TIMEOUT", 429: "RATE_LIMITED",
+          500: "INTERNAL_ERROR"}  # fmt: skip
 
 
 def code_of(error: TetherError, status: int) -> str:
@@ -30,19 +31,39 @@ def code_of(error: TetherError, status: int) -> str:
     return _CODES.get(status) or HTTPStatus(status).name
 
 
+# Kubently's codes: the document's table, by error class; an error's own code only where it
+# is one of these (another surface's vocabulary, AUTH_TOKEN_MISSING say, is not Kubently's).
+_KUBENTLY_CODES = {"COMMAND_FORBIDDEN", "VALIDATION_ERROR", "RATE_LIMITED", "TIMEOUT"}
+_VALIDATION = {"VALIDATION_FAILED", "MISSING_REQUIRED_FIELD", "INVALID_PARAMETER"}
+
+
 def kubently(error: TetherError, status: int) -> Response:
-    """docs/specs/kubently-api.md, "Error Response Format"."""
-    details: dict[str, object] = {"code": code_of(error, status)}
+    """docs/specs/kubently-api.md, "Error Response Format" (and "Validation Errors": every
+    field). `detail` repeats the message: the real server is FastAPI, whose clients read it."""
+    own = error.details.get("code")
+    message = error.message
+    if isinstance(error, Timeout):
+        status = 408
+    code = own if own in _KUBENTLY_CODES else _CODES.get(status) or HTTPStatus(status).name
+    details: dict[str, object] = {"code": code}
+    details.update((k, v) for k, v in error.details.items() if k != "code")
     if error.field:
         details["field"] = error.field
+    if isinstance(error, Invalid) and own in _VALIDATION:
+        message, details["code"] = "Validation failed", "VALIDATION_ERROR"
+        details["errors"] = [{"field": f, "message": m} for f, m in error.problems] or [
+            {"field": error.field, "message": error.message}
+        ]
     return json_response(
         {
-            "error": error.message,
+            "error": message,
+            "detail": error.message,
             "details": details,
             "request_id": f"req-{uuid.uuid4().hex[:12]}",
             "timestamp": utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
         },
         status,
+        {"X-API-Version": "1.0.0"},
     )
 
 
