@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
@@ -41,6 +42,18 @@ def warm_pool(text: str) -> dict[str, int]:
             raise ValueError(f"TETHER_WARM_POOL: {part!r} is not template=N")
         sizes[name.strip()] = int(count)
     return sizes
+
+
+def clusters(text: str) -> dict[str, str]:
+    """`prod=/path/to/kubeconfig,dev`: Kubently clusters `tether up` runs a cluster agent for,
+    each with its kubeconfig (none: kubectl's own default, $KUBECONFIG or ~/.kube/config)."""
+    found = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, kubeconfig = part.partition("=")
+        if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", name.strip()):
+            raise ValueError(f"TETHER_CLUSTERS: {name.strip()!r} is not a cluster id")
+        found[name.strip()] = kubeconfig.strip()
+    return found
 
 
 # OnMemOS providers a local agent may serve when no agent of theirs is online; `tether up`'s
@@ -117,6 +130,8 @@ class Settings:
     # How long Kubently's audit trail keeps each kubectl run (its output with it).
     audit_retention: timedelta = timedelta(days=30)
     kubectl: str = "kubectl"  # the binary a cluster agent runs
+    # Kubently clusters `tether up` runs a cluster agent for: id -> kubeconfig ("": default).
+    clusters: dict[str, str] = field(default_factory=dict)
     # Workspaces of each template a local agent keeps started ahead (0, or none: no pool).
     warm_pool: dict[str, int] = field(default_factory=dict)
     # `tether up`'s serving processes (more than one: the bus is a SQLite file they share).
@@ -167,6 +182,7 @@ class Settings:
             session_retention=parse_duration(_env("TETHER_SESSION_RETENTION", "7d")),
             audit_retention=parse_duration(_env("TETHER_AUDIT_RETENTION", "30d")),
             kubectl=_env("TETHER_KUBECTL", "kubectl"),
+            clusters=clusters(_env("TETHER_CLUSTERS", "")),
             warm_pool=warm_pool(_env("TETHER_WARM_POOL", "")),
             workers=int(_env("TETHER_WORKERS", "1")),
             local_stands_in=stands_in(_env("TETHER_LOCAL_STANDS_IN", "")),

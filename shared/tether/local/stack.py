@@ -7,12 +7,15 @@ import logging
 import socket
 import threading
 import time
+from pathlib import Path
 
 from tether import bootstrap
 from tether.agent import journal
 from tether.agent.daemon import Agent
 from tether.agent.journal import Journal
+from tether.agent.kubectl import Kubectl
 from tether.core.ports import Bus, Message, Store
+from tether.provision.cluster import ClusterProvisioner
 from tether.provision.local import LocalProvisioner
 from tether.service.commands import PENDING_KEPT
 from tether.service.sweeper import purge_expired
@@ -50,10 +53,29 @@ class LocalStack:
             capacity=settings.agent_capacity,
             heartbeat_interval=settings.heartbeat_interval,
         )
+        # A cluster agent for each Kubently cluster it is given (TETHER_CLUSTERS).
+        self.cluster_agents = [self._cluster_agent(c, k) for c, k in settings.clusters.items()]
         self.sweep_interval = sweep_interval
         # The journal holds a day of commands: scanned for expired entries less often.
         self.journal_purge_interval = 60.0
         self._stop = threading.Event()
+
+    def _cluster_agent(self, cluster_id: str, kubeconfig: str) -> Agent:
+        home = self.settings.home / "clusters" / cluster_id
+        kubectl = Kubectl(
+            self.settings.kubectl,
+            home / "kube-cache",
+            Path(kubeconfig).expanduser() if kubeconfig else None,
+        )
+        journal_store = SqliteStore(home / "journal.db")
+        return Agent(
+            cluster_id,
+            self.services.bus,
+            ClusterProvisioner(),
+            Journal(journal_store, keep=PENDING_KEPT),
+            heartbeat_interval=self.settings.heartbeat_interval,
+            kubectl=kubectl,
+        )
 
     def _on_event(self, msg: Message) -> None:
         self.services.events.handle(msg.data)
@@ -65,21 +87,24 @@ class LocalStack:
                 self.services.sweeper.run()
                 if time.monotonic() - purged >= self.journal_purge_interval:
                     # The agent's journal has no TTL policy here: the sweep purges it too.
-                    purge_expired(self.agent.journal.store, journal.EXPIRING)
+                    for agent in (self.agent, *self.cluster_agents):
+                        purge_expired(agent.journal.store, journal.EXPIRING)
                     purged = time.monotonic()
             except Exception:
                 log.exception("sweeper run failed")
 
     def start(self) -> None:
         self._events = self.services.bus.subscribe_events("control-plane", self._on_event)
-        self.agent.start()
-        if not self.agent.registered.wait(30):
-            raise RuntimeError("the local agent did not register within 30s")
+        for agent in (self.agent, *self.cluster_agents):
+            agent.start()
+            if not agent.registered.wait(30):
+                raise RuntimeError(f"agent {agent.agent_id} did not register within 30s")
         threading.Thread(target=self._sweep, name="sweeper", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
-        self.agent.stop()
+        for agent in (self.agent, *self.cluster_agents):
+            agent.stop()
         self.provisioner.close()
         self._events.close()
         self.services.close()
