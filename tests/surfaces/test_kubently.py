@@ -8,18 +8,47 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from tether.core.models import Role
 from tether.local.stack import LocalStack
+from tether.settings import Settings
 
+from tests.conftest import emulator
 from tests.surfaces.conftest import ADMIN_KEY, ALICE_KEY, BOB_KEY, target_client
 
 CLUSTER = "prod-1"
 ADMIN = {"X-API-Key": ADMIN_KEY}
 ALICE = {"X-API-Key": ALICE_KEY}
 BOB = {"Authorization": f"Bearer {BOB_KEY}"}  # the document's header
+
+
+@pytest.fixture(params=["sqlite", "emulators"])
+def stack(
+    request: pytest.FixtureRequest, tmp_path: Path, project: str, unique: str
+) -> Iterator[LocalStack]:
+    """Each test on both backends: the SQLite store and local bus, and the Firestore and
+    Pub/Sub emulators (where the store checks every query has its declared index)."""
+    store, bus = None, None
+    if request.param == "emulators":
+        emulator("FIRESTORE_EMULATOR_HOST")
+        emulator("PUBSUB_EMULATOR_HOST")
+        from tether.bus.pubsub import PubSubBus
+        from tether.store.firestore import FirestoreStore
+
+        store = FirestoreStore(project=project, prefix=unique + "_")
+        bus = PubSubBus(project=project, prefix=unique + "-")
+    settings = Settings(home=tmp_path / "home", api_key=ADMIN_KEY, heartbeat_interval=0.5)
+    s = LocalStack(settings, sweep_interval=0.2, store=store, bus=bus)
+    s.start()
+    for name, key in (("alice", ALICE_KEY), ("bob", BOB_KEY)):
+        s.services.auth.ensure_user(name, Role.USER)
+        s.services.auth.add_key(name, key)
+    yield s
+    s.stop()
 
 
 @pytest.fixture
@@ -155,6 +184,9 @@ def test_the_cli_form_no_command_type_and_the_verb_first(
     )
     assert r.status_code == 200 and r.json["success"] is True
     assert executor.seen[-1]["args"][:2] == ["get", "pods"]
+    # No command_type and no verb: Kubently's server reads `get`.
+    r = kb.post("/debug/execute", headers=ALICE, json={"cluster_id": CLUSTER, "args": ["nodes"]})
+    assert r.status_code == 200 and executor.seen[-1]["args"][:2] == ["get", "nodes"]
     # A namespace of null adds none (Kubently's A2A agent sends it with -A).
     r = kb.post(
         "/debug/execute",
@@ -348,3 +380,36 @@ def test_health_answers_kubently_and_onmemos_alike(
     assert body["active_sessions"] == 1 and isinstance(body["uptime_seconds"], int)
     assert body["store"]["status"] == "ok"  # OnMemOS's part
     assert kb.get("/healthz").json == {"status": "ok"}
+
+
+def test_the_long_poll_wakes_for_a_command_and_answers_204_when_none_comes(
+    kb: FlaskClient, token: str
+) -> None:
+    headers = {"Authorization": f"Bearer {token}", "X-Cluster-ID": CLUSTER}
+    started = time.monotonic()
+    assert kb.get("/agent/commands?wait=1", headers=headers).status_code == 204
+    assert time.monotonic() - started >= 1  # it waited the `wait` asked for
+
+    poller = target_client("kubently")
+    for _ in range(3):
+        got: dict[str, Any] = {}
+
+        def poll(got: dict[str, Any] = got) -> None:
+            r = poller.get("/agent/commands?wait=30", headers=headers)
+            got["at"], got["r"] = time.monotonic(), r
+
+        waiting = threading.Thread(target=poll)
+        waiting.start()
+        # Most likely waiting by now; if not, the command waits for it (the test holds).
+        time.sleep(0.2)
+        kb.post(
+            "/debug/execute/async",
+            headers=ALICE,
+            json={"cluster_id": CLUSTER, "args": ["get", "pods"]},
+        )
+        sent = time.monotonic()
+        waiting.join(30)
+        assert got["r"].status_code == 200
+        assert got["r"].json["commands"][0]["args"][:2] == ["get", "pods"]
+        # Woken by the command, not by the end of its wait (the figure is in tests/bench).
+        assert got["at"] - sent < 5

@@ -353,6 +353,12 @@ _COMMANDS = frozenset(
 _METACHARACTERS = ("|", ";", "&", ">", "<", "`", "$(", "${")
 
 
+def names_a_command(word: str) -> bool:
+    """Whether `word`, first in args, is a kubectl command (run or refused as one) rather than
+    what a `get` reads: Kubently's server takes args with no command_type as `get` args."""
+    return word in READ_VERBS or word in _COMMANDS or word == "kubectl" or word.startswith("-")
+
+
 def _secret_reason(kind: str) -> str | None:
     if kind.split(".", 1)[0].lower() in _SECRET_TYPES:
         return "secrets are not readable in a debug session"

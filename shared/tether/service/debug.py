@@ -204,8 +204,11 @@ class Debug:
             created_at=now,
             expires_at=now + self.audit_retention,
         )
+        verb = request.command_type
+        if verb is None and request.args and not kubectl_policy.names_a_command(request.args[0]):
+            verb = "get"  # Kubently's default: `{"args": ["pods"]}` is `get pods`
         try:
-            command = kubectl_policy.parse(request.args, request.command_type, request.namespace)
+            command = kubectl_policy.parse(request.args, verb, request.namespace)
         except Unprocessable as exc:
             run.state, run.error, run.completed_at = RunState.FORBIDDEN, exc.message, now
             self.runs.create(run.id, run)  # refusals are in the audit trail too
