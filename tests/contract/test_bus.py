@@ -53,6 +53,28 @@ def test_commands_published_before_the_agent_subscribes_are_delivered(bus: Bus) 
     sub.close()
 
 
+def test_a_puller_takes_its_own_commands_once_and_waits_for_the_next(bus: Bus) -> None:
+    bus.publish_command("executor-a", {"command_id": "a1"})
+    bus.publish_command("executor-b", {"command_id": "b1"})
+    bus.publish_command("executor-a", {"command_id": "a2"})
+    taken: list[Message] = []
+    assert wait_for(
+        lambda: bool(taken.extend(bus.pull_commands("executor-a", 10, 1))) or len(taken) >= 2
+    )
+    assert sorted(m.data["command_id"] for m in taken) == ["a1", "a2"]
+    assert taken[0].attributes["agent_id"] == "executor-a"
+    # Taken means gone: an empty pull waits out its timeout and returns nothing.
+    started = time.monotonic()
+    assert bus.pull_commands("executor-a", 10, 0.5) == []
+    assert time.monotonic() - started >= 0.5
+    # A pull that is waiting is handed a command published meanwhile.
+    later = threading.Timer(0.3, bus.publish_command, ("executor-a", {"command_id": "a3"}))
+    later.start()
+    got = bus.pull_commands("executor-a", 10, 20)
+    assert [m.data["command_id"] for m in got] == ["a3"]
+    assert [m.data["command_id"] for m in bus.pull_commands("executor-b", 10, 5)] == ["b1"]
+
+
 def test_events_fan_out_to_every_named_subscription(bus: Bus) -> None:
     one: list[Message] = []
     two: list[Message] = []

@@ -236,12 +236,24 @@ class Debug:
             return run
         final = self.commands.wait(issued, run.timeout + ANSWER_MARGIN)
         if final.state.value not in ("succeeded", "failed"):
-            # No answer in time: the agent is gone or behind. The run stays pending: a late
-            # result still lands in it.
-            run.state, run.error = RunState.TIMEOUT, "The cluster agent did not answer in time"
-            run.command_id = issued.id
-            return run
+            return self._unanswered(run, issued.id)
         return self.apply_result(final, run) or run
+
+    def _unanswered(self, run: KubectlRun, command_id: str) -> KubectlRun:
+        """No answer in time: the agent is gone or behind. The run says so (a late result
+        still replaces it)."""
+
+        def expire(r: KubectlRun) -> KubectlRun | None:
+            if r.state is not RunState.PENDING:
+                return None
+            r.state, r.command_id, r.completed_at = RunState.TIMEOUT, command_id, utcnow()
+            r.error = "The cluster agent did not answer in time"
+            return r
+
+        try:
+            return self.runs.mutate(run.id, expire, start=run)
+        except NotFound:
+            return run
 
     def apply_result(self, command: Command, known: KubectlRun | None = None) -> KubectlRun | None:
         """Record a KUBECTL command's final result in its run (from the events handler, and
@@ -251,7 +263,9 @@ class Debug:
             return None
 
         def finish(r: KubectlRun) -> KubectlRun | None:
-            return None if r.state in FINAL_RUN_STATES else settled(r, command)
+            # A timeout the caller gave up at is replaced by the result that came late.
+            late = r.state is RunState.TIMEOUT and r.execution_time_ms is None
+            return None if r.state in FINAL_RUN_STATES and not late else settled(r, command)
 
         try:
             return self.runs.mutate(run_id, finish, start=known)
