@@ -176,9 +176,7 @@ def build(settings: Settings, store: Store | None = None, bus: Bus | None = None
         events=Events(bus, agents, commands, sessions, settings.heartbeat_interval, debug),
         sweeper=Sweeper(sessions, commands, agents, store, settings.republish_after),
         idempotency=Idempotency(store),
-        health=Health(
-            store, bus, settings.store, settings.bus, debug_sessions=debug.live_sessions
-        ),
+        health=Health(store, bus, settings.store, settings.bus, debug_sessions=debug.live_sessions),
         workspaces=Workspaces(store),
         files=Files(sessions),
         usages=Usages(sessions),

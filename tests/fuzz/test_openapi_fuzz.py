@@ -12,12 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tether.surfaces import onmemos, openapi, streamspace
+from tether.surfaces import kubently, onmemos, openapi, streamspace
 
 from tests.e2e.conftest import Server, start_server
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
-SURFACES = {"onmemos": onmemos, "streamspace": streamspace}
+SURFACES = {"onmemos": onmemos, "streamspace": streamspace, "kubently": kubently}
 EXAMPLES = int(os.environ.get("TETHER_FUZZ_EXAMPLES", "15"))  # per operation and phase
 SEED = os.environ.get("TETHER_FUZZ_SEED", "1")  # `make fuzz` picks a fresh one
 
@@ -25,7 +25,7 @@ SEED = os.environ.get("TETHER_FUZZ_SEED", "1")  # `make fuzz` picks a fresh one
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     # Rate limits out of the way: a run sends thousands of requests a minute from one address.
-    limits = {"TETHER_RATE_LIMITS": "login=1000000,create=1000000,api=1000000"}
+    limits = {"TETHER_RATE_LIMITS": "login=1000000,create=1000000,api=1000000,commands=1000000"}
     srv = start_server(tmp_path_factory.mktemp("fuzz") / "home", limits)
     yield srv
     srv.stop()

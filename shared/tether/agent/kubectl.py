@@ -8,7 +8,6 @@ cluster's RBAC (a read-only ServiceAccount, infra/k8s/) is the line after that.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -28,13 +27,15 @@ _PASSED = ("PATH", "KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_
 
 
 class _Capped:
-    """Reads a pipe to its end, keeping the first `cap` bytes; `over` is set past them."""
+    """Reads a pipe to its end, keeping the first `cap` bytes; `over` is set past them (and
+    `over` may be an event shared with other things worth waking for)."""
 
-    def __init__(self, pipe: IO[bytes], cap: int) -> None:
+    def __init__(self, pipe: IO[bytes], cap: int, over: threading.Event | None = None) -> None:
         self.pipe, self.cap = pipe, cap
         self.chunks: list[bytes] = []
         self.size = 0
-        self.over = threading.Event()
+        self.past = False
+        self.over = over or threading.Event()
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 
@@ -45,7 +46,8 @@ class _Capped:
                 self.chunks.append(chunk[:room])
                 self.size += min(room, len(chunk))
             if len(chunk) > room:
-                self.over.set()  # the rest is drained, not kept
+                self.past = True  # the rest is drained, not kept
+                self.over.set()
 
     def text(self) -> str:
         self.thread.join()
@@ -83,22 +85,24 @@ class Kubectl:
                     "exit_code": 127, "execution_time_ms": 0, "timed_out": False,
                     "truncated": False}  # fmt: skip
         assert process.stdout is not None and process.stderr is not None
-        out, err = _Capped(process.stdout, cap), _Capped(process.stderr, STDERR_CAP)
-        timed_out = False
-        deadline = started + max(timeout - EARLY, EARLY)
-        while process.poll() is None:
-            if out.over.is_set():
-                break  # the rest would be thrown away: stop it now
-            if time.monotonic() >= deadline:
-                timed_out = True
-                break
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=min(0.05, max(deadline - time.monotonic(), 0)))
+        # Woken by whichever comes first: kubectl's exit, or its output passing the cap (the
+        # rest would be thrown away: it is stopped there); else the deadline.
+        wake = threading.Event()
+        out = _Capped(process.stdout, cap, wake)
+        err = _Capped(process.stderr, STDERR_CAP)
+
+        def exited() -> None:
+            process.wait()
+            wake.set()
+
+        threading.Thread(target=exited, daemon=True).start()
+        wake.wait(max(started + max(timeout - EARLY, EARLY) - time.monotonic(), 0))
+        timed_out = not wake.is_set()
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         output, error = out.text(), err.text()
-        truncated = out.over.is_set()
+        truncated = out.past
         if truncated:
             output += f"\n[output truncated at {cap} bytes]"
         return {

@@ -283,7 +283,9 @@ class Debug:
     def rules(self) -> ApprovalRules:
         return self.rules_repo.find(RULES_ID) or ApprovalRules()
 
-    def set_rules(self, admin: Principal, verbs: list[str], namespaces: list[str]) -> ApprovalRules:
+    def set_rules(
+        self, admin: Principal, verbs: Sequence[str], namespaces: Sequence[str]
+    ) -> ApprovalRules:
         for verb in verbs:
             if verb not in kubectl_policy.READ_VERBS:
                 raise Unprocessable(f"'{verb}' is not a verb Kubently runs", field="verbs")

@@ -14,7 +14,19 @@ ClusterId = Annotated[
     str, Field(min_length=1, max_length=100, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 ]
 Label = Annotated[str, Field(max_length=200)]
-Arg = Annotated[str, Field(max_length=1024)]
+Arg = Annotated[str, Field(min_length=1, max_length=1024)]
+Verb = Literal[
+    "get",
+    "describe",
+    "logs",
+    "top",
+    "events",
+    "version",
+    "api-resources",
+    "api-versions",
+    "explain",
+]  # fmt: skip  (tether.core.kubectl_policy.READ_VERBS)
+Namespace = Annotated[str, Field(max_length=63, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")]
 
 
 class Body(BaseModel):
@@ -47,8 +59,8 @@ class NewToken(Body):
 
 
 class Rules(Body):
-    verbs: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=20)] = []
-    namespaces: Annotated[list[Annotated[str, Field(max_length=63)]], Field(max_length=200)] = []
+    verbs: Annotated[list[Verb], Field(max_length=20)] = []
+    namespaces: Annotated[list[Namespace], Field(max_length=200)] = []
 
 
 class AuditQuery(BaseModel):

@@ -361,7 +361,7 @@ def _posted(outcome: m.Outcome) -> dict[str, Any]:
 
 
 @router.route("/agent/commands", ["GET"], query=m.WaitQuery, answers={200: m.Handed, 204: None},
-              public=True)  # fmt: skip
+              errors=(401,), public=True)  # fmt: skip
 def agent_commands(request: Request, query: m.WaitQuery) -> Response:
     """The cluster's next commands, waiting up to `wait` seconds for one (204: none came)."""
     cluster_id = executor(request)
@@ -374,7 +374,7 @@ def agent_commands(request: Request, query: m.WaitQuery) -> Response:
 
 
 @router.route("/agent/results", ["POST"], body=m.NestedResult, answers={200: m.Stored},
-              errors=(400, 404), public=True)  # fmt: skip
+              errors=(400, 401, 404), public=True)  # fmt: skip
 def agent_results(request: Request, body: m.NestedResult) -> Response:
     """A command's result (the document's shape: `{command_id, result: {...}}`)."""
     cluster_id = executor(request)
@@ -384,7 +384,7 @@ def agent_results(request: Request, body: m.NestedResult) -> Response:
     return json_response(m.Stored(message="Result stored successfully", command_id=body.command_id))
 
 
-@router.route("/agent/status", ["GET"], answers={200: m.AgentStatus}, public=True)
+@router.route("/agent/status", ["GET"], answers={200: m.AgentStatus}, errors=(401,), public=True)
 def agent_status_poll(request: Request) -> Response:
     """Whether the cluster has work waiting (the document's polling hint)."""
     cluster_id = executor(request)
@@ -394,7 +394,7 @@ def agent_status_poll(request: Request) -> Response:
 
 
 @router.route("/executor/results", ["POST"], body=m.FlatResult, answers={200: m.AcceptedResult},
-              errors=(403,), public=True)  # fmt: skip
+              errors=(401, 403), public=True)  # fmt: skip
 def executor_results(request: Request, body: m.FlatResult) -> Response:
     """A command's result (the real executor's flat shape); 403 for another cluster's."""
     cluster_id = executor(request)
@@ -402,14 +402,15 @@ def executor_results(request: Request, body: m.FlatResult) -> Response:
     return json_response(m.AcceptedResult(status="accepted", command_id=body.command_id))
 
 
-@router.route("/executor/heartbeat", ["POST"], answers={200: m.Beat}, public=True)
+@router.route("/executor/heartbeat", ["POST"], answers={200: m.Beat}, errors=(401,), public=True)
 def executor_heartbeat(request: Request) -> Response:
     """The executor is alive."""
     executor(request)
     return json_response(m.Beat(status="success", message="Heartbeat received"))
 
 
-@router.route("/executor/capabilities", ["POST"], answers={200: m.Beat}, public=True)
+@router.route("/executor/capabilities", ["POST"], answers={200: m.Beat}, errors=(401,),
+              public=True)  # fmt: skip
 def executor_capabilities(request: Request) -> Response:
     """The executor's own allowlist: noted, not needed (Tether's policy decides)."""
     executor(request)
