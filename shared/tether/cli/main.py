@@ -20,14 +20,21 @@ import sys
 import time
 from typing import Any
 
-from tether.errors import Invalid, TetherError
+from tether.errors import (
+    Forbidden,
+    Invalid,
+    TetherError,
+    Timeout,
+    Unauthenticated,
+    Unprocessable,
+)
 
 
 def _client(args: argparse.Namespace) -> Any:
     from tether.sdk import Client
 
     if not args.api_key:
-        sys.exit("tether: set TETHER_API_KEY or pass --api-key (the key `tether up` printed)")
+        raise Unauthenticated("set TETHER_API_KEY or pass --api-key (the key `tether up` printed)")
     return Client(args.url, args.api_key)
 
 
@@ -238,6 +245,85 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+# `tether kubectl`'s own exit codes, as timeout(1) and env(1) have them (kubectl's are its own).
+TIMED_OUT, FAILED, REFUSED = 124, 125, 126
+
+
+def cmd_kubectl(args: argparse.Namespace) -> int:
+    client = _client(args)
+    try:
+        result = client.kubectl(args.cluster, *args.args, namespace=args.namespace,
+                                timeout=args.timeout, session_id=args.session, wait=0)  # fmt: skip
+        if result.get("status") == "awaiting_approval":
+            decided = _await_approval(client, result["operation_id"])
+            if decided is None:
+                return 130
+            result = decided
+    except Timeout as exc:
+        if exc.details.get("code") != "TIMEOUT":
+            raise
+        sys.stdout.write(exc.details.get("output") or "")
+        print(f"tether: {exc.message}", file=sys.stderr)
+        return TIMED_OUT
+    except (Unprocessable, Forbidden) as exc:
+        if exc.details.get("code") not in ("COMMAND_FORBIDDEN", "DENIED"):
+            raise
+        print(f"tether: refused: {exc.message}", file=sys.stderr)
+        return REFUSED
+    sys.stdout.write(result.get("output") or "")
+    sys.stderr.write(result.get("error") or "")
+    code = result.get("exit_code")
+    return int(code) if code is not None else 0 if result.get("success") else 1
+
+
+def _await_approval(client: Any, operation_id: str) -> dict[str, Any] | None:
+    """Wait, with a dot now and then, until an admin decides on a held command; Ctrl-C leaves
+    it queued, names it, and returns None."""
+    print(f"tether: operation {operation_id} waits for an admin's approval (Ctrl-C leaves it "
+          "queued)", end="", file=sys.stderr, flush=True)  # fmt: skip
+
+    def dot(_: object) -> None:
+        print(".", end="", file=sys.stderr, flush=True)
+
+    try:
+        result: dict[str, Any] = client.kubectl_result(operation_id, wait=None, on_wait=dot)
+    except KeyboardInterrupt:
+        print(f"\ntether: left operation {operation_id} queued; `tether operation "
+              f"{operation_id}` shows what becomes of it", file=sys.stderr)  # fmt: skip
+        return None
+    except BaseException:
+        print(file=sys.stderr, flush=True)  # the line of dots ends before the error's
+        raise
+    print(file=sys.stderr, flush=True)
+    return result
+
+
+def cmd_operation(args: argparse.Namespace) -> int:
+    _print(_client(args).operation(args.operation_id))
+    return 0
+
+
+def cmd_clusters(args: argparse.Namespace) -> int:
+    client = _client(args)
+    found = client.clusters()
+    if not found:
+        print("No clusters.", file=sys.stderr)
+    for cluster_id in found:
+        c = client.cluster(cluster_id)
+        print(f"{c['id']}\t{c['status']}\t{c['agent']}\t{c.get('lastSeen') or '-'}")
+    return 0
+
+
+def _kubectl_timeout(text: str) -> int:
+    try:
+        seconds = int(text)
+    except ValueError:
+        seconds = 0
+    if not 1 <= seconds <= 30:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number of seconds, 1 to 30")
+    return seconds
+
+
 def cmd_shell(args: argparse.Namespace) -> int:
     from tether.cli.terminal import run_terminal
 
@@ -265,6 +351,7 @@ def parser() -> argparse.ArgumentParser:
                    help="API base URL (env TETHER_URL)")  # fmt: skip
     p.add_argument("--api-key", default=os.environ.get("TETHER_API_KEY"),
                    help="API key (env TETHER_API_KEY)")  # fmt: skip
+    p.set_defaults(failure=1)  # the exit code of tether's own failures
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = sub.add_parser("up", help="serve every API locally (SQLite store, local agent)")
@@ -326,6 +413,53 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("session_id")
     d.set_defaults(func=cmd_delete)
 
+    k = sub.add_parser(
+        "kubectl",
+        help="run a read-only kubectl command on a Kubently cluster; exits with its code",
+        usage="tether kubectl [-n NS] [--timeout S] [--session ID] CLUSTER -- ARGS...",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Run kubectl on a cluster through Kubently's command policy and exit with kubectl's
+exit code: its output goes to stdout, its errors to stderr. Read verbs only (get,
+describe, logs, top, events, version, api-resources, api-versions, explain). The
+arguments after -- are kubectl's, passed as a list, never through a shell. A command
+the approval rules hold waits until an admin approves or denies it.""",
+        epilog="""\
+exit status:
+  kubectl's own: 0, or 1 when it fails (a pod that is not there, say)
+  2    usage error (this command's options)
+  124  kubectl ran out of --timeout and was stopped (what it printed is shown), as timeout(1)
+  125  tether could not run it: server unreachable, bad key, unknown cluster, rate limited
+  126  refused: the policy does not run it (the message names the argument), or an admin
+       denied it
+  130  interrupted while waiting for an admin: the command stays queued; its operation id
+       is printed (`tether operation ID` shows what became of it)
+
+examples:
+  tether clusters
+  tether kubectl dev -- get pods -A
+  tether kubectl dev -n kube-system --timeout 30 -- logs coredns-5d78c9869d-7hb2n --tail=20""",
+    )
+    k.add_argument("cluster", metavar="CLUSTER", help="cluster id (`tether clusters` lists them)")
+    k.add_argument("args", nargs="+", metavar="ARGS",
+                   help="kubectl's arguments, verb first, after --")  # fmt: skip
+    k.add_argument("-n", "--namespace", default=None, metavar="NS",
+                   help="namespace where the arguments name none (default: the server's, "
+                   "'default')")  # fmt: skip
+    k.add_argument("--timeout", type=_kubectl_timeout, default=10, metavar="S",
+                   help="seconds kubectl may run, 1-30 (default 10)")  # fmt: skip
+    k.add_argument("--session", metavar="ID", default=None,
+                   help="a debug session to run it in (counted, and kept alive)")  # fmt: skip
+    k.set_defaults(func=cmd_kubectl, failure=FAILED)
+
+    sub.add_parser(
+        "clusters", help="list the Kubently clusters: id, connected or not, agent, last seen"
+    ).set_defaults(func=cmd_clusters)
+
+    op = sub.add_parser("operation", help="show a Kubently operation (a queued kubectl command)")
+    op.add_argument("operation_id")
+    op.set_defaults(func=cmd_operation)
+
     sub.add_parser("health", help="show the server's health").set_defaults(func=cmd_health)
     return p
 
@@ -334,23 +468,24 @@ def main(argv: list[str] | None = None) -> int:
     import httpx
 
     args = parser().parse_args(argv)
+    failure: int = args.failure
     try:
         code: int = args.func(args)
     except TetherError as exc:
         print(f"tether: {exc.message}", file=sys.stderr)
-        return 1
+        return failure
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
         print(f"tether: {args.url!r} is not an http(s) URL ({exc}); check TETHER_URL or --url",
               file=sys.stderr)  # fmt: skip
-        return 1
+        return failure
     except (httpx.TransportError, OSError) as exc:
         print(f"tether: cannot reach {args.url}: {exc or type(exc).__name__}; is the server up "
               "(`tether up`), and TETHER_URL right?", file=sys.stderr)  # fmt: skip
-        return 1
+        return failure
     except ValueError:  # a success that is not JSON: something else answers at that URL
         print(f"tether: {args.url} did not answer as Tether does; check TETHER_URL or --url",
               file=sys.stderr)  # fmt: skip
-        return 1
+        return failure
     except KeyboardInterrupt:
         print("tether: interrupted", file=sys.stderr)
         return 130

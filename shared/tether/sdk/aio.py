@@ -1,9 +1,10 @@
 """Asynchronous client, the twin of `tether.sdk.client` call for call:
-`async with client.session(...) as s:` deletes the session on exit."""
+`async with client.session(...) as s:` deletes the session on exit;
+`async with client.debug_session("cluster") as s:` ends the Kubently debug session on exit."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -38,6 +39,33 @@ class AsyncSession:
 
     async def delete(self) -> dict[str, Any]:
         return await self.client.delete_session(self.id)
+
+
+class AsyncDebugSession:
+    """A Kubently debug session on one cluster: its commands are counted in it and keep it
+    alive (`info` is the session as last read)."""
+
+    def __init__(self, client: AsyncClient, info: dict[str, Any]) -> None:
+        self.client = client
+        self.info = info
+        self.id: str = info["session_id"]
+        self.cluster: str = info["cluster_id"]
+
+    async def kubectl(self, *args: str, **options: Any) -> dict[str, Any]:
+        """`client.kubectl` on this session's cluster, in this session."""
+        return await self.client.kubectl(self.cluster, *args, session_id=self.id, **options)
+
+    async def kubectl_async(self, *args: str, **options: Any) -> dict[str, Any]:
+        return await self.client.kubectl_async(self.cluster, *args, session_id=self.id, **options)
+
+    async def refresh(self) -> dict[str, Any]:
+        """The session now: `status` (active, idle, expired, ended), `command_count`..."""
+        self.info = await self.client.get_debug_session(self.id)
+        return self.info
+
+    async def end(self) -> dict[str, Any]:
+        """End it (ending an ended session changes nothing)."""
+        return await self.client.end_debug_session(self.id)
 
 
 class AsyncClient:
@@ -115,6 +143,110 @@ class AsyncClient:
             yield handle
         finally:
             await self.delete_session(handle.id)
+
+    # -- Kubently ---------------------------------------------------------------------------------
+
+    async def clusters(self) -> list[str]:
+        """The ids of the clusters commands can be sent to."""
+        result: list[str] = (await self._do(calls.clusters()))["clusters"]
+        return result
+
+    async def cluster(self, cluster_id: str) -> dict[str, Any]:
+        """One cluster: `connected`, `lastSeen`, `agent` (tether or executor)..."""
+        result: dict[str, Any] = await self._do(calls.cluster(cluster_id))
+        return result
+
+    async def kubectl(
+        self,
+        cluster: str,
+        *args: str,
+        namespace: str | None = None,
+        timeout: int = 10,
+        session_id: str | None = None,
+        correlation_id: str | None = None,
+        wait: float | None = calls.APPROVAL_WAIT,
+    ) -> dict[str, Any]:
+        """Run `kubectl ARGS...` on `cluster` and return its result; as `Client.kubectl`."""
+        call = calls.kubectl(cluster, args, namespace, timeout, session_id, correlation_id)
+        answer: dict[str, Any] = await self._do(call)
+        if answer.get("status") in calls.OPERATION_WAITING and wait != 0:
+            return await self.kubectl_result(answer["operation_id"], wait)
+        return answer
+
+    async def kubectl_async(
+        self,
+        cluster: str,
+        *args: str,
+        namespace: str | None = None,
+        timeout: int = 10,
+        session_id: str | None = None,
+        correlation_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Queue `kubectl ARGS...` on `cluster`: `{operation_id, status, poll_url}` at once."""
+        call = calls.kubectl(cluster, args, namespace, timeout, session_id, correlation_id,
+                             queued=True)  # fmt: skip
+        result: dict[str, Any] = await self._do(call)
+        return result
+
+    async def operation(self, operation_id: str) -> dict[str, Any]:
+        """An operation: `status` pending, awaiting_approval, completed (with `result`) or
+        denied."""
+        result: dict[str, Any] = await self._do(calls.operation(operation_id))
+        return result
+
+    async def wait_operation(
+        self,
+        operation_id: str,
+        wait: float | None = calls.APPROVAL_WAIT,
+        on_wait: Callable[[dict[str, Any]], object] | None = None,
+    ) -> dict[str, Any]:
+        """The operation once completed or denied, polled with a backoff for up to `wait`
+        seconds (None: no limit); after that, as last read (still waiting)."""
+        poll = tenacity.AsyncRetrying(**calls.operation_poll(wait, on_wait))
+        result: dict[str, Any] = await poll(self.operation, operation_id)
+        return result
+
+    async def kubectl_result(
+        self,
+        operation_id: str,
+        wait: float | None = calls.APPROVAL_WAIT,
+        on_wait: Callable[[dict[str, Any]], object] | None = None,
+    ) -> dict[str, Any]:
+        """What `kubectl` returns (or raises) for a queued command, waiting up to `wait`."""
+        op = await self.wait_operation(operation_id, wait, on_wait)
+        return calls.kubectl_outcome(op, wait)
+
+    async def create_debug_session(
+        self, cluster: str, ttl: int = 300, correlation_id: str | None = None
+    ) -> dict[str, Any]:
+        call = calls.create_debug_session(cluster, ttl, correlation_id)
+        result: dict[str, Any] = await self._do(call)
+        return result
+
+    async def get_debug_session(self, session_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._do(calls.get_debug_session(session_id))
+        return result
+
+    async def end_debug_session(self, session_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._do(calls.end_debug_session(session_id))
+        return result
+
+    @asynccontextmanager
+    async def debug_session(
+        self, cluster: str, ttl: int = 300, correlation_id: str | None = None
+    ) -> AsyncIterator[AsyncDebugSession]:
+        """A debug session on `cluster`, ended on leaving the block; as `Client.debug_session`."""
+        info = await self.create_debug_session(cluster, ttl, correlation_id)
+        handle = AsyncDebugSession(self, info)
+        try:
+            yield handle
+        except BaseException as exc:
+            try:
+                await handle.end()
+            except Exception as failed:  # the block's exception is the one to see
+                exc.add_note(f"and ending debug session {handle.id} failed: {failed}")
+            raise
+        await handle.end()
 
     # -- legacy Cloud Run API --------------------------------------------------------------------
 

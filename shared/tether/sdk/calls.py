@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +17,9 @@ _BY_STATUS: dict[int, type[errors.TetherError]] = {
     401: errors.Unauthenticated,
     403: errors.Forbidden,
     404: errors.NotFound,
+    408: errors.Timeout,
     409: errors.Conflict,
+    422: errors.Unprocessable,
     429: errors.RateLimited,
     503: errors.Unavailable,
     504: errors.Timeout,
@@ -33,6 +36,7 @@ class Call:
     timeout: float | None = None
     # A create's: the same on every try, so a retry after a lost answer creates nothing twice.
     idempotency_key: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def retryable(self) -> bool:
@@ -60,15 +64,20 @@ def client_options(base_url: str, api_key: str | None, timeout: float) -> dict[s
 def request_options(call: Call) -> dict[str, Any]:
     """The arguments of `httpx.(Async)Client.request` for `call`."""
     options: dict[str, Any] = {"json": call.json, "params": call.params}
+    headers = dict(call.headers)
     if call.idempotency_key is not None:
-        options["headers"] = {"Idempotency-Key": call.idempotency_key}
+        headers["Idempotency-Key"] = call.idempotency_key
+    if headers:
+        options["headers"] = headers
     if call.timeout is not None:
         options["timeout"] = call.timeout
     return options
 
 
 def result(response: httpx.Response) -> Any:
-    """The JSON body, or the error tree's exception for the status, carrying `detail`."""
+    """The JSON body, or the error tree's exception for the status, carrying `detail` (and
+    in `details`, the status and what the body's `details` say: Kubently's `code`, `field`,
+    the refused `argument`, a timed-out command's `operation_id` and `output`)."""
     if response.is_success:
         return response.json() if response.content else None
     try:
@@ -80,7 +89,11 @@ def result(response: httpx.Response) -> Any:
     else:  # not Tether's error shape: say what answered, not the page it sent
         detail = f"{response.status_code} {response.reason_phrase} from {response.url}"
     cls = _BY_STATUS.get(response.status_code, errors.TetherError)
-    exc = cls(str(detail))
+    said = body.get("details") if isinstance(body, dict) else None
+    said = said if isinstance(said, dict) else {}
+    field_ = said.get("field")
+    exc = cls(str(detail), field=field_ if isinstance(field_, str) else None)
+    exc.details.update((k, v) for k, v in said.items() if k != "field")
     exc.details["status"] = response.status_code
     raise exc
 
@@ -171,3 +184,116 @@ def session_spec(
         "ttl_minutes": ttl_minutes,
         "long_lived": long_lived,
     }
+
+
+# -- Kubently: clusters, debug sessions, kubectl ------------------------------------------------
+
+# An operation still in these states is not done: it waits for its cluster or for an admin.
+OPERATION_WAITING = ("pending", "awaiting_approval")
+APPROVAL_WAIT = 300.0  # seconds `kubectl` waits for an admin's decision, by default
+
+
+def clusters() -> Call:
+    return Call("GET", "/debug/clusters")
+
+
+def cluster(cluster_id: str) -> Call:
+    return Call("GET", f"/debug/clusters/{cluster_id}")
+
+
+def create_debug_session(cluster_id: str, ttl: int, correlation_id: str | None = None) -> Call:
+    body = _drop_none(
+        {"cluster_id": cluster_id, "ttl_seconds": ttl, "correlation_id": correlation_id}
+    )
+    return Call("POST", "/debug/session", json=body, idempotency_key=new_key())
+
+
+def get_debug_session(session_id: str) -> Call:
+    return Call("GET", f"/debug/session/{session_id}")
+
+
+def end_debug_session(session_id: str) -> Call:
+    # JSON asked for: the server answers 200 with a body (else 204, as Kubently's does).
+    return Call("DELETE", f"/debug/session/{session_id}", headers={"Accept": "application/json"})
+
+
+def kubectl(
+    cluster_id: str,
+    args: tuple[str, ...] | list[str],
+    namespace: str | None,
+    timeout: int,
+    session_id: str | None,
+    correlation_id: str | None,
+    queued: bool = False,
+) -> Call:
+    """`POST /debug/execute` (`queued`: `/debug/execute/async`) with `args` as kubectl's argv,
+    verb first and no `command_type` (the server takes the verb from `args[0]`). `namespace`
+    is sent only when given: without it, the server's default namespace ("default") is added
+    where the args name none (`-n`, `-A`). Not retried: each try is a command in the audit."""
+    if not args:
+        raise errors.Invalid("kubectl needs its arguments, verb first: ('get', 'pods')",
+                             field="args")  # fmt: skip
+    body = _drop_none(
+        {
+            "cluster_id": cluster_id,
+            "args": list(args),
+            "namespace": namespace,
+            "timeout_seconds": timeout,
+            "session_id": session_id,
+            "correlation_id": correlation_id,
+        }
+    )
+    if queued:
+        return Call("POST", "/debug/execute/async", json=body)
+    return Call("POST", "/debug/execute", json=body, timeout=timeout + 30)
+
+
+def operation(operation_id: str) -> Call:
+    return Call("GET", f"/debug/operations/{operation_id}")
+
+
+def operation_poll(
+    wait: float | None, on_wait: Callable[[dict[str, Any]], object] | None = None
+) -> dict[str, Any]:
+    """tenacity's arguments for polling an operation until it is done: a backoff from 0.25 s
+    to 5 s between reads, for `wait` seconds (None: until it is done). When the time is up the
+    last operation read is the outcome, still waiting. `on_wait(operation)` is called before
+    each pause (a CLI's progress)."""
+    options: dict[str, Any] = {
+        "retry": tenacity.retry_if_result(lambda op: op.get("status") in OPERATION_WAITING),
+        "wait": tenacity.wait_exponential(multiplier=0.25, min=0.25, max=5),
+        "stop": tenacity.stop_never if wait is None else tenacity.stop_after_delay(wait),
+        "retry_error_callback": lambda state: state.outcome.result(),
+    }
+    if on_wait is not None:
+        options["before_sleep"] = lambda state: on_wait(state.outcome.result())
+    return options
+
+
+def kubectl_outcome(op: dict[str, Any], wait: float | None) -> dict[str, Any]:
+    """The kubectl result of a finished operation, as `POST /debug/execute` answers it; for
+    one that ran out of its timeout, was denied, or is still waiting after `wait` seconds,
+    the error the synchronous call would raise (`Timeout` code TIMEOUT, `Forbidden` code
+    DENIED, `Timeout` code AWAITING_APPROVAL or PENDING), naming the operation."""
+    op_id = op.get("operation_id")
+    status = op.get("status")
+    if status == "denied":
+        raise errors.Forbidden(
+            f"Operation {op_id} was denied by {op.get('decided_by') or 'an admin'}",
+            code="DENIED", operation_id=op_id, decided_by=op.get("decided_by"),
+        )  # fmt: skip
+    if status in OPERATION_WAITING:
+        what = "an admin's approval" if status == "awaiting_approval" else "its cluster"
+        raise errors.Timeout(
+            f"Operation {op_id} is still waiting for {what} after {wait or 0:g} s; it stays "
+            "queued (read it with operation())",
+            code=str(status).upper(), operation_id=op_id,
+        )  # fmt: skip
+    run: dict[str, Any] = op.get("result") or {}
+    if run.get("status") == "timeout":
+        raise errors.Timeout(
+            run.get("error") or f"Operation {op_id} timed out",
+            code="TIMEOUT", command_id=run.get("command_id"), operation_id=op_id,
+            output=run.get("output"),
+        )  # fmt: skip
+    return run
