@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +26,7 @@ import pytest
 import requests
 import sseclient
 
+from tests.conftest import emulator
 from tests.e2e.conftest import Server, start_server
 
 COMMIT = "fff2b641710dc16135698fef6823832ee8ade4e8"
@@ -32,12 +34,22 @@ CLUSTER = "kind-dev"
 CLI = {"User-Agent": "Kubently-CLI/2.0.0", "Content-Type": "application/json"}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(
-        tmp_path_factory.mktemp("kubently") / "home",
-        {"TETHER_RATE_LIMITS": "create=1000,api=10000,commands=1000"},
-    )
+@pytest.fixture(scope="module", params=["embedded", "cloud"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """`tether up` embedded, and on the Firestore and Pub/Sub emulators (a project of its
+    own there)."""
+    extra = {"TETHER_RATE_LIMITS": "create=1000,api=10000,commands=1000"}
+    if request.param == "cloud":
+        emulator("FIRESTORE_EMULATOR_HOST")
+        emulator("PUBSUB_EMULATOR_HOST")
+        extra |= {
+            "TETHER_STORE": "firestore",
+            "TETHER_BUS": "pubsub",
+            "GOOGLE_CLOUD_PROJECT": f"kubently-{uuid.uuid4().hex[:8]}",
+        }
+    srv = start_server(tmp_path_factory.mktemp("kubently") / "home", extra)
     yield srv
     srv.stop()
 
