@@ -27,7 +27,8 @@ LIMIT = 200  # sessions a message lists at most: the newest
 
 def update(who: Principal) -> str:
     """The next message for `who`; raises Unauthenticated once their access is revoked."""
-    from tether.surfaces.streamspace import iso, session_json  # the surface's one shape
+    from tether.surfaces.http import iso
+    from tether.surfaces.streamspace import session_json  # the surface's one shape
 
     services = bootstrap.services()
     services.auth.current(who)

@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from http import HTTPStatus
 from typing import Any, TypeVar
 
@@ -62,6 +63,26 @@ def may(principal: Principal, method: str) -> Principal:
     if principal.read_only and method not in READS:
         raise errors.Forbidden("This API key is read-only", code="AUTH_READ_ONLY")
     return principal
+
+
+def caller(request: Request) -> Principal:
+    """Who sent `request` (`Authorization: Bearer <JWT or API key>` or `X-API-Key`), if their
+    credential allows its method; asked once a request (a rate limiter may ask first)."""
+    cached = request.environ.get("tether.principal")
+    if isinstance(cached, Principal):
+        return may(cached, request.method)
+    from tether import bootstrap
+
+    principal = bootstrap.services().auth.authenticate(
+        request.headers.get("Authorization"), request.headers.get("X-API-Key")
+    )
+    request.environ["tether.principal"] = principal
+    return may(principal, request.method)
+
+
+def iso(when: datetime | None) -> str | None:
+    """A time as the surfaces write it: UTC, to the second, with a Z."""
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ") if when else None
 
 
 def status_for(error: errors.TetherError) -> int:

@@ -36,11 +36,13 @@ from tether.surfaces import openapi
 from tether.surfaces.http import (
     Router,
     client_address,
+    iso,
     json_response,
     may,
     proxy_matcher,
     public_details,
 )
+from tether.surfaces.http import caller as who
 
 T = TypeVar("T")
 PREFIX = "/api/v1"
@@ -128,23 +130,7 @@ def render_error(error: errors.TetherError, status: int) -> Response:
 router = Router(render_error, owner=lambda request: who(request).id)
 
 
-def iso(when: datetime | None) -> str | None:
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ") if when else None
-
-
 # -- request plumbing: who, rate limits -------------------------------------------------------
-
-
-def who(request: Request) -> Principal:
-    """The caller (cached on the request: the rate limiter looked first)."""
-    cached = request.environ.get("tether.principal")
-    if isinstance(cached, Principal):
-        return may(cached, request.method)
-    principal = bootstrap.services().auth.authenticate(
-        request.headers.get("Authorization"), request.headers.get("X-API-Key")
-    )
-    request.environ["tether.principal"] = principal
-    return may(principal, request.method)
 
 
 def admin(request: Request) -> Principal:

@@ -13,24 +13,13 @@ from tether import bootstrap, errors
 from tether.core.models import DebugSession, KubectlRun, Principal, RunState, utcnow
 from tether.service.debug import RunRequest
 from tether.surfaces import openapi
-from tether.surfaces.http import Router, client_address, json_response, may, proxy_matcher
+from tether.surfaces.http import Router, client_address, iso, json_response, proxy_matcher
+from tether.surfaces.http import caller as who
 from tether.surfaces.kubently import models as m
 from tether.surfaces.shapes import kubently as render_error
 
 VERSION = "1.0.0"
 _WRITES_NO_BODY = 204
-
-
-def who(request: Request) -> Principal:
-    """The caller (cached on the request: the rate limiter asked first)."""
-    cached = request.environ.get("tether.principal")
-    if isinstance(cached, Principal):
-        return may(cached, request.method)
-    principal = bootstrap.services().auth.authenticate(
-        request.headers.get("Authorization"), request.headers.get("X-API-Key")
-    )
-    request.environ["tether.principal"] = principal
-    return may(principal, request.method)
 
 
 def admin(request: Request) -> Principal:
@@ -41,10 +30,6 @@ def admin(request: Request) -> Principal:
 
 
 router = Router(render_error, owner=lambda request: who(request).id)
-
-
-def iso(when: datetime | None) -> str | None:
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ") if when else None
 
 
 def _limited(request: Request) -> list[tuple[str, int]]:
