@@ -292,10 +292,15 @@ def test_the_approval_gate_holds_a_command_until_an_admin_decides(
         "/debug/execute", headers=ALICE, json={"cluster_id": CLUSTER, "args": ["get", "pods"]}
     )
     assert free.status_code == 200
+    # All namespaces include the gated one.
+    everywhere = kb.post(
+        "/debug/execute", headers=ALICE, json={"cluster_id": CLUSTER, "args": ["get", "pods", "-A"]}
+    )
+    assert everywhere.status_code == 202
     assert len(executor.seen) == 1  # the held ones never reached the cluster
 
     waiting = kb.get("/admin/approvals", headers=ADMIN).json
-    assert waiting["count"] == 2
+    assert waiting["count"] == 3
     assert (
         kb.post(f"/debug/operations/{held.json['operation_id']}/approve", headers=ALICE).status_code
         == 403

@@ -149,10 +149,6 @@ class Debug:
 
         return self.sessions.mutate(found.id, close, start=found)
 
-    def mine(self, principal: Principal, limit: int = 100) -> list[DebugSession]:
-        where: list[Filter] = [] if principal.is_admin else [("owner", "==", principal.id)]
-        return self.sessions.query(where, order_by="created_at", descending=True, limit=limit)
-
     def live_sessions(self) -> int:
         """Sessions not yet over (/health's `active_sessions`): a bounded count query."""
         return self.sessions.count([("open", "==", True), ("expires_at", ">", utcnow())])
@@ -214,7 +210,9 @@ class Debug:
             self.runs.create(run.id, run)  # refusals are in the audit trail too
             raise
         run.argv, run.verb, run.namespace = list(command.argv), command.verb, command.namespace
-        if self.rules().needs_approval(command.verb, command.namespace, _all_namespaces(command)):
+        # The policy's argv is canonical: `--all-namespaces` is in it exactly when it holds.
+        everywhere = "--all-namespaces" in command.argv
+        if self.rules().needs_approval(command.verb, command.namespace, everywhere):
             run.state = RunState.AWAITING_APPROVAL
         elif cluster.agent is not None and not cluster.online and cluster.token is None:
             raise Unavailable(f"Cluster '{cluster.id}' agent is offline", field="cluster_id")
@@ -340,8 +338,3 @@ class Debug:
 
     def awaiting(self, limit: int = 100) -> list[KubectlRun]:
         return self.runs.query([("state", "==", RunState.AWAITING_APPROVAL.value)], limit=limit)
-
-
-def _all_namespaces(command: kubectl_policy.KubectlCommand) -> bool:
-    return any(a in ("-A", "--all-namespaces") or a.startswith("--all-namespaces=")
-               for a in command.argv)  # fmt: skip

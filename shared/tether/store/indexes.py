@@ -58,8 +58,7 @@ COMPOSITE_INDEXES: tuple[Index, ...] = (
     # Sessions.expire: live ones whose TTL has passed.
     Index("sessions", (("state", ASCENDING), ("expires_at", ASCENDING))),
     *_SESSION_LISTS,
-    # Kubently: a caller's debug sessions, newest first; the live ones (/health).
-    Index("debug_sessions", (("owner", ASCENDING), ("created_at", DESCENDING))),
+    # Kubently: the live debug sessions (/health).
     Index("debug_sessions", (("open", ASCENDING), ("expires_at", ASCENDING))),
     # Kubently's audit trail: by owner, cluster and session, newest first, in a time range.
     *_pairs("kubectl_runs", ("owner", "cluster_id", "session_id"), (), ("created_at",)),
