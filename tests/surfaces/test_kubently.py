@@ -418,3 +418,32 @@ def test_the_long_poll_wakes_for_a_command_and_answers_204_when_none_comes(
         assert got["r"].json["commands"][0]["args"][:2] == ["get", "pods"]
         # Woken by the command, not by the end of its wait (the figure is in tests/bench).
         assert got["at"] - sent < 5
+
+
+def test_a_command_whose_delivery_was_lost_is_handed_out_again(
+    kb: FlaskClient, stack: LocalStack, token: str
+) -> None:
+    """An executor that took a command and vanished (its answer lost on the way, say): once
+    the command's lease passes with no result, the sweeper publishes it again, and the next
+    poll has it; its result completes the operation once."""
+    stack.services.executors.lease_margin = 0.5
+    stack.services.sweeper.republish_after = 0.2
+    headers = {"Authorization": f"Bearer {token}", "X-Cluster-ID": CLUSTER}
+    op = kb.post(
+        "/debug/execute/async",
+        headers=ALICE,
+        json={"cluster_id": CLUSTER, "args": ["get", "pods"], "timeout_seconds": 1},
+    ).json
+    lost = kb.get("/agent/commands?wait=10", headers=headers).json["commands"][0]
+    again = wait_for(
+        lambda: (
+            (r := kb.get("/agent/commands?wait=1", headers=headers)).status_code == 200
+            and r.json["commands"][0]
+        )
+    )
+    assert again["id"] == lost["id"]
+    result = {"command_id": again["id"], "result": pods(again["args"])}
+    assert kb.post("/agent/results", headers=headers, json=result).status_code == 200
+    poll = op["poll_url"]
+    done = wait_for(lambda: (o := kb.get(poll, headers=ALICE).json)["status"] == "completed" and o)
+    assert done["result"]["status"] == "success"

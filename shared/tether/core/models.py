@@ -175,6 +175,8 @@ class Command(Record):
     result: dict[str, Any] | None = None
     error: str | None = None
     publish_count: int = 0
+    # Handed to an executor over HTTP until then (`Commands.lease`): not published again before.
+    leased_until: datetime | None = None
     reply_to: str | None = None  # the inbox of the process waiting for it (`Bus.expect_reply`)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)

@@ -8,7 +8,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from tether.core.lifecycle import FINAL_COMMAND_STATES, CommandState
@@ -152,6 +152,19 @@ class Commands:
 
         return self._mutate_existing(command_id, move)
 
+    def lease(self, command_id: str, epoch: int, until: datetime) -> Command | None:
+        """A pending command handed to an executor over HTTP, which acks nothing: published
+        again only if no result has come by `until` (its delivery may have been lost with
+        the connection)."""
+
+        def hold(c: Command) -> Command | None:
+            if c.epoch != epoch or c.state is not CommandState.PENDING:
+                return None
+            c.leased_until, c.updated_at = until, utcnow()
+            return c
+
+        return self._mutate_existing(command_id, hold)
+
     def finished(
         self,
         command_id: str,
@@ -188,7 +201,7 @@ class Commands:
         cutoff = now - timedelta(seconds=older_than)
         count = 0
         for command in self.repo.query([("state", "==", CommandState.PENDING.value)]):
-            if command.updated_at > cutoff:
+            if command.updated_at > cutoff or (command.leased_until or cutoff) > now:
                 continue
 
             def bump(c: Command) -> Command | None:

@@ -7,13 +7,16 @@ Tether agent would have published."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from tether.core.models import Command, CommandType
+from tether.core.models import Command, CommandType, utcnow
 from tether.core.ports import Bus
 from tether.errors import Forbidden, NotFound
 from tether.service.commands import Commands
 from tether.service.debug import OUTPUT_CAP
+
+LEASE_MARGIN = 30.0  # seconds an executor has past a command's timeout to post its result
 
 
 @dataclass(frozen=True)
@@ -58,10 +61,12 @@ def normalized(posted: dict[str, Any]) -> dict[str, Any]:
 class Executors:
     bus: Bus
     commands: Commands
+    lease_margin: float = LEASE_MARGIN
 
     def take(self, cluster_id: str, most: int, timeout: float) -> list[Handed]:
-        """The cluster's next commands (waiting up to `timeout` for one). Each is marked
-        acked: it is the executor's now, and is not published again."""
+        """The cluster's next commands (waiting up to `timeout` for one). Each is leased to
+        the executor for its timeout and a margin: the sweeper publishes it again after that
+        if no result came (the answer that carried it may never have arrived)."""
         handed = []
         for message in self.bus.pull_commands(cluster_id, most, timeout):
             data = message.data
@@ -69,7 +74,9 @@ class Executors:
                 continue  # a Tether agent's message (register_ack): not an executor's business
             payload = data.get("data") or {}
             command_id = str(data["command_id"])
-            self.commands.acked(command_id, int(data.get("epoch", 1)))
+            lease = float(payload.get("timeout", 10)) + self.lease_margin
+            until = utcnow() + timedelta(seconds=lease)
+            self.commands.lease(command_id, int(data.get("epoch", 1)), until)
             handed.append(Handed(command_id, list(payload.get("argv", [])),
                                  float(payload.get("timeout", 10)), data.get("session_id"),
                                  payload.get("correlation_id")))  # fmt: skip
