@@ -12,7 +12,7 @@ from aiohttp import web
 from werkzeug.wrappers import Request
 
 from tether import errors
-from tether.origin.guard import CONNECTIONS, MAX_BODY, Connections
+from tether.origin.guard import CONNECTIONS, MAX_BODY, SERVING, Connections
 from tether.origin.wsgi import WsgiApp, WsgiTargets
 from tether.relay import app as relay
 from tether.surfaces.shapes import render
@@ -50,6 +50,7 @@ def front_app(connections: Connections, app: WsgiApp = wsgi_app) -> web.Applicat
     @web.middleware
     async def limited(request: web.Request, handler: Any) -> web.StreamResponse:
         with connections.serving(request.transport) as serving:
+            request[SERVING] = serving
             response = await _limited(request, handler)
             serving.ending = response.keep_alive is False  # None: not decided, so kept
             return response

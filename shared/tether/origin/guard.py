@@ -103,19 +103,36 @@ class Guarding:
     def __init__(self, guard: Guard | None) -> None:
         self.guard = guard
         self.ending = False
+        self.answered = False
 
     def __enter__(self) -> Guarding:
         if self.guard is not None:
             self.guard.busy += 1
         return self
 
+    def answer_sent(self) -> None:
+        """The answer is out while the handler still works (deferred work): the client may
+        send its next request now, whose head is to be watched from here, not from the end of
+        that work (by then its body would be taken for a head)."""
+        if not self.answered:
+            self.answered = True
+            self._done()
+
     def __exit__(self, *_: object) -> None:
+        if not self.answered:
+            self._done()
+
+    def _done(self) -> None:
         if self.guard is not None:
             self.guard.busy -= 1
             if not self.guard.busy and not self.ending:
                 self.guard.between_requests()
             elif self.ending:
                 self.guard.head_seen = True  # nothing more is watched: aiohttp drops the rest
+
+
+# A request's `Guarding`, for a handler that answers before it ends.
+SERVING: web.RequestKey[Guarding] = web.RequestKey("serving", Guarding)
 
 
 class Guard(asyncio.Protocol):

@@ -20,6 +20,7 @@ from urllib.parse import unquote_to_bytes
 from aiohttp import web
 
 from tether import deferred
+from tether.origin.guard import SERVING
 
 WsgiApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
 _SKIPPED = {"CONTENT_LENGTH", "TRANSFER_ENCODING", "CONNECTION", "KEEP_ALIVE", "UPGRADE"}
@@ -56,6 +57,9 @@ class WsgiTargets:
         if answer.pending:  # the answer goes out first; the connection's next request waits
             await response.prepare(request)
             await response.write_eof()
+            serving = request.get(SERVING)
+            if serving is not None:
+                serving.answer_sent()  # the client's next request may be on its way
             await loop.run_in_executor(self.pool, deferred.run, answer.pending)
         return response
 
