@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -373,6 +374,8 @@ def test_commands_a_minute_per_cluster_are_limited(
     )
     assert r.status_code == 429
     assert r.json["details"]["code"] == "RATE_LIMITED" and r.json["details"]["limit"] == 2
+    reset_at = datetime.fromisoformat(r.json["details"]["reset_at"].replace("Z", "+00:00"))
+    assert reset_at.timestamp() == int(r.headers["X-RateLimit-Reset"])
     assert r.headers["X-RateLimit-Remaining"] == "0" and int(r.headers["Retry-After"]) >= 1
 
 

@@ -4,7 +4,7 @@ clients) or `Authorization: Bearer` (the document); answers carry `X-API-Version
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from werkzeug.wrappers import Request, Response
@@ -37,7 +37,8 @@ def _limited(request: Request) -> list[tuple[str, int]]:
     creates per key, and 50 commands a minute per cluster (whoever sends them)."""
     limits = bootstrap.services().settings.rate_limits
     try:
-        subject = f"key:{who(request).key_id or who(request).id}"
+        principal = who(request)
+        subject = f"key:{principal.key_id or principal.id}"
     except errors.TetherError:
         trusted = proxy_matcher(bootstrap.services().settings.trusted_proxies)
         subject = f"addr:{client_address(request, trusted)}"
@@ -57,7 +58,7 @@ def handle(request: Request) -> Response:
     quotas = [services.limits.hit(key, limit) for key, limit in _limited(request)]
     refused = next((q for q in quotas if not q.allowed), None)
     if refused is not None:
-        reset = datetime.fromtimestamp(refused.reset).astimezone()
+        reset = datetime.fromtimestamp(refused.reset, UTC)
         error = errors.RateLimited("Rate limit exceeded", code="RATE_LIMITED",
                                    limit=refused.limit, reset_at=iso(reset))  # fmt: skip
         response = render_error(error, 429)
