@@ -90,6 +90,14 @@ locals {
   }
   agents = merge(var.agents, local.cluster_agents) # ids are distinct (output kubently_cluster_agents)
 
+  # Kubently's executor clusters have no agent: their third-party executors take commands from
+  # the kubently function (GET /agent/commands, as the api account) or the relay
+  # (GET /executor/stream), which pull the cluster's agent-commands-<id> for them.
+  executor_subscribers = {
+    api   = module.iam.members["api"]
+    relay = module.iam.members["relay"]
+  }
+
   agent_members           = { for id, agent in local.agents : "agent-${id}" => module.iam.members["agent-${id}"] }
   cloud_run_agent_members = { for id, agent in local.agents : "agent-${id}" => module.iam.members["agent-${id}"] if agent.platform == "cloud_run" }
 }
@@ -185,14 +193,19 @@ module "pubsub" {
   project_number             = data.google_project.this.number
   push_service_account_email = module.iam.emails["push"]
 
-  agents = {
-    for id, agent in local.agents : id => {
-      push          = agent.platform == "cloud_run"
-      push_endpoint = lookup(module.agents.push_endpoints, id, null)
-      push_audience = lookup(module.agents.push_audiences, id, null)
-      subscriber    = module.iam.members["agent-${id}"]
-    }
-  }
+  # Each agent (a pull agent reads its own subscription), and each Kubently executor cluster as a
+  # pull agent with no identity (ids are distinct: output kubently_executor_clusters).
+  agents = merge(
+    {
+      for id, agent in local.agents : id => {
+        push          = agent.platform == "cloud_run"
+        push_endpoint = lookup(module.agents.push_endpoints, id, null)
+        push_audience = lookup(module.agents.push_audiences, id, null)
+        subscribers   = { agent = module.iam.members["agent-${id}"] }
+      }
+    },
+    { for id in var.kubently_executor_clusters : id => { push = false, subscribers = local.executor_subscribers } },
+  )
 
   # Whoever issues or re-issues commands: the API functions, the relay (a shell's exec), the
   # agent_events function (register_ack) and the sweeper (republish).

@@ -39,7 +39,7 @@ output "topics" {
 }
 
 output "agent_subscriptions" {
-  description = "The agent-commands-<agent_id> subscription of each agent."
+  description = "The agent-commands-<agent_id> subscription of each agent (and of each Kubently executor cluster)."
   value       = module.pubsub.agent_subscriptions
 }
 
@@ -76,6 +76,18 @@ output "kubently_cluster_agents" {
   precondition {
     condition     = length(setintersection(keys(var.agents), var.kubently_clusters)) == 0
     error_message = "A kubently_clusters id is an agent id: it must not also be a key of agents."
+  }
+}
+
+output "kubently_executor_clusters" {
+  description = "The subscription of each Kubently executor cluster, by cluster id: the kubently function (GET /agent/commands) and the relay (GET /executor/stream) pull it for the cluster's executors."
+  value       = { for id in var.kubently_executor_clusters : id => module.pubsub.agent_subscriptions[id] }
+
+  # An executor cluster has no agent: an id that is also an agent's would be one subscription
+  # read both by that agent and for the executors, each taking the other's commands.
+  precondition {
+    condition     = length(setintersection(var.kubently_executor_clusters, setunion(keys(var.agents), var.kubently_clusters))) == 0
+    error_message = "A kubently_executor_clusters id must not also be a key of agents or a kubently_clusters id (one subscription per id: an agent's or its executors')."
   }
 }
 

@@ -101,6 +101,17 @@ variable "kubently_clusters" {
   }
 }
 
+variable "kubently_executor_clusters" {
+  type        = set(string)
+  description = "Kubently clusters served by third-party executors (no Tether agent), by id: each gets the pull subscription agent-commands-<id> (filter attributes.agent_id = \"<id>\", as an agent's), read, with roles/pubsub.subscriber on that subscription only, by the kubently function's account (api: GET /agent/commands) and the relay's (GET /executor/stream), which take the cluster's commands for its executors. An id is neither a key of agents nor a kubently_clusters id."
+  default     = []
+
+  validation {
+    condition     = alltrue([for id in var.kubently_executor_clusters : can(regex("^[a-z][a-z0-9-]{0,15}$", id))])
+    error_message = "An executor cluster id is 1-16 lowercase letters, digits or dashes, starting with a letter (as a cluster agent's id: it names a subscription)."
+  }
+}
+
 variable "agent_min_instances" {
   type        = number
   description = "Minimum instances of each Cloud Run agent (1 keeps it heartbeating, hence online, between commands)."

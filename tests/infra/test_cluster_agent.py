@@ -416,9 +416,9 @@ def test_each_cluster_has_its_subscription_filtered_on_its_agent_id() -> None:
     assert 'platform = "cluster"' in root["cluster_agents"]
     modules = {unq(k): v for entry in load("main.tf")["module"] for k, v in entry.items()}
     pubsub = modules["pubsub"]["agents"]
-    assert pubsub.startswith("${{for id, agent in local.agents : id =>")
+    assert pubsub.startswith("${merge({for id, agent in local.agents : id =>")
     assert 'push = agent.platform == "cloud_run"' in pubsub
-    assert 'subscriber = module.iam.members["agent-${id}"]' in pubsub
+    assert 'subscribers = {agent = module.iam.members["agent-${id}"]}' in pubsub
     assert modules["iam"]["agents"] == modules["agents"]["agents"] == "${local.agents}"
 
 
@@ -432,9 +432,10 @@ def test_a_cluster_agent_may_read_its_own_subscription_and_publish_events_only()
         "${google_pubsub_subscription.agent_commands[each.value.agent].name}"
     )
     own = local["subscription_iam"]
-    assert '"${id}/subscriber/agent" => {agent = id, member = agent.subscriber} if !agent.push' in (
-        own
-    )
+    assert (
+        "[for id, agent in var.agents : {for key, member in agent.subscribers : "
+        '"${id}/subscriber/${key}" => {agent = id, member = member}} if !agent.push]'
+    ) in own
     # Publisher on agent-events: every agent (the root's agent_members spans local.agents).
     assert (
         'for key, member in var.event_publishers : "${local.events_topic}/publisher/${key}" => '

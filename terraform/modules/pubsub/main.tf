@@ -35,10 +35,11 @@ locals {
   )
 
   subscription_iam = merge(
-    # A pull agent reads its own subscription, and only that one.
-    { for id, agent in var.agents : "${id}/subscriber/agent" => {
-      agent = id, member = agent.subscriber
-    } if !agent.push },
+    # A pull subscription is read by its subscribers only: a pull agent reads its own (and no
+    # other); a Kubently executor cluster's is read by whoever serves that cluster's executors.
+    merge([for id, agent in var.agents : {
+      for key, member in agent.subscribers : "${id}/subscriber/${key}" => { agent = id, member = member }
+    } if !agent.push]...),
     # Dead-lettering: Pub/Sub acks the message it forwarded on the source subscription.
     { for id, agent in var.agents : "${id}/subscriber/pubsub-agent" => {
       agent = id, member = local.pubsub_agent

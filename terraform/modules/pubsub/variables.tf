@@ -10,12 +10,12 @@ variable "project_number" {
 
 variable "agents" {
   type = map(object({
-    push          = bool             # true: push to push_endpoint; false: pull by subscriber
-    push_endpoint = optional(string) # URL Pub/Sub posts each command to
-    push_audience = optional(string) # audience of the OIDC token (the service URL)
-    subscriber    = optional(string) # IAM member of a pull agent
+    push          = bool                      # true: push to push_endpoint; false: pulled by subscribers
+    push_endpoint = optional(string)          # URL Pub/Sub posts each command to
+    push_audience = optional(string)          # audience of the OIDC token (the service URL)
+    subscribers   = optional(map(string), {}) # who reads a pull subscription: static name => IAM member
   }))
-  description = "Agents by id: one agent-commands-<id> subscription each, filtered on attributes.agent_id."
+  description = "Agents by id: one agent-commands-<id> subscription each, filtered on attributes.agent_id. A pull agent's subscribers are the agent; a Kubently executor cluster's (an agent with no identity of its own) are whoever serves its executors."
 }
 
 variable "push_service_account_email" {
