@@ -91,7 +91,11 @@ def run(block: Block, server: Server) -> subprocess.CompletedProcess[str]:
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("block", [b for b in RUN if "make up" not in b.code], ids=str)
 def test_example_runs_as_written(block: Block, server: Server) -> None:
-    done = run(block, server)
+    ran_as_written(block, run(block, server))
+
+
+def ran_as_written(block: Block, done: subprocess.CompletedProcess[str]) -> None:
+    """`block` exited 0, printed what its comments say it prints, and raised nothing."""
     said = f"{block} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
     assert done.returncode == 0, said
     for expected in PRINTS.findall(block.code):
