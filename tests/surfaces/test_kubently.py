@@ -325,6 +325,11 @@ def test_the_approval_gate_holds_a_command_until_an_admin_decides(
 def test_tokens_are_the_admins_and_revocation_takes_effect(kb: FlaskClient, token: str) -> None:
     headers = {"Authorization": f"Bearer {token}", "X-Cluster-ID": CLUSTER}
     assert kb.get("/agent/commands?wait=0", headers=headers).status_code == 204
+    # A result for a command this cluster never had: the document's 404, the executor's 403.
+    nested = {"command_id": "cmd-nope", "result": {"success": True}}
+    assert kb.post("/agent/results", headers=headers, json=nested).status_code == 404
+    flat = {"command_id": "cmd-nope", "success": True}
+    assert kb.post("/executor/results", headers=headers, json=flat).status_code == 403
     assert (
         kb.get("/agent/commands?wait=0", headers={**headers, "X-Cluster-ID": "other"}).status_code
         == 401

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from tether.core.models import Command, CommandType, utcnow
+from tether.core.models import CommandType, utcnow
 from tether.core.ports import Bus
 from tether.errors import Forbidden, NotFound
 from tether.service.commands import Commands
@@ -82,30 +82,24 @@ class Executors:
                                  payload.get("correlation_id")))  # fmt: skip
         return handed
 
-    def _command(self, cluster_id: str, command_id: str) -> Command:
+    def report(
+        self, cluster_id: str, command_id: str, posted: dict[str, Any], unknown: str = "forbidden"
+    ) -> None:
+        """An executor's result: published as the cluster's `command_result` event (so the
+        waiting request's inbox hears it, and the events handler records it). A command that
+        is not this cluster's is Forbidden (Kubently's executor), or with `unknown="not_found"`
+        NotFound (the document's long poll)."""
         command = self.commands.repo.find(command_id) if command_id else None
         if command is None or command.agent_id != cluster_id:
+            if unknown == "not_found":
+                raise NotFound("Command not found", field="command_id")
             raise Forbidden("Command was not issued to this cluster", field="command_id")
-        return command
-
-    def report(self, cluster_id: str, command_id: str, posted: dict[str, Any]) -> None:
-        """An executor's result: published as the cluster's `command_result` event (so the
-        waiting request's inbox hears it, and the events handler records it). Forbidden for a
-        command that is not this cluster's."""
-        command = self._command(cluster_id, command_id)
         event = {"type": "command_result", "agent_id": cluster_id, "command_id": command.id,
                  "epoch": command.epoch, "status": "completed", "result": normalized(posted),
                  "error": None}  # fmt: skip
         if command.reply_to:
             event["reply_to"] = command.reply_to
         self.bus.publish_event(event)
-
-    def exists(self, cluster_id: str, command_id: str) -> None:
-        """NotFound for a command that is not this cluster's (the document's long poll)."""
-        try:
-            self._command(cluster_id, command_id)
-        except Forbidden:
-            raise NotFound("Command not found", field="command_id") from None
 
     def queue_depth(self, cluster_id: str) -> int:
         where = [("agent_id", "==", cluster_id), ("state", "==", "pending")]

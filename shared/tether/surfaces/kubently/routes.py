@@ -364,9 +364,9 @@ def agent_commands(request: Request, query: m.WaitQuery) -> Response:
 def agent_results(request: Request, body: m.NestedResult) -> Response:
     """A command's result (the document's shape: `{command_id, result: {...}}`)."""
     cluster_id = executor(request)
-    executors = bootstrap.services().executors
-    executors.exists(cluster_id, body.command_id)
-    executors.report(cluster_id, body.command_id, _posted(body.result))
+    bootstrap.services().executors.report(
+        cluster_id, body.command_id, _posted(body.result), unknown="not_found"
+    )
     return json_response(m.Stored(message="Result stored successfully", command_id=body.command_id))
 
 
