@@ -126,12 +126,13 @@ def make_provisioner(settings: Settings) -> Provisioner:
             service_account=settings.workspace_service_account or None,
             image=settings.workspace_image or None,
         )
-    if settings.platform == "cluster":
-        from tether.provision.cluster import ClusterProvisioner
+    if settings.platform in ("cluster", "desktop"):
+        from tether.provision.cluster import NoWorkspaces
 
-        return ClusterProvisioner()
+        return NoWorkspaces(settings.platform)
     raise Invalid(
-        f"TETHER_PLATFORM must be local, cloud_run, gke or cluster, not {settings.platform!r}"
+        "TETHER_PLATFORM must be local, cloud_run, gke, cluster or desktop,"
+        f" not {settings.platform!r}"
     )
 
 

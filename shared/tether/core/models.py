@@ -152,6 +152,9 @@ class Agent(Record):
     epoch: int = 1  # bumped on every (re)registration
     registered_at: datetime = Field(default_factory=utcnow)
     last_heartbeat: datetime = Field(default_factory=utcnow)
+    # What the agent says of itself with each beat, for its surface (a desktop agent's
+    # display state, monitors and HA-id allowlist); the latest beat's replaces it.
+    details: dict[str, Any] = Field(default_factory=dict)
 
 
 class CommandType(StrEnum):
@@ -162,6 +165,7 @@ class CommandType(StrEnum):
     EXEC = "exec"
     GET_LOGS = "get_logs"
     KUBECTL = "kubectl"  # to a cluster agent: payload {argv, timeout, cap, operation_id}
+    DESKTOP = "desktop"  # to a desktop agent (Openctrol): payload {action, ...}
 
 
 class Command(Record):

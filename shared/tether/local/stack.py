@@ -15,7 +15,7 @@ from tether.agent.daemon import Agent
 from tether.agent.journal import Journal
 from tether.agent.kubectl import Kubectl
 from tether.core.ports import Bus, Message, Store
-from tether.provision.cluster import ClusterProvisioner
+from tether.provision.cluster import NoWorkspaces
 from tether.provision.local import LocalProvisioner
 from tether.service.commands import PENDING_KEPT
 from tether.service.sweeper import purge_expired
@@ -71,7 +71,7 @@ class LocalStack:
         return Agent(
             cluster_id,
             self.services.bus,
-            ClusterProvisioner(),
+            NoWorkspaces(),
             Journal(journal_store, keep=PENDING_KEPT),
             heartbeat_interval=self.settings.heartbeat_interval,
             kubectl=kubectl,

@@ -1,5 +1,6 @@
-"""A Kubently cluster agent's provisioner: it holds no workspaces (its work is kubectl,
-`tether.agent.kubectl`), so every workspace call is refused."""
+"""The provisioner of agents that hold no workspaces: Kubently's cluster agents (their work
+is kubectl, `tether.agent.kubectl`) and Openctrol's desktop agents (the display they run on,
+`tether.agent.desktop`). Every workspace call is refused."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from tether.core.models import ExecResult, WorkspaceInfo, WorkspaceSpec
 from tether.errors import Unsupported
 
 
-class ClusterProvisioner:
-    platform = "cluster"
+class NoWorkspaces:
+    def __init__(self, platform: str = "cluster") -> None:
+        self.platform = platform
 
     def _none(self) -> NoReturn:
-        raise Unsupported("A cluster agent runs kubectl, not workspaces")
+        raise Unsupported(f"A {self.platform} agent holds no workspaces")
 
     def start(self, spec: WorkspaceSpec) -> WorkspaceInfo:
         self._none()

@@ -48,15 +48,26 @@ class Agents:
         self.recent: Recent[list[Agent]] = Recent()  # the agents, for placing sessions
         self._stale_from: Position | None = None  # where the next `release_stale` goes on
 
-    def register(self, agent_id: str, platform: str, region: str, capacity: int) -> Agent:
+    def register(
+        self,
+        agent_id: str,
+        platform: str,
+        region: str,
+        capacity: int,
+        details: dict[str, Any] | None = None,
+    ) -> Agent:
         try:
-            return self._register(agent_id, platform, region, capacity)
+            return self._register(agent_id, platform, region, capacity, details or {})
         finally:
             self.recent.forget()  # a new agent, or new capacity: placed on from now on
 
-    def _register(self, agent_id: str, platform: str, region: str, capacity: int) -> Agent:
+    def _register(
+        self, agent_id: str, platform: str, region: str, capacity: int, details: dict[str, Any]
+    ) -> Agent:
         now = utcnow()
-        fresh = Agent(id=agent_id, platform=platform, region=region, capacity=capacity)
+        fresh = Agent(
+            id=agent_id, platform=platform, region=region, capacity=capacity, details=details
+        )
         if self.repo.find(agent_id) is None:
             try:
                 return self.repo.create(agent_id, fresh)
@@ -64,7 +75,7 @@ class Agents:
                 pass
 
         def update(a: Agent) -> Agent:
-            a.platform, a.region, a.capacity = platform, region, capacity
+            a.platform, a.region, a.capacity, a.details = platform, region, capacity, details
             a.epoch += 1
             a.registered_at = a.last_heartbeat = now
             if a.status is AgentStatus.OFFLINE:
@@ -73,14 +84,25 @@ class Agents:
 
         return self.repo.mutate(agent_id, update)
 
-    def heartbeat(self, agent_id: str, platform: str, region: str, capacity: int) -> None:
-        """One write, no read: only the time moves. An agent marked offline counts as online
-        again from this beat on (`status_of`); the sweeper puts its record and its sessions'
-        messages right (`mark_offline`)."""
+    def heartbeat(
+        self,
+        agent_id: str,
+        platform: str,
+        region: str,
+        capacity: int,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """One write, no read: only the time moves (and the details, for an agent that sends
+        them). An agent marked offline counts as online again from this beat on
+        (`status_of`); the sweeper puts its record and its sessions' messages right
+        (`mark_offline`)."""
+        fields: dict[str, Any] = {"last_heartbeat": utcnow()}
+        if details is not None:
+            fields["details"] = details
         try:
-            self.store.patch("agents", agent_id, {"last_heartbeat": utcnow()})
+            self.store.patch("agents", agent_id, fields)
         except NotFound:  # an agent we never saw register (the store was reset, say)
-            self.register(agent_id, platform, region, capacity)
+            self.register(agent_id, platform, region, capacity, details)
 
     def _mark_sessions(self, agent_id: str, old: str, new: str) -> None:
         """Set the status message of the agent's live sessions (where it still reads `old`)."""

@@ -44,7 +44,7 @@ class Events:
         if not isinstance(agent_id, str) or not agent_id:
             raise Invalid("event without agent_id", field="agent_id")
         if kind == "register":
-            self.agents.register(agent_id, *_identity(data))
+            self.agents.register(agent_id, *_identity(data), _details(data))
             self.bus.publish_command(
                 agent_id,
                 {
@@ -55,7 +55,7 @@ class Events:
                 },
             )
         elif kind == "heartbeat":
-            self.agents.heartbeat(agent_id, *_identity(data))
+            self.agents.heartbeat(agent_id, *_identity(data), _details(data))
         elif kind == "command_ack":
             self.commands.acked(str(data["command_id"]), int(data.get("epoch", 1)))
         elif kind == "command_result":
@@ -83,3 +83,13 @@ def _identity(data: dict[str, Any]) -> tuple[str, str, int]:
     if isinstance(capacity, dict):
         capacity = capacity.get("max_sessions", 10)
     return str(data.get("platform", "local")), str(data.get("region", "local")), int(capacity)
+
+
+def _details(data: dict[str, Any]) -> dict[str, Any] | None:
+    """What an agent says of itself (`Agent.details`), if it says anything."""
+    details = data.get("details")
+    if details is None:
+        return None
+    if not isinstance(details, dict):
+        raise Invalid("details must be an object", field="details")
+    return details
