@@ -60,6 +60,19 @@ class Frame:
         return frames.frame(self.jpeg, self.width, self.height)
 
 
+@dataclass(frozen=True)
+class Shot:
+    """A monitor's pixels, encoded once per quality its viewers want."""
+
+    image: Image.Image
+    monitor_id: str
+
+    def encode(self, quality: object = DEFAULT_QUALITY) -> Frame:
+        out = io.BytesIO()
+        self.image.save(out, "JPEG", quality=clamp_quality(quality))
+        return Frame(out.getvalue(), self.image.width, self.image.height, self.monitor_id)
+
+
 def clamp_quality(quality: object) -> int:
     """A JPEG quality in 1..95 (Pillow's useful range); anything not a number gives the default."""
     if isinstance(quality, bool) or not isinstance(quality, int | float) or quality != quality:
@@ -122,8 +135,8 @@ class Capture:
                 return True
         return False
 
-    def grab(self, quality: object = DEFAULT_QUALITY, *, force: bool = False) -> Frame | None:
-        """The monitor as a JPEG frame, or None when nothing changed since the last grab."""
+    def shot(self, *, force: bool = False) -> Shot | None:
+        """The monitor's pixels, or None when nothing changed since the last shot."""
         with self._lock:
             m = self._current
             shot = self._sct.grab(
@@ -135,9 +148,12 @@ class Capture:
                 return None
             self._last = digest
             image = Image.frombuffer("RGB", shot.size, raw, "raw", "BGRX", 0, 1)
-            out = io.BytesIO()
-            image.save(out, "JPEG", quality=clamp_quality(quality))
-            return Frame(out.getvalue(), shot.width, shot.height, m.id)
+            return Shot(image, m.id)
+
+    def grab(self, quality: object = DEFAULT_QUALITY, *, force: bool = False) -> Frame | None:
+        """The monitor as a JPEG frame, or None when nothing changed since the last grab."""
+        shot = self.shot(force=force)
+        return None if shot is None else shot.encode(quality)
 
     def close(self) -> None:
         self._sct.close()
