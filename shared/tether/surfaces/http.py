@@ -108,14 +108,20 @@ def proxy_matcher(proxies: tuple[str, ...]) -> Callable[[str], bool]:
 
 
 def client_address(request: Request, trusted: Callable[[str], bool]) -> str:
-    """The address a request came from. Behind trusted proxies (the cloud's load balancer,
-    `TETHER_TRUSTED_PROXIES`), X-Forwarded-For names it: each proxy appends the address it
-    was called from, so the client is the last entry that is not itself a trusted proxy.
-    Anything before that was written by the client, and is never believed."""
-    address = request.remote_addr or "unknown"
+    """The address a request came from (`forwarded_client`)."""
+    forwarded = request.headers.getlist("X-Forwarded-For")
+    return forwarded_client(request.remote_addr or "unknown", forwarded, trusted)
+
+
+def forwarded_client(address: str, forwarded: list[str], trusted: Callable[[str], bool]) -> str:
+    """The client of a connection from `address`. Behind trusted proxies (the cloud's load
+    balancer, `TETHER_TRUSTED_PROXIES`), X-Forwarded-For (`forwarded`, its headers) names it:
+    each proxy appends the address it was called from, so the client is the last entry that
+    is not itself a trusted proxy. Anything before that was written by the client, and is
+    never believed."""
     if not trusted(address):
         return address
-    hops = [h.strip() for h in ",".join(request.headers.getlist("X-Forwarded-For")).split(",")]
+    hops = [h.strip() for h in ",".join(forwarded).split(",")]
     for hop in reversed([h for h in hops if h]):
         if not trusted(hop):
             return hop
