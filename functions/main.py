@@ -9,6 +9,7 @@ from tether import targets
 onmemos = functions_framework.http(targets.onmemos)
 streamspace = functions_framework.http(targets.streamspace)
 kubently = functions_framework.http(targets.kubently)
+openctrol = functions_framework.http(targets.openctrol)
 health = functions_framework.http(targets.health)
 sweeper = functions_framework.http(targets.sweeper)
 agent_events = functions_framework.cloud_event(targets.agent_events)

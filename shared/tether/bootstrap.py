@@ -19,6 +19,7 @@ from tether.service.auth import Auth
 from tether.service.clusters import Clusters
 from tether.service.commands import Commands
 from tether.service.debug import Debug
+from tether.service.desktops import Desktops
 from tether.service.events import Events
 from tether.service.executors import Executors
 from tether.service.files import Files
@@ -60,6 +61,7 @@ class Services:
     clusters: Clusters  # Kubently's clusters and their executors' tokens
     debug: Debug  # Kubently's debug sessions, kubectl runs and audit trail
     executors: Executors  # Kubently's third-party executors (long poll, SSE)
+    desktops: Desktops  # Openctrol's desktop agents, their sessions and commands
 
     def close(self) -> None:
         self.bus.close()
@@ -184,6 +186,7 @@ def build(settings: Settings, store: Store | None = None, bus: Bus | None = None
         clusters=clusters,
         debug=debug,
         executors=Executors(bus, commands),
+        desktops=Desktops(store, agents, commands, limits, settings.session_retention),
     )
 
 

@@ -26,6 +26,7 @@ ROUTES: list[tuple[str, str]] = [
     ("/admin", "kubently"),
     ("/audit", "kubently"),
     ("/healthz", "kubently"),
+    ("/openctrol", "openctrol"),  # its WebSockets are the relay's (tether.relay)
     # Each surface's OpenAPI document and reference page, served by the surface itself.
     ("/openapi/onmemos", "onmemos"),
     ("/openapi/onmemos.json", "onmemos"),
@@ -33,6 +34,8 @@ ROUTES: list[tuple[str, str]] = [
     ("/openapi/streamspace.json", "streamspace"),
     ("/openapi/kubently", "kubently"),
     ("/openapi/kubently.json", "kubently"),
+    ("/openapi/openctrol", "openctrol"),
+    ("/openapi/openctrol.json", "openctrol"),
 ]
 # What serves a path under none of those: OnMemOS (its `/`, `/info`, `/v1/workspaces`,
 # `/v1/fs`, `/v1/storage`, `/v1/templates`, ...), as the load balancer's default backend does
@@ -64,6 +67,12 @@ def kubently(request: Request) -> Response:
     return kubently.handle(request)
 
 
+def openctrol(request: Request) -> Response:
+    from tether.surfaces import openctrol
+
+    return openctrol.handle(request)
+
+
 def health(request: Request) -> Response:
     from tether.surfaces import onmemos
 
@@ -90,6 +99,7 @@ HTTP_TARGETS: dict[str, Callable[[Request], Response]] = {
     "onmemos": onmemos,
     "streamspace": streamspace,
     "kubently": kubently,
+    "openctrol": openctrol,
     "health": health,
     "sweeper": sweeper,
 }

@@ -383,3 +383,32 @@ class ApprovalRules(Record):
         # A command over all namespaces reads the gated ones too.
         gated = namespace in self.namespaces or (all_namespaces and bool(self.namespaces))
         return verb in self.verbs or gated
+
+
+# -- Openctrol: desktop agents and their remote-desktop sessions -------------------------------
+
+
+class DesktopSession(Record):
+    """An Openctrol remote-desktop session: a TTL-bound grant whose token (kept only as its
+    sha256) opens the agent's desktop stream through the relay, as often as the session lives
+    (the Home Assistant integration reconnects with the same URL)."""
+
+    id: str  # uuid4
+    agent_id: str
+    owner: str  # principal id of the key that made it
+    ha_id: str
+    token_hash: str  # sha256 hex of the token
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    ended_at: datetime | None = None
+    open: bool = True  # not ended (what a query filters on: no store matches a null alike)
+    purge_at: datetime | None = None  # then the store deletes it
+
+
+class Desktop(Record):
+    """Who owns a desktop agent: the user whose key its relay tunnel first dialled with
+    (`Desktops.claim`); stored under the agent's id."""
+
+    id: str  # the agent id
+    owner: str  # principal id
+    claimed_at: datetime = Field(default_factory=utcnow)

@@ -62,6 +62,11 @@ COMPOSITE_INDEXES: tuple[Index, ...] = (
     Index("debug_sessions", (("open", ASCENDING), ("expires_at", ASCENDING))),
     # Kubently's audit trail: by owner, cluster and session, newest first, in a time range.
     *_pairs("kubectl_runs", ("owner", "cluster_id", "session_id"), (), ("created_at",)),
+    # Openctrol: a desktop agent's live sessions (its session limit, /api/v1/health).
+    Index(
+        "desktop_sessions",
+        (("agent_id", ASCENDING), ("open", ASCENDING), ("expires_at", ASCENDING)),
+    ),
 )
 
 

@@ -1,9 +1,9 @@
 """Which surface's error shape a path answers in, where no route of a surface serves it.
 
-Openctrol and SentinelStacks are not built yet, but their paths are theirs already:
-an unknown path under one of their prefixes answers in its reference's error shape, never in
-another surface's. Paths under no surface's prefix answer in OnMemOS's (the load balancer's
-default backend).
+SentinelStacks is not built yet, but its paths are its own already, as Openctrol's are (its
+WebSocket paths are the relay's): an unknown path under one of their prefixes answers in its
+reference's error shape, never in another surface's. Paths under no surface's prefix answer
+in OnMemOS's (the load balancer's default backend).
 """
 
 from __future__ import annotations
@@ -67,9 +67,16 @@ def kubently(error: TetherError, status: int) -> Response:
     )
 
 
+# Openctrol's own code words (the real agent's); another surface's (AUTH_TOKEN_INVALID,
+# VALIDATION_FAILED, ...) give way to the status's word.
+_OPENCTROL_CODES = {"session_creation_failed"}
+
+
 def openctrol(error: TetherError, status: int) -> Response:
     """docs/specs/openctrol-api.md, "Error Responses": a code word and a sentence."""
-    body = {"error": code_of(error, status).lower(), "details": error.message}
+    own = error.details.get("code")
+    code = own if own in _OPENCTROL_CODES else _CODES.get(status) or HTTPStatus(status).name
+    body = {"error": str(code).lower(), "details": error.message}
     return json_response(body, status)
 
 
@@ -78,7 +85,8 @@ def sentinelstacks(error: TetherError, status: int) -> Response:
     return json_response({"error": error.message}, status)
 
 
-# (prefix, renderer): the planned surfaces' base paths (DESIGN.md's table).
+# (prefix, renderer): the base paths of the surfaces that are packages or planned (DESIGN.md's
+# table).
 PLANNED: tuple[tuple[str, Renderer], ...] = (
     ("/debug", kubently),
     ("/agent", kubently),
