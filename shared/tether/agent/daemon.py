@@ -8,11 +8,14 @@ import threading
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether import __version__
 from tether.agent.journal import Journal
 from tether.agent.kubectl import Kubectl
+
+if TYPE_CHECKING:
+    from tether.agent.desktop import DesktopAgent
 from tether.core.models import CommandType, Template, WorkspaceSpec
 from tether.core.ports import Bus, Message, Provisioner, Subscription
 from tether.deferred import later
@@ -43,6 +46,7 @@ class Agent:
         heartbeat_interval: float = 10.0,
         ack_after: float = 1.0,
         kubectl: Kubectl | None = None,
+        desktop: DesktopAgent | None = None,
     ) -> None:
         self.agent_id = agent_id
         self.bus = bus
@@ -53,6 +57,7 @@ class Agent:
         self.heartbeat_interval = heartbeat_interval
         self.ack_after = ack_after
         self.kubectl = kubectl  # a cluster agent's (Kubently)
+        self.desktop = desktop  # a desktop agent's (Openctrol)
         self._session_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._in_flight: set[str] = set()
         self._in_flight_lock = threading.Lock()
@@ -65,13 +70,16 @@ class Agent:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def _identity(self) -> dict[str, Any]:
-        return {
+        identity = {
             "agent_id": self.agent_id,
             "platform": self.provisioner.platform,
             "region": self.region,
             "capacity": {"max_sessions": self.capacity},
             "metadata": {"agent_version": __version__},
         }
+        if self.desktop is not None:
+            identity["details"] = self.desktop.details()
+        return identity
 
     def start(self, pull: bool = True) -> None:
         """Register and beat in a thread; with `pull`, take commands from the agent's
@@ -212,6 +220,10 @@ class Agent:
     def _run(
         self, kind: CommandType, session_id: str | None, data: dict[str, Any]
     ) -> dict[str, Any]:
+        if kind is CommandType.DESKTOP:
+            if self.desktop is None:
+                raise TetherError(f"agent {self.agent_id} is not a desktop agent")
+            return self.desktop.run(data)
         if kind is CommandType.KUBECTL:
             if self.kubectl is None:
                 raise TetherError(f"agent {self.agent_id} is not a cluster agent")

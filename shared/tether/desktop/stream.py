@@ -96,6 +96,7 @@ class Streamer:
         self._failures = 0
         self.last_frame_at: datetime | None = None
         self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._send: Send | None = None
 
     # -- the display -------------------------------------------------------------------------
@@ -123,17 +124,16 @@ class Streamer:
         return self.capture.monitors()
 
     def select(self, monitor_id: str) -> bool:
-        """Capture another monitor, for every viewer (as the real agent does)."""
+        """Capture another monitor, for every viewer (as the real agent does). Any thread."""
         if not self.capture.select(monitor_id):
             return False
-        if self._wake is not None:
-            self._wake.set()
+        self._poke()
         return True
 
     def status(self) -> dict[str, Any]:
         """Health's `remote_desktop` block."""
         degraded = self._failures >= DEGRADED_AFTER
-        running = self._capture is not None and not degraded
+        running = self.last_frame_at is not None and not degraded  # it has shot the screen
         state = "desktop" if self._capture is not None else "unknown"
         return {
             "is_running": running,
@@ -149,6 +149,7 @@ class Streamer:
         """Serve one tunnel connection: `messages` iterates what the relay sends, `send` sends
         to it. Returns (its viewers gone) when the connection ends."""
         self._send, self._wake = send, asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         frames = asyncio.ensure_future(self._frames())
         try:
             async for message in messages:
@@ -222,8 +223,10 @@ class Streamer:
             await self._send(tunnel.pack(viewer.channel, tunnel.TEXT, text.encode()))
 
     def _poke(self) -> None:
-        if self._wake is not None:
-            self._wake.set()
+        """Wake the frame loop (from any thread)."""
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            loop.call_soon_threadsafe(wake.set)
 
     # -- frames ------------------------------------------------------------------------------
 

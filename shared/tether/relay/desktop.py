@@ -1,0 +1,246 @@
+"""Openctrol's desktops in the relay: each desktop agent's tunnel, and its viewers.
+
+A desktop agent dials `/openctrol/{agent_id}/tunnel` with its owner's API key and keeps it
+open; a viewer (the Home Assistant integration, its card, any Openctrol client) opens
+`/openctrol/{agent_id}/ws/desktop?sess=&token=` with what `POST .../sessions/desktop` gave it.
+The relay checks the viewer before the upgrade (`Desktops.admit`: the token, its session,
+the failure rate), numbers it on the agent's tunnel, and passes its messages both ways
+(`tether.desktop.tunnel`). It never waits on a viewer while reading the tunnel: each viewer
+has its own writer, holding at most the one frame the agent let it have, and says `sent` when
+that frame is written, so a viewer that never reads (the integration's input socket does not)
+holds one frame and slows only itself.
+
+Viewers' sockets have no ping: the integration never reads, so it never answers one (the real
+agent does not ping either); TCP keepalive notices a viewer that vanished. A viewer's message
+over 64 KiB closes it with 1009, as the real agent does. The tunnel and its viewers must meet
+in one relay process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from tether import bootstrap, errors
+from tether.core.models import Principal
+from tether.desktop import tunnel
+from tether.errors import TetherError
+from tether.relay import access
+from tether.relay.streams import _keep_alive, blocking, upgrading
+from tether.surfaces import shapes
+from tether.surfaces.http import forwarded_client, proxy_matcher, status_for
+
+log = logging.getLogger(__name__)
+
+VIEWER_PATH = "/openctrol/{agent_id}/ws/desktop"
+MAX_VIEWER_MESSAGE = 64 * 1024  # the real agent's limit
+MAX_TUNNEL_MESSAGE = 16 * 1024 * 1024  # a frame of a large screen at a high quality
+MAX_TEXTS_QUEUED = 64  # text messages waiting for a viewer (hello, errors); more are dropped
+AGENT_GONE = (1001, "desktop agent disconnected")
+_PORT = re.compile(r":\d+$")  # the HA integration appends its port to the path (no path field)
+
+
+def agent_of(request: web.Request) -> str:
+    return _PORT.sub("", request.match_info["agent_id"])
+
+
+def refusal(error: TetherError, status: int | None = None) -> web.Response:
+    """A refused request in Openctrol's error shape."""
+    made = shapes.openctrol(error, status or status_for(error))
+    return web.Response(status=made.status_code, body=made.get_data(), content_type=made.mimetype)
+
+
+@dataclass(eq=False)
+class Viewer:
+    channel: int
+    ws: web.WebSocketResponse
+    outbox: asyncio.Queue[tuple[int, Any]] = field(default_factory=asyncio.Queue)
+    writer: asyncio.Task[None] | None = None
+    closing: asyncio.Task[None] | None = None
+
+    def close(self, code: int, reason: str) -> None:
+        """Close it now, even while its writer waits on a viewer that does not read (the
+        frame it was writing is whole in the socket's buffer: only the wait is cut)."""
+        if self.writer is not None:
+            self.writer.cancel()
+        self.closing = asyncio.ensure_future(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        await self.ws.close(code=code, message=reason.encode())
+
+
+class Tunnel:
+    """One desktop agent's connection and the viewers it carries."""
+
+    def __init__(self, agent_id: str, ws: web.WebSocketResponse) -> None:
+        self.agent_id = agent_id
+        self.ws = ws
+        self.viewers: dict[int, Viewer] = {}
+        self._next = 0
+
+    def open(self, ws: web.WebSocketResponse) -> Viewer:
+        self._next = self._next % tunnel.MAX_CHANNEL + 1
+        viewer = Viewer(self._next, ws)
+        self.viewers[viewer.channel] = viewer
+        return viewer
+
+    async def control(self, op: str, channel: int, **fields: Any) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):  # the agent is gone
+            await self.ws.send_str(json.dumps(tunnel.control(op, channel, **fields)))
+
+    async def forward(self, channel: int, text: str) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self.ws.send_bytes(tunnel.pack(channel, tunnel.TEXT, text.encode()))
+
+    def deliver(self, data: bytes) -> None:
+        """A viewer's message from the agent: queued for that viewer's writer."""
+        message = tunnel.unpack(data)
+        viewer = self.viewers.get(message.channel)
+        if viewer is None:
+            return
+        if message.kind == tunnel.FRAME:  # one at a time: the agent waits for `sent`
+            viewer.outbox.put_nowait((tunnel.FRAME, message.payload))
+        elif viewer.outbox.qsize() < MAX_TEXTS_QUEUED:
+            viewer.outbox.put_nowait((tunnel.TEXT, message.payload.decode(errors="replace")))
+
+    def close_viewer(self, channel: int, code: int, reason: str) -> None:
+        viewer = self.viewers.pop(channel, None)
+        if viewer is not None:
+            viewer.close(code, reason)
+
+    def close_all(self, why: tuple[int, str]) -> None:
+        for channel in list(self.viewers):
+            self.close_viewer(channel, *why)
+
+
+TUNNELS: dict[str, Tunnel] = {}
+
+
+def _principal(request: web.Request, agent_id: str) -> Principal:
+    who = access.principal(
+        agent_id, {}, request.headers.get("Authorization"), request.headers.get("X-API-Key")
+    )
+    bootstrap.services().desktops.claim(who, agent_id)
+    return who
+
+
+async def agent_tunnel(request: web.Request) -> web.StreamResponse:
+    """`/openctrol/{agent_id}/tunnel`: a desktop agent dialling in. A new tunnel of an agent
+    replaces its old one (whose viewers are closed: the agent dropped them)."""
+    agent_id = agent_of(request)
+    ws = web.WebSocketResponse(heartbeat=30, compress=False, max_msg_size=MAX_TUNNEL_MESSAGE)
+    if not upgrading(request) or not ws.can_prepare(request).ok:
+        return refusal(errors.Invalid("WebSocket upgrade required", code="invalid_request"), 400)
+    try:
+        await blocking(_principal, request, agent_id)
+    except TetherError as refused:
+        return refusal(refused)
+    await ws.prepare(request)
+    current = Tunnel(agent_id, ws)
+    old, TUNNELS[agent_id] = TUNNELS.get(agent_id), current
+    if old is not None:
+        old.close_all(AGENT_GONE)
+        await old.ws.close(code=1000, message=b"replaced by a new tunnel")
+    log.info("desktop agent %s connected", agent_id)
+    try:
+        async for msg in ws:
+            if msg.type is WSMsgType.BINARY:
+                try:
+                    current.deliver(msg.data)
+                except ValueError:
+                    log.warning("desktop agent %s sent a malformed message", agent_id)
+            elif msg.type is WSMsgType.TEXT:
+                _agent_control(current, msg.data)
+    finally:
+        if TUNNELS.get(agent_id) is current:
+            del TUNNELS[agent_id]
+        current.close_all(AGENT_GONE)
+        log.info("desktop agent %s disconnected", agent_id)
+    return ws
+
+
+def _agent_control(current: Tunnel, text: str) -> None:
+    try:
+        msg = json.loads(text)
+        if msg["op"] == tunnel.CLOSE:
+            code = int(msg.get("code", 1000))
+            current.close_viewer(int(msg["ch"]), code, str(msg.get("reason", ""))[:120])
+    except (ValueError, KeyError, TypeError):
+        log.warning("desktop agent %s sent a malformed control message", current.agent_id)
+
+
+def _client(request: web.Request) -> str:
+    settings = bootstrap.services().settings
+    forwarded = request.headers.getall("X-Forwarded-For", [])
+    return forwarded_client(
+        request.remote or "unknown", forwarded, proxy_matcher(settings.trusted_proxies)
+    )
+
+
+async def viewer(request: web.Request) -> web.StreamResponse:
+    """`/openctrol/{agent_id}/ws/desktop?sess=&token=`: a viewer of the agent's desktop."""
+    agent_id = agent_of(request)
+    ws = web.WebSocketResponse(heartbeat=None, compress=False, max_msg_size=MAX_VIEWER_MESSAGE)
+    if not upgrading(request) or not ws.can_prepare(request).ok:
+        return refusal(errors.Invalid("WebSocket upgrade required", code="invalid_request"), 400)
+    try:
+        session = await blocking(
+            bootstrap.services().desktops.admit,
+            agent_id,
+            request.query.get("sess", ""),
+            request.query.get("token", ""),
+            _client(request),
+        )
+    except TetherError as refused:
+        return refusal(refused)
+    link = TUNNELS.get(agent_id)
+    if link is None:
+        gone = errors.Unavailable(f"Desktop agent {agent_id} is not connected to the relay")
+        return refusal(gone, 503)
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if isinstance(sock, socket.socket):
+        _keep_alive(sock)
+    await ws.prepare(request)
+    seat = link.open(ws)
+    seat.writer = writer = asyncio.ensure_future(_write(link, seat))
+    await link.control(tunnel.OPEN, seat.channel, session_id=session.id,
+                       expires_at=session.expires_at.isoformat())  # fmt: skip
+    try:
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT:
+                await link.forward(seat.channel, msg.data)
+            # Binary input means nothing in Openctrol: ignored, as the real agent does.
+    finally:
+        if link.viewers.pop(seat.channel, None) is not None:
+            await link.control(tunnel.CLOSE, seat.channel)
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+    return ws
+
+
+async def _write(link: Tunnel, seat: Viewer) -> None:
+    """A viewer's writer: its frames and texts in order; after each frame, `sent`."""
+    while True:
+        kind, payload = await seat.outbox.get()
+        try:
+            if kind == tunnel.FRAME:
+                await seat.ws.send_bytes(payload)
+                await link.control(tunnel.SENT, seat.channel)
+            else:
+                await seat.ws.send_str(payload)
+        except (ConnectionError, RuntimeError):
+            return  # the viewer is gone: its reader ends too
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get(tunnel.PATH, agent_tunnel)
+    app.router.add_get(VIEWER_PATH, viewer)
