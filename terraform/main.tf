@@ -1,7 +1,7 @@
 # Tether on Google Cloud: functions (the API surfaces), the relay (WebSockets), agents, the
 # Store (Firestore), the Bus (Pub/Sub), session storage, one HTTPS origin in front.
 #
-#   client ─HTTPS─> load balancer ─┬─> functions: onmemos, streamspace, kubently, health
+#   client ─HTTPS─> load balancer ─┬─> functions: onmemos, streamspace, kubently, openctrol, health
 #                                  └─> relay (Cloud Run) ──> workspace runtimes
 #   functions ─> agent-commands ─> agent-commands-<agent_id> ─> agents ─> agent-events ─> agent_events
 #   Cloud Scheduler ─> sweeper (every minute)
@@ -46,6 +46,8 @@ locals {
     { path = "/api/v1/ws/sessions", backend = "relay" },     # the web UI's session list (a WebSocket)
     { path = "/executor/stream", backend = "relay" },        # Kubently's executors' event stream (SSE, held open)
     { path = "/vnc-viewer/*", backend = "relay" },
+    { path = "/openctrol/*/tunnel", backend = "relay" },     # Openctrol's desktop agents dial in here
+    { path = "/openctrol/*/ws/desktop", backend = "relay" }, # and their viewers here
     { path = "/novnc/*", backend = "relay" },
     { path = "/v1/sessions", backend = "onmemos" },
     { path = "/v1/sessions/*", backend = "onmemos" },
@@ -65,6 +67,11 @@ locals {
     { path = "/audit/*", backend = "kubently" },
     { path = "/healthz", backend = "kubently" },
     { path = "/healthz/*", backend = "kubently" },
+    { path = "/openctrol", backend = "openctrol" },
+    { path = "/openctrol/*", backend = "openctrol" },
+    { path = "/openapi/openctrol", backend = "openctrol" },
+    { path = "/openapi/openctrol.json", backend = "openctrol" },
+    { path = "/openapi/openctrol/*", backend = "openctrol" },
     { path = "/openapi/onmemos", backend = "onmemos" },
     { path = "/openapi/onmemos.json", backend = "onmemos" },
     { path = "/openapi/onmemos/*", backend = "onmemos" },

@@ -160,7 +160,7 @@ def test_the_load_balancer_routes_every_path_to_its_target() -> None:
     # Every path the relay serves: its WebSockets and pages.
     aio = web.Application()
     relay_app.add_routes(aio, relay_app.vnc_viewer)
-    paths = [str(r.canonical).replace("{session_id}", "ws-1") for r in aio.router.resources()
+    paths = [re.sub(r"\{\w+\}", "ws-1", str(r.canonical)) for r in aio.router.resources()
               if not isinstance(r, web.StaticResource)]  # fmt: skip
     assert len(paths) >= 5, paths  # two shells, the terminal, the desktop, live logs
     for path in (*paths, "/novnc/core/rfb.js"):

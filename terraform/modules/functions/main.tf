@@ -13,6 +13,7 @@ locals {
     onmemos      = { memory = "512Mi", cpu = "1", timeout = 3600, concurrency = 40, identity = "api", lb = true, jwt = true, topic = null, schedule = null }
     streamspace  = { memory = "512Mi", cpu = "1", timeout = 300, concurrency = 40, identity = "api", lb = true, jwt = true, topic = null, schedule = null }
     kubently     = { memory = "512Mi", cpu = "1", timeout = 300, concurrency = 80, identity = "api", lb = true, jwt = true, topic = null, schedule = null }
+    openctrol    = { memory = "512Mi", cpu = "1", timeout = 60, concurrency = 80, identity = "api", lb = true, jwt = true, topic = null, schedule = null }
     health       = { memory = "256Mi", cpu = "1", timeout = 30, concurrency = 80, identity = "api", lb = true, jwt = true, topic = null, schedule = null }
     sweeper      = { memory = "256Mi", cpu = "1", timeout = 300, concurrency = 1, identity = "sweeper", lb = false, jwt = false, topic = null, schedule = var.sweeper_schedule }
     agent_events = { memory = "256Mi", cpu = "1", timeout = 120, concurrency = 8, identity = "events", lb = false, jwt = false, topic = "agent-events", schedule = null }
