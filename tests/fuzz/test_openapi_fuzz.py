@@ -12,12 +12,19 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tether.surfaces import kubently, onmemos, openapi, streamspace
+from tether.surfaces import kubently, onmemos, openapi, openctrol, streamspace
 
 from tests.e2e.conftest import Server, start_server
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
-SURFACES = {"onmemos": onmemos, "streamspace": streamspace, "kubently": kubently}
+SURFACES = {
+    "onmemos": onmemos,
+    "streamspace": streamspace,
+    "kubently": kubently,
+    "openctrol": openctrol,
+}
+# The header each surface's document names for the API key.
+KEY_HEADER = {"openctrol": "X-Openctrol-Key"}
 EXAMPLES = int(os.environ.get("TETHER_FUZZ_EXAMPLES", "15"))  # per operation and phase
 SEED = os.environ.get("TETHER_FUZZ_SEED", "1")  # `make fuzz` picks a fresh one
 
@@ -69,7 +76,7 @@ def test_schemathesis_finds_nothing(server: Server, surface: str, tmp_path: Path
             # status after a delete (tests/e2e/test_onmemos_examples.py), so a GET after a
             # DELETE answering 200 is the contract here, not a use after free.
             "--exclude-checks", "use_after_free",
-            "--header", f"X-API-Key: {server.key}",
+            "--header", f"{KEY_HEADER.get(surface, 'X-API-Key')}: {server.key}",
             "--max-examples", str(EXAMPLES),
             "--seed", SEED,
             "--request-timeout", "60",

@@ -74,6 +74,12 @@ def ask(request: Request, agent_id: str, action: str, **fields: Any) -> dict[str
     return bootstrap.services().desktops.ask(who(request), desktop_id(agent_id), action, **fields)
 
 
+def reach(request: Request, agent_id: str) -> None:
+    """The caller may use the agent (else NotFound), before a check of values its schema
+    allows (a refused one is a 400 only for an agent the caller may use)."""
+    bootstrap.services().desktops.desktop(who(request), desktop_id(agent_id))
+
+
 def _str(value: Any, default: str = "") -> str:
     return value if isinstance(value, str) else default
 
@@ -167,6 +173,7 @@ def end_session(request: Request, agent_id: str, session_id: str) -> Response:
               errors=(404,))  # fmt: skip
 def power(request: Request, agent_id: str, body: m.Power) -> Response:
     """Restart or shut down the desktop's machine (as its agent is configured to)."""
+    reach(request, agent_id)  # an unknown agent is a 404 whatever the action
     action = body.action.lower()
     if action == "wol":
         raise errors.Invalid("Wake-on-LAN (wol) is not supported", field="action")
@@ -279,6 +286,7 @@ def audio_master(request: Request, agent_id: str, body: m.Master) -> Response:
 def audio_device(request: Request, agent_id: str, body: m.Device) -> Response:
     """Set a device's volume and mute: `{DeviceId, Volume 0-100, Muted}` (the HA integration)
     or `{device_id, volume 0.0-1.0, muted, set_default}` (the document)."""
+    reach(request, agent_id)  # an unknown agent is a 404 whatever the volume
     raw = request.get_json(silent=True, cache=True)
     raw = raw if isinstance(raw, dict) else {}
     # The document's snake_case id means its 0-1 scale; the integration's casings mean 0-100.
