@@ -17,6 +17,7 @@ import asyncio
 import io
 import json
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from typing import Any
 import aiohttp
 import pytest
 from PIL import Image
-from Xlib import XK, display
+from Xlib import XK, X, display
 
 from tests.desktop.conftest import HEIGHT, WIDTH, Recorder
 from tests.e2e.conftest import Server, start_server
@@ -388,3 +389,101 @@ def test_the_agent_listens_on_no_port(desktop: Desktop) -> None:
     listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
     assert f"pid={desktop.proc.pid}," not in listening
     assert os.path.exists(f"/proc/{desktop.proc.pid}")
+
+
+class Noise:
+    """A real X window of random pixels (large JPEGs, as a busy screen makes), redrawn at will."""
+
+    def __init__(self, xvfb: str, x: int = 600, y: int = 300, w: int = 400, h: int = 300) -> None:
+        self.d = display.Display(xvfb)
+        screen = self.d.screen()
+        self.size = (w, h)
+        self.win = screen.root.create_window(
+            x, y, w, h, 0, screen.root_depth, X.InputOutput, X.CopyFromParent,
+            override_redirect=True,
+        )  # fmt: skip
+        self.gc = self.win.create_gc()
+        self.win.map()
+        self.d.sync()
+
+    def draw(self) -> None:
+        w, h = self.size
+        rows = 40  # a request's worth at a time
+        for top in range(0, h, rows):
+            data = os.urandom(w * rows * 4)
+            self.win.put_image(self.gc, 0, top, w, rows, X.ZPixmap, 24, 0, data)
+        self.d.sync()
+
+    def close(self) -> None:
+        self.win.destroy()
+        self.d.close()
+
+
+def test_a_slow_viewer_sees_the_screen_as_it_is_now_not_a_backlog(desktop: Desktop) -> None:
+    """A viewer that stops reading while a busy screen keeps changing gets, when it reads
+    again, the screen as it is then: nothing piled up for it meanwhile."""
+    noise = Noise(desktop.display)
+
+    def small_window(addr: Any) -> socket.socket:
+        # The viewer keeps a small receive buffer of its own (a phone on a slow link does):
+        # what it has not read then waits on Tether's side, which is what is tested.
+        family, kind, proto, _, _ = addr
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        return sock
+
+    async def run() -> None:
+        connector = aiohttp.TCPConnector(socket_factory=small_window)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            client = HA(http, desktop.base, desktop.server.key)
+            made = await client.session()
+            ws = await client.connect(made["websocket_url"])
+            await frame_where(ws, lambda im: True)
+            for _ in range(80):  # four seconds of changes it does not read
+                noise.draw()
+                await asyncio.sleep(0.05)
+            noise.close()
+            _root(desktop.display, BLUE)
+            # It is current after what the sockets held when it stopped reading (bounded in
+            # bytes: its own small buffer, aiohttp's, the relay's fixed send buffer), not after
+            # a frame for each of the 80 changes.
+            stale = frames = 0
+            async with asyncio.timeout(20):
+                while True:
+                    msg = await ws.receive()
+                    if msg.type is aiohttp.WSMsgType.BINARY:
+                        image = parse_frame(msg.data)[3]
+                        if near(image.getpixel((700, 400)), BLUE):
+                            break
+                        stale, frames = stale + len(msg.data), frames + 1
+            assert stale <= 2 * 1024 * 1024 and frames <= 20, (stale, frames)
+            await ws.close()
+            _root(desktop.display, RED)
+
+    asyncio.run(run())
+
+
+def test_quality_is_honoured(desktop: Desktop) -> None:
+    """The reference ignores `quality`; here a viewer's asked-for quality sets its JPEGs'."""
+
+    async def sizes(ws: aiohttp.ClientWebSocketResponse, quality: int) -> int:
+        await ws.send_str(json.dumps({"type": "quality", "quality": quality}))
+        for i in range(8):  # changes, so frames come; the last ones are at the new quality
+            _root(desktop.display, (i * 30, 100, 200 - i * 20))
+            msg = await ws.receive(timeout=10)
+            while msg.type is not aiohttp.WSMsgType.BINARY:
+                msg = await ws.receive(timeout=10)
+        return len(msg.data)
+
+    async def run() -> None:
+        async with ha(desktop) as client:
+            made = await client.session()
+            ws = await client.connect(made["websocket_url"])
+            # A picture with detail, so quality shows in the size: the test's window and text.
+            high = await sizes(ws, 95)
+            low = await sizes(ws, 5)
+            assert low < high, (low, high)
+            await ws.close()
+            _root(desktop.display, RED)
+
+    asyncio.run(run())

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 VIEWER_PATH = "/openctrol/{agent_id}/ws/desktop"
 MAX_VIEWER_MESSAGE = 64 * 1024  # the real agent's limit
 MAX_TUNNEL_MESSAGE = 16 * 1024 * 1024  # a frame of a large screen at a high quality
+VIEWER_SEND_BUFFER = 64 * 1024
 MAX_TEXTS_QUEUED = 64  # text messages waiting for a viewer (hello, errors); more are dropped
 AGENT_GONE = (1001, "desktop agent disconnected")
 _PORT = re.compile(r":\d+$")  # the HA integration appends its port to the path (no path field)
@@ -206,8 +207,11 @@ async def viewer(request: web.Request) -> web.StreamResponse:
         gone = errors.Unavailable(f"Desktop agent {agent_id} is not connected to the relay")
         return refusal(gone, 503)
     sock = request.transport.get_extra_info("socket") if request.transport else None
-    if isinstance(sock, socket.socket):
+    if sock is not None:  # asyncio's TransportSocket: setsockopt passes through
         _keep_alive(sock)
+        # A fixed, small send buffer (no autotuning up to megabytes): frames a viewer has not
+        # taken wait here, not in the kernel, so the one the agent sends next is current.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, VIEWER_SEND_BUFFER)
     await ws.prepare(request)
     seat = link.open(ws)
     seat.writer = writer = asyncio.ensure_future(_write(link, seat))
