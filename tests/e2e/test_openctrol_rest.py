@@ -187,14 +187,15 @@ def stack(
     desk, limited = FakeDesktop(services, "A1"), FakeDesktop(services, "A-one")
     for agent in (desk, limited):
         agent.start()
-        services.desktops.claim(owner, agent.agent_id)
+        services.desktops.claim(owner, agent.agent_id, f"tunnel-{agent.agent_id}")
     limited.beat(max_sessions=1)
     # Registered and beating, never answering (no subscription): "silent".
     FakeDesktop(services, "silent").beat()
-    services.desktops.claim(owner, "silent")
-    # Beating, but its tunnel to the relay is down.
+    services.desktops.claim(owner, "silent", "tunnel-silent")
+    # Beating, but its tunnel to the relay is down: the relay's connection came and went.
     FakeDesktop(services, "untunnelled").beat(tunnel=False)
-    services.desktops.claim(owner, "untunnelled")
+    services.desktops.claim(owner, "untunnelled", "tunnel-gone")
+    services.desktops.disconnected("untunnelled", "tunnel-gone")
     origin = Origin()
     with serving(origin) as url:
         yield Stack(url, services, admin_key, alice_key, bob_key, desk, limited, owner)
@@ -291,8 +292,9 @@ def test_another_users_agent_is_404_as_an_unknown_one_and_an_admin_may_use_it(
     assert status == 404
     assert ok("GET", f"{base(stack)}/api/v1/rd/monitors", stack.admin)["monitors"]
     with pytest.raises(Forbidden):
-        stack.services.desktops.claim(Principal.of(stack.services.auth.users.get("bob")), "A1")
-    stack.services.desktops.claim(stack.alice_principal, "A1")  # the owner again: fine
+        bob = Principal.of(stack.services.auth.users.get("bob"))
+        stack.services.desktops.claim(bob, "A1", "tunnel-bob")
+    stack.services.desktops.claim(stack.alice_principal, "A1", "tunnel-A1")  # the owner again
 
 
 # -- sessions ---------------------------------------------------------------------------------

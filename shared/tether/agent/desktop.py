@@ -100,7 +100,6 @@ class DesktopAgent:
         self.streamer = Streamer(config.display, agent_id, config.fps)
         self.audio = Audio(config.pulse_server)
         self.started_at = datetime.now(UTC)
-        self.connected = False  # the tunnel is up
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main: asyncio.Task[None] | None = None
         self._thread: threading.Thread | None = None
@@ -141,14 +140,11 @@ class DesktopAgent:
         while True:
             try:
                 async for ws in connect(url, additional_headers=headers, max_size=1 << 20):
-                    self.connected = True
                     log.info("desktop tunnel up: %s", url)
                     try:
                         await self.streamer.serve(ws, ws.send)
                     except Exception:  # the connection broke: dial again
                         log.info("desktop tunnel lost", exc_info=True)
-                    finally:
-                        self.connected = False
             except InvalidStatus as refused:
                 log.error("the relay refused the desktop tunnel: %s", refused)
             await asyncio.sleep(REFUSED_RETRY)
@@ -166,7 +162,6 @@ class DesktopAgent:
             "openctrol": {
                 "version": VERSION,
                 "started_at": self.started_at.isoformat(),
-                "tunnel": self.connected,
                 "remote_desktop": self.streamer.status(),
                 "monitors": [m.hello() for m in monitors],
                 "current_monitor_id": self.streamer.capture.monitor.id,

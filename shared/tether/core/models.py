@@ -412,3 +412,6 @@ class Desktop(Record):
     id: str  # the agent id
     owner: str  # principal id
     claimed_at: datetime = Field(default_factory=utcnow)
+    # The relay connection its tunnel is up on (None: down), written by the relay as the
+    # tunnel comes and goes: health says at once what the agent's heartbeats say late.
+    tunnel: str | None = None

@@ -24,6 +24,7 @@ import json
 import logging
 import re
 import socket
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,11 +126,11 @@ class Tunnel:
 TUNNELS: dict[str, Tunnel] = {}
 
 
-def _principal(request: web.Request, agent_id: str) -> Principal:
+def _claim(request: web.Request, agent_id: str, connection: str) -> Principal:
     who = access.principal(
         agent_id, {}, request.headers.get("Authorization"), request.headers.get("X-API-Key")
     )
-    bootstrap.services().desktops.claim(who, agent_id)
+    bootstrap.services().desktops.claim(who, agent_id, connection)
     return who
 
 
@@ -140,8 +141,9 @@ async def agent_tunnel(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=30, compress=False, max_msg_size=MAX_TUNNEL_MESSAGE)
     if not upgrading(request) or not ws.can_prepare(request).ok:
         return refusal(errors.Invalid("WebSocket upgrade required", code="invalid_request"), 400)
+    connection = uuid.uuid4().hex
     try:
-        await blocking(_principal, request, agent_id)
+        await blocking(_claim, request, agent_id, connection)
     except TetherError as refused:
         return refusal(refused)
     await ws.prepare(request)
@@ -164,6 +166,8 @@ async def agent_tunnel(request: web.Request) -> web.StreamResponse:
         if TUNNELS.get(agent_id) is current:
             del TUNNELS[agent_id]
         current.close_all(AGENT_GONE)
+        with contextlib.suppress(TetherError):  # the store is down: the next tunnel's write
+            await blocking(bootstrap.services().desktops.disconnected, agent_id, connection)
         log.info("desktop agent %s disconnected", agent_id)
     return ws
 

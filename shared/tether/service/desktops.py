@@ -9,6 +9,7 @@ relay makes (`claim`, the agent's tunnel; `admit`, a client's WebSocket handshak
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import secrets
@@ -121,22 +122,46 @@ class Desktops:
         return agent
 
     def online(self, agent: Agent) -> bool:
-        """Its heartbeats come in time and its tunnel to the relay is up."""
-        return self.agents.is_online(agent) and info(agent).get("tunnel") is True
+        """Its heartbeats come in time and its tunnel to the relay is up (the relay's record
+        of it: at once, where the agent's own word comes with its next beat)."""
+        if not self.agents.is_online(agent):
+            return False
+        found = self.owners.find(agent.id)
+        return found is not None and found.tunnel is not None
 
-    def claim(self, principal: Principal, agent_id: str) -> None:
-        """The relay's tunnel for `agent_id` dialled with `principal`'s key: its user owns the
-        agent from the first connection on. Another user's tunnel for it is Forbidden (an
-        admin's is let through, the owner unchanged)."""
-        found = self.owners.find(agent_id)
-        if found is None:
-            try:
-                self.owners.create(agent_id, Desktop(id=agent_id, owner=principal.id))
+    def claim(self, principal: Principal, agent_id: str, tunnel: str) -> None:
+        """The relay's tunnel for `agent_id` (its connection `tunnel`) dialled with
+        `principal`'s key: its user owns the agent from the first connection on, and the
+        tunnel is up. Another user's tunnel for it is Forbidden (an admin's is let through,
+        the owner unchanged)."""
+        if self.owners.find(agent_id) is None:
+            with contextlib.suppress(Conflict):  # claimed at the same moment: checked below
+                self.owners.create(
+                    agent_id, Desktop(id=agent_id, owner=principal.id, tunnel=tunnel)
+                )
                 return
-            except Conflict:  # claimed at the same moment
-                found = self.owners.get(agent_id)
-        if found.owner != principal.id and not principal.is_admin:
-            raise Forbidden(f"Desktop agent {agent_id} belongs to another user", field="agent_id")
+
+        def up(d: Desktop) -> Desktop:
+            if d.owner != principal.id and not principal.is_admin:
+                raise Forbidden(
+                    f"Desktop agent {agent_id} belongs to another user", field="agent_id"
+                )
+            d.tunnel = tunnel
+            return d
+
+        self.owners.mutate(agent_id, up)
+
+    def disconnected(self, agent_id: str, tunnel: str) -> None:
+        """The relay's connection `tunnel` of the agent ended (a newer one stays up)."""
+
+        def down(d: Desktop) -> Desktop | None:
+            if d.tunnel != tunnel:
+                return None
+            d.tunnel = None
+            return d
+
+        with contextlib.suppress(NotFound):
+            self.owners.mutate(agent_id, down)
 
     def live_sessions(self, agent_id: str) -> int:
         """The agent's sessions not yet over: a bounded count query."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from tether.core.models import utcnow
 from tether.core.ports import Store
-from tether.service import commands, debug, idempotency, ratelimit, tickets, tokens
+from tether.service import commands, debug, desktops, idempotency, ratelimit, tickets, tokens
 from tether.service.agents import Agents
 from tether.service.commands import Commands
 from tether.service.sessions import Sessions
@@ -26,7 +26,11 @@ EXPIRING_KINDS = (
     debug.RUN_KIND,
 )  # Kubently's audit trail, kept for TETHER_AUDIT_RETENTION
 # Kinds kept for a while after they end, and the field saying until when (TTL policies too).
-RETAINED = {"sessions": "purge_at", debug.SESSION_KIND: "purge_at"}
+RETAINED = {
+    "sessions": "purge_at",
+    debug.SESSION_KIND: "purge_at",
+    desktops.SESSION_KIND: "purge_at",
+}
 
 
 @dataclass

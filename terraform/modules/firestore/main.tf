@@ -13,7 +13,7 @@ locals {
   ttl_field       = "expires_at"
   ttl_collections = ["revoked_tokens", "rate_limits", "tickets", "commands", "idempotency", "agent_journal", "agent_stopped", "kubectl_runs"]
   # tether.service.sweeper.RETAINED: kept a while after they end, until this field's time.
-  retained = { sessions = "purge_at", debug_sessions = "purge_at" }
+  retained = { sessions = "purge_at", debug_sessions = "purge_at", desktop_sessions = "purge_at" }
 
   database = var.create_database ? google_firestore_database.this[0].name : var.database_name
 }
