@@ -21,6 +21,7 @@ import socket
 import struct
 import subprocess
 import sys
+import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -32,6 +33,7 @@ import pytest
 from PIL import Image
 from Xlib import XK, X, display
 
+from tests.conftest import emulator
 from tests.desktop.conftest import HEIGHT, WIDTH, Recorder
 from tests.e2e.conftest import Server, start_server
 from tests.waiting import wait_for
@@ -72,12 +74,21 @@ def _root(xvfb: str, colour: tuple[int, int, int]) -> None:
     )
 
 
-@pytest.fixture(scope="module")
-def desktop(xvfb: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desktop]:
+@pytest.fixture(scope="module", params=["embedded", "cloud"])
+def desktop(
+    request: pytest.FixtureRequest, xvfb: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Desktop]:
+    """The stack and the agent share the store and a SQLite bus, as processes of one machine
+    do; or Firestore and Pub/Sub (the emulators), as in the cloud."""
     home = tmp_path_factory.mktemp("openctrol") / "home"
-    # The stack and the agent share the store and a SQLite bus, as processes of one machine.
+    backends = {"TETHER_BUS": "sqlite"}
+    if request.param == "cloud":
+        emulator("FIRESTORE_EMULATOR_HOST")
+        emulator("PUBSUB_EMULATOR_HOST")
+        backends = {"TETHER_STORE": "firestore", "TETHER_BUS": "pubsub",
+                    "GOOGLE_CLOUD_PROJECT": f"desk-{uuid.uuid4().hex[:8]}"}  # fmt: skip
     shared = {
-        "TETHER_BUS": "sqlite",
+        **backends,
         "TETHER_OPENCTROL_HA_IDS": "home-assistant,test-script",
         "TETHER_OPENCTROL_MAX_SESSIONS": "50",  # each test opens its own
     }
