@@ -46,8 +46,10 @@ locals {
     { path = "/api/v1/ws/sessions", backend = "relay" },     # the web UI's session list (a WebSocket)
     { path = "/executor/stream", backend = "relay" },        # Kubently's executors' event stream (SSE, held open)
     { path = "/vnc-viewer/*", backend = "relay" },
-    { path = "/openctrol/*/tunnel", backend = "relay" },     # Openctrol's desktop agents dial in here
-    { path = "/openctrol/*/ws/desktop", backend = "relay" }, # and their viewers here
+    # Openctrol's desktop agents dial in here, and their viewers meet them here: one instance
+    # (the desktop relay), as a tunnel and its viewers must meet in one process.
+    { path = "/openctrol/*/tunnel", backend = "desktop_relay" },
+    { path = "/openctrol/*/ws/desktop", backend = "desktop_relay" },
     { path = "/novnc/*", backend = "relay" },
     { path = "/v1/sessions", backend = "onmemos" },
     { path = "/v1/sessions/*", backend = "onmemos" },
@@ -290,13 +292,41 @@ module "relay" {
   depends_on = [google_project_service.this]
 }
 
+# The relay's code again, as one instance: desktop agents' tunnels live in its memory, so they
+# and their viewers must reach the same process (a Cloud Run instance cannot be addressed).
+# An instance holds `relay_concurrency` connections, tunnels and viewers together; a restart
+# (a deploy, the hourly request limit) drops them, and the agents dial again at once.
+module "desktop_relay" {
+  source = "./modules/relay"
+
+  name                  = "tether-desktop-relay"
+  description           = "Tether desktop relay: Openctrol's desktop agents and their viewers"
+  project_id            = var.project_id
+  region                = var.region
+  image                 = local.relay_image
+  service_account_email = module.iam.emails["relay"]
+  jwt_secret_id         = module.secrets.jwt_secret_id
+  public_url            = local.public_url
+  firestore_database    = module.firestore.database_name
+  concurrency           = var.relay_concurrency
+  min_instances         = 1
+  max_instances         = 1
+  vpc_network           = module.network.network
+  vpc_subnetwork        = module.network.subnetwork
+
+  depends_on = [google_project_service.this]
+}
+
 module "lb" {
   source = "./modules/lb"
 
-  project_id      = var.project_id
-  region          = var.region
-  domains         = [local.host]
-  backends        = merge(module.functions.lb_services, { relay = module.relay.service_name })
+  project_id = var.project_id
+  region     = var.region
+  domains    = [local.host]
+  backends = merge(module.functions.lb_services, {
+    relay         = module.relay.service_name
+    desktop_relay = module.desktop_relay.service_name
+  })
   routes          = local.routes
   default_backend = "onmemos"
   security_policy = var.security_policy

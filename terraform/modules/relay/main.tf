@@ -14,9 +14,9 @@ locals {
 
 resource "google_cloud_run_v2_service" "relay" {
   project             = var.project_id
-  name                = "tether-relay"
+  name                = var.name
   location            = var.region
-  description         = "Tether WebSocket relay: shells, terminals, VNC, live logs"
+  description         = var.description
   labels              = var.labels
   deletion_protection = false # stateless
   ingress             = "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"

@@ -1,3 +1,15 @@
+variable "name" {
+  type        = string
+  description = "Cloud Run service name."
+  default     = "tether-relay"
+}
+
+variable "description" {
+  type        = string
+  description = "What the service carries."
+  default     = "Tether WebSocket relay: shells, terminals, VNC, live logs"
+}
+
 variable "project_id" {
   type        = string
   description = "Project of the relay."
