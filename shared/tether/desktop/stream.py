@@ -94,6 +94,7 @@ class Streamer:
         self._generation = 0
         self._encoded: dict[int, bytes] = {}  # quality -> the current shot's frame message
         self._failures = 0
+        self._next_shot = 0.0  # monotonic time the next shot is due
         self.last_frame_at: datetime | None = None
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -127,6 +128,7 @@ class Streamer:
         """Capture another monitor, for every viewer (as the real agent does). Any thread."""
         if not self.capture.select(monitor_id):
             return False
+        self._next_shot = 0.0
         self._poke()
         return True
 
@@ -195,6 +197,7 @@ class Streamer:
             "monitors": [m.hello() for m in self.monitors()],
         }
         await self._text(viewer, json.dumps(hello))
+        self._next_shot = 0.0  # its first frame is of the screen now, not of the last shot
         self._poke()
 
     def _drop(self, viewer: Viewer) -> None:
@@ -248,6 +251,7 @@ class Streamer:
                 log.exception("capturing %s failed", self.display)
             return
         self._failures = 0
+        self._next_shot = 0.0  # monotonic time the next shot is due
         self.last_frame_at = datetime.now(UTC)
         if shot is not None:
             self._shot, self._generation = shot, self._generation + 1
@@ -264,17 +268,17 @@ class Streamer:
     async def _frames(self) -> None:
         wake = self._wake
         assert wake is not None
-        next_shot = 0.0
         while True:
             now = time.monotonic()
             await self._expire()
             ready = [v for v in self.viewers.values() if v.in_flight is None]
-            # Shoot when a viewer could take a change (or now and then with none, for health).
-            if now >= next_shot and (
-                any(v.generation == self._generation for v in ready) or not self.viewers
+            # Shoot when a viewer could take a change, or has had nothing yet (or now and then
+            # with none, for health).
+            if now >= self._next_shot and (
+                any(v.generation in (0, self._generation) for v in ready) or not self.viewers
             ):
                 await self._shoot()
-                next_shot = now + (self.period if self.viewers else IDLE_SHOT)
+                self._next_shot = now + (self.period if self.viewers else IDLE_SHOT)
             for viewer in ready:
                 if viewer.generation < self._generation and viewer.channel in self.viewers:
                     message = await self._frame(viewer.current)
@@ -285,7 +289,7 @@ class Streamer:
             # Until the next shot is due when a viewer could take it, else until a viewer
             # takes its frame (or a second passes: sessions expire, health wants a shot).
             waiting = any(v.in_flight is None for v in self.viewers.values()) or not self.viewers
-            delay = max(0.0, next_shot - time.monotonic()) if waiting else 1.0
+            delay = max(0.0, self._next_shot - time.monotonic()) if waiting else 1.0
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=min(delay, 1.0))
 
