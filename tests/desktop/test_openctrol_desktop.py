@@ -35,6 +35,8 @@ from Xlib import XK, X, display
 
 from tests.conftest import emulator
 from tests.desktop.conftest import HEIGHT, WIDTH, Recorder
+from tests.desktop.pulse import HEADPHONES, SPEAKERS, raw_volumes
+from tests.desktop.pulse import Server as PulseServer
 from tests.e2e.conftest import Server, start_server
 from tests.waiting import wait_for
 
@@ -74,9 +76,23 @@ def _root(xvfb: str, colour: tuple[int, int, int]) -> None:
     )
 
 
+@pytest.fixture(scope="module")
+def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulseServer]:
+    """The sound server the agent's audio calls act on (the machine's own, on a PC)."""
+    srv = PulseServer(tmp_path_factory.mktemp("pulse"))
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
 @pytest.fixture(scope="module", params=["embedded", "cloud"])
 def desktop(
-    request: pytest.FixtureRequest, xvfb: str, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    xvfb: str,
+    pulse: PulseServer,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Desktop]:
     """The stack and the agent share the store and a SQLite bus, as processes of one machine
     do; or Firestore and Pub/Sub (the emulators), as in the cloud."""
@@ -99,6 +115,9 @@ def desktop(
         "TETHER_AGENT_ID": AGENT,
         "TETHER_PUBLIC_URL": server.url,
         "DISPLAY": xvfb,
+        "PULSE_SERVER": pulse.address,
+        # Power on a host runs what its owner configured: here, a harmless marker.
+        "TETHER_DESKTOP_SHUTDOWN_COMMAND": f"touch {home.parent / 'shut-down'}",
         "TETHER_DESKTOP_FPS": "20",
     }
     env.pop("PORT", None)
@@ -369,32 +388,6 @@ def test_a_viewer_that_never_reads_holds_one_frame_and_input_still_lands(
     asyncio.run(run())
 
 
-def test_the_agent_lost_and_back(desktop: Desktop) -> None:
-    async def lost() -> None:
-        async with ha(desktop) as client:
-            made = await client.session()
-            ws = await client.connect(made["websocket_url"])
-            assert (await ws.receive_json(timeout=10))["type"] == "hello"
-            desktop.stop_agent()
-            msg = await ws.receive(timeout=20)
-            while msg.type is not aiohttp.WSMsgType.CLOSE:
-                msg = await ws.receive(timeout=20)
-            assert msg.data == 1001  # a clean close: the agent went away
-
-    async def back() -> None:
-        async with ha(desktop) as client:
-            made = await client.session()
-            ws = await client.connect(made["websocket_url"])
-            assert (await ws.receive_json(timeout=10))["type"] == "hello"
-            await frame_where(ws, lambda im: True)
-            await ws.close()
-
-    asyncio.run(lost())
-    desktop.start_agent()
-    assert wait_for(lambda: asyncio.run(_running(desktop)), 60)
-    asyncio.run(back())
-
-
 def test_the_agent_listens_on_no_port(desktop: Desktop) -> None:
     assert desktop.proc is not None
     listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
@@ -498,3 +491,101 @@ def test_quality_is_honoured(desktop: Desktop) -> None:
             _root(desktop.display, RED)
 
     asyncio.run(run())
+
+
+def test_audio_as_the_integration_sets_it(desktop: Desktop, pulse: PulseServer) -> None:
+    """api.py's audio calls, checked with `pactl` against the real sound server: 0-100 on
+    /audio/status, /audio/master and its /audio/device form; 0.0-1.0 on the document's."""
+    pulse.pactl("set-default-sink", SPEAKERS)
+
+    async def run() -> None:
+        async with ha(desktop) as client:
+            status = await client.get("/api/v1/audio/status")
+            devices = {d["id"]: d for d in status["devices"]}
+            assert set(devices) == {SPEAKERS, HEADPHONES}
+            assert devices[SPEAKERS]["is_default"] is True
+            await client.post("/api/v1/audio/master", {"volume": 40.0})
+            assert raw_volumes(pulse.sink(SPEAKERS)) == [26214, 26214]  # 40 % of 65536
+            await client.post("/api/v1/audio/master", {"muted": True})
+            assert pulse.sink(SPEAKERS)["mute"] is True
+            await client.post("/api/v1/audio/master", {})  # HA may send nothing: no change
+            status = await client.get("/api/v1/audio/status")
+            assert status["master"] == {"volume": 40.0, "muted": True}
+            await client.post("/api/v1/audio/device", {"DeviceId": HEADPHONES, "Volume": 25.0})
+            assert raw_volumes(pulse.sink(HEADPHONES)) == [16384, 16384]
+            await client.post("/api/v1/audio/device", {"DeviceId": HEADPHONES, "Muted": True})
+            assert pulse.sink(HEADPHONES)["mute"] is True
+            assert raw_volumes(pulse.sink(HEADPHONES)) == [16384, 16384]
+            await client.post("/api/v1/audio/default", {"DeviceId": HEADPHONES})
+            assert pulse.pactl("get-default-sink").strip() == HEADPHONES
+            state = await client.get("/api/v1/audio/state")  # the document's, 0.0-1.0
+            assert state["default_output_device_id"] == HEADPHONES
+            assert {d["id"]: d["volume"] for d in state["devices"]}[HEADPHONES] == 0.25
+            # An unknown device: 404 in the document's shape.
+            headers = {"X-Openctrol-Key": client.key}
+            async with client.http.post(
+                client.base + "/api/v1/audio/default", json={"DeviceId": "nope"},
+                headers=headers, timeout=TIMEOUT,
+            ) as r:  # fmt: skip
+                assert r.status == 404 and (await r.json())["error"] == "not_found"
+
+    try:
+        asyncio.run(run())
+    finally:
+        pulse.pactl("set-default-sink", SPEAKERS)
+        for sink in (SPEAKERS, HEADPHONES):
+            pulse.pactl("set-sink-volume", sink, "100%")
+            pulse.pactl("set-sink-mute", sink, "0")
+
+
+def test_a_host_agent_runs_the_power_command_it_was_given_and_refuses_others(
+    desktop: Desktop,
+) -> None:
+    """Shutdown configured: it runs. Restart not: 503 with a clear message, never the host's
+    own reboot."""
+    marker = desktop.server.home.parent / "shut-down"
+
+    async def run() -> None:
+        async with ha(desktop) as client:
+            done = await client.post("/api/v1/power", {"action": "shutdown"})
+            assert done == {"status": "ok", "action": "shutdown"} and marker.exists()
+            headers = {"X-Openctrol-Key": client.key}
+            async with client.http.post(
+                client.base + "/api/v1/power", json={"action": "restart", "force": False},
+                headers=headers, timeout=TIMEOUT,
+            ) as r:  # fmt: skip
+                body = await r.json()
+            assert r.status == 503, body
+            assert "TETHER_DESKTOP_RESTART_COMMAND" in body["details"]
+
+    asyncio.run(run())
+
+
+def test_the_agent_lost_and_back(desktop: Desktop) -> None:
+    """Last in the file: on the Pub/Sub emulator, a subscriber process that stopped goes on
+    getting a share of its subscription's messages (seen here: two of four, for 25 s), so
+    commands right after the restart would come late and the tests after it would wait."""
+
+    async def lost() -> None:
+        async with ha(desktop) as client:
+            made = await client.session()
+            ws = await client.connect(made["websocket_url"])
+            assert (await ws.receive_json(timeout=10))["type"] == "hello"
+            desktop.stop_agent()
+            msg = await ws.receive(timeout=20)
+            while msg.type is not aiohttp.WSMsgType.CLOSE:
+                msg = await ws.receive(timeout=20)
+            assert msg.data == 1001  # a clean close: the agent went away
+
+    async def back() -> None:
+        async with ha(desktop) as client:
+            made = await client.session()
+            ws = await client.connect(made["websocket_url"])
+            assert (await ws.receive_json(timeout=10))["type"] == "hello"
+            await frame_where(ws, lambda im: True)
+            await ws.close()
+
+    asyncio.run(lost())
+    desktop.start_agent()
+    assert wait_for(lambda: asyncio.run(_running(desktop)), 60)
+    asyncio.run(back())
