@@ -62,7 +62,7 @@ typecheck: dev
 
 # Starts the Firestore and Pub/Sub emulators on free loopback ports, runs pytest, stops them.
 test: lint typecheck $(CHECKOV)
-	infra/emulators.sh run $(BIN)/pytest -q tests
+	infra/emulators.sh run $(BIN)/pytest -q --durations=30 tests
 
 # Schemathesis against every surface's OpenAPI document: over 10,000 cases, a fresh seed.
 fuzz: dev

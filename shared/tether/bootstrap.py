@@ -186,7 +186,9 @@ def build(settings: Settings, store: Store | None = None, bus: Bus | None = None
         clusters=clusters,
         debug=debug,
         executors=Executors(bus, commands),
-        desktops=Desktops(store, agents, commands, limits, settings.session_retention),
+        desktops=Desktops(
+            store, agents, commands, limits, settings.session_retention, workspaces=sessions
+        ),
     )
 
 

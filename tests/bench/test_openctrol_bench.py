@@ -16,7 +16,7 @@ dialing one `tether up`, and a viewer that speaks as the Home Assistant integrat
   is the same key through XTEST directly (`Injector`) and a direct capture loop polling for it.
 
 Prints figures; asserts only correctness (frames parse, colours seen, samples collected).
-Part of `make test` (tests/ as a whole): about 30 s; TETHER_BENCH_OPENCTROL_SECONDS and
+Part of `make test` (tests/ as a whole): about 20 s; TETHER_BENCH_OPENCTROL_SECONDS and
 TETHER_BENCH_OPENCTROL_SAMPLES make the windows longer and the samples more.
 """
 
@@ -28,13 +28,9 @@ import json
 import os
 import random
 import select
-import shutil
 import statistics
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,13 +42,14 @@ from tether.desktop.capture import Capture
 from tether.desktop.inject import Injector
 from Xlib import X, display
 
+from tests.desktop.conftest import xvfb_server
 from tests.desktop.test_openctrol_desktop import HA, Desktop, _running, ha, near, parse_frame
 from tests.e2e.conftest import Server, start_server
 from tests.waiting import wait_for
 
 SIZES = [(1280, 800), (1920, 1080)]
-SECONDS = float(os.environ.get("TETHER_BENCH_OPENCTROL_SECONDS", "3"))
-SAMPLES = int(os.environ.get("TETHER_BENCH_OPENCTROL_SAMPLES", "10"))
+SECONDS = float(os.environ.get("TETHER_BENCH_OPENCTROL_SECONDS", "2"))
+SAMPLES = int(os.environ.get("TETHER_BENCH_OPENCTROL_SAMPLES", "6"))
 FPS = 30  # the agent's TETHER_DESKTOP_FPS
 REDRAW_HZ = 60  # the changing screen: above the agent's rate, so every shot sees a change
 STEP = 7  # pixels the picture pans by each redraw
@@ -90,28 +87,6 @@ def probe(jpeg: bytes, size: tuple[int, int]) -> tuple[int, ...]:
     image = image.convert("RGB")
     f = size[0] / image.width
     return tuple(image.getpixel((int(PROBE[0] / f), int(PROBE[1] / f))))  # type: ignore[arg-type]
-
-
-@contextmanager
-def xvfb(width: int, height: int) -> Iterator[str]:
-    """A private Xvfb of that size (as tests/desktop/conftest.py starts its own)."""
-    binary = shutil.which("Xvfb")
-    assert binary, "infra/apt-packages.sh installs xvfb"
-    r, w = os.pipe()
-    proc = subprocess.Popen(
-        [binary, "-displayfd", str(w), "-screen", "0", f"{width}x{height}x24",
-         "-nolisten", "tcp", "-noreset"],
-        pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    os.close(w)
-    try:
-        with os.fdopen(r) as f:
-            number = f.readline().strip()  # written once the server accepts connections
-        assert number, "Xvfb did not start"
-        yield f":{number}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def picture(width: int, height: int) -> Image.Image:
@@ -432,7 +407,7 @@ def latency_direct(name: str, toggle: Toggle, size: tuple[int, int]) -> Samples:
 
 def bench_size(server: Server, size: tuple[int, int]) -> Result:
     width, height = size
-    with xvfb(width, height) as name:
+    with xvfb_server(width, height) as name:
         redraw = Redraw(name, width, height)
         agent = Agent(server, name, {}, agent=f"bench{width}")
         agent.env = {

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pytest
@@ -17,28 +18,18 @@ from tests.waiting import wait_for
 WIDTH, HEIGHT = 1280, 800
 
 
-@pytest.fixture(scope="module")
-def xvfb() -> Iterator[str]:
-    """A private Xvfb; its DISPLAY string (the server picks a free number: -displayfd)."""
+@contextmanager
+def xvfb_server(width: int = WIDTH, height: int = HEIGHT) -> Iterator[str]:
+    """A private Xvfb of that size; its DISPLAY string (the server picks a free number:
+    -displayfd)."""
     binary = shutil.which("Xvfb")
     assert binary, "infra/apt-packages.sh installs xvfb"
     r, w = os.pipe()
     proc = subprocess.Popen(
-        [
-            binary,
-            "-displayfd",
-            str(w),
-            "-screen",
-            "0",
-            f"{WIDTH}x{HEIGHT}x24",
-            "-nolisten",
-            "tcp",
-            "-noreset",
-        ],
-        pass_fds=(w,),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+        [binary, "-displayfd", str(w), "-screen", "0", f"{width}x{height}x24",
+         "-nolisten", "tcp", "-noreset"],
+        pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
     os.close(w)
     try:
         with os.fdopen(r) as f:
@@ -48,6 +39,13 @@ def xvfb() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def xvfb() -> Iterator[str]:
+    """A private Xvfb at 1280x800x24."""
+    with xvfb_server() as display_name:
+        yield display_name
 
 
 @dataclass

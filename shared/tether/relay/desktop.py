@@ -25,17 +25,22 @@ import logging
 import re
 import socket
 import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from tether import bootstrap, errors
-from tether.core.models import Principal
+from tether.core.models import DesktopSession, Principal, Session
 from tether.desktop import tunnel
 from tether.errors import TetherError
+from tether.provision.uds import connect_unix
 from tether.relay import access
-from tether.relay.streams import _keep_alive, blocking, upgrading
+from tether.relay.streams import _keep_alive, blocking, runtime_address, upgrading
 from tether.surfaces import shapes
 from tether.surfaces.http import forwarded_client, proxy_matcher, status_for
 
@@ -47,6 +52,7 @@ MAX_TUNNEL_MESSAGE = 16 * 1024 * 1024  # a frame of a large screen at a high qua
 VIEWER_SEND_BUFFER = 64 * 1024
 MAX_TEXTS_QUEUED = 64  # text messages waiting for a viewer (hello, errors); more are dropped
 AGENT_GONE = (1001, "desktop agent disconnected")
+SESSION_ENDED = (1000, "Session ended")
 _PORT = re.compile(r":\d+$")  # the HA integration appends its port to the path (no path field)
 
 
@@ -62,9 +68,15 @@ def refusal(error: TetherError, status: int | None = None) -> web.Response:
 
 @dataclass(eq=False)
 class Viewer:
+    """A viewer's socket and what waits to be written to it: its texts in order, and one
+    frame, the latest (an agent waits for `sent` before the next; one that does not only
+    replaces the frame still waiting)."""
+
     channel: int
     ws: web.WebSocketResponse
-    outbox: asyncio.Queue[tuple[int, Any]] = field(default_factory=asyncio.Queue)
+    texts: deque[str] = field(default_factory=deque)
+    frame: bytes | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
     writer: asyncio.Task[None] | None = None
     closing: asyncio.Task[None] | None = None
 
@@ -80,11 +92,18 @@ class Viewer:
 
 
 class Tunnel:
-    """One desktop agent's connection and the viewers it carries."""
+    """One desktop's connection (an agent's tunnel, or a workspace runtime's) and the viewers
+    it carries. `send` sends on it."""
 
-    def __init__(self, agent_id: str, ws: web.WebSocketResponse) -> None:
+    def __init__(
+        self,
+        agent_id: str,
+        send: Callable[[str | bytes], Awaitable[None]],
+        close: Callable[[], Awaitable[Any]],
+    ) -> None:
         self.agent_id = agent_id
-        self.ws = ws
+        self.send = send
+        self.close = close
         self.viewers: dict[int, Viewer] = {}
         self._next = 0
 
@@ -95,23 +114,40 @@ class Tunnel:
         return viewer
 
     async def control(self, op: str, channel: int, **fields: Any) -> None:
-        with contextlib.suppress(ConnectionError, RuntimeError):  # the agent is gone
-            await self.ws.send_str(json.dumps(tunnel.control(op, channel, **fields)))
+        with contextlib.suppress(ConnectionError, RuntimeError, ConnectionClosed):  # gone
+            await self.send(json.dumps(tunnel.control(op, channel, **fields)))
 
     async def forward(self, channel: int, text: str) -> None:
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await self.ws.send_bytes(tunnel.pack(channel, tunnel.TEXT, text.encode()))
+        with contextlib.suppress(ConnectionError, RuntimeError, ConnectionClosed):
+            await self.send(tunnel.pack(channel, tunnel.TEXT, text.encode()))
 
-    def deliver(self, data: bytes) -> None:
-        """A viewer's message from the agent: queued for that viewer's writer."""
+    def receive(self, message: str | bytes) -> None:
+        """A message from the desktop: a viewer's, queued for its writer, or control."""
+        try:
+            if isinstance(message, bytes):
+                self._deliver(message)
+            else:
+                self._control(message)
+        except (ValueError, KeyError, TypeError):
+            log.warning("desktop %s sent a malformed message", self.agent_id)
+
+    def _deliver(self, data: bytes) -> None:
         message = tunnel.unpack(data)
         viewer = self.viewers.get(message.channel)
         if viewer is None:
             return
-        if message.kind == tunnel.FRAME:  # one at a time: the agent waits for `sent`
-            viewer.outbox.put_nowait((tunnel.FRAME, message.payload))
-        elif viewer.outbox.qsize() < MAX_TEXTS_QUEUED:
-            viewer.outbox.put_nowait((tunnel.TEXT, message.payload.decode(errors="replace")))
+        if message.kind == tunnel.FRAME:
+            viewer.frame = message.payload
+        elif len(viewer.texts) < MAX_TEXTS_QUEUED:
+            viewer.texts.append(message.payload.decode(errors="replace"))
+        viewer.ready.set()
+
+    def _control(self, text: str) -> None:
+        msg = json.loads(text)
+        if msg["op"] == tunnel.CLOSE:
+            code = int(msg.get("code", 1000))
+            code = code if code == 1000 or 4000 <= code <= 4999 else 1000  # a valid one
+            self.close_viewer(int(msg["ch"]), code, str(msg.get("reason", ""))[:120])
 
     def close_viewer(self, channel: int, code: int, reason: str) -> None:
         viewer = self.viewers.pop(channel, None)
@@ -147,21 +183,23 @@ async def agent_tunnel(request: web.Request) -> web.StreamResponse:
     except TetherError as refused:
         return refusal(refused)
     await ws.prepare(request)
-    current = Tunnel(agent_id, ws)
+
+    async def send(data: str | bytes) -> None:
+        await (ws.send_str(data) if isinstance(data, str) else ws.send_bytes(data))
+
+    async def replaced() -> None:
+        await ws.close(code=1000, message=b"replaced by a new tunnel")
+
+    current = Tunnel(agent_id, send, replaced)
     old, TUNNELS[agent_id] = TUNNELS.get(agent_id), current
     if old is not None:
         old.close_all(AGENT_GONE)
-        await old.ws.close(code=1000, message=b"replaced by a new tunnel")
+        await old.close()
     log.info("desktop agent %s connected", agent_id)
     try:
         async for msg in ws:
-            if msg.type is WSMsgType.BINARY:
-                try:
-                    current.deliver(msg.data)
-                except ValueError:
-                    log.warning("desktop agent %s sent a malformed message", agent_id)
-            elif msg.type is WSMsgType.TEXT:
-                _agent_control(current, msg.data)
+            if msg.type is WSMsgType.BINARY or msg.type is WSMsgType.TEXT:
+                current.receive(msg.data)
     finally:
         if TUNNELS.get(agent_id) is current:
             del TUNNELS[agent_id]
@@ -170,16 +208,6 @@ async def agent_tunnel(request: web.Request) -> web.StreamResponse:
             await blocking(bootstrap.services().desktops.disconnected, agent_id, connection)
         log.info("desktop agent %s disconnected", agent_id)
     return ws
-
-
-def _agent_control(current: Tunnel, text: str) -> None:
-    try:
-        msg = json.loads(text)
-        if msg["op"] == tunnel.CLOSE:
-            code = int(msg.get("code", 1000))
-            current.close_viewer(int(msg["ch"]), code, str(msg.get("reason", ""))[:120])
-    except (ValueError, KeyError, TypeError):
-        log.warning("desktop agent %s sent a malformed control message", current.agent_id)
 
 
 def _client(request: web.Request) -> str:
@@ -206,10 +234,27 @@ async def viewer(request: web.Request) -> web.StreamResponse:
         )
     except TetherError as refused:
         return refusal(refused)
-    link = TUNNELS.get(agent_id)
-    if link is None:
-        gone = errors.Unavailable(f"Desktop agent {agent_id} is not connected to the relay")
-        return refusal(gone, 503)
+    link, workspace = TUNNELS.get(agent_id), None
+    if link is None:  # a desktop workspace's runtime, dialled for this viewer; or nothing
+        try:
+            workspace = await _dial_workspace(agent_id)
+        except TetherError as refused:
+            return refusal(refused)
+        link = workspace.link
+    try:
+        return await _serve_viewer(request, ws, link, session, workspace)
+    finally:
+        if workspace is not None:
+            await workspace.close()
+
+
+async def _serve_viewer(
+    request: web.Request,
+    ws: web.WebSocketResponse,
+    link: Tunnel,
+    session: DesktopSession,
+    workspace: WorkspaceLink | None,
+) -> web.StreamResponse:
     sock = request.transport.get_extra_info("socket") if request.transport else None
     if sock is not None:  # asyncio's TransportSocket: setsockopt passes through
         _keep_alive(sock)
@@ -221,6 +266,9 @@ async def viewer(request: web.Request) -> web.StreamResponse:
     seat.writer = writer = asyncio.ensure_future(_write(link, seat))
     await link.control(tunnel.OPEN, seat.channel, session_id=session.id,
                        expires_at=session.expires_at.isoformat())  # fmt: skip
+    # An agent closes the viewers of a session that ends (it is told); a workspace's runtime
+    # is not, so the relay looks for the end itself.
+    watch = asyncio.ensure_future(_until_ended(link, seat, session.id)) if workspace else None
     try:
         async for msg in ws:
             if msg.type is WSMsgType.TEXT:
@@ -229,22 +277,88 @@ async def viewer(request: web.Request) -> web.StreamResponse:
     finally:
         if link.viewers.pop(seat.channel, None) is not None:
             await link.control(tunnel.CLOSE, seat.channel)
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
+        for task in (writer, watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
     return ws
 
 
-async def _write(link: Tunnel, seat: Viewer) -> None:
-    """A viewer's writer: its frames and texts in order; after each frame, `sent`."""
+async def _until_ended(link: Tunnel, seat: Viewer, session_id: str) -> None:
     while True:
-        kind, payload = await seat.outbox.get()
+        await asyncio.sleep(access.WATCH_INTERVAL)
+        with contextlib.suppress(TetherError):  # the store out of reach: look again later
+            if not await blocking(bootstrap.services().desktops.live, session_id):
+                link.close_viewer(seat.channel, *SESSION_ENDED)
+                return
+
+
+@dataclass
+class WorkspaceLink:
+    """A desktop workspace's runtime, dialled for one viewer: it speaks the tunnel's protocol
+    (`tether.runtime.desktop`). The runtime is the workspace's, so what it sends is held to
+    the same bounds as an agent's: one frame waiting per viewer, a few texts."""
+
+    link: Tunnel
+    connection: ClientConnection
+    reader: asyncio.Task[None]
+
+    async def close(self) -> None:
+        self.reader.cancel()
+        await self.connection.close()
+
+
+async def _dial_workspace(session_id: str) -> WorkspaceLink:
+    """The runtime of `session_id`'s desktop, or the error to answer: no agent has a tunnel
+    and no running desktop workspace has that id (503), or its runtime cannot be reached."""
+    found: Session | None = await blocking(bootstrap.services().desktops.workspace, session_id)
+    if found is None:
+        raise errors.Unavailable(f"Desktop agent {session_id} is not connected to the relay")
+    address = await runtime_address(found, f"/openctrol?agent_id={found.id}")
+    options: dict[str, Any] = {"max_size": MAX_TUNNEL_MESSAGE, "open_timeout": 10,
+                               "additional_headers": address.headers}  # fmt: skip
+    try:
+        if address.unix is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                await blocking(connect_unix, sock, address.unix)
+            except OSError:
+                sock.close()
+                raise
+            options["sock"] = sock
+        connection = await connect(address.uri, **options)
+    except InvalidStatus as exc:
+        status = exc.response.status_code
+        raise errors.Unavailable(f"The workspace's desktop answered {status}") from None
+    except (OSError, TimeoutError, InvalidHandshake) as exc:
+        raise errors.Unavailable(f"The workspace's desktop is unreachable: {exc}") from None
+    link = Tunnel(found.id, connection.send, connection.close)
+
+    async def read() -> None:
         try:
-            if kind == tunnel.FRAME:
-                await seat.ws.send_bytes(payload)
+            async for message in connection:
+                link.receive(message)
+        except ConnectionClosed:
+            pass
+        finally:
+            link.close_all(AGENT_GONE)
+
+    return WorkspaceLink(link, connection, asyncio.ensure_future(read()))
+
+
+async def _write(link: Tunnel, seat: Viewer) -> None:
+    """A viewer's writer: its texts in order, then the waiting frame; after a frame, `sent`."""
+    while True:
+        await seat.ready.wait()
+        seat.ready.clear()
+        try:
+            while seat.texts:
+                await seat.ws.send_str(seat.texts.popleft())
+            frame, seat.frame = seat.frame, None
+            if frame is not None:
+                await seat.ws.send_bytes(frame)
                 await link.control(tunnel.SENT, seat.channel)
-            else:
-                await seat.ws.send_str(payload)
         except (ConnectionError, RuntimeError):
             return  # the viewer is gone: its reader ends too
 

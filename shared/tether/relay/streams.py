@@ -297,36 +297,56 @@ class _Side(asyncio.Protocol):
             self.transport.close()
 
 
+@dataclass(frozen=True)
+class RuntimeAddress:
+    """Where a session's runtime answers: a WebSocket URI for `path`, the headers it wants,
+    and, for a local workspace, its Unix socket (a path the workspace may write: connect to
+    it with `connect_unix`, which follows no links)."""
+
+    uri: str
+    headers: dict[str, str]
+    unix: str | None = None
+
+
+async def runtime_address(session: Session, path: str) -> RuntimeAddress:
+    url = session.url or ""
+    if url.startswith("http+unix://"):  # local: the runtime's Unix socket
+        token = await blocking(access.runtime_token, session.id)
+        unix = unquote(url[len("http+unix://") :])
+        return RuntimeAddress("ws://runtime" + path, {auth.HEADER: token}, unix)
+    # A Cloud Run or GKE workspace.
+    parts = urlsplit(url)
+    tls = parts.scheme == "https"
+    uri = f"{'wss' if tls else 'ws'}://{parts.netloc}{parts.path.rstrip('/')}{path}"
+    headers: dict[str, str] = {}
+    if tls:  # a private Cloud Run service: it wants an ID token
+        id_token = await blocking(access.id_tokens(), url.rstrip("/"))
+        if id_token:
+            headers["Authorization"] = f"Bearer {id_token}"
+    return RuntimeAddress(uri, headers)
+
+
 async def _open_runtime(
     session: Session, path: str, protocols: tuple[str, ...]
 ) -> tuple[_Side, ClientProtocol]:
     """A connection to the runtime's WebSocket at `path`, its handshake done and checked, and
     the protocol that made it (open: it can read what the runtime sends next)."""
-    url = session.url or ""
     loop = asyncio.get_running_loop()
     side = _Side()
-    headers: dict[str, str] = {}
     try:
-        if url.startswith("http+unix://"):  # local: the runtime's Unix socket
+        address = await runtime_address(session, path)
+        if address.unix is not None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UNIX_SEND_BUFFER)
             try:
-                # A path a workspace may write: connected without following its links.
-                await blocking(connect_unix, sock, unquote(url[len("http+unix://") :]))
+                await blocking(connect_unix, sock, address.unix)
                 await loop.create_unix_connection(lambda: side, sock=sock)
             except OSError:
                 sock.close()
                 raise
-            uri = "ws://runtime" + path
-            headers[auth.HEADER] = await blocking(access.runtime_token, session.id)
-        else:  # a Cloud Run or GKE workspace
-            parts = urlsplit(url)
-            tls = parts.scheme == "https"
-            uri = f"{'wss' if tls else 'ws'}://{parts.netloc}{parts.path.rstrip('/')}{path}"
-            if tls:  # a private Cloud Run service: it wants an ID token
-                token = await blocking(access.id_tokens(), url.rstrip("/"))
-                if token:
-                    headers["Authorization"] = f"Bearer {token}"
+        else:
+            parts = urlsplit(address.uri)
+            tls = parts.scheme == "wss"
             await asyncio.wait_for(
                 loop.create_connection(
                     lambda: side,
@@ -338,6 +358,7 @@ async def _open_runtime(
             )
             if side.transport is not None:
                 _keep_alive(side.transport.get_extra_info("socket"))
+        uri, headers = address.uri, address.headers
         handshake = ClientProtocol(
             parse_uri(uri), subprotocols=[Subprotocol(p) for p in protocols] or None
         )

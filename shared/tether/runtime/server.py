@@ -15,6 +15,7 @@ from aiohttp import web
 
 from tether.core.layout import VNC_SOCKET
 from tether.runtime import auth, exec_channel, websockets
+from tether.runtime.desktop import desktop
 from tether.runtime.execute import exec_request, run_command_async
 from tether.runtime.follow import follow
 from tether.runtime.main_process import MainProcess
@@ -98,10 +99,14 @@ def make_app(
     async def vnc_bridge(request: web.Request) -> web.StreamResponse:
         return await vnc(request, home, VNC_SOCKET)
 
+    async def openctrol(request: web.Request) -> web.StreamResponse:
+        return await desktop(request, home)
+
     app = web.Application(middlewares=[authenticate] if credential.token else [])
     app.router.add_get("/health", health)
     app.router.add_get("/pty", pty)
     app.router.add_get("/vnc", vnc_bridge)
+    app.router.add_get("/openctrol", openctrol)
     app.router.add_get("/logs/follow", follow_logs)
     app.router.add_post("/shutdown", shutdown)
     if credential.token:  # a runtime with no token (Cloud Run's) is never pooled this way

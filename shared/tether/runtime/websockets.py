@@ -19,14 +19,19 @@ UNIX_SEND_BUFFER = 1 << 20
 _OPEN: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("open_websockets")
 
 
-async def accept(request: web.Request, **options: Any) -> web.WebSocketResponse:
+async def accept(
+    request: web.Request,
+    heartbeat: float | None = 30,
+    send_buffer: int = UNIX_SEND_BUFFER,
+    **options: Any,
+) -> web.WebSocketResponse:
     """The upgrade answered: pinged every 30 s (through the relay, to the client itself) so a
     dead peer frees the stream, and never compressed (the streams are binary or tiny)."""
-    ws = web.WebSocketResponse(heartbeat=30, compress=False, **options)
+    ws = web.WebSocketResponse(heartbeat=heartbeat, compress=False, **options)
     await ws.prepare(request)
     sock = request.transport.get_extra_info("socket") if request.transport else None
     if sock is not None and sock.family == socket.AF_UNIX:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UNIX_SEND_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
     request.app[_OPEN].add(ws)
     return ws
 

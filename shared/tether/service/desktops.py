@@ -19,8 +19,22 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from tether.core.lifecycle import FINAL_COMMAND_STATES, CommandState
-from tether.core.models import Agent, CommandType, Desktop, DesktopSession, Principal, utcnow
+from tether.core.lifecycle import (
+    FINAL_COMMAND_STATES,
+    LIVE_SESSION_STATES,
+    CommandState,
+    SessionState,
+)
+from tether.core.models import (
+    Agent,
+    CommandType,
+    Desktop,
+    DesktopSession,
+    Principal,
+    Session,
+    Vnc,
+    utcnow,
+)
 from tether.core.ports import Filter, Store
 from tether.errors import (
     Conflict,
@@ -38,6 +52,7 @@ from tether.service.agents import Agents
 from tether.service.commands import Commands
 from tether.service.ratelimit import RateLimits
 from tether.service.repo import Repo
+from tether.service.sessions import Sessions
 
 SESSION_KIND = "desktop_sessions"
 DESKTOP_KIND = "desktops"
@@ -48,7 +63,13 @@ MAX_SESSIONS_DEFAULT = 1  # the real agent's default (MaxSessions)
 ANSWER_WAIT = 8.0
 # Token-validation failures a client address may make a minute (the document's "Security").
 ADMIT_FAILURES = 5
-NOT_FOUND = "Not Found"  # an unknown agent and another user's answer alike
+NOT_FOUND = "Not Found"
+# A desktop workspace as a desktop: its one display, the HA ids it admits (the integration's
+# default), its sessions at once.
+WORKSPACE_MONITOR = "DISPLAY1"
+WORKSPACE_HA_IDS = ("home-assistant",)
+WORKSPACE_MAX_SESSIONS = 4
+WORKSPACE_VERSION = "1.0.0"  # an unknown agent and another user's answer alike
 _FAILURES: dict[str, type[TetherError]] = {
     "not_found": NotFound,
     "invalid": Invalid,
@@ -97,6 +118,9 @@ class Desktops:
     limits: RateLimits
     session_retention: timedelta = timedelta(days=7)
     answer_wait: float = ANSWER_WAIT
+    # Tether's own desktop workspaces (sessions of a template with a desktop) are desktops
+    # too, under their session ids: streamed by their runtimes (`tether.runtime.desktop`).
+    workspaces: Sessions | None = None
 
     def __post_init__(self) -> None:
         self.sessions = Repo(self.store, SESSION_KIND, DesktopSession)
@@ -105,29 +129,112 @@ class Desktops:
     # -- agents ------------------------------------------------------------------------------
 
     def find(self, agent_id: str) -> Agent:
-        """A desktop agent, whoever asks (/api/v1/health is public)."""
+        """A desktop agent, or a desktop workspace as one (`_as_agent`), whoever asks
+        (/api/v1/health is public)."""
         agent = self.agents.repo.find(agent_id) if agent_id else None
-        if agent is None or agent.platform != PLATFORM:
+        if agent is not None and agent.platform == PLATFORM:
+            return agent
+        workspace = self._workspace(agent_id)
+        if workspace is None:
             raise NotFound(NOT_FOUND, field="agent_id")
-        return agent
+        return self._as_agent(workspace)
 
     def desktop(self, principal: Principal, agent_id: str) -> Agent:
         """A desktop agent its owner (or an admin) may use; anyone else's is NotFound, as an
-        unknown one is. One nobody has claimed yet is an admin's only."""
+        unknown one is. One nobody has claimed yet is an admin's only. A workspace is its
+        session's owner's."""
         agent = self.find(agent_id)
         if not principal.is_admin:
-            owner = self.owners.find(agent_id)
-            if owner is None or owner.owner != principal.id:
+            said = info(agent)
+            owner = said.get("owner") if said.get("workspace") else None
+            if owner is None:
+                claimed = self.owners.find(agent_id)
+                owner = claimed.owner if claimed is not None else None
+            if owner != principal.id:
                 raise NotFound(NOT_FOUND, field="agent_id")
         return agent
 
     def online(self, agent: Agent) -> bool:
         """Its heartbeats come in time and its tunnel to the relay is up (the relay's record
-        of it: at once, where the agent's own word comes with its next beat)."""
+        of it: at once, where the agent's own word comes with its next beat); a workspace
+        while it runs."""
+        said = info(agent)
+        if said.get("workspace"):
+            return bool(said["remote_desktop"]["is_running"])
         if not self.agents.is_online(agent):
             return False
         found = self.owners.find(agent.id)
         return found is not None and found.tunnel is not None
+
+    # -- desktop workspaces --------------------------------------------------------------------
+
+    def _workspace(self, session_id: str) -> Session | None:
+        """A live session with a desktop, by id."""
+        if self.workspaces is None or not session_id:
+            return None
+        found = self.workspaces.repo.find(session_id)
+        live = found is not None and found.vnc and found.state in LIVE_SESSION_STATES
+        return found if live else None
+
+    def workspace(self, session_id: str) -> Session | None:
+        """The running desktop workspace the relay dials for a viewer of `session_id`."""
+        found = self._workspace(session_id)
+        return found if found is not None and found.state is SessionState.RUNNING else None
+
+    def _as_agent(self, workspace: Session) -> Agent:
+        """A desktop workspace described as a desktop agent describes itself (not stored)."""
+        assert self.workspaces is not None
+        try:
+            resolution = self.workspaces.templates.get(workspace.template).vnc.resolution
+        except NotFound:  # its template deleted since: the default display
+            resolution = Vnc().resolution
+        width, _, height = resolution.partition("x")
+        running = workspace.state is SessionState.RUNNING
+        state = "desktop" if running else "unknown"
+        monitor = {"id": WORKSPACE_MONITOR, "name": "Xvfb", "width": int(width),
+                   "height": int(height), "is_primary": True}  # fmt: skip
+        said = {
+            "workspace": True,
+            "owner": workspace.owner,
+            "version": WORKSPACE_VERSION,
+            "started_at": (workspace.started_at or workspace.created_at).isoformat(),
+            "remote_desktop": {
+                "is_running": running,
+                "last_frame_at": None,
+                "state": state,
+                "desktop_state": state,
+                "degraded": False,
+            },
+            "monitors": [monitor],
+            "current_monitor_id": WORKSPACE_MONITOR,
+            "allowed_ha_ids": list(WORKSPACE_HA_IDS),
+            "max_sessions": WORKSPACE_MAX_SESSIONS,
+        }
+        return Agent(id=workspace.id, platform=PLATFORM, details={"openctrol": said})
+
+    def _workspace_action(
+        self, principal: Principal, agent: Agent, action: str, fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        """What a desktop agent's commands do, on a desktop workspace: power is its session's
+        (restart: hibernate and wake, keeping its home; shutdown: hibernate), monitors its one
+        display; it has no sound server yet."""
+        assert self.workspaces is not None
+        said = info(agent)
+        if action == "monitors":
+            return {"monitors": said["monitors"], "current_monitor_id": WORKSPACE_MONITOR}
+        if action == "monitor_select":
+            if fields.get("monitor_id") != WORKSPACE_MONITOR:
+                raise NotFound(f"Monitor ID '{fields.get('monitor_id')}' not found",
+                               field="monitor_id")  # fmt: skip
+            return {"monitor_id": WORKSPACE_MONITOR}
+        if action == "shutdown":
+            self.workspaces.hibernate(principal, agent.id, wait=0)
+            return {"status": "ok", "action": action}
+        if action == "restart":
+            self.workspaces.hibernate(principal, agent.id, wait=self.answer_wait / 2)
+            self.workspaces.wake(principal, agent.id, wait=0)
+            return {"status": "ok", "action": action}
+        raise Unsupported("A desktop workspace has no sound server to control yet")
 
     def claim(self, principal: Principal, agent_id: str, tunnel: str) -> None:
         """The relay's tunnel for `agent_id` (its connection `tunnel`) dialled with
@@ -162,6 +269,11 @@ class Desktops:
 
         with contextlib.suppress(NotFound):
             self.owners.mutate(agent_id, down)
+
+    def live(self, session_id: str) -> bool:
+        """Whether a desktop session is still open and unexpired (the relay's watch)."""
+        found = self.sessions.find(session_id)
+        return found is not None and found.open and found.expires_at > utcnow()
 
     def live_sessions(self, agent_id: str) -> int:
         """The agent's sessions not yet over: a bounded count query."""
@@ -254,8 +366,9 @@ class Desktops:
             return s
 
         self.sessions.mutate(found.id, close, start=found)
-        payload = {"action": "end_session", "session_id": found.id}
-        self.commands.issue(agent_id, CommandType.DESKTOP, None, payload)
+        if not info(self.find(agent_id)).get("workspace"):  # the relay ends a workspace's
+            payload = {"action": "end_session", "session_id": found.id}
+            self.commands.issue(agent_id, CommandType.DESKTOP, None, payload)
 
     def admit(
         self, agent_id: str, session_id: str | None, token: str | None, client_address: str
@@ -297,6 +410,8 @@ class Desktops:
         """Send the agent a `desktop` command and wait for its result (ANSWER_WAIT at most).
         A failure the agent names the kind of is raised as that error, with its field."""
         agent = self.desktop(principal, agent_id)
+        if info(agent).get("workspace"):
+            return self._workspace_action(principal, agent, action, fields)
         if not self.agents.is_online(agent):
             raise Unavailable(f"Desktop agent {agent_id} is offline")
         payload = {"action": action, **fields}
