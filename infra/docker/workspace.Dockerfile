@@ -12,9 +12,10 @@
 
 FROM python:3.11-slim
 
-# DESKTOP=true adds what desktop templates (firefox-browser) run: Xvfb, x11vnc and the app.
+# DESKTOP=true adds what desktop templates (firefox-browser) run: Xvfb, x11vnc, a sound server
+# (PulseAudio, and pactl for Openctrol's audio calls) and the app.
 ARG DESKTOP=false
-ARG DESKTOP_PACKAGES="xvfb x11vnc openbox x11-xserver-utils x11-utils xdotool firefox-esr"
+ARG DESKTOP_PACKAGES="xvfb x11vnc openbox x11-xserver-utils x11-utils xdotool pulseaudio pulseaudio-utils firefox-esr"
 
 RUN apt-get update \
  && apt-get install -y --no-install-recommends bash ca-certificates curl git procps tini \

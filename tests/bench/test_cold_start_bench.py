@@ -25,7 +25,7 @@ from tests.e2e.conftest import API_KEY, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "functions" / "main.py"
-ROUNDS = int(os.environ.get("TETHER_BENCH_COLD_ROUNDS", "7"))
+ROUNDS = int(os.environ.get("TETHER_BENCH_COLD_ROUNDS", "5"))
 HELLO = "def hello(request):\n    return 'ok'\n"
 EVENT = {"message": {"data": base64.b64encode(b'{"type": "noop"}').decode()}}
 

@@ -21,7 +21,7 @@ import pytest
 from tests.bench.test_exec_bench import pct
 from tests.e2e.conftest import Server, start_server
 
-ROUNDS = int(os.environ.get("TETHER_BENCH_READY_ROUNDS", "21"))
+ROUNDS = int(os.environ.get("TETHER_BENCH_READY_ROUNDS", "13"))
 
 
 def warm(server: Server) -> int:

@@ -16,7 +16,7 @@ import pytest
 from tether.core.models import Template, WorkspaceSpec
 from tether.provision.local import LocalProvisioner
 
-ROUNDS = int(os.environ.get("TETHER_BENCH_SANDBOX_ROUNDS", "11"))
+ROUNDS = int(os.environ.get("TETHER_BENCH_SANDBOX_ROUNDS", "7"))
 EXECS = 40
 
 

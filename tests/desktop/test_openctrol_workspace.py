@@ -118,14 +118,56 @@ def test_a_desktop_workspace_is_an_openctrol_desktop(workspace: tuple[Server, st
             while msg.type is not aiohttp.WSMsgType.CLOSE:
                 msg = await ws.receive(timeout=30)
             assert (msg.data, msg.extra) == (1000, "Session ended")
-            # No sound server in a workspace yet: said plainly, not a 500.
-            headers = {"X-Openctrol-Key": server.key}
-            async with http.get(f"{base}/api/v1/audio/status", headers=headers,
-                                timeout=TIMEOUT) as r:  # fmt: skip
-                body: dict[str, Any] = await r.json()
-            assert r.status == 501 and "sound server" in body["details"], body
 
     asyncio.run(run())
+
+
+def test_a_desktop_workspace_has_its_own_sound_server(workspace: tuple[Server, str]) -> None:
+    """Its applications' device, set as the integration sets a PC's; checked with pactl in it."""
+    server, session_id = workspace
+    base = f"{server.url}/openctrol/{session_id}"
+    pulse = 'PULSE_SERVER="unix:$HOME/.tether/pulse" pactl'
+
+    def inside(command: str) -> str:
+        r = httpx.post(f"{server.url}/v1/sessions/{session_id}/execute",
+                       json={"command": f"{pulse} {command}", "timeout": 30},
+                       headers={"X-API-Key": server.key}, timeout=60)  # fmt: skip
+        return str(r.json()["stdout"])
+
+    assert wait_for(lambda: "speakers" in inside("list short sinks"), 60)
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as http:
+            client = HA(http, base, server.key)
+            status = await client.get("/api/v1/audio/status")
+            assert [(d["id"], d["is_default"]) for d in status["devices"]] == [("speakers", True)]
+            await client.post("/api/v1/audio/master", {"volume": 40.0})
+            await client.post("/api/v1/audio/device", {"DeviceId": "speakers", "Muted": True})
+            headers = {"X-Openctrol-Key": server.key}
+            async with http.post(base + "/api/v1/audio/default", json={"DeviceId": "nope"},
+                                 headers=headers, timeout=TIMEOUT) as r:  # fmt: skip
+                assert r.status == 404 and (await r.json())["error"] == "not_found"
+
+    asyncio.run(run())
+    assert "26214" in inside("get-sink-volume speakers")  # 40 % of 65536
+    assert "yes" in inside("get-sink-mute speakers")
+
+
+def test_no_tunnel_may_take_a_workspace_s_id(workspace: tuple[Server, str]) -> None:
+    """A desktop agent dialling in under a workspace's session id would get its viewers'
+    input: refused before the upgrade, even with an admin's key."""
+    server, session_id = workspace
+    ws_url = server.url.replace("http", "ws", 1) + f"/openctrol/{session_id}/tunnel"
+
+    async def dial() -> int:
+        async with aiohttp.ClientSession() as http:
+            try:
+                await http.ws_connect(ws_url, headers={"Authorization": f"Bearer {server.key}"})
+            except aiohttp.WSServerHandshakeError as refused:
+                return refused.status
+        return 101
+
+    assert asyncio.run(dial()) == 403
 
 
 def test_power_on_a_desktop_workspace_is_its_session(workspace: tuple[Server, str]) -> None:

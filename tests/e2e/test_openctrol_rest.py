@@ -445,6 +445,19 @@ def test_admit_refuses_a_client_after_five_failures_a_minute(stack: Stack) -> No
     assert desktops.admit("A1", sid, token, "203.0.113.1").id == sid  # another client
 
 
+def test_ids_that_cannot_be_documents_are_unknown_not_errors(stack: Stack) -> None:
+    """Ids name store documents: one that could not be (a slash, a leading dot) is an unknown
+    session or agent, on every store, never a crash of it."""
+    for sess in ("a/b", "..", ".x", "x" * 300):
+        with pytest.raises(Unauthenticated):
+            stack.services.desktops.admit("A1", sess, "token", f"192.0.2.{len(sess) % 200}")
+    for agent in ("..", "_x", "x" * 300):
+        status, body, _ = call("GET", f"{base(stack, agent)}/api/v1/health", stack.alice)
+        assert status == 404 and body["error"] == "not_found", (agent, body)
+    with pytest.raises(Invalid):
+        stack.services.desktops.claim(stack.alice_principal, ".hidden", "tunnel-x")
+
+
 # -- power, audio, monitors -------------------------------------------------------------------
 
 

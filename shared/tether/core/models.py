@@ -403,6 +403,9 @@ class DesktopSession(Record):
     ended_at: datetime | None = None
     open: bool = True  # not ended (what a query filters on: no store matches a null alike)
     purge_at: datetime | None = None  # then the store deletes it
+    # Of a desktop workspace (its runtime streams it), not of an agent's tunnel: the relay
+    # never hands its viewers to a tunnel, whatever id one dials with.
+    workspace: bool = False
 
 
 class Desktop(Record):

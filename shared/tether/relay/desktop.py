@@ -35,7 +35,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from tether import bootstrap, errors
-from tether.core.models import DesktopSession, Principal, Session
+from tether.core.models import DesktopSession, Session
 from tether.desktop import tunnel
 from tether.errors import TetherError
 from tether.provision.uds import connect_unix
@@ -162,12 +162,11 @@ class Tunnel:
 TUNNELS: dict[str, Tunnel] = {}
 
 
-def _claim(request: web.Request, agent_id: str, connection: str) -> Principal:
+def _claim(request: web.Request, agent_id: str, connection: str) -> None:
     who = access.principal(
         agent_id, {}, request.headers.get("Authorization"), request.headers.get("X-API-Key")
     )
     bootstrap.services().desktops.claim(who, agent_id, connection)
-    return who
 
 
 async def agent_tunnel(request: web.Request) -> web.StreamResponse:
@@ -234,13 +233,18 @@ async def viewer(request: web.Request) -> web.StreamResponse:
         )
     except TetherError as refused:
         return refusal(refused)
-    link, workspace = TUNNELS.get(agent_id), None
-    if link is None:  # a desktop workspace's runtime, dialled for this viewer; or nothing
+    workspace = None
+    if session.workspace:  # a desktop workspace's runtime, dialled for this viewer
         try:
             workspace = await _dial_workspace(agent_id)
         except TetherError as refused:
             return refusal(refused)
         link = workspace.link
+    elif (found := TUNNELS.get(agent_id)) is not None:
+        link = found
+    else:
+        gone = errors.Unavailable(f"Desktop agent {agent_id} is not connected to the relay")
+        return refusal(gone, 503)
     try:
         return await _serve_viewer(request, ws, link, session, workspace)
     finally:
@@ -310,11 +314,11 @@ class WorkspaceLink:
 
 
 async def _dial_workspace(session_id: str) -> WorkspaceLink:
-    """The runtime of `session_id`'s desktop, or the error to answer: no agent has a tunnel
-    and no running desktop workspace has that id (503), or its runtime cannot be reached."""
+    """The runtime of `session_id`'s desktop, or the error to answer (503: it is not running,
+    or its runtime cannot be reached)."""
     found: Session | None = await blocking(bootstrap.services().desktops.workspace, session_id)
     if found is None:
-        raise errors.Unavailable(f"Desktop agent {session_id} is not connected to the relay")
+        raise errors.Unavailable(f"Workspace {session_id} is not running")
     address = await runtime_address(found, f"/openctrol?agent_id={found.id}")
     options: dict[str, Any] = {"max_size": MAX_TUNNEL_MESSAGE, "open_timeout": 10,
                                "additional_headers": address.headers}  # fmt: skip

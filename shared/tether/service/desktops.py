@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import re
 import secrets
 import time
 import uuid
@@ -36,6 +37,7 @@ from tether.core.models import (
     utcnow,
 )
 from tether.core.ports import Filter, Store
+from tether.desktop import pactl
 from tether.errors import (
     Conflict,
     Forbidden,
@@ -64,6 +66,8 @@ ANSWER_WAIT = 8.0
 # Token-validation failures a client address may make a minute (the document's "Security").
 ADMIT_FAILURES = 5
 NOT_FOUND = "Not Found"
+# What an agent id or a session id may be (they name documents): anything else is unknown.
+ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # A desktop workspace as a desktop: its one display, the HA ids it admits (the integration's
 # default), its sessions at once.
 WORKSPACE_MONITOR = "DISPLAY1"
@@ -131,7 +135,9 @@ class Desktops:
     def find(self, agent_id: str) -> Agent:
         """A desktop agent, or a desktop workspace as one (`_as_agent`), whoever asks
         (/api/v1/health is public)."""
-        agent = self.agents.repo.find(agent_id) if agent_id else None
+        if not ID.fullmatch(agent_id):
+            raise NotFound(NOT_FOUND, field="agent_id")
+        agent = self.agents.repo.find(agent_id)
         if agent is not None and agent.platform == PLATFORM:
             return agent
         workspace = self._workspace(agent_id)
@@ -217,7 +223,7 @@ class Desktops:
     ) -> dict[str, Any]:
         """What a desktop agent's commands do, on a desktop workspace: power is its session's
         (restart: hibernate and wake, keeping its home; shutdown: hibernate), monitors its one
-        display; it has no sound server yet."""
+        display, audio its own sound server's."""
         assert self.workspaces is not None
         said = info(agent)
         if action == "monitors":
@@ -234,13 +240,46 @@ class Desktops:
             self.workspaces.hibernate(principal, agent.id, wait=self.answer_wait / 2)
             self.workspaces.wake(principal, agent.id, wait=0)
             return {"status": "ok", "action": action}
-        raise Unsupported("A desktop workspace has no sound server to control yet")
+        return self._workspace_audio(principal, agent.id, action, fields)
+
+    def _workspace_audio(
+        self, principal: Principal, session_id: str, action: str, fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Its own sound server's devices and streams, through `pactl` run in it."""
+        assert self.workspaces is not None
+        device = str(fields.get("device_id", ""))
+        if action == "audio_state":
+            line, what = pactl.STATE, "sound server"
+        elif action == "audio_device":
+            line = pactl.set_device(device, fields.get("volume"), fields.get("muted"))
+            if fields.get("set_default"):
+                line += " && " + pactl.set_default(device)
+            what = f"audio device '{device}'"
+        elif action == "audio_default":
+            line, what = pactl.set_default(device), f"audio device '{device}'"
+        elif action == "audio_session":
+            stream = str(fields.get("session_id", ""))
+            line = pactl.set_session(stream, fields.get("volume"), fields.get("muted"),
+                                     fields.get("output_device_id"))  # fmt: skip
+            what = f"audio session '{stream}'"
+        else:
+            raise Unsupported(f"A desktop workspace has no action '{action}'")
+        done = self.workspaces.execute(principal, session_id, line, timeout=self.answer_wait / 2)
+        if not done.success:
+            raise pactl.failed(done.stderr, what)
+        return pactl.state(done.stdout) if action == "audio_state" else {}
 
     def claim(self, principal: Principal, agent_id: str, tunnel: str) -> None:
         """The relay's tunnel for `agent_id` (its connection `tunnel`) dialled with
         `principal`'s key: its user owns the agent from the first connection on, and the
         tunnel is up. Another user's tunnel for it is Forbidden (an admin's is let through,
-        the owner unchanged)."""
+        the owner unchanged). An id that is not one (`ID`), or is a Tether session's (its
+        desktop is the workspace's), is refused."""
+        if not ID.fullmatch(agent_id):
+            raise Invalid("An agent id is 1-128 letters, digits, '.', '_' or '-'",
+                          field="agent_id")  # fmt: skip
+        if self.workspaces is not None and self.workspaces.repo.find(agent_id) is not None:
+            raise Forbidden(f"{agent_id} is a session's id, not an agent's", field="agent_id")
         if self.owners.find(agent_id) is None:
             with contextlib.suppress(Conflict):  # claimed at the same moment: checked below
                 self.owners.create(
@@ -342,6 +381,7 @@ class Desktops:
             created_at=now,
             expires_at=now + timedelta(seconds=ttl),
             purge_at=now + timedelta(seconds=ttl) + self.session_retention,
+            workspace=bool(said.get("workspace")),
         )
         return self.sessions.create(session.id, session), token
 
@@ -349,7 +389,7 @@ class Desktops:
         """End a session and tell the agent to close its streams (not waited for). An unknown
         session, or another user's, is left as it is (the real agent answers 200 alike)."""
         self.desktop(principal, agent_id)
-        found = self.sessions.find(session_id)
+        found = self.sessions.find(session_id) if ID.fullmatch(session_id) else None
         if (
             found is None
             or found.agent_id != agent_id
@@ -366,7 +406,7 @@ class Desktops:
             return s
 
         self.sessions.mutate(found.id, close, start=found)
-        if not info(self.find(agent_id)).get("workspace"):  # the relay ends a workspace's
+        if not found.workspace:  # the relay ends a workspace's viewers itself
             payload = {"action": "end_session", "session_id": found.id}
             self.commands.issue(agent_id, CommandType.DESKTOP, None, payload)
 
@@ -381,7 +421,7 @@ class Desktops:
         key = f"openctrol:admit:{client_address}"
         if self._failures(key) >= ADMIT_FAILURES:
             raise RateLimited("Too many invalid session tokens; try again later")
-        session = self.sessions.find(session_id)
+        session = self.sessions.find(session_id) if ID.fullmatch(session_id) else None
         if (
             session is None
             or not session.open

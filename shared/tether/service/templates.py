@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
+from tether.core.layout import PULSE_SOCKET
 from tether.core.lifecycle import LIVE_SESSION_STATES
 from tether.core.models import VNC_SOCKET, Template, Vnc, utcnow
 from tether.core.ports import Filter, Store
@@ -43,6 +44,16 @@ mkdir -p ~/.config/openbox
 [ -e ~/.config/openbox/rc.xml ] || sed "s|<applications>|&$maximized|" \
     /etc/xdg/openbox/rc.xml >~/.config/openbox/rc.xml 2>/dev/null
 openbox >/dev/null 2>&1 &
+# A sound server of its own, so its applications have a device to play on and Openctrol's
+# audio calls something to set: a null sink, on a socket in the home (no shared memory:
+# the sandbox's /dev/shm is its own too).
+if command -v pulseaudio >/dev/null; then
+    pulseaudio -n --daemonize=no --exit-idle-time=-1 --use-pid-file=no --disable-shm=yes \
+        -L "module-native-protocol-unix socket=$HOME/{PULSE_SOCKET}" \
+        -L "module-null-sink sink_name=speakers sink_properties=device.description=Speakers" \
+        >/dev/null 2>&1 &
+    export PULSE_SERVER="unix:$HOME/{PULSE_SOCKET}"
+fi
 {app}
 """
 
