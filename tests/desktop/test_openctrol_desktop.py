@@ -291,6 +291,9 @@ def test_input_lands_where_the_x_server_sees_it(desktop: Desktop, recorder: Reco
             ):
                 await ws.send_str(json.dumps(message))
             assert wait_for(lambda: (1, 150, 120) in recorder.clicks, 10)
+            # The wheel, a notch up (120, as Windows counts): X's button 4, on the same spot.
+            await ws.send_str(json.dumps({"type": "pointer_wheel", "delta_x": 0, "delta_y": 120}))
+            assert wait_for(lambda: (4, 150, 120) in recorder.clicks, 10)
             # ws.py's key combo CTRL+A: the keys alone, modifiers first, released in reverse.
             for code, action in ((17, "down"), (65, "down"), (65, "up"), (17, "up")):
                 await ws.send_str(json.dumps({"type": "key", "key_code": code, "action": action}))
@@ -313,6 +316,8 @@ def test_bad_input_gets_error_frames_and_the_viewer_stays(desktop: Desktop) -> N
             await ws.send_str(json.dumps({"type": "teleport"}))
             error = await text_where(ws, lambda m: m["type"] == "error")
             assert error["error"] == "unknown_type" and "teleport" in error["details"]
+            await ws.send_str(json.dumps({"type": "monitor_select", "monitor_id": "DISPLAY9"}))
+            assert (await text_where(ws, lambda m: m["type"] == "error"))["error"] == "not_found"
             await ws.send_str(json.dumps({"type": "text", "text": "x" * 5000}))
             assert "4096" in (await text_where(ws, lambda m: m["type"] == "error"))["details"]
             # Off screen: clamped to the edge, not an error.
