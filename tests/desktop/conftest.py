@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 from Xlib import X, display
 
+from tests.desktop.pulse import Server as PulseServer
 from tests.waiting import wait_for
 
 WIDTH, HEIGHT = 1280, 800
@@ -46,6 +47,17 @@ def xvfb() -> Iterator[str]:
     """A private Xvfb at 1280x800x24."""
     with xvfb_server() as display_name:
         yield display_name
+
+
+@pytest.fixture(scope="module")
+def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulseServer]:
+    """A private PulseAudio server with two null sinks (`tests.desktop.pulse`)."""
+    srv = PulseServer(tmp_path_factory.mktemp("pulse"))
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
 
 
 @dataclass

@@ -22,13 +22,8 @@ PLAYER = "tether-test-player"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("pulse"))
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
+def server(pulse: Server) -> Server:
+    return pulse
 
 
 @pytest.fixture

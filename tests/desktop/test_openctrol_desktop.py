@@ -76,17 +76,6 @@ def _root(xvfb: str, colour: tuple[int, int, int]) -> None:
     )
 
 
-@pytest.fixture(scope="module")
-def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulseServer]:
-    """The sound server the agent's audio calls act on (the machine's own, on a PC)."""
-    srv = PulseServer(tmp_path_factory.mktemp("pulse"))
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
 @pytest.fixture(scope="module", params=["embedded", "cloud"])
 def desktop(
     request: pytest.FixtureRequest,

@@ -19,13 +19,8 @@ from tests.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("pulse"))
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
+def server(pulse: Server) -> Server:
+    return pulse
 
 
 @pytest.fixture(scope="module")
