@@ -33,7 +33,7 @@ from tests.e2e.conftest import start_server
 from tests.fakes.kube import FakeKube
 from tests.surfaces.conftest import ADMIN_KEY, ALICE_KEY, target_client
 
-ROUNDS = int(os.environ.get("TETHER_BENCH_KUBENTLY_ROUNDS", "30"))
+ROUNDS = int(os.environ.get("TETHER_BENCH_KUBENTLY_ROUNDS", "20"))
 ARGS = ["get", "pods", "-A"]
 ALICE = {"X-API-Key": ALICE_KEY}
 ADMIN = {"X-API-Key": ADMIN_KEY}
