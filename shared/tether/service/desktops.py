@@ -14,7 +14,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -49,7 +48,6 @@ from tether.errors import (
     Unavailable,
     Unsupported,
 )
-from tether.service import ratelimit
 from tether.service.agents import Agents
 from tether.service.commands import Commands
 from tether.service.ratelimit import RateLimits
@@ -419,7 +417,7 @@ class Desktops:
         if not session_id or not token:
             raise Invalid("Session ID and token are required", field="sess" if token else "token")
         key = f"openctrol:admit:{client_address}"
-        if self._failures(key) >= ADMIT_FAILURES:
+        if self.limits.count(key) >= ADMIT_FAILURES:
             raise RateLimited("Too many invalid session tokens; try again later")
         session = self.sessions.find(session_id) if ID.fullmatch(session_id) else None
         if (
@@ -433,14 +431,6 @@ class Desktops:
         if session.agent_id != agent_id:
             raise NotFound("Session not found", field="sess")
         return session
-
-    def _failures(self, key: str) -> int:
-        """The failures counted for `key` in the current window, without counting one (the
-        document `RateLimits.hit` keeps, read as it names it)."""
-        window = self.limits.window
-        start = int(time.time()) // window * window
-        doc = self.store.get(ratelimit.KIND, f"{key}@{start}".replace("/", "_"))
-        return int(doc.data.get("count", 0)) if doc is not None else 0
 
     # -- commands ----------------------------------------------------------------------------
 

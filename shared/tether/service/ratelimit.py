@@ -36,13 +36,21 @@ class RateLimits:
     store: Store
     window: int = 60
 
+    def _current(self, key: str) -> tuple[str, int]:
+        """The document counting `key` in the current window, and when the window ends."""
+        start = int(time.time()) // self.window * self.window
+        return f"{key}@{start}".replace("/", "_"), start + self.window
+
     def hit(self, key: str, limit: int) -> Quota:
         """Count one request for `key` in the current window."""
-        start = int(time.time()) // self.window * self.window
-        reset = start + self.window
-        doc_id = f"{key}@{start}".replace("/", "_")
+        doc_id, reset = self._current(key)
         count = self._increment(doc_id, datetime.fromtimestamp(reset, UTC))
         return Quota(limit, max(0, limit - count), reset, count <= limit)
+
+    def count(self, key: str) -> int:
+        """What `key` has counted in the current window, counting nothing."""
+        doc = self.store.get(KIND, self._current(key)[0])
+        return int(doc.data.get("count", 0)) if doc is not None else 0
 
     def _increment(self, doc_id: str, expires: datetime) -> int:
         for _ in range(20):
