@@ -139,6 +139,21 @@ class Settings:
     # Providers (gke, cloud_run) whose sessions a local agent serves when no agent of theirs
     # is online; None: `tether up`'s default (STANDS_IN), none elsewhere.
     local_stands_in: tuple[str, ...] | None = None
+    # SentinelStacks' registry: where image artifacts are kept. file:///dir, gs://bucket/prefix
+    # or s3://bucket/prefix (an S3-compatible store; its endpoint from AWS_ENDPOINT_URL).
+    # Empty: <home>/registry.
+    registry_url: str = ""
+    registry_max_bytes: int = 8 << 20  # the largest image a push takes
+    # The language model SentinelStacks' agents call: offline (not a language model: a fixed,
+    # documented stand-in), openai (any OpenAI-compatible endpoint) or vertex (Gemini).
+    model_provider: str = "offline"
+    model_base_url: str = ""  # openai: the endpoint, e.g. http://127.0.0.1:11434/v1
+    model_api_key: str | None = None  # openai: its key (a Secret Manager secret in the cloud)
+    model_name: str = ""  # every agent's model; empty: each image's base model
+    vertex_location: str = "us-central1"
+    # Origins a browser may call the API from (CORS) and open WebSockets from: exact
+    # origins, or "*" for any. Empty: the origin itself only.
+    cors_origins: tuple[str, ...] = ()
 
     def local_stack(self) -> Settings:
         """These settings as `tether up` runs them: its local agent stands in for gke and
@@ -186,4 +201,16 @@ class Settings:
             warm_pool=warm_pool(_env("TETHER_WARM_POOL", "")),
             workers=int(_env("TETHER_WORKERS", "1")),
             local_stands_in=stands_in(_env("TETHER_LOCAL_STANDS_IN", "")),
+            registry_url=_env("TETHER_REGISTRY_URL", ""),
+            registry_max_bytes=int(_env("TETHER_REGISTRY_MAX_BYTES", str(8 << 20))),
+            model_provider=_env("TETHER_MODEL_PROVIDER", "offline"),
+            model_base_url=_env("TETHER_MODEL_BASE_URL", ""),
+            model_api_key=os.environ.get("TETHER_MODEL_API_KEY") or None,
+            model_name=_env("TETHER_MODEL", ""),
+            vertex_location=_env("TETHER_VERTEX_LOCATION", "us-central1"),
+            cors_origins=tuple(
+                o.strip().rstrip("/")
+                for o in _env("TETHER_CORS_ORIGINS", "").split(",")
+                if o.strip()
+            ),
         )

@@ -1,14 +1,15 @@
-"""The three ports. Every adapter passes the same contract suite in tests/contract/.
+"""The ports. Every adapter passes the same contract suite in tests/contract/.
 
 Documents are plain dicts whose values are JSON types or timezone-aware `datetime`s.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from tether.core.llm import ModelEvent, ModelRequest
 from tether.core.models import ExecResult, WorkspaceInfo, WorkspaceSpec
 
 # "contains": an array field holds the value; "contains_any": it holds one of the values.
@@ -192,3 +193,44 @@ class Provisioner(Protocol):
         first, each `<UTC ISO timestamp> <text>`. Raise `NotFound` for an unknown workspace;
         a hibernated one still has its log."""
         ...
+
+
+class ArtifactStore(Protocol):
+    """Content-addressed blobs (SentinelStacks' agent images), each named by its digest,
+    `sha256:<64 lowercase hex>` of its bytes.
+
+    - Not found: `get` raises `NotFound`; `exists` is False.
+    - Integrity: `put` refuses (`Invalid`) bytes whose sha256 is not `digest`, and a digest
+      not of that form, before anything is stored.
+    - Idempotency: a `put` of a digest already stored succeeds and changes nothing (the same
+      digest is the same bytes; a stored blob is never rewritten or removed).
+    - Atomicity: a reader sees a blob whole or not at all, never a part of one.
+    - Unavailable: a backend that cannot be reached raises `Unavailable`, naming no credential.
+    """
+
+    def put(self, digest: str, data: bytes) -> None: ...
+
+    def get(self, digest: str) -> bytes: ...
+
+    def exists(self, digest: str) -> bool: ...
+
+    def ping(self) -> None:
+        """Raise `Unavailable` when the backend cannot be reached."""
+        ...
+
+
+class ModelProvider(Protocol):
+    """A language model's API, streaming.
+
+    - `stream` yields the answer as it comes: `TextDelta`s and `ToolCall`s (each complete, its
+      arguments parsed), then exactly one `Done`, last, carrying the token counts and every
+      tool call again. Nothing after it.
+    - Errors: the provider unreachable, overloaded (429, 5xx) or too slow raises `Unavailable`;
+      a request it refuses (an unknown model, a bad parameter) raises `Invalid`. Either may be
+      raised before or while streaming. No error, log line or message ever holds the API key.
+    - No retries inside a stream once text has been yielded (the caller would see it twice).
+    """
+
+    name: str  # "offline", "openai", "vertex"
+
+    def stream(self, request: ModelRequest) -> Iterator[ModelEvent]: ...
