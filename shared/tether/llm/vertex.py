@@ -1,0 +1,236 @@
+"""Gemini on Vertex AI through `google-genai` (`vertexai=True`), streaming.
+
+Credentials are the environment's (Application Default Credentials: the service account Tether
+runs as) unless given. Error messages are written here: the library's quote the response body.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from tether.core.llm import Done, Message, ModelEvent, ModelRequest, TextDelta, ToolCall
+from tether.errors import Invalid, Unavailable
+
+# Ids Tether makes up for calls Gemini gave none: never sent back to Gemini as if its own.
+GENERATED_ID_PREFIX = "tether-call-"
+_FINISH = {"STOP": "stop", "MAX_TOKENS": "length"}
+
+
+class VertexGemini:
+    """`project` and `location` name the Vertex AI endpoint; `base_url` replaces it (tests),
+    `credentials` the environment's, `client` the `google.genai.Client` built on first use.
+    `timeout` bounds each request, in seconds."""
+
+    name = "vertex"
+
+    def __init__(
+        self,
+        project: str,
+        location: str,
+        *,
+        base_url: str | None = None,
+        credentials: Any = None,
+        client: Any = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self._project = project
+        self._location = location
+        self._base_url = base_url
+        self._credentials = credentials
+        self._client = client
+        self._timeout = timeout
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"VertexGemini(project={self._project!r}, location={self._location!r})"
+
+    def _genai(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                from google import genai  # heavy: imported on first use (DESIGN.md, rule 2)
+                from google.genai import types
+
+                options: dict[str, Any] = {"timeout": int(self._timeout * 1000)}  # ms
+                if self._base_url:
+                    options["base_url"] = self._base_url
+                # No retry_options: the library then tries once, and the caller decides.
+                self._client = genai.Client(
+                    vertexai=True,
+                    project=self._project,
+                    location=self._location,
+                    credentials=self._credentials,
+                    http_options=types.HttpOptions(**options),
+                )
+            return self._client
+
+    def stream(self, request: ModelRequest) -> Iterator[ModelEvent]:
+        from google.genai import types
+
+        system = "\n\n".join(m.content for m in request.messages if m.role == "system")
+        config = types.GenerateContentConfig(
+            system_instruction=system or None,
+            temperature=request.temperature,
+            max_output_tokens=request.max_tokens,
+            # Tether runs the tools itself: the library must not call anything.
+            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+        )
+        if request.tools:
+            config.tools = [
+                types.Tool(
+                    function_declarations=[
+                        types.FunctionDeclaration(
+                            name=t.name,
+                            description=t.description,
+                            parameters_json_schema=t.parameters,
+                        )
+                        for t in request.tools
+                    ]
+                )
+            ]
+
+        calls: list[ToolCall] = []
+        finish: str | None = None
+        input_tokens = output_tokens = 0
+        responses: Any = None
+        try:
+            responses = self._genai().models.generate_content_stream(
+                model=request.model, contents=_contents(request.messages, types), config=config
+            )
+            for response in responses:
+                usage = response.usage_metadata
+                if usage is not None:
+                    input_tokens = usage.prompt_token_count or input_tokens
+                    output_tokens = (usage.candidates_token_count or 0) + (
+                        usage.thoughts_token_count or 0
+                    ) or output_tokens
+                if not response.candidates:
+                    continue
+                candidate = response.candidates[0]
+                parts = candidate.content.parts if candidate.content is not None else None
+                for part in parts or ():
+                    if part.function_call is not None:
+                        fc = part.function_call
+                        call = ToolCall(
+                            id=fc.id or f"{GENERATED_ID_PREFIX}{uuid.uuid4().hex[:16]}",
+                            name=fc.name or "",
+                            arguments=dict(fc.args or {}),
+                        )
+                        calls.append(call)
+                        yield call
+                    elif part.text and not part.thought:
+                        yield TextDelta(part.text)
+                if candidate.finish_reason is not None:
+                    reason = getattr(candidate.finish_reason, "value", str(candidate.finish_reason))
+                    finish = _FINISH.get(reason, reason.lower())
+        except Exception as exc:
+            mapped = self._map_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from None
+        finally:
+            if responses is not None and hasattr(responses, "close"):
+                responses.close()  # releases the connection when the caller stops early
+        if finish is None:
+            # The stream ended without its last event: the answer was cut short.
+            raise Unavailable("Vertex AI ended the answer early")
+        if calls and finish == "stop":
+            finish = "tool_calls"
+        yield Done(input_tokens, output_tokens, finish, tuple(calls))
+
+    def _map_error(self, exc: Exception) -> Exception | None:
+        """Our error for one the library or its transports raised; None: not one of those."""
+        from google.auth import exceptions as auth_errors
+        from google.genai import errors
+
+        if isinstance(exc, errors.APIError):
+            code = exc.code or 0
+            if code in (401, 403):
+                return Unavailable("Vertex AI refused Tether's credential")
+            if code in (408, 429) or code >= 500 or not 400 <= code < 500:
+                return Unavailable(f"Vertex AI is unavailable (HTTP {code})")
+            said = exc.message if isinstance(exc.message, str) else ""
+            detail = f": {said[:300]}" if said else ""
+            return Invalid(f"Vertex AI refused the request (HTTP {code}){detail}")
+        if isinstance(exc, auth_errors.GoogleAuthError):
+            return Unavailable("could not obtain Google credentials for Vertex AI")
+        if isinstance(exc, RuntimeError) and "API token" in str(exc):
+            # The library's words for credentials that gave no token.
+            return Unavailable("could not obtain Google credentials for Vertex AI")
+        if _is_transport_error(exc):
+            return Unavailable(f"Vertex AI could not be reached ({type(exc).__name__})")
+        if isinstance(exc, json.JSONDecodeError | errors.UnknownApiResponseError):
+            return Unavailable("Vertex AI sent a malformed answer")
+        return None
+
+
+def _is_transport_error(exc: Exception) -> bool:
+    import httpx
+
+    if isinstance(exc, httpx.HTTPError):
+        return True
+    try:  # the library may speak through httpx2 or requests as well
+        import httpx2
+
+        if isinstance(exc, httpx2.HTTPError):
+            return True
+    except ImportError:
+        pass
+    try:
+        import requests
+
+        return isinstance(exc, requests.RequestException)
+    except ImportError:
+        return False
+
+
+def _contents(messages: tuple[Message, ...], types: Any) -> list[Any]:
+    """The conversation as Gemini contents: `user` and `model` turns; tool results are
+    `function_response` parts of a user turn, assistant tool calls `function_call` parts.
+    Neighbouring parts of one role share a turn (Gemini wants a turn's function responses
+    together)."""
+    names: dict[str, str] = {}
+    contents: list[Any] = []
+
+    def add(role: str, parts: list[Any]) -> None:
+        if not parts:
+            return
+        if contents and contents[-1].role == role:
+            contents[-1].parts.extend(parts)
+        else:
+            contents.append(types.Content(role=role, parts=parts))
+
+    for m in messages:
+        if m.role == "system":
+            continue  # the system instruction
+        if m.role == "user":
+            add("user", [types.Part(text=m.content)])
+        elif m.role == "assistant":
+            parts = [types.Part(text=m.content)] if m.content else []
+            for c in m.tool_calls:
+                names[c.id] = c.name
+                parts.append(
+                    types.Part(
+                        function_call=types.FunctionCall(
+                            id=_own_id(c.id), name=c.name, args=c.arguments
+                        )
+                    )
+                )
+            add("model", parts)
+        else:
+            name = m.name or names.get(m.tool_call_id or "", "tool")
+            response = types.FunctionResponse(
+                id=_own_id(m.tool_call_id), name=name, response={"output": m.content}
+            )
+            add("user", [types.Part(function_response=response)])
+    return contents
+
+
+def _own_id(call_id: str | None) -> str | None:
+    """Gemini's own call id, sent back; None for one Tether made up."""
+    if not call_id or call_id.startswith(GENERATED_ID_PREFIX):
+        return None
+    return call_id
