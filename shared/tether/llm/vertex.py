@@ -7,6 +7,7 @@ runs as) unless given. Error messages are written here: the library's quote the 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,8 @@ from tether.errors import Invalid, Unavailable
 # Ids Tether makes up for calls Gemini gave none: never sent back to Gemini as if its own.
 GENERATED_ID_PREFIX = "tether-call-"
 _FINISH = {"STOP": "stop", "MAX_TOKENS": "length"}
+# Google OAuth access tokens, for the credentials found in the environment.
+_ACCESS_TOKEN = re.compile(r"ya29\.[\w.-]+")
 
 
 class VertexGemini:
@@ -152,7 +155,7 @@ class VertexGemini:
                 return Unavailable("Vertex AI refused Tether's credential")
             if code in (408, 429) or code >= 500 or not 400 <= code < 500:
                 return Unavailable(f"Vertex AI is unavailable (HTTP {code})")
-            said = exc.message if isinstance(exc.message, str) else ""
+            said = self._redact(exc.message if isinstance(exc.message, str) else "")
             detail = f": {said[:300]}" if said else ""
             return Invalid(f"Vertex AI refused the request (HTTP {code}){detail}")
         if isinstance(exc, auth_errors.GoogleAuthError):
@@ -165,6 +168,13 @@ class VertexGemini:
         if isinstance(exc, json.JSONDecodeError | errors.UnknownApiResponseError):
             return Unavailable("Vertex AI sent a malformed answer")
         return None
+
+    def _redact(self, text: str) -> str:
+        """`text` without the access token Tether sent (should a provider ever quote it)."""
+        token = getattr(self._credentials, "token", None)
+        if isinstance(token, str) and token:
+            text = text.replace(token, "[redacted]")
+        return _ACCESS_TOKEN.sub("[redacted]", text)
 
 
 def _is_transport_error(exc: Exception) -> bool:
