@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -58,7 +59,13 @@ class DirectoryArtifacts:
             raise Unavailable(f"artifact directory unusable: {exc.strerror}") from exc
 
     def exists(self, digest: str) -> bool:
-        return self._path(digest).is_file()
+        path = self._path(digest)
+        try:
+            return stat.S_ISREG(path.stat().st_mode)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise Unavailable(f"artifact directory unusable: {exc.strerror}") from exc
 
     def ping(self) -> None:
         folder = self._dir()

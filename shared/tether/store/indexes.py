@@ -67,6 +67,10 @@ COMPOSITE_INDEXES: tuple[Index, ...] = (
         "desktop_sessions",
         (("agent_id", ASCENDING), ("open", ASCENDING), ("expires_at", ASCENDING)),
     ),
+    # SentinelStacks: a user's images, newest first (Images.list_images), and the registry's
+    # search by keyword, newest tags first (Images.search).
+    Index("user_images", (("owner", ASCENDING), ("added_at", DESCENDING))),
+    Index("image_tags", (("keywords", CONTAINS), ("updated_at", DESCENDING))),
 )
 
 
