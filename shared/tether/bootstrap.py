@@ -6,15 +6,19 @@ Nothing here runs at import. `services()` builds everything on first use, once p
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import threading
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from tether.core.models import Principal, Role
-from tether.core.ports import Bus, Provisioner, Store
+from tether.core.ports import ArtifactStore, Bus, ModelProvider, Provisioner, Store
 from tether.errors import Invalid
+from tether.service.agentchat import Chats
 from tether.service.agents import Agents
+from tether.service.aiagents import AiAgents
 from tether.service.auth import Auth
 from tether.service.clusters import Clusters
 from tether.service.commands import Commands
@@ -25,6 +29,7 @@ from tether.service.executors import Executors
 from tether.service.files import Files
 from tether.service.health import Health
 from tether.service.idempotency import Idempotency
+from tether.service.images import Images
 from tether.service.ratelimit import RateLimits
 from tether.service.sessions import Sessions
 from tether.service.sweeper import Sweeper
@@ -62,6 +67,9 @@ class Services:
     debug: Debug  # Kubently's debug sessions, kubectl runs and audit trail
     executors: Executors  # Kubently's third-party executors (long poll, SSE)
     desktops: Desktops  # Openctrol's desktop agents, their sessions and commands
+    images: Images  # SentinelStacks' image registry and each user's images
+    aiagents: AiAgents  # SentinelStacks' AI agents, their conversations and events
+    chats: Chats  # a chat turn with an AI agent (its model, its tools)
 
     def close(self) -> None:
         self.bus.close()
@@ -138,10 +146,61 @@ def make_provisioner(settings: Settings) -> Provisioner:
     )
 
 
+def make_artifacts(settings: Settings) -> ArtifactStore:
+    """Where the registry keeps images: TETHER_REGISTRY_URL."""
+    url = settings.registry_url or (settings.home / "registry").resolve().as_uri()
+    parts = urlsplit(url)
+    prefix = parts.path.strip("/")
+    if parts.scheme == "file":
+        from pathlib import Path
+
+        from tether.registry.local import DirectoryArtifacts
+
+        return DirectoryArtifacts(Path(parts.path))
+    if parts.scheme == "gs" and parts.netloc:
+        from tether.registry.gcs import GcsArtifacts
+
+        return GcsArtifacts(parts.netloc, prefix, project=settings.project)
+    if parts.scheme == "s3" and parts.netloc:
+        from tether.registry.s3 import S3Artifacts
+
+        # The endpoint of an S3-compatible store other than AWS: boto3's own AWS_ENDPOINT_URL.
+        return S3Artifacts(parts.netloc, prefix, endpoint_url=os.environ.get("AWS_ENDPOINT_URL"))
+    raise Invalid(
+        f"TETHER_REGISTRY_URL must be file:///dir, gs://bucket[/prefix] or s3://bucket[/prefix],"
+        f" not {url!r}"
+    )
+
+
+def make_model_provider(settings: Settings) -> ModelProvider:
+    """The language model AI agents call: TETHER_MODEL_PROVIDER."""
+    if settings.model_provider == "offline":
+        from tether.llm.offline import OfflineModel
+
+        return OfflineModel()
+    if settings.model_provider == "openai":
+        from tether.llm.openai_compat import OpenAICompatible
+
+        if not settings.model_base_url:
+            raise Invalid("TETHER_MODEL_PROVIDER=openai needs TETHER_MODEL_BASE_URL")
+        return OpenAICompatible(settings.model_base_url, settings.model_api_key)
+    if settings.model_provider == "vertex":
+        from tether.llm.vertex import VertexGemini
+
+        return VertexGemini(settings.project, settings.vertex_location)
+    raise Invalid(
+        f"TETHER_MODEL_PROVIDER must be offline, openai or vertex, not {settings.model_provider!r}"
+    )
+
+
 def jwt_secret(settings: Settings) -> str:
-    """TETHER_JWT_SECRET, or a random secret generated once and kept (0600) in TETHER_HOME."""
+    """TETHER_JWT_SECRET, or (off the cloud only) a random secret generated once and kept
+    (0600) in TETHER_HOME. In the cloud there is no default: every instance must sign with the
+    same secret, and a made-up one would be a secret nobody set."""
     if settings.jwt_secret:
         return settings.jwt_secret
+    if settings.in_cloud:
+        raise Invalid("TETHER_JWT_SECRET is required in the cloud; refusing to start without it")
     path = settings.home / "jwt-secret"
     if not path.exists():
         settings.home.mkdir(parents=True, exist_ok=True)
@@ -163,6 +222,8 @@ def build(settings: Settings, store: Store | None = None, bus: Bus | None = None
     tickets = Tickets(store)
     clusters = Clusters(store, agents)
     debug = Debug(store, commands, clusters, settings.audit_retention, settings.session_retention)
+    aiagents = AiAgents(store, sessions, settings.session_retention)
+    model = functools.cache(lambda: make_model_provider(settings))  # its client, on first chat
     return Services(
         settings=settings,
         store=store,
@@ -189,6 +250,9 @@ def build(settings: Settings, store: Store | None = None, bus: Bus | None = None
         desktops=Desktops(
             store, agents, commands, limits, settings.session_retention, workspaces=sessions
         ),
+        images=Images(store, make_artifacts(settings), settings.registry_max_bytes),
+        aiagents=aiagents,
+        chats=Chats(aiagents, sessions, model, settings.model_name),
     )
 
 

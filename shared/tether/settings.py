@@ -154,6 +154,9 @@ class Settings:
     # Origins a browser may call the API from (CORS) and open WebSockets from: exact
     # origins, or "*" for any. Empty: the origin itself only.
     cors_origins: tuple[str, ...] = ()
+    # Serving on Google Cloud (Cloud Run and Cloud Functions set K_SERVICE): no generated
+    # defaults for secrets there.
+    in_cloud: bool = False
 
     def local_stack(self) -> Settings:
         """These settings as `tether up` runs them: its local agent stands in for gke and
@@ -208,6 +211,7 @@ class Settings:
             model_api_key=os.environ.get("TETHER_MODEL_API_KEY") or None,
             model_name=_env("TETHER_MODEL", ""),
             vertex_location=_env("TETHER_VERTEX_LOCATION", "us-central1"),
+            in_cloud=bool(os.environ.get("K_SERVICE")),
             cors_origins=tuple(
                 o.strip().rstrip("/")
                 for o in _env("TETHER_CORS_ORIGINS", "").split(",")

@@ -27,6 +27,15 @@ ROUTES: list[tuple[str, str]] = [
     ("/audit", "kubently"),
     ("/healthz", "kubently"),
     ("/openctrol", "openctrol"),  # its WebSockets are the relay's (tether.relay)
+    # SentinelStacks (its chat and events WebSockets are the relay's), and its registry
+    # clients' package paths, one of them inside StreamSpace's /api/v1.
+    ("/v1/auth", "sentinelstacks"),
+    ("/v1/agents", "sentinelstacks"),
+    ("/v1/images", "sentinelstacks"),
+    ("/v1/registry", "sentinelstacks"),
+    ("/v1/health", "sentinelstacks"),
+    ("/v1/packages", "sentinelstacks"),
+    ("/api/v1/packages", "sentinelstacks"),
     # Each surface's OpenAPI document and reference page, served by the surface itself.
     ("/openapi/onmemos", "onmemos"),
     ("/openapi/onmemos.json", "onmemos"),
@@ -36,6 +45,8 @@ ROUTES: list[tuple[str, str]] = [
     ("/openapi/kubently.json", "kubently"),
     ("/openapi/openctrol", "openctrol"),
     ("/openapi/openctrol.json", "openctrol"),
+    ("/openapi/sentinelstacks", "sentinelstacks"),
+    ("/openapi/sentinelstacks.json", "sentinelstacks"),
 ]
 # What serves a path under none of those: OnMemOS (its `/`, `/info`, `/v1/workspaces`,
 # `/v1/fs`, `/v1/storage`, `/v1/templates`, ...), as the load balancer's default backend does
@@ -73,6 +84,12 @@ def openctrol(request: Request) -> Response:
     return openctrol.handle(request)
 
 
+def sentinelstacks(request: Request) -> Response:
+    from tether.surfaces import sentinelstacks
+
+    return sentinelstacks.handle(request)
+
+
 def health(request: Request) -> Response:
     from tether.surfaces import onmemos
 
@@ -100,6 +117,7 @@ HTTP_TARGETS: dict[str, Callable[[Request], Response]] = {
     "streamspace": streamspace,
     "kubently": kubently,
     "openctrol": openctrol,
+    "sentinelstacks": sentinelstacks,
     "health": health,
     "sweeper": sweeper,
 }

@@ -194,8 +194,8 @@ class GkeProvisioner:
                 if api is None:
                     cfg = client.Configuration()
                     try:
-                        config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-                    except config.ConfigException as exc:
+                        config.load_incluster_config(client_configuration=cfg)  # type: ignore[attr-defined,no-untyped-call]
+                    except config.ConfigException as exc:  # type: ignore[attr-defined]
                         raise Unavailable(f"No in-cluster Kubernetes credentials: {exc}") from exc
                     api = self._owned = client.ApiClient(cfg)
                 self._core_api = client.CoreV1Api(api) if isinstance(api, client.ApiClient) else api
@@ -351,7 +351,7 @@ class GkeProvisioner:
             if ready:
                 return True
             version = listing.metadata.resource_version if listing.metadata else None
-            w = watch.Watch()  # type: ignore[no-untyped-call]
+            w = watch.Watch()  # type: ignore[attr-defined,no-untyped-call]
             try:
                 while (remaining := deadline - time.monotonic()) > 0:
                     events = w.stream(  # type: ignore[no-untyped-call]

@@ -16,7 +16,7 @@ from aiohttp import WSMsgType, web
 from tether import bootstrap
 from tether.core.models import Principal
 from tether.errors import TetherError
-from tether.relay import access, desktop, executor, feed, streams
+from tether.relay import access, agentchat, desktop, executor, feed, streams
 from tether.relay.streams import WS_OPTIONS, blocking
 from tether.runtime.websockets import SESSION_ENDED
 
@@ -97,5 +97,6 @@ def add_routes(app: web.Application, otherwise: streams.Handler) -> None:
     app.router.add_get(feed.PATH, feed.sessions_feed)  # StreamSpace's web UI's session list
     app.router.add_get(executor.PATH, executor.executor_stream)  # Kubently's executors
     desktop.add_routes(app)  # Openctrol's desktops: the agents' tunnels and their viewers
+    agentchat.add_routes(app, otherwise)  # SentinelStacks' agents: chat and events
     if NOVNC.is_dir():  # vendored by `make install` (npm), never fetched from a CDN
         app.router.add_static("/novnc/", NOVNC)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from tether.core import aiagents
 from tether.core.models import utcnow
 from tether.core.ports import Store
 from tether.service import commands, debug, desktops, idempotency, ratelimit, tickets, tokens
@@ -30,6 +31,10 @@ RETAINED = {
     "sessions": "purge_at",
     debug.SESSION_KIND: "purge_at",
     desktops.SESSION_KIND: "purge_at",
+    # SentinelStacks' agents and what they said and did (tether.core.aiagents).
+    **dict.fromkeys(
+        (aiagents.AGENTS, aiagents.CONVERSATIONS, aiagents.MESSAGES, aiagents.EVENTS), "purge_at"
+    ),
 }
 
 

@@ -1,9 +1,9 @@
 """Which surface's error shape a path answers in, where no route of a surface serves it.
 
-SentinelStacks is not built yet, but its paths are its own already, as Openctrol's are (its
-WebSocket paths are the relay's): an unknown path under one of their prefixes answers in its
-reference's error shape, never in another surface's. Paths under no surface's prefix answer
-in OnMemOS's (the load balancer's default backend).
+An unknown path under a surface's prefix answers in its reference's error shape, never in
+another surface's (Openctrol's and SentinelStacks' WebSocket paths are the relay's, yet their
+own). Paths under no surface's prefix answer in OnMemOS's (the load balancer's default
+backend).
 """
 
 from __future__ import annotations
@@ -85,9 +85,8 @@ def sentinelstacks(error: TetherError, status: int) -> Response:
     return json_response({"error": error.message}, status)
 
 
-# (prefix, renderer): the base paths of the surfaces that are packages or planned (DESIGN.md's
-# table).
-PLANNED: tuple[tuple[str, Renderer], ...] = (
+# (prefix, renderer): the base paths of the surfaces that are packages (DESIGN.md's table).
+PACKAGES: tuple[tuple[str, Renderer], ...] = (
     ("/debug", kubently),
     ("/agent", kubently),
     ("/executor", kubently),
@@ -96,6 +95,9 @@ PLANNED: tuple[tuple[str, Renderer], ...] = (
     ("/v1/agents", sentinelstacks),
     ("/v1/images", sentinelstacks),
     ("/v1/registry", sentinelstacks),
+    ("/v1/health", sentinelstacks),
+    ("/v1/packages", sentinelstacks),
+    ("/api/v1/packages", sentinelstacks),
 )
 
 
@@ -107,7 +109,7 @@ def renderer_for(path: str) -> Renderer:
         from tether.surfaces import streamspace
 
         return streamspace.render_error
-    for prefix, renderer in PLANNED:
+    for prefix, renderer in PACKAGES:
         if path == prefix or path.startswith(prefix + "/"):
             return renderer
     from tether.surfaces import onmemos
