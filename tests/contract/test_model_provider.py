@@ -3,6 +3,7 @@ and `google-genai` clients talking to wire fakes of their APIs on loopback ports
 
 from __future__ import annotations
 
+import base64
 import logging
 import socket
 import subprocess
@@ -19,7 +20,7 @@ from tether.core.ports import ModelProvider
 from tether.errors import Invalid, TetherError, Unavailable
 from tether.llm.offline import PREFIX, OfflineModel
 from tether.llm.openai_compat import OpenAICompatible
-from tether.llm.vertex import VertexGemini
+from tether.llm.vertex import SKIP_SIGNATURE, VertexGemini
 
 from tests.fakes.gemini_server import FakeGemini
 from tests.fakes.openai_server import Answer, FakeCall, FakeOpenAI, ThreadedServer
@@ -276,7 +277,15 @@ def test_a_conversation_with_a_tool_result_is_sent_whole(h: Harness) -> None:
             {
                 "role": "model",
                 "parts": [
-                    {"functionCall": {"id": "call_1", "name": "shell", "args": {"command": "ls"}}}
+                    {
+                        "functionCall": {
+                            "id": "call_1",
+                            "name": "shell",
+                            "args": {"command": "ls"},
+                        },
+                        # A call whose signature Tether did not keep: Google's documented bypass.
+                        "thoughtSignature": base64.b64encode(SKIP_SIGNATURE).decode(),
+                    }
                 ],
             },
             {
@@ -292,6 +301,55 @@ def test_a_conversation_with_a_tool_result_is_sent_whole(h: Harness) -> None:
                 ],
             },
         ]
+
+
+def test_a_gemini_thought_signature_goes_back_with_its_call(gemini_fake: FakeGemini) -> None:
+    gemini_fake.reset()
+    signature = base64.b64encode(b"opaque-signature-1").decode()
+    gemini_fake.answer(
+        Answer(tool_calls=(FakeCall("shell", {"command": "ls"}, signature=signature),)),
+        Answer(text="Two files."),
+    )
+    provider = VertexGemini(
+        "tether-test", "us-central1", base_url=gemini_fake.url, credentials=FakeCredentials()
+    )
+    first = (user("list"),)
+    events = list(provider.stream(ModelRequest("gemini-test", first, tools=(SHELL,))))
+    (call,) = [e for e in events if isinstance(e, ToolCall)]
+    assert call.id  # Gemini gave none: Tether's own, and no id goes back on the wire
+    second = (
+        *first,
+        Message(role="assistant", content="", tool_calls=(call,)),
+        Message(role="tool", content="a b", tool_call_id=call.id, name="shell"),
+    )
+
+    list(provider.stream(ModelRequest("gemini-test", second, tools=(SHELL,))))
+
+    model_turn = gemini_fake.received[-1].body["contents"][1]
+    assert model_turn == {
+        "role": "model",
+        "parts": [
+            {
+                "functionCall": {"name": "shell", "args": {"command": "ls"}},
+                "thoughtSignature": signature,
+            }
+        ],
+    }
+    response = gemini_fake.received[-1].body["contents"][2]["parts"][0]["functionResponse"]
+    assert response == {"name": "shell", "response": {"output": "a b"}}
+
+
+def test_an_openai_server_finishing_tool_calls_with_stop_still_reports_tool_calls(
+    openai_fake: FakeOpenAI,
+) -> None:
+    openai_fake.reset()
+    openai_fake.answer(
+        Answer(tool_calls=(FakeCall("shell", {"command": "ls"}),), finish_reason="stop")
+    )
+    provider = OpenAICompatible(openai_fake.base_url, None, timeout=10)
+    events = list(provider.stream(ModelRequest("m", (user("ls"),), tools=(SHELL,))))
+    done = check_done_last(events)
+    assert (done.stop_reason, len(done.tool_calls)) == ("tool_calls", 1)
 
 
 def test_temperature_and_max_tokens_are_sent(wire: Harness) -> None:

@@ -87,7 +87,10 @@ def _events(answer: Answer, model: str) -> list[str]:
         fc: dict[str, Any] = {"name": call.name, "args": args}
         if call.id is not None:
             fc["id"] = call.id
-        parts.append([{"functionCall": fc}])
+        part: dict[str, Any] = {"functionCall": fc}
+        if call.signature is not None:
+            part["thoughtSignature"] = call.signature
+        parts.append([part])
     finish = _FINISH.get(answer.finish_reason or "stop", (answer.finish_reason or "").upper())
     if not parts:
         parts = [[{"text": ""}]]

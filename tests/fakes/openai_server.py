@@ -31,11 +31,12 @@ from aiohttp import web
 class FakeCall:
     """A tool call the fake model makes. `arguments` as a dict is sent as JSON; a str is sent
     as is (to send invalid JSON). `id` None: the Gemini fake sends no id, the OpenAI fake
-    makes one up."""
+    makes one up. `signature` is for the Gemini fake only."""
 
     name: str
     arguments: dict[str, Any] | str
     id: str | None = None
+    signature: str | None = None  # Gemini's thoughtSignature (base64) on the part
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,7 @@ class OpenAICompatible:
                         if delta.content:
                             yield TextDelta(delta.content)
                         for d in delta.tool_calls or ():
-                            p = partial.setdefault(d.index, _PartialCall())
+                            p = partial.setdefault(_call_index(d, partial), _PartialCall())
                             p.id = p.id or (d.id or "")
                             if d.function is not None:
                                 p.name = p.name or (d.function.name or "")
@@ -144,6 +144,8 @@ class OpenAICompatible:
         if finish is None:
             # The stream ended cleanly but the answer never finished: it was cut short.
             raise Unavailable(f"model provider at {self._where} ended the answer early")
+        if calls and finish == "stop":
+            finish = "tool_calls"  # some servers (Ollama) finish a tool-calling answer "stop"
         yield Done(input_tokens, output_tokens, finish, tuple(calls))
 
     def _status_error(self, status: int, said: str) -> Exception:
@@ -167,6 +169,18 @@ def _provider_message(exc: Any) -> str:
         if isinstance(error, dict) and isinstance(error.get("message"), str):
             return str(error["message"])
     return ""
+
+
+def _call_index(delta: Any, partial: dict[int, _PartialCall]) -> int:
+    """The delta's call index; servers that send none start a new call with each new id."""
+    if delta.index is not None:
+        return int(delta.index)
+    if not partial:
+        return 0
+    last = max(partial)
+    if delta.id and partial[last].id and delta.id != partial[last].id:
+        return last + 1
+    return last
 
 
 def _complete(partial: dict[int, _PartialCall]) -> list[ToolCall]:

@@ -10,7 +10,8 @@ import json
 import re
 import threading
 import uuid
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from tether.core.llm import Done, Message, ModelEvent, ModelRequest, TextDelta, ToolCall
@@ -19,6 +20,12 @@ from tether.errors import Invalid, Unavailable
 # Ids Tether makes up for calls Gemini gave none: never sent back to Gemini as if its own.
 GENERATED_ID_PREFIX = "tether-call-"
 _FINISH = {"STOP": "stop", "MAX_TOKENS": "length"}
+# Gemini 3 refuses a function call sent back without the thought signature that came with it
+# (400). Signatures are kept per call id, in memory and bounded; a call whose signature is not
+# here (another instance answered, or an old conversation) gets the value Google documents for
+# a history it did not produce.
+_SIGNATURES_KEPT = 2048
+SKIP_SIGNATURE = b"skip_thought_signature_validator"
 # Google OAuth access tokens, for the credentials found in the environment.
 _ACCESS_TOKEN = re.compile(r"ya29\.[\w.-]+")
 
@@ -47,6 +54,19 @@ class VertexGemini:
         self._client = client
         self._timeout = timeout
         self._lock = threading.Lock()
+        self._signatures: OrderedDict[str, bytes] = OrderedDict()
+
+    def _keep_signature(self, call_id: str, signature: bytes | None) -> None:
+        if not signature:
+            return
+        with self._lock:
+            self._signatures[call_id] = signature
+            while len(self._signatures) > _SIGNATURES_KEPT:
+                self._signatures.popitem(last=False)
+
+    def _signature(self, call_id: str) -> bytes | None:
+        with self._lock:
+            return self._signatures.get(call_id)
 
     def __repr__(self) -> str:
         return f"VertexGemini(project={self._project!r}, location={self._location!r})"
@@ -101,7 +121,9 @@ class VertexGemini:
         responses: Any = None
         try:
             responses = self._genai().models.generate_content_stream(
-                model=request.model, contents=_contents(request.messages, types), config=config
+                model=request.model,
+                contents=_contents(request.messages, types, self._signature),
+                config=config,
             )
             for response in responses:
                 usage = response.usage_metadata
@@ -122,6 +144,7 @@ class VertexGemini:
                             name=fc.name or "",
                             arguments=dict(fc.args or {}),
                         )
+                        self._keep_signature(call.id, part.thought_signature)
                         calls.append(call)
                         yield call
                     elif part.text and not part.thought:
@@ -197,7 +220,9 @@ def _is_transport_error(exc: Exception) -> bool:
         return False
 
 
-def _contents(messages: tuple[Message, ...], types: Any) -> list[Any]:
+def _contents(
+    messages: tuple[Message, ...], types: Any, signature: Callable[[str], bytes | None]
+) -> list[Any]:
     """The conversation as Gemini contents: `user` and `model` turns; tool results are
     `function_response` parts of a user turn, assistant tool calls `function_call` parts.
     Neighbouring parts of one role share a turn (Gemini wants a turn's function responses
@@ -220,13 +245,16 @@ def _contents(messages: tuple[Message, ...], types: Any) -> list[Any]:
             add("user", [types.Part(text=m.content)])
         elif m.role == "assistant":
             parts = [types.Part(text=m.content)] if m.content else []
-            for c in m.tool_calls:
+            for i, c in enumerate(m.tool_calls):
                 names[c.id] = c.name
+                # Only a step's first call carries a signature (parallel calls share it).
+                kept = signature(c.id) or (SKIP_SIGNATURE if i == 0 else None)
                 parts.append(
                     types.Part(
                         function_call=types.FunctionCall(
                             id=_own_id(c.id), name=c.name, args=c.arguments
-                        )
+                        ),
+                        thought_signature=kept,
                     )
                 )
             add("model", parts)
