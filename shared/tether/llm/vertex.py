@@ -175,7 +175,11 @@ class VertexGemini:
         if isinstance(exc, errors.APIError):
             code = exc.code or 0
             if code in (401, 403):
-                return Unavailable("Vertex AI refused Tether's credential")
+                # 403 is also Vertex AI's answer for a project where its API is not enabled.
+                return Unavailable(
+                    f"Vertex AI refused Tether's credential (HTTP {code}): check the service "
+                    "account's roles and that the Vertex AI API is enabled in the project"
+                )
             if code in (408, 429) or code >= 500 or not 400 <= code < 500:
                 return Unavailable(f"Vertex AI is unavailable (HTTP {code})")
             said = self._redact(exc.message if isinstance(exc.message, str) else "")
