@@ -391,7 +391,7 @@ class Images:
         if parsed.digest is not None:
             where: list[Filter] = [("owner", "==", principal.id), ("digest", "==", parsed.digest)]
             found = self.user_images.query(where, limit=1)
-            entry = found[0] if found else None
+            entry = found[0] if found else self._pushed(principal, parsed.digest)
         else:
             assert parsed.name is not None
             full = self.qualified(principal, parsed.name)
@@ -399,6 +399,17 @@ class Images:
         if entry is None:
             raise NotFound(f"Image {ref} not found", code="IMAGE_NOT_FOUND")
         return entry
+
+    def _pushed(self, principal: Principal, digest: str) -> UserImage | None:
+        """A digest the caller pushed whose tag has since moved on (no entry of theirs names
+        it any more), as an entry under its first name and declared version."""
+        image = self.images.find(digest[7:])
+        if image is None or (image.pushed_by != principal.id and not principal.is_admin):
+            return None
+        fields = _summary_fields(image)
+        return UserImage(
+            owner=principal.id, tag=image.image_version, added_at=image.created_at, **fields
+        )
 
     def get_image(self, principal: Principal, ref: str) -> ImageView:
         """One of the caller's images, by digest, `name:tag` or `name` (tag latest)."""
