@@ -515,7 +515,7 @@ def read_package(data: bytes, max_bytes: int) -> Package:
                         raise _refuse(f"The package holds more than {MAX_MEMBERS} files")
                     if member.isdir():
                         continue
-                    if not member.isreg():
+                    if not member.isreg() or member.issparse():
                         raise _refuse(
                             f"The package may hold regular files only: {member.name[:80]!r} "
                             "is a link or a device"
