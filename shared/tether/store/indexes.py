@@ -71,6 +71,13 @@ COMPOSITE_INDEXES: tuple[Index, ...] = (
     # search by keyword, newest tags first (Images.search).
     Index("user_images", (("owner", ASCENDING), ("added_at", DESCENDING))),
     Index("image_tags", (("keywords", CONTAINS), ("updated_at", DESCENDING))),
+    # SentinelStacks: a user's agents and an agent's conversations, newest first; a
+    # conversation's latest messages; an agent's events, as they come and latest first.
+    Index("ai_agents", (("owner", ASCENDING), ("created_at", DESCENDING))),
+    Index("ai_conversations", (("agent_id", ASCENDING), ("updated_at", DESCENDING))),
+    Index("ai_messages", (("conversation_id", ASCENDING), ("seq", DESCENDING))),
+    Index("ai_events", (("agent_id", ASCENDING), ("timestamp", ASCENDING))),
+    Index("ai_events", (("agent_id", ASCENDING), ("timestamp", DESCENDING))),
 )
 
 
