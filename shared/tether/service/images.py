@@ -157,8 +157,11 @@ def words(text: str) -> list[str]:
 def keywords(spec: ImageSpec, name: str, tag: str) -> list[str]:
     """The lowercase terms a search finds an image by: its name and namespace and their words,
     the tag, the base model, the tools and capabilities (whole and by word) and the
-    description's words."""
+    description's words; and the beginnings of the name's words, so `chat` finds `chatbuddy`
+    (a store query matches whole terms only)."""
     found: list[str] = [name, *name.split("/"), tag.lower(), spec.base_model.lower()]
+    for word in words(name):
+        found += [word[:n] for n in range(2, len(word))]
     for item in (*spec.tools, *spec.capabilities):
         found.append(item.lower())
     text = " ".join([name, spec.base_model, *spec.tools, *spec.capabilities, spec.description])

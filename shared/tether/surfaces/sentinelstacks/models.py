@@ -173,3 +173,148 @@ class NewMessage(Body):
 
     content: str = Field(min_length=1, max_length=64 * 1024)
     role: str | None = Field(None, pattern=r"^user$")
+
+
+# -- images and the registry ------------------------------------------------------------------
+
+
+class ImageMetadata(BaseModel):
+    author: str
+    version: str
+    template: str  # the Tether workspace template its agents' sandbox uses
+
+
+class Image(BaseModel):
+    """An image: the reference's ImageResponse and the server's ImageInfo in one."""
+
+    id: str  # its digest, sha256:...
+    name: str
+    tag: str
+    ref: str  # name:tag, what POST /v1/agents takes as `image`
+    description: str
+    created_at: str
+    size: int
+    base_model: str
+    llm: str
+    features: list[str]
+    capabilities: list[str]
+    tools: list[str]
+    parameters: dict[str, Any]
+    metadata: ImageMetadata
+    author: str
+    downloads: int = 0
+    stars: int = 0
+
+
+class Images(BaseModel):
+    images: list[Image]
+    next_cursor: str | None = None
+
+
+class ImagesQuery(BaseModel):
+    limit: int = Field(100, ge=1, le=100)
+    cursor: str | None = Field(None, max_length=1000)
+
+
+class SearchQuery(BaseModel):
+    query: str | None = Field(None, max_length=200)
+    q: str | None = Field(None, max_length=200)  # the registry clients' name for it
+    tags: str | None = Field(None, max_length=200)  # comma-separated, each also searched for
+    type: str | None = Field(None, max_length=32)  # the registry client's; only agents here
+    limit: int = Field(10, ge=1, le=100)
+    offset: int = Field(0, ge=0, le=10_000)
+
+
+class SearchResults(BaseModel):
+    results: list[Image]
+    total: int
+    offset: int
+    limit: int
+
+
+class Push(Body):
+    """The server's `{name, tag, description, metadata, file}` (`file`: the package, or a bare
+    Sentinelfile, base64) or the document's `{image_id, tag}` (tag an image already here)."""
+
+    file: str | None = Field(None, max_length=12 << 20)
+    name: str | None = Field(None, max_length=200)
+    tag: str | None = Field(None, max_length=128)
+    image_id: str | None = Field(None, max_length=300)
+    # What the client says the package's digest is (`id`, as the server's clients send it,
+    # or `digest`): checked against the bytes when it is one.
+    id: str | None = Field(None, max_length=300)
+    digest: str | None = Field(None, max_length=300)
+    description: str | None = Field(None, max_length=2000)
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class Pushed(BaseModel):
+    id: str
+    name: str
+    tag: str
+    status: str  # pushed | unchanged | tagged
+    message: str
+    image: Image
+
+
+class Pull(Body):
+    name: str = Field(min_length=1, max_length=200)
+    tag: str | None = Field(None, max_length=128)
+
+
+class Pulled(BaseModel):
+    id: str
+    name: str
+    tag: str
+    status: str = "pulled"
+    message: str
+    image: Image
+
+
+class PackageSummary(BaseModel):
+    """A registry client's search result (`Client.Search`, `RegistryClient.SearchPackages`)."""
+
+    name: str
+    version: str
+    type: str = "agent"
+    description: str
+    author: str
+    license: str = ""
+    createdAt: str
+    tags: list[str]
+    downloads: int = 0
+    verified: bool = False
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class PackageSearch(BaseModel):
+    results: list[PackageSummary]
+    total: int
+    items: list[PackageSummary]  # RegistryClient's names for the same
+    totalCount: int
+
+
+class PackageInfo(BaseModel):
+    name: str
+    version: str
+    description: str
+    author: str
+    license: str = ""
+    createdAt: str
+    updatedAt: str
+    size: int
+    digest: str
+    metadata: dict[str, Any]
+    tags: list[str]
+
+
+class Tags(BaseModel):
+    tags: list[str]
+
+
+class Published(BaseModel):
+    name: str
+    version: str
+    digest: str
+    size: int
+    status: str  # pushed | unchanged
