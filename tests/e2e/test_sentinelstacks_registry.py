@@ -73,8 +73,8 @@ def test_push_search_pull_and_run_an_image(stack: Server) -> None:
     assert again["status"] == "unchanged" and again["id"] == out["id"]  # digests are idempotent
 
     # The document's push: another tag on the same digest; tags move, digests do not.
-    tagged = httpx.post(f"{stack.url}/v1/registry/push", headers=auth,
-                        json={"image_id": "admin/research-helper:1.0", "tag": "latest"})  # fmt: skip
+    retag = {"image_id": "admin/research-helper:1.0", "tag": "latest"}
+    tagged = httpx.post(f"{stack.url}/v1/registry/push", headers=auth, json=retag)
     assert tagged.status_code == 200 and tagged.json()["id"] == out["id"]
 
     found = httpx.get(f"{stack.url}/v1/registry/search", params={"query": "research"},
