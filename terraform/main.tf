@@ -1,10 +1,15 @@
 # Tether on Google Cloud: functions (the API surfaces), the relay (WebSockets), agents, the
-# Store (Firestore), the Bus (Pub/Sub), session storage, one HTTPS origin in front.
+# Store (Firestore), the Bus (Pub/Sub), session storage, SentinelStacks' image registry, one
+# HTTPS origin in front.
 #
-#   client ─HTTPS─> load balancer ─┬─> functions: onmemos, streamspace, kubently, openctrol, health
-#                                  └─> relay (Cloud Run) ──> workspace runtimes
+#   client ─HTTPS─> load balancer ─┬─> functions: onmemos, streamspace, kubently, openctrol,
+#                                  │              sentinelstacks, health
+#                                  ├─> relay (Cloud Run) ──> workspace runtimes
+#                                  └─> desktop relay (one instance) <── Openctrol's desktops
 #   functions ─> agent-commands ─> agent-commands-<agent_id> ─> agents ─> agent-events ─> agent_events
 #   Cloud Scheduler ─> sweeper (every minute)
+#   sentinelstacks ─> registry bucket (images, write-once); sentinelstacks + relay (chat) ─> model
+#   (Vertex AI Gemini, or an OpenAI-compatible endpoint with its key in Secret Manager)
 
 locals {
   registry        = "${var.region}-docker.pkg.dev/${var.project_id}/${var.artifact_repository}"
@@ -15,6 +20,7 @@ locals {
   public_url      = "https://${local.host}"
 
   apis = [
+    "aiplatform.googleapis.com", # SentinelStacks' agents' model (model_provider = "vertex")
     "artifactregistry.googleapis.com",
     "cloudbuild.googleapis.com",
     "cloudfunctions.googleapis.com",
@@ -31,6 +37,20 @@ locals {
     "secretmanager.googleapis.com",
     "storage.googleapis.com",
   ]
+
+  # SentinelStacks' language model, for the chat turns both the sentinelstacks function
+  # (POST .../conversations/{id}/messages) and the relay (the chat WebSocket) run; CORS for its
+  # web UI's REST calls and WebSockets. Empty values are left out (the code's defaults).
+  model_env = {
+    for name, value in {
+      TETHER_MODEL_PROVIDER  = var.model_provider
+      TETHER_MODEL_BASE_URL  = var.model_base_url
+      TETHER_MODEL           = var.model_name
+      TETHER_VERTEX_LOCATION = coalesce(var.vertex_location, var.region)
+      TETHER_CORS_ORIGINS    = join(",", [for o in var.cors_origins : trimsuffix(o, "/")])
+    } : name => value if value != ""
+  }
+  registry_url = "gs://${module.storage.registry_bucket}/images"
 
   # The public routing table, first match wins. The functions' part mirrors
   # tether.targets.ROUTES; the relay's part is every route of
@@ -50,11 +70,17 @@ locals {
     # (the desktop relay), as a tunnel and its viewers must meet in one process.
     { path = "/openctrol/*/tunnel", backend = "desktop_relay" },
     { path = "/openctrol/*/ws/desktop", backend = "desktop_relay" },
+    # SentinelStacks' agents' chat and events WebSockets (tether.relay.agentchat).
+    { path = "/v1/agents/*/chat", backend = "relay" },
+    { path = "/v1/agents/*/events", backend = "relay" },
     { path = "/novnc/*", backend = "relay" },
     { path = "/v1/sessions", backend = "onmemos" },
     { path = "/v1/sessions/*", backend = "onmemos" },
     { path = "/v1/cloudrun", backend = "onmemos" },
     { path = "/v1/cloudrun/*", backend = "onmemos" },
+    # SentinelStacks' registry clients' package paths, inside StreamSpace's tree.
+    { path = "/api/v1/packages", backend = "sentinelstacks" },
+    { path = "/api/v1/packages/*", backend = "sentinelstacks" },
     { path = "/api/v1", backend = "streamspace" },
     { path = "/api/v1/*", backend = "streamspace" },
     { path = "/debug", backend = "kubently" },
@@ -69,6 +95,18 @@ locals {
     { path = "/audit/*", backend = "kubently" },
     { path = "/healthz", backend = "kubently" },
     { path = "/healthz/*", backend = "kubently" },
+    { path = "/v1/auth", backend = "sentinelstacks" },
+    { path = "/v1/auth/*", backend = "sentinelstacks" },
+    { path = "/v1/agents", backend = "sentinelstacks" },
+    { path = "/v1/agents/*", backend = "sentinelstacks" },
+    { path = "/v1/images", backend = "sentinelstacks" },
+    { path = "/v1/images/*", backend = "sentinelstacks" },
+    { path = "/v1/registry", backend = "sentinelstacks" },
+    { path = "/v1/registry/*", backend = "sentinelstacks" },
+    { path = "/v1/health", backend = "sentinelstacks" },
+    { path = "/v1/health/*", backend = "sentinelstacks" },
+    { path = "/v1/packages", backend = "sentinelstacks" },
+    { path = "/v1/packages/*", backend = "sentinelstacks" },
     { path = "/openctrol", backend = "openctrol" },
     { path = "/openctrol/*", backend = "openctrol" },
     { path = "/openapi/openctrol", backend = "openctrol" },
@@ -83,6 +121,9 @@ locals {
     { path = "/openapi/kubently", backend = "kubently" },
     { path = "/openapi/kubently.json", backend = "kubently" },
     { path = "/openapi/kubently/*", backend = "kubently" },
+    { path = "/openapi/sentinelstacks", backend = "sentinelstacks" },
+    { path = "/openapi/sentinelstacks.json", backend = "sentinelstacks" },
+    { path = "/openapi/sentinelstacks/*", backend = "sentinelstacks" },
     { path = "/health", backend = "health" },
     { path = "/health/*", backend = "health" },
   ]
@@ -130,6 +171,8 @@ module "iam" {
   project_number        = data.google_project.this.number
   agents                = local.agents
   relay_project_invoker = var.relay_project_invoker
+  # Chat turns call Gemini on Vertex AI as these accounts.
+  vertex_ai_users = var.model_provider == "vertex" ? ["api", "relay"] : []
 
   depends_on = [google_project_service.this]
 }
@@ -151,6 +194,7 @@ module "storage" {
   location                = var.region
   sessions_bucket_name    = var.sessions_bucket_name
   sources_bucket_name     = var.sources_bucket_name
+  registry_bucket_name    = var.registry_bucket_name
   sessions_versioning     = var.sessions_versioning
   sessions_retention_days = var.sessions_retention_days
   access_log_bucket       = var.access_log_bucket
@@ -160,6 +204,12 @@ module "storage" {
   # its own prefix, a managed folder its agent makes (GKE workspaces mount no storage).
   iam = concat(
     [{ bucket = "sources", role = "roles/storage.objectViewer", key = "build", member = module.iam.members["build"] }],
+    # SentinelStacks' registry (the sentinelstacks function, as the api account): create and
+    # read blobs, never delete or overwrite one (a digest's bytes never change).
+    [
+      { bucket = "registry", role = "roles/storage.objectCreator", key = "api", member = module.iam.members["api"] },
+      { bucket = "registry", role = "roles/storage.objectViewer", key = "api", member = module.iam.members["api"] },
+    ],
     # Cloud Run agents create and remove each session's prefix and its managed folder.
     flatten([for key, member in local.cloud_run_agent_members : [
       { bucket = "sessions", role = "roles/storage.objectAdmin", key = key, member = member },
@@ -173,8 +223,9 @@ module "storage" {
 module "secrets" {
   source = "./modules/secrets"
 
-  project_id    = var.project_id
-  jwt_secret_id = var.jwt_secret_id
+  project_id              = var.project_id
+  jwt_secret_id           = var.jwt_secret_id
+  model_api_key_secret_id = var.model_api_key_secret_id
   accessors = {
     api   = module.iam.members["api"]
     relay = module.iam.members["relay"]
@@ -269,6 +320,10 @@ module "functions" {
   firestore_database       = module.firestore.database_name
   sweeper_schedule         = var.sweeper_schedule
   overrides                = var.function_overrides
+  registry_url             = local.registry_url
+  registry_max_bytes       = var.registry_max_bytes
+  model_env                = local.model_env
+  model_api_key_secret_id  = module.secrets.model_api_key_secret_id
 
   depends_on = [google_project_service.this]
 }
@@ -276,18 +331,20 @@ module "functions" {
 module "relay" {
   source = "./modules/relay"
 
-  project_id            = var.project_id
-  region                = var.region
-  image                 = local.relay_image
-  service_account_email = module.iam.emails["relay"]
-  jwt_secret_id         = module.secrets.jwt_secret_id
-  public_url            = local.public_url
-  firestore_database    = module.firestore.database_name
-  concurrency           = var.relay_concurrency
-  min_instances         = var.relay_min_instances
-  max_instances         = var.relay_max_instances
-  vpc_network           = module.network.network
-  vpc_subnetwork        = module.network.subnetwork
+  project_id              = var.project_id
+  region                  = var.region
+  image                   = local.relay_image
+  service_account_email   = module.iam.emails["relay"]
+  jwt_secret_id           = module.secrets.jwt_secret_id
+  public_url              = local.public_url
+  firestore_database      = module.firestore.database_name
+  model_env               = local.model_env # the chat WebSocket runs chat turns
+  model_api_key_secret_id = module.secrets.model_api_key_secret_id
+  concurrency             = var.relay_concurrency
+  min_instances           = var.relay_min_instances
+  max_instances           = var.relay_max_instances
+  vpc_network             = module.network.network
+  vpc_subnetwork          = module.network.subnetwork
 
   depends_on = [google_project_service.this]
 }

@@ -28,6 +28,29 @@ output "sessions_bucket" {
   value       = module.storage.sessions_bucket
 }
 
+output "registry_bucket" {
+  description = "SentinelStacks' image registry bucket (the sentinelstacks function's TETHER_REGISTRY_URL is gs://<it>/images)."
+  value       = module.storage.registry_bucket
+}
+
+output "registry_url" {
+  description = "TETHER_REGISTRY_URL of the sentinelstacks function."
+  value       = local.registry_url
+}
+
+output "model" {
+  description = "The language model SentinelStacks' agents call, as the sentinelstacks function and the relay are told (TETHER_MODEL_*; api_key_secret: the Secret Manager id of TETHER_MODEL_API_KEY, null: none; add its value before the full apply, see README.md)."
+  value = {
+    env            = local.model_env
+    api_key_secret = module.secrets.model_api_key_secret_id
+  }
+
+  precondition {
+    condition     = var.model_provider != "openai" || var.model_base_url != ""
+    error_message = "model_provider = \"openai\" needs model_base_url (the OpenAI-compatible endpoint)."
+  }
+}
+
 output "function_source_bucket" {
   description = "Bucket holding the function source archives."
   value       = module.storage.sources_bucket

@@ -187,6 +187,81 @@ variable "security_policy" {
   default     = null
 }
 
+# -- SentinelStacks: AI agents ----------------------------------------------------------------
+
+variable "model_provider" {
+  type        = string
+  description = "The language model SentinelStacks' agents call (TETHER_MODEL_PROVIDER) in the sentinelstacks function and the relay: vertex (Gemini on Vertex AI, as the api and relay service accounts, which get roles/aiplatform.user), openai (any OpenAI-compatible endpoint: model_base_url, and model_api_key_secret_id for its key) or offline (a fixed stand-in, no model)."
+  default     = "vertex"
+
+  validation {
+    condition     = contains(["offline", "openai", "vertex"], var.model_provider)
+    error_message = "model_provider is offline, openai or vertex."
+  }
+}
+
+variable "model_base_url" {
+  type        = string
+  description = "openai: the endpoint (TETHER_MODEL_BASE_URL), e.g. https://api.openai.com/v1. Empty: unset."
+  default     = ""
+
+  validation {
+    condition     = var.model_base_url == "" || can(regex("^https?://", var.model_base_url))
+    error_message = "model_base_url is an http(s) URL, or empty."
+  }
+}
+
+variable "model_name" {
+  type        = string
+  description = "The model every agent uses (TETHER_MODEL), e.g. gemini-2.5-flash. Empty: each image's own base model."
+  default     = ""
+}
+
+variable "vertex_location" {
+  type        = string
+  description = "vertex: the Vertex AI location of the model (TETHER_VERTEX_LOCATION), e.g. global or us-central1; null: var.region."
+  default     = null
+}
+
+variable "model_api_key_secret_id" {
+  type        = string
+  description = "Secret Manager id of the model endpoint's API key (TETHER_MODEL_API_KEY, openai), e.g. tether-model-api-key; null: no key. Terraform makes the secret and lets the api and relay accounts read it; add its value outside Terraform, before the full apply (as the JWT secret's, see README.md)."
+  default     = null
+
+  validation {
+    condition     = var.model_api_key_secret_id == null || can(regex("^[A-Za-z0-9_-]{1,255}$", var.model_api_key_secret_id))
+    error_message = "model_api_key_secret_id is a Secret Manager id: letters, digits, - and _."
+  }
+}
+
+variable "cors_origins" {
+  type        = list(string)
+  description = "Browser origins allowed to call SentinelStacks' API and open its WebSockets from another origin (TETHER_CORS_ORIGINS), e.g. [\"https://ui.example.com\"]; \"*\": any origin. Empty: same origin only."
+  default     = []
+
+  validation {
+    condition     = alltrue([for o in var.cors_origins : o == "*" || can(regex("^https?://[^/,]+$", trimsuffix(o, "/")))])
+    error_message = "A CORS origin is scheme://host[:port] (no path, no comma), or \"*\" (any origin)."
+  }
+}
+
+variable "registry_bucket_name" {
+  type        = string
+  description = "SentinelStacks' image registry bucket name (TETHER_REGISTRY_URL = gs://<name>/images); null: <project_id>-tether-registry."
+  default     = null
+}
+
+variable "registry_max_bytes" {
+  type        = number
+  description = "The largest image a push takes (TETHER_REGISTRY_MAX_BYTES); null: the code's default (8 MiB). At most 32 MiB, Cloud Run's request size limit."
+  default     = null
+
+  validation {
+    condition     = var.registry_max_bytes == null || try(var.registry_max_bytes > 0 && var.registry_max_bytes <= 33554432, false)
+    error_message = "registry_max_bytes is between 1 and 33554432 (32 MiB)."
+  }
+}
+
 # -- data ------------------------------------------------------------------------------------
 
 variable "firestore_database" {

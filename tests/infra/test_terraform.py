@@ -142,21 +142,27 @@ def test_composite_indexes_and_ttl_policies_match_the_code() -> None:
     assert {k: unq(v) for k, v in local["retained"].items()} == RETAINED
 
 
+def lb_routes() -> list[tuple[str, str]]:
+    return [(unq(r["path"]), unq(r["backend"])) for r in locals_of(load("main.tf"))["routes"]]
+
+
+def backend(path: str, routes: list[tuple[str, str]] | None = None) -> str | None:
+    """The backend the URL map sends `path` to (modules/lb: "/a/*" anything under /a/, a "*"
+    elsewhere one segment, otherwise the exact path)."""
+    for pattern, name in lb_routes() if routes is None else routes:  # first match wins
+        regex = re.escape(pattern).replace(r"\*", "[^/]+")
+        if re.fullmatch(regex, path) or (pattern.endswith("/*") and path.startswith(
+                pattern[:-1])):  # fmt: skip
+            return name
+    return None
+
+
 def test_the_load_balancer_routes_every_path_to_its_target() -> None:
-    routes = [(unq(r["path"]), unq(r["backend"])) for r in locals_of(load("main.tf"))["routes"]]
-
-    def backend(path: str) -> str | None:
-        for pattern, name in routes:  # first match wins, as in the URL map's route rules
-            regex = re.escape(pattern).replace(r"\*", "[^/]+")
-            if re.fullmatch(regex, path) or (pattern.endswith("/*") and path.startswith(
-                    pattern[:-1])):  # fmt: skip
-                return name
-        return None
-
+    routes = lb_routes()
     for prefix, target in ROUTES:
-        assert backend(prefix) == target, prefix
+        assert backend(prefix, routes) == target, prefix
         if not prefix.endswith(".json"):  # a document has no paths under it
-            assert backend(prefix + "/some-id") == target, prefix
+            assert backend(prefix + "/some-id", routes) == target, prefix
     # Every path the relay serves: its WebSockets and pages.
     aio = web.Application()
     relay_app.add_routes(aio, relay_app.vnc_viewer)
@@ -166,7 +172,7 @@ def test_the_load_balancer_routes_every_path_to_its_target() -> None:
     for path in (*paths, "/novnc/core/rfb.js"):
         # Openctrol's tunnels and viewers meet in the one-instance desktop relay.
         wanted = "desktop_relay" if path.startswith("/openctrol/") else "relay"
-        assert backend(path) == wanted, path
+        assert backend(path, routes) == wanted, path
 
 
 def test_checkov_passes_offline_and_every_skip_says_why() -> None:
@@ -289,3 +295,346 @@ def test_agents_and_relay_reach_internal_only_workspaces_through_the_vpc() -> No
     for module in ("agents", "relay"):
         body = root.split(f'module "{module}"')[1].split("depends_on")[0]
         assert "vpc_subnetwork" in body and "module.network.subnetwork" in body, module
+
+
+# -- SentinelStacks (issue #18) ---------------------------------------------------------------
+
+
+def module_args(name: str) -> dict[str, Any]:
+    """The arguments of `module "<name>"` in the root."""
+    for entry in load("main.tf").get("module", []):
+        for label, body in entry.items():
+            if unq(label) == name:
+                return dict(body)
+    raise AssertionError(f"no module {name}")
+
+
+def dynamic_blocks(body: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [inner[f'"{kind}"'] for inner in body.get("dynamic", []) if f'"{kind}"' in inner]
+
+
+def test_routes_agree_with_the_targets_routes_and_the_relay_gets_the_agents_websockets() -> None:
+    routes = lb_routes()
+    functions = {unq(t) for t in locals_of(load("modules/functions/main.tf"))["functions"]}
+    # Every function route is a prefix of targets.ROUTES (or what is under it), same target.
+    for pattern, name in routes:
+        if name in functions:
+            assert (pattern.removesuffix("/*"), name) in ROUTES, pattern
+        else:
+            assert name in ("relay", "desktop_relay"), pattern
+    # Every path form the lb module knows: exact, "/a/*", or one "*" segment in the middle.
+    for pattern, _ in routes:
+        assert re.fullmatch(r"(/[\w.-]+|/\*)+", pattern) and "**" not in pattern, pattern
+    sentinel = [prefix for prefix, target in ROUTES if target == "sentinelstacks"]
+    assert {"/v1/agents", "/api/v1/packages", "/openapi/sentinelstacks.json"} <= set(sentinel)
+    for prefix in sentinel:
+        assert backend(prefix, routes) == "sentinelstacks", prefix
+        if not prefix.endswith(".json"):
+            assert backend(f"{prefix}/a-1/b", routes) == "sentinelstacks", prefix
+    # The relay's two WebSockets (tether.relay.agentchat), before the REST tree they sit in.
+    from tether.relay import agentchat
+
+    for path in (agentchat.CHAT, agentchat.EVENTS):
+        assert backend(re.sub(r"\{\w+\}", "agent-1", path), routes) == "relay", path
+    assert backend("/v1/agents/agent-1/conversations/c-1/messages", routes) == "sentinelstacks"
+    assert backend("/v1/agents/agent-1/chat/more", routes) == "sentinelstacks"
+    # Registry clients' package paths inside StreamSpace's tree, and StreamSpace keeps the rest.
+    assert backend("/api/v1/packages/search", routes) == "sentinelstacks"
+    assert backend("/api/v1/sessions", routes) == "streamspace"
+    assert backend("/api/v1/packagesx", routes) == "streamspace"
+
+
+def test_the_sentinelstacks_function_gets_the_registry_and_the_model() -> None:
+    doc = load("modules/functions/main.tf")
+    local = locals_of(doc)
+    entry = local["functions"]["sentinelstacks"]
+    assert unq(entry["identity"]) == "api" and entry["lb"] is True and entry["jwt"] is True
+    assert entry["topic"] is None and entry["schedule"] is None
+    assert entry["timeout"] >= 300, "a chat turn waits for the model and its tools"
+    extra = unq(local["extra_env"]["sentinelstacks"])
+    assert "TETHER_REGISTRY_URL = var.registry_url" in extra and "var.model_env" in extra
+    assert set(local["extra_env"]) == {"sentinelstacks"}, "the other targets' env is unchanged"
+    function = block(doc, "resource", "google_cloudfunctions2_function", "this")
+    (service,) = function["service_config"]
+    assert service["environment_variables"] == (
+        "${merge(local.env, lookup(local.extra_env, each.key, {}))}"
+    )
+    secrets = {unq(d["content"][0]["key"]): d for d in
+               dynamic_blocks(service, "secret_environment_variables")}  # fmt: skip
+    assert set(secrets) == {"TETHER_JWT_SECRET", "TETHER_MODEL_API_KEY"}
+    key = secrets["TETHER_MODEL_API_KEY"]
+    assert key["for_each"] == (
+        "${contains(local.model_functions, each.key) && var.model_api_key_secret_id != null"
+        " ? [var.model_api_key_secret_id] : []}"
+    )
+    assert [unq(f) for f in local["model_functions"]] == ["sentinelstacks"]
+    assert key["content"][0]["secret"] == "${secret_environment_variables.value}"
+    # The root's wiring: the registry bucket, the model settings, the key's secret.
+    root = locals_of(load("main.tf"))
+    assert unq(root["registry_url"]) == "gs://${module.storage.registry_bucket}/images"
+    args = module_args("functions")
+    assert args["registry_url"] == "${local.registry_url}"
+    assert args["model_env"] == "${local.model_env}"
+    assert args["model_api_key_secret_id"] == "${module.secrets.model_api_key_secret_id}"
+    # Every setting Terraform gives is one tether.settings reads.
+    settings = (ROOT / "shared/tether/settings.py").read_text()
+    for name in re.findall(r"\b(TETHER_\w+) =", root["model_env"] + extra):
+        assert f'"{name}"' in settings, name
+
+
+def test_the_relay_gets_the_model_settings_and_key_for_the_chat_websocket() -> None:
+    doc = load("modules/relay/main.tf")
+    assert "var.model_env" in locals_of(doc)["env"]
+    svc = block(doc, "resource", "google_cloud_run_v2_service", "relay")
+    (container,) = svc["template"][0]["containers"]
+    envs = dynamic_blocks(container, "env")
+    assert any(e["for_each"] == "${local.env}" for e in envs)
+    (key,) = [e for e in envs if unq(e["content"][0].get("name")) == "TETHER_MODEL_API_KEY"]
+    assert key["for_each"] == (
+        "${var.model_api_key_secret_id == null ? [] : [var.model_api_key_secret_id]}"
+    )
+    (ref,) = key["content"][0]["value_source"][0]["secret_key_ref"]
+    assert ref["secret"] == "${env.value}" and unq(ref["version"]) == "latest"
+    args = module_args("relay")
+    assert args["model_env"] == "${local.model_env}"
+    assert args["model_api_key_secret_id"] == "${module.secrets.model_api_key_secret_id}"
+
+
+def test_the_model_key_secret_is_declared_and_readable_by_the_api_and_the_relay() -> None:
+    doc = load("modules/secrets/main.tf")
+    secret = block(doc, "resource", "google_secret_manager_secret", "model_api_key")
+    assert secret["count"] == "${var.model_api_key_secret_id == null ? 0 : 1}"
+    assert secret["secret_id"] == "${var.model_api_key_secret_id}"
+    assert "secret_data" not in str(doc), "the value is added outside Terraform, never in state"
+    grant = block(doc, "resource", "google_secret_manager_secret_iam_member",
+                  "model_api_key_accessor")  # fmt: skip
+    assert unq(grant["role"]) == "roles/secretmanager.secretAccessor"
+    assert "var.accessors" in grant["for_each"] and grant["member"] == "${each.value}"
+    assert grant["secret_id"] == "${google_secret_manager_secret.model_api_key[0].secret_id}"
+    args = module_args("secrets")
+    assert args["model_api_key_secret_id"] == "${var.model_api_key_secret_id}"
+    assert args["accessors"] == {
+        "api": '${module.iam.members["api"]}', "relay": '${module.iam.members["relay"]}',
+    }  # fmt: skip
+    assert variable_default(load("variables.tf"), "model_api_key_secret_id") is None
+
+
+def test_the_registry_bucket_is_private_and_no_one_may_delete_or_overwrite_a_blob() -> None:
+    doc = load("modules/storage/main.tf")
+    buckets = locals_of(doc)["buckets"]
+    assert "registry" in buckets and buckets["registry"]["versioning"] is False
+    bucket = block(doc, "resource", "google_storage_bucket", "this")
+    assert bucket["for_each"] == "${local.buckets}"
+    assert bucket["uniform_bucket_level_access"] is True
+    assert unq(bucket["public_access_prevention"]) == "enforced"
+    # No public member and no role on the bucket but the root's grants, and the registry's
+    # grants create and read objects only (objectUser, objectAdmin, admin all delete).
+    text = "\n".join(p.read_text() for p in TF.rglob("*.tf"))
+    grants = re.findall(r'bucket = "registry", role = "([^"]+)", key = "(\w+)"', text)
+    assert sorted(grants) == [("roles/storage.objectCreator", "api"),
+                              ("roles/storage.objectViewer", "api")]  # fmt: skip
+    assert text.count('bucket = "registry"') == len(grants)
+    storage_text = (TF / "modules/storage/main.tf").read_text()
+    assert "allUsers" not in storage_text and "allAuthenticatedUsers" not in storage_text
+    assert "google_storage_bucket_iam_binding" not in text
+    assert "google_storage_bucket_iam_policy" not in text
+    (iam,) = [r for r in doc["resource"] if '"google_storage_bucket_iam_member"' in r]
+    assert iam['"google_storage_bucket_iam_member"']['"this"']["for_each"] == "${local.iam}"
+    # Nor on the project: the api account holds no storage role there.
+    project_roles = locals_of(load("modules/iam/main.tf"))["project_roles"]
+    assert "roles/storage" not in re.sub(r'sa = "build", role = "roles/storage\.\w+"', "",
+                                         project_roles)  # fmt: skip
+    # The module refuses any other role on the registry (a plan, offline).
+    out = storage_variables_plan(
+        '[{bucket = "registry", role = "roles/storage.objectUser", key = "api", member = "x"}]'
+    )
+    assert out.returncode != 0 and "registry bucket takes" in out.stderr, out.stderr
+    out = storage_variables_plan(
+        '[{bucket = "registry", role = "roles/storage.objectCreator", key = "api", member = "x"}]'
+    )
+    assert out.returncode == 0, out.stderr
+    assert unq(module_args("storage")["registry_bucket_name"]) == "${var.registry_bucket_name}"
+
+
+def storage_variables_plan(iam: str) -> subprocess.CompletedProcess[str]:
+    import tempfile
+
+    from tests.infra.test_cluster_agent import terraform
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "variables.tf").write_text((TF / "modules/storage/variables.tf").read_text())
+        init = terraform(Path(tmp), "init", "-input=false", "-backend=false")
+        assert init.returncode == 0, init.stderr
+        return terraform(Path(tmp), "plan", "-input=false", "-var=project_id=p",
+                         "-var=location=europe-west1", f"-var=iam={iam}")  # fmt: skip
+
+
+def test_vertex_ai_is_enabled_and_the_api_and_relay_may_call_it() -> None:
+    root = locals_of(load("main.tf"))
+    assert "aiplatform.googleapis.com" in [unq(a) for a in root["apis"]]
+    assert module_args("iam")["vertex_ai_users"] == (
+        '${var.model_provider == "vertex" ? ["api", "relay"] : []}'
+    )
+    project_roles = locals_of(load("modules/iam/main.tf"))["project_roles"]
+    assert 'for sa in var.vertex_ai_users : {sa = sa, role = "roles/aiplatform.user"}' in (
+        project_roles
+    )
+    assert unq(variable_default(load("variables.tf"), "model_provider")) == "vertex"
+
+
+def test_ttl_policies_cover_every_retained_kind_of_the_sweeper() -> None:
+    from tether.core import aiagents
+
+    ai_kinds = {aiagents.AGENTS, aiagents.CONVERSATIONS, aiagents.MESSAGES, aiagents.EVENTS}
+    assert ai_kinds <= set(RETAINED)
+    doc = load("modules/firestore/main.tf")
+    retained = {k: unq(v) for k, v in locals_of(doc)["retained"].items()}
+    assert retained == RETAINED
+    ttl = block(doc, "resource", "google_firestore_field", "ttl")
+    assert ttl["for_each"] == (
+        "${merge({for c in local.ttl_collections : c => local.ttl_field}, local.retained)}"
+    )
+    assert ttl["collection"] == "${each.key}" and ttl["field"] == "${each.value}"
+    assert ttl["ttl_config"], "an empty ttl_config block turns the policy on"
+
+
+# The model's settings as Terraform computes them, planned offline: the root's variables and
+# `local.model_env`, the functions module's extra env and key wiring, the `model` output's
+# check, verbatim, with stand-ins for the storage and secrets modules.
+
+
+def model_scratch(root: Path) -> Path:
+    from tests.infra.test_cluster_agent import hcl_block
+    from tests.infra.test_executor_clusters import expression
+
+    main = (TF / "main.tf").read_text()
+    variables = (TF / "variables.tf").read_text()
+    functions_main = (TF / "modules/functions/main.tf").read_text()
+    functions_vars = (TF / "modules/functions/variables.tf").read_text()
+    names = ["project_id", "region", "model_provider", "model_base_url", "model_name",
+             "vertex_location", "model_api_key_secret_id", "cors_origins",
+             "registry_bucket_name", "registry_max_bytes"]  # fmt: skip
+    (root / "storage").mkdir()
+    (root / "storage" / "main.tf").write_text(
+        'variable "name" {\n  type = string\n}\noutput "registry_bucket" {\n  value = var.name\n}\n'
+    )
+    (root / "secrets").mkdir()
+    (root / "secrets" / "main.tf").write_text(
+        'variable "id" {\n  type = string\n}\noutput "model_api_key_secret_id" {\n'
+        "  value = var.id\n}\n"
+    )
+    model_key = 'dynamic "secret_environment_variables" {\n      for_each = contains'
+    key_each = expression(hcl_block(functions_main, model_key), "for_each")
+    (root / "functions").mkdir()
+    (root / "functions" / "main.tf").write_text("\n".join([
+        *(hcl_block(functions_vars, f'variable "{v}" {{') for v in
+          ("model_api_key_secret_id", "model_env", "registry_url", "registry_max_bytes")),
+        "locals {",
+        f"  extra_env = {expression(functions_main, 'extra_env')}",
+        f"  model_functions = {expression(functions_main, 'model_functions')}",
+        "}",
+        'output "extra_env" {\n  value = local.extra_env\n}',
+        'output "key_secrets" {\n  value = { for name in ["sentinelstacks", "onmemos"] : name => '
+        + key_each.replace("each.key", "name") + " }\n}",
+    ]))  # fmt: skip
+    functions_args = hcl_block(main, 'module "functions" {')
+    (root / "main.tf").write_text("\n".join([
+        *(hcl_block(variables, f'variable "{v}" {{') for v in names),
+        "locals {",
+        f"  model_env = {expression(main, 'model_env')}",
+        f"  registry_url = {expression(main, 'registry_url')}",
+        "}",
+        'module "storage" {\n  source = "./storage"\n'
+        '  name = coalesce(var.registry_bucket_name, "${var.project_id}-tether-registry")\n}',
+        'module "secrets" {\n  source = "./secrets"\n  id = var.model_api_key_secret_id\n}',
+        'module "functions" {\n  source = "./functions"\n'
+        + "".join(f"  {a} = {expression(functions_args, a)}\n" for a in
+                  ("registry_url", "registry_max_bytes", "model_env", "model_api_key_secret_id"))
+        + "}",
+        hcl_block((TF / "outputs.tf").read_text(), 'output "model" {'),
+        'output "functions" {\n  value = module.functions\n}',
+    ]))  # fmt: skip
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_plan(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    import json
+
+    from tests.infra.test_cluster_agent import terraform
+
+    root = model_scratch(tmp_path_factory.mktemp("model"))
+    init = terraform(root, "init", "-input=false", "-backend=false")
+    assert init.returncode == 0, init.stdout + init.stderr
+
+    def plan(*variables: str) -> dict[str, Any] | str:
+        planned = terraform(root, "plan", "-input=false", "-out=plan",
+                            "-var=project_id=my-project", *variables)  # fmt: skip
+        if planned.returncode:
+            return planned.stderr
+        shown = terraform(root, "show", "-json", "plan")
+        outputs = json.loads(shown.stdout)["planned_values"]["outputs"]
+        return {name: value["value"] for name, value in outputs.items()}
+
+    return plan
+
+
+def function_settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    from tether.settings import Settings
+
+    for name in [n for n in __import__("os").environ if n.startswith("TETHER_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return Settings.from_env()
+
+
+def test_the_function_and_relay_settings_are_what_the_code_reads(
+    model_plan: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tether import bootstrap
+    from tether.registry.gcs import GcsArtifacts
+
+    # The defaults: Gemini on Vertex AI in the region, the registry bucket, no key.
+    out = model_plan()
+    assert isinstance(out, dict), out
+    env = out["model"]["env"]
+    assert env == {"TETHER_MODEL_PROVIDER": "vertex", "TETHER_VERTEX_LOCATION": "europe-west1"}
+    function_env = out["functions"]["extra_env"]["sentinelstacks"]
+    assert function_env == {**env, "TETHER_REGISTRY_URL": "gs://my-project-tether-registry/images"}
+    assert out["functions"]["key_secrets"] == {"sentinelstacks": [], "onmemos": []}
+    settings = function_settings(function_env, monkeypatch)
+    assert (settings.model_provider, settings.vertex_location) == ("vertex", "europe-west1")
+    artifacts = bootstrap.make_artifacts(settings)
+    assert isinstance(artifacts, GcsArtifacts)
+    assert (artifacts.bucket_name, artifacts.prefix) == ("my-project-tether-registry", "images")
+
+    # An OpenAI-compatible endpoint with its key in Secret Manager, CORS for a web UI.
+    out = model_plan("-var=model_provider=openai", "-var=model_base_url=https://llm.example/v1",
+                     "-var=model_name=gpt-4o-mini", "-var=model_api_key_secret_id=tether-key",
+                     '-var=cors_origins=["https://ui.example.com/", "http://localhost:3000"]',
+                     "-var=registry_max_bytes=16777216",
+                     "-var=registry_bucket_name=reg")  # fmt: skip
+    assert isinstance(out, dict), out
+    assert out["model"]["api_key_secret"] == "tether-key"
+    assert out["functions"]["key_secrets"] == {"sentinelstacks": ["tether-key"],
+                                               "onmemos": []}  # fmt: skip
+    function_env = out["functions"]["extra_env"]["sentinelstacks"]
+    assert function_env["TETHER_REGISTRY_URL"] == "gs://reg/images"
+    settings = function_settings(function_env, monkeypatch)
+    assert settings.model_provider == "openai" and settings.model_name == "gpt-4o-mini"
+    assert settings.model_base_url == "https://llm.example/v1"
+    assert settings.cors_origins == ("https://ui.example.com", "http://localhost:3000")
+    assert settings.registry_max_bytes == 16 << 20
+
+
+def test_terraform_refuses_model_settings_the_code_would_refuse(model_plan: Any) -> None:
+    refused = model_plan("-var=model_provider=openai")
+    assert isinstance(refused, str) and "needs model_base_url" in refused
+    refused = model_plan("-var=model_provider=gemini")
+    assert isinstance(refused, str) and "offline, openai or vertex" in refused
+    refused = model_plan('-var=cors_origins=["https://ui.example.com/app"]')
+    assert isinstance(refused, str) and "CORS origin" in refused
+    refused = model_plan("-var=registry_max_bytes=67108864")
+    assert isinstance(refused, str) and "registry_max_bytes" in refused
+    assert isinstance(model_plan('-var=cors_origins=["*"]', "-var=model_provider=offline"), dict)

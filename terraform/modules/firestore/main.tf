@@ -12,8 +12,17 @@ locals {
   # for the local store).
   ttl_field       = "expires_at"
   ttl_collections = ["revoked_tokens", "rate_limits", "tickets", "commands", "idempotency", "agent_journal", "agent_stopped", "kubectl_runs"]
-  # tether.service.sweeper.RETAINED: kept a while after they end, until this field's time.
-  retained = { sessions = "purge_at", debug_sessions = "purge_at", desktop_sessions = "purge_at" }
+  # tether.service.sweeper.RETAINED: kept a while after they end, until this field's time
+  # (the ai_* kinds: SentinelStacks' agents and their conversations, messages and events).
+  retained = {
+    sessions         = "purge_at"
+    debug_sessions   = "purge_at"
+    desktop_sessions = "purge_at"
+    ai_agents        = "purge_at"
+    ai_conversations = "purge_at"
+    ai_messages      = "purge_at"
+    ai_events        = "purge_at"
+  }
 
   database = var.create_database ? google_firestore_database.this[0].name : var.database_name
 }

@@ -12,3 +12,8 @@ output "ttl_collections" {
   description = "Collections with a TTL policy on expires_at."
   value       = local.ttl_collections
 }
+
+output "retained_collections" {
+  description = "Collections with a TTL policy on another field (purge_at), by collection: what the sweeper keeps a while after it ends."
+  value       = local.retained
+}

@@ -10,13 +10,16 @@ locals {
   #   topic:    CloudEvent target triggered by this Pub/Sub topic (null: an HTTP target)
   #   schedule: Cloud Scheduler calls it on this cron schedule (null: never)
   functions = {
-    onmemos      = { memory = "512Mi", cpu = "1", timeout = 3600, concurrency = 40, identity = "api", lb = true, jwt = true, topic = null, schedule = null }
-    streamspace  = { memory = "512Mi", cpu = "1", timeout = 300, concurrency = 40, identity = "api", lb = true, jwt = true, topic = null, schedule = null }
-    kubently     = { memory = "512Mi", cpu = "1", timeout = 300, concurrency = 80, identity = "api", lb = true, jwt = true, topic = null, schedule = null }
-    openctrol    = { memory = "512Mi", cpu = "1", timeout = 60, concurrency = 80, identity = "api", lb = true, jwt = true, topic = null, schedule = null }
-    health       = { memory = "256Mi", cpu = "1", timeout = 30, concurrency = 80, identity = "api", lb = true, jwt = true, topic = null, schedule = null }
-    sweeper      = { memory = "256Mi", cpu = "1", timeout = 300, concurrency = 1, identity = "sweeper", lb = false, jwt = false, topic = null, schedule = var.sweeper_schedule }
-    agent_events = { memory = "256Mi", cpu = "1", timeout = 120, concurrency = 8, identity = "events", lb = false, jwt = false, topic = "agent-events", schedule = null }
+    onmemos     = { memory = "512Mi", cpu = "1", timeout = 3600, concurrency = 40, identity = "api", lb = true, jwt = true, topic = null, schedule = null }
+    streamspace = { memory = "512Mi", cpu = "1", timeout = 300, concurrency = 40, identity = "api", lb = true, jwt = true, topic = null, schedule = null }
+    kubently    = { memory = "512Mi", cpu = "1", timeout = 300, concurrency = 80, identity = "api", lb = true, jwt = true, topic = null, schedule = null }
+    openctrol   = { memory = "512Mi", cpu = "1", timeout = 60, concurrency = 80, identity = "api", lb = true, jwt = true, topic = null, schedule = null }
+    # A chat turn (POST /v1/agents/{id}/conversations/{id}/messages) waits for the model and
+    # the tools it calls; an image push holds up to TETHER_REGISTRY_MAX_BYTES in memory.
+    sentinelstacks = { memory = "1Gi", cpu = "1", timeout = 300, concurrency = 40, identity = "api", lb = true, jwt = true, topic = null, schedule = null }
+    health         = { memory = "256Mi", cpu = "1", timeout = 30, concurrency = 80, identity = "api", lb = true, jwt = true, topic = null, schedule = null }
+    sweeper        = { memory = "256Mi", cpu = "1", timeout = 300, concurrency = 1, identity = "sweeper", lb = false, jwt = false, topic = null, schedule = var.sweeper_schedule }
+    agent_events   = { memory = "256Mi", cpu = "1", timeout = 120, concurrency = 8, identity = "events", lb = false, jwt = false, topic = "agent-events", schedule = null }
   }
 
   # Per-target overrides from the caller (memory, timeout, instance counts).
@@ -41,6 +44,18 @@ locals {
     TETHER_HOME               = "/tmp/tether" # the only writable place; nothing is kept there
     TETHER_FIRESTORE_DATABASE = var.firestore_database
   }
+
+  # What only some targets get, by entry point: SentinelStacks' registry (Cloud Storage) and
+  # language model.
+  extra_env = {
+    sentinelstacks = merge(
+      var.model_env,
+      { TETHER_REGISTRY_URL = var.registry_url },
+      var.registry_max_bytes == null ? {} : { TETHER_REGISTRY_MAX_BYTES = tostring(var.registry_max_bytes) },
+    )
+  }
+  # Targets that call the language model, hence get its API key (when there is one).
+  model_functions = ["sentinelstacks"]
 
   # The archive: path inside the zip => file in the repository.
   source_files = merge(
@@ -107,12 +122,22 @@ resource "google_cloudfunctions2_function" "this" {
     ingress_settings               = each.value.topic == null ? "ALLOW_INTERNAL_AND_GCLB" : "ALLOW_INTERNAL_ONLY"
     all_traffic_on_latest_revision = true
     service_account_email          = var.service_accounts[each.value.identity]
-    environment_variables          = local.env
+    environment_variables          = merge(local.env, lookup(local.extra_env, each.key, {}))
 
     dynamic "secret_environment_variables" {
       for_each = each.value.jwt ? [var.jwt_secret_id] : []
       content {
         key        = "TETHER_JWT_SECRET"
+        project_id = var.project_id
+        secret     = secret_environment_variables.value
+        version    = "latest"
+      }
+    }
+
+    dynamic "secret_environment_variables" {
+      for_each = contains(local.model_functions, each.key) && var.model_api_key_secret_id != null ? [var.model_api_key_secret_id] : []
+      content {
+        key        = "TETHER_MODEL_API_KEY"
         project_id = var.project_id
         secret     = secret_environment_variables.value
         version    = "latest"

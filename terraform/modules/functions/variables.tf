@@ -33,6 +33,34 @@ variable "jwt_secret_id" {
   description = "Secret Manager id of TETHER_JWT_SECRET."
 }
 
+variable "model_api_key_secret_id" {
+  type        = string
+  description = "Secret Manager id of TETHER_MODEL_API_KEY for the targets that call the language model (sentinelstacks); null: none."
+  default     = null
+}
+
+variable "model_env" {
+  type        = map(string)
+  description = "The language model's settings for the targets that call it (TETHER_MODEL_PROVIDER, TETHER_MODEL_BASE_URL, TETHER_MODEL, TETHER_VERTEX_LOCATION, TETHER_CORS_ORIGINS)."
+  default     = {}
+}
+
+variable "registry_url" {
+  type        = string
+  description = "SentinelStacks' registry (TETHER_REGISTRY_URL), gs://<bucket>/<prefix>."
+
+  validation {
+    condition     = startswith(var.registry_url, "gs://")
+    error_message = "registry_url is gs://<bucket>/<prefix>."
+  }
+}
+
+variable "registry_max_bytes" {
+  type        = number
+  description = "The largest image a push takes (TETHER_REGISTRY_MAX_BYTES); null: the code's default."
+  default     = null
+}
+
 variable "topic_ids" {
   type        = map(string)
   description = "Pub/Sub topic ids by topic name (for CloudEvent triggers)."

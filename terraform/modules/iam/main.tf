@@ -8,7 +8,7 @@
 locals {
   workloads = merge(
     {
-      api       = "Tether API functions (onmemos, streamspace, health)"
+      api       = "Tether API functions (every API surface, health)"
       events    = "Tether agent_events function and its Eventarc trigger"
       sweeper   = "Tether sweeper function"
       scheduler = "Cloud Scheduler: invokes the sweeper"
@@ -47,6 +47,9 @@ locals {
     # The relay splices WebSockets to workspace services that agents create at runtime.
     # Set relay_project_invoker = false when the agent grants run.invoker per service.
     var.relay_project_invoker ? [{ sa = "relay", role = "roles/run.invoker" }] : [],
+    # SentinelStacks' chat turns call Gemini on Vertex AI (a model endpoint has no IAM of its
+    # own): the sentinelstacks function (api) and the chat WebSocket (relay).
+    [for sa in var.vertex_ai_users : { sa = sa, role = "roles/aiplatform.user" }],
   )
 
   # Grants on the service accounts themselves.

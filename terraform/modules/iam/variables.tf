@@ -21,3 +21,9 @@ variable "relay_project_invoker" {
   description = "Grant the relay roles/run.invoker on the project so it can reach workspace services created at runtime. False when the agent grants it per workspace service."
   default     = true
 }
+
+variable "vertex_ai_users" {
+  type        = list(string)
+  description = "Workloads (keys of the service accounts, e.g. api, relay) granted roles/aiplatform.user on the project, to call Gemini on Vertex AI."
+  default     = []
+}

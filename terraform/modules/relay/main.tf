@@ -2,14 +2,18 @@
 # reached only through the load balancer.
 
 locals {
-  env = {
-    TETHER_STORE              = "firestore"
-    TETHER_BUS                = "pubsub"
-    GOOGLE_CLOUD_PROJECT      = var.project_id
-    TETHER_PUBLIC_URL         = var.public_url
-    TETHER_HOME               = "/tmp/tether"
-    TETHER_FIRESTORE_DATABASE = var.firestore_database
-  }
+  env = merge(
+    {
+      TETHER_STORE              = "firestore"
+      TETHER_BUS                = "pubsub"
+      GOOGLE_CLOUD_PROJECT      = var.project_id
+      TETHER_PUBLIC_URL         = var.public_url
+      TETHER_HOME               = "/tmp/tether"
+      TETHER_FIRESTORE_DATABASE = var.firestore_database
+    },
+    # SentinelStacks' chat WebSocket runs chat turns: the language model's settings.
+    var.model_env,
+  )
 }
 
 resource "google_cloud_run_v2_service" "relay" {
@@ -72,6 +76,19 @@ resource "google_cloud_run_v2_service" "relay" {
           secret_key_ref {
             secret  = var.jwt_secret_id
             version = "latest"
+          }
+        }
+      }
+
+      dynamic "env" {
+        for_each = var.model_api_key_secret_id == null ? [] : [var.model_api_key_secret_id]
+        content {
+          name = "TETHER_MODEL_API_KEY"
+          value_source {
+            secret_key_ref {
+              secret  = env.value
+              version = "latest"
+            }
           }
         }
       }

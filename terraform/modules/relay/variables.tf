@@ -7,7 +7,7 @@ variable "name" {
 variable "description" {
   type        = string
   description = "What the service carries."
-  default     = "Tether WebSocket relay: shells, terminals, VNC, live logs"
+  default     = "Tether WebSocket relay: shells, terminals, VNC, live logs, AI agents' chat and events"
 }
 
 variable "project_id" {
@@ -33,6 +33,18 @@ variable "service_account_email" {
 variable "jwt_secret_id" {
   type        = string
   description = "Secret Manager id of TETHER_JWT_SECRET."
+}
+
+variable "model_env" {
+  type        = map(string)
+  description = "The language model's settings (TETHER_MODEL_PROVIDER, TETHER_MODEL_BASE_URL, TETHER_MODEL, TETHER_VERTEX_LOCATION, TETHER_CORS_ORIGINS), for SentinelStacks' chat WebSocket; empty: the code's defaults."
+  default     = {}
+}
+
+variable "model_api_key_secret_id" {
+  type        = string
+  description = "Secret Manager id of TETHER_MODEL_API_KEY; null: none."
+  default     = null
 }
 
 variable "public_url" {

@@ -5,6 +5,9 @@
 #     | gcloud secrets versions add tether-jwt-secret --data-file=-
 #
 # (cloudbuild.yaml does this once, when the secret has no version yet.)
+#
+# And, when var.model_api_key_secret_id is set, the API key of SentinelStacks' model endpoint
+# (TETHER_MODEL_API_KEY), its value added the same way (the key, with no newline).
 
 resource "google_secret_manager_secret" "jwt" {
   project   = var.project_id
@@ -21,6 +24,27 @@ resource "google_secret_manager_secret_iam_member" "jwt_accessor" {
 
   project   = var.project_id
   secret_id = google_secret_manager_secret.jwt.secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = each.value
+}
+
+resource "google_secret_manager_secret" "model_api_key" {
+  count = var.model_api_key_secret_id == null ? 0 : 1
+
+  project   = var.project_id
+  secret_id = var.model_api_key_secret_id
+  labels    = var.labels
+
+  replication {
+    auto {}
+  }
+}
+
+resource "google_secret_manager_secret_iam_member" "model_api_key_accessor" {
+  for_each = { for name, member in var.accessors : name => member if var.model_api_key_secret_id != null }
+
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.model_api_key[0].secret_id
   role      = "roles/secretmanager.secretAccessor"
   member    = each.value
 }

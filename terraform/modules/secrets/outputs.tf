@@ -8,3 +8,9 @@ output "jwt_secret_name" {
   description = "Full resource name of the JWT secret (projects/<number>/secrets/<id>)."
   value       = google_secret_manager_secret.jwt.name
 }
+
+output "model_api_key_secret_id" {
+  description = "Secret id of the model API key (null: none), available once its accessors are granted."
+  value       = one(google_secret_manager_secret.model_api_key[*].secret_id)
+  depends_on  = [google_secret_manager_secret_iam_member.model_api_key_accessor]
+}

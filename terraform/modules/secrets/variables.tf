@@ -9,9 +9,15 @@ variable "jwt_secret_id" {
   default     = "tether-jwt-secret"
 }
 
+variable "model_api_key_secret_id" {
+  type        = string
+  description = "Secret Manager id of the model endpoint's API key (TETHER_MODEL_API_KEY); null: no such secret."
+  default     = null
+}
+
 variable "accessors" {
   type        = map(string)
-  description = "Who may read the JWT secret: static name => IAM member."
+  description = "Who may read the JWT secret and the model API key secret: static name => IAM member."
   default     = {}
 }
 

@@ -1,5 +1,7 @@
-# Two buckets: session storage (one prefix per session, tether.provision.storage) and the
-# function source archives.
+# Three buckets: session storage (one prefix per session, tether.provision.storage), the
+# function source archives, and SentinelStacks' image registry (tether.registry.gcs: one
+# object per digest, made once with if_generation_match=0, never rewritten or deleted by
+# Tether: its grants below create and read objects only).
 
 locals {
   buckets = {
@@ -17,6 +19,13 @@ locals {
       noncurrent_after   = 0
       log_bucket_enabled = var.access_log_bucket != null
     }
+    registry = {
+      name               = coalesce(var.registry_bucket_name, "${var.project_id}-tether-registry")
+      versioning         = false
+      delete_after_days  = 0
+      noncurrent_after   = 0
+      log_bucket_enabled = var.access_log_bucket != null
+    }
   }
 
   iam = { for g in var.iam : "${g.bucket}/${g.role}/${g.key}" => g }
@@ -24,7 +33,7 @@ locals {
 
 resource "google_storage_bucket" "this" {
   # checkov:skip=CKV_GCP_62: access logs are optional (var.access_log_bucket); Cloud Audit Logs data-access logs are the recommended record on GCS.
-  # checkov:skip=CKV_GCP_78: versioning is a choice for sessions (var.sessions_versioning); source archives are content-addressed, each version is its own object.
+  # checkov:skip=CKV_GCP_78: versioning is a choice for sessions (var.sessions_versioning); source archives and registry blobs are content-addressed, each version is its own object (and nobody may overwrite a registry blob).
   for_each = local.buckets
 
   project                     = var.project_id

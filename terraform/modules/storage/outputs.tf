@@ -7,3 +7,8 @@ output "sources_bucket" {
   description = "Name of the function sources bucket."
   value       = google_storage_bucket.this["sources"].name
 }
+
+output "registry_bucket" {
+  description = "Name of SentinelStacks' image registry bucket (TETHER_REGISTRY_URL = gs://<name>/images)."
+  value       = google_storage_bucket.this["registry"].name
+}

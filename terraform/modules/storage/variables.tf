@@ -20,6 +20,12 @@ variable "sources_bucket_name" {
   default     = null
 }
 
+variable "registry_bucket_name" {
+  type        = string
+  description = "Name of SentinelStacks' image registry bucket; null: <project_id>-tether-registry."
+  default     = null
+}
+
 variable "sessions_versioning" {
   type        = bool
   description = "Keep previous versions of session files."
@@ -40,7 +46,7 @@ variable "sessions_noncurrent_retention_days" {
 
 variable "access_log_bucket" {
   type        = string
-  description = "Bucket that receives usage/access logs of both buckets; null: no access logs."
+  description = "Bucket that receives usage/access logs of the buckets; null: no access logs."
   default     = null
 }
 
@@ -58,11 +64,21 @@ variable "labels" {
 
 variable "iam" {
   type = list(object({
-    bucket = string # "sessions" or "sources"
+    bucket = string # "sessions", "sources" or "registry"
     role   = string
     key    = string # a static name for the member (for_each key)
     member = string
   }))
-  description = "Bucket-level grants: who may use which bucket."
+  description = "Bucket-level grants: who may use which bucket. On the registry, only roles/storage.objectCreator and roles/storage.objectViewer: a blob is never deleted or overwritten."
   default     = []
+
+  validation {
+    condition     = alltrue([for g in var.iam : contains(["sessions", "sources", "registry"], g.bucket)])
+    error_message = "A grant's bucket is sessions, sources or registry."
+  }
+
+  validation {
+    condition     = alltrue([for g in var.iam : g.bucket != "registry" || contains(["roles/storage.objectCreator", "roles/storage.objectViewer"], g.role)])
+    error_message = "The registry bucket takes roles/storage.objectCreator and roles/storage.objectViewer only (no role that deletes or overwrites a blob)."
+  }
 }
