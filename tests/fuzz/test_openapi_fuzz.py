@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tether.surfaces import kubently, onmemos, openapi, openctrol, streamspace
+from tether.surfaces import kubently, onmemos, openapi, openctrol, sentinelstacks, streamspace
 
 from tests.e2e.conftest import Server, start_server
 
@@ -22,6 +22,7 @@ SURFACES = {
     "streamspace": streamspace,
     "kubently": kubently,
     "openctrol": openctrol,
+    "sentinelstacks": sentinelstacks,
 }
 # The header each surface's document names for the API key.
 KEY_HEADER = {"openctrol": "X-Openctrol-Key"}

@@ -15,7 +15,8 @@ from tests.surfaces.conftest import target_client
 
 KUBENTLY = ("/debug/sessions/nope", "/agent/nowhere", "/executor/register")
 OPENCTROL = ("/openctrol/agent-1/api/v1/health", "/openctrol/agent-1/ws/desktop")
-SENTINEL = ("/v1/auth/login", "/v1/agents", "/v1/images/x", "/v1/registry/search")
+SENTINEL = ("/v1/auth/nowhere", "/v1/agents/x/nowhere", "/v1/registry/nowhere", "/v1/packages/x",
+            "/api/v1/packages/x")  # fmt: skip
 
 
 def answers(client: Any, path: str) -> tuple[int, dict[str, Any]]:
@@ -45,7 +46,7 @@ def test_openctrol_paths_answer_in_openctrols_shape(front: Any, path: str) -> No
 
 
 @pytest.mark.parametrize("path", SENTINEL)
-def test_sentinelstacks_paths_are_not_claimed_by_onmemos(front: Any, path: str) -> None:
+def test_sentinelstacks_paths_answer_in_sentinelstacks_shape(front: Any, path: str) -> None:
     assert answers(front, path) == (404, {"error": "Not Found"})
 
 

@@ -87,7 +87,11 @@ class GcsArtifacts:
         hexdigest = verify_blob(digest, data)
         with self._errors("put"):
             blob = self._bucket().blob(self._name(hexdigest))
-            # PreconditionFailed: already there, and the same digest is the same bytes.
+            # Looked for first: the registry's writer may create objects but not replace them,
+            # and a refused replacement need not read as the precondition it also fails.
+            if blob.exists(timeout=_TIMEOUT, retry=self._retry()):
+                return
+            # PreconditionFailed: made meanwhile, and the same digest is the same bytes.
             with suppress(PreconditionFailed):
                 blob.upload_from_string(
                     data,
