@@ -7,11 +7,20 @@ Answers carry the reference's snake_case fields and, where the web UI reads othe
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, AwareDatetime, BaseModel, ConfigDict, Field, RootModel
+
+from tether.surfaces.http import INTEGRAL
 
 NAME = r"^[^\x00-\x1f\x7f]{1,128}$"  # a display name: any printable text
+# An image as POST /v1/agents and the registry name it: `sha256:<hex>`, or `[namespace/]name`
+# with an optional `:tag` (tether.core.images' rules; a name none could hold is not found).
+IMAGE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(/[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$"
+IMAGE_TAG = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"
+IMAGE_REF = r"^(sha256:[0-9a-f]{64}|[A-Za-z0-9][A-Za-z0-9._-]{0,63}(/[A-Za-z0-9][A-Za-z0-9._-]{0,63})?(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?)$"  # noqa: E501
+# An environment variable's name, as the agent's tools get it.
+Variable = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
 
 
 class Body(BaseModel):
@@ -56,9 +65,11 @@ class CreateAgent(Body):
     """The reference's `{image, parameters, environment}`, or the web UI's form (`name`,
     `description`, `model`, `systemPrompt`, `isMultimodal`) with no image."""
 
-    image: str | None = Field(None, min_length=1, max_length=300)
+    image: str | None = Field(None, pattern=IMAGE_REF)
     parameters: dict[str, Any] = Field(default_factory=dict)
-    environment: dict[str, str] = Field(default_factory=dict, max_length=64)
+    environment: dict[Variable, Annotated[str, Field(max_length=8192)]] = Field(
+        default_factory=dict, max_length=64, json_schema_extra={"additionalProperties": False}
+    )
     name: str | None = Field(None, pattern=NAME)
     description: str | None = Field(None, max_length=2000)
     model: str | None = Field(None, min_length=1, max_length=200)
@@ -71,7 +82,7 @@ class CreateAgent(Body):
     tools: list[str] | None = Field(None, max_length=64)
     template: str | None = Field(None, min_length=1, max_length=64)
     provider: str | None = Field(None, pattern=r"^(auto|local|cloud_run|gke)$")
-    ttl_minutes: int | None = Field(None, ge=1, le=7 * 24 * 60)
+    ttl_minutes: Annotated[int, Field(ge=1, le=7 * 24 * 60), INTEGRAL] | None = None
 
 
 class Endpoints(BaseModel):
@@ -125,7 +136,7 @@ class Stopping(BaseModel):
 
 class LogsQuery(BaseModel):
     limit: int = Field(100, ge=1, le=1000)
-    since: str | None = Field(None, max_length=64)
+    since: AwareDatetime | None = None
 
 
 class LogEntry(BaseModel):
@@ -158,6 +169,10 @@ class Message(BaseModel):
     timestamp: str
     agentId: str
     conversation_id: str
+
+
+class Conversations(RootModel[list[ConversationSummary]]):
+    """An array, as the web UI reads it."""
 
 
 class ConversationOut(ConversationSummary):
@@ -237,9 +252,9 @@ class Push(Body):
     Sentinelfile, base64) or the document's `{image_id, tag}` (tag an image already here)."""
 
     file: str | None = Field(None, max_length=12 << 20)
-    name: str | None = Field(None, max_length=200)
-    tag: str | None = Field(None, max_length=128)
-    image_id: str | None = Field(None, max_length=300)
+    name: str | None = Field(None, pattern=IMAGE_NAME)
+    tag: str | None = Field(None, pattern=IMAGE_TAG)
+    image_id: str | None = Field(None, pattern=IMAGE_REF)
     # What the client says the package's digest is (`id`, as the server's clients send it,
     # or `digest`): checked against the bytes when it is one.
     id: str | None = Field(None, max_length=300)
@@ -258,8 +273,8 @@ class Pushed(BaseModel):
 
 
 class Pull(Body):
-    name: str = Field(min_length=1, max_length=200)
-    tag: str | None = Field(None, max_length=128)
+    name: str = Field(pattern=IMAGE_NAME)
+    tag: str | None = Field(None, pattern=IMAGE_TAG)
 
 
 class Pulled(BaseModel):

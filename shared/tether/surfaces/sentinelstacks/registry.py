@@ -18,7 +18,7 @@ from tether.core.images import digest_of
 from tether.service.images import ImageView
 from tether.surfaces.http import caller, iso, json_response
 from tether.surfaces.sentinelstacks import models as m
-from tether.surfaces.sentinelstacks.routes import router
+from tether.surfaces.sentinelstacks.routes import found, router
 
 PACKAGE = "application/gzip"
 
@@ -49,8 +49,8 @@ def list_images(request: Request, query: m.ImagesQuery) -> Response:
 @router.route("/v1/images/<path:image_id>", ["GET"], answers={200: m.Image}, errors=(404,))
 def get_image(request: Request, image_id: str) -> Response:
     """One of the caller's images, by digest (`sha256:...`), `name:tag` or `name`."""
-    return json_response(image_json(bootstrap.services().images.get_image(caller(request),
-                                                                          image_id)))  # fmt: skip
+    images, who = bootstrap.services().images, caller(request)
+    return json_response(image_json(found(image_id, lambda: images.get_image(who, image_id))))
 
 
 # -- the document's registry ------------------------------------------------------------------
@@ -157,22 +157,31 @@ def _summaries(query: m.SearchQuery) -> list[m.PackageSummary]:
                              tags=v.capabilities) for v in found]  # fmt: skip
 
 
-@router.route("/api/v1/packages/search", ["GET"], query=m.SearchQuery,
-              answers={200: m.PackageSearch})  # fmt: skip
-@router.route("/v1/packages/search", ["GET"], query=m.SearchQuery,
-              answers={200: m.PackageSearch})  # fmt: skip
-def search_packages(request: Request, query: m.SearchQuery) -> Response:
-    """Search the registry (`Client.Search`: `results`, `total`; `RegistryClient`: `items`,
-    `totalCount`)."""
+def _search(request: Request, query: m.SearchQuery) -> Response:
     caller(request)
     found = _summaries(query) if query.type in (None, "", "agent") else []
     return json_response(m.PackageSearch(results=found, total=len(found), items=found,
                                          totalCount=len(found)))  # fmt: skip
 
 
+@router.route("/api/v1/packages/search", ["GET"], query=m.SearchQuery,
+              answers={200: m.PackageSearch})  # fmt: skip
+def search_packages(request: Request, query: m.SearchQuery) -> Response:
+    """Search the registry (`Client.Search` reads `results` and `total`)."""
+    return _search(request, query)
+
+
+@router.route("/v1/packages/search", ["GET"], query=m.SearchQuery,
+              answers={200: m.PackageSearch})  # fmt: skip
+def search_packages_v1(request: Request, query: m.SearchQuery) -> Response:
+    """Search the registry (`RegistryClient.SearchPackages` reads `items` and `totalCount`)."""
+    return _search(request, query)
+
+
 def _download(request: Request, name: str, version: str) -> Response:
     caller(request)
-    view, data = bootstrap.services().images.artifact(name, version)
+    images = bootstrap.services().images
+    view, data = found(name, lambda: images.artifact(name, version))
     filename = f"{view.name.replace('/', '-')}-{view.tag}.sentinel-pkg"
     return Response(data, mimetype=PACKAGE, headers={
         "Content-Disposition": f'attachment; filename="{filename}"',
@@ -187,25 +196,29 @@ def download_package(request: Request, name: str, version: str) -> Response:
     return _download(request, name, version)
 
 
-@router.route("/v1/packages/<path:name>/<version>", ["GET"], answers={200: None}, errors=(404,),
-              media=PACKAGE)  # fmt: skip
+@router.route("/v1/packages/<path:name>/<version>", ["GET"], answers={200: None},
+              errors=(404,), media=PACKAGE)  # fmt: skip
 def pull_package(request: Request, name: str, version: str) -> Response:
     """A package's bytes (`RegistryClient.PullPackage`; its `?type=` is ignored)."""
     return _download(request, name, version)
 
 
-@router.route("/api/v1/packages/<path:name>/tags", ["GET"], answers={200: m.Tags}, errors=(404,))
+@router.route("/api/v1/packages/<path:name>/tags", ["GET"], answers={200: m.Tags},
+              errors=(404,))  # fmt: skip
 def package_tags(request: Request, name: str) -> Response:
     """A package's tags (`Client.ListTags`)."""
     caller(request)
-    return json_response(m.Tags(tags=bootstrap.services().images.tags(name)))
+    images = bootstrap.services().images
+    return json_response(m.Tags(tags=found(name, lambda: images.tags(name))))
 
 
-@router.route("/v1/packages/<path:name>/versions", ["GET"], answers={200: None}, errors=(404,))
+@router.route("/v1/packages/<path:name>/versions", ["GET"], answers={200: None},
+              errors=(404,))  # fmt: skip
 def package_versions(request: Request, name: str) -> Response:
     """A package's tags, as an array (`RegistryClient.GetPackageVersions`)."""
     caller(request)
-    return json_response(bootstrap.services().images.tags(name))
+    images = bootstrap.services().images
+    return json_response(found(name, lambda: images.tags(name)))
 
 
 @router.route("/api/v1/packages/<path:name>/<version>", ["GET"], answers={200: m.PackageInfo},
@@ -214,7 +227,7 @@ def package_info(request: Request, name: str, version: str) -> Response:
     """What a package holds (`Client.GetPackageInfo`)."""
     caller(request)
     images = bootstrap.services().images
-    view, _ = images.artifact(name, version)
+    view, _ = found(name, lambda: images.artifact(name, version))
     when = iso(view.created_at) or ""
     return json_response(m.PackageInfo(
         name=view.name, version=view.tag, description=view.description, author=view.author,

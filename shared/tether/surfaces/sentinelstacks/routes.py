@@ -9,8 +9,8 @@ key); errors are `{"error": "..."}`. CORS answers only the origins TETHER_CORS_O
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from werkzeug.wrappers import Request, Response
 
@@ -32,11 +32,13 @@ from tether.surfaces.shapes import sentinelstacks as render_error
 
 VERSION = "1.0.0"
 AGENT = "/v1/agents/<agent_id>"
-DEFAULT_MODEL = "default-model"  # the reference server's, for an agent named with no model
+# The reference server's, for an agent started with no image and no name or model.
+DEFAULT_NAME, DEFAULT_MODEL = "Agent", "default-model"
 CORS_HEADERS = "Authorization, Content-Type, Idempotency-Key, X-API-Key"
 CORS_METHODS = "GET, POST, PUT, DELETE, OPTIONS"
 
 router = Router(render_error, owner=lambda request: caller(request).id)
+T = TypeVar("T")
 
 
 def handle(request: Request) -> Response:
@@ -66,6 +68,15 @@ def _allowed_origin(origin: str | None) -> str | None:
     if "*" in listed:
         return "*"
     return origin if origin.rstrip("/") in listed else None
+
+
+def found(name: str, lookup: Callable[[], T]) -> T:
+    """`lookup`'s answer; an image name (from a path, or a body's pattern allows) that no
+    image could have is not found."""
+    try:
+        return lookup()
+    except errors.Invalid:
+        raise errors.NotFound(f"Image {name} not found", code="IMAGE_NOT_FOUND") from None
 
 
 # -- auth and health --------------------------------------------------------------------------
@@ -136,17 +147,15 @@ def _started(request: Request, body: m.CreateAgent) -> Started:
     named = params.get("name") if isinstance(params.get("name"), str) else None
     model = params.get("model") if isinstance(params.get("model"), str) else None
     if body.image is None:
-        if not (body.name or named):
-            raise errors.Invalid("Give an image, or a name for an agent without one",
-                                 field="image")  # fmt: skip
         return Started(
-            name=body.name or str(named), model=body.model or model or DEFAULT_MODEL,
+            name=body.name or named or DEFAULT_NAME, model=body.model or model or DEFAULT_MODEL,
             description=body.description or "", system_prompt=body.system_prompt or "",
             tools=body.tools or [], parameters=params, environment=body.environment,
             is_multimodal=bool(body.is_multimodal), template=body.template or "python",
             provider=body.provider or "auto", ttl_minutes=body.ttl_minutes,
         )  # fmt: skip
-    record, spec = bootstrap.services().images.resolve(caller(request), body.image)
+    images, ref = bootstrap.services().images, body.image
+    record, spec = found(ref, lambda: images.resolve(caller(request), ref))
     return Started(
         name=body.name or named or spec.name, model=body.model or model or spec.base_model,
         description=body.description or spec.description, image=body.image,
@@ -194,25 +203,13 @@ def delete_agent(request: Request, agent_id: str) -> Response:
 _LEVELS = {"warning": "warning", "error": "error", "debug": "debug"}
 
 
-def _since(raw: str | None) -> datetime | None:
-    if raw is None:
-        return None
-    try:
-        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise errors.Invalid("since must be an RFC 3339 time", field="since") from None
-    if when.tzinfo is None:
-        raise errors.Invalid("since must carry its time zone", field="since")
-    return when
-
-
 @router.route(f"{AGENT}/logs", ["GET"], query=m.LogsQuery, answers={200: m.Logs}, errors=(404,))
 def agent_logs(request: Request, agent_id: str, query: m.LogsQuery) -> Response:
     """What happened to the agent, oldest first: status changes, messages, model calls, tool
     use, errors (its events of the last day)."""
     services = bootstrap.services()
     agent, _ = services.aiagents.get(caller(request), agent_id)
-    events = services.aiagents.recent_events(agent, query.limit, _since(query.since))
+    events = services.aiagents.recent_events(agent, query.limit, query.since)
     logs = [m.LogEntry(timestamp=iso(e.timestamp) or "", level=_LEVELS.get(e.level, "info"),
                        message=e.content) for e in events]  # fmt: skip
     return json_response(m.Logs(logs=logs))
@@ -239,8 +236,8 @@ def message_json(msg: ChatMessage) -> m.Message:
                      conversation_id=msg.conversation_id)  # fmt: skip
 
 
-@router.route(f"{AGENT}/conversations", ["GET"],
-              answers={200: m.ConversationSummary}, errors=(404,))  # fmt: skip
+@router.route(f"{AGENT}/conversations", ["GET"], answers={200: m.Conversations},
+              errors=(404,))  # fmt: skip
 def conversations(request: Request, agent_id: str) -> Response:
     """The agent's conversations, most recent first (an array, as the web UI reads it)."""
     services = bootstrap.services()
@@ -300,7 +297,10 @@ def document() -> dict[str, Any]:
         "/v1/agents/{id}/events. Authenticate with a JWT from /v1/auth/login or an API key "
         "(Authorization: Bearer).",
         error=m.Error,
-        security={"Bearer": {"type": "http", "scheme": "bearer"}},
+        security={
+            "Bearer": {"type": "http", "scheme": "bearer", "description": "A JWT or API key"},
+            "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        },
     )
 
 
