@@ -18,13 +18,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import httpx
 import pytest
 
+from tests.conftest import emulator
 from tests.e2e.conftest import Server, start_server
 
 PASSWORD = "s3ntinel-pass"
@@ -246,3 +249,72 @@ def test_chat_refuses_before_the_upgrade_and_survives_garbage(stack: Server) -> 
     assert echo["content"] == "plain frame" and echo["timestamp"]
     answer = frames[-1]
     assert answer["role"] == "assistant" and "plain frame" in answer["content"]
+
+
+def test_a_slow_reader_gets_every_chunk_in_order(stack: Server) -> None:
+    """A long answer (thousands of chunks) to a client that reads in fits: the turn waits for
+    it (frames are queued a few dozen at a time, not all), and nothing is lost or reordered."""
+    token = login(stack)
+    agent = create_agent(stack, token)
+    words = [f"w{i}" for i in range(4000)]
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with (
+            aiohttp.ClientSession(headers=bearer(token)) as http,
+            http.ws_connect(ws_url(stack, agent["id"], "chat")) as ws,
+        ):
+            await ws.receive()
+            await ws.send_json({"type": "message", "content": " ".join(words)})
+            seen: list[dict[str, Any]] = []
+            while not seen or seen[-1]["type"] != "stream_end":
+                if len(seen) % 500 == 0:
+                    await asyncio.sleep(0.2)  # a reader busy elsewhere now and then
+                seen.append(json.loads((await asyncio.wait_for(ws.receive(), 60)).data))
+            return seen
+
+    frames = asyncio.run(scenario())
+    chunks = [f["content"] for f in frames if f["type"] == "stream_chunk"]
+    assert len(chunks) > len(words)
+    assert "".join(chunks) == frames[-1]["content"]
+    assert frames[-1]["content"].split()[-len(words) :] == words
+
+
+def test_on_firestore_and_pubsub(tmp_path: Path) -> None:
+    """The same agent flow on the emulators: the store's queries have their indexes, the tool's
+    exec goes over Pub/Sub, the events stream reads Firestore."""
+    emulator("FIRESTORE_EMULATOR_HOST")
+    emulator("PUBSUB_EMULATOR_HOST")
+    srv = start_server(tmp_path / "home", {
+        "TETHER_STORE": "firestore", "TETHER_BUS": "pubsub",
+        "GOOGLE_CLOUD_PROJECT": f"e2e-{uuid.uuid4().hex[:8]}", "TETHER_ADMIN_PASSWORD": PASSWORD,
+    })  # fmt: skip
+    try:
+        token = login(srv)
+        agent = create_agent(srv, token, {**UI_AGENT, "tools": ["shell"]})
+
+        async def scenario() -> tuple[list[dict[str, Any]], list[str]]:
+            async with aiohttp.ClientSession(headers=bearer(token)) as http:
+                events = await http.ws_connect(ws_url(srv, agent["id"], "events"))
+                await events.receive()
+                await events.receive()
+                async with http.ws_connect(ws_url(srv, agent["id"], "chat")) as ws:
+                    await ws.receive()
+                    await ws.send_json({"type": "message", "content": "run: echo on-the-bus"})
+                    frames = await frames_until(ws, "stream_end")
+                kinds: list[str] = []
+                while "usage" not in kinds:
+                    frame = json.loads((await asyncio.wait_for(events.receive(), 30)).data)
+                    kinds.append(frame.get("event_type", ""))
+                await events.close()
+                return frames, kinds
+
+        frames, kinds = asyncio.run(scenario())
+        ran = next(f for f in frames if f["type"] == "tool_result")
+        assert "on-the-bus" in ran["result"]["stdout"]
+        assert {"message", "tool_use", "usage"} <= set(kinds)
+        listed = httpx.get(f"{srv.url}/v1/agents", headers=bearer(token)).json()["agents"]
+        assert [a["id"] for a in listed] == [agent["id"]]
+        logs = httpx.get(f"{srv.url}/v1/agents/{agent['id']}/logs?limit=5", headers=bearer(token))
+        assert logs.status_code == 200 and len(logs.json()["logs"]) == 5
+    finally:
+        srv.stop()

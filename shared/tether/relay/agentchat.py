@@ -333,7 +333,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     if isinstance(who, web.Response):
         return who
     agent_id = request.match_info["agent_id"]
-    after: Any = (utcnow(), "")
+    after: Any = utcnow()  # events from now on
     try:
         agent, status, memory, _ = await blocking(_look, who, agent_id, after)
     except errors.TetherError as exc:

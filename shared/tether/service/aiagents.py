@@ -246,10 +246,14 @@ class AiAgents:
         return event
 
     def events_after(
-        self, agent_id: str, after: Position | None, limit: int = MAX_PAGE
+        self, agent_id: str, after: Position | datetime, limit: int = MAX_PAGE
     ) -> list[AgentEvent]:
-        """The agent's events after `after` (a position `position_of` gave), oldest first."""
+        """The agent's events after `after` (a position `position_of` gave, or a time),
+        oldest first."""
         where: list[Filter] = [("agent_id", "==", agent_id)]
+        if isinstance(after, datetime):
+            where.append(("timestamp", ">", after))
+            return self.events.query(where, "timestamp", False, limit)
         return self.events.query(where, "timestamp", False, limit, 0, after)
 
     def recent_events(
