@@ -3,6 +3,7 @@ client against fake-gcs-server) and S3 (boto3 against moto's server, over real H
 
 from __future__ import annotations
 
+import os
 import socket
 import stat
 import uuid
@@ -11,12 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tether.core.images import digest_of
+from tether.core.images import build_package, digest_of
+from tether.core.models import Principal
 from tether.core.ports import ArtifactStore
 from tether.errors import Invalid, NotFound, Unavailable
 from tether.registry.gcs import GcsArtifacts
 from tether.registry.local import DirectoryArtifacts
 from tether.registry.s3 import S3Artifacts
+from tether.service.images import Images
+from tether.store.sqlite import SqliteStore
 
 from tests.fakes.gcs import FakeGcs
 
@@ -182,3 +186,23 @@ def test_gcs_and_s3_keep_blobs_under_the_prefix(gcs: FakeGcs, moto: str) -> None
     S3Artifacts(bucket, "reg", client=s3).put(DIGEST, BLOB)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
     assert keys == [f"reg/sha256/{DIGEST[7:]}"]
+
+
+def test_the_registry_pushes_and_pulls_through_each_store(
+    artifacts: ArtifactStore, tmp_path: Path
+) -> None:
+    """SentinelStacks' push, search and pull on each backend: the bytes a user pulls are the
+    bytes pushed; a malformed or oversized package stores nothing."""
+    images = Images(SqliteStore(tmp_path / "t.db"), artifacts, max_bytes=64 * 1024)
+    alice, bob = Principal(id="alice", username="alice"), Principal(id="bob", username="bob")
+    package = build_package("name: probe\nbaseModel: m\ntools: [shell]\n", {"a.txt": b"a"})
+    pushed = images.push(alice, package, tag="1")
+    assert pushed.digest == digest_of(package) and artifacts.exists(pushed.digest)
+    assert [v.ref for v in images.search("probe", 10)[0]] == ["alice/probe:1"]
+    assert images.pull(bob, "alice/probe", "1").digest == pushed.digest
+    assert images.artifact("alice/probe", "1")[1] == package
+    for bad in (b"not a package", build_package("name: big\nbaseModel: m\n",
+                                                {"b": os.urandom(70 * 1024)})):  # fmt: skip
+        with pytest.raises(Invalid):
+            images.push(alice, bad, tag="2")
+        assert not artifacts.exists(digest_of(bad))

@@ -159,8 +159,8 @@ def test_ui_agent_chat_streams_runs_tools_and_keeps_history(stack: Server) -> No
     conversation, frames, events = asyncio.run(scenario())
     first = [f for f in frames if f.get("message_id") == "m-1"]
     kinds = [f["type"] for f in first]
-    assert kinds[0] == "event" and first[0]["event_type"] == "thinking"
-    assert kinds[1] == "stream_start" and kinds[-1] == "stream_end"
+    assert [f.get("event_type") for f in first[:2]] == ["thinking", "processing"]
+    assert kinds[2] == "stream_start" and kinds[-1] == "stream_end"
     assert kinds.count("stream_chunk") >= 2
     text = "".join(f["content"] for f in first if f["type"] == "stream_chunk")
     assert "hello there" in text and first[-1]["content"] == text

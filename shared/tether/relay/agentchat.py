@@ -1,9 +1,10 @@
 """SentinelStacks' WebSockets: `/v1/agents/{id}/chat` and `/v1/agents/{id}/events`.
 
 Chat speaks the reference's protocol (docs/specs/sentinelstacks-api.md): a welcome, then for
-each `message` a `thinking` event and `stream_start`/`stream_chunk`/`stream_end` (or one
-`response` when the message says `"stream": false`), `event`s and `tool_result`s for the
-tools the model uses, `error`s; `tool_request` runs one tool and answers `tool_result`.
+each `message` a `thinking` event, a `processing` event per model call, and
+`stream_start`/`stream_chunk`/`stream_end` (or one `response` when the message says
+`"stream": false`), `event`s and `tool_result`s for the tools the model uses, `error`s;
+`tool_request` runs one tool and answers `tool_result`.
 Message and request ids are echoed. It also speaks the repository's own chat socket
 (internal/api/websocket.go): a frame `{role, content, timestamp}` is a message, echoed, and
 answered by one `response` frame that carries `role`, `content` and `timestamp` too.
@@ -93,6 +94,10 @@ class Turn:
     def thinking(self) -> None:
         self.send({"type": "event", "event_type": "thinking", "content": "Thinking...",
                    "timestamp": _now()})  # fmt: skip
+
+    def processing(self, model: str) -> None:
+        self.send({"type": "event", "event_type": "processing", "timestamp": _now(),
+                   "content": f"Calling model {model}", "data": {"model": model}})  # fmt: skip
 
     def text(self, delta: str) -> None:
         if not self.streaming:

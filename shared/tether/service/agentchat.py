@@ -33,6 +33,8 @@ class Listener(Protocol):
 
     def thinking(self) -> None: ...
 
+    def processing(self, model: str) -> None: ...
+
     def text(self, delta: str) -> None: ...
 
     def tool_use(self, call: ToolCall) -> None: ...
@@ -116,6 +118,7 @@ class Chats:
         )
         self.agents.record(agent, "processing", f"Calling model {request.model}",
                            model=request.model)  # fmt: skip
+        listener.processing(request.model)
         text: list[str] = []
         for event in self.provider().stream(request):
             if isinstance(event, TextDelta):

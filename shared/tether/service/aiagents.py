@@ -8,7 +8,6 @@ A chat turn (`Chats`, service/agentchat.py) writes here; nothing here calls a mo
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -232,18 +231,14 @@ class AiAgents:
     def record(
         self, agent: AiAgent, event_type: str, content: str, level: str = "info", **data: Any
     ) -> AgentEvent:
-        """An event of the agent's: stored for the events stream and the logs, and the agent
-        record touched so a watcher of it wakes."""
+        """An event of the agent's: stored for the events stream and the logs."""
         now = utcnow()
         event = AgentEvent(
             id=f"{agent.id}-{now.strftime('%Y%m%d%H%M%S%f')}-{secrets.token_hex(3)}",
             agent_id=agent.id, event_type=event_type, content=content, level=level,
             data={"agent_id": agent.id, **data}, timestamp=now, purge_at=now + EVENT_RETENTION,
         )  # fmt: skip
-        self.events.create(event.id, event)
-        with contextlib.suppress(NotFound):  # an agent forgotten meanwhile
-            self.store.patch(AGENTS, agent.id, {"last_event_at": now})
-        return event
+        return self.events.create(event.id, event)
 
     def events_after(
         self, agent_id: str, after: Position | datetime, limit: int = MAX_PAGE
