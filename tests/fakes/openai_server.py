@@ -26,6 +26,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.loopback import LoopbackApp
+
 
 @dataclass(frozen=True)
 class FakeCall:
@@ -89,8 +91,7 @@ class ThreadedServer:
         self._answers: deque[Answer] = deque()
         self.script: Callable[[Any], Answer] | None = None
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._app = LoopbackApp(f"fake-{self.name}")
         self._stopping: asyncio.Event | None = None
 
     # -- scripting ---------------------------------------------------------------------------
@@ -160,51 +161,22 @@ class ThreadedServer:
         return resp
 
     def start(self) -> str:
-        ready = threading.Event()
-        failed: list[BaseException] = []
-
-        def serve() -> None:
-            loop = self._loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            self._stopping = asyncio.Event()
+        def make() -> web.Application:
+            self._stopping = asyncio.Event()  # on the serving loop
             app = web.Application()
             self.routes(app)
-            runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-            try:
-                loop.run_until_complete(runner.setup())
-                site = web.TCPSite(runner, "127.0.0.1", 0)
-                loop.run_until_complete(site.start())
-                host, port = runner.addresses[0][:2]
-                self.url = f"http://{host}:{port}"
-            except BaseException as exc:
-                failed.append(exc)
-                ready.set()
-                raise
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                loop.run_until_complete(runner.cleanup())
-                loop.close()
+            return app
 
-        self._thread = threading.Thread(target=serve, name=f"fake-{self.name}", daemon=True)
-        self._thread.start()
-        if not ready.wait(10) or failed:
-            raise RuntimeError(f"{self.name} fake did not start: {failed}")
+        self.url = self._app.start(make, handler_cancellation=True)
         return self.url
 
     def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is not None and thread is not None:
+        def release() -> None:  # stalled handlers
+            assert self._stopping is not None
+            self._stopping.set()
 
-            def halt() -> None:
-                assert self._stopping is not None
-                self._stopping.set()
-                loop.call_later(0.05, loop.stop)
-
-            loop.call_soon_threadsafe(halt)
-            thread.join(10)
-            self._loop = self._thread = None
+        if self._stopping is not None:
+            self._app.stop(release, grace=0.05)
 
 
 class FakeOpenAI(ThreadedServer):
