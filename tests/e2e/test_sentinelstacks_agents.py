@@ -318,3 +318,31 @@ def test_on_firestore_and_pubsub(tmp_path: Path) -> None:
         assert logs.status_code == 200 and len(logs.json()["logs"]) == 5
     finally:
         srv.stop()
+
+
+def test_a_retried_create_makes_one_agent_and_a_sleeping_one_wakes_to_chat(stack: Server) -> None:
+    token = login(stack)
+    once = {**bearer(token), "Idempotency-Key": f"create-{uuid.uuid4().hex}"}
+    made = [httpx.post(f"{stack.url}/v1/agents", json=UI_AGENT, headers=once, timeout=60)
+            for _ in range(2)]  # fmt: skip
+    assert [r.status_code for r in made] == [201, 201]
+    assert made[0].json()["id"] == made[1].json()["id"]
+    agent = create_agent(stack, token, {"name": "sleeper"})
+    paused = httpx.post(f"{stack.url}/v1/sessions/{agent['id']}/pause",
+                        headers={"X-API-Key": stack.key}, timeout=60)  # fmt: skip
+    assert paused.status_code == 200
+    asleep = httpx.get(f"{stack.url}/v1/agents/{agent['id']}", headers=bearer(token)).json()
+    assert asleep["status"] == "stopped"
+
+    async def chat() -> dict[str, Any]:
+        async with (
+            aiohttp.ClientSession(headers=bearer(token)) as http,
+            http.ws_connect(ws_url(stack, agent["id"], "chat")) as ws,
+        ):
+            await ws.receive()
+            await ws.send_json({"type": "message", "content": "wake up", "stream": False})
+            return (await frames_until(ws, "response"))[-1]
+
+    assert "wake up" in asyncio.run(chat())["content"]
+    awake = httpx.get(f"{stack.url}/v1/agents/{agent['id']}", headers=bearer(token)).json()
+    assert awake["status"] == "running"

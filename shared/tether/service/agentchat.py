@@ -60,8 +60,11 @@ class Chats:
     model_name: str = ""  # every agent's model when set; else each agent's own
 
     def ready(self, principal: Principal, agent_id: str) -> AiAgent:
-        """The caller's agent, if its workspace runs (else InvalidTransition naming its state)."""
+        """The caller's agent, its workspace woken if it was hibernated (an idle agent sleeps
+        until spoken to); InvalidTransition naming its state if it does not run."""
         agent, session = self.agents.get(principal, agent_id)
+        if session is not None and session.state is SessionState.HIBERNATED:
+            session = self.sessions.wake(principal, agent.id)
         if session is None or session.state is not SessionState.RUNNING:
             state = session.state.value if session else "stopped"
             raise InvalidTransition(f"Agent {agent.name} is {state}, not running",
