@@ -61,8 +61,11 @@ typecheck: dev
 	$(BIN)/mypy
 
 # Starts the Firestore and Pub/Sub emulators on free loopback ports, runs pytest, stops them.
+# The benchmarks run with fewer rounds than `make bench` gives them: their figures, a glance.
+QUICK_BENCH := TETHER_BENCH_SANDBOX_ROUNDS=3 TETHER_BENCH_COLD_ROUNDS=3 \
+	TETHER_BENCH_EMULATOR_ROUNDS=21 TETHER_BENCH_READY_ROUNDS=7 TETHER_BENCH_KUBENTLY_ROUNDS=10
 test: lint typecheck $(CHECKOV)
-	infra/emulators.sh run $(BIN)/pytest -q --durations=30 tests
+	$(QUICK_BENCH) infra/emulators.sh run $(BIN)/pytest -q --durations=30 tests
 
 # Schemathesis against every surface's OpenAPI document: over 10,000 cases, a fresh seed.
 fuzz: dev

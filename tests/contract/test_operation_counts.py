@@ -151,11 +151,11 @@ BOUNDS = {
     "exec": (1, 1),  # the session; the result comes to the instance's inbox
     "delete": (4, 2),
     "heartbeat": (0, 1),
-    # Fourteen queries, a read each with nothing due (one a kind that expires or is kept for a
-    # while, Kubently's audit trail and debug sessions and Openctrol's desktop sessions
-    # included); and two reads a live session (one here) to check its agent slot is still used
-    # (`Agents.release_stale`).
-    "sweep": (16, 0),
+    # Eighteen queries, a read each with nothing due (one a kind that expires or is kept for a
+    # while, Kubently's audit trail and debug sessions, Openctrol's desktop sessions and
+    # SentinelStacks' agents, conversations, messages and events included); and two reads a
+    # live session (one here) to check its agent slot is still used (`Agents.release_stale`).
+    "sweep": (20, 0),
 }
 GOALS = {"create": "<= 4 reads, <= 3 writes", "exec": "<= 2 reads, <= 2 writes",
          "heartbeat": "1 write"}  # fmt: skip

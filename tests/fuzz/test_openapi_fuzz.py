@@ -26,7 +26,7 @@ SURFACES = {
 }
 # The header each surface's document names for the API key.
 KEY_HEADER = {"openctrol": "X-Openctrol-Key"}
-EXAMPLES = int(os.environ.get("TETHER_FUZZ_EXAMPLES", "10"))  # per operation and phase
+EXAMPLES = int(os.environ.get("TETHER_FUZZ_EXAMPLES", "5"))  # per operation and phase
 SEED = os.environ.get("TETHER_FUZZ_SEED", "1")  # `make fuzz` picks a fresh one
 
 

@@ -94,8 +94,8 @@ class Users:
     def favorite(self, username: str, template: str, marked: bool) -> User:
         """Mark a template as one of the user's favourites, or unmark it (either twice is
         the same as once). At most MAX_FAVORITES: the list lives on the user's record."""
-        if not TEMPLATE_NAME.fullmatch(template):
-            raise Invalid("Not a template name", field="templateName")
+        if not TEMPLATE_NAME.fullmatch(template):  # no template could be called so
+            raise NotFound(f"Template '{template}' not found", code="TEMPLATE_NOT_FOUND")
 
         def change(user: User) -> User | None:
             if marked == (template in user.favorites):

@@ -967,13 +967,18 @@ class PersistQuery(BaseModel):
                                    description="Tether's own: this session instead")  # fmt: skip
 
 
+NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"  # a path's characters (files.relative refuses the rest)
+
+
 class UploadQuery(PersistQuery):
-    dst: str = Field("", max_length=MAX_PATH, description="Path under ~/persist (default: the "
-                     "file's own name); relative, without `..`")  # fmt: skip
+    dst: str = Field("", max_length=MAX_PATH, pattern=NO_CONTROL,
+                     description="Path under ~/persist (default: the file's own name); "
+                     "relative, without `..`")  # fmt: skip
 
 
 class DownloadQuery(PersistQuery):
-    path: str = Field(min_length=1, max_length=MAX_PATH, description="Path under ~/persist")
+    path: str = Field(min_length=1, max_length=MAX_PATH, pattern=NO_CONTROL,
+                      description="Path under ~/persist")  # fmt: skip
 
 
 class Uploaded(BaseModel):

@@ -1461,14 +1461,14 @@ def list_favorites(request: Request) -> Response:
 FAVORITE = f"{PREFIX}/preferences/favorites/<template_name>"
 
 
-@router.route(FAVORITE, ["POST"], answers={200: FavoriteChanged})
+@router.route(FAVORITE, ["POST"], answers={200: FavoriteChanged}, errors=(404,))
 def add_favorite(request: Request, template_name: str) -> Response:
     """Mark a template as a favourite (again: no change)."""
     bootstrap.services().users.favorite(who(request).id, template_name, True)
     return json_response(FavoriteChanged(message="Added to favourites", templateName=template_name))
 
 
-@router.route(FAVORITE, ["DELETE"], answers={200: FavoriteChanged})
+@router.route(FAVORITE, ["DELETE"], answers={200: FavoriteChanged}, errors=(404,))
 def remove_favorite(request: Request, template_name: str) -> Response:
     """Unmark a favourite (one not marked: no change)."""
     bootstrap.services().users.favorite(who(request).id, template_name, False)
