@@ -63,7 +63,8 @@ typecheck: dev
 # Starts the Firestore and Pub/Sub emulators on free loopback ports, runs pytest, stops them.
 # The benchmarks run with fewer rounds than `make bench` gives them: their figures, a glance.
 QUICK_BENCH := TETHER_BENCH_SANDBOX_ROUNDS=3 TETHER_BENCH_COLD_ROUNDS=3 \
-	TETHER_BENCH_EMULATOR_ROUNDS=21 TETHER_BENCH_READY_ROUNDS=7 TETHER_BENCH_KUBENTLY_ROUNDS=10
+	TETHER_BENCH_EMULATOR_ROUNDS=21 TETHER_BENCH_READY_ROUNDS=7 TETHER_BENCH_KUBENTLY_ROUNDS=10 \
+	TETHER_BENCH_OPENCTROL_SECONDS=1 TETHER_BENCH_OPENCTROL_SAMPLES=4 TETHER_BENCH_LOAD_SECONDS=1
 test: lint typecheck $(CHECKOV)
 	$(QUICK_BENCH) infra/emulators.sh run $(BIN)/pytest -q --durations=30 tests
 

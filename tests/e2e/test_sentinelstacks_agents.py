@@ -38,8 +38,10 @@ UI_AGENT = {"name": "Helper", "description": "Answers questions", "model": "llam
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("sentinel") / "home"
+    # Sign-ins are limited to 5 a minute an address: this module signs in more than that.
     srv = start_server(home, {"TETHER_ADMIN_PASSWORD": PASSWORD,
-                              "TETHER_CORS_ORIGINS": "https://ui.example"})  # fmt: skip
+                              "TETHER_CORS_ORIGINS": "https://ui.example",
+                              "TETHER_RATE_LIMITS": "login=100"})  # fmt: skip
     yield srv
     srv.stop()
 

@@ -25,18 +25,24 @@ KEY = "sk-test-SECRET-4f7d1c"
 SNOOP = "env; cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n'; ps -eo args; ls -la ~"
 
 
-@pytest.fixture
-def model() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI()
-    fake.start()
-    yield fake
-    fake.stop()
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI()
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
-def stack(model: FakeOpenAI, tmp_path: Any) -> Iterator[Server]:
-    srv = start_server(tmp_path / "home", {
-        "TETHER_MODEL_PROVIDER": "openai", "TETHER_MODEL_BASE_URL": model.base_url,
+def model(fake: FakeOpenAI) -> FakeOpenAI:
+    fake.reset()  # each test scripts its own answers and reads its own requests
+    return fake
+
+
+@pytest.fixture(scope="module")
+def stack(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(tmp_path_factory.mktemp("models") / "home", {
+        "TETHER_MODEL_PROVIDER": "openai", "TETHER_MODEL_BASE_URL": fake.base_url,
         "TETHER_MODEL_API_KEY": KEY, "TETHER_MODEL": "served-model",
     })  # fmt: skip
     yield srv
@@ -108,3 +114,4 @@ def test_a_model_that_is_down_is_an_error_frame_not_a_dead_socket(
     failed, recovered = asyncio.run(chat())
     assert failed[-1]["message_id"] == "a" and KEY not in failed[-1]["error"]
     assert recovered[-1]["content"] == "Back."
+    assert KEY not in stack.log.read_text()  # the provider's error quoted it: not logged

@@ -47,7 +47,7 @@ MAX_BYTES = 64 * 1024
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("registry") / "home"
-    srv = start_server(home, {"TETHER_ADMIN_PASSWORD": PASSWORD,
+    srv = start_server(home, {"TETHER_ADMIN_PASSWORD": PASSWORD, "TETHER_RATE_LIMITS": "login=100",
                               "TETHER_REGISTRY_MAX_BYTES": str(MAX_BYTES)})  # fmt: skip
     yield srv
     srv.stop()
