@@ -111,6 +111,17 @@ def test_login_answers_as_the_ui_and_the_document_read_it(stack: Server) -> None
     assert anonymous.status_code == 401 and set(anonymous.json()) == {"error"}
 
 
+def test_sign_ins_are_limited_per_address(tmp_path: Path) -> None:
+    srv = start_server(tmp_path / "home", {"TETHER_RATE_LIMITS": "login=2"})
+    try:
+        tries = [httpx.post(f"{srv.url}/v1/auth/login", json={"username": "x", "password": "y"})
+                 for _ in range(3)]  # fmt: skip
+        assert [t.status_code for t in tries] == [401, 401, 429]
+        assert int(tries[-1].headers["Retry-After"]) > 0 and "sign-ins" in tries[-1].json()["error"]
+    finally:
+        srv.stop()
+
+
 def test_cors_answers_listed_origins_only(stack: Server) -> None:
     listed = {"Origin": "https://ui.example"}
     r = httpx.get(f"{stack.url}/v1/health", headers=listed)

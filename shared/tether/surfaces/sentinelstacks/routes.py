@@ -92,8 +92,10 @@ def login(request: Request, body: m.Login) -> Response:
                                 services.settings.rate_limits["login"])  # fmt: skip
     if not quota.allowed:
         wait = quota.retry_after
-        raise errors.RateLimited(f"Too many sign-ins; try again in {wait} seconds",
-                                 retry_after=wait)  # fmt: skip
+        refused = render_error(errors.RateLimited(f"Too many sign-ins; try again in {wait} "
+                                                  "seconds", retry_after=wait), 429)  # fmt: skip
+        refused.headers["Retry-After"] = str(wait)
+        return refused
     user = services.users.login(body.username, body.password)
     token, expires = services.tokens.issue(user)
     shown = m.User(id=user.uid, username=user.username, role=user.role.value,
