@@ -4,25 +4,58 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import builtins
+import hashlib
+import inspect
+import os
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Generator
 from contextlib import asynccontextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal, overload
 
 import httpx
 import tenacity
+from httpx_sse import EventSource, ServerSentEvent
 
+from tether import errors
 from tether.sdk import calls
-from tether.sdk.calls import Call
+from tether.sdk.calls import Call, RetryPolicy
+from tether.sdk.types import CommandResult, FileInfo, ProcessInfo, SessionInfo, WrittenFile, parse
+
+
+async def _called(returned: object) -> None:
+    """A callback may be a coroutine function: what it returned is then awaited."""
+    if inspect.isawaitable(returned):
+        await returned
 
 
 class AsyncSession:
-    """A handle on one session (or legacy workspace) that runs commands in it."""
+    """A handle on one session (or legacy workspace), as `tether.sdk.client.Session`, awaited.
+    `async with` deletes the session on leaving the block unless made with `keep=True`."""
 
-    def __init__(self, client: AsyncClient, info: dict[str, Any], legacy: bool = False) -> None:
+    def __init__(
+        self, client: AsyncClient, info: dict[str, Any], legacy: bool = False, keep: bool = True
+    ) -> None:
         self.client = client
-        self.info = info
+        self.data = info
         self.id: str = info["id"]
         self.legacy = legacy
+        self.keep = keep
+        self.files = AsyncFiles(self)
+
+    async def __aenter__(self) -> AsyncSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if not self.keep:
+            await self.delete()
+
+    def __repr__(self) -> str:
+        return f"AsyncSession({self.id!r})"
+
+    # -- OnMemOS' calls (dict results) -------------------------------------------------------
 
     async def execute(self, command: str, timeout: float = 120, **options: Any) -> dict[str, Any]:
         """Runs `command`; `options` (env, cwd) are the unified API's."""
@@ -34,11 +67,231 @@ class AsyncSession:
         return await self.client.run_python(self.id, code, timeout)
 
     async def refresh(self) -> dict[str, Any]:
-        self.info = await self.client.get_session(self.id)
-        return self.info
+        self.data = await self.client.get_session(self.id)
+        return self.data
 
     async def delete(self) -> dict[str, Any]:
+        if self.legacy:
+            return await self.client.delete_workspace(self.id)
         return await self.client.delete_session(self.id)
+
+    # -- typed calls -------------------------------------------------------------------------
+
+    async def info(self) -> SessionInfo:
+        return await self._session(calls.session(self.id))
+
+    @overload
+    async def run(
+        self,
+        cmd: str,
+        *,
+        on_stdout: Callable[[str], object] | None = ...,
+        on_stderr: Callable[[str], object] | None = ...,
+        background: Literal[False] = ...,
+        envs: dict[str, str] | None = ...,
+        cwd: str | None = ...,
+        stdin: str | None = ...,
+        timeout: float = ...,
+    ) -> CommandResult: ...
+
+    @overload
+    async def run(
+        self,
+        cmd: str,
+        *,
+        on_stdout: Callable[[str], object] | None = ...,
+        on_stderr: Callable[[str], object] | None = ...,
+        background: Literal[True],
+        envs: dict[str, str] | None = ...,
+        cwd: str | None = ...,
+        stdin: str | None = ...,
+        timeout: float = ...,
+    ) -> AsyncBackgroundProcess: ...
+
+    async def run(
+        self,
+        cmd: str,
+        *,
+        on_stdout: Callable[[str], object] | None = None,
+        on_stderr: Callable[[str], object] | None = None,
+        background: bool = False,
+        envs: dict[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: str | None = None,
+        timeout: float = 120,
+    ) -> CommandResult | AsyncBackgroundProcess:
+        """As `Session.run`; a callback may also be a coroutine function (awaited in turn)."""
+        if background:
+            started = await self.client._do(calls.start_process(self.id, cmd, envs, cwd))
+            proc = AsyncBackgroundProcess(self, parse(ProcessInfo, started))
+            if stdin is not None:
+                await proc.send_stdin(stdin, eof=True)
+            return proc
+        output = calls.Output(on_stdout, on_stderr)
+        call = calls.exec_stream(self.id, cmd, timeout, envs, cwd, stdin)
+        async for event in self.client._events(call):
+            await _called(output.feed(event.event, event.data))
+        return output.result()
+
+    async def processes(self) -> list[ProcessInfo]:
+        return calls.processes_of(await self.client._do(calls.processes(self.id)))
+
+    async def get_url(self, port: int, *, public: bool = False, expires_in: int = 3600) -> str:
+        if not public:
+            return calls.port_url(str(self.client._http.base_url), self.id, port)
+        answer = await self.client._do(calls.preview_url(self.id, port, expires_in))
+        if not isinstance(answer, dict) or not isinstance(answer.get("url"), str):
+            raise errors.TetherError("The server's answer has no preview url", code="BAD_ANSWER")
+        return str(answer["url"])
+
+    async def set_timeout(self, seconds: int) -> SessionInfo:
+        return await self._session(calls.session_action(self.id, "extend", {"expires_in": seconds}))
+
+    async def extend(self, minutes: int) -> SessionInfo:
+        return await self._session(calls.session_action(self.id, "extend", {"minutes": minutes}))
+
+    async def pause(self) -> SessionInfo:
+        return await self._session(calls.session_action(self.id, "pause"))
+
+    async def resume(self) -> SessionInfo:
+        return await self._session(calls.session_action(self.id, "resume"))
+
+    async def _session(self, call: Call) -> SessionInfo:
+        self.data = await self.client._do(call)
+        return parse(SessionInfo, self.data)
+
+
+class AsyncBackgroundProcess:
+    """As `tether.sdk.client.BackgroundProcess`, awaited."""
+
+    def __init__(self, session: AsyncSession, info: ProcessInfo) -> None:
+        self.session = session
+        self.pid = info.pid
+        self.started = info
+
+    def __repr__(self) -> str:
+        return f"AsyncBackgroundProcess({self.pid}, {self.started.command!r})"
+
+    async def _call(self, *action: str, body: dict[str, Any] | None = None) -> ProcessInfo:
+        call = calls.process(self.session.id, self.pid, *action, body=body)
+        return parse(ProcessInfo, await self.session.client._do(call))
+
+    async def info(self) -> ProcessInfo:
+        return await self._call()
+
+    async def send_stdin(self, data: str, *, eof: bool = False) -> ProcessInfo:
+        return await self._call("stdin", body={"data": data, "eof": eof})
+
+    async def kill(self, signal: str = "TERM") -> ProcessInfo:
+        return await self._call("kill", body={"signal": signal})
+
+    async def wait(
+        self,
+        *,
+        on_stdout: Callable[[str], object] | None = None,
+        on_stderr: Callable[[str], object] | None = None,
+    ) -> CommandResult:
+        output = calls.Output(on_stdout, on_stderr)
+        async for event in self.session.client._events(
+            calls.process_output(self.session.id, self.pid)
+        ):
+            await _called(output.feed(event.event, event.data))
+        return output.result()
+
+
+class AsyncFiles:
+    """As `tether.sdk.client.Files`, awaited; local files are read and written on a worker
+    thread, a MiB at a time."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def _do(self, method: str, path: str, *rest: str, **params: Any) -> Any:
+        call = calls.files(method, self.session.id, path, *rest, **params)
+        return await self.session.client._do(call)
+
+    async def read(self, path: str) -> bytes:
+        call = calls.files("GET", self.session.id, path, "content")
+        async with self.session.client._open(call) as response:
+            return await response.aread()
+
+    async def read_text(self, path: str, encoding: str = "utf-8") -> str:
+        return (await self.read(path)).decode(encoding)
+
+    async def write(self, path: str, data: bytes | str) -> WrittenFile:
+        raw = data.encode() if isinstance(data, str) else data
+        call = calls.file_upload(self.session.id, path, len(raw))
+        answer = await self.session.client._do(call, content=lambda: raw)
+        return calls.check_written(answer, hashlib.sha256(raw).hexdigest())
+
+    async def list(self, path: str = ".") -> builtins.list[FileInfo]:
+        return calls.entries_of(await self._do("GET", path))
+
+    async def stat(self, path: str) -> FileInfo:
+        return parse(FileInfo, await self._do("GET", path, "stat"))
+
+    async def exists(self, path: str) -> bool:
+        try:
+            await self.stat(path)
+        except errors.NotFound:
+            return False
+        return True
+
+    async def remove(self, path: str, recursive: bool = False) -> None:
+        await self._do("DELETE", path, recursive=str(recursive).lower())
+
+    async def mkdir(self, path: str) -> FileInfo:
+        return parse(FileInfo, await self._do("POST", path, "mkdir"))
+
+    async def upload(self, local_path: str | os.PathLike[str], remote_path: str) -> WrittenFile:
+        local = Path(local_path)
+        sent = hashlib.sha256()
+
+        async def chunks() -> AsyncIterator[bytes]:
+            nonlocal sent
+            sent = hashlib.sha256()  # a retry sends it all again
+            with local.open("rb") as f:
+                while chunk := await asyncio.to_thread(f.read, calls.CHUNK):
+                    sent.update(chunk)
+                    yield chunk
+
+        call = calls.file_upload(self.session.id, remote_path, local.stat().st_size)
+        answer = await self.session.client._do(call, content=chunks)
+        return calls.check_written(answer, sent.hexdigest())
+
+    async def download(self, remote_path: str, local_path: str | os.PathLike[str]) -> Path:
+        target = Path(local_path)
+        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
+        call = calls.files("GET", self.session.id, remote_path, "content")
+        try:
+            async with self.session.client._open(call) as response:
+                with partial.open("wb") as out:
+                    async for chunk in response.aiter_bytes(calls.CHUNK):
+                        await asyncio.to_thread(out.write, chunk)
+            partial.replace(target)
+        finally:
+            partial.unlink(missing_ok=True)
+        return target
+
+
+class _Creating:
+    """What `AsyncClient.create` returns: `await` it for the session, or `async with` it to
+    have the session deleted on leaving the block (unless `keep`)."""
+
+    def __init__(self, made: Coroutine[Any, Any, AsyncSession]) -> None:
+        self._made = made
+        self._session: AsyncSession | None = None
+
+    def __await__(self) -> Generator[Any, None, AsyncSession]:
+        return self._made.__await__()
+
+    async def __aenter__(self) -> AsyncSession:
+        self._session = await self._made
+        return self._session
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.__aexit__(*exc)
 
 
 class AsyncDebugSession:
@@ -75,17 +328,92 @@ class AsyncClient:
         api_key: str | None = None,
         timeout: float = 120.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self._http = httpx.AsyncClient(
             transport=transport, **calls.client_options(base_url, api_key, timeout)
         )
+        self.retry = retry or RetryPolicy()
 
-    async def _do(self, call: Call) -> Any:
-        async for attempt in tenacity.AsyncRetrying(**calls.retry_policy(call)):
+    async def _do(
+        self, call: Call, content: Callable[[], bytes | AsyncIterable[bytes]] | None = None
+    ) -> Any:
+        async for attempt in tenacity.AsyncRetrying(**self.retry.options(call)):
             with attempt:
                 options = calls.request_options(call)
+                if content is not None:
+                    options["content"] = content()
                 response = await self._http.request(call.method, call.path, **options)
-        return calls.result(response)
+                answer = calls.result(response)
+        return answer
+
+    @asynccontextmanager
+    async def _open(self, call: Call) -> AsyncIterator[httpx.Response]:
+        async for attempt in tenacity.AsyncRetrying(**self.retry.options(call)):
+            with attempt:
+                request = self._http.build_request(
+                    call.method, call.path, **calls.request_options(call)
+                )
+                response = await self._http.send(request, stream=True)
+                if not response.is_success:
+                    await response.aread()
+                    await response.aclose()
+                    calls.raise_for(response)
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+    async def _events(self, call: Call) -> AsyncIterator[ServerSentEvent]:
+        async with self._open(call) as response:
+            async for event in EventSource(response).aiter_sse():
+                yield event
+
+    # -- typed API -------------------------------------------------------------------------------
+
+    def create(
+        self,
+        template: str = "python",
+        *,
+        name: str | None = None,
+        namespace: str | None = None,
+        user: str | None = None,
+        ttl_minutes: int | None = None,
+        metadata: dict[str, str] | None = None,
+        keep: bool = False,
+        wait: bool = True,
+    ) -> _Creating:
+        """As `Client.create`: `s = await client.create()`, or `async with client.create() as
+        s:` (deleted on leaving the block unless `keep`)."""
+        call = calls.new_session(template, name, namespace, user, ttl_minutes, metadata)
+        return _Creating(self._create(call, keep, wait))
+
+    async def _create(self, call: Call, keep: bool, wait: bool) -> AsyncSession:
+        handle = AsyncSession(self, await self._do(call), keep=keep)
+        if wait:
+            try:
+                calls.settled(await tenacity.AsyncRetrying(**calls.settle_poll())(handle.info))
+            except BaseException as exc:
+                if not keep:
+                    try:
+                        await handle.delete()
+                    except Exception as failed:
+                        exc.add_note(f"and deleting the session failed: {failed}")
+                raise
+        return handle
+
+    async def connect(self, session_id: str, *, keep: bool = True) -> AsyncSession:
+        return AsyncSession(self, await self._do(calls.session(session_id)), keep=keep)
+
+    async def list(self, metadata: dict[str, str] | None = None) -> builtins.list[SessionInfo]:
+        found: builtins.list[SessionInfo] = []
+        cursor: str | None = None
+        while True:
+            answer = await self._do(calls.session_page(metadata, cursor))
+            page, cursor = calls.sessions_of(answer)
+            found += page
+            if cursor is None:
+                return found
 
     # -- unified API -----------------------------------------------------------------------------
 
@@ -102,9 +430,9 @@ class AsyncClient:
 
     async def list_sessions(
         self, namespace: str | None = None, user: str | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> builtins.list[dict[str, Any]]:
         body = await self._do(calls.list_sessions(namespace, user))
-        result: list[dict[str, Any]] = body["sessions"]
+        result: builtins.list[dict[str, Any]] = body["sessions"]
         return result
 
     async def execute_session(
@@ -146,9 +474,9 @@ class AsyncClient:
 
     # -- Kubently ---------------------------------------------------------------------------------
 
-    async def clusters(self) -> list[str]:
+    async def clusters(self) -> builtins.list[str]:
         """The ids of the clusters commands can be sent to."""
-        result: list[str] = (await self._do(calls.clusters()))["clusters"]
+        result: builtins.list[str] = (await self._do(calls.clusters()))["clusters"]
         return result
 
     async def cluster(self, cluster_id: str) -> dict[str, Any]:

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import email.utils
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import tenacity
+from pydantic import BaseModel, ValidationError
 
 from tether import errors
+from tether.sdk.types import (
+    CommandResult,
+    FileInfo,
+    ProcessInfo,
+    SessionInfo,
+    WrittenFile,
+    parse,
+)
 
 _BY_STATUS: dict[int, type[errors.TetherError]] = {
     400: errors.Invalid,
@@ -19,10 +32,14 @@ _BY_STATUS: dict[int, type[errors.TetherError]] = {
     404: errors.NotFound,
     408: errors.Timeout,
     409: errors.Conflict,
+    413: errors.Invalid,  # FILE_TOO_LARGE
     422: errors.Unprocessable,
     429: errors.RateLimited,
+    501: errors.Unsupported,
+    502: errors.Unavailable,  # PORT_UNREACHABLE, or a gateway in between
     503: errors.Unavailable,
     504: errors.Timeout,
+    507: errors.Unavailable,  # NO_SPACE
 }
 
 
@@ -32,27 +49,106 @@ class Call:
     path: str
     json: dict[str, Any] | None = None
     params: dict[str, Any] = field(default_factory=dict)
-    # How long the server may take, beyond the client's default (exec waits for the command).
-    timeout: float | None = None
+    # How long the server may take, beyond the client's default (exec waits for the command);
+    # an httpx.Timeout where reads may pause without limit (a process's output, followed).
+    timeout: float | httpx.Timeout | None = None
     # A create's: the same on every try, so a retry after a lost answer creates nothing twice.
     idempotency_key: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # A POST that changes nothing when repeated (mkdir of an existing directory).
+    repeatable: bool = False
 
     @property
     def retryable(self) -> bool:
-        return self.method in ("GET", "HEAD", "DELETE") or self.idempotency_key is not None
+        return (
+            self.method in ("GET", "HEAD", "DELETE", "PUT")
+            or self.idempotency_key is not None
+            or self.repeatable
+        )
+
+
+@dataclass
+class RetryPolicy:
+    """When a client sends a call again: `Client(..., retry=RetryPolicy(attempts=2))`, or change
+    `client.retry` in place (read at each call).
+
+    A call that can be repeated safely (GET, HEAD, DELETE, PUT of a file's content, a create
+    with its Idempotency-Key, which every create carries and keeps across its tries) is tried
+    up to `attempts` times in all when the connection failed, its answer was lost, or the
+    server answered one of `statuses`. Any other call (exec, pause, a process's stdin...) is
+    tried again only when it could not connect at all (so it never reached the server).
+
+    Between tries: the answer's `Retry-After` (seconds or an HTTP date) when it has one, else
+    `backoff` seconds doubled each time, plus up to `backoff` of jitter, at most `max_backoff`.
+    A `Retry-After` longer than `max_backoff` is not waited for: the error (`RateLimited`,
+    `Unavailable`...) is raised at once with `details["retry_after"]`, for the caller to
+    decide, since a try sooner than the server asked would only be refused again."""
+
+    attempts: int = 4
+    backoff: float = 0.5
+    max_backoff: float = 8.0
+    statuses: tuple[int, ...] = (429, 502, 503, 504)
+
+    def should_retry(self, call: Call, exc: BaseException) -> bool:
+        if isinstance(exc, httpx.ConnectError):  # it never reached the server
+            return True
+        if not call.retryable:
+            return False
+        if isinstance(exc, httpx.TransportError):
+            return True
+        if isinstance(exc, errors.TetherError) and exc.details.get("status") in self.statuses:
+            after = exc.details.get("retry_after")
+            return after is None or after <= self.max_backoff
+        return False
+
+    def options(self, call: Call) -> dict[str, Any]:
+        """tenacity's arguments for trying `call` under this policy."""
+        return {
+            "retry": tenacity.retry_if_exception(lambda exc: self.should_retry(call, exc)),
+            "stop": tenacity.stop_after_attempt(max(1, self.attempts)),
+            "wait": _PolicyWait(self),
+            "reraise": True,
+        }
+
+
+class _PolicyWait(tenacity.wait.wait_base):
+    """The answer's Retry-After when it said one, else an exponential backoff with jitter."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.backoff = tenacity.wait_exponential_jitter(
+            initial=policy.backoff, max=policy.max_backoff, jitter=policy.backoff
+        )
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        if isinstance(exc, errors.TetherError) and exc.details.get("retry_after") is not None:
+            return max(0.0, min(float(exc.details["retry_after"]), self.policy.max_backoff))
+        return float(self.backoff(retry_state))
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from now that a `Retry-After` header asks for (delta-seconds or an HTTP date);
+    None when there is none or it says nothing readable."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def retry_policy(call: Call) -> dict[str, Any]:
-    """tenacity's arguments for `call`: a request that can be sent again (a read, a delete, a
-    create with its Idempotency-Key) is, up to three times, when the connection failed or its
-    answer was lost; others once."""
-    return {
-        "retry": tenacity.retry_if_exception_type(httpx.TransportError),
-        "stop": tenacity.stop_after_attempt(3 if call.retryable else 1),
-        "wait": tenacity.wait_exponential(multiplier=0.2, max=2),
-        "reraise": True,
-    }
+    """tenacity's arguments for `call` under the default `RetryPolicy`."""
+    return RetryPolicy().options(call)
 
 
 def client_options(base_url: str, api_key: str | None, timeout: float) -> dict[str, Any]:
@@ -75,11 +171,19 @@ def request_options(call: Call) -> dict[str, Any]:
 
 
 def result(response: httpx.Response) -> Any:
-    """The JSON body, or the error tree's exception for the status, carrying `detail` (and
-    in `details`, the status and what the body's `details` say: Kubently's `code`, `field`,
-    the refused `argument`, a timed-out command's `operation_id` and `output`)."""
+    """The JSON body (None for an empty one), or the error tree's exception for the status,
+    carrying `detail` (and in `details`: the status, the body's `code`, `retry_after` in
+    seconds when the answer said one, and what the body's `details` say: Kubently's `code`,
+    `field`, the refused `argument`, a timed-out command's `operation_id` and `output`)."""
     if response.is_success:
         return response.json() if response.content else None
+    raise_for(response)
+
+
+def raise_for(response: httpx.Response) -> None:
+    """Nothing for a success; else what `result` raises (the body must have been read)."""
+    if response.is_success:
+        return
     try:
         body = response.json()
     except ValueError:
@@ -94,6 +198,11 @@ def result(response: httpx.Response) -> Any:
     field_ = said.get("field")
     exc = cls(str(detail), field=field_ if isinstance(field_, str) else None)
     exc.details.update((k, v) for k, v in said.items() if k != "field")
+    if isinstance(body, dict) and isinstance(body.get("code"), str):
+        exc.details["code"] = body["code"]
+    after = retry_after(response.headers.get("Retry-After"))
+    if after is not None:
+        exc.details["retry_after"] = after
     exc.details["status"] = response.status_code
     raise exc
 
@@ -184,6 +293,238 @@ def session_spec(
         "ttl_minutes": ttl_minutes,
         "long_lived": long_lived,
     }
+
+
+# -- sessions' typed API: create, list, extend; exec streams, processes, files, ports ---------
+
+CHUNK = 1 << 20  # bytes read from or written to a local file at a time
+# Where a session's status is one of these, create(wait=True) and resume() read it again.
+SETTLING = ("pending", "waking")
+
+
+def session_path(session_id: str, *rest: str) -> str:
+    """`/v1/sessions/{id}/...`, the id quoted (one the caller typed may hold anything)."""
+    return "/".join([f"/v1/sessions/{quote(session_id, safe='')}", *rest])
+
+
+def new_session(
+    template: str,
+    name: str | None,
+    namespace: str | None,
+    user: str | None,
+    ttl_minutes: int | None,
+    metadata: dict[str, str] | None,
+) -> Call:
+    spec = {"template": template, "name": name, "namespace": namespace, "user": user,
+            "ttl_minutes": ttl_minutes, "metadata": metadata}  # fmt: skip
+    return create_session(spec)
+
+
+def session(session_id: str) -> Call:
+    return Call("GET", session_path(session_id))
+
+
+def session_page(metadata: dict[str, str] | None, cursor: str | None) -> Call:
+    """One page of the caller's sessions whose metadata has every pair of `metadata`."""
+    params: dict[str, Any] = {"limit": 1000}
+    if metadata:
+        params["metadata"] = [f"{k}={v}" for k, v in metadata.items()]
+    if cursor:
+        params["cursor"] = cursor
+    return Call("GET", "/v1/sessions", params=params)
+
+
+def session_action(session_id: str, action: str, body: dict[str, Any] | None = None) -> Call:
+    """pause, resume, extend: the session's answer waits for the move (up to a minute)."""
+    return Call("POST", session_path(session_id, action), json=body, timeout=90)
+
+
+def settle_poll(wait: float = 180.0) -> dict[str, Any]:
+    """tenacity's arguments for reading a session until it is no longer starting or waking:
+    a backoff from 0.1 s to 2 s, for up to `wait` seconds."""
+    return {
+        "retry": tenacity.retry_if_result(lambda info: info.status in SETTLING),
+        "wait": tenacity.wait_exponential(multiplier=0.1, min=0.1, max=2),
+        "stop": tenacity.stop_after_delay(wait),
+        "retry_error_callback": lambda state: state.outcome.result(),
+    }
+
+
+def settled(info: SessionInfo) -> SessionInfo:
+    """`info` if the session runs, else the error saying why it does not."""
+    if info.status == "running":
+        return info
+    if info.status in SETTLING:
+        raise errors.Timeout(f"Session {info.id} is still {info.status}", code="NOT_RUNNING",
+                             session_id=info.id)  # fmt: skip
+    raise errors.Unavailable(f"Session {info.id} did not start: it is {info.status}",
+                             code="NOT_RUNNING", session_id=info.id)  # fmt: skip
+
+
+def give_up(keep: bool, delete: Callable[[], object], exc: BaseException) -> None:
+    """A session that did not start is deleted, unless kept, since the caller has no handle on
+    it; failing that is noted on `exc`, the error to see."""
+    if keep:
+        return
+    try:
+        delete()
+    except Exception as failed:
+        exc.add_note(f"and deleting the session failed: {failed}")
+
+
+def exec_stream(
+    session_id: str,
+    command: str,
+    timeout: float,
+    env: dict[str, str] | None,
+    cwd: str | None,
+    stdin: str | None,
+) -> Call:
+    body = _drop_none(
+        {"command": command, "timeout": timeout, "env": env, "cwd": cwd, "stdin": stdin}
+    )
+    return Call("POST", session_path(session_id, "exec", "stream"), json=body,
+                timeout=httpx.Timeout(30, read=timeout + 30))  # fmt: skip
+
+
+def start_process(
+    session_id: str, command: str, env: dict[str, str] | None, cwd: str | None
+) -> Call:
+    body = _drop_none({"command": command, "env": env, "cwd": cwd})
+    return Call("POST", session_path(session_id, "processes"), json=body)
+
+
+def processes(session_id: str) -> Call:
+    return Call("GET", session_path(session_id, "processes"))
+
+
+def process(session_id: str, pid: int, *rest: str, body: dict[str, Any] | None = None) -> Call:
+    path = session_path(session_id, "processes", str(int(pid)), *rest)
+    return Call("POST" if rest else "GET", path, json=body)
+
+
+def process_output(session_id: str, pid: int) -> Call:
+    """What the process printed (what is kept of it) and then live until it exits: a read may
+    wait as long as the process prints nothing."""
+    path = session_path(session_id, "processes", str(int(pid)), "output")
+    return Call("GET", path, timeout=httpx.Timeout(30, read=None))
+
+
+def files(method: str, session_id: str, path: str, *rest: str, **params: Any) -> Call:
+    """A call on the file `path` (relative: under the home)."""
+    where = session_path(session_id, "files", *rest)
+    if method == "GET" and rest == ("content",):  # a large file streams for a while
+        return Call("GET", where, params={"path": path}, timeout=httpx.Timeout(30, read=300))
+    return Call(method, where, params={"path": path, **params}, repeatable=rest == ("mkdir",))
+
+
+def file_upload(session_id: str, path: str, size: int | None) -> Call:
+    """`PUT .../files/content`: its body, given by the client, is the file's bytes."""
+    headers = {"Content-Type": "application/octet-stream"}
+    if size is not None:  # the relay refuses one past its bound before a byte is sent
+        headers["Content-Length"] = str(size)
+    return Call("PUT", session_path(session_id, "files", "content"), params={"path": path},
+                headers=headers, timeout=httpx.Timeout(30, read=300, write=300))  # fmt: skip
+
+
+def check_written(answer: Any, sha256: str) -> WrittenFile:
+    written = parse(WrittenFile, answer)
+    if written.sha256 != sha256:
+        raise errors.TetherError(
+            f"{written.path} was stored with SHA-256 {written.sha256}, not that of the bytes "
+            f"sent ({sha256})",
+            code="DIGEST_MISMATCH",
+        )
+    return written
+
+
+def preview_url(session_id: str, port: int, expires_in: int) -> Call:
+    body = {"port": port, "expires_in": expires_in}
+    return Call("POST", session_path(session_id, "preview-urls"), json=body)
+
+
+def port_url(base_url: str, session_id: str, port: int) -> str:
+    """The URL of the workspace's `port` through the API (the caller's credential needed)."""
+    return f"{base_url.rstrip('/')}{session_path(session_id, 'ports', str(int(port)))}/"
+
+
+def sessions_of(answer: Any) -> tuple[list[SessionInfo], str | None]:
+    """A list page's sessions and the cursor of the page after it (None: the last)."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("sessions"), list):
+        raise errors.TetherError("The server's answer is not a list of sessions",
+                                 code="BAD_ANSWER")  # fmt: skip
+    cursor = answer.get("next_cursor")
+    found = [parse(SessionInfo, s) for s in answer["sessions"]]
+    return found, cursor if isinstance(cursor, str) and cursor else None
+
+
+def processes_of(answer: Any) -> list[ProcessInfo]:
+    items = answer.get("processes") if isinstance(answer, dict) else None
+    if not isinstance(items, list):
+        raise errors.TetherError("The server's answer is not a list of processes",
+                                 code="BAD_ANSWER")  # fmt: skip
+    return [parse(ProcessInfo, p) for p in items]
+
+
+def entries_of(answer: Any) -> list[FileInfo]:
+    items = answer.get("entries") if isinstance(answer, dict) else None
+    if not isinstance(items, list):
+        raise errors.TetherError("The server's answer is not a directory listing",
+                                 code="BAD_ANSWER")  # fmt: skip
+    return [parse(FileInfo, e) for e in items]
+
+
+class _Text(BaseModel):
+    data: str
+
+
+class _Exit(BaseModel):
+    exit_code: int
+    timed_out: bool = False
+    duration_ms: float = 0.0
+
+
+class Output:
+    """Collects one command's `stdout`/`stderr`/`exit` events into its `CommandResult`,
+    handing each piece of text to its callback as it comes."""
+
+    def __init__(
+        self,
+        on_stdout: Callable[[str], object] | None = None,
+        on_stderr: Callable[[str], object] | None = None,
+    ) -> None:
+        self.callbacks = {"stdout": on_stdout, "stderr": on_stderr}
+        self.text: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        self.exit: _Exit | None = None
+
+    def feed(self, event: str, data: str) -> object:
+        """Takes one event; returns what its callback returned (the async client awaits an
+        awaitable). Events of kinds this SDK does not know are skipped."""
+        try:
+            if event in self.text:
+                text = _Text.model_validate_json(data).data
+                self.text[event].append(text)
+                callback = self.callbacks[event]
+                return callback(text) if callback is not None else None
+            if event == "exit":
+                self.exit = _Exit.model_validate_json(data)
+        except ValidationError:
+            raise errors.TetherError(f"The server sent a {event} event that is not one",
+                                     code="BAD_ANSWER") from None  # fmt: skip
+        return None
+
+    def result(self) -> CommandResult:
+        if self.exit is None:
+            raise errors.Unavailable(
+                "The command's output stream ended before its exit status (the connection "
+                "was lost, or the session stopped)",
+                code="STREAM_ENDED",
+            )
+        return CommandResult(
+            stdout="".join(self.text["stdout"]),
+            stderr="".join(self.text["stderr"]),
+            **self.exit.model_dump(),
+        )
 
 
 # -- Kubently: clusters, debug sessions, kubectl ------------------------------------------------

@@ -3,25 +3,51 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import builtins
+import hashlib
+import os
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal, overload
 
 import httpx
 import tenacity
+from httpx_sse import EventSource, ServerSentEvent
 
+from tether import errors
 from tether.sdk import calls
-from tether.sdk.calls import Call
+from tether.sdk.calls import Call, RetryPolicy
+from tether.sdk.types import CommandResult, FileInfo, ProcessInfo, SessionInfo, WrittenFile, parse
 
 
 class Session:
-    """A handle on one session (or legacy workspace) that runs commands in it."""
+    """A handle on one session (or legacy workspace). `with` deletes the session on leaving
+    the block unless it was made or connected with `keep=True`; `data` is the session's JSON
+    as last read (`refresh()` reads it again)."""
 
-    def __init__(self, client: Client, info: dict[str, Any], legacy: bool = False) -> None:
+    def __init__(
+        self, client: Client, info: dict[str, Any], legacy: bool = False, keep: bool = True
+    ) -> None:
         self.client = client
-        self.info = info
+        self.data = info
         self.id: str = info["id"]
         self.legacy = legacy
+        self.keep = keep
+        self.files = Files(self)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.keep:
+            self.delete()
+
+    def __repr__(self) -> str:
+        return f"Session({self.id!r})"
+
+    # -- OnMemOS' calls (dict results) -------------------------------------------------------
 
     def execute(self, command: str, timeout: float = 120, **options: Any) -> dict[str, Any]:
         """Runs `command`; `options` (env, cwd) are the unified API's."""
@@ -33,11 +59,241 @@ class Session:
         return self.client.run_python(self.id, code, timeout)
 
     def refresh(self) -> dict[str, Any]:
-        self.info = self.client.get_session(self.id)
-        return self.info
+        self.data = self.client.get_session(self.id)
+        return self.data
 
     def delete(self) -> dict[str, Any]:
+        if self.legacy:
+            return self.client.delete_workspace(self.id)
         return self.client.delete_session(self.id)
+
+    # -- typed calls -------------------------------------------------------------------------
+
+    def info(self) -> SessionInfo:
+        """The session now."""
+        return self._session(calls.session(self.id))
+
+    @overload
+    def run(
+        self,
+        cmd: str,
+        *,
+        on_stdout: Callable[[str], object] | None = ...,
+        on_stderr: Callable[[str], object] | None = ...,
+        background: Literal[False] = ...,
+        envs: dict[str, str] | None = ...,
+        cwd: str | None = ...,
+        stdin: str | None = ...,
+        timeout: float = ...,
+    ) -> CommandResult: ...
+
+    @overload
+    def run(
+        self,
+        cmd: str,
+        *,
+        on_stdout: Callable[[str], object] | None = ...,
+        on_stderr: Callable[[str], object] | None = ...,
+        background: Literal[True],
+        envs: dict[str, str] | None = ...,
+        cwd: str | None = ...,
+        stdin: str | None = ...,
+        timeout: float = ...,
+    ) -> BackgroundProcess: ...
+
+    def run(
+        self,
+        cmd: str,
+        *,
+        on_stdout: Callable[[str], object] | None = None,
+        on_stderr: Callable[[str], object] | None = None,
+        background: bool = False,
+        envs: dict[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: str | None = None,
+        timeout: float = 120,
+    ) -> CommandResult | BackgroundProcess:
+        """Runs `cmd` with bash in the workspace (in `cwd`, relative to the home; `envs` added
+        to its variables; `stdin` its whole input) and returns how it ended: a non-zero exit is
+        a result, `.check()` raises `CommandFailed` for it. `on_stdout` / `on_stderr` get the
+        text as it is printed. Past `timeout` seconds the command is killed (`timed_out`).
+
+        `background=True` starts it and returns at once a `BackgroundProcess`: it runs on after
+        this call (no timeout) until it ends, is killed, or the session goes; `on_stdout` /
+        `on_stderr` are then for its `wait()`."""
+        if background:
+            started = self.client._do(calls.start_process(self.id, cmd, envs, cwd))
+            proc = BackgroundProcess(self, parse(ProcessInfo, started))
+            if stdin is not None:
+                proc.send_stdin(stdin, eof=True)
+            return proc
+        output = calls.Output(on_stdout, on_stderr)
+        for event in self.client._events(
+            calls.exec_stream(self.id, cmd, timeout, envs, cwd, stdin)
+        ):
+            output.feed(event.event, event.data)
+        return output.result()
+
+    def processes(self) -> list[ProcessInfo]:
+        """Its background processes: the running ones and the last 64 that ended."""
+        return calls.processes_of(self.client._do(calls.processes(self.id)))
+
+    def get_url(self, port: int, *, public: bool = False, expires_in: int = 3600) -> str:
+        """The URL of the workspace's `port` (an HTTP server in it, WebSockets too). Without
+        `public` it is the API's own and needs this client's credential (X-API-Key); with it, a
+        link anyone may open for `expires_in` seconds (60 to 604800), no credential needed."""
+        if not public:
+            return calls.port_url(str(self.client._http.base_url), self.id, port)
+        answer = self.client._do(calls.preview_url(self.id, port, expires_in))
+        if not isinstance(answer, dict) or not isinstance(answer.get("url"), str):
+            raise errors.TetherError("The server's answer has no preview url", code="BAD_ANSWER")
+        return str(answer["url"])
+
+    def set_timeout(self, seconds: int) -> SessionInfo:
+        """Makes the session expire `seconds` from now (sooner or later than it would)."""
+        return self._session(calls.session_action(self.id, "extend", {"expires_in": seconds}))
+
+    def extend(self, minutes: int) -> SessionInfo:
+        """Adds `minutes` (1 to 1440) to the session's life."""
+        return self._session(calls.session_action(self.id, "extend", {"minutes": minutes}))
+
+    def pause(self) -> SessionInfo:
+        """Stops its processes and keeps its files (status hibernated)."""
+        return self._session(calls.session_action(self.id, "pause"))
+
+    def resume(self) -> SessionInfo:
+        """Wakes it: running again once this returns."""
+        return self._session(calls.session_action(self.id, "resume"))
+
+    def _session(self, call: Call) -> SessionInfo:
+        self.data = self.client._do(call)
+        return parse(SessionInfo, self.data)
+
+
+class BackgroundProcess:
+    """A process started with `run(..., background=True)`: it outlives that call and dies with
+    the session. `pid` is its id in the workspace."""
+
+    def __init__(self, session: Session, info: ProcessInfo) -> None:
+        self.session = session
+        self.pid = info.pid
+        self.started = info
+
+    def __repr__(self) -> str:
+        return f"BackgroundProcess({self.pid}, {self.started.command!r})"
+
+    def _call(self, *action: str, body: dict[str, Any] | None = None) -> ProcessInfo:
+        answer = self.session.client._do(
+            calls.process(self.session.id, self.pid, *action, body=body)
+        )
+        return parse(ProcessInfo, answer)
+
+    def info(self) -> ProcessInfo:
+        """The process now (running or exited, its exit code)."""
+        return self._call()
+
+    def send_stdin(self, data: str, *, eof: bool = False) -> ProcessInfo:
+        """Writes `data` to its standard input (`eof`: then closes it). `Conflict` once it
+        ended."""
+        return self._call("stdin", body={"data": data, "eof": eof})
+
+    def kill(self, signal: str = "TERM") -> ProcessInfo:
+        """Sends `signal` (TERM, KILL, INT or HUP) to its process group."""
+        return self._call("kill", body={"signal": signal})
+
+    def wait(
+        self,
+        *,
+        on_stdout: Callable[[str], object] | None = None,
+        on_stderr: Callable[[str], object] | None = None,
+    ) -> CommandResult:
+        """Waits for it to end; the result holds what it printed (the last MiB of each stream
+        the workspace keeps), which the callbacks also get, from the start, as it comes."""
+        output = calls.Output(on_stdout, on_stderr)
+        for event in self.session.client._events(calls.process_output(self.session.id, self.pid)):
+            output.feed(event.event, event.data)
+        return output.result()
+
+
+class Files:
+    """A session's files (`session.files`): relative paths are under the workspace's home."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def _do(self, method: str, path: str, *rest: str, **params: Any) -> Any:
+        return self.session.client._do(calls.files(method, self.session.id, path, *rest, **params))
+
+    def read(self, path: str) -> bytes:
+        """The file's bytes (for a large one, `download` keeps it out of memory)."""
+        with self.session.client._open(calls.files("GET", self.session.id, path, "content")) as r:
+            return r.read()
+
+    def read_text(self, path: str, encoding: str = "utf-8") -> str:
+        return self.read(path).decode(encoding)
+
+    def write(self, path: str, data: bytes | str) -> WrittenFile:
+        """Stores `data` (a str as UTF-8) at `path`, making its parent directories: all of it
+        or, if the write fails, nothing."""
+        raw = data.encode() if isinstance(data, str) else data
+        call = calls.file_upload(self.session.id, path, len(raw))
+        answer = self.session.client._do(call, content=lambda: raw)
+        return calls.check_written(answer, hashlib.sha256(raw).hexdigest())
+
+    def list(self, path: str = ".") -> builtins.list[FileInfo]:
+        """The directory's entries, sorted by name."""
+        return calls.entries_of(self._do("GET", path))
+
+    def stat(self, path: str) -> FileInfo:
+        """What is at `path` (`NotFound` if nothing); a link is described, not followed."""
+        return parse(FileInfo, self._do("GET", path, "stat"))
+
+    def exists(self, path: str) -> bool:
+        try:
+            self.stat(path)
+        except errors.NotFound:
+            return False
+        return True
+
+    def remove(self, path: str, recursive: bool = False) -> None:
+        """Deletes the file, link or directory (one with entries only if `recursive`)."""
+        self._do("DELETE", path, recursive=str(recursive).lower())
+
+    def mkdir(self, path: str) -> FileInfo:
+        """Makes the directory and its parents (one that exists already is fine)."""
+        return parse(FileInfo, self._do("POST", path, "mkdir"))
+
+    def upload(self, local_path: str | os.PathLike[str], remote_path: str) -> WrittenFile:
+        """Sends the local file to `remote_path`, read from disk a MiB at a time."""
+        local = Path(local_path)
+        sent = hashlib.sha256()
+
+        def chunks() -> Iterator[bytes]:
+            nonlocal sent
+            sent = hashlib.sha256()  # a retry sends it all again
+            with local.open("rb") as f:
+                while chunk := f.read(calls.CHUNK):
+                    sent.update(chunk)
+                    yield chunk
+
+        call = calls.file_upload(self.session.id, remote_path, local.stat().st_size)
+        answer = self.session.client._do(call, content=chunks)
+        return calls.check_written(answer, sent.hexdigest())
+
+    def download(self, remote_path: str, local_path: str | os.PathLike[str]) -> Path:
+        """Saves the workspace's file at `local_path`, written to disk as it arrives (under a
+        temporary name beside it, renamed when complete: a failed download leaves nothing)."""
+        target = Path(local_path)
+        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
+        call = calls.files("GET", self.session.id, remote_path, "content")
+        try:
+            with self.session.client._open(call) as response, partial.open("wb") as out:
+                for chunk in response.iter_bytes(calls.CHUNK):
+                    out.write(chunk)
+            partial.replace(target)
+        finally:
+            partial.unlink(missing_ok=True)
+        return target
 
 
 class DebugSession:
@@ -74,16 +330,88 @@ class Client:
         api_key: str | None = None,
         timeout: float = 120.0,
         transport: httpx.BaseTransport | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self._http = httpx.Client(
             transport=transport, **calls.client_options(base_url, api_key, timeout)
         )
+        self.retry = retry or RetryPolicy()
 
-    def _do(self, call: Call) -> Any:
-        for attempt in tenacity.Retrying(**calls.retry_policy(call)):
+    def _do(self, call: Call, content: Callable[[], bytes | Iterable[bytes]] | None = None) -> Any:
+        """`call`'s JSON answer, tried as `self.retry` says (`content()` gives the body, anew
+        on each try)."""
+        for attempt in tenacity.Retrying(**self.retry.options(call)):
             with attempt:
-                response = self._http.request(call.method, call.path, **calls.request_options(call))
-        return calls.result(response)
+                options = calls.request_options(call)
+                if content is not None:
+                    options["content"] = content()
+                response = self._http.request(call.method, call.path, **options)
+                answer = calls.result(response)  # an error raised here may be retried
+        return answer
+
+    @contextmanager
+    def _open(self, call: Call) -> Iterator[httpx.Response]:
+        """`call`'s answer with its body still to read (tried as `_do`, up to its headers)."""
+        for attempt in tenacity.Retrying(**self.retry.options(call)):
+            with attempt:
+                request = self._http.build_request(
+                    call.method, call.path, **calls.request_options(call)
+                )
+                response = self._http.send(request, stream=True)
+                if not response.is_success:
+                    response.read()
+                    response.close()
+                    calls.raise_for(response)
+        try:
+            yield response
+        finally:
+            response.close()
+
+    def _events(self, call: Call) -> Iterator[ServerSentEvent]:
+        with self._open(call) as response:
+            yield from EventSource(response).iter_sse()
+
+    # -- typed API -------------------------------------------------------------------------------
+
+    def create(
+        self,
+        template: str = "python",
+        *,
+        name: str | None = None,
+        namespace: str | None = None,
+        user: str | None = None,
+        ttl_minutes: int | None = None,
+        metadata: dict[str, str] | None = None,
+        keep: bool = False,
+        wait: bool = True,
+    ) -> Session:
+        """A new session from `template`; `with client.create() as s:` deletes it on leaving
+        the block unless `keep`. `metadata` (up to 32 `str: str` pairs) is for `list` to find
+        it by. With `wait`, returns once it runs (`Unavailable` if it failed to start)."""
+        call = calls.new_session(template, name, namespace, user, ttl_minutes, metadata)
+        handle = Session(self, self._do(call), keep=keep)
+        if wait:
+            try:
+                calls.settled(tenacity.Retrying(**calls.settle_poll())(handle.info))
+            except BaseException as exc:
+                calls.give_up(handle.keep, handle.delete, exc)
+                raise
+        return handle
+
+    def connect(self, session_id: str, *, keep: bool = True) -> Session:
+        """A handle on an existing session (`NotFound` if there is none the caller may see).
+        `with` leaves it as it is unless `keep=False`."""
+        return Session(self, self._do(calls.session(session_id)), keep=keep)
+
+    def list(self, metadata: dict[str, str] | None = None) -> builtins.list[SessionInfo]:
+        """The caller's live sessions, those whose metadata has every pair of `metadata`."""
+        found: builtins.list[SessionInfo] = []
+        cursor: str | None = None
+        while True:
+            page, cursor = calls.sessions_of(self._do(calls.session_page(metadata, cursor)))
+            found += page
+            if cursor is None:
+                return found
 
     # -- unified API -----------------------------------------------------------------------------
 
@@ -100,8 +428,10 @@ class Client:
 
     def list_sessions(
         self, namespace: str | None = None, user: str | None = None
-    ) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._do(calls.list_sessions(namespace, user))["sessions"]
+    ) -> builtins.list[dict[str, Any]]:
+        result: builtins.list[dict[str, Any]] = self._do(calls.list_sessions(namespace, user))[
+            "sessions"
+        ]
         return result
 
     def execute_session(
@@ -145,9 +475,9 @@ class Client:
 
     # -- Kubently ---------------------------------------------------------------------------------
 
-    def clusters(self) -> list[str]:
+    def clusters(self) -> builtins.list[str]:
         """The ids of the clusters commands can be sent to."""
-        result: list[str] = self._do(calls.clusters())["clusters"]
+        result: builtins.list[str] = self._do(calls.clusters())["clusters"]
         return result
 
     def cluster(self, cluster_id: str) -> dict[str, Any]:
@@ -300,7 +630,7 @@ class Client:
     ) -> Iterator[Session]:
         handle = Session(
             self, self.create_workspace(template, namespace, user, ttl_minutes), legacy=True
-        )
+        )  # (deleted here as a workspace, not by the handle's `with`)
         try:
             yield handle
         finally:
