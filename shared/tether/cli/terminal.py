@@ -14,6 +14,8 @@ import tty
 
 import aiohttp
 
+from tether.cli import exits
+
 
 def _size() -> tuple[int, int]:
     """The terminal's real size (a stale COLUMNS/LINES in the environment must not win)."""
@@ -35,11 +37,13 @@ async def _session(url: str, api_key: str, session_id: str) -> int:
             # The key goes in a header: nothing secret in the URL.
             ws = await http.ws_connect(endpoint, headers={"X-API-Key": api_key}, heartbeat=30)
         except aiohttp.WSServerHandshakeError as exc:
-            reasons = {401: "the API key was refused", 404: "no such session",
-                       409: "the session is not running"}  # fmt: skip
-            reason = reasons.get(exc.status, f"HTTP {exc.status}")
+            reasons = {401: ("the API key was refused", exits.AUTH),
+                       403: ("the API key may not open it", exits.AUTH),
+                       404: ("no such session", exits.NOT_FOUND),
+                       409: ("the session is not running", exits.FAILED)}  # fmt: skip
+            reason, code = reasons.get(exc.status, (f"HTTP {exc.status}", exits.FAILED))
             print(f"tether: cannot open a terminal: {reason}", file=sys.stderr)
-            return 1
+            return code
         keys: asyncio.Queue[bytes] = asyncio.Queue()
         resizes: set[asyncio.Task[None]] = set()  # keeps resize sends alive until done
 
@@ -92,6 +96,7 @@ async def _session(url: str, api_key: str, session_id: str) -> int:
             loop.remove_signal_handler(signal.SIGWINCH)
             sender.cancel()
             await ws.close()
+            print("\r\n[tether: terminal closed]", file=sys.stderr)  # \r: the mode is raw
     return 0
 
 
@@ -107,4 +112,3 @@ def run_terminal(url: str, api_key: str, session_id: str) -> int:
         if saved is not None:
             with contextlib.suppress(termios.error):
                 termios.tcsetattr(fd, termios.TCSADRAIN, saved)
-        print("\r\n[tether: terminal closed]", file=sys.stderr)

@@ -1,0 +1,348 @@
+"""Session commands: create, list, get, exec, shell, pause, resume, extend, delete."""
+
+from __future__ import annotations
+
+import os
+import select
+import shlex
+import stat
+import sys
+import time
+from typing import Any
+
+import click
+
+from tether import errors
+from tether.cli import exits, output
+from tether.cli.app import App, pass_app
+from tether.cli.output import output_option
+
+SESSION_FIELDS = (
+    "id",
+    "status",
+    "template",
+    "provider",
+    "namespace",
+    "user",
+    "created_at",
+    "expires_at",
+    "url",
+)
+LIST_COLUMNS = (
+    ("id", "ID"),
+    ("status", "STATUS"),
+    ("provider", "PROVIDER"),
+    ("template", "TEMPLATE"),
+    ("expires_at", "EXPIRES"),
+)
+# A session in one of these is on its way to running (or, pausing, to sleep): wait for it.
+SETTLING = {"pending": "running", "waking": "running", "hibernating": "hibernated"}
+
+
+def complete_session(ctx: click.Context, _: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion of a session id: the caller's live sessions (nothing on any error)."""
+    root = ctx.find_root().params
+    try:
+        client = App(root.get("url"), root.get("api_key"), root.get("profile")).client()
+        found = client.list_sessions()
+    except Exception:
+        return []
+    return [s["id"] for s in found if str(s.get("id", "")).startswith(incomplete)]
+
+
+SESSION = click.argument("session_id", metavar="SESSION", shell_complete=complete_session)
+
+
+def _settle(client: Any, session: dict[str, Any], step: output.Step, timeout: float) -> Any:
+    """Read `session` again until it leaves its passing state (pending, waking, hibernating)
+    or `timeout` passes; a failed one is an error."""
+    deadline = time.monotonic() + timeout
+    pause = 0.2
+    while session.get("status") in SETTLING:
+        if time.monotonic() > deadline:
+            raise errors.Timeout(
+                f"session {session['id']} is still {session['status']} after "
+                f"{timeout:.0f}s; `tether get {session['id']}` shows it later"
+            )
+        step.update(f"Session {session['id']} is {session['status']}...")
+        time.sleep(pause)  # the server answers a read at once: this spaces the reads out
+        pause = min(pause * 1.5, 2.0)
+        session = client.get_session(session["id"])
+    if session.get("status") == "failed":
+        raise errors.TetherError(
+            f"session {session['id']} failed to start"
+            + (f": {session['error']}" if session.get("error") else "")
+        )
+    return session
+
+
+@click.command(short_help="create a session and wait until it runs")
+@click.option("--template", default="python", show_default=True, help="template name")
+@click.option(
+    "--provider", default="auto", show_default=True, help="auto|cloud_run|gke|workstations"
+)
+@click.option("--namespace", default="default", show_default=True, help="grouping label")
+@click.option("--user", default="default", show_default=True, help="user label")
+@click.option(
+    "--ttl",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="MINUTES",
+    help="minutes until the session expires",
+)
+@click.option("--long-lived", is_flag=True, help="never expire")
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0),
+    default=600,
+    show_default=True,
+    metavar="SECONDS",
+    help="how long to wait for it to run",
+)
+@output_option
+@pass_app
+def create(
+    app: App,
+    template: str,
+    provider: str,
+    namespace: str,
+    user: str,
+    ttl: int | None,
+    long_lived: bool,
+    wait_s: float,
+    fmt: str | None,
+) -> int:
+    """Create a session and wait until it runs (progress on stderr, the session on stdout)."""
+    from tether.sdk import calls
+
+    client = app.client()
+    spec = calls.session_spec(template, namespace, user, provider, ttl, long_lived)
+    key = calls.new_key()
+    started = time.monotonic()
+    session: dict[str, Any] | None = None
+    try:
+        with output.progress(f"Creating a '{template}' session...") as step:
+            session = client.create_session(spec, idempotency_key=key)
+            session = _settle(client, session, step, wait_s)
+            said = f"Session {session['id']} is {session['status']}"
+            step.done(f"{said} ({time.monotonic() - started:.1f}s)")
+    except KeyboardInterrupt:
+        if session is None:  # the server goes on with a create it has received: the same
+            # request with the same Idempotency-Key names what it made, so none is left unnamed
+            output.note("\nInterrupted: asking which session was made (Ctrl-C again to leave)...")
+            try:
+                session = client.create_session(spec, idempotency_key=key)
+            except KeyboardInterrupt:
+                output.note("tether: left; `tether list` shows the session if it was made")
+                return exits.INTERRUPTED
+        output.note(
+            f"Session {session['id']} was made and is {session['status']}; "
+            f"`tether delete {session['id']}` removes it"
+        )
+        output.record(session, fmt, SESSION_FIELDS)
+        return exits.INTERRUPTED
+    output.record(session, fmt, SESSION_FIELDS)
+    return exits.OK
+
+
+@click.command("list", short_help="list your sessions")
+@click.option("--namespace", default=None, help="only this namespace's")
+@click.option("--user", default=None, help="only this user label's")
+@output_option
+@pass_app
+def list_(app: App, namespace: str | None, user: str | None, fmt: str | None) -> int:
+    """List your sessions (piped: id, status, provider, template, expiry; tab-separated)."""
+    sessions = app.client().list_sessions(namespace, user)
+    output.rows(sessions, fmt, LIST_COLUMNS, "No sessions.")
+    return exits.OK
+
+
+@click.command(short_help="show one session")
+@SESSION
+@output_option
+@pass_app
+def get(app: App, session_id: str, fmt: str | None) -> int:
+    """Show one session."""
+    output.record(app.client().get_session(session_id), fmt, SESSION_FIELDS)
+    return exits.OK
+
+
+_NO_STDIN = (
+    "exec sends no standard input to the command: put the data in the command or a "
+    "file, or use `tether shell`"
+)
+
+
+def _piped() -> bool:
+    """Whether data was piped in (a command runs with no standard input, so it would be lost).
+    A pipe with nothing in it yet is not waited for: a caller's idle stdin must not hang us."""
+    stdin = sys.stdin.fileno()
+    mode = os.fstat(stdin).st_mode
+    if stat.S_ISREG(mode):
+        return os.fstat(stdin).st_size > 0
+    return (
+        stat.S_ISFIFO(mode)
+        and bool(select.select([stdin], [], [], 0)[0])
+        and bool(os.read(stdin, 1))
+    )
+
+
+def _assignment(item: str) -> tuple[str, str]:
+    name, sep, value = item.partition("=")
+    if not sep:
+        raise errors.Invalid(f"--env takes NAME=VALUE, not {item!r}", field="env")
+    return name, value
+
+
+@click.command(
+    "exec",
+    short_help="run a command in a session; exits with its exit code",
+    epilog="Several words after -- are the command's arguments, passed exactly (`tether exec ID "
+    "-- python -c 'print(6*7)'`); one word is a shell command line (`tether exec ID 'ls | wc "
+    "-l'`). The command has no standard input: piping into it is refused. Exits with the "
+    "command's exit code.",
+)
+@SESSION
+@click.argument("command", nargs=-1, required=True)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=120,
+    show_default=True,
+    metavar="SECONDS",
+    help="stop the command after",
+)
+@click.option(
+    "--env",
+    "envs",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="set a variable for the command (repeatable)",
+)
+@click.option("--cwd", default=None, help="directory to run in (relative to the home)")
+@pass_app
+def exec_(
+    app: App,
+    session_id: str,
+    command: tuple[str, ...],
+    timeout: float,
+    envs: tuple[str, ...],
+    cwd: str | None,
+) -> int:
+    """Run a command in a session; exits with its exit code."""
+    line = command[0] if len(command) == 1 else shlex.join(command)
+    env = dict(_assignment(item) for item in envs)
+    if _piped():
+        raise errors.Invalid(_NO_STDIN, field="stdin")
+    result = app.client().execute_session(session_id, line, timeout, env=env or None, cwd=cwd)
+    sys.stdout.write(result["stdout"])
+    sys.stderr.write(result["stderr"])
+    if _piped():  # it came while the command ran, which never saw it: not silently
+        raise errors.Invalid(
+            "input piped in while the command ran was not sent to it: " + _NO_STDIN, field="stdin"
+        )
+    return int(result["returncode"])
+
+
+@click.command(short_help="open an interactive terminal in a session (exit to leave)")
+@SESSION
+@pass_app
+def shell(app: App, session_id: str) -> int:
+    """Open an interactive terminal in a session (`exit` leaves)."""
+    from tether.cli.terminal import run_terminal
+
+    conn = app.connection()
+    if not conn.api_key:
+        app.client()  # says which key is missing, as every command does
+    assert conn.api_key is not None
+    return run_terminal(conn.url, conn.api_key, session_id)
+
+
+def _action(app: App, session_id: str, action: str, body: dict[str, Any] | None = None) -> Any:
+    # Until the SDK's session handle has pause/resume/extend, the calls module's request.
+    from tether.sdk import calls
+
+    client = app.client()
+    call = calls.Call("POST", f"/v1/sessions/{session_id}/{action}", json=body, timeout=90)
+    return client, client._do(call)
+
+
+@click.command(short_help="hibernate a session (its files stay)")
+@SESSION
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0),
+    default=300,
+    show_default=True,
+    metavar="SECONDS",
+    help="how long to wait for it to sleep",
+)
+@output_option
+@pass_app
+def pause(app: App, session_id: str, wait_s: float, fmt: str | None) -> int:
+    """Hibernate a session: its processes stop, its files stay."""
+    with output.progress(f"Pausing {session_id}...") as step:
+        client, session = _action(app, session_id, "pause")
+        session = _settle(client, session, step, wait_s)
+        step.done(f"Session {session_id} is {session['status']}")
+    output.record(session, fmt, SESSION_FIELDS)
+    return exits.OK
+
+
+@click.command(short_help="wake a paused session and wait until it runs")
+@SESSION
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0),
+    default=600,
+    show_default=True,
+    metavar="SECONDS",
+    help="how long to wait for it to run",
+)
+@output_option
+@pass_app
+def resume(app: App, session_id: str, wait_s: float, fmt: str | None) -> int:
+    """Wake a paused session and wait until it runs."""
+    started = time.monotonic()
+    with output.progress(f"Waking {session_id}...") as step:
+        client, session = _action(app, session_id, "resume")
+        session = _settle(client, session, step, wait_s)
+        step.done(
+            f"Session {session_id} is {session['status']} ({time.monotonic() - started:.1f}s)"
+        )
+    output.record(session, fmt, SESSION_FIELDS)
+    return exits.OK
+
+
+@click.command(short_help="push a session's expiry back by --minutes")
+@SESSION
+@click.option(
+    "--minutes",
+    type=click.IntRange(1, 1440),
+    required=True,
+    help="minutes to add to its expiry (1-1440)",
+)
+@output_option
+@pass_app
+def extend(app: App, session_id: str, minutes: int, fmt: str | None) -> int:
+    """Push a session's expiry back."""
+    _, session = _action(app, session_id, "extend", {"minutes": minutes})
+    output.note(f"Session {session_id} now expires at {session.get('expires_at')}")
+    output.record(session, fmt, SESSION_FIELDS)
+    return exits.OK
+
+
+@click.command(short_help="terminate a session")
+@SESSION
+@pass_app
+def delete(app: App, session_id: str) -> int:
+    """Terminate a session."""
+    session = app.client().delete_session(session_id)
+    output.note(f"Session {session['id']} is {session['status']}")
+    return exits.OK
+
+
+COMMANDS = [create, list_, get, exec_, shell, pause, resume, extend, delete]
