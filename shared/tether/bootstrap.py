@@ -30,6 +30,7 @@ from tether.service.files import Files
 from tether.service.health import Health
 from tether.service.idempotency import Idempotency
 from tether.service.images import Images
+from tether.service.previews import Previews
 from tether.service.ratelimit import RateLimits
 from tether.service.sessions import Sessions
 from tether.service.sweeper import Sweeper
@@ -52,6 +53,7 @@ class Services:
     users: Users
     limits: RateLimits
     tickets: Tickets
+    previews: Previews
     templates: Templates
     agents: Agents
     commands: Commands
@@ -233,6 +235,7 @@ def build(settings: Settings, store: Store | None = None, bus: Bus | None = None
         users=Users(store),
         limits=limits,
         tickets=tickets,
+        previews=Previews(tokens.secret),
         templates=templates,
         agents=agents,
         commands=commands,

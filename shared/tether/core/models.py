@@ -187,6 +187,11 @@ class Command(Record):
     expires_at: datetime | None = None  # then the sweeper (and Firestore's TTL) deletes it
 
 
+# What counts as a session's activity, by where it came from: a call of the API, a command,
+# an open terminal or desktop, a file moved, traffic to one of its ports, a process it runs.
+ActivitySource = Literal["api", "exec", "terminal", "desktop", "files", "port", "process"]
+
+
 class Session(Record):
     id: str
     owner: str  # principal id from the credential
@@ -214,6 +219,7 @@ class Session(Record):
     updated_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     last_activity: datetime = Field(default_factory=utcnow)
+    last_activity_source: ActivitySource = "api"  # what that activity was: why it is alive
 
     @computed_field  # type: ignore[prop-decorator]
     @property

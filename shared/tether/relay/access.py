@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from tether import bootstrap
-from tether.core.models import Principal, Session, utcnow
+from tether.core.models import ActivitySource, Principal, Session, utcnow
 from tether.errors import Forbidden, Unauthenticated
 from tether.provision.runtime_http import IdToken
 from tether.runtime import auth
@@ -60,25 +60,26 @@ def same_origin(origin: str | None, host: str | None) -> bool:
     return origin is None or urlsplit(origin).netloc == host
 
 
-def still_running(session_id: str) -> bool:
-    """Whether the session still runs; if so, an open connection counts as activity (someone
-    has its terminal or desktop open), so idle_timeout does not hibernate it under them."""
+def still_running(session_id: str, source: ActivitySource = "terminal") -> bool:
+    """Whether the session still runs; if so, an open connection counts as activity of
+    `source` (someone has its terminal or desktop open), so idle_timeout does not hibernate
+    it under them."""
     sessions = bootstrap.services().sessions
     session = sessions.repo.find(session_id)
     if session is None or session.state.value != "running" or session.expired(utcnow()):
         return False
-    sessions.touch(session)
+    sessions.touch(session, source)
     return True
 
 
-def standing(who: Principal, session_id: str) -> str | None:
+def standing(who: Principal, session_id: str, source: ActivitySource = "terminal") -> str | None:
     """Why a relayed connection must end now: "revoked" (its credential no longer holds: a key
     revoked, a user deactivated or deleted), "ended" (its session no longer runs); or None."""
     try:
         bootstrap.services().auth.current(who)
     except Unauthenticated:
         return "revoked"
-    return None if still_running(session_id) else "ended"
+    return None if still_running(session_id, source) else "ended"
 
 
 def runtime_token(session_id: str) -> str:

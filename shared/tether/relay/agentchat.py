@@ -229,7 +229,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
 async def _close_when_it_must(ws: web.WebSocketResponse, who: Principal, agent_id: str) -> None:
     """The agent's session ending closes its chat (4001), the caller's access ending too
     (4401)."""
-    reason = await streams.until_it_must_end(who, agent_id)
+    reason = await streams.until_it_must_end(who, agent_id, "api")
     code = access.ACCESS_REVOKED if reason == "revoked" else SESSION_ENDED
     await ws.close(code=code, message=reason.encode())
 

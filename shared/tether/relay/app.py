@@ -16,7 +16,7 @@ from aiohttp import WSMsgType, web
 from tether import bootstrap
 from tether.core.models import Principal
 from tether.errors import TetherError
-from tether.relay import access, agentchat, desktop, executor, feed, streams
+from tether.relay import access, agentchat, desktop, executor, feed, passthrough, streams
 from tether.relay.streams import WS_OPTIONS, blocking
 from tether.runtime.websockets import SESSION_ENDED
 
@@ -98,5 +98,6 @@ def add_routes(app: web.Application, otherwise: streams.Handler) -> None:
     app.router.add_get(executor.PATH, executor.executor_stream)  # Kubently's executors
     desktop.add_routes(app)  # Openctrol's desktops: the agents' tunnels and their viewers
     agentchat.add_routes(app, otherwise)  # SentinelStacks' agents: chat and events
+    passthrough.add_routes(app, otherwise)  # streamed commands, processes, files, ports
     if NOVNC.is_dir():  # vendored by `make install` (npm), never fetched from a CDN
         app.router.add_static("/novnc/", NOVNC)

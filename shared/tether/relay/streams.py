@@ -37,7 +37,7 @@ from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
 from tether import errors
-from tether.core.models import Principal, Session
+from tether.core.models import ActivitySource, Principal, Session
 from tether.errors import TetherError
 from tether.origin.guard import CONNECTIONS, MAX_HEAD
 from tether.provision.uds import connect_unix
@@ -96,8 +96,10 @@ _KINDS: dict[int, type[TetherError]] = {
 @dataclass(frozen=True)
 class Route:
     path: str  # aiohttp's pattern; the session's id is {session_id}
-    runtime_path: str
+    runtime_path: str  # may name the path's other parts: /processes/{pid}/output
     query: dict[str, str | None] = field(default_factory=dict)  # passed on; None: if given
+    every_query: bool = False  # the whole query string passed on (a port's own)
+    source: ActivitySource = "terminal"  # what it counts as while it is open
     protocols: tuple[str, ...] = ()  # subprotocols offered to the runtime and accepted
     desktop: bool = False  # the session must have one
     # Only with `?follow=true` (a plain request without it is the path's function's); a plain
@@ -128,12 +130,12 @@ def follows(request: web.Request) -> bool:
 ROUTES = (
     Route("/v1/sessions/{session_id}/terminal", "/pty", {"cols": None, "rows": None}),
     Route("/vnc-viewer/{session_id}", "/vnc", protocols=("binary",), desktop=True, page=True,
-          by_name=True, refuse=streamspace_refusal),
+          by_name=True, refuse=streamspace_refusal, source="desktop"),
     # The desktop where StreamSpace's own viewer page and UI open it.
     Route("/api/v1/vnc/{session_id}", "/vnc", protocols=("binary",), desktop=True,
-          by_name=True, refuse=streamspace_refusal),
+          by_name=True, refuse=streamspace_refusal, source="desktop"),
     Route("/api/v1/sessions/{session_id}/logs", "/logs/follow", {"tail": "100"},
-          follow_only=True, by_name=True, refuse=streamspace_refusal),
+          follow_only=True, by_name=True, refuse=streamspace_refusal, source="api"),
 )  # fmt: skip
 
 
@@ -182,10 +184,15 @@ async def admit(request: web.Request, route: Route) -> tuple[Principal, Session]
         return route.refuse(exc, status_for(exc))
 
 
-async def serve(request: web.Request, route: Route) -> web.StreamResponse:
+async def serve(
+    request: web.Request, route: Route, admitted: tuple[Principal, Session] | None = None
+) -> web.StreamResponse:
+    """Relays the upgrade, checked here unless the caller has `admitted` it (a preview link)."""
     # No heartbeat and no reader of aiohttp's: once upgraded, the connection's bytes are ours.
     ws = web.WebSocketResponse(protocols=route.protocols, compress=False)
-    allowed = await authorize(request, ws, route)
+    if admitted is not None and not ws.can_prepare(request).ok:
+        return route.refusal(400, "A WebSocket upgrade needs Sec-WebSocket-Key and version 13")
+    allowed = admitted or await authorize(request, ws, route)
     if isinstance(allowed, web.Response):
         return allowed
     who, session = allowed
@@ -195,7 +202,10 @@ async def serve(request: web.Request, route: Route) -> web.StreamResponse:
     if connection is None:  # gone while it was checked
         return route.refusal(503, "The connection closed")
     query = {k: request.query.get(k, default) for k, default in route.query.items()}
-    path = route.runtime_path + "?" + urlencode({k: v for k, v in query.items() if v is not None})
+    path = route.runtime_path.format_map(request.match_info) + "?" + (
+        request.query_string if route.every_query else
+        urlencode({k: v for k, v in query.items() if v is not None})
+    )  # fmt: skip
     try:
         runtime, _ = await _open_runtime(session, path.rstrip("?"), route.protocols)
     except _Refused as refused:
@@ -206,7 +216,7 @@ async def serve(request: web.Request, route: Route) -> web.StreamResponse:
         connection.divert(client)
         client.join(runtime)
         runtime.join(client)
-        await _until_done(client, runtime, who, session.id)
+        await _until_done(client, runtime, who, session.id, route.source)
     finally:
         runtime.close()
         client.close()
@@ -432,8 +442,8 @@ async def follow_lines(request: web.Request, route: Route) -> web.StreamResponse
         if not done.cancelled():
             lines.must_end(done.result() or "client gone")
 
-    watch = asyncio.ensure_future(until_it_must_end(who, session.id))
-    gone = asyncio.ensure_future(_until_gone(request))
+    watch = asyncio.ensure_future(until_it_must_end(who, session.id, "api"))
+    gone = asyncio.ensure_future(until_gone(request))
     for watcher in (watch, gone):
         watcher.add_done_callback(ending)
     try:
@@ -466,7 +476,7 @@ def _event(data: str, kind: str | None = None) -> bytes:
 _BREAKS = re.compile(r"\r\n|\r|\n")  # what ends a line in an event stream
 
 
-async def _until_gone(request: web.Request) -> None:
+async def until_gone(request: web.Request) -> None:
     """Until the HTTP client has disconnected (aiohttp does not cancel the handler then)."""
     while request.transport is not None and not request.transport.is_closing():
         await asyncio.sleep(GONE_POLL)
@@ -536,11 +546,13 @@ class _Lines(_Side):
                 transport.pause_reading()
 
 
-async def _until_done(client: _Side, runtime: _Side, who: Principal, session_id: str) -> None:
+async def _until_done(
+    client: _Side, runtime: _Side, who: Principal, session_id: str, source: ActivitySource
+) -> None:
     """Until both sides have closed, the caller's access is revoked (cut at once), or the
     session has ended (its runtime has `CLOSE_GRACE` to close the stream itself)."""
     both: asyncio.Future[Any] = asyncio.gather(client.lost, runtime.lost)
-    watch: asyncio.Future[str] = asyncio.ensure_future(until_it_must_end(who, session_id))
+    watch: asyncio.Future[str] = asyncio.ensure_future(until_it_must_end(who, session_id, source))
     try:
         await asyncio.wait([both, watch], return_when=asyncio.FIRST_COMPLETED)
         if not both.done() and watch.result() == "ended":
@@ -550,12 +562,15 @@ async def _until_done(client: _Side, runtime: _Side, who: Principal, session_id:
         watch.cancel()
 
 
-async def until_it_must_end(who: Principal, session_id: str) -> str:
-    """Returns why the connection must end, once it must (`access.standing`)."""
+async def until_it_must_end(
+    who: Principal, session_id: str, source: ActivitySource = "terminal"
+) -> str:
+    """Returns why the connection must end, once it must (`access.standing`); until then, it
+    counts as the session's activity of `source`."""
     while True:
         await asyncio.sleep(access.WATCH_INTERVAL)
         try:
-            if reason := await blocking(access.standing, who, session_id):
+            if reason := await blocking(access.standing, who, session_id, source):
                 return reason
         except TetherError:
             continue  # the store is out of reach: keep the relay, look again later

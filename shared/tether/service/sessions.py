@@ -9,7 +9,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from tether.core.durations import parse_duration
 from tether.core.lifecycle import (
@@ -19,6 +19,7 @@ from tether.core.lifecycle import (
     check_session_move,
 )
 from tether.core.models import (
+    ActivitySource,
     Agent,
     Command,
     CommandType,
@@ -31,7 +32,7 @@ from tether.core.models import (
 )
 from tether.core.ports import Filter, Store
 from tether.core.shell import command_line
-from tether.errors import Conflict, InvalidTransition, NotFound, Timeout, Unavailable
+from tether.errors import Conflict, Invalid, InvalidTransition, NotFound, Timeout, Unavailable
 from tether.service import pages
 from tether.service.agents import Agents
 from tether.service.commands import ID as COMMAND_ID
@@ -46,6 +47,7 @@ DEFAULT_TTL_MINUTES = 60
 # Time an agent gets on top of a command's own timeout before we stop waiting for it.
 AGENT_MARGIN = 15.0
 ACTIVITY_RESOLUTION = timedelta(minutes=1)
+MAX_LIFETIME = timedelta(days=7)  # the longest a session may be extended to live from now
 _UNSAFE = re.compile(r"[^a-z0-9-]+")
 
 
@@ -121,6 +123,7 @@ class Sessions:
         states: list[str] | None = None,
         include_terminated: bool = False,
         tags: list[str] | None = None,
+        all_tags: list[str] | None = None,
         order_by: str = "created_at",
         descending: bool = False,
         limit: int = 100,
@@ -131,9 +134,11 @@ class Sessions:
     ) -> Page[Session]:
         """A page of the caller's sessions (every session, for an admin) whose fields equal
         `equal`'s non-empty values, in `states` (else any live one, or any at all with
-        `include_terminated`) and carrying any of `tags`; ordered by `order_by` then id, from
-        `offset` or after `cursor`. One query and one count: the same cost however much
-        history the store holds. Not `counted`: no count (the total is the page's)."""
+        `include_terminated`), carrying any of `tags` and all of `all_tags`; ordered by
+        `order_by` then id, from `offset` or after `cursor`. One query and one count: the same
+        cost however much history the store holds. Not `counted`: no count (the total is the
+        page's). A store query holds one condition on tags: beyond it, `all_tags` are looked
+        for in the page (which may then hold fewer than `limit`; the total does not know them)."""
         where: list[Filter] = [(k, "==", v) for k, v in equal.items() if v]
         if not principal.is_admin:
             where.append(("owner", "==", principal.id))
@@ -141,9 +146,12 @@ class Sessions:
             where.append(("state", "in", states))
         elif not include_terminated:
             where.append(("state", "in", LIVE))
+        wanted = list(all_tags or [])
         if tags:
             where.append(("tags", "contains", tags[0]) if len(tags) == 1 else
                          ("tags", "contains_any", tags))  # fmt: skip
+        elif wanted:
+            where.append(("tags", "contains", wanted.pop(0)))
         fixed = {name for name, op, _ in where if op == "=="}
         key = None if order_by in fixed else order_by  # one value: the order is by id
         after = pages.position(cursor) if cursor else None
@@ -151,7 +159,8 @@ class Sessions:
         last = items[limit - 1] if len(items) > limit else None  # is there a page after?
         token = pages.cursor(getattr(last, key) if key else None, last.id) if last else None
         total = self.repo.count(where) if counted else len(items[:limit])
-        return Page(items[:limit], total, token)
+        found = [s for s in items[:limit] if all(tag in s.tags for tag in wanted)]
+        return Page(found, total, token)
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -161,11 +170,17 @@ class Sessions:
         session_id: str,
         ttl_minutes: int | None = None,
         retag: Callable[[list[str]], list[str]] | None = None,
+        expires: Callable[[Session, datetime], datetime] | None = None,
     ) -> Session:
-        """Give the caller's session a new TTL (counted from its creation, as at create; it is
-        then not long-lived) and tags made from its present ones, in one write. A session that
-        has ended or expired is not changed (InvalidTransition)."""
+        """Give the caller's session a new TTL (counted from its creation, as at create), or
+        the expiry `expires` makes of it and now (then it is not long-lived either), and tags
+        made from its present ones, in one write. A session that has ended or expired is not
+        changed (InvalidTransition)."""
         found = self.get(principal, session_id)
+        if ttl_minutes is not None:
+
+            def expires(s: Session, _: datetime) -> datetime:
+                return s.created_at + timedelta(minutes=ttl_minutes)
 
         def change(s: Session) -> Session:
             now = utcnow()
@@ -176,14 +191,45 @@ class Sessions:
                     f"Session {session_id} is {shown}: it can no longer be changed",
                     code="SESSION_NOT_RUNNING",
                 )
-            if ttl_minutes is not None:
-                s.expires_at, s.long_lived = s.created_at + timedelta(minutes=ttl_minutes), False
+            if expires is not None:
+                s.expires_at, s.long_lived = expires(s, now), False
             if retag is not None:
                 s.tags = list(dict.fromkeys(retag(list(s.tags))))
             s.updated_at = now
             return s
 
         return self.repo.mutate(found.id, change, start=found)
+
+    def extend(
+        self,
+        principal: Principal,
+        session_id: str,
+        more: timedelta | None = None,
+        left: timedelta | None = None,
+        longest: timedelta = MAX_LIFETIME,
+    ) -> Session:
+        """The caller's session given `more` time (added to its expiry; a long-lived one's is
+        counted from now) or `left` to live from now; never more than `longest` from now
+        (Invalid, naming the field). Counts as activity."""
+
+        def expires(s: Session, now: datetime) -> datetime:
+            until = (
+                max(s.expires_at or now, now) + more
+                if more is not None
+                else now + (left or longest)
+            )
+            if until - now > longest:
+                field = "minutes" if more is not None else "expires_in"
+                hours = longest / timedelta(hours=1)
+                raise Invalid(
+                    f"{field}: the session would live more than {hours:g} hours from now",
+                    field=field,
+                )
+            return until
+
+        session = self.amend(principal, session_id, expires=expires)
+        self.touch(session)
+        return session
 
     def create(
         self,
@@ -331,7 +377,7 @@ class Sessions:
         """The running session an exec goes to (touched: it is activity) and its payload."""
         line = command_line(command, env, cwd)
         session = self.usable(principal, session_id)
-        self.touch(session)
+        self.touch(session, "exec")
         return session, {"command": line, "timeout": timeout}
 
     def job(self, principal: Principal, session_id: str, job_id: str) -> Command:
@@ -453,9 +499,10 @@ class Sessions:
         lines: list[str] = result.get("lines", [])  # type: ignore[assignment]
         return lines
 
-    def touch(self, session: Session) -> None:
-        """Record activity (for idle_timeout): at most once a minute, and at least four times
-        within the session's idle timeout, so a short timeout still sees a busy session."""
+    def touch(self, session: Session, source: ActivitySource = "api") -> None:
+        """Record activity (for idle_timeout) and what it was: at most
+        once a minute, and at least four times within the session's idle timeout, so a short
+        timeout still sees a busy session."""
         now = utcnow()
         resolution = ACTIVITY_RESOLUTION
         if session.idle_timeout:
@@ -464,7 +511,7 @@ class Sessions:
             return
 
         def seen(s: Session) -> Session:
-            s.last_activity = now
+            s.last_activity, s.last_activity_source = now, source
             return s
 
         with contextlib.suppress(Conflict, NotFound):

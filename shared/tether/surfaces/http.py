@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from http import HTTPStatus
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args, get_origin
 
 import orjson
 from pydantic import BaseModel, BeforeValidator, ValidationError
@@ -175,7 +175,11 @@ def _describe(exc: ValidationError, where: str) -> errors.Invalid:
 
 
 def parse_body(request: Request, model: type[M]) -> M:
-    raw = request.get_data(cache=True)
+    return read_json(request.get_data(cache=True), model)
+
+
+def read_json(raw: bytes, model: type[M]) -> M:
+    """A JSON body as `model` reads it; Invalid names the field that is wrong."""
     try:
         data = orjson.loads(raw) if raw.strip() else {}
     except orjson.JSONDecodeError:
@@ -191,8 +195,20 @@ def parse_body(request: Request, model: type[M]) -> M:
 
 
 def parse_query(request: Request, model: type[M]) -> M:
+    return read_query(request.args.to_dict(), request.args.getlist, model)
+
+
+def read_query(first: dict[str, str], every: Callable[[str], list[str]], model: type[M]) -> M:
+    """A query string as `model` reads it (`first`: each name's first value; `every`: all of
+    a name's): a field typed as a list takes every value given for it
+    (`?metadata=a=1&metadata=b=2`), any other the first."""
+    args: dict[str, Any] = dict(first)
+    for name, spec in model.model_fields.items():
+        kinds = (spec.annotation, *get_args(spec.annotation))  # list[str] | None too
+        if name in args and any(get_origin(kind) is list for kind in kinds):
+            args[name] = every(name)
     try:
-        return model.model_validate(request.args.to_dict())
+        return model.model_validate(args)
     except ValidationError as exc:
         raise _describe(exc, "query") from None
 
@@ -218,6 +234,7 @@ class Operation:
     body_in_query: type[BaseModel] | None = None
     media: str | None = None  # a success answered as bytes of this type (a file), not JSON
     upload: str | None = None  # the body is multipart/form-data: a file in the part so named
+    raw: str | None = None  # the body is bytes of this type (a file), not JSON
 
 
 class _Segment(BaseConverter):
@@ -259,6 +276,7 @@ class Router:
         body_in_query: type[BaseModel] | None = None,
         media: str | None = None,
         upload: str | None = None,
+        raw: str | None = None,
     ) -> Callable[[Handler], Handler]:
         def add(handler: Handler) -> Handler:
             for method in methods:
@@ -268,7 +286,7 @@ class Router:
                 self.operations[name] = Operation(
                     path, method, handler, summary.split("\n")[0], body, query,
                     answers or {200: None}, errors, public, listed, idempotent, body_in_query,
-                    media, upload,
+                    media, upload, raw,
                 )  # fmt: skip
             return handler
 

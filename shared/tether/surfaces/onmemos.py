@@ -31,6 +31,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic.json_schema import WithJsonSchema
 from werkzeug.exceptions import HTTPException
@@ -39,8 +40,16 @@ from werkzeug.wrappers import Request, Response
 
 from tether import bootstrap
 from tether.core.lifecycle import CommandState, SessionState
+from tether.core.models import (
+    ActivitySource,
+    ExecResult,
+    Principal,
+    Session,
+    SessionRequest,
+    Template,
+    utcnow,
+)
 from tether.core.models import Command as CommandRecord
-from tether.core.models import ExecResult, Principal, Session, SessionRequest, Template, utcnow
 from tether.errors import Invalid, NotFound, TetherError, Unsupported
 from tether.service.agents import PROVIDER_PLATFORMS
 from tether.service.files import MAX_PATH, StoredFile
@@ -70,6 +79,7 @@ PROVIDER_TAG = "onmemos.provider="
 LABEL_TAG = "onmemos.label."
 LABEL_KEY = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$"
 LABEL_VALUE = r"^[^\x00-\x1f\x7f]{0,256}$"
+METADATA_PAIR = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}=[^\x00-\x1f\x7f]{0,256}$"
 
 
 class Error(BaseModel):
@@ -117,6 +127,7 @@ class CreateSession(BaseModel):
     long_lived: bool = False
     workspace_id: str | None = Field(None, pattern=LABEL)
     labels: Labels | None = None
+    metadata: Labels | None = Field(None, description="Key/value pairs: `labels` by another name")
     # starbase's reusable storage: Tether keeps none, so naming one is refused (as OnMemOS'
     # server refuses a vault it does not have).
     vault_id: Reusable = None
@@ -186,6 +197,12 @@ class ListFilter(BaseModel):
     include_terminated: bool = False
     workspace_id: str | None = None
     status: str | None = None  # as a session shows it ("running", "expired", ...)
+    metadata: list[Annotated[str, Field(max_length=330, pattern=METADATA_PAIR)]] = Field(
+        default_factory=list,
+        max_length=8,
+        description="`key=value`: only sessions with that metadata (every pair given; with "
+        "more than one, a page may hold fewer than `limit` and `total` counts the first's)",
+    )
     # A page at a time (onmemos-sdk pages with limit and offset); `next_cursor` in an answer
     # goes back as `cursor` for the page after it.
     limit: int = Field(100, ge=1, le=1000)
@@ -253,6 +270,9 @@ class SessionOut(BaseModel):
     expires_at: str | None
     ttl_minutes: int | None
     labels: dict[str, str]
+    metadata: dict[str, str] = Field(description="The same as `labels`")
+    last_activity_at: str = Field(description="When the session last saw activity")
+    last_activity_source: ActivitySource = Field(description="What that activity was")
 
 
 class Deleted(SessionOut):
@@ -427,6 +447,9 @@ def session_json(s: Session, base: str) -> SessionOut:
         expires_at=s.expires_at.isoformat() if s.expires_at else None,
         ttl_minutes=ttl,
         labels=labels,
+        metadata=labels,
+        last_activity_at=s.last_activity.isoformat(),
+        last_activity_source=s.last_activity_source,
     )
 
 
@@ -465,6 +488,7 @@ def _list(request: Request, query: ListFilter) -> tuple[list[SessionOut], Page[S
             states=[query.status] if query.status else None,
             include_terminated=query.include_terminated,
             tags=[WORKSPACE_TAG + query.workspace_id] if query.workspace_id else None,
+            all_tags=[LABEL_TAG + pair for pair in query.metadata],
             limit=query.limit,
             offset=query.offset,
             cursor=query.cursor,
@@ -495,7 +519,8 @@ def create_session(request: Request, body: CreateSession) -> Response:
     tags = [WORKSPACE_TAG + body.workspace_id] if body.workspace_id else []
     if body.provider != "auto":
         tags.append(PROVIDER_TAG + body.provider)
-    tags += [f"{LABEL_TAG}{k}={v}" for k, v in (body.labels or {}).items()]
+    labels = {**(body.labels or {}), **(body.metadata or {})}
+    tags += [f"{LABEL_TAG}{k}={v}" for k, v in labels.items()]
     return _create(request, who, SessionRequest(**fields, namespace=namespace, tags=tags))
 
 
@@ -599,6 +624,32 @@ def ws_token(request: Request, session_id: str) -> Response:
             websocket=ws_url(request, f"/v1/sessions/{session_id}/shell"),
         )
     )
+
+
+class Extend(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    minutes: int | None = Field(None, ge=1, le=1440, description="Added to the expiry")
+    expires_in: int | None = Field(
+        None, ge=1, le=MAX_TTL_MINUTES * 60, description="Seconds from now: the new expiry"
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> Extend:
+        if (self.minutes is None) == (self.expires_in is None):
+            raise ValueError("give `minutes` or `expires_in`, one of them")
+        return self
+
+
+@router.route("/v1/sessions/<session_id>/extend", ["POST"], body=Extend,
+              answers={200: SessionOut}, errors=(409,))  # fmt: skip
+def extend_session(request: Request, session_id: str, body: Extend) -> Response:
+    """Give a session more time: `minutes` more, or `expires_in` seconds from now (at most a
+    week from now either way)."""
+    more = timedelta(minutes=body.minutes) if body.minutes else None
+    left = timedelta(seconds=body.expires_in) if body.expires_in else None
+    session = bootstrap.services().sessions.extend(principal(request), session_id, more, left)
+    return json_response(session_json(session, base_url(request)))
 
 
 @router.route("/v1/sessions/<session_id>/pause", ["POST"], answers={200: SessionOut},
@@ -1470,8 +1521,11 @@ def document() -> dict[str, Any]:
         title="OnMemOS v3 (Tether)",
         version="3.0",
         description="Workspaces: sessions, the legacy Cloud Run workspaces API, command "
-        "execution. The shell is a WebSocket at /v1/sessions/{id}/shell (not described here: "
-        "a GET there without an Upgrade answers the connection info).",
+        "execution, streamed commands, background processes, files and preview links. "
+        "WebSockets are not described here: the shell at /v1/sessions/{id}/shell (a GET "
+        "without an Upgrade answers the connection info), a streamed command at "
+        "/v1/sessions/{id}/exec/ws, a process's output at its `output` path, and a port's "
+        "traffic at /v1/sessions/{id}/ports/{port}/{path}.",
         error=Error,
         security={
             "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
@@ -1479,5 +1533,8 @@ def document() -> dict[str, Any]:
         },
     )
 
+
+# The relay's calls, on this router so that the document describes them.
+from tether.surfaces import onmemos_live  # noqa: E402, F401
 
 openapi.serve(router, "onmemos", document)

@@ -102,7 +102,7 @@ def _operation(
             statuses.add(403)
     if op.body is not None or op.query is not None:
         statuses.add(400)
-    if op.body is not None or op.upload is not None:
+    if op.body is not None or op.upload is not None or op.raw is not None:
         statuses |= {400, 413}
     if names:
         statuses.add(404)
@@ -140,6 +140,9 @@ def _operation(
         form = {"type": "object", "required": [op.upload],
                 "properties": {op.upload: {"type": "string", "format": "binary"}}}  # fmt: skip
         content = {"multipart/form-data": {"schema": form}}
+        operation["requestBody"] = {"required": True, "content": content}
+    if op.raw is not None:
+        content = {op.raw: {"schema": {"type": "string", "format": "binary"}}}
         operation["requestBody"] = {"required": True, "content": content}
     return operation
 
