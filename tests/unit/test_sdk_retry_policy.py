@@ -4,10 +4,13 @@ without Retry-After, before it answers 200: what is tried again, when, and what 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -38,10 +41,15 @@ class Scripted:
         self.seen.append(Seen(f"{request.method} {request.path}",
                               request.headers.get("Idempotency-Key"), time.time(),
                               time.monotonic()))  # fmt: skip
+        body = await request.read()  # all of it arrived, whatever the answer
         if self.script:
             status, headers = self.script.pop(0)
             return web.json_response({"detail": "not now", "code": "BUSY"}, status=status,
                                      headers=headers)  # fmt: skip
+        if request.method == "PUT":  # a file stored: what the runtime answers
+            stored = {"path": "/home/tether/" + request.query["path"], "size": len(body),
+                      "sha256": hashlib.sha256(body).hexdigest()}  # fmt: skip
+            return web.json_response(stored, status=201)
         session = {"id": "ws-1", "template": "shell", "status": "running", "url": "http://x"}
         return web.json_response(session, status=201 if request.method == "POST" else 200)
 
@@ -51,7 +59,7 @@ def server() -> Iterator[tuple[Scripted, str]]:
     scripted = Scripted()
 
     def app() -> web.Application:
-        made = web.Application()
+        made = web.Application(client_max_size=16 << 20)
         made.router.add_route("*", "/{tail:.*}", scripted.handle)
         return made
 
@@ -142,6 +150,21 @@ def test_a_create_is_sent_again_with_the_same_idempotency_key(
     assert session.id == "ws-1"
     posts = [s for s in scripted.seen if s.request == "POST /v1/sessions"]
     assert len(posts) == 3 and posts[0].key and {s.key for s in posts} == {posts[0].key}
+
+
+def test_an_upload_answered_503_is_sent_again_whole(
+    server: tuple[Scripted, str], tmp_path: Path
+) -> None:
+    scripted, url = server
+    source = tmp_path / "up.bin"
+    source.write_bytes(os.urandom(3 * 1024 * 1024 + 1))  # more than one chunk
+    with Client(url, "k") as client:
+        session = client.connect("ws-1")
+        scripted.script = [(503, {"Retry-After": "0"})]
+        written = session.files.upload(source, "up.bin")
+    assert written.size == source.stat().st_size  # the second try sent it all, from the start
+    assert written.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert [s.request for s in scripted.seen[1:]] == ["PUT /v1/sessions/ws-1/files/content"] * 2
 
 
 def test_the_async_client_follows_the_same_policy(server: tuple[Scripted, str]) -> None:
