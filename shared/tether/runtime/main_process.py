@@ -86,17 +86,21 @@ class MainProcess:
         self.transport.close()
 
     async def _end_group(self) -> None:
-        """SIGTERM to the process group, SIGKILL to whatever is left after STOP_GRACE. A group
-        that is gone is not signalled again (its id could be reused by then)."""
-        pgid, loop = self.pid, asyncio.get_running_loop()
-        if not _killpg(pgid, signal.SIGTERM):
+        await end_group(self.pid)
+
+
+async def end_group(pgid: int) -> None:
+    """SIGTERM to the process group, SIGKILL to whatever is left after STOP_GRACE. A group
+    that is gone is not signalled again (its id could be reused by then)."""
+    loop = asyncio.get_running_loop()
+    if not _killpg(pgid, signal.SIGTERM):
+        return
+    deadline = loop.time() + STOP_GRACE
+    while loop.time() < deadline:
+        await asyncio.sleep(0.05)
+        if not _killpg(pgid, 0):
             return
-        deadline = loop.time() + STOP_GRACE
-        while loop.time() < deadline:
-            await asyncio.sleep(0.05)
-            if not _killpg(pgid, 0):
-                return
-        _killpg(pgid, signal.SIGKILL)
+    _killpg(pgid, signal.SIGKILL)
 
 
 def _text(line: bytes) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 from aiohttp import web
 
 from tether.core.layout import VNC_SOCKET
-from tether.runtime import auth, exec_channel, websockets
+from tether.runtime import auth, exec_channel, exec_stream, files, ports, processes, websockets
 from tether.runtime.desktop import desktop
 from tether.runtime.execute import exec_request, run_command_async
 from tether.runtime.follow import follow
@@ -31,12 +31,13 @@ def make_app(
     main: str | None = None,
     exec_socket: str | socket.socket | exec_channel.ExecChannel | None = None,
     token: str | auth.Credential | None = None,
+    max_bytes: int = files.MAX_BYTES,
 ) -> web.Application:
     """The runtime's API; with `main`, also the workspace's main process, started with the
     app and stopped (with its whole process group) when the app shuts down; with
     `exec_socket`, also the exec channel (`exec_channel`) on that Unix socket (or that
     channel, serving already), closed with the app; with `token`, every request must carry it
-    (`tether.runtime.auth`) until `POST /adopt` gives another."""
+    (`tether.runtime.auth`) until `POST /adopt` gives another. `max_bytes` bounds an upload."""
     credential = token if isinstance(token, auth.Credential) else auth.Credential(token)
 
     @web.middleware
@@ -113,6 +114,10 @@ def make_app(
         app.router.add_post("/adopt", adopt)
     app.router.add_post("/exec", execute)
     app.router.add_get("/logs", logs)
+    exec_stream.setup(app, home)
+    processes.setup(app, home)
+    files.setup(app, home, max_bytes)
+    ports.setup(app)
     websockets.close_on_shutdown(app)  # before the main process stops (on_shutdown, below)
     if exec_socket:
         where = exec_socket
