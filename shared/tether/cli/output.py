@@ -50,12 +50,12 @@ def _cell(value: Any) -> str:
 
 
 def record(data: dict[str, Any], fmt: str | None, fields: Sequence[str] | None = None) -> None:
-    """One object: `fields` first (when a table), then the rest."""
+    """One object: as a table, its `fields` (all when None); JSON and YAML hold all of it."""
     fmt = fmt or ("table" if _terminal() else "json")
     if fmt != "table":
         sys.stdout.write(_serialise(data, fmt))
         return
-    keys = [k for k in fields or () if k in data] + [k for k in data if k not in (fields or ())]
+    keys = list(data) if fields is None else [k for k in fields if k in data]
     if not _terminal():  # a table in a pipe: `field<TAB>value` lines
         for k in keys:
             sys.stdout.write(f"{k}\t{_cell(data[k])}\n")
@@ -84,7 +84,9 @@ def rows(
         for item in items:
             sys.stdout.write("\t".join(_cell(item.get(k)) for k, _ in columns) + "\n")
         return
-    table = Table(*(heading for _, heading in columns), header_style="bold")
+    table = Table(header_style="bold")
+    for i, (_, heading) in enumerate(columns):  # the first column, an id, is never cut
+        table.add_column(heading, no_wrap=i == 0, overflow="fold")
     for item in items:
         table.add_row(*(_cell(item.get(k)) for k, _ in columns))
     Console().print(table)

@@ -8,6 +8,7 @@ import shlex
 import stat
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -24,8 +25,10 @@ SESSION_FIELDS = (
     "provider",
     "namespace",
     "user",
+    "metadata",
     "created_at",
     "expires_at",
+    "last_activity_at",
     "url",
 )
 LIST_COLUMNS = (
@@ -92,6 +95,13 @@ def _settle(client: Any, session: dict[str, Any], step: output.Step, timeout: fl
 )
 @click.option("--long-lived", is_flag=True, help="never expire")
 @click.option(
+    "--metadata",
+    "pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="a label to find it by (`list --metadata`; repeatable)",
+)
+@click.option(
     "--wait",
     "wait_s",
     type=click.FloatRange(min=0),
@@ -110,14 +120,18 @@ def create(
     user: str,
     ttl: int | None,
     long_lived: bool,
+    pairs: tuple[str, ...],
     wait_s: float,
     fmt: str | None,
 ) -> int:
     """Create a session and wait until it runs (progress on stderr, the session on stdout)."""
     from tether.sdk import calls
 
+    metadata = dict(_assignment(item, "--metadata") for item in pairs)
     client = app.client()
     spec = calls.session_spec(template, namespace, user, provider, ttl, long_lived)
+    if metadata:
+        spec["metadata"] = metadata
     key = calls.new_key()
     started = time.monotonic()
     session: dict[str, Any] | None = None
@@ -149,11 +163,31 @@ def create(
 @click.command("list", short_help="list your sessions")
 @click.option("--namespace", default=None, help="only this namespace's")
 @click.option("--user", default=None, help="only this user label's")
+@click.option(
+    "--metadata",
+    "pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="only those with this metadata pair (repeatable: all must match)",
+)
 @output_option
 @pass_app
-def list_(app: App, namespace: str | None, user: str | None, fmt: str | None) -> int:
+def list_(
+    app: App, namespace: str | None, user: str | None, pairs: tuple[str, ...], fmt: str | None
+) -> int:
     """List your sessions (piped: id, status, provider, template, expiry; tab-separated)."""
-    sessions = app.client().list_sessions(namespace, user)
+    metadata = dict(_assignment(item, "--metadata") for item in pairs)
+    client = app.client()
+    if metadata:
+        found = [s.model_dump(mode="json") for s in client.list(metadata=metadata)]
+        sessions = [
+            s
+            for s in found
+            if (namespace is None or s["namespace"] == namespace)
+            and (user is None or s["user"] == user)
+        ]
+    else:
+        sessions = client.list_sessions(namespace, user)
     output.rows(sessions, fmt, LIST_COLUMNS, "No sessions.")
     return exits.OK
 
@@ -169,8 +203,8 @@ def get(app: App, session_id: str, fmt: str | None) -> int:
 
 
 _NO_STDIN = (
-    "exec sends no standard input to the command: put the data in the command or a "
-    "file, or use `tether shell`"
+    "exec sends no standard input to the command unless asked: pass -i (it is read to its end "
+    "first), or use `tether shell`"
 )
 
 
@@ -188,11 +222,21 @@ def _piped() -> bool:
     )
 
 
-def _assignment(item: str) -> tuple[str, str]:
+def _assignment(item: str, option: str = "--env") -> tuple[str, str]:
     name, sep, value = item.partition("=")
     if not sep:
-        raise errors.Invalid(f"--env takes NAME=VALUE, not {item!r}", field="env")
+        raise errors.Invalid(f"{option} takes NAME=VALUE, not {item!r}", field=option[2:])
     return name, value
+
+
+def _writer(stream: Any) -> Any:
+    """A callback writing text to `stream` as it comes (flushed: a pipe reader sees it live)."""
+
+    def write(text: str) -> None:
+        stream.write(text)
+        stream.flush()
+
+    return write
 
 
 @click.command(
@@ -200,8 +244,10 @@ def _assignment(item: str) -> tuple[str, str]:
     short_help="run a command in a session; exits with its exit code",
     epilog="Several words after -- are the command's arguments, passed exactly (`tether exec ID "
     "-- python -c 'print(6*7)'`); one word is a shell command line (`tether exec ID 'ls | wc "
-    "-l'`). The command has no standard input: piping into it is refused. Exits with the "
-    "command's exit code.",
+    "-l'`). Its output is shown as it is printed. Standard input is passed only with -i (read "
+    "to its end before the command starts: use `tether shell` to type at a command); "
+    "piping into exec without -i is refused, not lost. Exits with the command's exit code "
+    "(124 when it ran out of --timeout).",
 )
 @SESSION
 @click.argument("command", nargs=-1, required=True)
@@ -221,6 +267,7 @@ def _assignment(item: str) -> tuple[str, str]:
     help="set a variable for the command (repeatable)",
 )
 @click.option("--cwd", default=None, help="directory to run in (relative to the home)")
+@click.option("-i", "--stdin", "with_stdin", is_flag=True, help="pass standard input to it")
 @pass_app
 def exec_(
     app: App,
@@ -229,20 +276,34 @@ def exec_(
     timeout: float,
     envs: tuple[str, ...],
     cwd: str | None,
+    with_stdin: bool,
 ) -> int:
-    """Run a command in a session; exits with its exit code."""
+    """Run a command in a session, its output shown as it comes; exits with its exit code."""
     line = command[0] if len(command) == 1 else shlex.join(command)
     env = dict(_assignment(item) for item in envs)
-    if _piped():
+    given: str | None = None
+    if with_stdin:
+        given = sys.stdin.read()
+    elif _piped():
         raise errors.Invalid(_NO_STDIN, field="stdin")
-    result = app.client().execute_session(session_id, line, timeout, env=env or None, cwd=cwd)
-    sys.stdout.write(result["stdout"])
-    sys.stderr.write(result["stderr"])
-    if _piped():  # it came while the command ran, which never saw it: not silently
+    session = app.client().connect(session_id)
+    result = session.run(
+        line,
+        on_stdout=_writer(sys.stdout),
+        on_stderr=_writer(sys.stderr),
+        envs=env or None,
+        cwd=cwd,
+        stdin=given,
+        timeout=timeout,
+    )
+    if not with_stdin and _piped():  # it came while the command ran, which never saw it
         raise errors.Invalid(
-            "input piped in while the command ran was not sent to it: " + _NO_STDIN, field="stdin"
+            "input piped in while the command ran was not sent to it: " + _NO_STDIN,
+            field="stdin",
         )
-    return int(result["returncode"])
+    if result.timed_out:
+        output.note(f"tether: the command was stopped at its --timeout ({timeout:g}s)")
+    return int(result.exit_code)
 
 
 @click.command(short_help="open an interactive terminal in a session (exit to leave)")
@@ -259,13 +320,12 @@ def shell(app: App, session_id: str) -> int:
     return run_terminal(conn.url, conn.api_key, session_id)
 
 
-def _action(app: App, session_id: str, action: str, body: dict[str, Any] | None = None) -> Any:
-    # Until the SDK's session handle has pause/resume/extend, the calls module's request.
-    from tether.sdk import calls
-
-    client = app.client()
-    call = calls.Call("POST", f"/v1/sessions/{session_id}/{action}", json=body, timeout=90)
-    return client, client._do(call)
+def _moved(app: App, session_id: str, move: Callable[[Any], object]) -> tuple[Any, dict[str, Any]]:
+    """The session after `move(handle)` (pause, resume, extend) as the API shows it, and the
+    client."""
+    handle = app.client().connect(session_id)
+    move(handle)
+    return handle.client, handle.data
 
 
 @click.command(short_help="hibernate a session (its files stay)")
@@ -284,7 +344,7 @@ def _action(app: App, session_id: str, action: str, body: dict[str, Any] | None 
 def pause(app: App, session_id: str, wait_s: float, fmt: str | None) -> int:
     """Hibernate a session: its processes stop, its files stay."""
     with output.progress(f"Pausing {session_id}...") as step:
-        client, session = _action(app, session_id, "pause")
+        client, session = _moved(app, session_id, lambda s: s.pause())
         session = _settle(client, session, step, wait_s)
         step.done(f"Session {session_id} is {session['status']}")
     output.record(session, fmt, SESSION_FIELDS)
@@ -308,7 +368,7 @@ def resume(app: App, session_id: str, wait_s: float, fmt: str | None) -> int:
     """Wake a paused session and wait until it runs."""
     started = time.monotonic()
     with output.progress(f"Waking {session_id}...") as step:
-        client, session = _action(app, session_id, "resume")
+        client, session = _moved(app, session_id, lambda s: s.resume())
         session = _settle(client, session, step, wait_s)
         step.done(
             f"Session {session_id} is {session['status']} ({time.monotonic() - started:.1f}s)"
@@ -329,7 +389,7 @@ def resume(app: App, session_id: str, wait_s: float, fmt: str | None) -> int:
 @pass_app
 def extend(app: App, session_id: str, minutes: int, fmt: str | None) -> int:
     """Push a session's expiry back."""
-    _, session = _action(app, session_id, "extend", {"minutes": minutes})
+    _, session = _moved(app, session_id, lambda s: s.extend(minutes))
     output.note(f"Session {session_id} now expires at {session.get('expires_at')}")
     output.record(session, fmt, SESSION_FIELDS)
     return exits.OK
