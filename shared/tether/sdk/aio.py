@@ -48,9 +48,17 @@ class AsyncSession:
     async def __aenter__(self) -> AsyncSession:
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        if not self.keep:
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if self.keep:
+            return
+        try:
             await self.delete()
+        except Exception as failed:  # the block's exception is the one to see
+            if exc is None:
+                raise
+            exc.add_note(f"and deleting session {self.id} failed: {failed}")
 
     def __repr__(self) -> str:
         return f"AsyncSession({self.id!r})"
@@ -289,9 +297,11 @@ class _Creating:
         self._session = await self._made
         return self._session
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
         if self._session is not None:
-            await self._session.__aexit__(*exc)
+            await self._session.__aexit__(kind, exc, tb)
 
 
 class AsyncDebugSession:

@@ -40,9 +40,17 @@ class Session:
     def __enter__(self) -> Session:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if not self.keep:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if self.keep:
+            return
+        try:
             self.delete()
+        except Exception as failed:  # the block's exception is the one to see
+            if exc is None:
+                raise
+            exc.add_note(f"and deleting session {self.id} failed: {failed}")
 
     def __repr__(self) -> str:
         return f"Session({self.id!r})"
