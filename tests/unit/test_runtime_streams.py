@@ -169,3 +169,19 @@ def test_websocket_client_leaving_kills_the_command(runtime: RuntimeServer) -> N
         ws.send(json.dumps({"command": "sleep 60 & echo $!; wait"}))
         child = int(json.loads(ws.recv(10))["data"].split()[0])
     assert gone(child)
+
+
+def test_a_slow_reader_loses_nothing(runtime: RuntimeServer) -> None:
+    """8 MB read a little at a time: the command waits for the reader (the runtime keeps at most
+    1 MiB of it), and every byte arrives."""
+    size, got = 8_000_000, 0
+    body = {"command": f"head -c {size} /dev/zero | tr '\\0' x; echo; echo end"}
+    with httpx.stream("POST", f"{runtime.url}/exec/stream", json=body, timeout=30) as r:
+        tail = ""
+        for event, data in sse(r.iter_lines()):
+            if event == "stdout":
+                text = str(data["data"])
+                got += text.count("x")
+                tail = (tail + text)[-10:]
+                time.sleep(0.002)  # a reader slower than the command
+    assert got == size and tail.endswith("x\nend\n")

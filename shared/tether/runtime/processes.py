@@ -50,6 +50,7 @@ class Processes:
         self.home = home
         self.running: dict[int, LiveCommand] = {}
         self.ended: OrderedDict[int, LiveCommand] = OrderedDict()
+        self._stops: list[asyncio.Future[None]] = []
 
     def get(self, request: web.Request) -> LiveCommand | None:
         try:
@@ -152,7 +153,13 @@ class Processes:
         return response
 
     async def stop_all(self, _: web.Application) -> None:
-        await asyncio.gather(*(p.stop() for p in list(self.running.values())))
+        """On shutdown: every group is sent SIGTERM now; the wait for their end (SIGKILL after
+        the grace) runs beside the main process's own stop, and is awaited at cleanup."""
+        self._stops = [asyncio.ensure_future(p.stop()) for p in list(self.running.values())]
+        await asyncio.sleep(0)  # each has sent its SIGTERM
+
+    async def stopped(self, _: web.Application) -> None:
+        await asyncio.gather(*self._stops)
 
 
 def _not_found(request: web.Request) -> web.Response:
@@ -168,3 +175,4 @@ def setup(app: web.Application, home: str) -> None:
     app.router.add_post("/processes/{pid}/kill", processes.kill)
     app.router.add_get("/processes/{pid}/output", processes.output)
     app.on_shutdown.append(processes.stop_all)
+    app.on_cleanup.append(processes.stopped)
