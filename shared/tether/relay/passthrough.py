@@ -136,7 +136,7 @@ async def _relay(request: web.Request, call: Call) -> web.StreamResponse:
     try:
         if call.query is not None:
             read_query(dict(request.query), request.query.getall, call.query)
-        body: bytes | AsyncIterator[bytes] | None = None
+        body: bytes | _Bounded | None = None
         if call.body is not None:
             model = read_json(await _small_body(request), call.body)
             body = model.model_dump_json(exclude_none=True).encode()
@@ -149,7 +149,7 @@ async def _relay(request: web.Request, call: Call) -> web.StreamResponse:
     await blocking(bootstrap.services().sessions.touch, session, call.source)
     headers = {"Content-Type": "application/json"} if body is not None else {}
     if call.raw:
-        body = _bounded(request)
+        body = _Bounded(request)
         headers = {"Content-Type": "application/octet-stream"}
         if request.content_length is not None:
             headers["Content-Length"] = str(request.content_length)
@@ -221,7 +221,7 @@ async def _to_port(
                 "X-Forwarded-Prefix": prefix}  # fmt: skip
     if request.content_length is not None:
         headers["Content-Length"] = str(request.content_length)
-    body = _bounded(request) if request.body_exists else None
+    body = _Bounded(request) if request.body_exists else None
     path = f"/ports/{port}{request.match_info['tail'] or '/'}"
     return await _forward(request, who, session, _Sent(path, headers, body, _app_headers, "port"))
 
@@ -251,14 +251,21 @@ async def _small_body(request: web.Request) -> bytes:
     return await request.read()
 
 
-async def _bounded(request: web.Request) -> AsyncIterator[bytes]:
+@dataclass
+class _Bounded:
     """The request's body as it comes, at most MAX_BODY bytes (a chunked one is counted)."""
-    seen = 0
-    async for chunk in request.content.iter_any():
-        seen += len(chunk)
-        if seen > MAX_BODY:
-            raise _TooLarge
-        yield chunk
+
+    request: web.Request
+    over: bool = False  # it went past: the call is refused, whatever the runtime made of it
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in self.request.content.iter_any():
+            seen += len(chunk)
+            if seen > MAX_BODY:
+                self.over = True
+                raise _TooLarge
+            yield chunk
 
 
 class _TooLarge(Exception):
@@ -271,7 +278,7 @@ class _Sent:
 
     path: str
     headers: dict[str, str]
-    body: bytes | AsyncIterator[bytes] | None
+    body: bytes | _Bounded | None
     passed: Callable[[Headers], CIMultiDict[str]]
     source: ActivitySource  # what it counts as while it lasts
 
@@ -281,20 +288,21 @@ async def _forward(
 ) -> web.StreamResponse:
     """Sends the call on to the runtime and streams its answer back."""
     target = sent.path + (f"?{request.query_string}" if request.query_string else "")
+    data = sent.body.chunks() if isinstance(sent.body, _Bounded) else sent.body
     try:
         async with _runtime(session) as (client, base, auth):
             upstream = await client.request(
                 request.method, base + target, headers={**sent.headers, **auth},
-                data=sent.body, allow_redirects=False,
+                data=data, allow_redirects=False,
             )  # fmt: skip
             async with upstream:
                 return await _stream_back(request, upstream, who, session.id, sent)
-    except _TooLarge:
-        too_large = f"Request body too large: at most {MAX_BODY >> 20} MiB a request"
-        return _refusal(errors.Invalid(too_large, field="body"), 413)
     except TetherError as exc:  # no ID token to call the workspace with
         return _refusal(errors.Unavailable(exc.message, code=UNREACHABLE), 502)
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+    except (_TooLarge, aiohttp.ClientError, OSError, TimeoutError) as exc:
+        if isinstance(sent.body, _Bounded) and sent.body.over:
+            too_large = f"Request body too large: at most {MAX_BODY >> 20} MiB a request"
+            return _refusal(errors.Invalid(too_large, field="body"), 413)
         unreachable = errors.Unavailable(f"Workspace runtime unreachable: {exc}", code=UNREACHABLE)
         return _refusal(unreachable, 502)
 
