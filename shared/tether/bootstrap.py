@@ -19,6 +19,7 @@ from tether.errors import Invalid
 from tether.service.agentchat import Chats
 from tether.service.agents import Agents
 from tether.service.aiagents import AiAgents
+from tether.service.audit import Audit
 from tether.service.auth import Auth
 from tether.service.clusters import Clusters
 from tether.service.commands import Commands
@@ -72,6 +73,7 @@ class Services:
     images: Images  # SentinelStacks' image registry and each user's images
     aiagents: AiAgents  # SentinelStacks' AI agents, their conversations and events
     chats: Chats  # a chat turn with an AI agent (its model, its tools)
+    audit: Audit  # who changed what: every surface's mutating calls, relayed connections
 
     def close(self) -> None:
         self.bus.close()
@@ -256,6 +258,7 @@ def build(settings: Settings, store: Store | None = None, bus: Bus | None = None
         images=Images(store, make_artifacts(settings), settings.registry_max_bytes),
         aiagents=aiagents,
         chats=Chats(aiagents, sessions, model, settings.model_name),
+        audit=Audit(store, settings.audit_retention),
     )
 
 

@@ -127,7 +127,7 @@ class Settings:
     agent_capacity: int = field(default_factory=default_capacity)  # workspaces at once
     # How long a terminated session stays readable before the store deletes it.
     session_retention: timedelta = timedelta(days=7)
-    # How long Kubently's audit trail keeps each kubectl run (its output with it).
+    # How long the audit log keeps each record, and Kubently's audit trail each kubectl run.
     audit_retention: timedelta = timedelta(days=30)
     kubectl: str = "kubectl"  # the binary a cluster agent runs
     # Kubently clusters `tether up` runs a cluster agent for: id -> kubeconfig ("": default).

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from tether.core import aiagents
 from tether.core.models import utcnow
 from tether.core.ports import Store
-from tether.service import commands, debug, desktops, idempotency, ratelimit, tickets, tokens
+from tether.service import audit, commands, debug, desktops, idempotency, ratelimit, tickets, tokens
 from tether.service.agents import Agents
 from tether.service.commands import Commands
 from tether.service.sessions import Sessions
@@ -29,6 +29,7 @@ EXPIRING_KINDS = (
 # Kinds kept for a while after they end, and the field saying until when (TTL policies too).
 RETAINED = {
     "sessions": "purge_at",
+    audit.KIND: "purge_at",  # the audit log, kept for TETHER_AUDIT_RETENTION
     debug.SESSION_KIND: "purge_at",
     desktops.SESSION_KIND: "purge_at",
     # SentinelStacks' agents and what they said and did (tether.core.aiagents).

@@ -62,6 +62,12 @@ COMPOSITE_INDEXES: tuple[Index, ...] = (
     Index("debug_sessions", (("open", ASCENDING), ("expires_at", ASCENDING))),
     # Kubently's audit trail: by owner, cluster and session, newest first, in a time range.
     *_pairs("kubectl_runs", ("owner", "cluster_id", "session_id"), (), ("created_at",)),
+    # The audit log (tether.service.audit): by actor, action or target, newest first, since
+    # a time.
+    *(
+        Index("audit_log", ((f, ASCENDING), ("created_at", DESCENDING)))
+        for f in ("actor", "action", "target")
+    ),
     # Openctrol: a desktop agent's live sessions (its session limit, /api/v1/health).
     Index(
         "desktop_sessions",

@@ -13,9 +13,11 @@ locals {
   ttl_field       = "expires_at"
   ttl_collections = ["revoked_tokens", "rate_limits", "tickets", "commands", "idempotency", "agent_journal", "agent_stopped", "kubectl_runs"]
   # tether.service.sweeper.RETAINED: kept a while after they end, until this field's time
-  # (the ai_* kinds: SentinelStacks' agents and their conversations, messages and events).
+  # (the ai_* kinds: SentinelStacks' agents and their conversations, messages and events;
+  # audit_log: every surface's audit log, kept for TETHER_AUDIT_RETENTION).
   retained = {
     sessions         = "purge_at"
+    audit_log        = "purge_at"
     debug_sessions   = "purge_at"
     desktop_sessions = "purge_at"
     ai_agents        = "purge_at"
