@@ -73,6 +73,16 @@ locals {
     # SentinelStacks' agents' chat and events WebSockets (tether.relay.agentchat).
     { path = "/v1/agents/*/chat", backend = "relay" },
     { path = "/v1/agents/*/events", backend = "relay" },
+    # A session's live calls (tether.relay.passthrough): streamed commands, processes, files,
+    # its ports, and preview links to them.
+    { path = "/v1/sessions/*/exec/stream", backend = "relay" },
+    { path = "/v1/sessions/*/exec/ws", backend = "relay" },
+    { path = "/v1/sessions/*/processes", backend = "relay" },
+    { path = "/v1/sessions/*/processes/**", backend = "relay" },
+    { path = "/v1/sessions/*/files", backend = "relay" },
+    { path = "/v1/sessions/*/files/**", backend = "relay" },
+    { path = "/v1/sessions/*/ports/**", backend = "relay" },
+    { path = "/preview/*", backend = "relay" },
     { path = "/novnc/*", backend = "relay" },
     { path = "/v1/sessions", backend = "onmemos" },
     { path = "/v1/sessions/*", backend = "onmemos" },

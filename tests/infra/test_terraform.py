@@ -148,9 +148,9 @@ def lb_routes() -> list[tuple[str, str]]:
 
 def backend(path: str, routes: list[tuple[str, str]] | None = None) -> str | None:
     """The backend the URL map sends `path` to (modules/lb: "/a/*" anything under /a/, a "*"
-    elsewhere one segment, otherwise the exact path)."""
+    elsewhere one segment, a last "**" any segments, otherwise the exact path)."""
     for pattern, name in lb_routes() if routes is None else routes:  # first match wins
-        regex = re.escape(pattern).replace(r"\*", "[^/]+")
+        regex = re.escape(pattern).replace(r"\*\*", ".*").replace(r"\*", "[^/]+")
         if re.fullmatch(regex, path) or (pattern.endswith("/*") and path.startswith(
                 pattern[:-1])):  # fmt: skip
             return name
@@ -166,8 +166,8 @@ def test_the_load_balancer_routes_every_path_to_its_target() -> None:
     # Every path the relay serves: its WebSockets and pages.
     aio = web.Application()
     relay_app.add_routes(aio, relay_app.vnc_viewer)
-    paths = [re.sub(r"\{\w+\}", "ws-1", str(r.canonical)) for r in aio.router.resources()
-              if not isinstance(r, web.StaticResource)]  # fmt: skip
+    paths = [re.sub(r"\{\w+(:[^}]*)?\}", "ws-1", str(r.canonical))
+             for r in aio.router.resources() if not isinstance(r, web.StaticResource)]  # fmt: skip
     assert len(paths) >= 5, paths  # two shells, the terminal, the desktop, live logs
     for path in (*paths, "/novnc/core/rfb.js"):
         # Openctrol's tunnels and viewers meet in the one-instance desktop relay.
@@ -322,9 +322,16 @@ def test_routes_agree_with_the_targets_routes_and_the_relay_gets_the_agents_webs
             assert (pattern.removesuffix("/*"), name) in ROUTES, pattern
         else:
             assert name in ("relay", "desktop_relay"), pattern
-    # Every path form the lb module knows: exact, "/a/*", or one "*" segment in the middle.
+    # Every path form the lb module knows: exact, "/a/*", "*" segments, a last "**".
     for pattern, _ in routes:
-        assert re.fullmatch(r"(/[\w.-]+|/\*)+", pattern) and "**" not in pattern, pattern
+        assert re.fullmatch(r"(/[\w.-]+|/\*)+(/\*\*)?", pattern), pattern
+    # A session's live calls go to the relay, its other paths to the OnMemOS function.
+    for tail in ("exec/stream", "exec/ws", "processes", "processes/12/output", "files",
+                 "files/content", "ports/8080/", "ports/8080/a/b.js"):  # fmt: skip
+        assert backend(f"/v1/sessions/ws-1/{tail}", routes) == "relay", tail
+    for tail in ("", "/execute", "/extend", "/preview-urls", "/filesystem"):
+        assert backend(f"/v1/sessions/ws-1{tail}", routes) == "onmemos", tail
+    assert backend("/preview/abc.def/x/y", routes) == "relay"
     sentinel = [prefix for prefix, target in ROUTES if target == "sentinelstacks"]
     assert {"/v1/agents", "/api/v1/packages", "/openapi/sentinelstacks.json"} <= set(sentinel)
     for prefix in sentinel:

@@ -9,6 +9,7 @@
 #   "/a/b"     exactly /a/b                       (full_path_match)
 #   "/a/*"     anything under /a/                 (prefix_match "/a/")
 #   "/a/*/b"   one segment in place of the *      (path_template_match)
+#   "/a/*/**"  ... and any segments after         (path_template_match: ** comes last)
 
 locals {
   rules = [
