@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import hashlib
+import contextlib
+import functools
 import inspect
 import os
 import uuid
@@ -33,7 +34,7 @@ async def _called(returned: object) -> None:
 
 class AsyncSession:
     """A handle on one session (or legacy workspace), as `tether.sdk.client.Session`, awaited.
-    `async with` deletes the session on leaving the block unless made with `keep=True`."""
+    `async with` deletes the session on leaving the block unless `keep`."""
 
     def __init__(
         self, client: AsyncClient, info: dict[str, Any], legacy: bool = False, keep: bool = True
@@ -207,6 +208,19 @@ class AsyncBackgroundProcess:
         return output.result()
 
 
+async def _piece(
+    section: Callable[[int, int], AsyncIterator[bytes]],
+    at: int,
+    size: int,
+    digest: calls.PieceDigest,
+) -> AsyncIterator[bytes]:
+    """One piece of an upload, hashed as it goes; each try of it starts again."""
+    digest.restart()
+    async for chunk in section(at, size):
+        digest.update(chunk)
+        yield chunk
+
+
 class AsyncFiles:
     """As `tether.sdk.client.Files`, awaited; local files are read and written on a worker
     thread, a MiB at a time."""
@@ -228,9 +242,11 @@ class AsyncFiles:
 
     async def write(self, path: str, data: bytes | str) -> WrittenFile:
         raw = data.encode() if isinstance(data, str) else data
-        call = calls.file_upload(self.session.id, path, len(raw))
-        answer = await self.session.client._do(call, content=lambda: raw)
-        return calls.check_written(answer, hashlib.sha256(raw).hexdigest())
+
+        async def section(at: int, size: int) -> AsyncIterator[bytes]:
+            yield raw[at : at + size]
+
+        return await self._store(path, len(raw), section)
 
     async def list(self, path: str = ".") -> builtins.list[FileInfo]:
         return calls.entries_of(await self._do("GET", path))
@@ -253,19 +269,37 @@ class AsyncFiles:
 
     async def upload(self, local_path: str | os.PathLike[str], remote_path: str) -> WrittenFile:
         local = Path(local_path)
-        sent = hashlib.sha256()
 
-        async def chunks() -> AsyncIterator[bytes]:
-            nonlocal sent
-            sent = hashlib.sha256()  # a retry sends it all again
+        async def section(at: int, size: int) -> AsyncIterator[bytes]:
             with local.open("rb") as f:
-                while chunk := await asyncio.to_thread(f.read, calls.CHUNK):
-                    sent.update(chunk)
+                f.seek(at)
+                while size > 0 and (
+                    chunk := await asyncio.to_thread(f.read, min(calls.CHUNK, size))
+                ):
+                    size -= len(chunk)
                     yield chunk
 
-        call = calls.file_upload(self.session.id, remote_path, local.stat().st_size)
-        answer = await self.session.client._do(call, content=chunks)
-        return calls.check_written(answer, sent.hexdigest())
+        return await self._store(remote_path, local.stat().st_size, section)
+
+    async def _store(
+        self, remote: str, size: int, section: Callable[[int, int], AsyncIterator[bytes]]
+    ) -> WrittenFile:
+        client, plan = self.session.client, calls.Upload(remote, size)
+        try:
+            for path, at, length in plan.pieces:
+                digest = plan.digest()
+                call = calls.file_upload(self.session.id, path, length)
+                body = functools.partial(_piece, section, at, length, digest)
+                plan.stored_piece(await client._do(call, content=body), digest)
+            if not plan.in_parts:
+                return plan.stored[0]
+            return plan.joined(await self.session.run(plan.join(), timeout=900))
+        except BaseException:
+            if plan.in_parts:  # the pieces a failed upload left
+                for piece in plan.stored:
+                    with contextlib.suppress(Exception):
+                        await self.remove(piece.path)
+            raise
 
     async def download(self, remote_path: str, local_path: str | os.PathLike[str]) -> Path:
         target = Path(local_path)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import math
+import posixpath
+import shlex
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -298,6 +301,9 @@ def session_spec(
 # -- sessions' typed API: create, list, extend; exec streams, processes, files, ports ---------
 
 CHUNK = 1 << 20  # bytes read from or written to a local file at a time
+# The most one request may carry to the relay (Cloud Run's bound on an HTTP/1 request): a
+# larger file goes up in parts of this size, joined in the workspace.
+UPLOAD_PART = 32 << 20
 # Where a session's status is one of these, create(wait=True) and resume() read it again.
 SETTLING = ("pending", "waking")
 
@@ -436,6 +442,85 @@ def check_written(answer: Any, sha256: str) -> WrittenFile:
             code="DIGEST_MISMATCH",
         )
     return written
+
+
+class PieceDigest:
+    """The SHA-256s of one piece being sent, and of the whole file up to its end; a retry of
+    the piece starts both over from where the piece began."""
+
+    def __init__(self, before: hashlib._Hash) -> None:
+        self.before = before
+        self.restart()
+
+    def restart(self) -> None:
+        self.whole = self.before.copy()
+        self.piece = hashlib.sha256()
+
+    def update(self, chunk: bytes) -> None:
+        self.whole.update(chunk)
+        self.piece.update(chunk)
+
+
+class Upload:
+    """How `size` bytes go to the workspace's `remote` path: in one request when they fit
+    UPLOAD_PART, else as pieces put beside it under hidden names, then joined by one command
+    in the workspace that checks the whole file's SHA-256 before it renames it into place (a
+    failed upload leaves the target as it was, and no pieces)."""
+
+    def __init__(self, remote: str, size: int, part: int = UPLOAD_PART) -> None:
+        self.remote, self.size = remote, size
+        self.whole = hashlib.sha256()
+        self.stored: list[WrittenFile] = []
+        head, self.name = posixpath.split(remote)
+        if size <= part:
+            self.pieces = [(remote, 0, size)]
+        else:
+            token = uuid.uuid4().hex[:12]
+            self.pieces = [
+                (posixpath.join(head, f".{self.name}.{token}.part{i}"), at, min(part, size - at))
+                for i, at in enumerate(range(0, size, part))
+            ]
+            self.joined_at = posixpath.join(head, f".{self.name}.{token}.joining")
+
+    @property
+    def in_parts(self) -> bool:
+        return len(self.pieces) > 1
+
+    def digest(self) -> PieceDigest:
+        return PieceDigest(self.whole)
+
+    def stored_piece(self, answer: Any, digest: PieceDigest) -> WrittenFile:
+        """Takes the answer to a piece's PUT, checked against what was sent."""
+        written = check_written(answer, digest.piece.hexdigest())
+        self.stored.append(written)
+        self.whole = digest.whole
+        return written
+
+    def join(self) -> str:
+        """The command that makes the file of the stored pieces, in order."""
+        parts = " ".join(shlex.quote(w.path) for w in self.stored)
+        where = posixpath.dirname(self.stored[0].path)
+        joining = shlex.quote(posixpath.join(where, posixpath.basename(self.joined_at)))
+        target = shlex.quote(self.target)
+        return (
+            f"set -e; trap 'rm -f -- {joining} {parts}' EXIT; cat -- {parts} > {joining}; "
+            f'[ "$(sha256sum < {joining})" = "{self.whole.hexdigest()}  -" ] || '
+            "{ echo 'the joined file is not the one sent' >&2; exit 1; }; "
+            f"mv -f -- {joining} {target}"
+        )
+
+    @property
+    def target(self) -> str:
+        return posixpath.join(posixpath.dirname(self.stored[0].path), self.name)
+
+    def joined(self, result: CommandResult) -> WrittenFile:
+        if not result.ok:
+            raise errors.TetherError(
+                f"Joining the uploaded parts of {self.remote} failed: "
+                f"{result.stderr.strip()[-300:] or result.exit_code}",
+                code="UPLOAD_FAILED",
+            )
+        return WrittenFile(path=self.target, size=self.size, sha256=self.whole.hexdigest())
 
 
 def preview_url(session_id: str, port: int, expires_in: int) -> Call:

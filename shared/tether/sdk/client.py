@@ -1,10 +1,12 @@
-"""Synchronous client. `with client.session(...) as s:` deletes the session on exit;
-`with client.debug_session("cluster") as s:` ends the Kubently debug session on exit."""
+"""Synchronous client. `with client.create(...) as s:` and `with client.session(...) as s:`
+delete the session on exit; `with client.debug_session("cluster") as s:` ends the Kubently
+debug session on exit. The package's docstring (`tether.sdk`) has the overview and errors."""
 
 from __future__ import annotations
 
 import builtins
-import hashlib
+import contextlib
+import functools
 import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -24,8 +26,8 @@ from tether.sdk.types import CommandResult, FileInfo, ProcessInfo, SessionInfo, 
 
 class Session:
     """A handle on one session (or legacy workspace). `with` deletes the session on leaving
-    the block unless it was made or connected with `keep=True`; `data` is the session's JSON
-    as last read (`refresh()` reads it again)."""
+    the block unless `keep` (`create`'s default False, `connect`'s True); `data` is the
+    session's JSON as last read (OnMemOS' fields; `info()` reads it, typed)."""
 
     def __init__(
         self, client: Client, info: dict[str, Any], legacy: bool = False, keep: bool = True
@@ -223,6 +225,16 @@ class BackgroundProcess:
         return output.result()
 
 
+def _piece(
+    section: Callable[[int, int], Iterable[bytes]], at: int, size: int, digest: calls.PieceDigest
+) -> Iterator[bytes]:
+    """One piece of an upload, hashed as it goes; each try of it starts again."""
+    digest.restart()
+    for chunk in section(at, size):
+        digest.update(chunk)
+        yield chunk
+
+
 class Files:
     """A session's files (`session.files`): relative paths are under the workspace's home."""
 
@@ -244,9 +256,7 @@ class Files:
         """Stores `data` (a str as UTF-8) at `path`, making its parent directories: all of it
         or, if the write fails, nothing."""
         raw = data.encode() if isinstance(data, str) else data
-        call = calls.file_upload(self.session.id, path, len(raw))
-        answer = self.session.client._do(call, content=lambda: raw)
-        return calls.check_written(answer, hashlib.sha256(raw).hexdigest())
+        return self._store(path, len(raw), lambda at, size: (raw[at : at + size],))
 
     def list(self, path: str = ".") -> builtins.list[FileInfo]:
         """The directory's entries, sorted by name."""
@@ -272,21 +282,40 @@ class Files:
         return parse(FileInfo, self._do("POST", path, "mkdir"))
 
     def upload(self, local_path: str | os.PathLike[str], remote_path: str) -> WrittenFile:
-        """Sends the local file to `remote_path`, read from disk a MiB at a time."""
+        """Sends the local file to `remote_path`, read from disk a MiB at a time (one larger
+        than a request may carry goes in parts, joined in the workspace: see `calls.Upload`).
+        Its SHA-256 is checked against what the workspace stored."""
         local = Path(local_path)
-        sent = hashlib.sha256()
 
-        def chunks() -> Iterator[bytes]:
-            nonlocal sent
-            sent = hashlib.sha256()  # a retry sends it all again
+        def section(at: int, size: int) -> Iterator[bytes]:
             with local.open("rb") as f:
-                while chunk := f.read(calls.CHUNK):
-                    sent.update(chunk)
+                f.seek(at)
+                while size > 0 and (chunk := f.read(min(calls.CHUNK, size))):
+                    size -= len(chunk)
                     yield chunk
 
-        call = calls.file_upload(self.session.id, remote_path, local.stat().st_size)
-        answer = self.session.client._do(call, content=chunks)
-        return calls.check_written(answer, sent.hexdigest())
+        return self._store(remote_path, local.stat().st_size, section)
+
+    def _store(
+        self, remote: str, size: int, section: Callable[[int, int], Iterable[bytes]]
+    ) -> WrittenFile:
+        """Sends `size` bytes, `section(at, size)` giving those from `at` on."""
+        client, plan = self.session.client, calls.Upload(remote, size)
+        try:
+            for path, at, length in plan.pieces:
+                digest = plan.digest()
+                call = calls.file_upload(self.session.id, path, length)
+                body = functools.partial(_piece, section, at, length, digest)
+                plan.stored_piece(client._do(call, content=body), digest)
+            if not plan.in_parts:
+                return plan.stored[0]
+            return plan.joined(self.session.run(plan.join(), timeout=900))
+        except BaseException:
+            if plan.in_parts:  # the pieces a failed upload left
+                for piece in plan.stored:
+                    with contextlib.suppress(Exception):
+                        self.remove(piece.path)
+            raise
 
     def download(self, remote_path: str, local_path: str | os.PathLike[str]) -> Path:
         """Saves the workspace's file at `local_path`, written to disk as it arrives (under a
