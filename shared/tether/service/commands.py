@@ -15,6 +15,7 @@ from tether.core.lifecycle import FINAL_COMMAND_STATES, CommandState
 from tether.core.models import Command, CommandType, utcnow
 from tether.core.ports import Bus, Reply, Store
 from tether.errors import NotFound
+from tether.service import metrics
 from tether.service.repo import Repo
 
 log = logging.getLogger(__name__)
@@ -176,15 +177,23 @@ class Commands:
         """Record a result. A result from an older lease, or for a command already final, is
         ignored; returns the command as it now stands (None when unknown)."""
 
+        settled = False  # by this call (the last try of `move` decides)
+
         def move(c: Command) -> Command | None:
+            nonlocal settled
+            settled = False
             if c.state in FINAL_COMMAND_STATES:
                 return None
             if c.epoch != epoch:
                 log.warning("stale result for %s (epoch %s, current %s)", c.id, epoch, c.epoch)
                 return None
+            settled = True
             return settle(c, ok, result, error)
 
-        return self._mutate_existing(command_id, move)
+        command = self._mutate_existing(command_id, move)
+        if settled and command is not None:  # counted once, however often the result comes
+            metrics.command_finished(command.type, command.state.value)
+        return command
 
     def _mutate_existing(self, command_id: str, move: Any) -> Command | None:
         try:
