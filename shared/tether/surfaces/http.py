@@ -6,6 +6,7 @@ import functools
 import ipaddress
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +23,7 @@ from werkzeug.wrappers import Request, Response
 
 from tether import errors
 from tether.core.models import Principal
+from tether.service import audit, metrics
 from tether.service.idempotency import Answer
 
 log = logging.getLogger(__name__)
@@ -352,10 +354,34 @@ class Router:
             allowed.append(method)
         return allowed
 
+    @functools.cached_property
+    def surface(self) -> str:
+        """The surface whose routes these are (`onmemos`): its first route's module names it."""
+        first = next(iter(self.operations.values()), None)
+        module = first.handler.__module__.split(".") if first else []
+        return module[2] if module[:2] == ["tether", "surfaces"] and len(module) > 2 else "other"
+
     def __call__(self, request: Request) -> Response:
+        """The answer to `request`, with its `X-Request-Id`; counted, and recorded in the audit
+        log when it may change something (any method but a read's)."""
+        started = time.perf_counter()
+        request_id = audit.request_id(request.headers.get(audit.HEADER))
+        found: list[tuple[Operation, Mapping[str, Any]]] = []
+        response = self._answer(request, found)
+        response.headers[audit.HEADER] = request_id
+        metrics.request(self.surface, request.method, response.status_code,
+                        time.perf_counter() - started)  # fmt: skip
+        if found and request.method not in READS and _audited(found[0][0]):
+            self._record(request, *found[0], response, request_id)
+        return response
+
+    def _answer(
+        self, request: Request, found: list[tuple[Operation, Mapping[str, Any]]]
+    ) -> Response:
         try:
             endpoint, args = self._match(request.path, request.method)
             operation = self.operations[str(endpoint)]
+            found.append((operation, args))
             key = request.headers.get(IDEMPOTENCY_KEY)
             if operation.idempotent and key is not None:
                 return self._once(request, operation, dict(args), key)
@@ -373,3 +399,62 @@ class Router:
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
             return self.render_error(errors.TetherError("Internal server error"), 500)
+
+    def _record(
+        self,
+        request: Request,
+        operation: Operation,
+        args: Mapping[str, Any],
+        response: Response,
+        request_id: str,
+    ) -> None:
+        """One audit record of a call that may have changed something; never raises."""
+        from tether import bootstrap
+
+        try:
+            actor = _actor(request, operation)
+            target = "/".join(str(v) for v in args.values()) or _made(response)
+            action = f"{self.surface}.{operation.handler.__name__}"
+            bootstrap.services().audit.record(
+                actor, action, target, response.status_code, request_id
+            )
+        except Exception:
+            log.exception("audit: %s %s not recorded", request.method, request.path)
+
+
+def _audited(operation: Operation) -> bool:
+    """Whether a call of `operation` is recorded: every one that may change something, but a
+    heartbeat (which says only that its sender is alive, every few seconds)."""
+    return not operation.handler.__name__.endswith("heartbeat")
+
+
+def _actor(request: Request, operation: Operation) -> str | None:
+    """Who made the call: the principal its credential was, else, for a sign-in (a route that
+    needs no credential), the username its body named (never anything else of the body)."""
+    principal = request.environ.get("tether.principal")
+    if isinstance(principal, Principal):
+        return principal.id
+    if not operation.public or operation.body is None:
+        return None
+    try:
+        named = orjson.loads(request.get_data(cache=True) or b"{}")
+    except orjson.JSONDecodeError:
+        return None
+    username = named.get("username") if isinstance(named, dict) else None
+    return username if isinstance(username, str) and username else None
+
+
+def _made(response: Response, most: int = 64 << 10) -> str:
+    """The id of what a create made, from its JSON answer (`id` or `session_id`); ""."""
+    if response.status_code not in (200, 201) or response.mimetype != "application/json":
+        return ""
+    if response.is_streamed or (response.content_length or 0) > most:
+        return ""
+    try:
+        made = orjson.loads(response.get_data())
+    except orjson.JSONDecodeError:
+        return ""
+    if not isinstance(made, dict):
+        return ""
+    found = made.get("session_id", made.get("id"))
+    return found if isinstance(found, str) else ""

@@ -19,7 +19,7 @@ import posixpath
 import re
 import shlex
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import quote
 
@@ -234,8 +234,12 @@ class LogQuery(BaseModel):
 def principal(request: Request) -> Principal:
     """X-API-Key as the spec says; a Bearer token (JWT or key) works on every surface too."""
     key, bearer = request.headers.get("X-API-Key"), request.headers.get("Authorization")
+    cached = request.environ.get("tether.principal")  # asked once a request
+    if isinstance(cached, Principal):
+        return may(cached, request.method)
     auth = bootstrap.services().auth
     who = auth.authenticate(bearer, None) if bearer and not key else auth.principal_for_key(key)
+    request.environ["tether.principal"] = who  # the audit log's actor
     return may(who, request.method)
 
 
@@ -1513,6 +1517,63 @@ def health(request: Request) -> Response:
     """Whether Tether and what it depends on are up (503 when degraded)."""
     report = bootstrap.services().health.report()
     return json_response(report, 200 if report["status"] == "healthy" else 503)
+
+
+# -- the audit log (tether.service.audit), every surface's: for admins, read only -------------
+
+
+class AuditQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    actor: str | None = Field(None, max_length=256, description="The caller's user id")
+    action: str | None = Field(
+        None, max_length=256, description="`surface.operation`, or relay.connect/disconnect"
+    )
+    target: str | None = Field(None, max_length=256, description="A session's id, say")
+    since: datetime | None = Field(None, description="Only records at or after this time")
+    limit: int = Field(50, ge=1, le=200)
+    cursor: str | None = Field(None, max_length=1000, description="A page's `next_cursor`")
+
+    @field_validator("since")
+    @classmethod
+    def _zoned(cls, since: datetime | None) -> datetime | None:
+        if since is not None and since.tzinfo is None:
+            raise ValueError("needs a time zone (Z or +hh:mm)")
+        return since
+
+
+class AuditEntry(BaseModel):
+    id: str
+    time: str = Field(description="When the call was made (UTC, to the microsecond)")
+    actor: str | None = Field(
+        description="Who: the caller's user id, or the username a sign-in named; null: unknown"
+    )
+    action: str = Field(description="`surface.operation` (onmemos.create_session), relay.connect")
+    target: str = Field(description="What it was about (a session's id); empty: nothing named")
+    result: str = Field(description="The HTTP status, or a relayed connection's ok/refused/closed")
+    request_id: str = Field(description="The answer's X-Request-Id")
+
+
+class AuditPage(BaseModel):
+    records: list[AuditEntry] = Field(description="Newest first")
+    next_cursor: str | None = Field(description="`cursor` for the page after this; null at the end")
+
+
+@router.route("/v1/audit", ["GET"], query=AuditQuery, answers={200: AuditPage}, errors=(403,))
+def audit_log(request: Request, query: AuditQuery) -> Response:
+    """The audit log of every surface (admins only), newest first: no route changes it."""
+    page = bootstrap.services().audit.query(
+        principal(request), query.actor, query.action, query.target, query.since, query.limit,
+        query.cursor,
+    )  # fmt: skip
+    records = [
+        AuditEntry(
+            time=r.created_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            **r.model_dump(include={"id", "actor", "action", "target", "result", "request_id"}),
+        )
+        for r in page.items
+    ]
+    return json_response(AuditPage(records=records, next_cursor=page.next_cursor))
 
 
 def document() -> dict[str, Any]:
