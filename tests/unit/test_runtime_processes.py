@@ -145,3 +145,12 @@ def test_at_most_64_run_at_once(runtime: RuntimeServer) -> None:
         r = client.post("/processes", json={"command": "sleep 300"})
         assert (r.status_code, r.json()["code"]) == (429, "TOO_MANY_PROCESSES")
         assert len(client.get("/processes").json()["processes"]) == 64
+
+
+def test_output_without_follow_ends_for_a_chatty_process(runtime: RuntimeServer) -> None:
+    process = start(runtime, "yes")
+    text, end = output(runtime, process["pid"], follow=False)
+    assert end is None and len(text) <= 2 << 20  # what was kept when asked, not what came after
+    r = httpx.post(f"{runtime.url}/processes/{process['pid']}/kill", json={})
+    assert r.status_code == 200
+    assert gone(int(str(process["pid"])))

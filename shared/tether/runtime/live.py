@@ -157,12 +157,15 @@ class Output:
         """What is kept, then (`live`) each chunk as it comes, then the exit; without `live`,
         the exit only if there is one by the time what is kept has been read."""
         cursor = self.chunks[0].seq if self.chunks else self.next
+        stop = None if live else self.next  # a chatty command must not keep it going
         while True:
             changed = self._changed
             first = self.chunks[0].seq if self.chunks else self.next
             cursor = max(cursor, first)  # what was dropped while this reader was slow
             batch, size = [], 0
             for chunk in itertools.islice(self.chunks, cursor - first, None):
+                if stop is not None and chunk.seq >= stop:
+                    break
                 batch.append(chunk)
                 size += chunk.size
                 if size >= BATCH:
@@ -174,7 +177,7 @@ class Output:
                 self._release(cursor)
             if batch:
                 continue
-            if self.exit is not None:
+            if self.exit is not None and cursor >= self.next:
                 yield self.exit
                 return
             if not live:
