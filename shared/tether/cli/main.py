@@ -10,10 +10,18 @@ import sys
 
 import click
 
-from tether.cli import exits, kubently, local, server, sessions
+from tether.cli import exits, files, kubently, local, ports, server, sessions
 from tether.cli.app import cli
 
-for command in [*local.COMMANDS, *sessions.COMMANDS, *kubently.COMMANDS, *server.COMMANDS]:
+COMMANDS = [
+    *local.COMMANDS,
+    *sessions.COMMANDS,
+    *files.COMMANDS,
+    *ports.COMMANDS,
+    *kubently.COMMANDS,
+    *server.COMMANDS,
+]
+for command in COMMANDS:
     cli.add_command(command)
 
 

@@ -12,7 +12,16 @@ from typing import Any, TypeVar
 import click
 import yaml  # type: ignore[import-untyped]
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 FORMATS = ("table", "json", "yaml")
@@ -137,3 +146,17 @@ def progress(text: str) -> Iterator[Step]:
             bar.update(task, description=f"{bar.tasks[0].description} [red](stopped)")
             raise
         bar.update(task, completed=1)
+
+
+@contextmanager
+def transfer(text: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A byte count's progress bar on stderr when it is a terminal; yields `advance(n)`."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield lambda n: None
+        return
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                   TransferSpeedColumn(), TimeRemainingColumn(), console=console)  # fmt: skip
+    with bar:
+        task = bar.add_task(text, total=total)
+        yield lambda n: bar.advance(task, n)
