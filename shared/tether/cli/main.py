@@ -10,12 +10,13 @@ import sys
 
 import click
 
-from tether.cli import exits, files, kubently, local, ports, server, sessions
+from tether.cli import exits, files, kubently, local, logs, ports, server, sessions
 from tether.cli.app import cli
 
 COMMANDS = [
     *local.COMMANDS,
     *sessions.COMMANDS,
+    *logs.COMMANDS,
     *files.COMMANDS,
     *ports.COMMANDS,
     *kubently.COMMANDS,
