@@ -15,10 +15,13 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml  # type: ignore[import-untyped]
+from tether.sdk import Client
 
 from tests.e2e.conftest import Server, free_port, start_server
+from tests.waiting import wait_for
 
 BIN = Path(sys.executable).with_name("tether")  # the installed entry point, as a user runs it
 
@@ -213,3 +216,98 @@ def test_a_terminal_sees_progress_a_table_and_a_login_prompt(server: Server, con
         assert any(line.split()[:2] == ["status", "running"] for line in screen.splitlines())
     finally:
         create.close()
+
+
+# -- what reaches into the workspace: exec's streams, files, ports, logs ---------------------------
+
+
+def test_exec_streams_output_as_printed_and_passes_stdin_when_asked(
+    server: Server, session: str
+) -> None:
+    env = user_env(Path("/nonexistent"), TETHER_URL=server.url, TETHER_API_KEY=server.key)
+    line = "echo first; while [ ! -e /tmp/release ]; do sleep 0.05; done; echo second"
+    cli = subprocess.Popen([str(BIN), "exec", session, line], env=env, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert cli.stdout is not None
+        assert cli.stdout.readline() == "first\n"  # while the command still runs
+        assert tether("exec", session, "touch /tmp/release", env=env).returncode == 0
+        assert cli.stdout.read() == "second\n" and cli.wait(60) == 0
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    fed = tether("exec", "-i", session, "--", "sh", "-c", "tr a-z A-Z; exit 3", env=env,
+                 stdin="piped in\n")  # fmt: skip
+    assert (fed.returncode, fed.stdout) == (3, "PIPED IN\n"), fed
+    late = tether("exec", "--timeout", "1", session, "sleep 30", env=env)
+    assert late.returncode == 124 and "--timeout" in late.stderr, late
+
+
+def test_files_cp_both_ways_and_ls(server: Server, session: str, tmp_path: Path) -> None:
+    env = user_env(Path("/nonexistent"), TETHER_URL=server.url, TETHER_API_KEY=server.key)
+    data = os.urandom(3 * 1024 * 1024 + 7)
+    (tmp_path / "blob.bin").write_bytes(data)
+    sent = tether("files", "cp", str(tmp_path / "blob.bin"), f"{session}:up/", env=env)
+    assert sent.returncode == 0 and "/up/blob.bin" in sent.stderr, sent
+    listed = json.loads(tether("files", "ls", f"{session}:up", "-o", "json", env=env).stdout)
+    assert [(e["name"], e["size"]) for e in listed] == [("blob.bin", len(data))]
+    (tmp_path / "back").mkdir()
+    got = tether("files", "cp", f"{session}:up/blob.bin", str(tmp_path / "back"), env=env)
+    assert got.returncode == 0, got
+    assert (tmp_path / "back" / "blob.bin").read_bytes() == data
+    missing = tether("files", "cp", f"{session}:up/nope", str(tmp_path / "back"), env=env)
+    assert failed(missing, 4) and os.listdir(tmp_path / "back") == ["blob.bin"]  # no leftovers
+    assert failed(tether("files", "cp", "a", "b", env=env), 2)
+
+
+def test_port_forward_serves_the_workspaces_http(server: Server, session: str) -> None:
+    env = user_env(Path("/nonexistent"), TETHER_URL=server.url, TETHER_API_KEY=server.key)
+    with Client(server.url, server.key) as client:
+        s = client.connect(session)
+        s.files.write("site/index.html", "<h1>forwarded</h1>")
+        s.run("cd site && exec python3 -m http.server 8765", background=True)
+        up = "python3 -c 'import urllib.request as u; u.urlopen(\"http://127.0.0.1:8765\")'"
+        assert wait_for(lambda: s.run(up).exit_code == 0, 30, step=0.2)
+    listed = tether("ps", session, "-o", "json", env=env)
+    assert "http.server 8765" in [p["command"] for p in json.loads(listed.stdout)][-1]
+    port = free_port()
+    cli = subprocess.Popen([str(BIN), "port-forward", session, f"{port}:8765"], env=env,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert cli.stderr is not None
+        assert "Forwarding" in cli.stderr.readline()
+        page = httpx.get(f"http://127.0.0.1:{port}/index.html")
+        assert page.status_code == 200 and page.text == "<h1>forwarded</h1>"
+        assert httpx.get(f"http://127.0.0.1:{port}/nope").status_code == 404
+        cli.send_signal(2)  # Ctrl-C stops it cleanly
+        assert cli.wait(30) == 0
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+
+
+def test_logs_print_and_follow_a_sessions_log(server: Server) -> None:
+    env = user_env(Path("/nonexistent"), TETHER_URL=server.url, TETHER_API_KEY=server.key)
+    loop = "for i in $(seq 1 3000); do echo tick-$i; sleep 0.1; done"
+    ticker = {"name": "ticker", "display_name": "Ticker", "command": loop}
+    made = httpx.post(f"{server.url}/api/v1/templates", json=ticker,
+                      headers={"Authorization": f"Bearer {server.key}"})  # fmt: skip
+    assert made.status_code == 201, made.text
+    sid = json.loads(tether("create", "--template", "ticker", env=env).stdout)["id"]
+    cli = subprocess.Popen([str(BIN), "logs", "-f", "-n", "1", sid], env=env,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert cli.stdout is not None
+        seen = [cli.stdout.readline() for _ in range(3)]  # live: more than the one asked for
+        ticks = [int(line.rsplit("tick-", 1)[1]) for line in seen]
+        assert ticks == sorted(ticks) and len(set(ticks)) == 3, seen
+        cli.send_signal(2)
+        assert cli.wait(30) == 0
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    printed = tether("logs", "-n", "2", sid, env=env).stdout.splitlines()
+    assert len(printed) == 2 and all("tick-" in line for line in printed)
+    assert "not found" in failed(tether("logs", "ws-nope", env=env), 4)
