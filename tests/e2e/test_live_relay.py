@@ -150,6 +150,7 @@ def test_a_port_gets_no_credential_and_its_answer_sets_nothing_here(world: World
     assert world.alice.headers["X-API-Key"] not in json.dumps(r.json())
     assert seen["x-trace"] == "t-1"  # the request's own headers pass
     assert seen["x-forwarded-prefix"] == f"/v1/sessions/{world.session}/ports/{PORT}"
+    assert seen["x-forwarded-host"] == world.server.url.removeprefix("http://")
     assert "set-cookie" not in r.headers and "clear-site-data" not in r.headers
     assert r.headers["x-app"] == "yes"
     assert r.headers["content-security-policy"].startswith("sandbox")

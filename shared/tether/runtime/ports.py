@@ -80,7 +80,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     if request.headers.get("Upgrade", "").lower() == "websocket":
         return await _bridge(request, client, url)
     headers = _headers(request.headers)
-    headers["X-Forwarded-Host"] = request.host
+    headers.setdefault("X-Forwarded-Host", request.host)  # the relay's, when it came by one
 
     async def body() -> AsyncIterator[bytes]:
         async for chunk in request.content.iter_chunked(CHUNK):
