@@ -49,6 +49,7 @@ class App:
 
 
 pass_app = click.make_pass_decorator(App)
+LOCAL = frozenset({"up", "reset-admin", "seed"})  # commands that talk to no server
 
 
 def fail(app: App | None, exc: BaseException) -> int | None:
@@ -77,6 +78,13 @@ class Group(click.Group):
         except KeyboardInterrupt:
             click.echo("tether: interrupted", err=True)
             ctx.exit(exits.INTERRUPTED)
+        except BrokenPipeError:
+            raise  # the reader of our output left (`| head`): main() ends quietly
+        except OSError as exc:
+            if ctx.invoked_subcommand in LOCAL:  # its own files and ports, not a server's
+                click.echo(f"tether: {exc}", err=True)
+                ctx.exit(exits.FAILED)
+            ctx.exit(fail(ctx.find_object(App), exc) or exits.FAILED)
         except Exception as exc:
             code = fail(ctx.find_object(App), exc)
             if code is None:

@@ -6,6 +6,8 @@ profiles.py keeps saved connections, exits.py names the exit codes."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 
 import click
@@ -42,7 +44,21 @@ def main(argv: list[str] | None = None) -> int:
     except click.Abort:  # Ctrl-C at a prompt
         click.echo("tether: interrupted", err=True)
         return exits.INTERRUPTED
+    except BrokenPipeError:
+        return _reader_left()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _reader_left()
     return code if isinstance(code, int) else exits.OK
+
+
+def _reader_left() -> int:
+    """What a command does when its output's reader left (`tether list | head -1`): stop,
+    saying nothing, with SIGPIPE's status as shells count it."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush must not fail again
+    return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -268,6 +268,13 @@ def _writer(stream: Any) -> Any:
 )
 @click.option("--cwd", default=None, help="directory to run in (relative to the home)")
 @click.option("-i", "--stdin", "with_stdin", is_flag=True, help="pass standard input to it")
+@click.option(
+    "-d",
+    "--detach",
+    is_flag=True,
+    help="start it in the background and print its process (`tether ps` lists them)",
+)
+@output_option
 @pass_app
 def exec_(
     app: App,
@@ -277,6 +284,8 @@ def exec_(
     envs: tuple[str, ...],
     cwd: str | None,
     with_stdin: bool,
+    detach: bool,
+    fmt: str | None,
 ) -> int:
     """Run a command in a session, its output shown as it comes; exits with its exit code."""
     line = command[0] if len(command) == 1 else shlex.join(command)
@@ -287,6 +296,10 @@ def exec_(
     elif _piped():
         raise errors.Invalid(_NO_STDIN, field="stdin")
     session = app.client().connect(session_id)
+    if detach:
+        proc = session.run(line, background=True, envs=env or None, cwd=cwd, stdin=given)
+        output.record(proc.started.model_dump(mode="json"), fmt, ("pid", "status", "command"))
+        return exits.OK
     result = session.run(
         line,
         on_stdout=_writer(sys.stdout),
