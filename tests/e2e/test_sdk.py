@@ -46,7 +46,9 @@ def ended(client: Client, session_id: str) -> bool:
 
 def test_a_session_is_made_found_by_its_metadata_and_deleted_on_leaving(client: Client) -> None:
     suite = uuid.uuid4().hex[:12]
-    kept = client.create("shell", metadata={"suite": suite, "team": "web"}, keep=True)
+    kept = client.create("shell", name="kept", metadata={"suite": suite, "team": "web"},
+                         keep=True)  # fmt: skip
+    assert kept.info().metadata == {"name": "kept", "suite": suite, "team": "web"}
     with client.create("shell", metadata={"suite": suite, "team": "ml"}) as s:
         info = s.info()
         assert isinstance(info, SessionInfo) and info.id == s.id

@@ -321,7 +321,10 @@ def new_session(
     ttl_minutes: int | None,
     metadata: dict[str, str] | None,
 ) -> Call:
-    spec = {"template": template, "name": name, "namespace": namespace, "user": user,
+    """The API keeps no name of a session's own: `name` is kept as its metadata's "name"."""
+    if name is not None:
+        metadata = {"name": name, **(metadata or {})}
+    spec = {"template": template, "namespace": namespace, "user": user,
             "ttl_minutes": ttl_minutes, "metadata": metadata}  # fmt: skip
     return create_session(spec)
 

@@ -424,7 +424,8 @@ class Client:
     ) -> Session:
         """A new session from `template`; `with client.create() as s:` deletes it on leaving
         the block unless `keep`. `metadata` (up to 32 `str: str` pairs) is for `list` to find
-        it by. With `wait`, returns once it runs (`Unavailable` if it failed to start)."""
+        it by; `name` is kept there too, as "name". With `wait`, returns once it runs
+        (`Unavailable` if it failed to start, and then it is deleted unless `keep`)."""
         call = calls.new_session(template, name, namespace, user, ttl_minutes, metadata)
         handle = Session(self, self._do(call), keep=keep)
         if wait:
