@@ -1,9 +1,10 @@
 """Every command and snippet in the README, run as written against a `tether up` of this test's.
 
 What changes: the base URL (`http://127.0.0.1:8080` in the text, and `TETHER_URL`) is this
-server's, and `KEY` and `PASSWORD` hold its credentials, as the Quickstart asks a reader to
-set them. A `# prints X` comment is checked: X appears in what the block printed. A block
-that cannot run here says why in a `<!-- readme: not run: ... -->` line above it.
+server's, `KEY` and `PASSWORD` hold its credentials, as the Quickstart asks a reader to set
+them, and `ID` a running Python session of the check's, as "Working in a session" does. A
+`# prints X` comment is checked: X appears in what the block printed. A block that cannot run
+here says why in a `<!-- readme: not run: ... -->` line above it.
 """
 
 from __future__ import annotations
@@ -73,16 +74,25 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv.stop()
 
 
+@pytest.fixture(scope="module")
+def session(server: Server) -> str:
+    made = httpx.post(f"{server.url}/v1/sessions", json={"template": "python"},
+                      headers={"X-API-Key": server.key}, timeout=120)  # fmt: skip
+    assert made.status_code == 201, made.text
+    sid: str = made.json()["id"]
+    return sid
+
+
 def reader_env(url: str, **extra: str) -> dict[str, str]:
     """A reader's shell: none of this process's Tether settings, the base URL ours."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
     return {**env, "TETHER_URL": url, **extra}
 
 
-def run(block: Block, server: Server) -> subprocess.CompletedProcess[str]:
+def run(block: Block, server: Server, session: str) -> subprocess.CompletedProcess[str]:
     code = block.code.replace(WRITTEN_URL, server.url)
     argv = [sys.executable, "-c", code] if block.lang == "python" else ["bash", "-e", "-c", code]
-    env = reader_env(server.url, KEY=server.key, PASSWORD=PASSWORD)
+    env = reader_env(server.url, KEY=server.key, PASSWORD=PASSWORD, ID=session)
     # Input is an empty pipe, as for a command in a script.
     return subprocess.run(argv, cwd=ROOT, env=env, input="", capture_output=True, text=True,
                           timeout=600)  # fmt: skip
@@ -90,8 +100,8 @@ def run(block: Block, server: Server) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("block", [b for b in RUN if "make up" not in b.code], ids=str)
-def test_example_runs_as_written(block: Block, server: Server) -> None:
-    ran_as_written(block, run(block, server))
+def test_example_runs_as_written(block: Block, server: Server, session: str) -> None:
+    ran_as_written(block, run(block, server, session))
 
 
 def ran_as_written(block: Block, done: subprocess.CompletedProcess[str]) -> None:
