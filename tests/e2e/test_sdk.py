@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from tether import errors
-from tether.sdk import AsyncClient, BackgroundProcess, Client, CommandFailed, SessionInfo, calls
+from tether.sdk import AsyncClient, BackgroundProcess, Client, CommandFailed, SessionInfo
 
 from tests.e2e.conftest import Server, free_port, start_server
 from tests.waiting import wait_for
@@ -304,8 +304,8 @@ def test_get_url_reaches_a_server_in_the_workspace(client: Client, stack: Server
         public = s.get_url(port, public=True, expires_in=600)
         assert "/preview/" in public
         assert httpx.get(public + "index.html").text == "hello from the workspace\n"
-        with pytest.raises(errors.Unavailable):
-            client._do(calls.Call("GET", calls.session_path(s.id, "ports", str(free_port()))))
+        nobody = httpx.get(s.get_url(free_port()), headers={"X-API-Key": stack.key})
+        assert nobody.status_code == 502 and nobody.json()["code"] == "PORT_UNREACHABLE"
 
 
 # -- the async twin ------------------------------------------------------------------------------

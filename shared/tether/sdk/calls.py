@@ -304,7 +304,7 @@ CHUNK = 1 << 20  # bytes read from or written to a local file at a time
 # The most one request may carry to the relay (Cloud Run's bound on an HTTP/1 request): a
 # larger file goes up in parts of this size, joined in the workspace.
 UPLOAD_PART = 32 << 20
-# Where a session's status is one of these, create(wait=True) and resume() read it again.
+# While a session's status is one of these, create(wait=True) reads it again.
 SETTLING = ("pending", "waking")
 
 
