@@ -194,17 +194,19 @@ def _parse(raw: str) -> dict[str, Any]:
 
 async def chat(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(**WS_OPTIONS)
+    agent_id = request.match_info["agent_id"]
     who = await admit(request, ws)
     if isinstance(who, web.Response):
-        return who
+        return streams.refused(request, None, agent_id, who)
     services = bootstrap.services()
     wanted = request.query.get("conversation") or request.query.get("conversation_id")
     try:
-        agent = await blocking(services.chats.ready, who, request.match_info["agent_id"])
+        agent = await blocking(services.chats.ready, who, agent_id)
         conversation = await blocking(services.aiagents.conversation, agent, wanted)
     except errors.TetherError as exc:
-        return refusal(exc, status_for(exc))
+        return streams.refused(request, who, agent_id, refusal(exc, status_for(exc)))
     await ws.prepare(request)
+    streams.audited(request, who, "relay.connect", agent_id, "ok")
     out = Outbox(ws)
     turns: asyncio.Queue[dict[str, Any]] = asyncio.Queue(PENDING)
     tasks = [
@@ -223,6 +225,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
         out.closed = True
         for task in tasks:
             task.cancel()
+        closed = ws.close_code if ws.close_code is not None else "closed"
+        streams.audited(request, who, "relay.disconnect", agent_id, closed)
     return ws
 
 
@@ -334,16 +338,17 @@ def _look(who: Principal, agent_id: str, after: Any) -> tuple[AiAgent, str, str 
 
 async def events(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(**WS_OPTIONS)
+    agent_id = request.match_info["agent_id"]
     who = await admit(request, ws)
     if isinstance(who, web.Response):
-        return who
-    agent_id = request.match_info["agent_id"]
+        return streams.refused(request, None, agent_id, who)
     after: Any = utcnow()  # events from now on
     try:
         agent, status, memory, _ = await blocking(_look, who, agent_id, after)
     except errors.TetherError as exc:
-        return refusal(exc, status_for(exc))
+        return streams.refused(request, who, agent_id, refusal(exc, status_for(exc)))
     await ws.prepare(request)
+    streams.audited(request, who, "relay.connect", agent_id, "ok")
     closed = asyncio.ensure_future(_drain(ws))
     try:
         hello = {"message": "Connected to event stream", "agentId": agent_id}
@@ -371,6 +376,8 @@ async def events(request: web.Request) -> web.StreamResponse:
         pass
     finally:
         closed.cancel()
+        code = ws.close_code if ws.close_code is not None else "closed"
+        streams.audited(request, who, "relay.disconnect", agent_id, code)
     return ws
 
 

@@ -19,6 +19,9 @@ from tether.errors import TetherError
 from tether.relay import access, agentchat, desktop, executor, feed, passthrough, streams
 from tether.relay.streams import WS_OPTIONS, blocking
 from tether.runtime.websockets import SESSION_ENDED
+from tether.surfaces.http import status_for
+
+SHELL_EXEC = "onmemos.shell_command"  # a command run over the shell: an exec, in the audit log
 
 
 async def shell(request: web.Request) -> web.StreamResponse:
@@ -26,18 +29,23 @@ async def shell(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(**WS_OPTIONS)
     allowed = await streams.authorize(request, ws)
     if isinstance(allowed, web.Response):
-        return allowed
+        return streams.refused(request, None, request.match_info["session_id"], allowed)
     principal, session = allowed
     await ws.prepare(request)
+    streams.audited(request, principal, "relay.connect", session.id, "ok")
     watcher = asyncio.ensure_future(close_when_it_must(ws, principal, session.id))
     try:
-        await _serve_commands(ws, principal, session.id)
+        await _serve_commands(request, ws, principal, session.id)
     finally:
         watcher.cancel()
+        closed = ws.close_code if ws.close_code is not None else "closed"
+        streams.audited(request, principal, "relay.disconnect", session.id, closed)
     return ws
 
 
-async def _serve_commands(ws: web.WebSocketResponse, principal: Principal, session_id: str) -> None:
+async def _serve_commands(
+    request: web.Request, ws: web.WebSocketResponse, principal: Principal, session_id: str
+) -> None:
     sessions = bootstrap.services().sessions
     async for msg in ws:
         if msg.type is not WSMsgType.TEXT:
@@ -55,8 +63,10 @@ async def _serve_commands(ws: web.WebSocketResponse, principal: Principal, sessi
         try:
             result = await blocking(sessions.execute, principal, session_id, command, timeout)
         except TetherError as exc:
+            streams.audited(request, principal, SHELL_EXEC, session_id, status_for(exc))
             await ws.send_json({"type": "error", "detail": exc.message})
             continue
+        streams.audited(request, principal, SHELL_EXEC, session_id, 200)
         await ws.send_json({"type": "command_result", "command": command, **result.model_dump()})
 
 

@@ -36,14 +36,15 @@ from websockets.protocol import State
 from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
-from tether import errors
-from tether.core.models import ActivitySource, Principal, Session
+from tether import bootstrap, errors
+from tether.core.models import ActivitySource, Principal, Session, utcnow
 from tether.errors import TetherError
 from tether.origin.guard import CONNECTIONS, MAX_HEAD
 from tether.provision.uds import connect_unix
 from tether.relay import access
 from tether.runtime import auth
 from tether.runtime.websockets import UNIX_SEND_BUFFER
+from tether.service import audit, metrics
 from tether.surfaces.http import status_for
 
 T = TypeVar("T")
@@ -63,6 +64,45 @@ _threads = ThreadPoolExecutor(64, thread_name_prefix="relay")
 
 async def blocking(fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.get_running_loop().run_in_executor(_threads, fn, *args)
+
+
+_REQUEST_ID = web.RequestKey("request_id", str)
+
+
+def request_id(request: web.Request) -> str:
+    """The request's id (`X-Request-Id`: the client's, if well formed, else one made here),
+    the same each time it is asked for: its answer carries it (`tether.origin.apps`)."""
+    found = request.get(_REQUEST_ID)
+    if found is None:
+        found = request[_REQUEST_ID] = audit.request_id(request.headers.get(audit.HEADER))
+    return found
+
+
+def audited(
+    request: web.Request,
+    who: Principal | str | None,
+    action: str,
+    target: str,
+    result: str | int,
+) -> None:
+    """Records a relayed call in the audit log (`tether.service.audit`), without waiting: the
+    write runs on the relay's threads, its time taken now, and a failure is only logged.
+    `relay.connect` with result "ok" and `relay.disconnect` also move the gauge of open relayed
+    connections: a disconnect is recorded once for each connect that was "ok"."""
+    if action == "relay.connect" and str(result) == "ok":
+        metrics.relay_opened()
+    elif action == "relay.disconnect":
+        metrics.relay_closed()
+    when, made = utcnow(), request_id(request)
+
+    def record() -> None:
+        try:
+            bootstrap.services().audit.record(who, action, target, result, made, when)
+        except Exception:  # the services themselves out of reach
+            audit.log.exception("audit: %s %s not recorded", action, target)
+
+    with contextlib.suppress(RuntimeError):  # the relay is shutting down: its pool is gone
+        asyncio.get_running_loop().run_in_executor(_threads, record)
 
 
 def onmemos_refusal(error: TetherError, status: int) -> web.Response:
@@ -190,17 +230,20 @@ async def serve(
     """Relays the upgrade, checked here unless the caller has `admitted` it (a preview link)."""
     # No heartbeat and no reader of aiohttp's: once upgraded, the connection's bytes are ours.
     ws = web.WebSocketResponse(protocols=route.protocols, compress=False)
+    named = request.match_info.get("session_id", "")
     if admitted is not None and not ws.can_prepare(request).ok:
-        return route.refusal(400, "A WebSocket upgrade needs Sec-WebSocket-Key and version 13")
+        bad = route.refusal(400, "A WebSocket upgrade needs Sec-WebSocket-Key and version 13")
+        return refused(request, None, named, bad)
     allowed = admitted or await authorize(request, ws, route)
     if isinstance(allowed, web.Response):
-        return allowed
+        return refused(request, None, named, allowed)
     who, session = allowed
     if route.desktop and not session.vnc:
-        return route.refusal(404, "This session has no desktop", "SESSION_NOT_FOUND")
+        none = route.refusal(404, "This session has no desktop", "SESSION_NOT_FOUND")
+        return refused(request, who, session.id, none)
     connection = request.app[CONNECTIONS].guard(request.transport)
     if connection is None:  # gone while it was checked
-        return route.refusal(503, "The connection closed")
+        return refused(request, who, session.id, route.refusal(503, "The connection closed"))
     query = {k: request.query.get(k, default) for k, default in route.query.items()}
     path = route.runtime_path.format_map(request.match_info) + "?" + (
         request.query_string if route.every_query else
@@ -208,11 +251,16 @@ async def serve(
     )  # fmt: skip
     try:
         runtime, _ = await _open_runtime(session, path.rstrip("?"), route.protocols)
-    except _Refused as refused:
-        return route.refusal(refused.status, refused.detail)
+    except _Refused as no:
+        return refused(request, who, session.id, route.refusal(no.status, no.detail))
     client = _Side(connection.transport)
+    client.count = metrics.relay_bytes("to_workspace")
+    runtime.count = metrics.relay_bytes("to_client")
+    upgraded = False
     try:
         await ws.prepare(request)
+        upgraded = True
+        audited(request, who, "relay.connect", session.id, "ok")
         connection.divert(client)
         client.join(runtime)
         runtime.join(client)
@@ -220,11 +268,21 @@ async def serve(
     finally:
         runtime.close()
         client.close()
+        if upgraded:  # the bytes passed untouched: what closed it is not known here
+            audited(request, who, "relay.disconnect", session.id, "closed")
         # Gone, so nothing aiohttp writes as the handler ends goes out (bounded: a connection
         # lost before it was diverted never tells the client side).
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(client.lost), CLOSE_GRACE)
     return ws
+
+
+def refused(
+    request: web.Request, who: Principal | None, target: str, answer: web.Response
+) -> web.Response:
+    """`answer`, a refused connection, recorded in the audit log."""
+    audited(request, who, "relay.connect", target, "refused")
+    return answer
 
 
 class _Refused(Exception):
@@ -236,6 +294,9 @@ class _Side(asyncio.Protocol):
     """One side of a relay: what it receives is written to its peer, and a side whose peer's
     buffer is full stops being read until it drains. Until it is joined, what it receives
     is kept: the runtime's handshake answer, and what came after it."""
+
+    # Counts the bytes this side receives (`metrics.relay_bytes`), if metrics are on.
+    count: Callable[[float], None] | None = None
 
     def __init__(self, transport: asyncio.BaseTransport | None = None) -> None:
         loop = asyncio.get_running_loop()
@@ -251,6 +312,8 @@ class _Side(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.peer is not None:
+            if self.count is not None:
+                self.count(len(data))
             self.peer.write(data)
             return
         self.kept += data
@@ -432,6 +495,7 @@ async def follow_lines(request: web.Request, route: Route) -> web.StreamResponse
         runtime, protocol = await _open_runtime(session, f"{route.runtime_path}?tail={tail}", ())
     except _Refused as refused:
         return route.refusal(refused.status, refused.detail)
+    runtime.count = metrics.relay_bytes("to_client")
     sse = "text/event-stream" in request.headers.get("Accept", "").lower()
     lines = _Lines(runtime, protocol)
     response = web.StreamResponse(headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
