@@ -203,12 +203,17 @@ def parse_query(request: Request, model: type[M]) -> M:
 def read_query(first: dict[str, str], every: Callable[[str], list[str]], model: type[M]) -> M:
     """A query string as `model` reads it (`first`: each name's first value; `every`: all of
     a name's): a field typed as a list takes every value given for it
-    (`?metadata=a=1&metadata=b=2`), any other the first."""
+    (`?metadata=a=1&metadata=b=2`), any other one value (given twice, it is refused)."""
     args: dict[str, Any] = dict(first)
     for name, spec in model.model_fields.items():
+        if name not in args:
+            continue
         kinds = (spec.annotation, *get_args(spec.annotation))  # list[str] | None too
-        if name in args and any(get_origin(kind) is list for kind in kinds):
+        if any(get_origin(kind) is list for kind in kinds):
             args[name] = every(name)
+        elif len(every(name)) > 1:  # one value, given twice: which was meant is anyone's guess
+            raise errors.Invalid(f"Invalid query field '{name}': given more than once",
+                                 field=name, code="INVALID_PARAMETER")  # fmt: skip
     try:
         return model.model_validate(args)
     except ValidationError as exc:

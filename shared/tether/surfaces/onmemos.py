@@ -54,6 +54,8 @@ from tether.errors import Invalid, NotFound, TetherError, Unsupported
 from tether.service.agents import PROVIDER_PLATFORMS
 from tether.service.files import MAX_PATH, StoredFile
 from tether.service.pages import Page
+from tether.service.webhooks import MAX_URL as MAX_WEBHOOK_URL
+from tether.service.webhooks import check_url
 from tether.service.workspaces import WORKSPACE_TAG, Workspace
 from tether.surfaces import openapi
 from tether.surfaces.http import (
@@ -128,6 +130,20 @@ class CreateSession(BaseModel):
     workspace_id: str | None = Field(None, pattern=LABEL)
     labels: Labels | None = None
     metadata: Labels | None = Field(None, description="Key/value pairs: `labels` by another name")
+    webhook_url: str | None = Field(
+        None,
+        max_length=MAX_WEBHOOK_URL,
+        pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://",
+        description="Where the expiry warning is POSTed, signed with the answer's "
+        "`webhook_secret` (README: A warning before expiry)",
+    )
+    warn_minutes: int | None = Field(
+        None,
+        ge=0,
+        le=1440,
+        description="Minutes before the TTL or idle timeout ends the session that it is warned "
+        "(0: never; default: the deployment's TETHER_EXPIRY_WARNING)",
+    )
     # starbase's reusable storage: Tether keeps none, so naming one is refused (as OnMemOS'
     # server refuses a vault it does not have).
     vault_id: Reusable = None
@@ -277,6 +293,18 @@ class SessionOut(BaseModel):
     metadata: dict[str, str] = Field(description="The same as `labels`")
     last_activity_at: str = Field(description="When the session last saw activity")
     last_activity_source: ActivitySource = Field(description="What that activity was")
+    webhook_url: str | None = Field(None, description="Where its expiry warning is POSTed")
+    warn_minutes: float | None = Field(
+        None, description="Minutes before its TTL or idle timeout that it is warned"
+    )
+
+
+class CreatedSession(SessionOut):
+    webhook_secret: str | None = Field(
+        None,
+        description="With a webhook_url: the secret its warnings are signed with. "
+        "Shown in this answer only; keep it",
+    )
 
 
 class Deleted(SessionOut):
@@ -454,6 +482,8 @@ def session_json(s: Session, base: str) -> SessionOut:
         metadata=labels,
         last_activity_at=s.last_activity.isoformat(),
         last_activity_source=s.last_activity_source,
+        webhook_url=s.webhook_url,
+        warn_minutes=s.warn_minutes,
     )
 
 
@@ -475,9 +505,15 @@ RAN = {200: ExecAnswer}
 EXEC_ERRORS = (409, 504)  # not running; the command outlived its timeout
 
 
-def _create(request: Request, who: Principal, req: SessionRequest) -> Response:
+def _create(
+    request: Request, who: Principal, req: SessionRequest, secret_once: bool = False
+) -> Response:
+    """`secret_once`: the answer shows the session's webhook secret (none else ever does)."""
     session = bootstrap.services().sessions.create(who, req)
-    return json_response(session_json(session, base_url(request)), 201)
+    out = session_json(session, base_url(request))
+    if secret_once:
+        out = CreatedSession(**out.model_dump(), webhook_secret=session.webhook_secret)
+    return json_response(out, 201)
 
 
 def _list(request: Request, query: ListFilter) -> tuple[list[SessionOut], Page[Session]]:
@@ -505,8 +541,8 @@ def _list(request: Request, query: ListFilter) -> tuple[list[SessionOut], Page[S
     return [session_json(s, base) for s in shown], page
 
 
-@router.route("/v1/sessions", ["POST"], body=CreateSession, answers=CREATED, errors=(404,),
-              idempotent=True)  # fmt: skip
+@router.route("/v1/sessions", ["POST"], body=CreateSession, answers={201: CreatedSession},
+              errors=(404,), idempotent=True)  # fmt: skip
 def create_session(request: Request, body: CreateSession) -> Response:
     """Create a session from a template, on an agent of the provider asked for."""
     who = principal(request)
@@ -518,14 +554,18 @@ def create_session(request: Request, body: CreateSession) -> Response:
                 "files live in its own storage, /v1/fs/persist)",
                 field=field,
             )
-    fields = body.model_dump(include={"provider", "template", "user", "ttl_minutes", "long_lived"})
+    fields = body.model_dump(include={"provider", "template", "user", "ttl_minutes", "long_lived",
+                                      "webhook_url", "warn_minutes"})  # fmt: skip
+    if body.webhook_url:
+        check_url(body.webhook_url, bootstrap.services().settings.webhook_allow_private)
     namespace = body.namespace or body.workspace_id or "default"
     tags = [WORKSPACE_TAG + body.workspace_id] if body.workspace_id else []
     if body.provider != "auto":
         tags.append(PROVIDER_TAG + body.provider)
     labels = {**(body.labels or {}), **(body.metadata or {})}
     tags += [f"{LABEL_TAG}{k}={v}" for k, v in labels.items()]
-    return _create(request, who, SessionRequest(**fields, namespace=namespace, tags=tags))
+    req = SessionRequest(**fields, namespace=namespace, tags=tags)
+    return _create(request, who, req, secret_once=True)
 
 
 @router.route("/v1/sessions", ["GET"], query=ListFilter, answers={200: SessionList})
@@ -649,11 +689,59 @@ class Extend(BaseModel):
               answers={200: SessionOut}, errors=(409,))  # fmt: skip
 def extend_session(request: Request, session_id: str, body: Extend) -> Response:
     """Give a session more time: `minutes` more, or `expires_in` seconds from now (at most a
-    week from now either way)."""
+    week from now either way). An expiry warning's extend token (`Authorization: Bearer`) is
+    credential enough here, and nowhere else."""
     more = timedelta(minutes=body.minutes) if body.minutes else None
     left = timedelta(seconds=body.expires_in) if body.expires_in else None
-    session = bootstrap.services().sessions.extend(principal(request), session_id, more, left)
+    services = bootstrap.services()
+    holder = None
+    if request.headers.get("X-API-Key") is None:
+        holder = services.warnings.holder(request.headers.get("Authorization"), session_id)
+    if holder is not None:
+        request.environ["tether.principal"] = holder  # the audit log's actor
+        session = services.warnings.extend(holder, session_id, more, left)
+    else:
+        session = services.sessions.extend(principal(request), session_id, more, left)
     return json_response(session_json(session, base_url(request)))
+
+
+class EventsQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    after: str | None = Field(None, max_length=1000, description="A page's `next_cursor`")
+    limit: int = Field(50, ge=1, le=200)
+
+
+class ExtendLink(BaseModel):
+    url: str = Field(description="POST here, with the token, to extend the session")
+    token: str = Field(description="`Authorization: Bearer <token>`; valid until the deadline")
+
+
+class SessionEvent(BaseModel):
+    type: Literal["expiry_warning"]
+    id: str
+    session_id: str
+    reason: Literal["ttl", "idle"] = Field(
+        description="ttl: the session ends then; idle: it hibernates then, unless used"
+    )
+    deadline: str = Field(description="When it ends (ttl) or hibernates (idle)")
+    time: str = Field(description="When the warning was made")
+    extend: ExtendLink | None = Field(description="The one-call extend; null once past")
+
+
+class SessionEvents(BaseModel):
+    events: list[SessionEvent]
+    next_cursor: str | None = Field(description="`after` for the page after this; null at the end")
+
+
+@router.route("/v1/sessions/<session_id>/events", ["GET"], query=EventsQuery,
+              answers={200: SessionEvents})  # fmt: skip
+def session_events(request: Request, session_id: str, query: EventsQuery) -> Response:
+    """A session's events (its expiry warnings), oldest first, a page after `after`."""
+    events, cursor = bootstrap.services().warnings.listed(
+        principal(request), session_id, query.after, query.limit
+    )
+    return json_response(SessionEvents.model_validate({"events": events, "next_cursor": cursor}))
 
 
 @router.route("/v1/sessions/<session_id>/pause", ["POST"], answers={200: SessionOut},
@@ -1533,6 +1621,13 @@ class AuditQuery(BaseModel):
     since: datetime | None = Field(None, description="Only records at or after this time")
     limit: int = Field(50, ge=1, le=200)
     cursor: str | None = Field(None, max_length=1000, description="A page's `next_cursor`")
+
+    @field_validator("since", mode="before")
+    @classmethod
+    def _written(cls, since: object) -> object:
+        if isinstance(since, str) and not re.fullmatch(r"\d{4}-\d\d-\d\d[Tt ].+", since):
+            raise ValueError("an ISO 8601 time, e.g. 2026-01-31T12:00:00Z")  # not a number
+        return since
 
     @field_validator("since")
     @classmethod
