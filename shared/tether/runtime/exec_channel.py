@@ -17,6 +17,7 @@ import socketserver
 import threading
 
 from tether.runtime import auth
+from tether.runtime.activity import Activity
 from tether.runtime.execute import exec_request, run_command
 
 MAX_REQUEST = 1 << 24  # bytes in one request line
@@ -26,11 +27,13 @@ class _Connection(socketserver.StreamRequestHandler):
     server: ExecChannel
 
     def handle(self) -> None:
+        server = self.server
         try:
             while line := self.rfile.readline(MAX_REQUEST + 1):
                 if not line.endswith(b"\n"):
                     return  # longer than MAX_REQUEST, or cut short by the caller leaving
-                self.wfile.write(_answer(line, self.server.home, self.server.credential) + b"\n")
+                answer = _answer(line, server.home, server.credential, server.activity)
+                self.wfile.write(answer + b"\n")
         except ConnectionError:
             pass  # the caller went away
 
@@ -42,7 +45,11 @@ class ExecChannel(socketserver.ThreadingUnixStreamServer):
     request_queue_size = socket.SOMAXCONN
 
     def __init__(
-        self, where: str | socket.socket, home: str, credential: auth.Credential | None = None
+        self,
+        where: str | socket.socket,
+        home: str,
+        credential: auth.Credential | None = None,
+        activity: Activity | None = None,
     ) -> None:
         """Listens at the path `where`, or on `where` itself: a socket already listening (the
         local agent makes it, outside the sandbox, and hands it in)."""
@@ -56,6 +63,7 @@ class ExecChannel(socketserver.ThreadingUnixStreamServer):
             self.socket = where
         self.home = home
         self.credential = credential or auth.Credential()
+        self.activity = activity or Activity()  # its execs are the workspace's activity
 
     def close(self) -> None:
         self.shutdown()
@@ -63,15 +71,18 @@ class ExecChannel(socketserver.ThreadingUnixStreamServer):
 
 
 def serve(
-    where: str | socket.socket, home: str, credential: auth.Credential | None = None
+    where: str | socket.socket,
+    home: str,
+    credential: auth.Credential | None = None,
+    activity: Activity | None = None,
 ) -> ExecChannel:
     """Serves from a thread of its own until `close()`."""
-    channel = ExecChannel(where, home, credential)
+    channel = ExecChannel(where, home, credential, activity)
     threading.Thread(target=channel.serve_forever, name="exec-channel", daemon=True).start()
     return channel
 
 
-def _answer(line: bytes, home: str, credential: auth.Credential) -> bytes:
+def _answer(line: bytes, home: str, credential: auth.Credential, activity: Activity) -> bytes:
     try:
         body = json.loads(line)
         if not credential.accepts(body.get(auth.FIELD) if isinstance(body, dict) else None):
@@ -81,4 +92,6 @@ def _answer(line: bytes, home: str, credential: auth.Credential) -> bytes:
         command, timeout, cap = exec_request(body)
     except ValueError as exc:
         return json.dumps({"detail": str(exc)}).encode()
-    return json.dumps(run_command(command, home, timeout, cap=cap).as_dict()).encode()
+    with activity.running_one("exec"):
+        outcome = run_command(command, home, timeout, cap=cap)
+    return json.dumps(outcome.as_dict()).encode()

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from tether.runtime import websockets
+from tether.runtime.activity import Activity
 from tether.runtime.live import SIGNALS, Chunk, Exit, LiveCommand, Output, Spec, parse_spec
 from tether.runtime.problems import invalid, json_object, problem
 
@@ -79,7 +80,7 @@ def start_failed(spec: Spec, exc: OSError) -> web.Response:
     return problem(503, "SPAWN_FAILED", f"command: could not start: {exc.strerror or exc}")
 
 
-async def exec_sse(request: web.Request, home: str) -> web.StreamResponse:
+async def exec_sse(request: web.Request, home: str, activity: Activity) -> web.StreamResponse:
     try:
         spec = parse_spec(await json_object(request), home, timeout=True)
     except ValueError as exc:
@@ -89,6 +90,7 @@ async def exec_sse(request: web.Request, home: str) -> web.StreamResponse:
     except OSError as exc:
         return start_failed(spec, exc)
     request.app[RUNNING].add(command)
+    command.counted(activity, "exec")
     response = web.StreamResponse(headers=SSE_HEADERS)
     try:
         await stream_sse(request, response, command.output, live=True)
@@ -97,7 +99,7 @@ async def exec_sse(request: web.Request, home: str) -> web.StreamResponse:
     return response
 
 
-async def exec_ws(request: web.Request, home: str) -> web.WebSocketResponse:
+async def exec_ws(request: web.Request, home: str, activity: Activity) -> web.WebSocketResponse:
     ws = await websockets.accept(request, max_msg_size=4 << 20)
     first = await ws.receive()
     try:
@@ -114,6 +116,7 @@ async def exec_ws(request: web.Request, home: str) -> web.WebSocketResponse:
     except OSError as exc:
         return await _refuse(ws, _detail(start_failed(spec, exc).text))
     request.app[RUNNING].add(command)
+    command.counted(activity, "exec")
     sending = asyncio.ensure_future(pump(command.output, ws_sender(ws)))
     receiving = asyncio.ensure_future(_commands_from(ws, command))
     try:
@@ -166,14 +169,14 @@ async def _commands_from(ws: web.WebSocketResponse, command: LiveCommand) -> Non
             await ws.send_str(json.dumps({"type": "error", "detail": text}))
 
 
-def setup(app: web.Application, home: str) -> None:
+def setup(app: web.Application, home: str, activity: Activity) -> None:
     app[RUNNING] = weakref.WeakSet[LiveCommand]()
 
     async def sse(request: web.Request) -> web.StreamResponse:
-        return await exec_sse(request, home)
+        return await exec_sse(request, home, activity)
 
     async def ws(request: web.Request) -> web.WebSocketResponse:
-        return await exec_ws(request, home)
+        return await exec_ws(request, home, activity)
 
     async def kill_all(app: web.Application) -> None:
         running: weakref.WeakSet[LiveCommand] = app[RUNNING]

@@ -23,6 +23,7 @@ from io import FileIO
 
 from aiohttp import web
 
+from tether.runtime.activity import Activity
 from tether.runtime.problems import problem
 
 MAX_ENTRIES = 10_000
@@ -93,10 +94,11 @@ def _oserror(exc: OSError, path: str) -> web.Response:
 
 
 class Files:
-    def __init__(self, home: str, max_bytes: int = MAX_BYTES) -> None:
-        self.home, self.max_bytes = home, max_bytes
+    def __init__(self, home: str, activity: Activity, max_bytes: int = MAX_BYTES) -> None:
+        self.home, self.activity, self.max_bytes = home, activity, max_bytes
 
     def _path(self, request: web.Request) -> str:
+        self.activity.note("files")  # every call on the files is activity
         raw = request.query.get("path")
         if not raw or "\x00" in raw:
             raise _Refused(400, "INVALID_PATH", "path: required, a non-empty path without NUL")
@@ -175,6 +177,7 @@ class Files:
                 chunk = await loop.run_in_executor(None, os.read, fd, min(CHUNK, left))
                 if not chunk:
                     break
+                self.activity.note("files")  # a long download is activity while it lasts
                 await response.write(chunk)
                 left -= len(chunk)
             return response
@@ -193,6 +196,7 @@ class Files:
             with open(fd, "wb", buffering=0) as out:
                 async for chunk in request.content.iter_chunked(CHUNK):
                     size += len(chunk)
+                    self.activity.note("files")
                     if size > self.max_bytes:
                         raise _Refused(
                             413, "FILE_TOO_LARGE", f"body: more than {self.max_bytes} bytes"
@@ -262,8 +266,10 @@ def _finish(fd: int, temp: str, path: str) -> None:
     os.rename(temp, path)
 
 
-def setup(app: web.Application, home: str, max_bytes: int = MAX_BYTES) -> None:
-    files = Files(home, max_bytes)
+def setup(
+    app: web.Application, home: str, max_bytes: int = MAX_BYTES, activity: Activity | None = None
+) -> None:
+    files = Files(home, activity or Activity(), max_bytes)
     app.router.add_get("/files", files.list)
     app.router.add_delete("/files", files.delete)
     app.router.add_get("/files/stat", files.stat)

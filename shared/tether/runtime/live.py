@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
 
+from tether.runtime.activity import Activity, Kind
 from tether.runtime.execute import DRAIN_GRACE
 from tether.runtime.main_process import end_group
 
@@ -274,6 +275,11 @@ class LiveCommand:
             finally:
                 for task in wait:
                     task.cancel()
+
+    def counted(self, activity: Activity, kind: Kind) -> None:
+        """Counts as running `kind` in `activity` until it ends."""
+        activity.began(kind)
+        self.done_callback(lambda: activity.ended(kind))
 
     def done_callback(self, callback: Callable[[], object]) -> None:
         async def when_done() -> None:

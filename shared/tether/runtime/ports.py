@@ -13,6 +13,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from tether.runtime import auth, websockets
+from tether.runtime.activity import Activity
 from tether.runtime.problems import problem
 
 CHUNK = 64 << 10
@@ -27,6 +28,7 @@ HOP_BY_HOP = frozenset(
 WS_HANDSHAKE = ("sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
                 "sec-websocket-protocol", "content-length")  # fmt: skip
 CLIENT: web.AppKey[list[aiohttp.ClientSession]] = web.AppKey("ports_client")
+ACTIVITY = web.AppKey("ports_activity", Activity)
 
 
 def _headers(
@@ -77,6 +79,8 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     if isinstance(url, web.Response):
         return url
     client = _client(request.app)
+    activity = request.app[ACTIVITY]
+    activity.note("port")
     if request.headers.get("Upgrade", "").lower() == "websocket":
         return await _bridge(request, client, url)
     headers = _headers(request.headers)
@@ -84,6 +88,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
 
     async def body() -> AsyncIterator[bytes]:
         async for chunk in request.content.iter_chunked(CHUNK):
+            activity.note("port")
             yield chunk
 
     has_body = request.body_exists
@@ -104,6 +109,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         await response.prepare(request)
         try:
             async for chunk in upstream.content.iter_any():
+                activity.note("port")  # a long answer (a stream, a download) while it lasts
                 await response.write(chunk)
         except (aiohttp.ClientError, OSError):  # the server stopped mid-answer: so do we
             if request.transport is not None:
@@ -136,9 +142,10 @@ async def _bridge(
     async with upstream:
         chosen = (upstream.protocol,) if upstream.protocol else ()
         ws = await websockets.accept(request, protocols=chosen, max_msg_size=MAX_FRAME)
+        activity = request.app[ACTIVITY]
         directions = [
-            asyncio.ensure_future(_copy(upstream, ws)),
-            asyncio.ensure_future(_copy(ws, upstream)),
+            asyncio.ensure_future(_copy(upstream, ws, activity)),
+            asyncio.ensure_future(_copy(ws, upstream, activity)),
         ]
         try:
             await asyncio.wait(directions, return_when=asyncio.FIRST_COMPLETED)
@@ -154,16 +161,19 @@ async def _bridge(
 async def _copy(
     source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
     sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+    activity: Activity,
 ) -> None:
-    async for msg in source:
+    async for msg in source:  # (pings are answered by aiohttp: never seen here, never noted)
+        activity.note("port")
         if msg.type is WSMsgType.TEXT:
             await sink.send_str(msg.data)
         elif msg.type is WSMsgType.BINARY:
             await sink.send_bytes(msg.data)
 
 
-def setup(app: web.Application) -> None:
+def setup(app: web.Application, activity: Activity | None = None) -> None:
     app[CLIENT] = []
+    app[ACTIVITY] = activity or Activity()
 
     async def close(app: web.Application) -> None:
         for client in app[CLIENT]:

@@ -11,6 +11,7 @@ from datetime import datetime
 from aiohttp import web
 
 from tether.runtime import websockets
+from tether.runtime.activity import Activity
 from tether.runtime.exec_stream import (
     SSE_HEADERS,
     STDIN_BACKLOG,
@@ -46,8 +47,8 @@ def describe(process: LiveCommand) -> dict[str, object]:
 class Processes:
     """The runtime's background processes: those running, and the last `KEEP_ENDED` ended."""
 
-    def __init__(self, home: str) -> None:
-        self.home = home
+    def __init__(self, home: str, activity: Activity) -> None:
+        self.home, self.activity = home, activity
         self.running: dict[int, LiveCommand] = {}
         self.ended: OrderedDict[int, LiveCommand] = OrderedDict()
         self._stops: list[asyncio.Future[None]] = []
@@ -79,6 +80,7 @@ class Processes:
         except OSError as exc:
             return start_failed(spec, exc)
         self.running[process.pid] = process
+        process.counted(self.activity, "process")
         self.ended.pop(process.pid, None)  # a pid used again
         process.done_callback(lambda: self._ended(process))
         return web.json_response(describe(process), status=201)
@@ -166,8 +168,8 @@ def _not_found(request: web.Request) -> web.Response:
     return problem(404, "PROCESS_NOT_FOUND", f"pid: no process {request.match_info['pid']!r}"[:200])
 
 
-def setup(app: web.Application, home: str) -> None:
-    processes = Processes(home)
+def setup(app: web.Application, home: str, activity: Activity) -> None:
+    processes = Processes(home, activity)
     app.router.add_post("/processes", processes.start)
     app.router.add_get("/processes", processes.list)
     app.router.add_get("/processes/{pid}", processes.one)

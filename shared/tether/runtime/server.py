@@ -14,7 +14,16 @@ from pathlib import Path
 from aiohttp import web
 
 from tether.core.layout import VNC_SOCKET
-from tether.runtime import auth, exec_channel, exec_stream, files, ports, processes, websockets
+from tether.runtime import (
+    activity,
+    auth,
+    exec_channel,
+    exec_stream,
+    files,
+    ports,
+    processes,
+    websockets,
+)
 from tether.runtime.desktop import desktop
 from tether.runtime.execute import exec_request, run_command_async
 from tether.runtime.follow import follow
@@ -39,6 +48,13 @@ def make_app(
     channel, serving already), closed with the app; with `token`, every request must carry it
     (`tether.runtime.auth`) until `POST /adopt` gives another. `max_bytes` bounds an upload."""
     credential = token if isinstance(token, auth.Credential) else auth.Credential(token)
+    # One record of the workspace's activity (`GET /activity`), shared with a channel that
+    # serves already (its execs count too).
+    doing = (
+        exec_socket.activity
+        if isinstance(exec_socket, exec_channel.ExecChannel)
+        else activity.Activity()
+    )
 
     @web.middleware
     async def authenticate(
@@ -56,8 +72,13 @@ def make_app(
             command, timeout, cap = exec_request(await request.json())
         except ValueError as exc:  # JSONDecodeError included
             return web.json_response({"detail": str(exc)}, status=400)
-        result = await run_command_async(command, home, timeout, cap=cap)
+        with doing.running_one("exec"):
+            result = await run_command_async(command, home, timeout, cap=cap)
         return web.json_response(result.as_dict())
+
+    async def report(_: web.Request) -> web.Response:
+        """Whether the workspace is busy and what it last did (`tether.runtime.activity`)."""
+        return web.json_response(doing.report())
 
     async def logs(request: web.Request) -> web.Response:
         try:
@@ -92,7 +113,7 @@ def make_app(
         return web.json_response({"status": "adopted"})
 
     async def pty(request: web.Request) -> web.WebSocketResponse:
-        return await terminal(request, home)
+        return await terminal(request, home, doing)
 
     async def follow_logs(request: web.Request) -> web.WebSocketResponse:
         return await follow(request, home)
@@ -114,10 +135,11 @@ def make_app(
         app.router.add_post("/adopt", adopt)
     app.router.add_post("/exec", execute)
     app.router.add_get("/logs", logs)
-    exec_stream.setup(app, home)
-    processes.setup(app, home)
-    files.setup(app, home, max_bytes)
-    ports.setup(app)
+    app.router.add_get("/activity", report)
+    exec_stream.setup(app, home, doing)
+    processes.setup(app, home, doing)
+    files.setup(app, home, max_bytes, doing)
+    ports.setup(app, doing)
     websockets.close_on_shutdown(app)  # before the main process stops (on_shutdown, below)
     if exec_socket:
         where = exec_socket
@@ -126,7 +148,7 @@ def make_app(
             if isinstance(where, exec_channel.ExecChannel):
                 app[CHANNEL] = where
             else:
-                app[CHANNEL] = exec_channel.serve(where, home, credential)
+                app[CHANNEL] = exec_channel.serve(where, home, credential, doing)
 
         async def stop_channel(app: web.Application) -> None:
             await asyncio.get_running_loop().run_in_executor(None, app[CHANNEL].close)

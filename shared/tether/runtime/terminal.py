@@ -1,7 +1,8 @@
 """An interactive terminal over a WebSocket: a login shell on a PTY inside the workspace.
 
 Frames: binary from the client are keystrokes; text from the client is JSON control
-(`{"type": "resize", "cols": C, "rows": R}`); binary to the client is terminal output.
+(`{"type": "resize", "cols": C, "rows": R}`); binary to the client is terminal output. Bytes
+either way are the workspace's activity; a terminal open at a quiet prompt is not.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import termios
 from aiohttp import WSMsgType, web
 
 from tether.runtime import websockets
+from tether.runtime.activity import Activity
 
 READ_CHUNK = 65536
 
@@ -34,7 +36,7 @@ def _size(value: str | None, default: int) -> int:
         return default
 
 
-async def terminal(request: web.Request, home: str) -> web.WebSocketResponse:
+async def terminal(request: web.Request, home: str, activity: Activity) -> web.WebSocketResponse:
     ws = await websockets.accept(request, max_msg_size=1 << 20)
     leader, follower = pty.openpty()
     set_size(leader, _size(request.query.get("cols"), 80), _size(request.query.get("rows"), 24))
@@ -75,6 +77,7 @@ async def terminal(request: web.Request, home: str) -> web.WebSocketResponse:
                     return
                 if not data:
                     return
+                activity.note("terminal")  # output: something runs, or someone types
                 await ws.send_bytes(data)
         finally:
             loop.remove_reader(leader)
@@ -84,6 +87,7 @@ async def terminal(request: web.Request, home: str) -> web.WebSocketResponse:
         """Client → PTY: keystrokes, and resize requests."""
         async for msg in ws:
             if msg.type is WSMsgType.BINARY:
+                activity.note("terminal")  # keystrokes (a resize, or a ping, is none)
                 await _write_all(leader, msg.data)
             elif msg.type is WSMsgType.TEXT:
                 with contextlib.suppress(ValueError, KeyError, TypeError):
