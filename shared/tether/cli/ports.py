@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from typing import TYPE_CHECKING
 
-import aiohttp
 import click
-from aiohttp import web
 
 from tether.cli import exits, output
 from tether.cli.app import App, pass_app
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 # RFC 9110's connection-specific fields, and what the forwarder sets itself.
 HOP_BY_HOP = frozenset(
@@ -62,6 +64,9 @@ def port_forward(app: App, session_id: str, ports: str, address: str) -> int:
 
 
 async def _serve(target: str, key: str, address: str, port: int, sid: str, remote: int) -> int:
+    import aiohttp  # here: every other command starts faster without it
+    from aiohttp import web
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
