@@ -40,6 +40,8 @@ from tether.service.tickets import Tickets
 from tether.service.tokens import Tokens
 from tether.service.usage import Usages
 from tether.service.users import Users
+from tether.service.warnings import Warnings
+from tether.service.webhooks import Webhooks
 from tether.service.workspaces import Workspaces
 from tether.settings import Settings
 
@@ -74,6 +76,7 @@ class Services:
     aiagents: AiAgents  # SentinelStacks' AI agents, their conversations and events
     chats: Chats  # a chat turn with an AI agent (its model, its tools)
     audit: Audit  # who changed what: every surface's mutating calls, relayed connections
+    warnings: Warnings  # warnings before a session's expiry: its events, webhooks, extend link
 
     def close(self) -> None:
         self.bus.close()
@@ -220,8 +223,20 @@ def build(settings: Settings, store: Store | None = None, bus: Bus | None = None
     templates = Templates(store)
     agents = Agents(store, grace=settings.agent_grace, stand_in=settings.local_stands_in or ())
     commands = Commands(store, bus)
-    sessions = Sessions(store, commands, agents, templates, settings.session_retention)
+    sessions = Sessions(
+        store, commands, agents, templates, settings.session_retention, settings.expiry_warning
+    )
     tokens = Tokens(store, jwt_secret(settings))
+    auth = Auth(store, tokens)
+    warnings = Warnings(
+        store,
+        sessions,
+        auth,
+        Webhooks(store, settings.webhook_allow_private),
+        tokens.secret,
+        settings.public_url,
+        settings.session_retention,
+    )
     limits = RateLimits(store)
     tickets = Tickets(store)
     clusters = Clusters(store, agents)
@@ -232,7 +247,7 @@ def build(settings: Settings, store: Store | None = None, bus: Bus | None = None
         settings=settings,
         store=store,
         bus=bus,
-        auth=Auth(store, tokens),
+        auth=auth,
         tokens=tokens,
         users=Users(store),
         limits=limits,
@@ -243,7 +258,8 @@ def build(settings: Settings, store: Store | None = None, bus: Bus | None = None
         commands=commands,
         sessions=sessions,
         events=Events(bus, agents, commands, sessions, settings.heartbeat_interval, debug),
-        sweeper=Sweeper(sessions, commands, agents, store, settings.republish_after),
+        sweeper=Sweeper(sessions, commands, agents, store, settings.republish_after, warnings),
+        warnings=warnings,
         idempotency=Idempotency(store),
         health=Health(store, bus, settings.store, settings.bus, debug_sessions=debug.live_sessions),
         workspaces=Workspaces(store),

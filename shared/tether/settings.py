@@ -154,6 +154,12 @@ class Settings:
     # Origins a browser may call the API from (CORS) and open WebSockets from: exact
     # origins, or "*" for any. Empty: the origin itself only.
     cors_origins: tuple[str, ...] = ()
+    # How long before a session's TTL or idle timeout ends it the session is warned (its
+    # events, its webhook), unless its create asked otherwise.
+    expiry_warning: timedelta = timedelta(minutes=5)
+    # Whether webhooks may go to private, loopback or link-local addresses (never the
+    # metadata server): off, as the control plane's own network is no one's to reach.
+    webhook_allow_private: bool = False
     # Serving on Google Cloud (Cloud Run and Cloud Functions set K_SERVICE): no generated
     # defaults for secrets there.
     in_cloud: bool = False
@@ -211,6 +217,13 @@ class Settings:
             model_api_key=os.environ.get("TETHER_MODEL_API_KEY") or None,
             model_name=_env("TETHER_MODEL", ""),
             vertex_location=_env("TETHER_VERTEX_LOCATION", "us-central1"),
+            expiry_warning=(
+                timedelta(0)
+                if _env("TETHER_EXPIRY_WARNING", "5m") in ("0", "off")
+                else parse_duration(_env("TETHER_EXPIRY_WARNING", "5m"))
+            ),
+            webhook_allow_private=_env("TETHER_WEBHOOK_ALLOW_PRIVATE", "false").lower()
+            in ("1", "true", "yes", "on"),
             in_cloud=bool(os.environ.get("K_SERVICE")),
             cors_origins=tuple(
                 o.strip().rstrip("/")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -220,6 +220,34 @@ class Session(Record):
     started_at: datetime | None = None
     last_activity: datetime = Field(default_factory=utcnow)
     last_activity_source: ActivitySource = "api"  # what that activity was: why it is alive
+    # The expiry warning (tether.service.warnings): where it is posted (none: the session's
+    # events only), the secret its body is signed with (shown once, at create), how long
+    # before a deadline it comes (None or 0: never), and the deadline last warned for.
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    warn_minutes: float | None = None
+    warned_for: datetime | None = None
+
+    def deadline(self) -> tuple[datetime, Literal["ttl", "idle"]] | None:
+        """The next thing that ends or stops it, and which: its TTL, or its idle timeout
+        (a running one), whichever comes first. None: neither (ended, or long-lived and
+        never idle)."""
+        ttl = self.expires_at if self.state in WARNED_STATES else None
+        idle = self.idle_at
+        if idle is not None and (ttl is None or idle < ttl):
+            return idle, "idle"
+        return (ttl, "ttl") if ttl is not None else None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def warn_at(self) -> datetime | None:
+        """When the sweeper warns of the next deadline; None once that one has been warned of
+        (an extend moves it, and so arms the warning again). Stored, so the sweeper asks the
+        store for the sessions due, not for every live one."""
+        due = self.deadline()
+        if due is None or not self.warn_minutes or due[0] == self.warned_for:
+            return None
+        return due[0] - warning_window(self, due[1])
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -235,6 +263,20 @@ class Session(Record):
 
     def expired(self, now: datetime) -> bool:
         return self.expires_at is not None and self.expires_at <= now
+
+
+# States whose TTL is warned of: a session someone may still want (not one ending or failed).
+WARNED_STATES = (SessionState.RUNNING, SessionState.HIBERNATED)
+
+
+def warning_window(session: Session, reason: Literal["ttl", "idle"]) -> timedelta:
+    """How long before its deadline a session is warned. For the idle timeout, at most half
+    of it: every activity moves that deadline, and a window as long as the timeout would warn
+    after every one."""
+    window = timedelta(minutes=session.warn_minutes or 0)
+    if reason == "idle" and session.idle_timeout:  # (an idle deadline: a timeout that parses)
+        window = min(window, parse_duration(session.idle_timeout, "idle_timeout") / 2)
+    return window
 
 
 class ExecResult(BaseModel):
@@ -276,6 +318,8 @@ class SessionRequest(BaseModel):
     resources: dict[str, str] = Field(default_factory=dict)
     idle_timeout: str | None = None  # None: the template's default
     tags: list[str] = Field(default_factory=list)
+    webhook_url: str | None = None  # where its expiry warning is posted (checked by the surface)
+    warn_minutes: float | None = None  # None: the deployment's TETHER_EXPIRY_WARNING; 0: never
     # With provider "auto", agent platforms to try first (the legacy Cloud Run API prefers
     # cloud_run, falling back to whatever agent is online).
     prefer: tuple[str, ...] = ()

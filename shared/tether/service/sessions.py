@@ -90,6 +90,8 @@ class Sessions:
     agents: Agents
     templates: Templates
     retention: timedelta = timedelta(days=7)  # a terminated session is kept this long
+    # How long before its TTL or idle timeout a session is warned, unless its create says.
+    expiry_warning: timedelta = timedelta(minutes=5)
 
     def __post_init__(self) -> None:
         self.repo = Repo(self.store, "sessions", Session)
@@ -265,6 +267,14 @@ class Sessions:
             vnc=template.vnc.enabled,
             state=SessionState.HIBERNATED if hibernated else SessionState.PENDING,
             message="" if hibernated else "Session provisioning in progress...",
+            webhook_url=req.webhook_url,
+            # Kept to sign its webhooks with; shown once, in the answer to this create.
+            webhook_secret=f"whsec_{secrets.token_urlsafe(32)}" if req.webhook_url else None,
+            warn_minutes=(
+                self.expiry_warning / timedelta(minutes=1)
+                if req.warn_minutes is None
+                else req.warn_minutes
+            ),
         )
         for attempt in range(3):  # a collision of 64 random bits: astronomically rare
             session.id = new_session_id(req.namespace, req.user)

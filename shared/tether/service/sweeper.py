@@ -15,6 +15,8 @@ from tether.service import audit, commands, debug, desktops, idempotency, rateli
 from tether.service.agents import Agents
 from tether.service.commands import Commands
 from tether.service.sessions import Sessions
+from tether.service.warnings import EVENTS, Warnings
+from tether.service.webhooks import KIND as DELIVERIES
 
 # Kinds whose documents are worthless after their `expires_at` (Firestore's TTL policies in the
 # cloud delete them too; this list is what those policies must cover).
@@ -30,6 +32,10 @@ EXPIRING_KINDS = (
 RETAINED = {
     "sessions": "purge_at",
     audit.KIND: "purge_at",  # the audit log, kept for TETHER_AUDIT_RETENTION
+    # Expiry warnings and their webhooks' outbox, kept TETHER_SESSION_RETENTION after the
+    # deadline they warned of.
+    EVENTS: "purge_at",
+    DELIVERIES: "purge_at",
     debug.SESSION_KIND: "purge_at",
     desktops.SESSION_KIND: "purge_at",
     # SentinelStacks' agents and what they said and did (tether.core.aiagents).
@@ -46,9 +52,12 @@ class Sweeper:
     agents: Agents
     store: Store
     republish_after: float = 10.0
+    warnings: Warnings | None = None  # expiry warnings and their webhooks
 
     def run(self) -> dict[str, int]:
         return {
+            # Warned first: a session whose warning and end fall in one pass is warned still.
+            "expiry_warnings": self.warnings.scan() if self.warnings else 0,
             "expired_sessions": len(self.sessions.expire()),
             "idle_hibernated": len(self.sessions.hibernate_idle()),
             "republished_commands": self.commands.republish_stale(self.republish_after),
@@ -56,6 +65,8 @@ class Sweeper:
             "slots_freed": self.agents.release_stale(),
             "expired_records": purge_expired(self.store, EXPIRING_KINDS),
             "purged_sessions": sum(purge_expired(self.store, [k], f) for k, f in RETAINED.items()),
+            # Last: a slow receiver (TIMEOUT an attempt) holds up nothing else.
+            "webhooks_delivered": self.warnings.send() if self.warnings else 0,
         }
 
 

@@ -58,6 +58,10 @@ COMPOSITE_INDEXES: tuple[Index, ...] = (
     # Sessions.expire: live ones whose TTL has passed.
     Index("sessions", (("state", ASCENDING), ("expires_at", ASCENDING))),
     *_SESSION_LISTS,
+    # A session's events (its expiry warnings), oldest first (Warnings.listed). The sweeper's
+    # queries for warnings and webhooks due are on one field each (`warn_at`,
+    # `next_attempt_at`): single-field indexes serve them.
+    Index("session_events", (("session_id", ASCENDING), ("time", ASCENDING))),
     # Kubently: the live debug sessions (/health).
     Index("debug_sessions", (("open", ASCENDING), ("expires_at", ASCENDING))),
     # Kubently's audit trail: by owner, cluster and session, newest first, in a time range.

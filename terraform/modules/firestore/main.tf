@@ -14,16 +14,19 @@ locals {
   ttl_collections = ["revoked_tokens", "rate_limits", "tickets", "commands", "idempotency", "agent_journal", "agent_stopped", "kubectl_runs"]
   # tether.service.sweeper.RETAINED: kept a while after they end, until this field's time
   # (the ai_* kinds: SentinelStacks' agents and their conversations, messages and events;
-  # audit_log: every surface's audit log, kept for TETHER_AUDIT_RETENTION).
+  # audit_log: every surface's audit log, kept for TETHER_AUDIT_RETENTION; session_events and
+  # webhook_deliveries: expiry warnings and their webhooks' outbox).
   retained = {
-    sessions         = "purge_at"
-    audit_log        = "purge_at"
-    debug_sessions   = "purge_at"
-    desktop_sessions = "purge_at"
-    ai_agents        = "purge_at"
-    ai_conversations = "purge_at"
-    ai_messages      = "purge_at"
-    ai_events        = "purge_at"
+    sessions           = "purge_at"
+    audit_log          = "purge_at"
+    debug_sessions     = "purge_at"
+    desktop_sessions   = "purge_at"
+    ai_agents          = "purge_at"
+    ai_conversations   = "purge_at"
+    ai_messages        = "purge_at"
+    ai_events          = "purge_at"
+    session_events     = "purge_at"
+    webhook_deliveries = "purge_at"
   }
 
   database = var.create_database ? google_firestore_database.this[0].name : var.database_name
