@@ -447,3 +447,16 @@ def test_the_execution_environment_follows_the_templates_sandbox(
         prov.start(spec("ws-kept", sandbox="gvisor"))
     assert service_id("ws-kept") not in " ".join(cloudrun.services)
     assert prov.identity("ws-kept") not in iam.accounts
+
+
+def test_activity_is_the_serving_runtimes_word_and_none_once_hibernated(
+    prov: CloudRunProvisioner,
+) -> None:
+    prov.start(spec("ws-busy"))
+    assert prov.exec("ws-busy", "true", 5).success
+    found = prov.activity("ws-busy")
+    assert found is not None and not found.busy
+    assert found.last_activity_source == "exec" and found.last_activity_at is not None
+    prov.hibernate("ws-busy")
+    assert prov.activity("ws-busy") is None  # nothing runs to ask (and nothing is woken)
+    assert prov.activity("ws-unknown") is None

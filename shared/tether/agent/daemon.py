@@ -31,6 +31,7 @@ _RERUNNABLE = {
     CommandType.STOP_SESSION,
     CommandType.HIBERNATE_SESSION,
     CommandType.WAKE_SESSION,
+    CommandType.CHECK_IDLE,  # (a question: asking again is harmless)
 }
 
 
@@ -244,6 +245,10 @@ class Agent:
             # A start or wake that arrives after the stop (no ordering on the bus) must not
             # bring the workspace back.
             raise TetherError(f"session {session_id} was stopped")
+        if kind is CommandType.CHECK_IDLE:
+            # Only the workspace's word on itself; the control plane decides what it means.
+            found = p.activity(session_id)
+            return {"activity": found.model_dump(mode="json") if found is not None else None}
         if kind is CommandType.GET_LOGS:
             return {"lines": p.logs(session_id, int(data.get("tail", 100)))}
         if kind is CommandType.HIBERNATE_SESSION:

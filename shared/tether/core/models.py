@@ -166,6 +166,9 @@ class CommandType(StrEnum):
     GET_LOGS = "get_logs"
     KUBECTL = "kubectl"  # to a cluster agent: payload {argv, timeout, cap, operation_id}
     DESKTOP = "desktop"  # to a desktop agent (Openctrol): payload {action, ...}
+    # Whether a session due for idle hibernation is idle after all: its agent asks the
+    # workspace (result {"activity": WorkspaceActivity | None}; `Sessions.idle_checked`).
+    CHECK_IDLE = "check_idle"
 
 
 class Command(Record):
@@ -220,6 +223,9 @@ class Session(Record):
     started_at: datetime | None = None
     last_activity: datetime = Field(default_factory=utcnow)
     last_activity_source: ActivitySource = "api"  # what that activity was: why it is alive
+    # When the sweeper last asked its agent whether it is idle (`Sessions.hibernate_idle`):
+    # not asked again until the answer comes, or `sessions.IDLE_CHECK_WAIT` passes without one.
+    idle_check_at: datetime | None = None
     # The expiry warning (tether.service.warnings): where it is posted (none: the session's
     # events only), the secret its body is signed with (shown once, at create), how long
     # before a deadline it comes (None or 0: never), and the deadline last warned for.
@@ -303,6 +309,25 @@ class WorkspaceSpec(BaseModel):
 class WorkspaceInfo(BaseModel):
     url: str | None = None
     details: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunningWork(BaseModel):
+    execs: int = Field(0, ge=0)
+    processes: int = Field(0, ge=0)
+
+
+class WorkspaceActivity(BaseModel):
+    """What a workspace's runtime says it is doing (`GET /activity`): busy while an exec or a
+    background process runs; the last real work it saw (terminal bytes, port traffic, file
+    transfers, a command's start or end) and of what kind. The workspace's own words: read
+    as a claim about itself, never trusted further."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    busy: bool = False
+    running: RunningWork = Field(default_factory=RunningWork)
+    last_activity_at: datetime | None = None
+    last_activity_source: Literal["exec", "terminal", "files", "port", "process"] | None = None
 
 
 class SessionRequest(BaseModel):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from tether.core.llm import ModelEvent, ModelRequest
-from tether.core.models import ExecResult, WorkspaceInfo, WorkspaceSpec
+from tether.core.models import ExecResult, WorkspaceActivity, WorkspaceInfo, WorkspaceSpec
 
 # "contains": an array field holds the value; "contains_any": it holds one of the values.
 Op = Literal["==", "in", "<", "<=", ">", ">=", "contains", "contains_any"]
@@ -192,6 +192,13 @@ class Provisioner(Protocol):
         """The last `tail` lines of the workspace's log (its main process's output), oldest
         first, each `<UTC ISO timestamp> <text>`. Raise `NotFound` for an unknown workspace;
         a hibernated one still has its log."""
+        ...
+
+    def activity(self, session_id: str) -> WorkspaceActivity | None:
+        """What the workspace's runtime says it is doing (asked before an idle hibernation).
+        None when it cannot say: no runtime up (hibernated, stopped, unknown), or one that does
+        not answer or answers nonsense. Never starts or wakes anything; never raises for the
+        workspace's sake."""
         ...
 
 

@@ -27,8 +27,16 @@ from contextlib import contextmanager, suppress
 from datetime import timedelta
 from typing import TYPE_CHECKING, cast
 
-from tether.core.models import ExecResult, WorkspaceInfo, WorkspaceSpec
-from tether.errors import Conflict, Forbidden, Invalid, NotFound, Timeout, Unavailable
+from tether.core.models import ExecResult, WorkspaceActivity, WorkspaceInfo, WorkspaceSpec
+from tether.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    TetherError,
+    Timeout,
+    Unavailable,
+)
 from tether.provision.runtime_http import GoogleIdTokens, IdToken, RuntimeHttp
 from tether.provision.storage import SessionStorage
 from tether.runtime.session_log import SESSION_LOG
@@ -252,6 +260,14 @@ class CloudRunProvisioner:
     def exec(self, session_id: str, command: str, timeout: float) -> ExecResult:
         url = self._serving_url(session_id)
         return self._runtime.exec(url, command, timeout, self._auth(url))
+
+    def activity(self, session_id: str) -> WorkspaceActivity | None:
+        try:
+            url = self._serving_url(session_id)
+            headers = self._auth(url)
+        except TetherError:  # hibernated, gone, not there yet, or no identity to ask with
+            return None
+        return self._runtime.activity(url, headers)
 
     def logs(self, session_id: str, tail: int) -> list[str]:
         svc = self._get(session_id)

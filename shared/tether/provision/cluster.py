@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import NoReturn
 
-from tether.core.models import ExecResult, WorkspaceInfo, WorkspaceSpec
+from tether.core.models import ExecResult, WorkspaceActivity, WorkspaceInfo, WorkspaceSpec
 from tether.errors import Unsupported
 
 
@@ -34,3 +34,6 @@ class NoWorkspaces:
 
     def logs(self, session_id: str, tail: int) -> list[str]:
         self._none()
+
+    def activity(self, session_id: str) -> WorkspaceActivity | None:
+        return None  # nothing to ask

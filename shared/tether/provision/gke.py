@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from tether.core.models import ExecResult, WorkspaceInfo, WorkspaceSpec
+from tether.core.models import ExecResult, WorkspaceActivity, WorkspaceInfo, WorkspaceSpec
 from tether.errors import Conflict, Forbidden, Invalid, NotFound, TetherError, Timeout, Unavailable
 from tether.provision.gke_manifests import (
     ANNOTATION_LOG,
@@ -402,6 +402,13 @@ class GkeProvisioner:
         except Unavailable:
             self._missing(session_id)  # no pod to answer: NotFound
             raise
+
+    def activity(self, session_id: str) -> WorkspaceActivity | None:
+        try:
+            base = self._base(session_id)
+        except TetherError:
+            return None
+        return self._runtime.activity(base)
 
     def logs(self, session_id: str, tail: int) -> list[str]:
         try:

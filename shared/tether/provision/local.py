@@ -38,12 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tether.core.models import ExecResult, WorkspaceInfo, WorkspaceSpec
+from tether.core.models import ExecResult, WorkspaceActivity, WorkspaceInfo, WorkspaceSpec
 from tether.errors import Invalid, NotFound, Unavailable
 from tether.private_dir import private_dir
 from tether.provision import gvisor, network, sandbox, seccomp
 from tether.provision.disks import Disks
 from tether.provision.limits import Groups, Limits
+from tether.provision.runtime_http import ACTIVITY_WAIT, read_activity
 from tether.provision.uds import UnixHTTPClient, UnixJsonClient
 from tether.runtime import auth
 from tether.runtime.session_log import tail as read_tail
@@ -457,6 +458,17 @@ class LocalProvisioner:
             return ExecResult.model_validate(body)
         except ValueError as exc:  # the runtime is the workspace's: its answer may be anything
             raise Unavailable("Workspace runtime answered nonsense") from exc
+
+    def activity(self, session_id: str) -> WorkspaceActivity | None:
+        # Only a runtime that is up is asked: none is started for the question.
+        runtime = self._runtimes.get(self._workspace(session_id))
+        if runtime is None or runtime.proc.poll() is not None:
+            return None
+        try:
+            status, body = runtime.http.request("GET", "/activity", timeout=ACTIVITY_WAIT)
+        except (OSError, http.client.HTTPException, ValueError):
+            return None
+        return read_activity(body) if status == 200 else None
 
     def logs(self, session_id: str, tail: int) -> list[str]:
         # Read from the home, not asked of the runtime: a hibernated workspace has no runtime.

@@ -1,4 +1,5 @@
-"""The workspace runtime's HTTP API (`POST /exec`, `GET /logs`; `tether.runtime.server`) as the
+"""The workspace runtime's HTTP API (`POST /exec`, `GET /logs`, `GET /activity`;
+`tether.runtime.server`) as the
 cloud provisioners call it: a workspace at a URL, its answers in Tether's error tree; and the
 ID tokens a private Cloud Run workspace wants from its callers (the agent, the relay).
 
@@ -12,13 +13,15 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tether.core.models import ExecResult
+from tether.core.models import ExecResult, WorkspaceActivity
 from tether.errors import Forbidden, Invalid, Unavailable
 
 if TYPE_CHECKING:
     import httpx
 
 MARGIN = 30.0  # seconds allowed beyond a command's own timeout, which the runtime enforces
+ACTIVITY_WAIT = 10.0  # seconds a runtime has to say what it is doing
+MAX_ACTIVITY = 4096  # bytes of that answer read (it is a few dozen)
 
 IdToken = Callable[[str], str | None]  # audience (a service URL) -> token, None: send none
 
@@ -83,11 +86,43 @@ class RuntimeHttp:
             raise Unavailable("Workspace runtime answered nonsense to /logs")
         return [str(line) for line in lines]
 
+    def activity(
+        self, base: str, headers: dict[str, str] | None = None
+    ) -> WorkspaceActivity | None:
+        """What the runtime says it is doing; None when it cannot be reached or says nonsense
+        (its answer read up to `MAX_ACTIVITY` bytes: the workspace's words)."""
+        import httpx
+
+        try:
+            with self._http().stream(
+                "GET", f"{base}/activity", headers=headers, timeout=ACTIVITY_WAIT
+            ) as response:
+                if response.status_code != 200:
+                    return None
+                body = b""
+                for chunk in response.iter_raw():
+                    body += chunk
+                    if len(body) > MAX_ACTIVITY:
+                        return None
+        except httpx.HTTPError:
+            return None
+        return read_activity(body)
+
     def close(self) -> None:
         with self._lock:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+
+
+def read_activity(body: object) -> WorkspaceActivity | None:
+    """A runtime's `/activity` answer (JSON bytes, or decoded), or None for nonsense."""
+    try:
+        if isinstance(body, bytes | str):
+            return WorkspaceActivity.model_validate_json(body)
+        return WorkspaceActivity.model_validate(body)
+    except ValueError:  # pydantic's ValidationError included
+        return None
 
 
 def _body(response: httpx.Response) -> dict[str, Any]:
