@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether.core.lifecycle import FINAL_COMMAND_STATES
+from tether.core.models import CommandType
 from tether.core.ports import Bus
 from tether.errors import Invalid
 from tether.service.agents import Agents
@@ -69,6 +70,8 @@ class Events:
             # Apply even when the command was final already: the first delivery may have
             # crashed between recording the result and moving the session on.
             if command is not None and command.state in FINAL_COMMAND_STATES:
+                if command.type is CommandType.CHECK_IDLE:  # idle after all, or still at work
+                    self.sessions.idle_checked(command)
                 self.sessions.apply_result(command)
                 if self.debug is not None:
                     self.debug.apply_result(command)

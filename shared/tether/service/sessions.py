@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 import secrets
@@ -28,6 +29,7 @@ from tether.core.models import (
     Session,
     SessionRequest,
     Template,
+    WorkspaceActivity,
     utcnow,
 )
 from tether.core.ports import Filter, Store
@@ -48,6 +50,8 @@ DEFAULT_TTL_MINUTES = 60
 AGENT_MARGIN = 15.0
 ACTIVITY_RESOLUTION = timedelta(minutes=1)
 MAX_LIFETIME = timedelta(days=7)  # the longest a session may be extended to live from now
+# How long an idle check (`Sessions.hibernate_idle`) waits for its answer before it asks again.
+IDLE_CHECK_WAIT = timedelta(minutes=2)
 _UNSAFE = re.compile(r"[^a-z0-9-]+")
 
 
@@ -66,6 +70,21 @@ def _leave_slot(s: Session) -> str | None:
     it once the session is saved. (The session keeps naming it: a slot whose session is saved
     in such a state is free for the taking even before that, `Agents.reserve`.)"""
     return None if s.state in ACTIVE_SESSION_STATES else s.slot
+
+
+def _idle_unasked(s: Session, now: datetime) -> bool:
+    """Due for an idle check (running, past its `idle_at`), and not asked about already."""
+    if s.state is not SessionState.RUNNING or s.idle_at is None or s.idle_at > now:
+        return False
+    return s.idle_check_at is None or now - s.idle_check_at >= IDLE_CHECK_WAIT
+
+
+def _ask_idle(s: Session, now: datetime) -> Session | None:
+    """Marks the idle check as asked (`Repo.mutate`); None: touched or asked meanwhile."""
+    if not _idle_unasked(s, now):
+        return None
+    s.idle_check_at = now
+    return s
 
 
 # What a successful command moves its session from and to.
@@ -539,16 +558,59 @@ class Sessions:
         return stored
 
     def hibernate_idle(self) -> list[str]:
-        """Hibernate running sessions idle for longer than their idle_timeout: those the
-        store finds due (`Session.idle_at`), not every running one."""
-        slept = []
-        for s in self.repo.query([("idle_at", "<=", utcnow())]):
-            if s.state is SessionState.RUNNING:  # (only a running one has an idle_at)
-                moved = self._move(s.id, SessionState.HIBERNATING, "Hibernated after idle timeout")
+        """Ask about running sessions idle for longer than their idle_timeout, as far as the
+        control plane saw: those the store finds due (`Session.idle_at`), not every running
+        one. Each one's agent asks its workspace (`CHECK_IDLE`), and the answer hibernates it
+        or records the work found (`idle_checked`). Returns the ids asked about."""
+        asked = []
+        now = utcnow()
+        for s in self.repo.query([("idle_at", "<=", now)]):
+            if _idle_unasked(s, now):
+                with contextlib.suppress(Conflict, NotFound):
+                    after = self.repo.mutate(s.id, functools.partial(_ask_idle, now=now), start=s)
+                    if after.idle_check_at == now:  # this sweep asks (no other one did)
+                        self.commands.issue(after.agent_id, CommandType.CHECK_IDLE, s.id, {})
+                        asked.append(s.id)
+        return asked
+
+    def idle_checked(self, command: Command) -> None:
+        """Applies a `CHECK_IDLE`'s answer: a workspace busy (an exec or a process running) is
+        active now; one whose last work came after the last activity recorded was active then;
+        either moves `idle_at` on and shows what kept it. A session still due after that is
+        hibernated, as is one whose workspace could not say (a failed check included).
+        Idempotent: a session no longer running, or not asked, is left alone."""
+        if command.session_id is None:
+            return
+        result = command.result if command.state is CommandState.SUCCEEDED else None
+        try:
+            found = WorkspaceActivity.model_validate((result or {}).get("activity") or {})
+        except ValueError:  # the workspace's words: nonsense says nothing
+            found = WorkspaceActivity()
+        now = utcnow()
+        seen: tuple[datetime, ActivitySource] | None = None
+        if found.busy:
+            seen = (now, "exec" if found.running.execs else "process")
+        elif found.last_activity_at is not None and found.last_activity_source is not None:
+            seen = (min(found.last_activity_at, now), found.last_activity_source)  # no future
+        answered = False
+
+        def answer(s: Session) -> Session | None:
+            nonlocal answered
+            answered = s.state is SessionState.RUNNING and s.idle_check_at is not None
+            if not answered:
+                return None
+            s.idle_check_at = None
+            if seen is not None and seen[0] > s.last_activity:
+                s.last_activity, s.last_activity_source = seen
+            return s
+
+        with contextlib.suppress(Conflict, NotFound):
+            after = self.repo.mutate(command.session_id, answer)
+            if answered and after.idle_at is not None and after.idle_at <= now:
+                message = "Hibernated after idle timeout"
+                moved = self._move(after.id, SessionState.HIBERNATING, message, start=after)
                 if moved is not None:
                     self._command(moved, CommandType.HIBERNATE_SESSION)
-                    slept.append(s.id)
-        return slept
 
     # -- results from agents -----------------------------------------------------------------
 
