@@ -444,30 +444,29 @@ def test_a_slow_reader_does_not_grow_the_relay(server: Server, session: str) -> 
     assert after - before < 16 * 1024, f"relay RSS grew from {before} to {after} KiB"
 
 
-def test_an_open_terminal_keeps_an_idle_timeout_at_bay(server: Server) -> None:
+def test_an_open_terminal_at_its_prompt_idles_out_and_is_ended(server: Server) -> None:
+    """An open connection is not activity (what crosses it is: the workspace's runtime counts
+    a terminal's bytes, tests/e2e/test_idle.py): a terminal left at its prompt does not hold
+    off the idle timeout, and the relay ends it with its session."""
     h = {"Authorization": f"Bearer {server.key}"}
     with httpx.Client(base_url=f"{server.url}/api/v1", headers=h, timeout=30) as c:
-        body = {"user": "me", "template": "shell", "idle_timeout": "4s"}
+        body = {"user": "me", "template": "shell", "idle_timeout": "3s"}
         sid = c.post("/sessions", json=body).json()["id"]
-        deadline = time.monotonic() + 30
-        while c.get(f"/sessions/{sid}").json()["state"] != "running":
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        assert wait_for(lambda: c.get(f"/sessions/{sid}").json()["state"] == "running", step=0.1)
 
-        async def hold_open() -> None:
+        async def held_open() -> bool:
             client, ws = await connect(ws_url(server, sid, "terminal", api_key=server.key))
             try:
-                await asyncio.sleep(10)  # idle, but with the terminal open: 2.5x the timeout
+                async with asyncio.timeout(40):
+                    async for _ in ws:  # the prompt, then nothing until the relay ends it
+                        pass
+                return ws.closed
             finally:
                 await ws.close()
                 await client.close()
 
-        asyncio.run(hold_open())
-        assert c.get(f"/sessions/{sid}").json()["state"] == "running"
-        deadline = time.monotonic() + 20  # closed: now it idles out
-        while (state := c.get(f"/sessions/{sid}").json()["state"]) != "hibernated":
-            assert time.monotonic() < deadline, state
-            time.sleep(0.2)
+        assert asyncio.run(held_open())
+        assert c.get(f"/sessions/{sid}").json()["state"] in ("hibernating", "hibernated")
 
 
 # -- live logs over plain HTTP (curl, EventSource) ------------------------------------------------

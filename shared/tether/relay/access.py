@@ -61,14 +61,17 @@ def same_origin(origin: str | None, host: str | None) -> bool:
 
 
 def still_running(session_id: str, source: ActivitySource = "terminal") -> bool:
-    """Whether the session still runs; if so, an open connection counts as activity of
-    `source` (someone has its terminal or desktop open), so idle_timeout does not hibernate
-    it under them."""
+    """Whether the session still runs. An open desktop counts as its activity (a VNC viewer's
+    input cannot be told from its polling, and the runtime does not see it); any other open
+    connection does not: the workspace's runtime reports the traffic that crosses it (a
+    terminal's bytes, a port's frames) and its running commands, asked before an idle
+    hibernation (`Sessions.hibernate_idle`). A terminal left at its prompt is idle."""
     sessions = bootstrap.services().sessions
     session = sessions.repo.find(session_id)
     if session is None or session.state.value != "running" or session.expired(utcnow()):
         return False
-    sessions.touch(session, source)
+    if source == "desktop":
+        sessions.touch(session, source)
     return True
 
 
