@@ -229,3 +229,27 @@ def test_live_calls_count_as_the_sessions_activity(world: World) -> None:
             return bool(world.alice.get(base).json()["last_activity_source"] == source)
 
         assert wait_for(shown, 30, 0.5), (path, world.alice.get(base).json())
+
+
+def test_calls_that_change_something_are_in_the_audit_log(world: World) -> None:
+    base = f"/v1/sessions/{world.session}"
+    wrote = world.alice.put(f"{base}/files/content?path=audited.txt", content=b"x")
+    assert wrote.status_code == 201
+    refused = world.bob.delete(f"{base}/files?path=audited.txt")
+    assert refused.status_code == 404
+    admin = {"X-API-Key": world.server.key}
+
+    def records() -> list[dict[str, Any]]:
+        got = httpx.get(f"{world.server.url}/v1/audit", params={"target": world.session},
+                        headers=admin, timeout=30)  # fmt: skip
+        found: list[dict[str, Any]] = got.json()["records"]
+        return found
+
+    def seen(action: str, result: str) -> bool:
+        return any(r["action"] == action and str(r["result"]) == result for r in records())
+
+    assert wait_for(lambda: seen("onmemos.upload_file", "201"), 10), records()
+    assert wait_for(lambda: seen("onmemos.remove_file", "404"), 10), records()
+    upload = next(r for r in records() if r["action"] == "onmemos.upload_file")
+    assert upload["request_id"] == wrote.headers["X-Request-Id"]
+    assert world.alice.headers["X-API-Key"] not in json.dumps(records())

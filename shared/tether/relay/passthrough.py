@@ -59,25 +59,31 @@ class Call:
     method: str
     path: str  # after the session's: /processes/{pid}/stdin
     source: ActivitySource
+    operation: Callable[..., object]  # its declaration in the OnMemOS document
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     raw: bool = False  # the body is bytes, streamed on (a file)
 
+    @property
+    def action(self) -> str:
+        """Its name in the audit log, as the Router names the functions' calls."""
+        return f"onmemos.{self.operation.__name__}"
+
 
 CALLS = (
-    Call("POST", "/exec/stream", "exec", live.StreamedCommand),
-    Call("POST", "/processes", "process", live.StartProcess),
-    Call("GET", "/processes", "process"),
-    Call("GET", "/processes/{pid}", "process"),
-    Call("POST", "/processes/{pid}/stdin", "process", live.Stdin),
-    Call("POST", "/processes/{pid}/kill", "process", live.Kill),
-    Call("GET", "/processes/{pid}/output", "process", query=live.OutputQuery),
-    Call("GET", "/files", "files", query=live.PathQuery),
-    Call("DELETE", "/files", "files", query=live.RemoveQuery),
-    Call("GET", "/files/stat", "files", query=live.PathQuery),
-    Call("POST", "/files/mkdir", "files", query=live.PathQuery),
-    Call("GET", "/files/content", "files", query=live.PathQuery),
-    Call("PUT", "/files/content", "files", query=live.PathQuery, raw=True),
+    Call("POST", "/exec/stream", "exec", live.exec_stream, live.StreamedCommand),
+    Call("POST", "/processes", "process", live.start_process, live.StartProcess),
+    Call("GET", "/processes", "process", live.list_processes),
+    Call("GET", "/processes/{pid}", "process", live.get_process),
+    Call("POST", "/processes/{pid}/stdin", "process", live.process_stdin, live.Stdin),
+    Call("POST", "/processes/{pid}/kill", "process", live.kill_process, live.Kill),
+    Call("GET", "/processes/{pid}/output", "process", live.process_output, query=live.OutputQuery),
+    Call("GET", "/files", "files", live.list_files, query=live.PathQuery),
+    Call("DELETE", "/files", "files", live.remove_file, query=live.RemoveQuery),
+    Call("GET", "/files/stat", "files", live.stat_file, query=live.PathQuery),
+    Call("POST", "/files/mkdir", "files", live.make_directory, query=live.PathQuery),
+    Call("GET", "/files/content", "files", live.download_file, query=live.PathQuery),
+    Call("PUT", "/files/content", "files", live.upload_file, query=live.PathQuery, raw=True),
 )
 # WebSockets on these paths: a streamed command, a process's output, a port's traffic.
 SOCKETS = (
@@ -95,6 +101,7 @@ SOCKETS = (
         source="port",
     ),
 )
+CALLER = web.RequestKey("caller", Principal)  # who made a relayed call, once admitted
 PREVIEW = r"/preview/{token:[A-Za-z0-9_.-]+}{tail:(/.*)?}"
 
 
@@ -119,7 +126,12 @@ def _dispatch(calls: dict[str, Call], socket: Route | None, otherwise: streams.H
         call = calls.get(request.method)
         if call is None:
             return await otherwise(request)
-        return await _relay(request, call)
+        response = await _relay(request, call)
+        if call.method != "GET":  # every call that changes something is in the audit log
+            who = request.get(CALLER)
+            streams.audited(request, who, call.action, request.match_info["session_id"],
+                            response.status)  # fmt: skip
+        return response
 
     return handle
 
@@ -146,6 +158,7 @@ async def _relay(request: web.Request, call: Call) -> web.StreamResponse:
     if isinstance(allowed, web.Response):
         return allowed
     who, session = allowed
+    request[CALLER] = who
     await blocking(bootstrap.services().sessions.touch, session, call.source)
     headers = {"Content-Type": "application/json"} if body is not None else {}
     if call.raw:
@@ -302,7 +315,9 @@ async def _forward(
     except (_TooLarge, aiohttp.ClientError, OSError, TimeoutError) as exc:
         if isinstance(sent.body, _Bounded) and sent.body.over:
             too_large = f"Request body too large: at most {MAX_BODY >> 20} MiB a request"
-            return _refusal(errors.Invalid(too_large, field="body"), 413)
+            refused = _refusal(errors.Invalid(too_large, field="body"), 413)
+            refused.force_close()  # the rest of the body is still on its way: not read
+            return refused
         unreachable = errors.Unavailable(f"Workspace runtime unreachable: {exc}", code=UNREACHABLE)
         return _refusal(unreachable, 502)
 
