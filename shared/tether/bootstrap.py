@@ -33,6 +33,7 @@ from tether.service.idempotency import Idempotency
 from tether.service.images import Images
 from tether.service.previews import Previews
 from tether.service.ratelimit import RateLimits
+from tether.service.recordings import Recordings
 from tether.service.sessions import Sessions
 from tether.service.sweeper import Sweeper
 from tether.service.templates import Templates
@@ -77,6 +78,7 @@ class Services:
     chats: Chats  # a chat turn with an AI agent (its model, its tools)
     audit: Audit  # who changed what: every surface's mutating calls, relayed connections
     warnings: Warnings  # warnings before a session's expiry: its events, webhooks, extend link
+    recordings: Recordings  # sessions' terminal recordings (the relay writes them)
 
     def close(self) -> None:
         self.bus.close()
@@ -153,9 +155,13 @@ def make_provisioner(settings: Settings) -> Provisioner:
     )
 
 
-def make_artifacts(settings: Settings) -> ArtifactStore:
-    """Where the registry keeps images: TETHER_REGISTRY_URL."""
-    url = settings.registry_url or (settings.home / "registry").resolve().as_uri()
+def make_artifacts(
+    settings: Settings, given: str | None = None, under: str = "registry"
+) -> ArtifactStore:
+    """Where the registry keeps images: TETHER_REGISTRY_URL (or another store of blobs at
+    `given`, default `<home>/<under>`: TETHER_RECORDINGS_URL's)."""
+    given = settings.registry_url if given is None else given
+    url = given or (settings.home / under).resolve().as_uri()
     parts = urlsplit(url)
     prefix = parts.path.strip("/")
     if parts.scheme == "file":
@@ -275,6 +281,12 @@ def build(settings: Settings, store: Store | None = None, bus: Bus | None = None
         aiagents=aiagents,
         chats=Chats(aiagents, sessions, model, settings.model_name),
         audit=Audit(store, settings.audit_retention),
+        recordings=Recordings(
+            store,
+            sessions,
+            make_artifacts(settings, settings.recordings_url, "recordings"),
+            settings.recording_retention,
+        ),
     )
 
 

@@ -144,6 +144,10 @@ class Settings:
     # Empty: <home>/registry.
     registry_url: str = ""
     registry_max_bytes: int = 8 << 20  # the largest image a push takes
+    # Terminal recordings (tether.service.recordings): where their parts are kept, like
+    # registry_url (empty: <home>/recordings), and for how long after they start.
+    recordings_url: str = ""
+    recording_retention: timedelta = timedelta(days=30)
     # The language model SentinelStacks' agents call: offline (not a language model: a fixed,
     # documented stand-in), openai (any OpenAI-compatible endpoint) or vertex (Gemini).
     model_provider: str = "offline"
@@ -212,6 +216,8 @@ class Settings:
             local_stands_in=stands_in(_env("TETHER_LOCAL_STANDS_IN", "")),
             registry_url=_env("TETHER_REGISTRY_URL", ""),
             registry_max_bytes=int(_env("TETHER_REGISTRY_MAX_BYTES", str(8 << 20))),
+            recordings_url=_env("TETHER_RECORDINGS_URL", ""),
+            recording_retention=parse_duration(_env("TETHER_RECORDING_RETENTION", "30d")),
             model_provider=_env("TETHER_MODEL_PROVIDER", "offline"),
             model_base_url=_env("TETHER_MODEL_BASE_URL", ""),
             model_api_key=os.environ.get("TETHER_MODEL_API_KEY") or None,

@@ -41,7 +41,7 @@ from tether.core.models import ActivitySource, Principal, Session, utcnow
 from tether.errors import TetherError
 from tether.origin.guard import CONNECTIONS, MAX_HEAD
 from tether.provision.uds import connect_unix
-from tether.relay import access
+from tether.relay import access, recording
 from tether.runtime import auth
 from tether.runtime.websockets import UNIX_SEND_BUFFER
 from tether.service import audit, metrics
@@ -256,6 +256,10 @@ async def serve(
     client = _Side(connection.transport)
     client.count = metrics.relay_bytes("to_workspace")
     runtime.count = metrics.relay_bytes("to_client")
+    recorder = None
+    if route.runtime_path == "/pty":  # a terminal: recorded while its session's recording is on
+        recorder = recording.attach(session.id, query, blocking)
+        runtime.tap, client.tap = recorder.from_runtime, recorder.from_client
     upgraded = False
     try:
         await ws.prepare(request)
@@ -268,6 +272,8 @@ async def serve(
     finally:
         runtime.close()
         client.close()
+        if recorder is not None:
+            recorder.close()
         if upgraded:  # the bytes passed untouched: what closed it is not known here
             audited(request, who, "relay.disconnect", session.id, "closed")
         # Gone, so nothing aiohttp writes as the handler ends goes out (bounded: a connection
@@ -297,6 +303,8 @@ class _Side(asyncio.Protocol):
 
     # Counts the bytes this side receives (`metrics.relay_bytes`), if metrics are on.
     count: Callable[[float], None] | None = None
+    # Gets a copy of what this side receives, once it has gone on (a terminal's recorder).
+    tap: Callable[[bytes], None] | None = None
 
     def __init__(self, transport: asyncio.BaseTransport | None = None) -> None:
         loop = asyncio.get_running_loop()
@@ -315,6 +323,8 @@ class _Side(asyncio.Protocol):
             if self.count is not None:
                 self.count(len(data))
             self.peer.write(data)
+            if self.tap is not None:
+                self.tap(data)
             return
         self.kept += data
         if self.head.done():
@@ -331,6 +341,8 @@ class _Side(asyncio.Protocol):
         self.peer = peer
         if self.kept:
             peer.write(bytes(self.kept))
+            if self.tap is not None:
+                self.tap(bytes(self.kept))
             self.kept.clear()
 
     def write(self, data: bytes) -> None:

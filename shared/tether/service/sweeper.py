@@ -38,6 +38,8 @@ RETAINED = {
     DELIVERIES: "purge_at",
     debug.SESSION_KIND: "purge_at",
     desktops.SESSION_KIND: "purge_at",
+    # Terminal recordings, their parts' index and what records now (TETHER_RECORDING_RETENTION).
+    **dict.fromkeys(("recordings", "recording_parts", "recording_on"), "purge_at"),
     # SentinelStacks' agents and what they said and did (tether.core.aiagents).
     **dict.fromkeys(
         (aiagents.AGENTS, aiagents.CONVERSATIONS, aiagents.MESSAGES, aiagents.EVENTS), "purge_at"

@@ -88,6 +88,8 @@ COMPOSITE_INDEXES: tuple[Index, ...] = (
     Index("ai_messages", (("conversation_id", ASCENDING), ("seq", DESCENDING))),
     Index("ai_events", (("agent_id", ASCENDING), ("timestamp", ASCENDING))),
     Index("ai_events", (("agent_id", ASCENDING), ("timestamp", DESCENDING))),
+    # A session's terminal recordings, newest first (tether.service.recordings).
+    Index("recordings", (("session_id", ASCENDING), ("started_at", DESCENDING))),
 )
 
 

@@ -1691,6 +1691,6 @@ def document() -> dict[str, Any]:
 
 
 # The relay's calls, on this router so that the document describes them.
-from tether.surfaces import onmemos_live  # noqa: E402, F401
+from tether.surfaces import onmemos_live, onmemos_recordings  # noqa: E402, F401
 
 openapi.serve(router, "onmemos", document)

@@ -27,6 +27,10 @@ locals {
     ai_events          = "purge_at"
     session_events     = "purge_at"
     webhook_deliveries = "purge_at"
+    # Terminal recordings, their parts' index and the pointer to the one recording now.
+    recordings      = "purge_at"
+    recording_parts = "purge_at"
+    recording_on    = "purge_at"
   }
 
   database = var.create_database ? google_firestore_database.this[0].name : var.database_name

@@ -1,0 +1,151 @@
+"""Terminal recordings without a server: the relay's recorder fed the frames of a terminal
+stream (made by `websockets`' own protocols, cut at arbitrary bytes), and the cast assembled
+from what it stored (SQLite store, a directory of blobs), alone and beside another stream."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from tether import bootstrap
+from tether.core import asciicast
+from tether.core.models import utcnow
+from tether.relay import recording
+from tether.service.recordings import On, Recording, Recordings
+from tether.settings import Settings
+from websockets.client import ClientProtocol
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+from websockets.uri import parse_uri
+
+
+@pytest.fixture
+def recordings(tmp_path: Path) -> Iterator[Recordings]:
+    services = bootstrap.build(Settings(home=tmp_path))
+    bootstrap.install(services)
+    yield services.recordings
+    bootstrap.install(None)
+    services.close()
+
+
+def started(recordings: Recordings, session_id: str = "sess-1") -> Recording:
+    now = utcnow()
+    made = Recording(id="rec-" + secrets.token_hex(4), session_id=session_id, owner="u",
+                     started_at=now, purge_at=now + timedelta(days=1))  # fmt: skip
+    recordings.records.create(made.id, made)
+    pointer = On(id=session_id, recording_id=made.id, started_at=now, purge_at=made.purge_at)
+    recordings.on.create(session_id, pointer)
+    return made
+
+
+def runtime_frames(*chunks: bytes) -> bytes:
+    """What a runtime sends: unmasked binary frames."""
+    side = ServerProtocol(state=State.OPEN)
+    for chunk in chunks:
+        side.send_binary(chunk)
+    return b"".join(side.data_to_send())
+
+
+def client_frames(send: Callable[[ClientProtocol], None]) -> bytes:
+    """What a client sends: masked frames."""
+    side = ClientProtocol(parse_uri("ws://x/"), state=State.OPEN)
+    send(side)
+    return b"".join(side.data_to_send())
+
+
+async def blocking(fn: Callable[..., Any], *args: Any) -> Any:
+    return await asyncio.to_thread(fn, *args)
+
+
+def cast(recordings: Recordings, rid: str) -> tuple[dict[str, Any], list[list[Any]]]:
+    head, *lines = b"".join(recordings.cast(recordings.records.get(rid))).splitlines()
+    return orjson.loads(head), [orjson.loads(line) for line in lines]
+
+
+def test_a_stream_recorded_replays_to_its_bytes(recordings: Recordings) -> None:
+    rec = started(recordings)
+    kib = 1 << 10
+    shown = "prompt$ héllo ✓\r\n".encode() + b"x" * 80 * kib + b"y" * 10 * kib + "✓".encode()
+    # Frames cut inside a character; a part written once 64 KiB are held, the rest at the end.
+    cuts = [0, 10, 13, 90, 40 * kib, 80 * kib, len(shown)]
+    frames = runtime_frames(*(shown[a:b] for a, b in itertools.pairwise(cuts)))
+
+    async def stream() -> None:
+        recorder = recording.attach("sess-1", {"cols": "90", "rows": "20"}, blocking)
+        async with asyncio.timeout(10):
+            while not recorder.known:  # the store has said that it records
+                await asyncio.sleep(0.01)
+        at = 0
+        for size in (1, 7, 300, 5000):  # the copy comes in reads of any size
+            recorder.from_runtime(frames[at : at + size])
+            at += size
+        recorder.from_client(
+            client_frames(lambda c: c.send_text(b'{"type":"resize","cols":120,"rows":40}'))
+        )
+        recorder.from_client(client_frames(lambda c: c.send_binary(b"typed, not recorded")))
+        recorder.from_runtime(frames[at:])
+        recorder.close()
+        await recorder.writer
+
+    asyncio.run(stream())
+    done = recordings.records.get(rec.id)
+    assert done.writers == 0 and done.parts == 2  # one part filled, then the rest at the end
+    head, events = cast(recordings, rec.id)
+    assert (head["version"], head["width"], head["height"]) == (2, 90, 20)
+    assert "".join(e[2] for e in events if e[1] == "o").encode() == shown
+    assert [e[1:] for e in events if e[1] != "o"] == [["r", "120x40"]]
+    assert [e[0] for e in events] == sorted(e[0] for e in events)
+    assert done.size == sum(len(asciicast.event(*e)) for e in events)
+
+
+def test_no_recording_on_records_nothing(recordings: Recordings) -> None:
+    async def stream(session_id: str) -> None:
+        recorder = recording.attach(session_id, {}, blocking)
+        recorder.from_runtime(runtime_frames(b"seen"))
+        recorder.close()  # before its first look at the store: it looks once more
+        await recorder.writer
+
+    asyncio.run(stream("sess-2"))
+    assert recordings.parts.query() == []
+    rec = started(recordings, "sess-3")
+    asyncio.run(stream("sess-3"))
+    assert cast(recordings, rec.id)[1] == [[pytest.approx(0, abs=5), "o", "seen"]]
+
+
+def test_two_streams_parts_merge_in_time_order(recordings: Recordings) -> None:
+    rec = started(recordings)
+    assert recordings.join(rec.id, 100, 30) is not None
+    assert recordings.join(rec.id, 50, 10) is not None
+    a = [(0.5, "o", "a1"), (2.0, "o", "a2"), (3.5, "o", "a3")]
+    b = [(1.0, "o", "b1"), (2.0, "o", "b2"), (3.0, "r", "80x24")]
+
+    def lines(events: list[tuple[float, str, str]]) -> bytes:
+        return b"".join(asciicast.event(*e) for e in events)
+
+    # Written out of order, as two relays would.
+    recordings.write(rec.id, "bbbb", 1, lines(b[2:]), 3.0, 3.0, final=True)
+    recordings.write(rec.id, "aaaa", 0, lines(a[:2]), 0.5, 2.0)
+    recordings.write(rec.id, "bbbb", 0, lines(b[:2]), 1.0, 2.0)
+    recordings.write(rec.id, "aaaa", 1, lines(a[2:]), 3.5, 3.5, final=True)
+    head, events = cast(recordings, rec.id)
+    assert (head["width"], head["height"]) == (100, 30)  # the first to join
+    assert [e[2] for e in events] == ["a1", "b1", "a2", "b2", "80x24", "a3"]
+    done = recordings.records.get(rec.id)
+    assert (done.writers, done.parts) == (0, 4)
+    assert recordings.join(rec.id, 1, 1) is not None  # still on: a third may join
+
+
+def test_a_utf8_character_split_across_frames_comes_out_whole() -> None:
+    out = asciicast.Output()
+    data = "é✓".encode()
+    assert [out.text(data[:1]), out.text(data[1:3]), out.text(data[3:]), out.rest()] == [
+        "", "é", "✓", ""
+    ]  # fmt: skip
+    assert out.text(b"\xff") == "\ufffd"  # not UTF-8: replaced, as asciinema does
