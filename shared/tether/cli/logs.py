@@ -10,7 +10,7 @@ from urllib.parse import quote
 import click
 import httpx
 
-from tether.cli import exits, output
+from tether.cli import exits, output, recordings
 from tether.cli.app import App, pass_app
 from tether.cli.output import output_option
 
@@ -26,10 +26,18 @@ from tether.cli.output import output_option
     show_default=True,
     help="lines to start with",
 )
+@click.option("--recording", metavar="RECORDING", help="play this terminal recording instead")
+@recordings.SPEED
+@recordings.MAX_WAIT
+@recordings.RAW
 @pass_app
-def logs(app: App, session_id: str, follow: bool, tail: int) -> int:
+def logs(app: App, session_id: str, follow: bool, tail: int, recording: str | None,
+         speed: float, max_wait: float | None, raw: bool) -> int:  # fmt: skip
     """Print the last lines of a session's log (what its template's command printed); with -f
-    go on until the session ends or Ctrl-C."""
+    go on until the session ends or Ctrl-C. With --recording: play one of its terminal
+    recordings (`tether recording list`) with its timing, or print the cast with --raw."""
+    if recording is not None:
+        return recordings.show(app, session_id, recording, speed, max_wait, raw)
     from tether.sdk import calls
 
     conn = app.connection()

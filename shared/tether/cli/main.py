@@ -12,13 +12,14 @@ import sys
 
 import click
 
-from tether.cli import exits, files, kubently, local, logs, ports, server, sessions
+from tether.cli import exits, files, kubently, local, logs, ports, recordings, server, sessions
 from tether.cli.app import cli
 
 COMMANDS = [
     *local.COMMANDS,
     *sessions.COMMANDS,
     *logs.COMMANDS,
+    *recordings.COMMANDS,
     *files.COMMANDS,
     *ports.COMMANDS,
     *kubently.COMMANDS,

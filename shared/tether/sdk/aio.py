@@ -23,6 +23,7 @@ from httpx_sse import EventSource, ServerSentEvent
 from tether import errors
 from tether.sdk import calls
 from tether.sdk.calls import Call, RetryPolicy
+from tether.sdk.recordings import AsyncRecordings
 from tether.sdk.types import CommandResult, FileInfo, ProcessInfo, SessionInfo, WrittenFile, parse
 
 
@@ -45,6 +46,7 @@ class AsyncSession:
         self.legacy = legacy
         self.keep = keep
         self.files = AsyncFiles(self)
+        self.recordings = AsyncRecordings(self)  # its terminal's recordings
 
     async def __aenter__(self) -> AsyncSession:
         return self

@@ -21,6 +21,7 @@ from httpx_sse import EventSource, ServerSentEvent
 from tether import errors
 from tether.sdk import calls
 from tether.sdk.calls import Call, RetryPolicy
+from tether.sdk.recordings import Recordings
 from tether.sdk.types import CommandResult, FileInfo, ProcessInfo, SessionInfo, WrittenFile, parse
 
 
@@ -38,6 +39,7 @@ class Session:
         self.legacy = legacy
         self.keep = keep
         self.files = Files(self)
+        self.recordings = Recordings(self)  # its terminal's recordings
 
     def __enter__(self) -> Session:
         return self
