@@ -51,6 +51,12 @@ locals {
     } : name => value if value != ""
   }
   registry_url = "gs://${module.storage.registry_bucket}/images"
+  # Terminal recordings (tether.service.recordings): the relay writes their parts, the onmemos
+  # function reads them; records kept as long as the bucket keeps parts, less a day.
+  recordings_env = {
+    TETHER_RECORDINGS_URL      = "gs://${module.storage.recordings_bucket}/casts"
+    TETHER_RECORDING_RETENTION = "${var.recording_retention_days}d"
+  }
 
   # The public routing table, first match wins. The functions' part mirrors
   # tether.targets.ROUTES; the relay's part is every route of
@@ -210,6 +216,10 @@ module "storage" {
   access_log_bucket       = var.access_log_bucket
   force_destroy           = var.force_destroy_buckets
 
+  # Parts outlive their records by a day: a recording never plays with a part gone.
+  recordings_bucket_name    = var.recordings_bucket_name
+  recordings_retention_days = var.recording_retention_days + 1
+
   # No workspace holds a role on the bucket: each Cloud Run workspace's identity holds one on
   # its own prefix, a managed folder its agent makes (GKE workspaces mount no storage).
   iam = concat(
@@ -219,6 +229,14 @@ module "storage" {
     [
       { bucket = "registry", role = "roles/storage.objectCreator", key = "api", member = module.iam.members["api"] },
       { bucket = "registry", role = "roles/storage.objectViewer", key = "api", member = module.iam.members["api"] },
+    ],
+    # Terminal recordings: the relay writes parts (and reads, to see one is there already),
+    # the onmemos function (the api account) reads them; nobody deletes one but the lifecycle
+    # rule, and no workspace holds a role on the bucket.
+    [
+      { bucket = "recordings", role = "roles/storage.objectCreator", key = "relay", member = module.iam.members["relay"] },
+      { bucket = "recordings", role = "roles/storage.objectViewer", key = "relay", member = module.iam.members["relay"] },
+      { bucket = "recordings", role = "roles/storage.objectViewer", key = "api", member = module.iam.members["api"] },
     ],
     # Cloud Run agents create and remove each session's prefix and its managed folder.
     flatten([for key, member in local.cloud_run_agent_members : [
@@ -332,6 +350,7 @@ module "functions" {
   overrides                = var.function_overrides
   registry_url             = local.registry_url
   registry_max_bytes       = var.registry_max_bytes
+  recordings_env           = local.recordings_env
   model_env                = local.model_env
   model_api_key_secret_id  = module.secrets.model_api_key_secret_id
 
@@ -349,6 +368,7 @@ module "relay" {
   public_url              = local.public_url
   firestore_database      = module.firestore.database_name
   model_env               = local.model_env # the chat WebSocket runs chat turns
+  recordings_env          = local.recordings_env
   model_api_key_secret_id = module.secrets.model_api_key_secret_id
   concurrency             = var.relay_concurrency
   min_instances           = var.relay_min_instances

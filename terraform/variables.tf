@@ -245,6 +245,23 @@ variable "cors_origins" {
   }
 }
 
+variable "recordings_bucket_name" {
+  type        = string
+  description = "Terminal recordings' bucket name (TETHER_RECORDINGS_URL = gs://<name>/casts); null: <project_id>-tether-recordings."
+  default     = null
+}
+
+variable "recording_retention_days" {
+  type        = number
+  description = "Days a terminal recording is kept after it starts (TETHER_RECORDING_RETENTION; its parts in the bucket a day longer)."
+  default     = 30
+
+  validation {
+    condition     = var.recording_retention_days >= 1 && floor(var.recording_retention_days) == var.recording_retention_days
+    error_message = "recording_retention_days is a whole number of days, at least 1."
+  }
+}
+
 variable "registry_bucket_name" {
   type        = string
   description = "SentinelStacks' image registry bucket name (TETHER_REGISTRY_URL = gs://<name>/images); null: <project_id>-tether-registry."

@@ -360,7 +360,8 @@ def test_the_sentinelstacks_function_gets_the_registry_and_the_model() -> None:
     assert entry["timeout"] >= 300, "a chat turn waits for the model and its tools"
     extra = unq(local["extra_env"]["sentinelstacks"])
     assert "TETHER_REGISTRY_URL = var.registry_url" in extra and "var.model_env" in extra
-    assert set(local["extra_env"]) == {"sentinelstacks"}, "the other targets' env is unchanged"
+    # The other targets' env is unchanged, but for OnMemOS's recordings.
+    assert set(local["extra_env"]) == {"sentinelstacks", "onmemos"}
     function = block(doc, "resource", "google_cloudfunctions2_function", "this")
     (service,) = function["service_config"]
     assert service["environment_variables"] == (
@@ -463,6 +464,51 @@ def test_the_registry_bucket_is_private_and_no_one_may_delete_or_overwrite_a_blo
     assert unq(module_args("storage")["registry_bucket_name"]) == "${var.registry_bucket_name}"
 
 
+def test_recordings_go_to_a_private_bucket_only_the_relay_writes_and_nothing_deletes() -> None:
+    doc = load("modules/storage/main.tf")
+    bucket = locals_of(doc)["buckets"]["recordings"]
+    assert bucket["versioning"] is False
+    assert bucket["delete_after_days"] == "${var.recordings_retention_days}"
+    # Parts outlive the records (TETHER_RECORDING_RETENTION) by a day.
+    args = module_args("storage")
+    assert args["recordings_retention_days"] == "${var.recording_retention_days + 1}"
+    assert args["recordings_bucket_name"] == "${var.recordings_bucket_name}"
+    root = locals_of(load("main.tf"))
+    assert {k: unq(v) for k, v in root["recordings_env"].items()} == {
+        "TETHER_RECORDINGS_URL": "gs://${module.storage.recordings_bucket}/casts",
+        "TETHER_RECORDING_RETENTION": "${var.recording_retention_days}d",
+    }
+    # The relay (which records) creates and reads parts; the onmemos function (the api
+    # account: list and download) reads them; no one else, and no role that deletes one.
+    text = "\n".join(p.read_text() for p in TF.rglob("*.tf"))
+    grants = re.findall(r'bucket = "recordings", role = "([^"]+)", key = "(\w+)"', text)
+    assert sorted(grants) == [("roles/storage.objectCreator", "relay"),
+                              ("roles/storage.objectViewer", "api"),
+                              ("roles/storage.objectViewer", "relay")]  # fmt: skip
+    assert text.count('bucket = "recordings"') == len(grants)
+    assert module_args("relay")["recordings_env"] == "${local.recordings_env}"
+    assert "var.recordings_env" in locals_of(load("modules/relay/main.tf"))["env"]
+    assert module_args("functions")["recordings_env"] == "${local.recordings_env}"
+    functions = locals_of(load("modules/functions/main.tf"))
+    assert functions["extra_env"]["onmemos"] == "${var.recordings_env}"
+    assert unq(functions["functions"]["onmemos"]["identity"]) == "api"
+    # Every setting given is one tether.settings reads; the URL is one bootstrap takes.
+    settings = (ROOT / "shared/tether/settings.py").read_text()
+    assert all(f'"{name}"' in settings for name in root["recordings_env"])
+    from tether import bootstrap
+    from tether.registry.gcs import GcsArtifacts
+    from tether.settings import Settings
+
+    made = bootstrap.make_artifacts(Settings(), "gs://p-tether-recordings/casts", "recordings")
+    assert isinstance(made, GcsArtifacts)
+    assert (made.bucket_name, made.prefix) == ("p-tether-recordings", "casts")
+    # The module refuses any other role on it (a plan, offline).
+    out = storage_variables_plan(
+        '[{bucket = "recordings", role = "roles/storage.objectAdmin", key = "relay", member = "x"}]'
+    )
+    assert out.returncode != 0 and "recordings bucket takes" in out.stderr, out.stderr
+
+
 def storage_variables_plan(iam: str) -> subprocess.CompletedProcess[str]:
     import tempfile
 
@@ -535,7 +581,8 @@ def model_scratch(root: Path) -> Path:
     (root / "functions").mkdir()
     (root / "functions" / "main.tf").write_text("\n".join([
         *(hcl_block(functions_vars, f'variable "{v}" {{') for v in
-          ("model_api_key_secret_id", "model_env", "registry_url", "registry_max_bytes")),
+          ("model_api_key_secret_id", "model_env", "registry_url", "registry_max_bytes",
+           "recordings_env")),
         "locals {",
         f"  extra_env = {expression(functions_main, 'extra_env')}",
         f"  model_functions = {expression(functions_main, 'model_functions')}",

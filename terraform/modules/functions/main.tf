@@ -46,8 +46,9 @@ locals {
   }
 
   # What only some targets get, by entry point: SentinelStacks' registry (Cloud Storage) and
-  # language model.
+  # language model; OnMemOS's terminal recordings (Cloud Storage).
   extra_env = {
+    onmemos = var.recordings_env
     sentinelstacks = merge(
       var.model_env,
       { TETHER_REGISTRY_URL = var.registry_url },

@@ -45,6 +45,12 @@ variable "model_env" {
   default     = {}
 }
 
+variable "recordings_env" {
+  type        = map(string)
+  description = "Where terminal recordings are read from and how long they are kept (TETHER_RECORDINGS_URL, TETHER_RECORDING_RETENTION), for the onmemos target."
+  default     = {}
+}
+
 variable "registry_url" {
   type        = string
   description = "SentinelStacks' registry (TETHER_REGISTRY_URL), gs://<bucket>/<prefix>."

@@ -13,6 +13,8 @@ locals {
     },
     # SentinelStacks' chat WebSocket runs chat turns: the language model's settings.
     var.model_env,
+    # Terminal streams are recorded here, while their session's recording is on.
+    var.recordings_env,
   )
 }
 

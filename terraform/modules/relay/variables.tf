@@ -41,6 +41,12 @@ variable "model_env" {
   default     = {}
 }
 
+variable "recordings_env" {
+  type        = map(string)
+  description = "Where terminal recordings are written and for how long they are kept (TETHER_RECORDINGS_URL, TETHER_RECORDING_RETENTION); empty: the code's defaults."
+  default     = {}
+}
+
 variable "model_api_key_secret_id" {
   type        = string
   description = "Secret Manager id of TETHER_MODEL_API_KEY; null: none."

@@ -1,7 +1,9 @@
-# Three buckets: session storage (one prefix per session, tether.provision.storage), the
-# function source archives, and SentinelStacks' image registry (tether.registry.gcs: one
-# object per digest, made once with if_generation_match=0, never rewritten or deleted by
-# Tether: its grants below create and read objects only).
+# Four buckets: session storage (one prefix per session, tether.provision.storage), the
+# function source archives, SentinelStacks' image registry (tether.registry.gcs: one object
+# per digest, made once with if_generation_match=0, never rewritten or deleted by Tether: its
+# grants below create and read objects only), and terminal recordings' parts
+# (tether.service.recordings: the same kind of store, written by the relay, out of every
+# workspace's reach; deleted by age, the records' retention).
 
 locals {
   buckets = {
@@ -23,6 +25,13 @@ locals {
       name               = coalesce(var.registry_bucket_name, "${var.project_id}-tether-registry")
       versioning         = false
       delete_after_days  = 0
+      noncurrent_after   = 0
+      log_bucket_enabled = var.access_log_bucket != null
+    }
+    recordings = {
+      name               = coalesce(var.recordings_bucket_name, "${var.project_id}-tether-recordings")
+      versioning         = false
+      delete_after_days  = var.recordings_retention_days
       noncurrent_after   = 0
       log_bucket_enabled = var.access_log_bucket != null
     }

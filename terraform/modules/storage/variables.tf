@@ -64,21 +64,43 @@ variable "labels" {
 
 variable "iam" {
   type = list(object({
-    bucket = string # "sessions", "sources" or "registry"
+    bucket = string # "sessions", "sources", "registry" or "recordings"
     role   = string
     key    = string # a static name for the member (for_each key)
     member = string
   }))
-  description = "Bucket-level grants: who may use which bucket. On the registry, only roles/storage.objectCreator and roles/storage.objectViewer: a blob is never deleted or overwritten."
+  description = "Bucket-level grants: who may use which bucket. On the registry and the recordings, only roles/storage.objectCreator and roles/storage.objectViewer: a blob is never deleted or overwritten (the recordings' lifecycle rule deletes them)."
   default     = []
 
   validation {
-    condition     = alltrue([for g in var.iam : contains(["sessions", "sources", "registry"], g.bucket)])
-    error_message = "A grant's bucket is sessions, sources or registry."
+    condition     = alltrue([for g in var.iam : contains(["sessions", "sources", "registry", "recordings"], g.bucket)])
+    error_message = "A grant's bucket is sessions, sources, registry or recordings."
   }
 
   validation {
     condition     = alltrue([for g in var.iam : g.bucket != "registry" || contains(["roles/storage.objectCreator", "roles/storage.objectViewer"], g.role)])
     error_message = "The registry bucket takes roles/storage.objectCreator and roles/storage.objectViewer only (no role that deletes or overwrites a blob)."
+  }
+
+  validation {
+    condition     = alltrue([for g in var.iam : g.bucket != "recordings" || contains(["roles/storage.objectCreator", "roles/storage.objectViewer"], g.role)])
+    error_message = "The recordings bucket takes roles/storage.objectCreator and roles/storage.objectViewer only (no role that deletes or overwrites a part)."
+  }
+}
+
+variable "recordings_bucket_name" {
+  type        = string
+  description = "Name of the terminal recordings' bucket; null: <project_id>-tether-recordings."
+  default     = null
+}
+
+variable "recordings_retention_days" {
+  type        = number
+  description = "Delete recording parts this many days after they were written (TETHER_RECORDING_RETENTION keeps the records as long)."
+  default     = 31
+
+  validation {
+    condition     = var.recordings_retention_days >= 1 && floor(var.recordings_retention_days) == var.recordings_retention_days
+    error_message = "recordings_retention_days is a whole number of days, at least 1."
   }
 }
