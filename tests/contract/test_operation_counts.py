@@ -154,13 +154,14 @@ BOUNDS = {
     # Through a surface, each of the calls above that changes something adds its audit record
     # (`tether.service.audit`), recorded by the Router after it answers: one write, no read.
     "audit record": (0, 1),
-    # Twenty-three queries, a read each with nothing due (one a kind that expires or is kept
+    # Twenty-six queries, a read each with nothing due (one a kind that expires or is kept
     # for a while, Kubently's audit trail and debug sessions, Openctrol's desktop sessions,
-    # SentinelStacks' agents, conversations, messages and events, the audit log, and the
-    # expiry warnings' events and webhook outbox included; and the sessions due a warning and
-    # the webhooks due a send); and two reads a live session (one here) to check its agent
-    # slot is still used (`Agents.release_stale`).
-    "sweep": (25, 0),
+    # SentinelStacks' agents, conversations, messages and events, the audit log, the expiry
+    # warnings' events and webhook outbox, and terminal recordings, their parts and the one
+    # recording now included; and the sessions due a warning and the webhooks due a send);
+    # and two reads a live session (one here) to check its agent slot is still used
+    # (`Agents.release_stale`).
+    "sweep": (28, 0),
 }
 GOALS = {"create": "<= 4 reads, <= 3 writes", "exec": "<= 2 reads, <= 2 writes",
          "heartbeat": "1 write"}  # fmt: skip
