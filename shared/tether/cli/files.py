@@ -3,7 +3,6 @@ terminal), list a session's directory."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -60,30 +59,25 @@ def cp(app: App, source: str, target: str) -> int:
 
 
 def _upload(app: App, local: Path, session_id: str, path: str) -> None:
-    from tether.sdk import calls
-
     if not local.is_file():
         raise errors.NotFound(f"{local}: no such file here", field="source")
     if path.endswith("/") or path == ".":
         path = f"{path.rstrip('/')}/{local.name}" if path != "/" else f"/{local.name}"
     size = local.stat().st_size
-    client = app.client()
-    client.connect(session_id)  # a session that is not there is said before a byte is read
-    digest = hashlib.sha256()
+    files = app.client().connect(session_id).files  # no such session: said before reading
     with output.transfer(f"{local.name} → {session_id}", size) as advance:
 
-        def chunks() -> Iterator[bytes]:
-            nonlocal digest
-            digest = hashlib.sha256()  # a retry sends it all again
+        def section(at: int, length: int) -> Iterator[bytes]:
             with local.open("rb") as f:
-                while chunk := f.read(CHUNK):
-                    digest.update(chunk)
+                f.seek(at)
+                while length > 0 and (chunk := f.read(min(CHUNK, length))):
+                    length -= len(chunk)
                     advance(len(chunk))
                     yield chunk
 
-        # The SDK's upload, with the bytes counted as they go (Files.upload has no progress).
-        answer = client._do(calls.file_upload(session_id, path, size), content=chunks)
-    written = calls.check_written(answer, digest.hexdigest())
+        # Files.upload's own path (pieces past a request's bound, each one's SHA-256 checked),
+        # given the bytes through a reader that counts them: upload takes no progress callback.
+        written = files._store(path, size, section)
     output.note(f"Sent {written.size} bytes to {session_id}:{written.path}")
 
 
