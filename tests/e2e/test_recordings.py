@@ -192,3 +192,17 @@ def test_another_user_finds_no_recording(server: Server, recorded: dict[str, Any
     with httpx.Client(base_url=server.url, headers={"X-API-Key": server.key}) as owner:
         missing = owner.get(f"/v1/sessions/{sid}/recordings/rec-0000000000000000")
         assert missing.status_code == 404 and missing.json()["detail"] == "Recording not found"
+
+
+def test_a_recording_on_when_its_session_ends_is_stopped(
+    api: httpx.Client, recorded: dict[str, Any]
+) -> None:
+    sid = recorded["sid"]
+    on = api.post(f"/v1/sessions/{sid}/recordings")
+    assert on.status_code == 201, on.text
+    assert api.delete(f"/v1/sessions/{sid}").status_code in (200, 202, 204)
+    status = lambda: api.get(f"/v1/sessions/{sid}").json()["status"]  # noqa: E731
+    assert wait_for(lambda: status() == "terminated", 60, 0.1), status()
+    (shown,) = [r for r in api.get(f"/v1/sessions/{sid}/recordings").json()["recordings"]
+                if r["id"] == on.json()["id"]]  # fmt: skip
+    assert shown["status"] == "stopped" and shown["stopped_at"] is not None

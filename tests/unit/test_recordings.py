@@ -17,6 +17,7 @@ import pytest
 from tether import bootstrap
 from tether.core import asciicast
 from tether.core.models import utcnow
+from tether.registry.local import DirectoryArtifacts
 from tether.relay import recording
 from tether.service.recordings import On, Recording, Recordings
 from tether.settings import Settings
@@ -149,3 +150,29 @@ def test_a_utf8_character_split_across_frames_comes_out_whole() -> None:
         "", "é", "✓", ""
     ]  # fmt: skip
     assert out.text(b"\xff") == "\ufffd"  # not UTF-8: replaced, as asciinema does
+
+
+def test_a_store_that_fails_fails_the_recording_and_never_the_stream(
+    recordings: Recordings, tmp_path: Path
+) -> None:
+    rec = started(recordings)
+    (tmp_path / "not-a-directory").write_text("")
+    recordings.blobs = DirectoryArtifacts(tmp_path / "not-a-directory" / "parts")
+
+    async def stream() -> None:
+        recorder = recording.attach("sess-1", {}, blocking)
+        async with asyncio.timeout(10):
+            while not recorder.known:
+                await asyncio.sleep(0.01)
+        recorder.from_runtime(runtime_frames(b"z" * (100 << 10)))  # a part is due: it fails
+        async with asyncio.timeout(10):
+            while recorder.active is not None:  # until the recorder has given up
+                await asyncio.sleep(0.01)
+        recorder.from_runtime(runtime_frames(b"the terminal goes on"))
+        recorder.close()
+        await recorder.writer
+
+    asyncio.run(stream())
+    failed = recordings.records.get(rec.id)
+    assert failed.status == "failed" and "could not be stored" in (failed.error or "")
+    assert failed.writers == 0 and recordings.recording_on("sess-1") is None

@@ -50,7 +50,10 @@ log = logging.getLogger(__name__)
 
 PART_BYTES = 64 << 10  # a part is written once this much is held...
 FLUSH_EVERY = 5.0  # ...or this many seconds after its first event
-MAX_PENDING = 2 << 20  # bytes held waiting for the store, a stream; past it: failed
+# While a part is being written, the next grows up to this (a fast terminal makes fewer,
+# larger parts rather than a queue of small ones)...
+MAX_PART = 1 << 20
+MAX_PENDING = 2 << 20  # ...and at most this many bytes wait for the store; past it: failed
 MAX_CONTROL = 4096  # bytes of a client's text message read (a resize is ~40)
 MAX_FRAME = 1 << 20
 _writing: set[asyncio.Task[None]] = set()  # final writes still going after their stream ended
@@ -159,7 +162,7 @@ class Recorder:
             self.held.since, self.held.opening = now, before or self.size
         self.held.events.append((now, code, data))
         self.held.size += len(data) + 24
-        if self.active is not None and self.held.size >= PART_BYTES:
+        if self.active is not None and self.held.size >= (MAX_PART if self.pending else PART_BYTES):
             self._hand_over()
         elif not self.known and self.held.size > MAX_PENDING:
             self.held = _Held()  # the store has not said yet, for that long: give up on it
@@ -277,6 +280,8 @@ class Recorder:
             await self._fail(active, f"a part could not be stored: {type(exc).__name__}")
         finally:
             self.pending -= len(lines)
+        if not final and self.active is active and self.held.size >= PART_BYTES:
+            self._hand_over()  # what came while it was written
 
     async def _fail(self, active: _Active, why: str) -> None:
         active.dropped = True

@@ -28,7 +28,8 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from tether.core import asciicast
-from tether.core.models import Principal, Record, utcnow
+from tether.core.lifecycle import SessionState
+from tether.core.models import Principal, Record, Session, utcnow
 from tether.core.ports import ArtifactStore, Store
 from tether.errors import Conflict, NotFound
 from tether.service import pages
@@ -156,7 +157,7 @@ class Recordings:
         found = self.records.find(recording_id)
         if found is None or found.session_id != session.id:
             raise NotFound("Recording not found", code="RECORDING_NOT_FOUND", id=recording_id)
-        return found
+        return self._ended_with(session, found)
 
     def page(
         self, who: Principal, session_id: str, limit: int = 50, cursor: str | None = None
@@ -169,7 +170,8 @@ class Recordings:
         )
         more = found[limit - 1] if len(found) > limit else None
         token = pages.cursor(more.started_at, more.id) if more else None
-        return Page(found[:limit], len(found[:limit]), token)
+        shown = [self._ended_with(session, r) for r in found[:limit]]
+        return Page(shown, len(shown), token)
 
     def cast(self, recording: Recording, title: str | None = None) -> Iterator[bytes]:
         """The recording as an asciicast v2 file, a line at a time: its header, then the events
@@ -254,6 +256,26 @@ class Recordings:
             log.exception("recording %s: its failure not recorded", recording_id)
 
     # -- inside ---------------------------------------------------------------------------------
+
+    def _ended_with(self, session: Session, recording: Recording) -> Recording:
+        """A recording still on when its session ended is stopped (when it is next read: at
+        most once, and only the one that was on)."""
+        ended = session.state in (SessionState.TERMINATED, SessionState.FAILED)
+        if recording.status != "recording" or not ended:
+            return recording
+
+        def stopped(r: Recording) -> Recording | None:
+            if r.status != "recording":
+                return None
+            r.status, r.stopped_at = "stopped", session.updated_at or utcnow()
+            return r
+
+        try:
+            recording = self.records.mutate(recording.id, stopped, start=recording)
+            self._unpoint(recording)
+        except Conflict:  # changing under us: as it was read
+            pass
+        return recording
 
     def _unpoint(self, recording: Recording) -> None:
         pointer = self.store.get(ON, recording.session_id)
