@@ -89,6 +89,8 @@ locals {
     { path = "/v1/sessions/*/files/**", backend = "relay" },
     { path = "/v1/sessions/*/ports/**", backend = "relay" },
     { path = "/preview/*", backend = "relay" },
+    # Prometheus' scrape: the relay's own figures and the store's gauges (tether.origin).
+    { path = "/metrics", backend = "relay" },
     { path = "/novnc/*", backend = "relay" },
     { path = "/v1/sessions", backend = "onmemos" },
     { path = "/v1/sessions/*", backend = "onmemos" },

@@ -232,7 +232,7 @@ def test_cli_drives_a_session(embedded: Server) -> None:
     assert (ran.returncode, ran.stdout, ran.stderr) == (7, "out\n", "err\n")
     assert tether("delete", sid).returncode == 0
     missing = tether("get", sid + "-nope")
-    assert missing.returncode == 1 and "Session not found" in missing.stderr
+    assert missing.returncode == 4 and "Session not found" in missing.stderr
     assert "usage" in tether("--help").stdout
 
 

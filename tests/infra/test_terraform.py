@@ -332,6 +332,7 @@ def test_routes_agree_with_the_targets_routes_and_the_relay_gets_the_agents_webs
     for tail in ("", "/execute", "/extend", "/preview-urls", "/filesystem"):
         assert backend(f"/v1/sessions/ws-1{tail}", routes) == "onmemos", tail
     assert backend("/preview/abc.def/x/y", routes) == "relay"
+    assert backend("/metrics", routes) == "relay"  # the origin's scrape (tether.origin.apps)
     sentinel = [prefix for prefix, target in ROUTES if target == "sentinelstacks"]
     assert {"/v1/agents", "/api/v1/packages", "/openapi/sentinelstacks.json"} <= set(sentinel)
     for prefix in sentinel:

@@ -671,11 +671,20 @@ def ws_token(request: Request, session_id: str) -> Response:
 
 
 class Extend(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    """One of `minutes` or `expires_in`."""
 
-    minutes: int | None = Field(None, ge=1, le=1440, description="Added to the expiry")
-    expires_in: int | None = Field(
-        None, ge=1, le=MAX_TTL_MINUTES * 60, description="Seconds from now: the new expiry"
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={"oneOf": [{"required": ["minutes"]}, {"required": ["expires_in"]}]},
+    )
+
+    minutes: Annotated[int, Field(ge=1, le=1440), INTEGRAL] = Field(
+        None,  # type: ignore[assignment]  # absent, never null (the schema says one is given)
+        description="Added to the expiry",
+    )
+    expires_in: Annotated[int, Field(ge=1, le=MAX_TTL_MINUTES * 60), INTEGRAL] = Field(
+        None,  # type: ignore[assignment]
+        description="Seconds from now: the new expiry",
     )
 
     @model_validator(mode="after")
@@ -1110,17 +1119,18 @@ class PersistQuery(BaseModel):
                                    description="Tether's own: this session instead")  # fmt: skip
 
 
-NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"  # a path's characters (files.relative refuses the rest)
+# A relative path of no control characters (files.relative refuses the rest).
+RELATIVE = r"^([^/\x00-\x1f\x7f][^\x00-\x1f\x7f]*)?$"
 
 
 class UploadQuery(PersistQuery):
-    dst: str = Field("", max_length=MAX_PATH, pattern=NO_CONTROL,
+    dst: str = Field("", max_length=MAX_PATH, pattern=RELATIVE,
                      description="Path under ~/persist (default: the file's own name); "
                      "relative, without `..`")  # fmt: skip
 
 
 class DownloadQuery(PersistQuery):
-    path: str = Field(min_length=1, max_length=MAX_PATH, pattern=NO_CONTROL,
+    path: str = Field(min_length=1, max_length=MAX_PATH, pattern=RELATIVE,
                       description="Path under ~/persist")  # fmt: skip
 
 

@@ -16,7 +16,7 @@ from werkzeug.wrappers import Request, Response
 
 from tether import bootstrap
 from tether.errors import NotFound
-from tether.surfaces.http import json_response
+from tether.surfaces.http import INTEGRAL, json_response
 from tether.surfaces.onmemos import NO_NUL, Env, Timeout, base_url, principal, router
 
 MAX_STDIN = 1 << 20  # characters of input given with a streamed command
@@ -113,8 +113,10 @@ class Removed(BaseModel):
 class PreviewRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    port: int = Field(ge=1, le=65535)
-    expires_in: int = Field(3600, ge=60, le=7 * 24 * 3600, description="Seconds")
+    port: Annotated[int, Field(ge=1, le=65535), INTEGRAL]
+    expires_in: Annotated[int, Field(ge=60, le=7 * 24 * 3600), INTEGRAL] = Field(
+        3600, description="Seconds"
+    )
 
 
 class PreviewLink(BaseModel):

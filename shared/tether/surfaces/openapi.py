@@ -38,6 +38,17 @@ IDEMPOTENCY_PARAMETER = {
 # Statuses any operation may answer, whatever its route: a request head over the origin's
 # limit (tether.origin.guard), a store or agent away.
 ALWAYS = (431, 503)
+EVENTS = "text/event-stream"
+# One Server-Sent Event of a stream (its `data` a JSON object, as the operation says).
+EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "event": {"type": "string"},
+        "data": {"type": "string"},
+        "id": {"type": "string"},
+    },
+}
 
 
 def document(
@@ -112,6 +123,10 @@ def _operation(
     for status, model in sorted(op.answers.items()):
         if status == 204:
             responses["204"] = {"description": HTTPStatus(204).phrase}
+            continue
+        if op.media == EVENTS and model is None and status < 300:  # Server-Sent Events
+            responses[str(status)] = {"description": HTTPStatus(status).phrase,
+                                      "content": {EVENTS: {"schema": EVENT}}}  # fmt: skip
             continue
         if op.media and model is None and status < 300:  # a file's bytes
             binary = {"schema": {"type": "string", "format": "binary"}}
