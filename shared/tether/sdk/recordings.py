@@ -52,7 +52,8 @@ def _path(session_id: str, *rest: str) -> str:
 
 
 def _start(session_id: str) -> Call:
-    return Call("POST", _path(session_id))
+    # The same key on every try: a retry after a lost answer starts nothing twice.
+    return Call("POST", _path(session_id), idempotency_key=calls.new_key())
 
 
 def _stop(session_id: str, recording_id: str) -> Call:

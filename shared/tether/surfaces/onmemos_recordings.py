@@ -56,10 +56,11 @@ def shown(r: Record) -> Recording:
     )  # fmt: skip
 
 
-@router.route(SESSION, ["POST"], answers={201: Recording}, errors=(404, 409))
+@router.route(SESSION, ["POST"], answers={201: Recording}, errors=(404, 409), idempotent=True)
 def start_recording(request: Request, session_id: str) -> Response:
     """Start recording the session's terminal: everything its terminals show from now on
-    (409 RECORDING_IN_PROGRESS while another recording of it is on)."""
+    (409 while another recording of it is on). With an Idempotency-Key, a retry gets the
+    first answer."""
     made = bootstrap.services().recordings.start(principal(request), session_id)
     return json_response(shown(made), 201)
 
