@@ -263,7 +263,9 @@ def build(settings: Settings, store: Store | None = None, bus: Bus | None = None
         agents=agents,
         commands=commands,
         sessions=sessions,
-        events=Events(bus, agents, commands, sessions, settings.heartbeat_interval, debug),
+        events=Events(
+            bus, agents, commands, sessions, settings.heartbeat_interval, debug, warnings
+        ),
         sweeper=Sweeper(sessions, commands, agents, store, settings.republish_after, warnings),
         warnings=warnings,
         idempotency=Idempotency(store),

@@ -73,6 +73,8 @@ def test_a_background_process_keeps_it_running_until_it_is_killed(api: httpx.Cli
     assert started.status_code == 201, started.text
     since = info(api, sid)["last_activity_at"]  # the start's own call: the last one made
     assert wait_for(lambda: kept_by(api, sid, "process", since), 6 * IDLE, 0.2), info(api, sid)
+    # Nor was it warned of going idle: its workspace was asked first, and was at work.
+    assert api.get(f"/v1/sessions/{sid}/events").json()["events"] == []
     pid = started.json()["pid"]
     assert api.post(f"/v1/sessions/{sid}/processes/{pid}/kill", json={}).status_code == 200
     assert hibernates(api, sid), info(api, sid)

@@ -18,6 +18,7 @@ from tether.service.agents import Agents
 from tether.service.commands import Commands
 from tether.service.debug import Debug
 from tether.service.sessions import Sessions
+from tether.service.warnings import Warnings
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class Events:
     sessions: Sessions
     heartbeat_interval: float = 10.0
     debug: Debug | None = None  # Kubently's runs, finished by their commands' results
+    warnings: Warnings | None = None  # an idle timeout's warning waits for its idle check
 
     def handle(self, data: dict[str, Any]) -> None:
         """Apply one event. A malformed one is logged and dropped (redelivering it could never
@@ -72,6 +74,8 @@ class Events:
             if command is not None and command.state in FINAL_COMMAND_STATES:
                 if command.type is CommandType.CHECK_IDLE:  # idle after all, or still at work
                     self.sessions.idle_checked(command)
+                    if self.warnings is not None:
+                        self.warnings.after_idle_check(command.session_id or "")
                 self.sessions.apply_result(command)
                 if self.debug is not None:
                     self.debug.apply_result(command)

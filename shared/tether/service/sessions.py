@@ -72,16 +72,17 @@ def _leave_slot(s: Session) -> str | None:
     return None if s.state in ACTIVE_SESSION_STATES else s.slot
 
 
-def _idle_unasked(s: Session, now: datetime) -> bool:
-    """Due for an idle check (running, past its `idle_at`), and not asked about already."""
-    if s.state is not SessionState.RUNNING or s.idle_at is None or s.idle_at > now:
+def _idle_unasked(s: Session, now: datetime, early: bool = False) -> bool:
+    """Due for an idle check (running, past its `idle_at`, or before it if `early`), and not
+    asked about already."""
+    if s.state is not SessionState.RUNNING or s.idle_at is None or (s.idle_at > now and not early):
         return False
     return s.idle_check_at is None or now - s.idle_check_at >= IDLE_CHECK_WAIT
 
 
-def _ask_idle(s: Session, now: datetime) -> Session | None:
+def _ask_idle(s: Session, now: datetime, early: bool = False) -> Session | None:
     """Marks the idle check as asked (`Repo.mutate`); None: touched or asked meanwhile."""
-    if not _idle_unasked(s, now):
+    if not _idle_unasked(s, now, early):
         return None
     s.idle_check_at = now
     return s
@@ -562,16 +563,22 @@ class Sessions:
         control plane saw: those the store finds due (`Session.idle_at`), not every running
         one. Each one's agent asks its workspace (`CHECK_IDLE`), and the answer hibernates it
         or records the work found (`idle_checked`). Returns the ids asked about."""
-        asked = []
         now = utcnow()
-        for s in self.repo.query([("idle_at", "<=", now)]):
-            if _idle_unasked(s, now):
-                with contextlib.suppress(Conflict, NotFound):
-                    after = self.repo.mutate(s.id, functools.partial(_ask_idle, now=now), start=s)
-                    if after.idle_check_at == now:  # this sweep asks (no other one did)
-                        self.commands.issue(after.agent_id, CommandType.CHECK_IDLE, s.id, {})
-                        asked.append(s.id)
-        return asked
+        return [s.id for s in self.repo.query([("idle_at", "<=", now)]) if self.ask_idle(s, now)]
+
+    def ask_idle(self, s: Session, now: datetime, early: bool = False) -> bool:
+        """Asks the session's workspace whether it has been at work (`CHECK_IDLE`), unless it
+        is not due (`early`: before its idle_at, as its warning is) or asked already. True if
+        this call asked."""
+        if not _idle_unasked(s, now, early):
+            return False
+        with contextlib.suppress(Conflict, NotFound):
+            ask = functools.partial(_ask_idle, now=now, early=early)
+            after = self.repo.mutate(s.id, ask, start=s)
+            if after.idle_check_at == now:  # this call asks (no other one did)
+                self.commands.issue(after.agent_id, CommandType.CHECK_IDLE, s.id, {})
+                return True
+        return False
 
     def idle_checked(self, command: Command) -> None:
         """Applies a `CHECK_IDLE`'s answer: a workspace busy (an exec or a process running) is

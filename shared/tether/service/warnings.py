@@ -75,44 +75,66 @@ class Warnings:
     # -- the sweeper's part --------------------------------------------------------------
 
     def scan(self, batch: int = BATCH) -> int:
-        """Warn every session whose warning is due; returns how many were warned."""
+        """Warn every session whose warning is due; returns how many were warned. Of an idle
+        timeout, only once its workspace has said it is idle: it is asked first (`CHECK_IDLE`),
+        and the answer warns (`after_idle_check`) or moves the deadline on (a process or a
+        command still at work)."""
         now, warned = utcnow(), 0
         for session in self.sessions.repo.query([("warn_at", "<=", now)], limit=batch):
             due = session.deadline()
             if due is None or session.warn_at is None:
                 continue  # (saved before it changed: the query's copy is the stored one)
-            deadline, reason = due
-            event = SessionEvent(
-                id=event_id(session.id, reason, deadline),
-                session_id=session.id,
-                owner=session.owner,
-                reason=reason,
-                deadline=deadline,
-                time=now,
-                purge_at=deadline + self.retention,
-            )
-            with contextlib.suppress(Conflict):  # made by a pass that died before the mark
-                self.events.create(event.id, event)
-            if session.webhook_url:
-                self.webhooks.enqueue(
-                    Delivery(
-                        id=delivery_id(event.id),
-                        session_id=session.id,
-                        event_id=event.id,
-                        event=EXPIRY_WARNING,
-                        url=session.webhook_url,
-                        purge_at=event.purge_at,
-                    )
-                )
-
-            def mark(s: Session, deadline: datetime = deadline) -> Session:
-                s.warned_for = deadline  # a later deadline (an extend) is warned of again
-                return s
-
-            with contextlib.suppress(Conflict, NotFound):
-                self.sessions.repo.mutate(session.id, mark, start=session)
-            warned += 1
+            if due[1] == "idle":
+                self.sessions.ask_idle(session, now, early=True)
+            else:
+                warned += self._warn(session, *due, now)
         return warned
+
+    def after_idle_check(self, session_id: str) -> None:
+        """Warns of the session's idle timeout if its warning is still due once its workspace
+        has answered: no work was found that put the deadline off."""
+        session, now = self.sessions.repo.find(session_id), utcnow()
+        if session is None or session.warn_at is None or session.warn_at > now:
+            return
+        due = session.deadline()
+        if due is not None and due[1] == "idle":
+            self._warn(session, *due, now)
+
+    def _warn(
+        self, session: Session, deadline: datetime, reason: Literal["ttl", "idle"], now: datetime
+    ) -> int:
+        """The warning of `deadline`: its event, its webhook's delivery, and the session's
+        mark that it was warned of it. 1 (one warned)."""
+        event = SessionEvent(
+            id=event_id(session.id, reason, deadline),
+            session_id=session.id,
+            owner=session.owner,
+            reason=reason,
+            deadline=deadline,
+            time=now,
+            purge_at=deadline + self.retention,
+        )
+        with contextlib.suppress(Conflict):  # made by a pass that died before the mark
+            self.events.create(event.id, event)
+        if session.webhook_url:
+            self.webhooks.enqueue(
+                Delivery(
+                    id=delivery_id(event.id),
+                    session_id=session.id,
+                    event_id=event.id,
+                    event=EXPIRY_WARNING,
+                    url=session.webhook_url,
+                    purge_at=event.purge_at,
+                )
+            )
+
+        def mark(s: Session) -> Session:
+            s.warned_for = deadline  # a later deadline (an extend) is warned of again
+            return s
+
+        with contextlib.suppress(Conflict, NotFound):
+            self.sessions.repo.mutate(session.id, mark, start=session)
+        return 1
 
     def send(self) -> int:
         """Send the webhooks due; returns how many were acknowledged."""
