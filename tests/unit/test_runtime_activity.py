@@ -6,25 +6,14 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from tests.fakes.runtime import RuntimeServer
 from tests.unit.test_runtime_processes import start, wait_for
 from tests.unit.test_runtime_streams import sse
-
-
-@pytest.fixture
-def runtime(tmp_path: Path) -> Iterator[RuntimeServer]:
-    server = RuntimeServer(tmp_path / "home")
-    server.start()
-    yield server
-    server.stop()
 
 
 def activity(runtime: RuntimeServer) -> dict[str, Any]:

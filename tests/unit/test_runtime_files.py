@@ -10,19 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.fakes.runtime import RuntimeServer
 
 MiB = 1 << 20
-
-
-@pytest.fixture
-def runtime(tmp_path: Path) -> Iterator[RuntimeServer]:
-    server = RuntimeServer(tmp_path / "home")
-    server.start()
-    yield server
-    server.stop()
 
 
 def generated(size: int, digest: hashlib._Hash) -> Iterator[bytes]:

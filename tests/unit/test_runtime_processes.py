@@ -6,23 +6,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 from websockets.sync.client import connect
 
 from tests.fakes.runtime import RuntimeServer
 from tests.unit.test_runtime_streams import gone, sse
-
-
-@pytest.fixture
-def runtime(tmp_path: Path) -> Iterator[RuntimeServer]:
-    server = RuntimeServer(tmp_path / "home")
-    server.start()
-    yield server
-    server.stop()
 
 
 def start(runtime: RuntimeServer, command: str, **body: object) -> dict[str, object]:

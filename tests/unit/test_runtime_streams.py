@@ -16,14 +16,6 @@ from websockets.sync.client import connect
 from tests.fakes.runtime import RuntimeServer
 
 
-@pytest.fixture
-def runtime(tmp_path: Path) -> Iterator[RuntimeServer]:
-    server = RuntimeServer(tmp_path / "home")
-    server.start()
-    yield server
-    server.stop()
-
-
 def sse(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, object]]]:
     """(event, data) pairs of a Server-Sent Events stream."""
     event = ""
