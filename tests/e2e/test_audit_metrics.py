@@ -300,3 +300,37 @@ def test_metrics_move_with_what_is_done_and_are_for_admins(
         ("relay.connect", "ok"),
     ]
     assert admin.delete(f"/v1/sessions/{sid}").is_success
+
+
+def test_the_session_feed_socket_is_audited_as_it_comes_and_goes(
+    server: Server, admin: httpx.Client
+) -> None:
+    """StreamSpace's web UI's session list (a WebSocket of the relay's): its connect, its
+    refusal and its disconnect, each under its upgrade's request id."""
+
+    async def open_and_close(headers: dict[str, str]) -> int:
+        async with aiohttp.ClientSession() as http:
+            url = server.url.replace("http", "ws", 1) + "/api/v1/ws/sessions"
+            try:
+                async with http.ws_connect(url, headers=headers) as ws:
+                    await ws.receive(timeout=30)  # the first update: it is open
+                    return 101
+            except aiohttp.WSServerHandshakeError as refused:
+                return refused.status
+
+    made, denied = f"feed-{uuid.uuid4().hex}", f"feed-{uuid.uuid4().hex}"
+    opened = asyncio.run(open_and_close({"X-API-Key": server.key, "X-Request-Id": made}))
+    wrong = "tether_wrongkey0001_" + "x" * 32
+    refused = asyncio.run(open_and_close({"X-API-Key": wrong, "X-Request-Id": denied}))
+    assert (opened, refused) == (101, 401)
+
+    def recorded() -> list[tuple[str, str, str]] | None:
+        got = admin.get("/v1/audit", params={"target": "sessions-feed", "limit": 10}).json()
+        seen = [(r["action"], str(r["result"]), r["request_id"]) for r in got["records"]]
+        return seen if len(seen) >= 3 else None
+
+    assert until(recorded, "the feed's records")[:3] == [
+        ("relay.connect", "refused", denied),
+        ("relay.disconnect", "1000", made),
+        ("relay.connect", "ok", made),
+    ]

@@ -35,11 +35,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from tether import bootstrap, errors
-from tether.core.models import DesktopSession, Session
+from tether.core.models import DesktopSession, Principal, Session
 from tether.desktop import tunnel
 from tether.errors import TetherError
 from tether.provision.uds import connect_unix
-from tether.relay import access
+from tether.relay import access, streams
 from tether.relay.streams import _keep_alive, blocking, runtime_address, upgrading
 from tether.surfaces import shapes
 from tether.surfaces.http import forwarded_client, proxy_matcher, status_for
@@ -162,11 +162,12 @@ class Tunnel:
 TUNNELS: dict[str, Tunnel] = {}
 
 
-def _claim(request: web.Request, agent_id: str, connection: str) -> None:
+def _claim(request: web.Request, agent_id: str, connection: str) -> Principal:
     who = access.principal(
         agent_id, {}, request.headers.get("Authorization"), request.headers.get("X-API-Key")
     )
     bootstrap.services().desktops.claim(who, agent_id, connection)
+    return who
 
 
 async def agent_tunnel(request: web.Request) -> web.StreamResponse:
@@ -178,10 +179,12 @@ async def agent_tunnel(request: web.Request) -> web.StreamResponse:
         return refusal(errors.Invalid("WebSocket upgrade required", code="invalid_request"), 400)
     connection = uuid.uuid4().hex
     try:
-        await blocking(_claim, request, agent_id, connection)
+        who = await blocking(_claim, request, agent_id, connection)
     except TetherError as refused:
+        streams.audited(request, None, "relay.connect", agent_id, "refused")
         return refusal(refused)
     await ws.prepare(request)
+    streams.audited(request, who, "relay.connect", agent_id, "ok")
 
     async def send(data: str | bytes) -> None:
         await (ws.send_str(data) if isinstance(data, str) else ws.send_bytes(data))
@@ -205,6 +208,7 @@ async def agent_tunnel(request: web.Request) -> web.StreamResponse:
         current.close_all(AGENT_GONE)
         with contextlib.suppress(TetherError):  # the store is down: the next tunnel's write
             await blocking(bootstrap.services().desktops.disconnected, agent_id, connection)
+        streams.audited(request, who, "relay.disconnect", agent_id, ws.close_code or "closed")
         log.info("desktop agent %s disconnected", agent_id)
     return ws
 
@@ -232,6 +236,7 @@ async def viewer(request: web.Request) -> web.StreamResponse:
             _client(request),
         )
     except TetherError as refused:
+        streams.audited(request, None, "relay.connect", agent_id, "refused")
         return refusal(refused)
     workspace = None
     if session.workspace:  # a desktop workspace's runtime, dialled for this viewer
@@ -266,6 +271,7 @@ async def _serve_viewer(
         # taken wait here, not in the kernel, so the one the agent sends next is current.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, VIEWER_SEND_BUFFER)
     await ws.prepare(request)
+    streams.audited(request, session.owner, "relay.connect", session.id, "ok")
     seat = link.open(ws)
     seat.writer = writer = asyncio.ensure_future(_write(link, seat))
     await link.control(tunnel.OPEN, seat.channel, session_id=session.id,
@@ -286,6 +292,8 @@ async def _serve_viewer(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        closed = ws.close_code or "closed"
+        streams.audited(request, session.owner, "relay.disconnect", session.id, closed)
     return ws
 
 

@@ -16,6 +16,7 @@ import time
 from aiohttp import web
 
 from tether import bootstrap, errors
+from tether.relay import streams
 from tether.relay.streams import blocking
 from tether.surfaces.http import status_for
 from tether.surfaces.shapes import kubently as render_error
@@ -46,12 +47,14 @@ async def executor_stream(request: web.Request) -> web.StreamResponse:
     try:
         cluster_id = await blocking(check)
     except errors.TetherError as exc:
+        streams.audited(request, None, "relay.connect", "executor", "refused")
         return _refusal(exc)
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-store",
         "X-Accel-Buffering": "no",
     })  # fmt: skip
     await response.prepare(request)
+    streams.audited(request, f"executor:{cluster_id}", "relay.connect", cluster_id, "ok")
     await response.write(_event("connected", {"status": "connected", "cluster_id": cluster_id}))
     ends = time.monotonic() + LIFETIME
     try:
@@ -69,4 +72,6 @@ async def executor_stream(request: web.Request) -> web.StreamResponse:
         pass  # its token was revoked
     except ConnectionResetError:
         pass  # the executor left
+    finally:
+        streams.audited(request, f"executor:{cluster_id}", "relay.disconnect", cluster_id, "closed")
     return response

@@ -56,8 +56,10 @@ async def sessions_feed(request: web.Request) -> web.StreamResponse:
             request.headers.get("Authorization"), request.headers.get("X-API-Key"),
         )  # fmt: skip
     except errors.TetherError as exc:
+        streams.audited(request, None, "relay.connect", "sessions-feed", "refused")
         return refuse(exc, status_for(exc))
     await ws.prepare(request)
+    streams.audited(request, who, "relay.connect", "sessions-feed", "ok")
     closed = asyncio.ensure_future(_until_closed(ws))
     try:
         while not closed.done():
@@ -73,6 +75,9 @@ async def sessions_feed(request: web.Request) -> web.StreamResponse:
             await asyncio.wait([closed], timeout=INTERVAL)
     finally:
         closed.cancel()
+        streams.audited(
+            request, who, "relay.disconnect", "sessions-feed", ws.close_code or "closed"
+        )
     return ws
 
 
