@@ -333,7 +333,7 @@ def test_tether_shell_is_a_real_terminal(server: Server, session: str) -> None:
         screen_has("still-2")
         # A job left running keeps the PTY open: the terminal still ends with the shell.
         tmux("send-keys", "-t", name, "sleep 300 & exit", "Enter")
-        screen_has("SHELL-EXITED-0", timeout=30)
+        screen_has("SHELL-EXITED-0", timeout=60)
     finally:
         subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
 
