@@ -119,6 +119,8 @@ class Recorder:
                     continue
                 if frame.opcode is not Opcode.CONT:
                     self.out_binary = frame.opcode is Opcode.BINARY
+                if self.known and self.active is None:
+                    continue  # not recording: the frames are followed, their text not read
                 if self.out_binary and (text := self.output.text(bytes(frame.data))):
                     self._event("o", text)
             self.runtime_frames.data_to_send()  # the copy answers nobody
