@@ -341,53 +341,57 @@ def _moved(app: App, session_id: str, move: Callable[[Any], object]) -> tuple[An
     return handle.client, handle.data
 
 
+def _wait_option(default: float, what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--wait",
+        "wait_s",
+        type=click.FloatRange(min=0),
+        default=default,
+        show_default=True,
+        metavar="SECONDS",
+        help=f"how long to wait for it to {what}",
+    )
+
+
+def _move_and_show(
+    app: App,
+    session_id: str,
+    doing: str,
+    move: Callable[[Any], object],
+    wait_s: float,
+    fmt: str | None,
+    timed: bool = False,
+) -> int:
+    """Moves the session (pause, resume), waits until it settles, says so (`timed`: with the
+    time it took), and prints it."""
+    started = time.monotonic()
+    with output.progress(f"{doing} {session_id}...") as step:
+        client, session = _moved(app, session_id, move)
+        session = _settle(client, session, step, wait_s)
+        took = f" ({time.monotonic() - started:.1f}s)" if timed else ""
+        step.done(f"Session {session_id} is {session['status']}{took}")
+    output.record(session, fmt, SESSION_FIELDS)
+    return exits.OK
+
+
 @click.command(short_help="hibernate a session (its files stay)")
 @SESSION
-@click.option(
-    "--wait",
-    "wait_s",
-    type=click.FloatRange(min=0),
-    default=300,
-    show_default=True,
-    metavar="SECONDS",
-    help="how long to wait for it to sleep",
-)
+@_wait_option(300, "sleep")
 @output_option
 @pass_app
 def pause(app: App, session_id: str, wait_s: float, fmt: str | None) -> int:
     """Hibernate a session: its processes stop, its files stay."""
-    with output.progress(f"Pausing {session_id}...") as step:
-        client, session = _moved(app, session_id, lambda s: s.pause())
-        session = _settle(client, session, step, wait_s)
-        step.done(f"Session {session_id} is {session['status']}")
-    output.record(session, fmt, SESSION_FIELDS)
-    return exits.OK
+    return _move_and_show(app, session_id, "Pausing", lambda s: s.pause(), wait_s, fmt)
 
 
 @click.command(short_help="wake a paused session and wait until it runs")
 @SESSION
-@click.option(
-    "--wait",
-    "wait_s",
-    type=click.FloatRange(min=0),
-    default=600,
-    show_default=True,
-    metavar="SECONDS",
-    help="how long to wait for it to run",
-)
+@_wait_option(600, "run")
 @output_option
 @pass_app
 def resume(app: App, session_id: str, wait_s: float, fmt: str | None) -> int:
     """Wake a paused session and wait until it runs."""
-    started = time.monotonic()
-    with output.progress(f"Waking {session_id}...") as step:
-        client, session = _moved(app, session_id, lambda s: s.resume())
-        session = _settle(client, session, step, wait_s)
-        step.done(
-            f"Session {session_id} is {session['status']} ({time.monotonic() - started:.1f}s)"
-        )
-    output.record(session, fmt, SESSION_FIELDS)
-    return exits.OK
+    return _move_and_show(app, session_id, "Waking", lambda s: s.resume(), wait_s, fmt, timed=True)
 
 
 @click.command(short_help="push a session's expiry back by --minutes")
