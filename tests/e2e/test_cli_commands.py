@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +19,7 @@ import yaml  # type: ignore[import-untyped]
 from tether.sdk import Client
 
 from tests.e2e.conftest import Server, free_port, start_server
+from tests.terminal import Tmux
 from tests.waiting import wait_for
 
 BIN = Path(sys.executable).with_name("tether")  # the installed entry point, as a user runs it
@@ -171,44 +170,21 @@ def test_pause_resume_and_extend(server: Server, session: str) -> None:
 # -- on a terminal ------------------------------------------------------------------------------
 
 
-class Tmux:
-    def __init__(self, name: str, command: str) -> None:
-        assert shutil.which("tmux"), "infra/apt-packages.sh installs tmux"
-        self.name = name
-        self.run("new-session", "-d", "-s", name, "-x", "120", "-y", "40", command)
-
-    def run(self, *args: str) -> str:
-        return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True).stdout
-
-    def screen_has(self, text: str, timeout: float = 30) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            screen = self.run("capture-pane", "-p", "-t", self.name)
-            if text in screen:
-                return screen
-            assert time.monotonic() < deadline, f"{text!r} never appeared:\n{screen}"
-            time.sleep(0.1)
-
-    def close(self) -> None:
-        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
-
-
 def test_a_terminal_sees_progress_a_table_and_a_login_prompt(server: Server, config: Path) -> None:
     env = f"XDG_CONFIG_HOME={config} TETHER_URL= TETHER_API_KEY= TETHER_PROFILE="
-    login = Tmux(f"tether-login-{os.getpid()}", f"env {env} {BIN} login; echo LOGIN-$?; sleep 60")
+    login = Tmux(f"env {env} {BIN} login; echo LOGIN-$?; sleep 60")
     try:
         login.screen_has("Tether URL")
-        login.run("send-keys", "-t", login.name, server.url, "Enter")
+        login.keys(server.url, "Enter")
         login.screen_has("API key")
-        login.run("send-keys", "-t", login.name, server.key, "Enter")
+        login.keys(server.key, "Enter")
         screen = login.screen_has("LOGIN-0")
         assert server.key not in screen  # the key is not echoed
     finally:
         login.close()
     # The saved profile serves the create: a spinner that ends ticked, with the time taken,
     # then the session as a table.
-    create = Tmux(f"tether-create-{os.getpid()}",
-                  f"env {env} {BIN} create --template shell; echo CREATE-$?; sleep 60")  # fmt: skip
+    create = Tmux(f"env {env} {BIN} create --template shell; echo CREATE-$?; sleep 60")
     try:
         screen = create.screen_has("CREATE-0")
         progress = next(line for line in screen.splitlines() if "Session ws-" in line)

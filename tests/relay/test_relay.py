@@ -294,48 +294,33 @@ def test_the_relay_cuts_a_session_that_ended_when_its_workspace_does_not_stop(
 
 def test_tether_shell_is_a_real_terminal(server: Server, session: str) -> None:
     """`tether shell` in tmux: raw keys, the remote prompt, resize on SIGWINCH, clean exit."""
-    import shutil
-    import subprocess
     import sys
 
-    assert shutil.which("tmux"), "infra/apt-packages.sh installs tmux"
-    name = f"tether-shell-{session[-4:]}"
+    from tests.terminal import Tmux
+
     env = f"TETHER_URL={server.url} TETHER_API_KEY={server.key}"
     cmd = (
         f"{env} {sys.executable} -m tether.cli.main shell {session}; echo SHELL-EXITED-$?; sleep 30"
     )
-
-    def tmux(*args: str) -> str:
-        return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True).stdout
-
-    def screen_has(text: str, timeout: float = 15) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            screen = tmux("capture-pane", "-p", "-t", name)
-            if text in screen:
-                return screen
-            time.sleep(0.1)
-        raise AssertionError(f"{text!r} never appeared:\n{screen}")
-
-    tmux("new-session", "-d", "-s", name, "-x", "100", "-y", "30", cmd)
+    term = Tmux(cmd, width=100, height=30)
     try:
-        screen_has("~#")  # the remote login shell's prompt
-        tmux("send-keys", "-t", name, "echo remote-$((40+2))", "Enter")
-        screen_has("remote-42")
-        tmux("send-keys", "-t", name, "stty size", "Enter")
-        screen_has("30 100")
-        tmux("resize-window", "-t", name, "-x", "120", "-y", "40")
-        tmux("send-keys", "-t", name, "clear; stty size", "Enter")
-        screen_has("40 120")
-        tmux("send-keys", "-t", name, "sleep 100", "Enter")
-        tmux("send-keys", "-t", name, "C-c", "")  # ^C reaches the remote shell, not the CLI
-        tmux("send-keys", "-t", name, "echo still-$((1+1))", "Enter")
-        screen_has("still-2")
+        term.screen_has("~#")  # the remote login shell's prompt
+        term.keys("echo remote-$((40+2))", "Enter")
+        term.screen_has("remote-42")
+        term.keys("stty size", "Enter")
+        term.screen_has("30 100")
+        term.run("resize-window", "-t", term.name, "-x", "120", "-y", "40")
+        term.keys("clear; stty size", "Enter")
+        term.screen_has("40 120")
+        term.keys("sleep 100", "Enter")
+        term.keys("C-c", "")  # ^C reaches the remote shell, not the CLI
+        term.keys("echo still-$((1+1))", "Enter")
+        term.screen_has("still-2")
         # A job left running keeps the PTY open: the terminal still ends with the shell.
-        tmux("send-keys", "-t", name, "sleep 300 & exit", "Enter")
-        screen_has("SHELL-EXITED-0", timeout=60)
+        term.keys("sleep 300 & exit", "Enter")
+        term.screen_has("SHELL-EXITED-0", timeout=60)
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+        term.close()
 
 
 def rss_kib(pid: int) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
+from collections.abc import Callable
 
 from flask.testing import FlaskClient
 from tether.surfaces.http import client_address, proxy_matcher
@@ -38,9 +39,10 @@ def test_a_client_cannot_choose_its_address_by_header() -> None:
 
 
 def test_forwarded_addresses_get_limits_of_their_own_only_behind_a_trusted_proxy(
-    stack: object,
+    stack: object, rate_window: Callable[[], None]
 ) -> None:
     ss = target_client("streamspace")
+    rate_window()
 
     def statuses(peer: str, forwarded: str) -> list[int]:
         return [

@@ -366,9 +366,10 @@ def test_errors_are_in_the_documents_shape(kb: FlaskClient, token: str) -> None:
 
 
 def test_commands_a_minute_per_cluster_are_limited(
-    kb: FlaskClient, stack: LocalStack, executor: Executor
+    kb: FlaskClient, stack: LocalStack, executor: Executor, rate_window: Callable[[], None]
 ) -> None:
     stack.services.settings.rate_limits["commands"] = 2
+    rate_window()
     for _ in range(2):
         r = kb.post(
             "/debug/execute", headers=ALICE, json={"cluster_id": CLUSTER, "args": ["get", "pods"]}
