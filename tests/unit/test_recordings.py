@@ -19,6 +19,7 @@ from tether.core import asciicast
 from tether.core.models import utcnow
 from tether.registry.local import DirectoryArtifacts
 from tether.relay import recording
+from tether.relay.frames import Follower
 from tether.service.recordings import On, Recording, Recordings
 from tether.settings import Settings
 from websockets.client import ClientProtocol
@@ -176,3 +177,33 @@ def test_a_store_that_fails_fails_the_recording_and_never_the_stream(
     failed = recordings.records.get(rec.id)
     assert failed.status == "failed" and "could not be stored" in (failed.error or "")
     assert failed.writers == 0 and recordings.recording_on("sess-1") is None
+
+
+def test_the_follower_finds_every_frame_wherever_the_reads_cut() -> None:
+    """Frames of each length encoding (7, 16 and 64 bits), masked and not, fragmented, with a
+    ping between fragments: what is kept is each frame's payload, unmasked; the rest skipped."""
+    sizes = [0, 1, 125, 126, 65535, 65536, 70000]
+    payloads = [secrets.token_bytes(n) for n in sizes]
+
+    def client(c: ClientProtocol) -> None:
+        for p in payloads:
+            c.send_binary(p)
+        c.send_text(b'{"type":', fin=False)
+        c.send_ping(b"ping")
+        c.send_continuation(b'"resize"}', fin=True)
+
+    seen: list[tuple[int, bool, bytes | None]] = []
+    for stream, masked in ((client_frames(client), True), (runtime_frames(*payloads), False)):
+        for cuts in ([1] * 300, [2, 3, 5, 7, 11, 13] * 50, [65535, 1, 4096], [len(stream)]):
+            seen.clear()
+            follower = Follower(lambda opcode, size: size != 125, lambda *f: seen.append(f))
+            at = 0
+            for size in itertools.cycle(cuts):
+                if at >= len(stream):
+                    break
+                follower.feed(stream[at : at + size])
+                at += size
+            expected = [(2, True, None if len(p) == 125 else p) for p in payloads]
+            if masked:
+                expected += [(1, False, b'{"type":'), (9, True, b"ping"), (0, True, b'"resize"}')]
+            assert seen == expected, (masked, cuts)

@@ -3,13 +3,12 @@ recording is on, a copy of what its terminal streams show becomes asciicast even
 parts to the recordings' store.
 
 The relay passes a terminal's bytes on untouched (`tether.relay.streams`); a `Recorder` gets a
-copy of each chunk after it has been passed on, in both directions, and has it parsed by
-`websockets`' own protocols (the runtime's frames as a client reads them, the client's masked
-frames as a server does; their answers are dropped: this is a copy, nobody is answered).
-Every terminal stream is parsed from its first byte, since frames cannot be found from the
-middle of one: a recording started while a terminal is open records it from then on. Output
-(the runtime's binary frames) becomes "o" events and the client's resize messages "r" events;
-keystrokes are not recorded (they hold passwords typed at prompts; what they echo is output).
+copy of each chunk after it has been passed on, in both directions, and follows its frames
+(`tether.relay.frames`). Every terminal stream is followed from its first byte, since frames
+cannot be found from the middle of one: a recording started while a terminal is open records
+it from then on. While one is on, output (the runtime's binary frames) becomes "o" events and
+the client's resize messages "r" events; keystrokes are never kept (they hold passwords typed
+at prompts; what they echo is output).
 
 A recording never slows or breaks the terminal: the copy is parsed after the bytes went on,
 parts are written by one task per stream on the relay's threads, what waits to be written is
@@ -33,15 +32,12 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
-from websockets.client import ClientProtocol
-from websockets.frames import Frame, Opcode
-from websockets.protocol import State
-from websockets.server import ServerProtocol
-from websockets.uri import parse_uri
+from websockets.frames import Opcode
 
 from tether import bootstrap
 from tether.core import asciicast
 from tether.relay import access
+from tether.relay.frames import Follower
 from tether.service.recordings import On, Recordings
 
 T = TypeVar("T")
@@ -55,7 +51,8 @@ FLUSH_EVERY = 5.0  # ...or this many seconds after its first event
 MAX_PART = 1 << 20
 MAX_PENDING = 2 << 20  # ...and at most this many bytes wait for the store; past it: failed
 MAX_CONTROL = 4096  # bytes of a client's text message read (a resize is ~40)
-MAX_FRAME = 1 << 20
+MAX_FRAME = 1 << 20  # a larger output frame is not recorded (the runtime sends 64 KiB at most)
+TEXT, BINARY, CONT = Opcode.TEXT.value, Opcode.BINARY.value, Opcode.CONT.value
 _writing: set[asyncio.Task[None]] = set()  # final writes still going after their stream ended
 
 
@@ -92,14 +89,11 @@ class Recorder:
         self.stream = secrets.token_hex(4)
         self.size = (cols, rows)
         self.blocking = blocking
-        # The runtime's frames are at most 64 KiB and the client's 1 MiB (the runtime's bound):
-        # a larger one stops the copy being read, never the stream.
-        self.runtime_frames = ClientProtocol(
-            parse_uri("ws://runtime/pty"), state=State.OPEN, max_size=MAX_FRAME
-        )
-        self.client_frames = ServerProtocol(state=State.OPEN, max_size=MAX_FRAME)
+        self.runtime_frames = Follower(self._output_wanted, self._output)
+        self.client_frames = Follower(self._control_wanted, self._control_part)
         self.output = asciicast.Output()
         self.out_binary = False  # the runtime's message being read is binary
+        self.in_text = False  # the client's message being read is text
         self.control = bytearray()  # a client's text message, in fragments
         self.known = False  # whether a recording is on has been read at least once
         self.active: _Active | None = None
@@ -113,36 +107,46 @@ class Recorder:
 
     def from_runtime(self, data: bytes) -> None:
         try:
-            self.runtime_frames.receive_data(data)
-            for frame in self.runtime_frames.events_received():
-                if not isinstance(frame, Frame):
-                    continue
-                if frame.opcode is not Opcode.CONT:
-                    self.out_binary = frame.opcode is Opcode.BINARY
-                if self.known and self.active is None:
-                    continue  # not recording: the frames are followed, their text not read
-                if self.out_binary and (text := self.output.text(bytes(frame.data))):
-                    self._event("o", text)
-            self.runtime_frames.data_to_send()  # the copy answers nobody
+            self.runtime_frames.feed(data)
         except Exception:
             log.exception("recording: the runtime's frames of %s unreadable", self.session_id)
 
     def from_client(self, data: bytes) -> None:
         try:
-            self.client_frames.receive_data(data)
-            for frame in self.client_frames.events_received():
-                if not isinstance(frame, Frame):
-                    continue
-                if frame.opcode is Opcode.TEXT:
-                    self.control.clear()
-                if frame.opcode in (Opcode.TEXT, Opcode.CONT):
-                    self.control += frame.data[: MAX_CONTROL - len(self.control)]
-                    if frame.fin:
-                        self._control(bytes(self.control))
-                        self.control.clear()
-            self.client_frames.data_to_send()
+            self.client_frames.feed(data)
         except Exception:
             log.exception("recording: the client's frames of %s unreadable", self.session_id)
+
+    @property
+    def recording(self) -> bool:
+        """Whether what the terminal shows is kept: a recording is on, or not known to be off."""
+        return self.active is not None or not self.known
+
+    def _output_wanted(self, opcode: int, size: int) -> bool:
+        if opcode != CONT:
+            self.out_binary = opcode == BINARY
+        return self.out_binary and opcode < 8 and size <= MAX_FRAME and self.recording
+
+    def _output(self, opcode: int, fin: bool, payload: bytes | None) -> None:
+        if payload is not None and (text := self.output.text(payload)):
+            self._event("o", text)
+
+    def _control_wanted(self, opcode: int, size: int) -> bool:
+        if opcode in (TEXT, BINARY):
+            self.in_text = opcode == TEXT
+            self.control.clear()
+        return self.in_text and opcode < 8 and len(self.control) + size <= MAX_CONTROL
+
+    def _control_part(self, opcode: int, fin: bool, payload: bytes | None) -> None:
+        if opcode >= 8 or not self.in_text:
+            return
+        if payload is None:  # too long to be a resize
+            self.in_text = False
+        else:
+            self.control += payload
+            if fin:
+                self._control(bytes(self.control))
+                self.in_text = False
 
     def _control(self, message: bytes) -> None:
         try:
@@ -157,8 +161,8 @@ class Recorder:
             self._event("r", f"{cols}x{rows}", before)
 
     def _event(self, code: str, data: str, before: tuple[int, int] | None = None) -> None:
-        if self.known and self.active is None:
-            return  # not recording
+        if not self.recording:
+            return
         now = time.time()
         if not self.held.events:
             self.held.since, self.held.opening = now, before or self.size
