@@ -65,8 +65,11 @@ typecheck: dev
 QUICK_BENCH := TETHER_BENCH_SANDBOX_ROUNDS=3 TETHER_BENCH_COLD_ROUNDS=3 \
 	TETHER_BENCH_EMULATOR_ROUNDS=21 TETHER_BENCH_READY_ROUNDS=7 TETHER_BENCH_KUBENTLY_ROUNDS=10 \
 	TETHER_BENCH_OPENCTROL_SECONDS=1 TETHER_BENCH_OPENCTROL_SAMPLES=4 TETHER_BENCH_LOAD_SECONDS=1
+# The suite on two workers, a file at a time (module fixtures stay whole; tests/conftest.py sends
+# the longest files out first), then the benchmarks alone: they measure, nothing else may run.
+SUITE := $(BIN)/pytest -q -n 2 --dist loadfile --durations=30 --ignore=tests/bench tests
 test: lint typecheck $(CHECKOV)
-	$(QUICK_BENCH) infra/emulators.sh run $(BIN)/pytest -q --durations=30 tests
+	$(QUICK_BENCH) infra/emulators.sh run sh -c '$(SUITE) && $(BIN)/pytest -q tests/bench'
 
 # Schemathesis against every surface's OpenAPI document: over 10,000 cases, a fresh seed.
 fuzz: dev

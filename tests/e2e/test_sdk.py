@@ -270,12 +270,18 @@ def test_a_100_mib_file_goes_up_and_down_streamed(client: Client, tmp_path: Path
             f.write(os.urandom(MIB))
     with client.create("shell") as s:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-        up = s.files.upload(source, "data/big.bin")
+        told: list[tuple[int, int | None]] = []
+        up = s.files.upload(source, "data/big.bin", progress=lambda *sent: told.append(sent))
         assert up.size == mib * MIB and up.sha256 == sha256_of(source)
+        # Progress told a MiB at a time, to the end, never past the size.
+        assert len(told) >= mib and told[-1] == (mib * MIB, mib * MIB)
+        assert max(sent for sent, _ in told) == mib * MIB
         assert s.files.stat("data/big.bin").size == mib * MIB
         assert [e.name for e in s.files.list("data")] == ["big.bin"]  # no pieces left
         assert s.run("sha256sum < data/big.bin").stdout.split()[0] == up.sha256
-        assert s.files.download("data/big.bin", back) == back
+        told.clear()
+        assert s.files.download("data/big.bin", back, lambda *got: told.append(got)) == back
+        assert told[-1] == (mib * MIB, mib * MIB) and len(told) >= mib
         grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak
     assert sha256_of(back) == up.sha256
     assert [p.name for p in back.parent.iterdir()] == ["big.bin"]  # no partial file left
@@ -337,10 +343,14 @@ def test_the_async_client_runs_commands_and_moves_files(stack: Server, tmp_path:
             assert await s.files.read_text("a/b.txt") == "text"
             assert [e.name for e in await s.files.list("a")] == ["b.txt"]
             assert (await s.files.mkdir("a/c")).is_dir
-            up = await s.files.upload(source, "a/up.bin")  # in two parts
-            assert up.sha256 == sha256_of(source)
+            told: list[tuple[int, int | None]] = []
+            up = await s.files.upload(source, "a/up.bin", lambda *sent: told.append(sent))
+            assert up.sha256 == sha256_of(source)  # in two parts, progress told to the end
+            assert told[-1] == (up.size, up.size)
             assert [e.name for e in await s.files.list("a")] == ["b.txt", "c", "up.bin"]
-            await s.files.download("a/up.bin", tmp_path / "down.bin")
+            told.clear()
+            await s.files.download("a/up.bin", tmp_path / "down.bin", lambda *g: told.append(g))
+            assert told[-1] == (up.size, up.size)
             await s.files.remove("a", recursive=True)
             assert not await s.files.exists("a")
             assert "/preview/" in await s.get_url(8000, public=True)

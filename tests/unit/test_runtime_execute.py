@@ -150,3 +150,23 @@ def test_binary_output_stays_within_the_cap_once_decoded(tmp_path: Path) -> None
     mixed = run("for i in $(seq 200); do printf '\\360\\237\\230\\200'; done; "
                 "head -c 100 /dev/zero | tr '\\0' '\\377'", tmp_path, cap=900)  # fmt: skip
     assert mixed.success and len(mixed.stdout.encode()) <= 900
+
+
+def test_a_command_that_cannot_start_is_answered_not_dropped(tmp_path: Path) -> None:
+    """A workspace can make its own commands unstartable (its home removed, its process limit
+    met by a fork bomb): the exec channel answers why, and serves the next one on the same
+    connection once it can start again."""
+    home = tmp_path / "home"
+    home.mkdir()
+    path = str(tmp_path / "x.exec")
+    channel = exec_channel.serve(path, str(home))
+    client = UnixJsonClient(path)
+    try:
+        home.rmdir()
+        gone = client.call({"command": "true"}, 10)
+        assert gone == {"detail": "command: could not start: No such file or directory"}
+        home.mkdir()
+        assert client.call({"command": "echo back"}, 10)["stdout"] == "back\n"
+    finally:
+        client.close()
+        channel.close()

@@ -3,9 +3,6 @@ terminal), list a session's directory."""
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +12,6 @@ from tether import errors
 from tether.cli import exits, output
 from tether.cli.app import App, pass_app
 from tether.cli.output import output_option
-
-CHUNK = 1 << 20  # bytes read from a local file, or written to one, at a time
 
 
 def _remote(spec: str) -> tuple[str, str] | None:
@@ -63,51 +58,19 @@ def _upload(app: App, local: Path, session_id: str, path: str) -> None:
         raise errors.NotFound(f"{local}: no such file here", field="source")
     if path.endswith("/") or path == ".":
         path = f"{path.rstrip('/')}/{local.name}" if path != "/" else f"/{local.name}"
-    size = local.stat().st_size
     files = app.client().connect(session_id).files  # no such session: said before reading
-    with output.transfer(f"{local.name} → {session_id}", size) as advance:
-
-        def section(at: int, length: int) -> Iterator[bytes]:
-            with local.open("rb") as f:
-                f.seek(at)
-                while length > 0 and (chunk := f.read(min(CHUNK, length))):
-                    length -= len(chunk)
-                    advance(len(chunk))
-                    yield chunk
-
-        # Files.upload's own path (pieces past a request's bound, each one's SHA-256 checked),
-        # given the bytes through a reader that counts them: upload takes no progress callback.
-        written = files._store(path, size, section)
+    with output.transfer(f"{local.name} → {session_id}") as progress:
+        written = files.upload(local, path, progress)
     output.note(f"Sent {written.size} bytes to {session_id}:{written.path}")
 
 
 def _download(app: App, session_id: str, path: str, local: Path) -> None:
-    from tether.sdk import calls
-
     if local.is_dir():
         local = local / Path(path).name
-    client = app.client()
-    partial = local.with_name(f".{local.name}.{uuid.uuid4().hex[:8]}.part")
-    got = 0
-    try:
-        # The SDK's download, with the bytes counted as they come (Files.download has none).
-        with client._open(calls.files("GET", session_id, path, "content")) as response:
-            size = response.headers.get("Content-Length")
-            total = int(size) if size and size.isdigit() else None
-            with (
-                output.transfer(f"{session_id}:{Path(path).name} → {local.name}", total) as advance,
-                partial.open("wb") as out,
-            ):
-                for chunk in response.iter_bytes(CHUNK):
-                    out.write(chunk)
-                    got += len(chunk)
-                    advance(len(chunk))
-        if total is not None and got != total:
-            raise errors.Unavailable(f"the file's stream ended after {got} of {total} bytes")
-        os.replace(partial, local)
-    finally:
-        partial.unlink(missing_ok=True)
-    output.note(f"Fetched {got} bytes to {local}")
+    files = app.client().connect(session_id).files
+    with output.transfer(f"{session_id}:{Path(path).name} → {local.name}") as progress:
+        files.download(path, local, progress)
+    output.note(f"Fetched {local.stat().st_size} bytes to {local}")
 
 
 ENTRY_COLUMNS = (("name", "NAME"), ("type", "TYPE"), ("size", "SIZE"), ("mode", "MODE"),

@@ -149,14 +149,15 @@ def progress(text: str) -> Iterator[Step]:
 
 
 @contextmanager
-def transfer(text: str, total: int | None) -> Iterator[Callable[[int], None]]:
-    """A byte count's progress bar on stderr when it is a terminal; yields `advance(n)`."""
+def transfer(text: str) -> Iterator[Callable[[int, int | None], None]]:
+    """A byte count's progress bar on stderr when it is a terminal; yields what the SDK's
+    transfers tell their progress (`tether.sdk.calls.Progress`)."""
     console = Console(stderr=True)
     if not console.is_terminal:
-        yield lambda n: None
+        yield lambda done, total: None
         return
     bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                    TransferSpeedColumn(), TimeRemainingColumn(), console=console)  # fmt: skip
     with bar:
-        task = bar.add_task(text, total=total)
-        yield lambda n: bar.advance(task, n)
+        task = bar.add_task(text, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)

@@ -18,7 +18,7 @@ import threading
 
 from tether.runtime import auth
 from tether.runtime.activity import Activity
-from tether.runtime.execute import exec_request, run_command
+from tether.runtime.execute import could_not_start, exec_request, run_command
 
 MAX_REQUEST = 1 << 24  # bytes in one request line
 
@@ -93,5 +93,8 @@ def _answer(line: bytes, home: str, credential: auth.Credential, activity: Activ
     except ValueError as exc:
         return json.dumps({"detail": str(exc)}).encode()
     with activity.running_one("exec"):
-        outcome = run_command(command, home, timeout, cap=cap)
+        try:
+            outcome = run_command(command, home, timeout, cap=cap)
+        except OSError as exc:  # no fork (a process limit met), no home: said, not dropped
+            return json.dumps({"detail": could_not_start(exc)}).encode()
     return json.dumps(outcome.as_dict()).encode()

@@ -14,6 +14,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from tether.runtime import websockets
 from tether.runtime.activity import Activity
+from tether.runtime.execute import could_not_start
 from tether.runtime.live import SIGNALS, Chunk, Exit, LiveCommand, Output, Spec, parse_spec
 from tether.runtime.problems import invalid, json_object, problem
 
@@ -77,7 +78,7 @@ async def stream_sse(
 def start_failed(spec: Spec, exc: OSError) -> web.Response:
     if isinstance(exc, FileNotFoundError | NotADirectoryError | PermissionError):
         return invalid(f"cwd: {exc.strerror or exc}: {spec.cwd}")
-    return problem(503, "SPAWN_FAILED", f"command: could not start: {exc.strerror or exc}")
+    return problem(503, "SPAWN_FAILED", could_not_start(exc))
 
 
 async def exec_sse(request: web.Request, home: str, activity: Activity) -> web.StreamResponse:

@@ -173,7 +173,12 @@ def finish(running: Running, timeout: float, cap: int = MAX_OUTPUT) -> Outcome:
 def run_command(
     command: str, cwd: str, timeout: float, env: dict[str, str] | None = None, cap: int = MAX_OUTPUT
 ) -> Outcome:
+    """Raises OSError if the shell cannot start (`could_not_start` says why)."""
     return finish(start(command, cwd, env), timeout, cap)
+
+
+def could_not_start(exc: OSError) -> str:
+    return f"command: could not start: {exc.strerror or exc}"
 
 
 async def run_command_async(

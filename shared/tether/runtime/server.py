@@ -25,9 +25,10 @@ from tether.runtime import (
     websockets,
 )
 from tether.runtime.desktop import desktop
-from tether.runtime.execute import exec_request, run_command_async
+from tether.runtime.execute import could_not_start, exec_request, run_command_async
 from tether.runtime.follow import follow
 from tether.runtime.main_process import MainProcess
+from tether.runtime.problems import problem
 from tether.runtime.session_log import SESSION_LOG, LogWriter, tail
 from tether.runtime.terminal import terminal
 from tether.runtime.vnc import vnc
@@ -73,7 +74,10 @@ def make_app(
         except ValueError as exc:  # JSONDecodeError included
             return web.json_response({"detail": str(exc)}, status=400)
         with doing.running_one("exec"):
-            result = await run_command_async(command, home, timeout, cap=cap)
+            try:
+                result = await run_command_async(command, home, timeout, cap=cap)
+            except OSError as exc:
+                return problem(503, "SPAWN_FAILED", could_not_start(exc))
         return web.json_response(result.as_dict())
 
     async def report(_: web.Request) -> web.Response:

@@ -215,12 +215,16 @@ async def _piece(
     at: int,
     size: int,
     digest: calls.PieceDigest,
+    told: Callable[[int], None],
 ) -> AsyncIterator[bytes]:
-    """One piece of an upload, hashed as it goes; each try of it starts again."""
+    """One piece of an upload, hashed as it goes; each try of it starts again (and so does
+    the progress it tells)."""
     digest.restart()
     async for chunk in section(at, size):
         digest.update(chunk)
         yield chunk
+        at += len(chunk)
+        told(at)
 
 
 class AsyncFiles:
@@ -269,7 +273,12 @@ class AsyncFiles:
     async def mkdir(self, path: str) -> FileInfo:
         return parse(FileInfo, await self._do("POST", path, "mkdir"))
 
-    async def upload(self, local_path: str | os.PathLike[str], remote_path: str) -> WrittenFile:
+    async def upload(
+        self,
+        local_path: str | os.PathLike[str],
+        remote_path: str,
+        progress: calls.Progress | None = None,
+    ) -> WrittenFile:
         local = Path(local_path)
 
         async def section(at: int, size: int) -> AsyncIterator[bytes]:
@@ -281,17 +290,25 @@ class AsyncFiles:
                     size -= len(chunk)
                     yield chunk
 
-        return await self._store(remote_path, local.stat().st_size, section)
+        return await self._store(remote_path, local.stat().st_size, section, progress)
 
     async def _store(
-        self, remote: str, size: int, section: Callable[[int, int], AsyncIterator[bytes]]
+        self,
+        remote: str,
+        size: int,
+        section: Callable[[int, int], AsyncIterator[bytes]],
+        progress: calls.Progress | None = None,
     ) -> WrittenFile:
         client, plan = self.session.client, calls.Upload(remote, size)
+
+        def told(sent: int) -> None:
+            calls.counted(sent, size, progress)
+
         try:
             for path, at, length in plan.pieces:
                 digest = plan.digest()
                 call = calls.file_upload(self.session.id, path, length)
-                body = functools.partial(_piece, section, at, length, digest)
+                body = functools.partial(_piece, section, at, length, digest, told)
                 plan.stored_piece(await client._do(call, content=body), digest)
             if not plan.in_parts:
                 return plan.stored[0]
@@ -303,15 +320,24 @@ class AsyncFiles:
                         await self.remove(piece.path)
             raise
 
-    async def download(self, remote_path: str, local_path: str | os.PathLike[str]) -> Path:
+    async def download(
+        self,
+        remote_path: str,
+        local_path: str | os.PathLike[str],
+        progress: calls.Progress | None = None,
+    ) -> Path:
         target = Path(local_path)
         partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
         call = calls.files("GET", self.session.id, remote_path, "content")
         try:
             async with self.session.client._open(call) as response:
+                got, total = 0, calls.length_of(response)
                 with partial.open("wb") as out:
                     async for chunk in response.aiter_bytes(calls.CHUNK):
                         await asyncio.to_thread(out.write, chunk)
+                        got += len(chunk)
+                        calls.counted(got, total, progress)
+            calls.check_complete(got, total)
             partial.replace(target)
         finally:
             partial.unlink(missing_ok=True)

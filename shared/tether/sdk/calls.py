@@ -301,6 +301,26 @@ def session_spec(
 # -- sessions' typed API: create, list, extend; exec streams, processes, files, ports ---------
 
 CHUNK = 1 << 20  # bytes read from or written to a local file at a time
+# A transfer's progress, told after each chunk: bytes so far, of how many (None: not known).
+Progress = Callable[[int, int | None], None]
+
+
+def counted(sent: int, total: int | None, progress: Progress | None) -> None:
+    if progress is not None:
+        progress(sent, total)
+
+
+def length_of(response: httpx.Response) -> int | None:
+    size = response.headers.get("Content-Length", "")
+    return int(size) if size.isdigit() else None
+
+
+def check_complete(got: int, total: int | None) -> None:
+    """A download that ended short of its Content-Length is an error, not a file."""
+    if total is not None and got != total:
+        raise errors.Unavailable(f"the file's stream ended after {got} of {total} bytes")
+
+
 # The most one request may carry to the relay (Cloud Run's bound on an HTTP/1 request): a
 # larger file goes up in parts of this size, joined in the workspace.
 UPLOAD_PART = 32 << 20

@@ -228,13 +228,20 @@ class BackgroundProcess:
 
 
 def _piece(
-    section: Callable[[int, int], Iterable[bytes]], at: int, size: int, digest: calls.PieceDigest
+    section: Callable[[int, int], Iterable[bytes]],
+    at: int,
+    size: int,
+    digest: calls.PieceDigest,
+    told: Callable[[int], None],
 ) -> Iterator[bytes]:
-    """One piece of an upload, hashed as it goes; each try of it starts again."""
+    """One piece of an upload, hashed as it goes; each try of it starts again (and so does
+    the progress it tells)."""
     digest.restart()
     for chunk in section(at, size):
         digest.update(chunk)
         yield chunk
+        at += len(chunk)
+        told(at)
 
 
 class Files:
@@ -283,10 +290,16 @@ class Files:
         """Makes the directory and its parents (one that exists already is fine)."""
         return parse(FileInfo, self._do("POST", path, "mkdir"))
 
-    def upload(self, local_path: str | os.PathLike[str], remote_path: str) -> WrittenFile:
+    def upload(
+        self,
+        local_path: str | os.PathLike[str],
+        remote_path: str,
+        progress: calls.Progress | None = None,
+    ) -> WrittenFile:
         """Sends the local file to `remote_path`, read from disk a MiB at a time (one larger
         than a request may carry goes in parts, joined in the workspace: see `calls.Upload`).
-        Its SHA-256 is checked against what the workspace stored."""
+        Its SHA-256 is checked against what the workspace stored. `progress(sent, total)` is
+        told as the bytes go."""
         local = Path(local_path)
 
         def section(at: int, size: int) -> Iterator[bytes]:
@@ -296,18 +309,26 @@ class Files:
                     size -= len(chunk)
                     yield chunk
 
-        return self._store(remote_path, local.stat().st_size, section)
+        return self._store(remote_path, local.stat().st_size, section, progress)
 
     def _store(
-        self, remote: str, size: int, section: Callable[[int, int], Iterable[bytes]]
+        self,
+        remote: str,
+        size: int,
+        section: Callable[[int, int], Iterable[bytes]],
+        progress: calls.Progress | None = None,
     ) -> WrittenFile:
         """Sends `size` bytes, `section(at, size)` giving those from `at` on."""
         client, plan = self.session.client, calls.Upload(remote, size)
+
+        def told(sent: int) -> None:
+            calls.counted(sent, size, progress)
+
         try:
             for path, at, length in plan.pieces:
                 digest = plan.digest()
                 call = calls.file_upload(self.session.id, path, length)
-                body = functools.partial(_piece, section, at, length, digest)
+                body = functools.partial(_piece, section, at, length, digest, told)
                 plan.stored_piece(client._do(call, content=body), digest)
             if not plan.in_parts:
                 return plan.stored[0]
@@ -319,16 +340,26 @@ class Files:
                         self.remove(piece.path)
             raise
 
-    def download(self, remote_path: str, local_path: str | os.PathLike[str]) -> Path:
+    def download(
+        self,
+        remote_path: str,
+        local_path: str | os.PathLike[str],
+        progress: calls.Progress | None = None,
+    ) -> Path:
         """Saves the workspace's file at `local_path`, written to disk as it arrives (under a
-        temporary name beside it, renamed when complete: a failed download leaves nothing)."""
+        temporary name beside it, renamed when complete: a failed download leaves nothing).
+        `progress(got, total)` is told as the bytes come."""
         target = Path(local_path)
         partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
         call = calls.files("GET", self.session.id, remote_path, "content")
         try:
             with self.session.client._open(call) as response, partial.open("wb") as out:
+                got, total = 0, calls.length_of(response)
                 for chunk in response.iter_bytes(calls.CHUNK):
                     out.write(chunk)
+                    got += len(chunk)
+                    calls.counted(got, total, progress)
+            calls.check_complete(got, total)
             partial.replace(target)
         finally:
             partial.unlink(missing_ok=True)
