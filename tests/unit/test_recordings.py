@@ -121,6 +121,25 @@ def test_no_recording_on_records_nothing(recordings: Recordings) -> None:
     assert cast(recordings, rec.id)[1] == [[pytest.approx(0, abs=5), "o", "seen"]]
 
 
+def test_output_in_fragments_around_a_ping_is_recorded_whole(recordings: Recordings) -> None:
+    rec = started(recordings, "sess-4")
+    side = ServerProtocol(state=State.OPEN)
+    side.send_binary(b"frag", fin=False)
+    side.send_ping(b"are you there")
+    side.send_continuation(b"ment", fin=True)
+    side.send_text(b"a text message is not terminal output")
+
+    async def stream() -> None:
+        recorder = recording.attach("sess-4", {}, blocking)
+        recorder.from_runtime(b"".join(side.data_to_send()))
+        recorder.close()
+        await recorder.writer
+
+    asyncio.run(stream())
+    events = cast(recordings, rec.id)[1]
+    assert {e[1] for e in events} == {"o"} and "".join(e[2] for e in events) == "fragment"
+
+
 def test_two_streams_parts_merge_in_time_order(recordings: Recordings) -> None:
     rec = started(recordings)
     assert recordings.join(rec.id, 100, 30) is not None

@@ -52,7 +52,7 @@ MAX_PART = 1 << 20
 MAX_PENDING = 2 << 20  # ...and at most this many bytes wait for the store; past it: failed
 MAX_CONTROL = 4096  # bytes of a client's text message read (a resize is ~40)
 MAX_FRAME = 1 << 20  # a larger output frame is not recorded (the runtime sends 64 KiB at most)
-TEXT, BINARY, CONT = Opcode.TEXT.value, Opcode.BINARY.value, Opcode.CONT.value
+TEXT, BINARY = Opcode.TEXT.value, Opcode.BINARY.value
 _writing: set[asyncio.Task[None]] = set()  # final writes still going after their stream ended
 
 
@@ -123,7 +123,7 @@ class Recorder:
         return self.active is not None or not self.known
 
     def _output_wanted(self, opcode: int, size: int) -> bool:
-        if opcode != CONT:
+        if opcode in (TEXT, BINARY):  # a message begins (a ping may come between its frames)
             self.out_binary = opcode == BINARY
         return self.out_binary and opcode < 8 and size <= MAX_FRAME and self.recording
 
