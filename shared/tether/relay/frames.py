@@ -3,10 +3,10 @@ passive copy of it (`tether.relay.recording`).
 
 The relay passes a connection's bytes on untouched; what reads a copy needs each frame's
 boundaries, but the payload of only a few. `websockets`' protocols parse every frame into a
-copy of its payload (and unmask every client frame), which halved the relay's throughput; a
+copy of its payload (and unmask every client frame): a copy or two of every relayed byte. A
 `Follower` reads the headers and skips what it is not asked to keep, at the cost of a few
-comparisons per chunk. It validates nothing: the two ends do, and close the connection on a
-broken frame; a copy read wrong is only a copy.
+comparisons per chunk (`tests/bench/test_recording_bench.py`). It validates nothing: the two
+ends do, and close the connection on a broken frame; a copy read wrong is only a copy.
 """
 
 from __future__ import annotations
