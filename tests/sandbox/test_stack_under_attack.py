@@ -28,10 +28,13 @@ from tests.e2e.conftest import Server, start_server
 from tests.waiting import wait_for
 
 # What the stack must still do while a workspace is under attack, and how fast (seconds, on
-# a loaded two-core machine).
-HEALTH_WITHIN = 5.0
-EXEC_WITHIN = 10.0
-CREATE_WITHIN = 20.0
+# a loaded two-core machine). An ordinary user's stack has no CPU share to give a workspace
+# (README, "Workspace isolation": rlimits only), so an attack's processes compete with the
+# stack's own for the cores: its bounds are three times as long.
+SLACK = 1.0 if os.geteuid() == 0 else 3.0
+HEALTH_WITHIN = 5.0 * SLACK
+EXEC_WITHIN = 10.0 * SLACK
+CREATE_WITHIN = 20.0 * SLACK
 # How long an attack may take to show it is under way (its marker), and to end once released.
 UNDER_WAY_WITHIN = 30.0
 ENDED_WITHIN = 60.0
@@ -249,11 +252,12 @@ def test_a_fork_bomb_stops_at_its_limit_while_the_stack_serves(world: World) -> 
     m = world.mallory
     script = f"rm -f bomb.at-limit; timeout 60 python3 -c '{BOMB}' {MARK}; echo ended=$?"
     job_id = submit(m, world.target, script, 120)
-    reached = under_way(world, "bomb.at-limit", job_id)
-    still_serving(world, "fork bomb", job_id)
-    world.timings["fork bomb"]["at its limit after"] = reached
-
-    result = ended(m, world.target, job_id)
+    try:
+        reached = under_way(world, "bomb.at-limit", job_id)
+        still_serving(world, "fork bomb", job_id)
+        world.timings["fork bomb"]["at its limit after"] = reached
+    finally:
+        result = ended(m, world.target, job_id)  # the next test must not meet the bomb
     assert "ended=124" in result["stdout"].split(), result  # ran until `timeout` ended it
     assert run(m, world.target, "echo still-mine")["stdout"] == "still-mine\n"
     assert wait_for(lambda: int(run(m, world.target, "ps -e --no-headers | wc -l")["stdout"]) < 10,
@@ -275,12 +279,13 @@ def test_a_memory_hog_is_stopped_inside_its_workspace_while_the_stack_serves(
         f"until [ -e hog.release ]; do python3 hog.py {MARK}; echo exit=$?; done",
         90,
     )
-    reached = under_way(world, "hog.near-limit", job_id)
-    still_serving(world, "memory hog", job_id)
-    world.timings["memory hog"]["near its limit after"] = reached
-    (home / "hog.release").touch()
-
-    result = ended(m, world.target, job_id)
+    try:
+        reached = under_way(world, "hog.near-limit", job_id)
+        still_serving(world, "memory hog", job_id)
+        world.timings["memory hog"]["near its limit after"] = reached
+    finally:
+        (home / "hog.release").touch()
+        result = ended(m, world.target, job_id)
     assert result["returncode"] == 0, result
     assert "got it" not in result["stdout"], result
     exits = [line for line in result["stdout"].split() if line.startswith("exit=")]
@@ -307,12 +312,13 @@ def test_filling_the_home_and_tmp_is_refused_while_the_stack_serves(world: World
     home = world.home(world.target)
     script = FILL.format(home=HOME_MIB + 512, tmp=TMP_MIB * 2)
     job_id = submit(m, world.target, f"bash -c {sh_quote(script)} {MARK}", 120)
-    reached = under_way(world, "fill.full", job_id)
-    still_serving(world, "disk fill", job_id)
-    world.timings["disk fill"]["full after"] = reached
-    (home / "fill.full").unlink()
-
-    result = ended(m, world.target, job_id)
+    try:
+        reached = under_way(world, "fill.full", job_id)
+        still_serving(world, "disk fill", job_id)
+        world.timings["disk fill"]["full after"] = reached
+    finally:
+        (home / "fill.full").unlink(missing_ok=True)
+        result = ended(m, world.target, job_id)
     out = dict(w.split("=", 1) for w in result["stdout"].split() if "=" in w)
     assert out["home-dd"] != "0" and out["tmp-dd"] != "0", result
     assert int(out["home"]) <= HOME_MIB << 20 and int(out["tmp"]) <= TMP_MIB << 20, result
