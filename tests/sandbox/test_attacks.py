@@ -604,8 +604,9 @@ def test_workspaces_die_with_the_agent(attack: Attack, tmp_path: Path) -> None:
     again = LocalProvisioner(tmp_path / "agent", kind)  # the agent, as it will be restarted
     try:
         assert agent.stdout is not None and agent.stdout.readline() == "ready\n"
-        running = _workspace_processes(again, "ws-orphan", marker)
-        assert len(running) >= 2  # the main process and the background one (or gVisor's)
+        # The main process and the background one (or gVisor's), once they have started.
+        running = lambda: _workspace_processes(again, "ws-orphan", marker)  # noqa: E731
+        assert wait_for(lambda: len(running()) >= 2), running()
     finally:
         agent.kill()  # no clean-up of its own: a crash
         agent.wait()
