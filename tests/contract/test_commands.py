@@ -18,6 +18,8 @@ from tether.core.models import Command, CommandType, Principal, Role, SessionReq
 from tether.service.commands import FINAL_KEPT, PENDING_KEPT, wire
 from tether.store.sqlite import SqliteStore
 
+from tests.waiting import wait_for
+
 ADMIN = Principal(id="admin", username="admin", role=Role.ADMIN)
 
 
@@ -111,19 +113,24 @@ def test_a_long_command_is_acked_while_it_runs_and_not_published_again(stack: An
 
 
 def test_a_quick_exec_is_not_queued_behind_long_ones(stack: Any) -> None:
-    """Eight `sleep`s would fill the in-process bus's eight workers; an exec waited on runs on
+    """Eight long execs would fill the in-process bus's eight workers; an exec waited on runs on
     its caller's thread instead. (The Pub/Sub subscriber has ten, so nine execs fit.)"""
-    sid, _ = running_session(stack)
+    sid, workdir = running_session(stack)
     sessions = stack.services.sessions
+    # Each long exec says it started, then holds its worker until the test releases it: the
+    # quick one must finish while all eight still hold theirs, however slow the machine is.
+    hold = "echo go >> started; while [ ! -e release ]; do sleep 0.05; done; echo slow"
     with ThreadPoolExecutor(8) as pool:
-        slow = (ADMIN, sid, "sleep 4; echo slow", 10)
-        long = [pool.submit(sessions.execute, *slow) for _ in range(8)]
-        time.sleep(1.0)  # all eight under way
-        started = time.monotonic()
-        result = sessions.execute(ADMIN, sid, "echo quick", 10)
-        waited = time.monotonic() - started
-        assert result.stdout == "quick\n"
-        assert waited < 2.0, f"the quick exec waited {waited:.1f}s behind the long ones"
+        try:
+            long = [pool.submit(sessions.execute, ADMIN, sid, hold, 120) for _ in range(8)]
+            started = workdir / "started"
+            assert wait_for(
+                lambda: started.exists() and started.read_text().count("go") == 8, timeout=60
+            ), "the eight long execs never all ran"
+            result = sessions.execute(ADMIN, sid, "echo quick", 60)
+            assert result.stdout == "quick\n", "the quick exec was queued behind the long ones"
+        finally:
+            (workdir / "release").touch()
         # Eight execs at once open eight connections to the runtime: none is refused.
         assert [f.result().stdout for f in long] == ["slow\n"] * 8
 
