@@ -23,6 +23,42 @@ from tether.runtime import websockets
 from tether.runtime.activity import Activity
 
 READ_CHUNK = 65536
+DRAIN_READS = 16  # reads after the shell's exit: what it wrote, not a chatty job's flood
+
+
+class ShellOutput:
+    """What a shell writes to its PTY's `leader` until it has `exited` and that is read, even
+    while a job it left in the background holds the PTY open (then no end of file comes)."""
+
+    def __init__(self, leader: int, exited: asyncio.Future[object]) -> None:
+        self.leader, self.exited = leader, exited
+        self.readable = asyncio.Event()
+        asyncio.get_running_loop().add_reader(leader, self.readable.set)
+        exited.add_done_callback(lambda _: self.readable.set())
+        self.left = DRAIN_READS
+
+    async def read(self) -> bytes:
+        """The next chunk, or b"" at the end."""
+        while self.left > 0:
+            if self.exited.done():
+                # Read on without waiting: the shell may have exited before its last output
+                # was read, and a job holding the PTY open gives no signal that it is all read.
+                self.left -= 1
+            else:
+                await self.readable.wait()
+                self.readable.clear()
+            try:
+                return os.read(self.leader, READ_CHUNK)  # b"": the PTY has closed
+            except BlockingIOError:
+                if self.exited.done():
+                    return b""
+            except OSError:  # EIO: every process that had the PTY open is gone
+                return b""
+        return b""
+
+    def close(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.leader)
+        self.exited.cancel()
 
 
 def set_size(fd: int, cols: int, rows: int) -> None:
@@ -48,40 +84,16 @@ async def terminal(request: web.Request, home: str, activity: Activity) -> web.W
     )  # fmt: skip
     os.close(follower)
     os.set_blocking(leader, False)
-    loop = asyncio.get_running_loop()
 
     async def pump_out() -> None:
-        """PTY → client. One chunk in flight: a slow reader slows the shell, never our memory.
-        Ends when the shell exits and its output is drained, even while a process it left in
-        the background still holds the PTY open."""
-        readable = asyncio.Event()
-        loop.add_reader(leader, readable.set)
-        exited = asyncio.ensure_future(proc.wait())
-        exited.add_done_callback(lambda _: readable.set())
-        drain = 16
+        """PTY → client. One chunk in flight: a slow reader slows the shell, never our memory."""
+        output = ShellOutput(leader, asyncio.ensure_future(proc.wait()))
         try:
-            while True:
-                await readable.wait()
-                readable.clear()
-                if exited.done():  # what the shell wrote is drained, not a chatty job's flood
-                    drain -= 1
-                    if drain < 0:
-                        return
-                try:
-                    data = os.read(leader, READ_CHUNK)
-                except BlockingIOError:
-                    if exited.done():
-                        return
-                    continue
-                except OSError:  # EIO: the shell is gone
-                    return
-                if not data:
-                    return
+            while data := await output.read():
                 activity.note("terminal")  # output: something runs, or someone types
                 await ws.send_bytes(data)
         finally:
-            loop.remove_reader(leader)
-            exited.cancel()
+            output.close()
 
     async def pump_in() -> None:
         """Client → PTY: keystrokes, and resize requests."""
