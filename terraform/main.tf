@@ -305,12 +305,20 @@ module "pubsub" {
     events  = module.iam.members["events"]
     sweeper = module.iam.members["sweeper"]
   }
-  command_viewers  = { api = module.iam.members["api"] } # the health check looks the topic up
-  event_publishers = local.agent_members
+  command_viewers = { api = module.iam.members["api"] } # the health check looks the topic up
+  # The agents, and the agent_events function: a dead-lettered command's failure goes to the
+  # caller waiting on it as an agent's result would.
+  event_publishers = merge(local.agent_members, { events = module.iam.members["events"] })
   # Whoever waits for an exec's result: each instance's reply inbox (tether.bus.pubsub).
   event_subscribers = {
     api   = module.iam.members["api"]
     relay = module.iam.members["relay"]
+  }
+  # Dead-lettered commands go to agent_events as its Eventarc trigger's identity (which holds
+  # run.invoker on it).
+  dead_letter_push = {
+    endpoint              = module.functions.event_urls["agent_events"]
+    service_account_email = module.iam.emails["events"]
   }
 
   depends_on = [google_project_service.this]

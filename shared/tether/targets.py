@@ -104,12 +104,13 @@ def sweeper(request: Request) -> Response:
 
 
 def agent_events(event: Any) -> None:
-    """Pub/Sub push of `agent-events`: raising makes Pub/Sub redeliver, which is safe."""
+    """Pub/Sub push of `agent-events`, and of the commands dead-lettered from
+    `agent-commands`: raising makes Pub/Sub redeliver, which is safe."""
     from tether import bootstrap
 
     message = event.data["message"]
     data = json.loads(base64.b64decode(message.get("data", "")) or b"{}")
-    bootstrap.services().events.handle(data)
+    bootstrap.services().events.handle(data, message.get("attributes") or {})
 
 
 HTTP_TARGETS: dict[str, Callable[[Request], Response]] = {

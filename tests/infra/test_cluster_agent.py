@@ -436,7 +436,8 @@ def test_a_cluster_agent_may_read_its_own_subscription_and_publish_events_only()
         "[for id, agent in var.agents : {for key, member in agent.subscribers : "
         '"${id}/subscriber/${key}" => {agent = id, member = member}} if !agent.push]'
     ) in own
-    # Publisher on agent-events: every agent (the root's agent_members spans local.agents).
+    # Publisher on agent-events: every agent (the root's agent_members spans local.agents), and
+    # the agent_events function (a dead-lettered command's failure, to its waiting caller).
     assert (
         'for key, member in var.event_publishers : "${local.events_topic}/publisher/${key}" => '
         '{topic = local.events_topic, role = "roles/pubsub.publisher", member = member}'
@@ -444,7 +445,9 @@ def test_a_cluster_agent_may_read_its_own_subscription_and_publish_events_only()
     )
     assert unq(local["events_topic"]) == EVENTS_TOPIC
     modules = {unq(k): v for entry in load("main.tf")["module"] for k, v in entry.items()}
-    assert modules["pubsub"]["event_publishers"] == "${local.agent_members}"
+    assert modules["pubsub"]["event_publishers"] == (
+        '${merge(local.agent_members, {events = module.iam.members["events"]})}'
+    )
     assert locals_of(load("main.tf"))["agent_members"].startswith(
         "${{for id, agent in local.agents :"
     )

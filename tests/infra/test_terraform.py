@@ -16,7 +16,7 @@ import hcl2
 import pytest
 from aiohttp import web
 from tether.agent.journal import EXPIRING as JOURNAL_KINDS
-from tether.bus import COMMANDS_TOPIC, EVENTS_TOPIC, commands_subscription
+from tether.bus import COMMANDS_TOPIC, DEAD_LETTER_TOPIC, EVENTS_TOPIC, commands_subscription
 from tether.relay import app as relay_app
 from tether.service.sweeper import EXPIRING_KINDS, RETAINED
 from tether.store.indexes import COMPOSITE_INDEXES, as_json
@@ -130,6 +130,28 @@ def test_topics_and_agent_subscriptions_match_the_bus() -> None:
         # The filter the Pub/Sub adapter writes when it creates a subscription itself.
         assert evaluate(sub["filter"], agent_id) == f'attributes.agent_id = "{agent_id}"'
         assert sub["dead_letter_policy"], "undeliverable commands go to the dead-letter topic"
+
+
+def test_dead_lettered_commands_are_pushed_to_the_function_that_fails_them() -> None:
+    doc = load("modules/pubsub/main.tf")
+    assert unq(locals_of(doc)["dead_letter_topic"]) == DEAD_LETTER_TOPIC
+    sub = block(doc, "resource", "google_pubsub_subscription", "agent_commands")
+    (policy,) = sub["dead_letter_policy"]
+    assert policy["dead_letter_topic"] == "${google_pubsub_topic.this[local.dead_letter_topic].id}"
+    dead = block(doc, "resource", "google_pubsub_subscription", "dead_letter")
+    (push,) = dead["dynamic"]
+    (content,) = push['"push_config"']["content"]
+    assert content["push_endpoint"] == "${push_config.value.endpoint}"
+    (oidc,) = content["oidc_token"]
+    assert oidc["service_account_email"] == "${push_config.value.service_account_email}"
+    modules = {unq(k): v for entry in load("main.tf")["module"] for k, v in entry.items()}
+    wired = modules["pubsub"]["dead_letter_push"]
+    assert wired["endpoint"] == '${module.functions.event_urls["agent_events"]}'
+    assert targets()["agent_events"] == "cloud_event"  # it takes a raw Pub/Sub push too
+    # Pushed as the identity of agent_events' own trigger, which may invoke it.
+    functions = locals_of(load("modules/functions/main.tf"))["functions"]
+    identity = unq(functions["agent_events"]["identity"])
+    assert wired["service_account_email"] == f'${{module.iam.emails["{identity}"]}}'
 
 
 def test_composite_indexes_and_ttl_policies_match_the_code() -> None:

@@ -1,4 +1,5 @@
-"""Handles messages on `agent-events`: register, heartbeat, command_ack, command_result.
+"""Handles messages on `agent-events`: register, heartbeat, command_ack, command_result; and
+the commands Pub/Sub dead-letters, pushed to the same function.
 
 Runs in the `agent_events` CloudEvent function in the cloud and on the in-process bus locally.
 Every branch is idempotent, because Pub/Sub delivers at least once.
@@ -22,6 +23,10 @@ from tether.service.warnings import Warnings
 
 log = logging.getLogger(__name__)
 
+# Pub/Sub adds this attribute to each message it moves to a dead-letter topic.
+DEAD_LETTER_ATTEMPTS = "CloudPubSubDeadLetterSourceDeliveryCount"
+DEAD_LETTERED = "dead_lettered"
+
 
 @dataclass
 class Events:
@@ -33,13 +38,45 @@ class Events:
     debug: Debug | None = None  # Kubently's runs, finished by their commands' results
     warnings: Warnings | None = None  # an idle timeout's warning waits for its idle check
 
-    def handle(self, data: dict[str, Any]) -> None:
-        """Apply one event. A malformed one is logged and dropped (redelivering it could never
-        succeed); a backend failure raises, so the bus delivers the event again."""
+    def handle(self, data: dict[str, Any], attributes: dict[str, str] | None = None) -> None:
+        """Apply one event, or a dead-lettered command (by its `attributes`). A malformed one
+        is logged and dropped (redelivering it could never succeed); a backend failure raises,
+        so the bus delivers the event again."""
         try:
-            self._apply(data)
+            if attributes and DEAD_LETTER_ATTEMPTS in attributes:
+                self._dead_lettered(data, attributes)
+            else:
+                self._apply(data)
         except (Invalid, KeyError, TypeError, ValueError) as exc:
             log.warning("dropping malformed agent event %r: %s", data, exc)
+
+    def _dead_lettered(self, data: dict[str, Any], attributes: dict[str, str]) -> None:
+        """A command Pub/Sub gave up delivering (its agent failed it, or crashed on it, at
+        every attempt) fails as if its agent had said so: its session moves on, and a caller
+        waiting on it is answered now instead of at its timeout. Once: a command already final
+        stays as it is (a second dead-lettering, or one after a late result)."""
+        if data.get("type") != "command":  # a register_ack: nothing waits on it
+            log.warning("dropping a dead-lettered %r message", data.get("type"))
+            return
+        command_id = str(data["command_id"])
+        before = self.commands.repo.find(command_id)
+        if before is None:
+            log.warning("dead-lettered command %s is not known (expired?)", command_id)
+            return
+        attempts = int(attributes[DEAD_LETTER_ATTEMPTS])
+        result = {
+            "type": "command_result",
+            "agent_id": before.agent_id,
+            "command_id": command_id,
+            "epoch": int(data.get("epoch", 1)),
+            "status": "failed",
+            "result": {"reason": DEAD_LETTERED, "delivery_attempts": attempts},
+            "error": f"{DEAD_LETTERED}: no agent took the command in {attempts} deliveries",
+            **({"reply_to": before.reply_to} if before.reply_to else {}),
+        }
+        self._apply(result)  # again on a redelivery: a crash may have cut the first short
+        if before.state not in FINAL_COMMAND_STATES and before.reply_to:
+            self.bus.publish_event(result)  # reaches the waiting caller's inbox
 
     def _apply(self, data: dict[str, Any]) -> None:
         kind = data.get("type")

@@ -8,6 +8,11 @@ output "urls" {
   value       = { for name, f in local.http_functions : name => google_cloudfunctions2_function.this[name].service_config[0].uri }
 }
 
+output "event_urls" {
+  description = "URL of each CloudEvent function, by entry point (a push subscription's endpoint)."
+  value       = { for name, f in local.event_functions : name => google_cloudfunctions2_function.this[name].service_config[0].uri }
+}
+
 output "lb_services" {
   description = "Cloud Run service name of each function served by the load balancer, by entry point."
   value       = { for name, f in local.lb_functions : name => google_cloudfunctions2_function.this[name].name }

@@ -118,8 +118,9 @@ resource "google_pubsub_subscription_iam_member" "agent_commands" {
   member       = each.value.member
 }
 
-# Without a subscription, Pub/Sub would drop what reaches the dead-letter topic. Operators
-# read (and replay) it from here.
+# Without a subscription, Pub/Sub would drop what reaches the dead-letter topic. It pushes
+# each dead-lettered command to the agent_events function, which fails it (reason
+# dead_lettered) and answers a caller waiting on it; what the function cannot take stays here.
 resource "google_pubsub_subscription" "dead_letter" {
   project                    = var.project_id
   name                       = local.dead_letter_topic
@@ -130,5 +131,22 @@ resource "google_pubsub_subscription" "dead_letter" {
 
   expiration_policy {
     ttl = ""
+  }
+
+  retry_policy {
+    minimum_backoff = "10s"
+    maximum_backoff = "600s"
+  }
+
+  dynamic "push_config" {
+    for_each = var.dead_letter_push == null ? [] : [var.dead_letter_push]
+    content {
+      push_endpoint = push_config.value.endpoint
+
+      oidc_token {
+        service_account_email = push_config.value.service_account_email
+        audience              = push_config.value.endpoint
+      }
+    }
   }
 }

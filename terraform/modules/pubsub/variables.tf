@@ -76,3 +76,12 @@ variable "labels" {
   description = "Labels on topics and subscriptions."
   default     = {}
 }
+
+variable "dead_letter_push" {
+  description = "Where the dead-letter subscription pushes dead-lettered commands (the agent_events function's URL), and the identity whose OIDC token it sends (one with run.invoker there). null: they are kept for pulling."
+  type = object({
+    endpoint              = string
+    service_account_email = string
+  })
+  default = null
+}
