@@ -35,7 +35,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture
 def project() -> str:
-    return os.environ.get("GOOGLE_CLOUD_PROJECT", "tether-test")
+    """The emulators' project for this worker: `clear_firestore` empties a whole project, so
+    each pytest-xdist worker has its own, and never empties another's under its tests."""
+    base = os.environ.get("GOOGLE_CLOUD_PROJECT", "tether-test")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    return f"{base}-{worker}" if worker else base
 
 
 @pytest.fixture

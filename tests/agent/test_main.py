@@ -32,7 +32,7 @@ def agent_process(tmp_path: Path, project: str) -> Iterator[tuple[str, int]]:
     port = free_port()
     env = {**os.environ, "TETHER_STORE": "firestore", "TETHER_BUS": "pubsub", "PORT": str(port),
            "TETHER_AGENT_ID": agent_id, "TETHER_HOME": str(tmp_path / "agent"),
-           "TETHER_HEARTBEAT_INTERVAL": "1"}  # fmt: skip
+           "TETHER_HEARTBEAT_INTERVAL": "1", "GOOGLE_CLOUD_PROJECT": project}  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "tether.agent"], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
     try:
@@ -45,11 +45,11 @@ def agent_process(tmp_path: Path, project: str) -> Iterator[tuple[str, int]]:
 
 
 def test_a_separate_agent_process_runs_sessions(
-    agent_process: tuple[str, int], tmp_path: Path
+    agent_process: tuple[str, int], tmp_path: Path, project: str
 ) -> None:
     agent_id, port = agent_process
     settings = Settings(home=tmp_path / "control", store="firestore", bus="pubsub",
-                        project=os.environ.get("GOOGLE_CLOUD_PROJECT", "tether-local"))  # fmt: skip
+                        project=project)  # fmt: skip
     services = bootstrap.build(settings)
     events = services.bus.subscribe_events(
         "control-plane", lambda m: services.events.handle(m.data)

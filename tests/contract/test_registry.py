@@ -64,8 +64,12 @@ def test_silent_agent_goes_offline_and_its_sessions_say_so(stack: Any) -> None:
     time.sleep(0.6)
     assert stack.agent.agent_id in agents.mark_offline()
     assert sessions.repo.get(s.id).message == f"Agent {stack.agent.agent_id} is offline"
+    assert sessions.repo.get(s.id).state.value == "running"  # not ended: it may come back
     with pytest.raises(Unavailable):
         sessions.create(ADMIN, SessionRequest(template="shell"), wait=0)
+    with pytest.raises(Unavailable) as info:  # refused now, not left to wait for it
+        sessions.execute(ADMIN, s.id, "true", 10)
+    assert info.value.details["code"] == "AGENT_OFFLINE"
     # Its heartbeats come back (one write each, read nothing): online from the first one,
     # and the next sweep puts its record and its sessions' messages right.
     agents.grace = 30

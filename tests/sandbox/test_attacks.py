@@ -570,8 +570,8 @@ def test_nothing_is_left_running_after_delete(attack: Attack) -> None:
         f"setsid nohup bash -c \"trap '' TERM HUP; exec -a {marker} sleep 600\" "
         ">/dev/null 2>&1 & disown; nohup sleep 601 >/dev/null 2>&1 &",
     )
-    seen = _workspace_processes(attack.prov, sid, marker)
-    assert seen
+    # Started a moment ago: listed once the host shows them (a loaded machine takes a while).
+    assert wait_for(lambda: _workspace_processes(attack.prov, sid, marker)), "none started"
     started = time.monotonic()
     attack.prov.stop(sid)
     assert time.monotonic() - started < 15

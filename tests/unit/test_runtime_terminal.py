@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pty
+import select
 import threading
 
 from tether.runtime.terminal import DRAIN_READS, ShellOutput
@@ -58,6 +59,7 @@ def test_a_job_flooding_the_pty_after_the_exit_gets_a_bounded_drain() -> None:
     try:
         os.set_blocking(leader, False)
         writer.start()
+        assert select.select([leader], [], [], 30)[0], "the job never wrote"
 
         async def main() -> bytes:
             exited = asyncio.get_running_loop().create_future()

@@ -24,6 +24,7 @@ from tether.runtime.activity import Activity
 
 READ_CHUNK = 65536
 DRAIN_READS = 16  # reads after the shell's exit: what it wrote, not a chatty job's flood
+QUIET = 0.25  # seconds without output, after the shell's exit, that end its terminal
 
 
 class ShellOutput:
@@ -50,11 +51,21 @@ class ShellOutput:
             try:
                 return os.read(self.leader, READ_CHUNK)  # b"": the PTY has closed
             except BlockingIOError:
-                if self.exited.done():
+                if self.exited.done() and not await self._more_soon():
                     return b""
             except OSError:  # EIO: every process that had the PTY open is gone
                 return b""
         return b""
+
+    async def _more_soon(self) -> bool:
+        """Whether more comes within `QUIET` seconds: a PTY passes bytes on from a kernel
+        worker, a moment after the shell wrote them, and the shell may be gone by then."""
+        self.readable.clear()
+        try:
+            await asyncio.wait_for(self.readable.wait(), QUIET)
+        except TimeoutError:
+            return False
+        return True
 
     def close(self) -> None:
         asyncio.get_running_loop().remove_reader(self.leader)

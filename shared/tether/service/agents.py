@@ -74,15 +74,22 @@ class Agents:
             except Conflict:
                 pass
 
+        back = False
+
         def update(a: Agent) -> Agent:
+            nonlocal back
             a.platform, a.region, a.capacity, a.details = platform, region, capacity, details
             a.epoch += 1
             a.registered_at = a.last_heartbeat = now
-            if a.status is AgentStatus.OFFLINE:
+            back = a.status is AgentStatus.OFFLINE
+            if back:
                 a.status = AgentStatus.ONLINE
             return a
 
-        return self.repo.mutate(agent_id, update)
+        agent = self.repo.mutate(agent_id, update)
+        if back:  # as `mark_offline` would have on its next pass
+            self._mark_sessions(agent_id, OFFLINE_MESSAGE.format(agent_id), "")
+        return agent
 
     def heartbeat(
         self,
@@ -123,6 +130,21 @@ class Agents:
     def is_online(self, agent: Agent, now: datetime | None = None) -> bool:
         return self.status_of(agent, now) is AgentStatus.ONLINE
 
+    def check_reachable(self, agent_id: str) -> None:
+        """Raise `Unavailable` (AGENT_OFFLINE) when the agent is known and its heartbeats have
+        stopped: work sent to it would wait for its return instead of being answered. Read
+        from the list placement uses (at most `recent`'s seconds old), not once a call."""
+        agent = next((a for a in self._all() if a.id == agent_id), None)
+        if agent is not None and self.status_of(agent) is AgentStatus.OFFLINE:
+            raise Unavailable(
+                OFFLINE_MESSAGE.format(agent_id) + ": try again once it is back",
+                code="AGENT_OFFLINE",
+                retry_after=max(1, round(self.grace / 3)),  # about one heartbeat
+            )
+
+    def _all(self) -> list[Agent]:
+        return self.recent.get(None, lambda: self.repo.query(order_by="id"))
+
     def live_sessions(self, agent_id: str) -> int:
         """Sessions using the agent's capacity now: the slots taken, counted in the store (one
         read however many sessions the agent has, or has had)."""
@@ -139,12 +161,9 @@ class Agents:
         the rest. Capacity is taken by `reserve`, which may still find one full."""
         platforms = None if provider == "auto" else PROVIDER_PLATFORMS.get(provider, (provider,))
 
-        def agents() -> list[Agent]:
-            return self.recent.get(None, lambda: self.repo.query(order_by="id"))
-
         def online(platforms: tuple[str, ...] | None) -> list[Agent]:
             now = utcnow()
-            return [a for a in agents() if self.is_online(a, now)
+            return [a for a in self._all() if self.is_online(a, now)
                     and a.platform not in NO_WORKSPACES
                     and (platforms is None or a.platform in platforms)]  # fmt: skip
 
@@ -155,7 +174,8 @@ class Agents:
         # Stood in for only where the provider has no agent at all (one offline is waited
         # for); the session tells where it runs.
         own = platforms or ()
-        if not found and provider in self.stand_in and all(a.platform not in own for a in agents()):
+        absent = all(a.platform not in own for a in self._all())
+        if not found and provider in self.stand_in and absent:
             found = online(PROVIDER_PLATFORMS["local"])
         if not found:
             where = "" if provider == "auto" else f" for provider '{provider}'"

@@ -393,6 +393,7 @@ class Sessions:
         """Starts `command` as `execute` does, without waiting: the command's record is the
         job (read it with `job` until it is final; it expires some minutes after)."""
         session, payload = self._exec(principal, session_id, command, timeout, env, cwd)
+        self.agents.check_reachable(session.agent_id)
         return self.commands.issue(session.agent_id, CommandType.EXEC, session.id, payload)
 
     def _exec(
@@ -427,6 +428,7 @@ class Sessions:
         self, session: Session, kind: CommandType, payload: dict[str, object], wait: float
     ) -> dict[str, object]:
         """Send the session's agent a command and wait for its result."""
+        self.agents.check_reachable(session.agent_id)
         issued = self.commands.issue(session.agent_id, kind, session.id, payload, awaited=True)
         done = self.commands.wait(issued, wait)
         if done.state is CommandState.SUCCEEDED:

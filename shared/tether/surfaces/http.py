@@ -87,6 +87,9 @@ def iso(when: datetime | None) -> str | None:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ") if when else None
 
 
+RETRY_AFTER = 5  # seconds a 503 asks a client to wait when its error does not say
+
+
 def status_for(error: errors.TetherError) -> int:
     for cls, status in _STATUS:
         if isinstance(error, cls):
@@ -338,7 +341,7 @@ class Router:
             try:
                 response = self._run(request, operation, args)
             except errors.TetherError as exc:
-                response = self.render_error(exc, status_for(exc))
+                response = self._refused(exc)
             return Answer(response.status_code, response.get_data(), response.content_type or "")
 
         # The same request is the same method, path, query and body bytes.
@@ -346,6 +349,13 @@ class Router:
                             request.get_data(cache=True)])  # fmt: skip
         answer = bootstrap.services().idempotency.run(self.owner(request), key, same, work)
         return Response(answer.body, status=answer.status, content_type=answer.content_type)
+
+    def _refused(self, error: errors.TetherError) -> Response:
+        """`error` in the surface's shape; one that passes (503) says when to try again."""
+        response = self.render_error(error, status_for(error))
+        if isinstance(error, errors.Unavailable) and "Retry-After" not in response.headers:
+            response.headers["Retry-After"] = str(error.details.get("retry_after", RETRY_AFTER))
+        return response
 
     def _allowed(self, path: str) -> list[str]:
         """The methods `path` is served for. (werkzeug's own list counts a rule whose converter
@@ -392,7 +402,7 @@ class Router:
                 return self._once(request, operation, dict(args), key)
             return self._run(request, operation, dict(args))
         except errors.TetherError as exc:
-            return self.render_error(exc, status_for(exc))
+            return self._refused(exc)
         except NoRoute:  # in the shape of the surface whose prefix the path is under
             from tether.surfaces import shapes
 
