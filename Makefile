@@ -9,7 +9,7 @@ REDOC := shared/tether/surfaces/static/redoc.standalone.js
 # checkov in a venv of its own: its pinned dependencies clash with the project's.
 CHECKOV := .venv-checkov/bin/checkov
 
-.PHONY: install dev up test lint typecheck bench fuzz clean
+.PHONY: install dev up test lint typecheck bench fuzz soak clean
 
 # What serving needs (`make up`) ...
 $(STAMP): requirements.txt pyproject.toml
@@ -78,6 +78,10 @@ fuzz: dev
 
 bench: dev
 	infra/emulators.sh run $(BIN)/pytest -q -s tests/bench
+
+# The fault tests with the outages at full length (the suite runs them shorter).
+soak: dev
+	TETHER_FAULT_OUTAGE=30 infra/emulators.sh run $(BIN)/pytest -q -s tests/faults
 
 clean:
 	rm -rf $(VENV) .venv-checkov .tether .pytest_cache .mypy_cache .ruff_cache \

@@ -3,14 +3,12 @@ attempts and pushed to the real agent_events target over loopback HTTP, as Terra
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import functions_framework
 import pytest
 from google.cloud import pubsub_v1
 from tether import bootstrap
@@ -21,34 +19,23 @@ from tether.core.models import CommandType
 from tether.service.events import DEAD_LETTERED
 from tether.settings import Settings
 from tether.store.firestore import FirestoreStore
-from werkzeug.serving import make_server
 
 from tests.conftest import emulator
 from tests.contract.conftest import clear_firestore
+from tests.fakes.served import ServedTarget
 from tests.waiting import wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 AGENT = "crashing-agent"
 ATTEMPTS = 5  # Pub/Sub's least
 
 
-class Pushed:
-    """The agent_events target on a loopback HTTP server, counting the pushes it answered."""
+class Pushed(ServedTarget):
+    """The agent_events target, counting the pushes it answered."""
 
     def __init__(self) -> None:
-        app = functions_framework.create_app("agent_events", str(ROOT / "functions" / "main.py"))
         self.answered: list[str] = []
-
-        def counted(environ: dict[str, Any], start: Any) -> Any:
-            def start_and_count(status: str, *rest: Any) -> Any:
-                self.answered.append(status)
-                return start(status, *rest)
-
-            return app(environ, start_and_count)
-
-        self.server = make_server("127.0.0.1", 0, counted, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        super().__init__("agent_events", self.answered.append)
+        self.url += "/"
 
 
 @pytest.fixture
@@ -64,7 +51,7 @@ def cloud(tmp_path: Path, project: str, unique: str) -> Iterator[tuple[Any, Push
     try:
         yield services, pushed
     finally:
-        pushed.server.shutdown()
+        pushed.stop()
         bootstrap.install(None)
         bus.close()
         store.close()

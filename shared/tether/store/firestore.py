@@ -1,5 +1,6 @@
 """Store on Cloud Firestore. One collection per kind (`prefix + kind`); each document holds the
-caller's data plus a reserved version field, and `update` is a compare-and-set in a transaction.
+caller's data plus a reserved version field, and `update` is a compare-and-set: a read, then a
+write on the precondition that the document's update time is still the one read.
 
 google.cloud is imported lazily so that importing tether.store never loads gRPC or does I/O.
 """
@@ -10,7 +11,7 @@ import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import groupby
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from tether.core.ports import Filter, Position, Stored
 from tether.errors import Conflict, Invalid, NotFound, Unavailable
@@ -18,9 +19,8 @@ from tether.store.codec import check_field, encode
 from tether.store.indexes import COMPOSITE_INDEXES, Index, missing
 
 if TYPE_CHECKING:
-    from google.cloud.firestore import Client, DocumentReference, DocumentSnapshot, Transaction
+    from google.cloud.firestore import Client, DocumentReference, DocumentSnapshot
 
-T = TypeVar("T")
 
 _VERSION = "_v"  # reserved field: the document's compare-and-set version
 _OPS = ("==", "in", "<", "<=", ">", ">=", "contains", "contains_any")
@@ -113,35 +113,51 @@ class FirestoreStore:
         return Stored(doc_id, 1, body)
 
     def update(self, kind: str, doc_id: str, data: dict[str, Any], expected_version: int) -> Stored:
+        from google.cloud.firestore import DELETE_FIELD
+        from google.cloud.firestore_v1.field_path import FieldPath
+
         body = _checked(data)
-        ref = self._ref(kind, doc_id)
+        snap, current = self._read(kind, doc_id, "update")
+        if current is None:
+            raise NotFound(f"{kind} {doc_id!r} not found")
+        if current.version != expected_version:
+            raise Conflict(f"{kind} {doc_id!r} changed concurrently")
+        wanted = Stored(doc_id, expected_version + 1, body)
+        # The whole document replaced, field by field (a name is a path to `update`: quoted).
+        fields = {**body, _VERSION: wanted.version}
+        fields |= {name: DELETE_FIELD for name in current.data if name not in body}
+        paths = {FieldPath(name).to_api_repr(): value for name, value in fields.items()}
 
-        def cas(tx: Transaction) -> None:
-            current = _stored(ref.get(transaction=tx))
-            if current is None:
-                raise NotFound(f"{kind} {doc_id!r} not found")
-            if current.version != expected_version:
-                raise Conflict(f"{kind} {doc_id!r} changed concurrently")
-            tx.set(ref, {**body, _VERSION: expected_version + 1})
+        def write(option: Any) -> None:
+            snap.reference.update(paths, option=option, **_bounded())
 
-        self._transact("update", cas, f"{kind} {doc_id!r} changed concurrently")
-        return Stored(doc_id, expected_version + 1, body)
+        if not self._write_if_unchanged(kind, snap, "update", write, wanted):
+            raise Conflict(f"{kind} {doc_id!r} changed concurrently")
+        return wanted
 
-    def _transact(self, what: str, body: Callable[[Transaction], T], lost: str) -> T:
-        """`body` in a transaction (retried by the client). Contention it could not retry
-        away (a ValueError wrapping Aborted, once its attempts run out) means someone else
-        won the race: `Conflict` with the message `lost`."""
-        from google.api_core.exceptions import Aborted
-        from google.cloud import firestore
+    def _read(self, kind: str, doc_id: str, what: str) -> tuple[Any, Stored | None]:
+        with _errors(what):
+            snap = self._ref(kind, doc_id).get(**_bounded())
+        return snap, _stored(snap)
 
+    def _write_if_unchanged(
+        self, kind: str, snap: Any, what: str, write: Callable[[Any], None], wanted: Stored | None
+    ) -> bool:
+        """`write(option)` on the precondition that the document is as `snap` read it: a
+        compare-and-set in bounded calls (a transaction's own calls retry for a minute while
+        Firestore is away). Whether it was written: a write that went through but whose
+        answer was lost fails its retry's precondition, so then the document is read again,
+        and is ours if it is `wanted` (None: gone)."""
+        from google.api_core.exceptions import FailedPrecondition
+        from google.api_core.exceptions import NotFound as Missing
+
+        option = self._client().write_option(last_update_time=snap.update_time)
         try:
             with _errors(what):
-                result: T = firestore.transactional(body)(self._client().transaction())
-                return result
-        except (Aborted, ValueError) as exc:
-            if isinstance(exc, Aborted) or isinstance(exc.__cause__, Aborted):
-                raise Conflict(lost) from exc
-            raise
+                write(option)
+        except (FailedPrecondition, Missing):
+            return self._read(kind, snap.id, what)[1] == wanted
+        return True
 
     def patch(self, kind: str, doc_id: str, fields: dict[str, Any]) -> None:
         from google.api_core.exceptions import NotFound as Missing
@@ -176,19 +192,15 @@ class FirestoreStore:
         return True
 
     def _delete_expected(self, kind: str, doc_id: str, expected: Stored) -> bool:
-        """Read and delete in one transaction: only the document as it was read goes."""
-        ref = self._ref(kind, doc_id)
-
-        def cad(tx: Transaction) -> bool:
-            if _stored(ref.get(transaction=tx)) != expected:
-                return False
-            tx.delete(ref)
-            return True
-
-        try:
-            return self._transact("delete", cad, f"{kind} {doc_id!r} changed concurrently")
-        except Conflict:  # lost the race: it changed meanwhile
+        """Only the document as it was read goes."""
+        snap, current = self._read(kind, doc_id, "delete")
+        if current != expected:
             return False
+
+        def write(option: Any) -> None:
+            snap.reference.delete(option=option, **_bounded())
+
+        return self._write_if_unchanged(kind, snap, "delete", write, None)
 
     def _query(self, kind: str, where: Sequence[Filter]) -> tuple[Any, set[str]] | None:
         """The collection filtered by `where`, and the fields it range-filters; None when

@@ -341,7 +341,7 @@ class Router:
             try:
                 response = self._run(request, operation, args)
             except errors.TetherError as exc:
-                response = self._refused(exc)
+                response = self.refusal(exc)
             return Answer(response.status_code, response.get_data(), response.content_type or "")
 
         # The same request is the same method, path, query and body bytes.
@@ -350,7 +350,7 @@ class Router:
         answer = bootstrap.services().idempotency.run(self.owner(request), key, same, work)
         return Response(answer.body, status=answer.status, content_type=answer.content_type)
 
-    def _refused(self, error: errors.TetherError) -> Response:
+    def refusal(self, error: errors.TetherError) -> Response:
         """`error` in the surface's shape; one that passes (503) says when to try again."""
         response = self.render_error(error, status_for(error))
         if isinstance(error, errors.Unavailable) and "Retry-After" not in response.headers:
@@ -402,7 +402,7 @@ class Router:
                 return self._once(request, operation, dict(args), key)
             return self._run(request, operation, dict(args))
         except errors.TetherError as exc:
-            return self._refused(exc)
+            return self.refusal(exc)
         except NoRoute:  # in the shape of the surface whose prefix the path is under
             from tether.surfaces import shapes
 

@@ -60,6 +60,7 @@ from tether.service.workspaces import WORKSPACE_TAG, Workspace
 from tether.surfaces import openapi
 from tether.surfaces.http import (
     INTEGRAL,
+    RETRY_AFTER,
     Router,
     json_response,
     may,
@@ -1614,7 +1615,9 @@ def cost_estimation(request: Request, template_id: str | None = None) -> Respons
 def health(request: Request) -> Response:
     """Whether Tether and what it depends on are up (503 when degraded)."""
     report = bootstrap.services().health.report()
-    return json_response(report, 200 if report["status"] == "healthy" else 503)
+    if report["status"] == "healthy":
+        return json_response(report)
+    return json_response(report, 503, {"Retry-After": str(RETRY_AFTER)})
 
 
 # -- the audit log (tether.service.audit), every surface's: for admins, read only -------------

@@ -161,7 +161,10 @@ def handle(request: Request) -> Response:
         subject = ""
     trusted = proxy_matcher(services.settings.trusted_proxies)
     subject = subject or f"addr:{client_address(request, trusted)}"
-    quota = services.limits.hit(f"{bucket}:{subject}", limit)
+    try:
+        quota = services.limits.hit(f"{bucket}:{subject}", limit)
+    except errors.TetherError as exc:  # the store is away: 503, as the call itself would be
+        return router.refusal(exc)
     if not quota.allowed:
         wait = quota.retry_after
         response = render_error(

@@ -55,7 +55,10 @@ def _limited(request: Request) -> list[tuple[str, int]]:
 def handle(request: Request) -> Response:
     """Route, with Kubently's rate limits (the tightest one's headers on every answer)."""
     services = bootstrap.services()
-    quotas = [services.limits.hit(key, limit) for key, limit in _limited(request)]
+    try:
+        quotas = [services.limits.hit(key, limit) for key, limit in _limited(request)]
+    except errors.TetherError as exc:  # the store is away: 503, as the call itself would be
+        return router.refusal(exc)
     refused = next((q for q in quotas if not q.allowed), None)
     if refused is not None:
         reset = datetime.fromtimestamp(refused.reset, UTC)
