@@ -13,9 +13,18 @@ from tether import deferred
 from tether.agent.daemon import Agent
 from tether.agent.journal import JOURNAL, Journal
 from tether.bus.local import LocalBus
-from tether.core.lifecycle import CommandState
-from tether.core.models import Command, CommandType, Principal, Role, SessionRequest, utcnow
+from tether.core.lifecycle import CommandState, SessionState
+from tether.core.models import (
+    Command,
+    CommandType,
+    Principal,
+    Role,
+    Session,
+    SessionRequest,
+    utcnow,
+)
 from tether.service.commands import FINAL_KEPT, PENDING_KEPT, wire
+from tether.service.sessions import new_session_id, start_command
 from tether.store.sqlite import SqliteStore
 
 from tests.waiting import wait_for
@@ -238,3 +247,29 @@ def test_megabytes_of_output_come_back_truncated_on_every_store(stack: Any) -> N
     )
     assert result.success and result.truncated
     assert result.stdout.startswith("x" * 1000) and "output truncated" in result.stdout
+
+
+def test_a_session_recorded_without_its_start_command_is_started_by_the_sweeper(
+    stack: Any,
+) -> None:
+    sessions, agents = stack.services.sessions, stack.services.agents
+    agent = agents.repo.get(stack.agent.agent_id)
+    # What a create leaves when the store goes away between its two writes (or its process
+    # dies there): the session, its slot, and no start command.
+    session = Session(
+        id=new_session_id("default", "crashed"),
+        owner=ADMIN.id,
+        template="shell",
+        platform=agent.platform,
+        agent_id=agent.id,
+    )
+    session.slot = agents.reserve(agent, session.id)
+    sessions.repo.create(session.id, session)
+    assert sessions.start_unstarted(older_than=60) == 0, "a create may still be under way"
+    assert stack.services.sweeper.run()["started_sessions"] == 0
+    assert sessions.start_unstarted(older_than=0) == 1
+    running = sessions.wait_while(session.id, {SessionState.PENDING}, 60)
+    assert running.state is SessionState.RUNNING, running.message
+    assert sessions.start_unstarted(older_than=0) == 0, "started once"
+    (start,) = stack.services.commands.repo.query([("session_id", "==", session.id)])
+    assert start.id == start_command(session.id) and start.state is CommandState.SUCCEEDED

@@ -84,11 +84,13 @@ class Commands:
         session_id: str | None,
         payload: dict[str, Any],
         awaited: bool = False,
+        command_id: str | None = None,
     ) -> Command:
-        """`awaited`: the caller goes on to `wait` for the result (see `Bus.publish_command`)."""
+        """`awaited`: the caller goes on to `wait` for the result (see `Bus.publish_command`).
+        `command_id`: a command issued once whoever issues it (`Conflict` if it was)."""
         now = utcnow()
         command = Command(
-            id=f"cmd-{secrets.token_hex(16)}",  # ID
+            id=command_id or f"cmd-{secrets.token_hex(16)}",  # ID
             agent_id=agent_id,
             session_id=session_id,
             type=type,

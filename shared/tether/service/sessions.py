@@ -55,6 +55,11 @@ IDLE_CHECK_WAIT = timedelta(minutes=2)
 _UNSAFE = re.compile(r"[^a-z0-9-]+")
 
 
+def start_command(session_id: str) -> str:
+    """The id of a session's start command: there is one, however often it is issued."""
+    return f"cmd-start-{session_id}"
+
+
 def new_session_id(namespace: str, user: str) -> str:
     """Readable, and unguessable by its 64 random bits (the time is for people, not for
     uniqueness)."""
@@ -309,7 +314,7 @@ class Sessions:
                 if attempt == 2:
                     raise
         if not hibernated:
-            self._command(session, CommandType.START_SESSION, template)
+            self._command(session, CommandType.START_SESSION, template, start_command(session.id))
         return self.wait_while(session.id, {SessionState.PENDING}, wait, known=session)
 
     def _place(self, session: Session, ranked: list[Agent]) -> None:
@@ -325,7 +330,11 @@ class Sessions:
         )
 
     def _command(
-        self, session: Session, kind: CommandType, template: Template | None = None
+        self,
+        session: Session,
+        kind: CommandType,
+        template: Template | None = None,
+        command_id: str | None = None,
     ) -> None:
         payload = {
             "name": session.name or session.id,
@@ -336,7 +345,23 @@ class Sessions:
         if template is not None:  # start and wake carry everything needed to start afresh
             template_json = template.model_dump(mode="json", exclude={"version"})
             payload |= {"template": template_json, "resources": session.resources}
-        self.commands.issue(session.agent_id, kind, session.id, payload)
+        self.commands.issue(session.agent_id, kind, session.id, payload, command_id=command_id)
+
+    def start_unstarted(self, older_than: float, most: int = 500) -> int:
+        """Issue the start command of each session pending for `older_than` seconds without
+        one: its create recorded the session, then could not record the command (the store
+        went away, the process died). Returns how many. Reads pending sessions only."""
+        cutoff = utcnow() - timedelta(seconds=older_than)
+        started = 0
+        for session in self.repo.query([("state", "==", SessionState.PENDING.value)], limit=most):
+            if session.created_at > cutoff or self.commands.repo.find(start_command(session.id)):
+                continue
+            template = self.templates.get(session.template)
+            with contextlib.suppress(Conflict):  # another sweep issued it meanwhile
+                self._command(session, CommandType.START_SESSION, template,
+                              start_command(session.id))  # fmt: skip
+                started += 1
+        return started
 
     def wait_while(
         self,

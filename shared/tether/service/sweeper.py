@@ -63,6 +63,7 @@ class Sweeper:
             "expired_sessions": len(self.sessions.expire()),
             "idle_hibernated": len(self.sessions.hibernate_idle()),
             "republished_commands": self.commands.republish_stale(self.republish_after),
+            "started_sessions": self.sessions.start_unstarted(self.republish_after),
             "offline_agents": len(self.agents.mark_offline()),
             "slots_freed": self.agents.release_stale(),
             "expired_records": purge_expired(self.store, EXPIRING_KINDS),
