@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 ACK_DEADLINE_S = 60  # a command may take a while; the client extends leases beyond this anyway
 MIN_BACKOFF = timedelta(seconds=1)  # a nacked message comes back quickly
 MAX_BACKOFF = timedelta(seconds=10)
-PUBLISH_TIMEOUT_S = 30.0
+PUBLISH_TIMEOUT_S = 10.0  # a request's publish gives up then (the outbox publishes it later)
 PING_TIMEOUT_S = 3.0
 CLOSE_WAIT_S = 5.0
 
@@ -44,6 +44,17 @@ def _made_elsewhere() -> Iterator[None]:
 
     with contextlib.suppress(AlreadyExists, PermissionDenied):
         yield
+
+
+@contextlib.contextmanager
+def _reachable(what: str) -> Iterator[None]:
+    """Pub/Sub away (refused, timed out, retried out): `Unavailable`, as the store's is."""
+    from google.api_core.exceptions import GoogleAPICallError, RetryError
+
+    try:
+        yield
+    except (GoogleAPICallError, RetryError, TimeoutError) as exc:
+        raise Unavailable(f"Pub/Sub unreachable ({what}): {exc}") from exc
 
 
 class PubSubSubscription:
@@ -90,7 +101,7 @@ class PubSubBus:
         path: str = publisher.topic_path(self._project, self._prefix + topic)
         if path not in self._ensured:
             with _made_elsewhere():
-                publisher.create_topic(name=path)
+                publisher.create_topic(name=path, timeout=PUBLISH_TIMEOUT_S)
             self._ensured.add(path)
         return path
 
@@ -101,7 +112,7 @@ class PubSubBus:
             if agent_id is not None:
                 request["filter"] = f"attributes.agent_id = {json.dumps(agent_id)}"
             with _made_elsewhere():
-                self._clients()[1].create_subscription(request=request)
+                self._clients()[1].create_subscription(request=request, timeout=PUBLISH_TIMEOUT_S)
             self._ensured.add(path)
         return path
 
@@ -120,16 +131,19 @@ class PubSubBus:
     # -- publishing -------------------------------------------------------------------------
 
     def _publish(self, topic: str, data: dict[str, Any], attributes: dict[str, str]) -> str:
-        path = self._topic(topic)
-        publisher, _ = self._clients()
-        body = json.dumps(data, separators=(",", ":")).encode()
-        message_id: str = publisher.publish(path, body, **attributes).result(PUBLISH_TIMEOUT_S)
+        with _reachable("publish"):
+            path = self._topic(topic)
+            publisher, _ = self._clients()
+            body = json.dumps(data, separators=(",", ":")).encode()
+            future = publisher.publish(path, body, **attributes)
+            message_id: str = future.result(PUBLISH_TIMEOUT_S)
         return message_id
 
     def publish_command(self, agent_id: str, data: dict[str, Any], awaited: bool = False) -> str:
         # Ensure the agent's subscription first: Pub/Sub only retains messages for
         # subscriptions that exist at publish time.
-        self._subscription(COMMANDS_TOPIC, commands_subscription(agent_id), agent_id)
+        with _reachable("publish"):
+            self._subscription(COMMANDS_TOPIC, commands_subscription(agent_id), agent_id)
         return self._publish(COMMANDS_TOPIC, data, {"agent_id": agent_id})
 
     def publish_event(self, data: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 from tether.core.lifecycle import FINAL_COMMAND_STATES, CommandState
 from tether.core.models import Command, CommandType, utcnow
 from tether.core.ports import Bus, Reply, Store
-from tether.errors import NotFound
+from tether.errors import NotFound, Unavailable
 from tether.service import metrics
 from tether.service.repo import Repo
 
@@ -107,7 +107,10 @@ class Commands:
             # lost one. It keeps the inbox, for a result that comes back another way.
             self.repo.create(command.id, command)
             self._remember(command)
-            self.bus.publish_command(agent_id, wire(command), awaited)
+            try:
+                self.bus.publish_command(agent_id, wire(command), awaited)
+            except Unavailable as exc:  # recorded: the sweeper publishes it once the bus is back
+                log.warning("command %s not published yet: %s", command.id, exc.message)
         except BaseException:
             self._cancel_reply(command.id)
             raise
@@ -223,6 +226,10 @@ class Commands:
                 return c
 
             if self.repo.mutate(command.id, bump).state is CommandState.PENDING:
-                self.bus.publish_command(command.agent_id, wire(command))
+                try:
+                    self.bus.publish_command(command.agent_id, wire(command))
+                except Unavailable as exc:  # the rest would fail too: the next pass goes on
+                    log.warning("republishing stopped: %s", exc.message)
+                    break
                 count += 1
         return count
