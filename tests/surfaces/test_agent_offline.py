@@ -19,11 +19,12 @@ def test_work_for_a_silent_agent_is_refused_until_it_is_back(
 ) -> None:
     services = stack.services
     s = create(api)
+    agent_id = services.sessions.repo.get(s["id"]).agent_id
     execute = f"/v1/sessions/{s['id']}/execute"
     assert api.post(execute, json={"command": "echo before"}, headers=h()).status_code == 200
     services.agents.grace = 2.0  # heartbeats every 0.5 s: three missed would not do it
     stack.agent.stop()  # silent from now on
-    assert wait_for(lambda: not services.agents.is_online(services.agents.repo.get(s_agent(s))))
+    assert wait_for(lambda: not services.agents.is_online(services.agents.repo.get(agent_id)))
 
     def refused() -> bool:
         return api.post(execute, json={"command": "echo x"}, headers=h()).status_code == 503
@@ -32,16 +33,16 @@ def test_work_for_a_silent_agent_is_refused_until_it_is_back(
     r = api.post(execute, json={"command": "echo during"}, headers=h())
     body = r.get_json()
     assert r.status_code == 503  # in OnMemOS's shape: FastAPI's {"detail": ...}
-    assert body == {"detail": f"Agent {s_agent(s)} is offline: try again once it is back"}
+    assert body == {"detail": f"Agent {agent_id} is offline: try again once it is back"}
     assert int(r.headers["Retry-After"]) >= 1
     services.sweeper.run()  # records follow the heartbeats
     listed = api.get(f"/v1/sessions/{s['id']}", headers=h()).get_json()
     assert listed["status"] == "running", "a silent agent's session is not ended"
-    assert services.sessions.repo.get(s["id"]).message == f"Agent {s_agent(s)} is offline"
+    assert services.sessions.repo.get(s["id"]).message == f"Agent {agent_id} is offline"
 
     # The agent comes back (restarted: it registers, then beats).
     stack.agent = Agent(
-        s_agent(s),
+        agent_id,
         services.bus,
         stack.provisioner,
         Journal(SqliteStore(stack.settings.home / "agent" / "journal.db"), keep=PENDING_KEPT),
@@ -57,9 +58,3 @@ def test_work_for_a_silent_agent_is_refused_until_it_is_back(
     assert wait_for(served, timeout=10), "still refused once the agent was back"
     services.sweeper.run()
     assert services.sessions.repo.get(s["id"]).message == ""
-
-
-def s_agent(s: dict[str, object]) -> str:
-    from tether import bootstrap
-
-    return bootstrap.services().sessions.repo.get(str(s["id"])).agent_id

@@ -174,8 +174,8 @@ class Agents:
         # Stood in for only where the provider has no agent at all (one offline is waited
         # for); the session tells where it runs.
         own = platforms or ()
-        absent = all(a.platform not in own for a in self._all())
-        if not found and provider in self.stand_in and absent:
+        if (not found and provider in self.stand_in
+                and all(a.platform not in own for a in self._all())):  # fmt: skip
             found = online(PROVIDER_PLATFORMS["local"])
         if not found:
             where = "" if provider == "auto" else f" for provider '{provider}'"
