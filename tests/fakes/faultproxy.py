@@ -77,6 +77,10 @@ class FaultProxy:
         except OSError:
             writer.transport.abort()
             return
+        if self.down:  # cut while it connected upstream
+            for w in (writer, up_writer):
+                w.transport.abort()
+            return
         self._writers |= {writer, up_writer}
         try:
             await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))

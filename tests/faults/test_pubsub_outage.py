@@ -22,7 +22,7 @@ from tests.conftest import emulator
 from tests.fakes.faultproxy import FaultProxy
 from tests.waiting import wait_for
 
-OUTAGE = float(os.environ.get("TETHER_FAULT_OUTAGE", "12"))
+OUTAGE = float(os.environ.get("TETHER_FAULT_OUTAGE", "20"))
 DELIVERED_WITHIN = 60.0  # seconds after Pub/Sub's return
 ADMIN = Principal(id="admin", username="admin", role=Role.ADMIN)
 

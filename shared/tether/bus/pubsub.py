@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import logging
+import os
 import secrets
 import threading
 import time
@@ -27,12 +29,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ACK_DEADLINE_S = 60  # a command may take a while; the client extends leases beyond this anyway
+# A delivery lost on its way (its connection cut, its agent killed) comes back after this; one
+# being handled has its lease extended by the client, this much at a time, for up to an hour.
+ACK_DEADLINE_S = 10
 MIN_BACKOFF = timedelta(seconds=1)  # a nacked message comes back quickly
 MAX_BACKOFF = timedelta(seconds=10)
 PUBLISH_TIMEOUT_S = 10.0  # a request's publish gives up then (the outbox publishes it later)
 PING_TIMEOUT_S = 3.0
 CLOSE_WAIT_S = 5.0
+# gRPC waits up to 120 s between attempts to reach a backend that went away, so a short Pub/Sub
+# blip would hold commands for minutes (and a streaming pull, whose reopens are throttled, even
+# longer): try again every few seconds instead.
+RECONNECT = (("grpc.initial_reconnect_backoff_ms", 500), ("grpc.max_reconnect_backoff_ms", 4000))
 
 
 @contextlib.contextmanager
@@ -55,6 +63,20 @@ def _reachable(what: str) -> Iterator[None]:
         yield
     except (GoogleAPICallError, RetryError, TimeoutError) as exc:
         raise Unavailable(f"Pub/Sub unreachable ({what}): {exc}") from exc
+
+
+def _transport(kind: Any) -> Any:
+    """A gRPC transport of `kind` whose channel reconnects with `RECONNECT`'s backoff."""
+    emulator = os.environ.get("PUBSUB_EMULATOR_HOST")
+    if emulator:  # the client would make a plain channel itself, without options: ours instead
+        import grpc  # type: ignore[import-untyped]
+
+        return kind(channel=grpc.insecure_channel(emulator, options=RECONNECT))
+
+    def channel(host: str, *, options: list[tuple[str, Any]], **kwargs: Any) -> Any:
+        return kind.create_channel(host, options=[*options, *RECONNECT], **kwargs)
+
+    return functools.partial(kind, channel=channel)  # the client adds credentials and host
 
 
 class PubSubSubscription:
@@ -88,12 +110,20 @@ class PubSubBus:
         with self._lock:
             if self._publisher is None or self._subscriber is None:
                 from google.cloud import pubsub_v1
+                from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
+                from google.pubsub_v1.services.subscriber.transports import (
+                    SubscriberGrpcTransport,
+                )
 
                 # Every publish is waited for (an outbox, a result): sent at once, not held
                 # up to 10 ms for a batch to fill.
                 batch = pubsub_v1.types.BatchSettings(max_messages=1)
-                self._publisher = pubsub_v1.PublisherClient(batch_settings=batch)
-                self._subscriber = pubsub_v1.SubscriberClient()
+                self._publisher = pubsub_v1.PublisherClient(
+                    batch_settings=batch, transport=_transport(PublisherGrpcTransport)
+                )
+                self._subscriber = pubsub_v1.SubscriberClient(
+                    transport=_transport(SubscriberGrpcTransport)
+                )
             return self._publisher, self._subscriber
 
     def _topic(self, topic: str) -> str:
@@ -181,7 +211,9 @@ class PubSubBus:
         future = subscriber.subscribe(
             path,
             callback,
-            flow_control=FlowControl(max_messages=self._max_messages),
+            flow_control=FlowControl(
+                max_messages=self._max_messages, max_duration_per_lease_extension=ACK_DEADLINE_S
+            ),
             # Closing waits for handlers under way, so none publishes on a closed channel.
             await_callbacks_on_shutdown=True,
         )
