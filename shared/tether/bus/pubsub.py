@@ -71,7 +71,7 @@ def _transport(kind: Any) -> Any:
     if emulator:  # the client would make a plain channel itself, without options: ours instead
         import grpc  # type: ignore[import-untyped]
 
-        return kind(channel=grpc.insecure_channel(emulator, options=RECONNECT))
+        return kind(host=emulator, channel=grpc.insecure_channel(emulator, options=RECONNECT))
 
     def channel(host: str, *, options: list[tuple[str, Any]], **kwargs: Any) -> Any:
         return kind.create_channel(host, options=[*options, *RECONNECT], **kwargs)
