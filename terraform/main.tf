@@ -32,6 +32,7 @@ locals {
     "iam.googleapis.com",
     "iamcredentials.googleapis.com",
     "logging.googleapis.com",
+    "monitoring.googleapis.com", # alert policies and the dashboard (modules/monitoring)
     "pubsub.googleapis.com",
     "run.googleapis.com",
     "secretmanager.googleapis.com",
@@ -427,6 +428,28 @@ module "lb" {
   routes          = local.routes
   default_backend = "onmemos"
   security_policy = var.security_policy
+
+  depends_on = [google_project_service.this]
+}
+
+# Alerts and the dashboard. The services watched are every function (a 2nd gen function runs
+# as the Cloud Run service of its name) and both relays; the subscriptions, the pubsub
+# module's own.
+module "monitoring" {
+  source = "./modules/monitoring"
+
+  project_id               = var.project_id
+  notification_channels    = var.notification_channels
+  function_services        = module.functions.function_names
+  relay_services           = { relay = module.relay.service_name, desktop_relay = module.desktop_relay.service_name }
+  dead_letter_subscription = module.pubsub.dead_letter_subscription
+  command_subscriptions    = module.pubsub.agent_subscriptions
+  error_ratio              = var.alert_thresholds.error_ratio
+  error_window_minutes     = var.alert_thresholds.error_window_minutes
+  dead_letter_minutes      = var.alert_thresholds.dead_letter_minutes
+  command_age_seconds      = var.alert_thresholds.command_age_seconds
+  offline_window_minutes   = var.alert_thresholds.offline_window_minutes
+  labels                   = var.labels
 
   depends_on = [google_project_service.this]
 }

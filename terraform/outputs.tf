@@ -133,3 +133,13 @@ output "workspace_image" {
   description = "Workspace runtime image the agents give templates."
   value       = local.workspace_image
 }
+
+output "monitoring" {
+  description = "The alert policies by concern, the agents-offline log metric's type, the dashboard's id and the Cloud Run services whose 5xx share is watched."
+  value = {
+    alert_policies   = module.monitoring.alert_policies
+    log_metric       = module.monitoring.log_metric
+    dashboard_id     = module.monitoring.dashboard_id
+    watched_services = module.monitoring.watched_services
+  }
+}

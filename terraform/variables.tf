@@ -279,6 +279,31 @@ variable "registry_max_bytes" {
   }
 }
 
+# -- monitoring (modules/monitoring) -----------------------------------------------------------
+
+variable "notification_channels" {
+  type        = list(string)
+  description = "Cloud Monitoring notification channels every Tether alert notifies, by full name: projects/<project>/notificationChannels/<id> (`gcloud beta monitoring channels list`). Empty: incidents open in the console only."
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.notification_channels : can(regex("^projects/[^/]+/notificationChannels/[^/]+$", c))])
+    error_message = "A notification channel is its full name: projects/<project>/notificationChannels/<id>."
+  }
+}
+
+variable "alert_thresholds" {
+  type = object({
+    error_ratio            = optional(number, 0.05) # share of a service's requests answered 5xx
+    error_window_minutes   = optional(number, 5)    # over this window
+    dead_letter_minutes    = optional(number, 5)    # a dead-lettered command waiting this long
+    command_age_seconds    = optional(number, 300)  # oldest unacked command in an agent's subscription
+    offline_window_minutes = optional(number, 10)   # an agent marked offline within this window
+  })
+  description = "When the alerts of modules/monitoring open (see terraform/README.md, Monitoring); each left out keeps its default."
+  default     = {}
+}
+
 # -- data ------------------------------------------------------------------------------------
 
 variable "firestore_database" {
