@@ -4,7 +4,9 @@ Deploy with e.g. `--entry-point onmemos`; importing this module builds no cloud 
 """
 
 import functions_framework
-from tether import targets
+from tether import logs, targets
+
+logs.configure()  # JSON lines in Cloud Logging's format (TETHER_LOG_FORMAT)
 
 onmemos = functions_framework.http(targets.onmemos)
 streamspace = functions_framework.http(targets.streamspace)

@@ -8,7 +8,9 @@ map is generated from the same list.
 from __future__ import annotations
 
 import base64
+import functools
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -54,48 +56,83 @@ ROUTES: list[tuple[str, str]] = [
 # surface whose prefix the path is under.
 DEFAULT_TARGET = "onmemos"
 
+log = logging.getLogger(__name__)
+
+
+def _served(target: Callable[[Request], Response]) -> Callable[[Request], Response]:
+    """A target whose answer carries its request's `X-Request-Id`, the id that every line
+    logged while answering carries too, and whose refusal is logged with it."""
+
+    @functools.wraps(target)
+    def serve(request: Request) -> Response:
+        from tether.surfaces.http import request_scope
+
+        with request_scope(request) as request_id:
+            response = target(request)
+            if response.status_code >= 400:
+                log.log(_severity(response.status_code), "%s %s answered %d", request.method,
+                        request.path, response.status_code)  # fmt: skip
+        response.headers.setdefault("X-Request-Id", request_id)
+        return response
+
+    return serve
+
+
+def _severity(status: int) -> int:
+    """A client's mistake is INFO; a refusal until later (503) a WARNING; a crash an ERROR."""
+    if status == 500:
+        return logging.ERROR
+    return logging.WARNING if status >= 500 else logging.INFO
+
 
 # Each target imports what it serves on its first call, not at import: a function instance
 # loads only its own surface, and importing `functions/main.py` stays as cheap as importing
 # functions_framework (tests/bench/test_cold_start_bench.py).
 
 
+@_served
 def onmemos(request: Request) -> Response:
     from tether.surfaces import onmemos
 
     return onmemos.router(request)
 
 
+@_served
 def streamspace(request: Request) -> Response:
     from tether.surfaces import streamspace
 
     return streamspace.handle(request)
 
 
+@_served
 def kubently(request: Request) -> Response:
     from tether.surfaces import kubently
 
     return kubently.handle(request)
 
 
+@_served
 def openctrol(request: Request) -> Response:
     from tether.surfaces import openctrol
 
     return openctrol.handle(request)
 
 
+@_served
 def sentinelstacks(request: Request) -> Response:
     from tether.surfaces import sentinelstacks
 
     return sentinelstacks.handle(request)
 
 
+@_served
 def health(request: Request) -> Response:
     from tether.surfaces import onmemos
 
     return onmemos.router(request)
 
 
+@_served
 def sweeper(request: Request) -> Response:
     from tether import bootstrap
     from tether.surfaces.http import json_response

@@ -104,11 +104,11 @@ def test_login_answers_as_the_ui_and_the_document_read_it(stack: Server) -> None
     assert listed.status_code == 200 and isinstance(listed.json()["agents"], list)
 
     wrong = httpx.post(f"{stack.url}/v1/auth/login", json={"username": "admin", "password": "x"})
-    assert wrong.status_code == 401 and set(wrong.json()) == {"error"}
+    assert wrong.status_code == 401 and set(wrong.json()) == {"error", "request_id"}
     missing = httpx.post(f"{stack.url}/v1/auth/login", json={"username": "admin"})
     assert missing.status_code == 400 and "password" in missing.json()["error"]
     anonymous = httpx.get(f"{stack.url}/v1/agents")
-    assert anonymous.status_code == 401 and set(anonymous.json()) == {"error"}
+    assert anonymous.status_code == 401 and set(anonymous.json()) == {"error", "request_id"}
 
 
 def test_sign_ins_are_limited_per_address(tmp_path: Path, rate_window: Callable[[], None]) -> None:

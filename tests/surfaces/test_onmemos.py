@@ -12,6 +12,7 @@ from tether.core.models import Session, utcnow
 from tether.local.stack import LocalStack
 from tether.surfaces.onmemos import session_json
 
+from tests.bodies import sans_id
 from tests.surfaces.conftest import ADMIN_KEY, ALICE_KEY, BOB_KEY
 
 
@@ -121,7 +122,7 @@ def test_connect_gives_the_ways_in(api: FlaskClient) -> None:
 
 def test_unknown_session_is_404_with_detail(api: FlaskClient) -> None:
     r = api.get("/v1/sessions/ws-nope", headers=h())
-    assert r.status_code == 404 and r.get_json() == {"detail": "Session not found"}
+    assert r.status_code == 404 and sans_id(r.get_json()) == {"detail": "Session not found"}
 
 
 def test_bad_bodies_are_400_naming_the_field(api: FlaskClient) -> None:
@@ -172,9 +173,9 @@ def test_execute_honours_env_and_cwd(api: FlaskClient) -> None:
 
 def test_auth_is_required_and_checked(api: FlaskClient) -> None:
     r = api.get("/v1/sessions")
-    assert r.status_code == 401 and r.get_json() == {"detail": "Missing API key"}
+    assert r.status_code == 401 and sans_id(r.get_json()) == {"detail": "Missing API key"}
     r = api.get("/v1/sessions", headers=h("tether_abc_wrong"))
-    assert r.status_code == 401 and r.get_json() == {"detail": "Invalid API key"}
+    assert r.status_code == 401 and sans_id(r.get_json()) == {"detail": "Invalid API key"}
     r = api.get("/v1/sessions", headers=h(ALICE_KEY[:-1] + "x"))
     assert r.status_code == 401
 
@@ -193,7 +194,7 @@ def test_another_users_session_is_not_found(api: FlaskClient) -> None:
     ]:
         r = getattr(api, method)(path, json=body, headers=h(BOB_KEY))
         assert r.status_code == 404, (method, path)
-        assert r.get_json() == {"detail": "Session not found"}
+        assert sans_id(r.get_json()) == {"detail": "Session not found"}
     assert sid not in {
         x["id"] for x in api.get("/v1/sessions", headers=h(BOB_KEY)).get_json()["sessions"]
     }
@@ -219,7 +220,9 @@ def test_provider_without_an_agent_is_503_unless_the_local_agent_stands_in(
     r = api.post("/v1/sessions", json={"template": "python", "provider": "workstations"},
                  headers=h())  # fmt: skip
     assert r.status_code == 503
-    assert r.get_json() == {"detail": "No online agents available for provider 'workstations'"}
+    assert sans_id(r.get_json()) == {
+        "detail": "No online agents available for provider 'workstations'"
+    }
     for provider in ("cloud_run", "gke"):
         s = create(api, provider=provider)
         assert s["provider"] == "local" and s["status"] == "running"
@@ -235,13 +238,13 @@ def test_provider_without_an_agent_is_503_unless_the_local_agent_stands_in(
     )
     r = api.post("/v1/sessions", json={"template": "python", "provider": "gke"}, headers=h())
     assert r.status_code == 503
-    assert r.get_json() == {"detail": "No online agents available for provider 'gke'"}
+    assert sans_id(r.get_json()) == {"detail": "No online agents available for provider 'gke'"}
 
 
 def test_unknown_template_is_404(api: FlaskClient) -> None:
     r = api.post("/v1/sessions", json={"template": "cobol-mainframe"}, headers=h())
     assert r.status_code == 404
-    assert r.get_json() == {"detail": "Template 'cobol-mainframe' does not exist"}
+    assert sans_id(r.get_json()) == {"detail": "Template 'cobol-mainframe' does not exist"}
 
 
 def test_shell_template_exists_from_the_first_start(api: FlaskClient) -> None:
@@ -406,7 +409,7 @@ def test_ws_token_is_a_ticket_for_the_owner_only(api: FlaskClient) -> None:
     assert token["token"].startswith("tkt_") and 0 < token["expires_in"] <= 60
     assert token["websocket"] == f"ws://localhost/v1/sessions/{s['id']}/shell"
     other = api.post(f"/v1/sessions/{s['id']}/ws-token", headers=h(BOB_KEY))
-    assert other.status_code == 404 and other.get_json() == {"detail": "Session not found"}
+    assert other.status_code == 404 and sans_id(other.get_json()) == {"detail": "Session not found"}
 
 
 def test_a_session_shows_names_never_host_paths_or_private_urls() -> None:

@@ -13,14 +13,13 @@ journal lives in the store, so instances running side by side share it.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import threading
 
 from aiohttp import web
 
-from tether import bootstrap
+from tether import bootstrap, logs
 from tether.agent.daemon import Agent
 from tether.agent.desktop import DesktopAgent, DesktopConfig
 from tether.agent.journal import Journal
@@ -37,7 +36,7 @@ def main() -> None:
         help="how commands arrive (default: push on cloud_run, pull otherwise)",
     )
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logs.configure()
     settings = Settings.from_env()
     store = bootstrap.make_store(settings)
     agent_id = settings.agent_id or settings.platform.replace("_", "-")

@@ -10,7 +10,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from tether import __version__
+from tether import __version__, logs
 from tether.agent.journal import Journal
 from tether.agent.kubectl import Kubectl
 
@@ -150,7 +150,9 @@ class Agent:
                 return  # a duplicate of a command this process is running right now
             self._in_flight.add(command_id)
         try:
-            self._handle_command(command_id, session_id, kind, epoch, data)
+            with logs.bind(command_id=command_id, session_id=session_id,
+                           **logs.trace_ids(msg.attributes)):  # fmt: skip
+                self._handle_command(command_id, session_id, kind, epoch, data)
         finally:
             with self._in_flight_lock:
                 self._in_flight.discard(command_id)
@@ -178,16 +180,20 @@ class Agent:
         # Lifecycle commands of one session run one at a time; execs and log reads run freely.
         lock = self._session_locks[session_id or command_id] if kind in _RERUNNABLE else None
         reply_to = data.get("reply_to")
+        started = time.monotonic()
         try:
             with lock or contextlib.nullcontext():
                 result = self._run(kind, session_id, data.get("data") or {})
         except TetherError as exc:
+            log.info("%s %s failed: %s", kind.value, command_id, exc.message)
             self._report(command_id, session_id, epoch, False, None, exc.message, reply_to)
         except Exception as exc:
             log.exception("command %s failed", command_id)
             error = f"{type(exc).__name__}: {exc}"
             self._report(command_id, session_id, epoch, False, None, error, reply_to)
         else:
+            took = (time.monotonic() - started) * 1000
+            log.info("%s %s done in %.0f ms", kind.value, command_id, took)
             self._report(command_id, session_id, epoch, True, result, None, reply_to)
 
     def _report(

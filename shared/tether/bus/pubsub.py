@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from tether import logs
 from tether.bus import COMMANDS_TOPIC, EVENTS_TOPIC, commands_subscription, events_subscription
 from tether.core.ports import Handler, Message
 from tether.errors import Unavailable
@@ -161,6 +162,8 @@ class PubSubBus:
     # -- publishing -------------------------------------------------------------------------
 
     def _publish(self, topic: str, data: dict[str, Any], attributes: dict[str, str]) -> str:
+        if traceparent := logs.traceparent():  # the agent's lines join the caller's trace
+            attributes = {**attributes, "traceparent": traceparent}
         with _reachable("publish"):
             path = self._topic(topic)
             publisher, _ = self._clients()

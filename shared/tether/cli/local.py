@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import os
 import socket
 import subprocess
@@ -26,12 +25,13 @@ from tether.cli import exits
 def up(workers: int | None) -> int:
     """Serve every API locally (SQLite store, local agent) on TETHER_PORT (8080). The first
     start prints the admin's API key and password, once."""
+    from tether import logs
     from tether.local.stack import LocalStack
     from tether.origin.guard import Limits
     from tether.origin.server import Origin
     from tether.settings import Settings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure()
     settings = Settings.from_env()
     workers = workers or settings.workers
     if workers < 1:

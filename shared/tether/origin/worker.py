@@ -7,11 +7,10 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
-import logging
 import os
 import signal
 
-from tether import bootstrap
+from tether import bootstrap, logs
 from tether.origin.guard import Limits
 from tether.origin.server import Origin
 from tether.settings import Settings
@@ -30,7 +29,7 @@ def _end_with_parent() -> None:
 
 def main() -> None:
     _end_with_parent()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure()
     settings = Settings.from_env().local_stack()  # a process of `tether up`
     services = bootstrap.build(settings)
     bootstrap.install(services)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import os
 
+from tether import logs
 from tether.origin.guard import Limits
 from tether.origin.server import Origin
 from tether.settings import Settings
 
 
 def main() -> None:
+    logs.configure()
     port = int(os.environ.get("PORT", "8080"))
     settings = Settings.from_env()
 

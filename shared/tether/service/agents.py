@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,6 +27,11 @@ PROVIDER_PLATFORMS: dict[str, tuple[str, ...]] = {
     "kubernetes": ("gke", "kubernetes"),
 }
 OFFLINE_MESSAGE = "Agent {} is offline"
+# The log event of an agent marked offline (`extra={"event": ...}`): a log-based metric counts
+# it for the "agents offline" alert (terraform/modules/monitoring).
+AGENT_OFFLINE_EVENT = "agent_offline"
+
+log = logging.getLogger(__name__)
 SLOTS = "agent_slots"  # one document per session using an agent's capacity
 BLIND_TRIES = 2  # slots tried before reading which are taken
 # A slot is taken a moment before its session is saved: younger ones are never stale.
@@ -263,6 +269,7 @@ class Agents:
                 self.recent.forget()
                 message = OFFLINE_MESSAGE.format(agent.id)
                 if now_is is AgentStatus.OFFLINE:
+                    log.warning(message, extra={"event": AGENT_OFFLINE_EVENT, "agent_id": agent.id})
                     self._mark_sessions(agent.id, "", message)
                     gone.append(agent.id)
                 else:

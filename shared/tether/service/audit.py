@@ -35,7 +35,7 @@ def request_id(given: str | None) -> str:
     """`given` if it is a well-formed request id, else a new one."""
     if given is not None and REQUEST_ID.fullmatch(given):
         return given
-    return secrets.token_hex(16)
+    return f"req-{secrets.token_hex(12)}"
 
 
 class AuditRecord(Record):

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from tether import logs
 from tether.core.lifecycle import FINAL_COMMAND_STATES
 from tether.core.models import CommandType
 from tether.core.ports import Bus
@@ -42,13 +43,16 @@ class Events:
         """Apply one event, or a dead-lettered command (by its `attributes`). A malformed one
         is logged and dropped (redelivering it could never succeed); a backend failure raises,
         so the bus delivers the event again."""
-        try:
-            if attributes and DEAD_LETTER_ATTEMPTS in attributes:
-                self._dead_lettered(data, attributes)
-            else:
-                self._apply(data)
-        except (Invalid, KeyError, TypeError, ValueError) as exc:
-            log.warning("dropping malformed agent event %r: %s", data, exc)
+        attributes = attributes or {}
+        ids = {k: v for k in ("command_id", "agent_id") if isinstance(v := data.get(k), str)}
+        with logs.bind(**ids, **logs.trace_ids(attributes)):
+            try:
+                if DEAD_LETTER_ATTEMPTS in attributes:
+                    self._dead_lettered(data, attributes)
+                else:
+                    self._apply(data)
+            except (Invalid, KeyError, TypeError, ValueError) as exc:
+                log.warning("dropping malformed agent event %r: %s", data, exc)
 
     def _dead_lettered(self, data: dict[str, Any], attributes: dict[str, str]) -> None:
         """A command Pub/Sub gave up delivering (its agent failed it, or crashed on it, at

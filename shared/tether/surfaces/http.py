@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from http import HTTPStatus
@@ -21,7 +22,7 @@ from werkzeug.routing import BaseConverter, Map, MapAdapter, Rule
 from werkzeug.routing import ValidationError as NotThisRule
 from werkzeug.wrappers import Request, Response
 
-from tether import errors
+from tether import errors, logs
 from tether.core.models import Principal
 from tether.service import audit, metrics
 from tether.service.idempotency import Answer
@@ -380,9 +381,9 @@ class Router:
         """The answer to `request`, with its `X-Request-Id`; counted, and recorded in the audit
         log when it may change something (any method but a read's)."""
         started = time.perf_counter()
-        request_id = audit.request_id(request.headers.get(audit.HEADER))
         found: list[tuple[Operation, Mapping[str, Any]]] = []
-        response = self._answer(request, found)
+        with request_scope(request) as request_id:
+            response = self._answer(request, found)
         response.headers[audit.HEADER] = request_id
         metrics.request(self.surface, request.method, response.status_code,
                         time.perf_counter() - started)  # fmt: skip
@@ -398,9 +399,10 @@ class Router:
             operation = self.operations[str(endpoint)]
             found.append((operation, args))
             key = request.headers.get(IDEMPOTENCY_KEY)
-            if operation.idempotent and key is not None:
-                return self._once(request, operation, dict(args), key)
-            return self._run(request, operation, dict(args))
+            with logs.bind(session_id=_session_of(args)):
+                if operation.idempotent and key is not None:
+                    return self._once(request, operation, dict(args), key)
+                return self._run(request, operation, dict(args))
         except errors.TetherError as exc:
             return self.refusal(exc)
         except NoRoute:  # in the shape of the surface whose prefix the path is under
@@ -473,3 +475,32 @@ def _made(response: Response, most: int = 64 << 10) -> str:
         return ""
     found = made.get("session_id", made.get("id"))
     return found if isinstance(found, str) else ""
+
+
+REQUEST_ID_FIELD = "The request's id: its X-Request-Id, and the id its log lines carry"
+
+
+@contextlib.contextmanager
+def request_scope(request: Request) -> Iterator[str]:
+    """Binds the request's id (its client's `X-Request-Id` if well formed, else a new one) and
+    trace for the lines logged while it is answered, and for its error body; yields the id.
+    Inside a scope already bound (a target's, around its router), that scope's id."""
+    outer = logs.bound("request_id")
+    if outer is not None:
+        yield outer
+        return
+    request_id = audit.request_id(request.headers.get(audit.HEADER))
+    with logs.bind(request_id=request_id, **logs.trace_ids(request.headers)):
+        yield request_id
+
+
+def request_id() -> str:
+    """The id of the request being answered (for an error body: the one its log lines and its
+    `X-Request-Id` carry); a new one outside any request."""
+    return logs.bound("request_id") or audit.request_id(None)
+
+
+def _session_of(args: Mapping[str, Any]) -> str | None:
+    """The session a route's path names, for its log lines (`/sessions/<session_id>/...`)."""
+    value = args.get("session_id")
+    return value if isinstance(value, str) else None

@@ -60,11 +60,13 @@ from tether.service.workspaces import WORKSPACE_TAG, Workspace
 from tether.surfaces import openapi
 from tether.surfaces.http import (
     INTEGRAL,
+    REQUEST_ID_FIELD,
     RETRY_AFTER,
     Router,
     json_response,
     may,
     public_details,
+    request_id,
 )
 
 LABEL = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
@@ -89,11 +91,12 @@ class Error(BaseModel):
     """Every OnMemOS error."""
 
     detail: str
+    request_id: str = Field(description=REQUEST_ID_FIELD)
 
 
 def render_error(error: TetherError, status: int) -> Response:
     headers = {"WWW-Authenticate": "ApiKey"} if status == 401 else None
-    return json_response({"detail": error.message}, status, headers)
+    return json_response({"detail": error.message, "request_id": request_id()}, status, headers)
 
 
 TtlMinutes = Annotated[int, Field(ge=1, le=MAX_TTL_MINUTES), INTEGRAL]

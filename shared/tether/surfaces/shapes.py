@@ -8,7 +8,6 @@ backend).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from http import HTTPStatus
 
@@ -16,7 +15,7 @@ from werkzeug.wrappers import Response
 
 from tether.core.models import utcnow
 from tether.errors import Invalid, TetherError, Timeout
-from tether.surfaces.http import json_response
+from tether.surfaces.http import json_response, request_id
 
 Renderer = Callable[[TetherError, int], Response]
 # Kubently's code words where they differ from the status's own name.
@@ -59,7 +58,7 @@ def kubently(error: TetherError, status: int) -> Response:
             "error": message,
             "detail": error.message,
             "details": details,
-            "request_id": f"req-{uuid.uuid4().hex[:12]}",
+            "request_id": request_id(),
             "timestamp": utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
         },
         status,
@@ -76,13 +75,13 @@ def openctrol(error: TetherError, status: int) -> Response:
     """docs/specs/openctrol-api.md, "Error Responses": a code word and a sentence."""
     own = error.details.get("code")
     code = own if own in _OPENCTROL_CODES else _CODES.get(status) or HTTPStatus(status).name
-    body = {"error": str(code).lower(), "details": error.message}
+    body = {"error": str(code).lower(), "details": error.message, "request_id": request_id()}
     return json_response(body, status)
 
 
 def sentinelstacks(error: TetherError, status: int) -> Response:
     """docs/specs/sentinelstacks-api.md, "Error Handling"."""
-    return json_response({"error": error.message}, status)
+    return json_response({"error": error.message, "request_id": request_id()}, status)
 
 
 # (prefix, renderer): the base paths of the surfaces that are packages (DESIGN.md's table).

@@ -41,6 +41,7 @@ from tether.surfaces.http import (
     may,
     proxy_matcher,
     public_details,
+    request_id,
 )
 from tether.surfaces.http import caller as who
 
@@ -120,7 +121,7 @@ def render_error(error: errors.TetherError, status: int) -> Response:
         "code": code,
         "details": details,
         "timestamp": iso(utcnow()),
-        "request_id": f"req-{uuid.uuid4().hex[:12]}",
+        "request_id": request_id(),
     }
     if isinstance(error, errors.RateLimited):
         body["retry_after"] = error.details.get("retry_after")

@@ -11,6 +11,8 @@ from typing import Annotated
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from tether.surfaces.http import REQUEST_ID_FIELD
+
 
 def _names(*names: str) -> AliasChoices:
     return AliasChoices(*names)
@@ -88,6 +90,7 @@ class SelectMonitor(Body):
 class Error(BaseModel):
     error: str = Field(description="A code word: unauthorized, not_found, invalid_request, ...")
     details: str
+    request_id: str = Field(description=REQUEST_ID_FIELD)
 
 
 class Ok(BaseModel):

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import AliasChoices, AwareDatetime, BaseModel, ConfigDict, Field, RootModel
 
-from tether.surfaces.http import INTEGRAL
+from tether.surfaces.http import INTEGRAL, REQUEST_ID_FIELD
 
 NAME = r"^[^\x00-\x1f\x7f]{1,128}$"  # a display name: any printable text
 # An image as POST /v1/agents and the registry name it: `sha256:<hex>`, or `[namespace/]name`
@@ -29,6 +29,7 @@ class Body(BaseModel):
 
 class Error(BaseModel):
     error: str
+    request_id: str = Field(description=REQUEST_ID_FIELD)
 
 
 # -- auth -------------------------------------------------------------------------------------

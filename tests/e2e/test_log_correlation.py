@@ -1,0 +1,71 @@
+"""A request's trace reaches the lines its agent logs: the function binds it from the request's
+`traceparent`, Pub/Sub (the emulator) carries it to the agent as a message attribute, and the
+agent's line for the command names the trace, the command and the session."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from tether import logs
+from tether.bus.pubsub import PubSubBus
+from tether.local.stack import LocalStack
+from tether.settings import Settings
+from tether.store.sqlite import SqliteStore
+
+from tests.surfaces.conftest import target_client
+from tests.waiting import wait_for
+
+KEY = "tether_admin0000001_" + "p" * 32
+TRACE = "0af7651916cd43dd8448eb211c80319c"
+
+
+@pytest.fixture
+def api(tmp_path: Path, project: str, unique: str) -> Iterator[FlaskClient]:
+    settings = Settings(home=tmp_path / "home", api_key=KEY)
+    bus = PubSubBus(project=project, prefix=unique + "-")
+    s = LocalStack(settings, sweep_interval=3600, store=SqliteStore(tmp_path / "t.db"), bus=bus)
+    s.start()
+    try:
+        yield target_client("onmemos")
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def lines(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "acme-prod")
+    out = io.StringIO()
+    handler = logs.configure("json", out)
+    yield out
+    logging.getLogger().removeHandler(handler)
+
+
+def test_the_agents_line_for_an_exec_carries_the_requests_trace(
+    api: FlaskClient, lines: io.StringIO
+) -> None:
+    headers = {"X-API-Key": KEY}
+    created = api.post("/v1/sessions", json={"template": "shell"}, headers=headers)
+    assert created.status_code == 201, created.get_json()
+    session_id = created.get_json()["id"]
+    traced = {**headers, "traceparent": f"00-{TRACE}-b7ad6b7169203331-01"}
+    ran = api.post(f"/v1/sessions/{session_id}/execute", json={"command": "true"}, headers=traced)
+    assert ran.status_code == 200, ran.get_json()
+
+    def agents_line() -> dict[str, Any] | None:
+        for text in lines.getvalue().splitlines():
+            line = json.loads(text)
+            if line["logger"] == "tether.agent.daemon" and line["message"].startswith("exec "):
+                return dict(line)
+        return None
+
+    assert wait_for(agents_line, timeout=30), lines.getvalue()[-2000:]
+    line = agents_line() or {}
+    assert line[logs.TRACE_KEY] == f"projects/acme-prod/traces/{TRACE}"
+    assert line["session_id"] == session_id and line["command_id"] in line["message"]
