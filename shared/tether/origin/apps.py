@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from werkzeug.wrappers import Request
 
-from tether import bootstrap, errors
+from tether import bootstrap, errors, logs
 from tether.origin.guard import CONNECTIONS, MAX_BODY, SERVING, Connections
 from tether.origin.wsgi import WsgiApp, WsgiTargets
 from tether.relay import app as relay
@@ -64,7 +64,9 @@ def front_app(connections: Connections, app: WsgiApp = wsgi_app) -> web.Applicat
     @web.middleware
     async def limited(request: web.Request, handler: Any) -> web.StreamResponse:
         started = time.perf_counter()
-        with connections.serving(request.transport) as serving:
+        ids = logs.trace_ids(request.headers)  # the relay's lines and refusals name the request
+        with connections.serving(request.transport) as serving, \
+                logs.bind(request_id=request_id(request), **ids):  # fmt: skip
             request[SERVING] = serving
             response = await _limited(request, handler)
             serving.ending = response.keep_alive is False  # None: not decided, so kept

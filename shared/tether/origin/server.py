@@ -20,6 +20,7 @@ from tether.origin import guard
 from tether.origin.apps import front_app, wsgi_app
 from tether.origin.guard import Connections, Limits
 from tether.origin.wsgi import WsgiApp
+from tether.service import audit
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,9 @@ class _Protocol(web.RequestHandler):
             detail = "Internal server error"
         else:
             detail = (str(getattr(exc, "message", "") or message or "Bad request")).split("\n")[0]
-        response = web.json_response({"detail": detail}, status=status)
+        made = audit.request_id(request.headers.get(audit.HEADER))
+        response = web.json_response({"detail": detail, "request_id": made}, status=status)
+        response.headers[audit.HEADER] = made
         response.force_close()
         return response
 

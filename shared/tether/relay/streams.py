@@ -45,6 +45,7 @@ from tether.relay import access, recording
 from tether.runtime import auth
 from tether.runtime.websockets import UNIX_SEND_BUFFER
 from tether.service import audit, metrics
+from tether.surfaces.http import request_id as bound_id
 from tether.surfaces.http import status_for
 
 T = TypeVar("T")
@@ -107,9 +108,8 @@ def audited(
 
 def onmemos_refusal(error: TetherError, status: int) -> web.Response:
     """A refused upgrade in OnMemOS's error shape."""
-    return web.json_response(
-        {"detail": error.message, "code": error.details.get("code")}, status=status
-    )
+    body = {"detail": error.message, "code": error.details.get("code"), "request_id": bound_id()}
+    return web.json_response(body, status=status)
 
 
 def streamspace_refusal(error: TetherError, status: int) -> web.Response:

@@ -156,11 +156,15 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 def closing_json_response(status: int, body: dict[str, Any]) -> bytes:
     """A whole HTTP/1.1 response that ends the connection, for answers given before any app
-    runs (a request that cannot be read, a refused WebSocket upgrade)."""
-    data = json.dumps(body).encode()
+    runs (a request that cannot be read, a refused WebSocket upgrade). Logged, with the
+    request id its body and `X-Request-Id` carry."""
+    made = request_id()
+    data = json.dumps({**body, "request_id": made}).encode()
+    log.info("refused before any app ran: %d %s", status, body.get("detail", ""),
+             extra={"request_id": made})  # fmt: skip
     head = (
         f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+        f"{audit.HEADER}: {made}\r\nContent-Length: {len(data)}\r\nConnection: close\r\n\r\n"
     )
     return head.encode() + data
 

@@ -91,7 +91,9 @@ class Error(BaseModel):
     """Every OnMemOS error."""
 
     detail: str
-    request_id: str = Field(description=REQUEST_ID_FIELD)
+    # Absent only from a workspace runtime's own refusal, relayed as it is (its X-Request-Id
+    # header names the request).
+    request_id: str | None = Field(None, description=REQUEST_ID_FIELD)
 
 
 def render_error(error: TetherError, status: int) -> Response:
