@@ -4,12 +4,16 @@ run the suite with `make test`, which starts them."""
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from tether.service.ratelimit import RateLimits
+
+from tests import secretscan
 
 
 def emulator(var: str) -> str:
@@ -23,6 +27,31 @@ def emulator(var: str) -> str:
 # files that take minutes go out first, so neither worker is left with one at the end while
 # the other has nothing to do.
 LONGEST_FIRST = ("sandbox", "fuzz")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each process of the suite keeps its log lines where the secret scan reads them; the
+    first (the controller under pytest-xdist) makes the place, its workers inherit it."""
+    if secretscan.DIR_ENV not in os.environ:
+        os.environ[secretscan.DIR_ENV] = tempfile.mkdtemp(prefix="tether-test-logs-")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    secretscan.keep(Path(os.environ[secretscan.DIR_ENV]) / f"{worker}.log")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """After every test: no credential in any line the suite logged, in process or in the
+    servers it started. Found ones fail the run."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # the controller scans, once all its workers are done
+    roots = [Path(os.environ[secretscan.DIR_ENV]), session.config._tmp_path_factory.getbasetemp()]
+    count, hits = secretscan.scan(roots)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"secret scan: {count} log lines, {len(hits)} credentials found")
+        for path, kind, line in hits[:20]:
+            reporter.write_line(f"  {kind} in {path}: {line}", red=True)
+    if hits:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

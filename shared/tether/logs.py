@@ -27,6 +27,9 @@ EXTRAS = ("event",)
 TRACE_KEY = "logging.googleapis.com/trace"
 SPAN_KEY = "logging.googleapis.com/spanId"
 SAMPLED_KEY = "logging.googleapis.com/trace_sampled"
+# Libraries whose INFO lines print whole URLs, credentials in query strings too (a ticket, a
+# preview token): WARNING and up only.
+URL_LOGGERS = ("httpx", "httpcore")
 
 
 class Headers(Protocol):
@@ -146,4 +149,6 @@ def configure(fmt: str | None = None, stream: TextIO | None = None) -> logging.H
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    for name in URL_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     return handler

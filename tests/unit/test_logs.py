@@ -109,3 +109,10 @@ def test_json_is_the_default_in_the_cloud_and_text_elsewhere(
         handler = logs.configure(stream=io.StringIO())
         logging.getLogger().removeHandler(handler)
         assert isinstance(handler.formatter, formatter)
+
+
+def test_http_client_lines_that_print_whole_urls_are_left_out() -> None:
+    handler = logs.configure("json", io.StringIO())
+    logging.getLogger().removeHandler(handler)
+    assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
+    assert logging.getLogger("tether.anything").isEnabledFor(logging.INFO)

@@ -1,0 +1,49 @@
+"""The suite's secret scan (tests/secretscan.py) finds each kind of credential it looks for,
+and passes the lines that only talk about them."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import jwt
+from tether.service.tickets import PREFIX
+
+from tests import secretscan
+
+PLANTED = {
+    "API key": "accepted tether_adminkey0001_" + "a" * 32,
+    "JWT": "token " + jwt.encode({"sub": "alice", "exp": 2_000_000_000}, "k" * 32),
+    "ticket": f"GET /relay?ticket={PREFIX}{'x' * 32}",
+    "webhook secret": "signed with whsec_" + "s" * 43,
+    "bearer token": "Authorization: Bearer " + "t" * 40,
+    "password": '{"username": "admin", "password": "hunter2-hunter2"}',
+}
+HARMLESS = [
+    "password: field required",
+    "Password of user 'admin' changed",
+    '{"password": "***"}',
+    "POST /api/v1/auth/login answered 401",
+    "Authorization: Bearer [Filtered]",
+    "tether_api_key is not set",
+]
+
+
+def test_each_kind_is_found_and_talk_about_credentials_is_not() -> None:
+    assert {kind for kind, _ in secretscan.found(PLANTED.values())} == set(PLANTED)
+    for kind, line in PLANTED.items():
+        assert [k for k, _ in secretscan.found([line])] == [kind], line
+    assert list(secretscan.found(HARMLESS)) == []
+
+
+def test_a_logged_credential_is_found_in_the_files_it_scans(tmp_path: Path) -> None:
+    handler = secretscan.keep(tmp_path / "worker.log")
+    try:
+        logging.getLogger("tether.leaky").warning("login failed for %s", PLANTED["password"])
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    (tmp_path / "server").mkdir()
+    (tmp_path / "server" / "tether-up.log").write_text("ready\n" + PLANTED["ticket"] + "\n")
+    count, hits = secretscan.scan([tmp_path])
+    assert count == 3 and sorted(kind for _, kind, _ in hits) == ["password", "ticket"]
