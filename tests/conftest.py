@@ -47,6 +47,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     count, hits = secretscan.scan(roots)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
+        reporter.ensure_newline()
         reporter.write_line(f"secret scan: {count} log lines, {len(hits)} credentials found")
         for path, kind, line in hits[:20]:
             reporter.write_line(f"  {kind} in {path}: {line}", red=True)

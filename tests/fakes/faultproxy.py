@@ -83,7 +83,9 @@ class FaultProxy:
             return
         self._writers |= {writer, up_writer}
         try:
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            # Cancelled when the proxy stops: that ends the connection, no error to report.
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
         finally:
             for w in (writer, up_writer):
                 self._writers.discard(w)
