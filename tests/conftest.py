@@ -3,14 +3,17 @@ run the suite with `make test`, which starts them."""
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tether import logs
 from tether.service.ratelimit import RateLimits
 
 from tests import secretscan
@@ -89,3 +92,16 @@ def rate_window() -> Callable[[], None]:
             time.sleep(left + 0.1)
 
     return wait
+
+
+CLOUD_PROJECT = "acme-prod"
+
+
+@pytest.fixture
+def json_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """What is logged during the test, as Tether logs it in the cloud (project `acme-prod`)."""
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", CLOUD_PROJECT)
+    out = io.StringIO()
+    handler = logs.configure("json", out)
+    yield out
+    logging.getLogger().removeHandler(handler)

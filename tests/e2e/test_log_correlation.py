@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,17 +37,8 @@ def api(tmp_path: Path, project: str, unique: str) -> Iterator[FlaskClient]:
         s.stop()
 
 
-@pytest.fixture
-def lines(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
-    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "acme-prod")
-    out = io.StringIO()
-    handler = logs.configure("json", out)
-    yield out
-    logging.getLogger().removeHandler(handler)
-
-
 def test_the_agents_line_for_an_exec_carries_the_requests_trace(
-    api: FlaskClient, lines: io.StringIO
+    api: FlaskClient, json_logs: io.StringIO
 ) -> None:
     headers = {"X-API-Key": KEY}
     created = api.post("/v1/sessions", json={"template": "shell"}, headers=headers)
@@ -59,13 +49,13 @@ def test_the_agents_line_for_an_exec_carries_the_requests_trace(
     assert ran.status_code == 200, ran.get_json()
 
     def agents_line() -> dict[str, Any] | None:
-        for text in lines.getvalue().splitlines():
+        for text in json_logs.getvalue().splitlines():
             line = json.loads(text)
             if line["logger"] == "tether.agent.daemon" and line["message"].startswith("exec "):
                 return dict(line)
         return None
 
-    assert wait_for(agents_line, timeout=30), lines.getvalue()[-2000:]
+    assert wait_for(agents_line, timeout=30), json_logs.getvalue()[-2000:]
     line = agents_line() or {}
     assert line[logs.TRACE_KEY] == f"projects/acme-prod/traces/{TRACE}"
     assert line["session_id"] == session_id and line["command_id"] in line["message"]

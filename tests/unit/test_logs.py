@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,24 +15,15 @@ TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 log = logging.getLogger("tether.test")
 
 
-@pytest.fixture
-def out(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
-    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "acme-prod")
-    stream = io.StringIO()
-    handler = logs.configure("json", stream)
-    yield stream
-    logging.getLogger().removeHandler(handler)
-
-
 def last(stream: io.StringIO) -> dict[str, Any]:
     return dict(json.loads(stream.getvalue().splitlines()[-1]))
 
 
-def test_a_line_is_one_json_object_cloud_logging_reads(out: io.StringIO) -> None:
+def test_a_line_is_one_json_object_cloud_logging_reads(json_logs: io.StringIO) -> None:
     outer = logs.bind(request_id="req-1", trace=TRACE, span="00f067aa0ba902b7", sampled="1")
     with outer, logs.bind(session_id="ws-1", command_id="cmd-1"):  # nested: both hold
         log.warning("two\nlines", extra={"event": "agent_offline", "agent_id": "a-1"})
-    line = last(out)
+    line = last(json_logs)
     assert (line["severity"], line["message"], line["logger"]) == ("WARNING", "two\nlines",
                                                                    "tether.test")  # fmt: skip
     assert line["logging.googleapis.com/trace"] == f"projects/acme-prod/traces/{TRACE}"
@@ -48,19 +38,19 @@ def test_a_line_is_one_json_object_cloud_logging_reads(out: io.StringIO) -> None
     assert line["time"].endswith("+00:00")
 
 
-def test_ids_end_with_their_scope_and_a_traceback_stays_in_its_line(out: io.StringIO) -> None:
+def test_ids_end_with_their_scope_and_a_traceback_stays_in_its_line(json_logs: io.StringIO) -> None:
     with logs.bind(request_id="req-1"):
         pass
     try:
         raise RuntimeError("boom")
     except RuntimeError:
         log.exception("failed")
-    line = last(out)
+    line = last(json_logs)
     assert line["severity"] == "ERROR" and "request_id" not in line
     assert (
         line["message"].startswith("failed\nTraceback") and "RuntimeError: boom" in line["message"]
     )
-    assert len(out.getvalue().splitlines()) == 1
+    assert len(json_logs.getvalue().splitlines()) == 1
 
 
 def test_the_trace_comes_from_traceparent_or_google_s_header() -> None:
