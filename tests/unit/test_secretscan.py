@@ -4,6 +4,7 @@ and passes the lines that only talk about them."""
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 
 import jwt
@@ -36,14 +37,24 @@ def test_each_kind_is_found_and_talk_about_credentials_is_not() -> None:
     assert list(secretscan.found(HARMLESS)) == []
 
 
-def test_a_logged_credential_is_found_in_the_files_it_scans(tmp_path: Path) -> None:
-    handler = secretscan.keep(tmp_path / "worker.log")
-    try:
-        logging.getLogger("tether.leaky").warning("login failed for %s", PLANTED["password"])
-    finally:
+def test_a_logged_credential_is_found_in_the_files_it_scans() -> None:
+    # Planted outside pytest's temporary directory, and handed to the file's handler only:
+    # the suite's own scan must not find them.
+    with tempfile.TemporaryDirectory() as where:
+        root = Path(where)
+        handler = secretscan.keep(root / "worker.log")
         logging.getLogger().removeHandler(handler)
+        record = logging.makeLogRecord(
+            {
+                "name": "tether.leaky",
+                "levelno": logging.WARNING,
+                "levelname": "WARNING",
+                "msg": PLANTED["password"],
+            }
+        )
+        handler.handle(record)
         handler.close()
-    (tmp_path / "server").mkdir()
-    (tmp_path / "server" / "tether-up.log").write_text("ready\n" + PLANTED["ticket"] + "\n")
-    count, hits = secretscan.scan([tmp_path])
+        (root / "server").mkdir()
+        (root / "server" / "tether-up.log").write_text("ready\n" + PLANTED["ticket"] + "\n")
+        count, hits = secretscan.scan([root])
     assert count == 3 and sorted(kind for _, kind, _ in hits) == ["password", "ticket"]
