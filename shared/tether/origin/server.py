@@ -51,12 +51,15 @@ class _Protocol(web.RequestHandler):
     ) -> web.StreamResponse:
         if request.writer.output_size > 0:  # an answer has begun: the connection is broken
             raise ConnectionError("an answer was under way")
+        made = audit.request_id(request.headers.get(audit.HEADER))
         if status >= 500:
-            log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+            log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc,
+                      extra={"request_id": made})  # fmt: skip
             detail = "Internal server error"
         else:
             detail = (str(getattr(exc, "message", "") or message or "Bad request")).split("\n")[0]
-        made = audit.request_id(request.headers.get(audit.HEADER))
+            log.info("refused %s %s: %d %s", request.method, request.path, status, detail,
+                     extra={"request_id": made})  # fmt: skip
         response = web.json_response({"detail": detail, "request_id": made}, status=status)
         response.headers[audit.HEADER] = made
         response.force_close()
