@@ -55,6 +55,10 @@ def test_a_logged_credential_is_found_in_the_files_it_scans() -> None:
         handler.handle(record)
         handler.close()
         (root / "server").mkdir()
-        (root / "server" / "tether-up.log").write_text("ready\n" + PLANTED["ticket"] + "\n")
+        shown = "Admin API key (shown once; ...):\n  " + PLANTED["API key"].split()[-1] + "\n"
+        (root / "server" / "tether-up.log").write_text(shown + PLANTED["ticket"] + "\n")
+        workspace = root / "home" / "ws-1" / secretscan.WORKSPACE_FILES
+        workspace.mkdir(parents=True)  # what a workspace's commands print is theirs
+        (workspace / "session.log").write_text(PLANTED["API key"] + "\n")
         count, hits = secretscan.scan([root])
-    assert count == 3 and sorted(kind for _, kind, _ in hits) == ["password", "ticket"]
+    assert count == 4 and sorted(kind for _, kind, _ in hits) == ["password", "ticket"]
