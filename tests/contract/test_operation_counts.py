@@ -182,7 +182,9 @@ def test_operations_per_action(
         return result
 
     # The template and the agents list are kept a moment in an instance (`service.recent`):
-    # counted from the second create on, as an instance that serves creates runs.
+    # counted from the second create on, as an instance that serves creates runs. Kept the
+    # whole test here: a loaded machine may take longer than that moment between the two.
+    api.agents.recent.ttl = api.templates.recent.ttl = 600.0
     api.sessions.create(alice, SessionRequest(template="shell"))
     session = measure(
         "create", lambda: api.sessions.create(alice, SessionRequest(template="shell"))
