@@ -36,9 +36,11 @@ def pytest_configure(config: pytest.Config) -> None:
     """Each process of the suite keeps its log lines where the secret scan reads them; the
     first (the controller under pytest-xdist) makes the place, its workers inherit it."""
     if secretscan.DIR_ENV not in os.environ:
-        os.environ[secretscan.DIR_ENV] = tempfile.mkdtemp(prefix="tether-test-logs-")
+        made = tempfile.mkdtemp(prefix="tether-test-logs-")
+        os.chmod(made, 0o1777)  # a run nested as an ordinary user (tests/sandbox) writes too
+        os.environ[secretscan.DIR_ENV] = made
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    secretscan.keep(Path(os.environ[secretscan.DIR_ENV]) / f"{worker}.log")
+    secretscan.keep(Path(os.environ[secretscan.DIR_ENV]) / f"{worker}-{os.getpid()}.log")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
