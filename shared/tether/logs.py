@@ -83,6 +83,11 @@ def traceparent() -> str | None:
     return f"00-{ids['trace']}-{ids.get('span', '0' * 15 + '1')}-0{ids.get('sampled', '0')}"
 
 
+def _ids(record: logging.LogRecord) -> dict[str, Any]:
+    """The ids bound where `record` was logged, and those it was given as `extra=`."""
+    return {**_bound.get({}), **{k: getattr(record, k) for k in IDS if hasattr(record, k)}}
+
+
 class CloudJson(logging.Formatter):
     """A line Cloud Logging reads as a structured entry: `severity`, `message`, `time`, the
     trace it belongs to (in the project's trace name), the source line, and the bound ids."""
@@ -92,7 +97,7 @@ class CloudJson(logging.Formatter):
         self.project = project
 
     def format(self, record: logging.LogRecord) -> str:
-        ids = {**_bound.get({}), **{k: getattr(record, k) for k in IDS if hasattr(record, k)}}
+        ids = _ids(record)
         message = record.getMessage()
         if record.exc_info:
             message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
@@ -124,7 +129,7 @@ class Text(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        ids = {**_bound.get({}), **{k: getattr(record, k) for k in IDS if hasattr(record, k)}}
+        ids = _ids(record)
         tags = " ".join(f"{k}={ids[k]}" for k in IDS if ids.get(k))
         return f"{line} [{tags}]" if tags else line
 
