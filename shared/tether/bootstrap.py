@@ -54,6 +54,7 @@ class Services:
     bus: Bus
     auth: Auth
     tokens: Tokens
+    runtime_key: str  # what workspace runtimes' tokens are derived from (`runtime_key`)
     users: Users
     limits: RateLimits
     tickets: Tickets
@@ -119,7 +120,7 @@ def make_provisioner(settings: Settings) -> Provisioner:
         from tether.provision.local import LocalProvisioner
 
         return LocalProvisioner(
-            settings.home, settings.sandbox, jwt_secret(settings), settings.warm_pool
+            settings.home, settings.sandbox, runtime_key(settings), settings.warm_pool
         )
     if settings.platform == "cloud_run":
         from tether.provision.cloudrun import CloudRunProvisioner
@@ -140,10 +141,17 @@ def make_provisioner(settings: Settings) -> Provisioner:
 
         # No session storage: its FUSE driver would need the metadata server, which GKE
         # workspaces are fenced from. The home is the session's own volume.
+        # Its runtimes are reached over the network, by the relay too: both derive each
+        # session's token from one key, which must be given (nothing here to generate it in).
+        key = settings.runtime_key or settings.jwt_secret
+        if not key:
+            raise Invalid("TETHER_RUNTIME_KEY is required for gke workspaces (the relay's too)")
         return GkeProvisioner(
             settings.workspace_namespace,
             service_account=settings.workspace_service_account or None,
             image=settings.workspace_image or None,
+            runtime_key=key,
+            cluster_domain=settings.gke_cluster_domain,
         )
     if settings.platform in ("cluster", "desktop"):
         from tether.provision.cluster import NoWorkspaces
@@ -206,6 +214,11 @@ def make_model_provider(settings: Settings) -> ModelProvider:
     )
 
 
+def runtime_key(settings: Settings) -> str:
+    """TETHER_RUNTIME_KEY, else the JWT secret: one secret for a stack that holds both."""
+    return settings.runtime_key or jwt_secret(settings)
+
+
 def jwt_secret(settings: Settings) -> str:
     """TETHER_JWT_SECRET, or (off the cloud only) a random secret generated once and kept
     (0600) in TETHER_HOME. In the cloud there is no default: every instance must sign with the
@@ -255,6 +268,7 @@ def build(settings: Settings, store: Store | None = None, bus: Bus | None = None
         bus=bus,
         auth=auth,
         tokens=tokens,
+        runtime_key=runtime_key(settings),
         users=Users(store),
         limits=limits,
         tickets=tickets,

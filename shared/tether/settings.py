@@ -121,6 +121,13 @@ class Settings:
     region: str = "local"
     sessions_bucket: str = ""  # per-session storage in Cloud Storage; empty: none
     workspace_namespace: str = "tether-workspaces"  # gke
+    # gke: the cluster's DNS domain. With Cloud DNS's VPC scope (terraform/modules/gke) the
+    # relay resolves a workspace's Service name from outside the cluster too.
+    gke_cluster_domain: str = "cluster.local"
+    # What each session's runtime token is derived from (tether.runtime.auth): shared by the
+    # relay and the agents whose workspaces are reached over a network (gke). None: the JWT
+    # secret, so a local stack needs neither.
+    runtime_key: str | None = None
     workspace_service_account: str = ""  # what workspaces run as; empty: the default
     workspace_image: str = ""  # the image with the runtime; empty: each template's own
     sandbox: str = "bubblewrap"  # local workspaces: bubblewrap | none (unconfined)
@@ -202,6 +209,8 @@ class Settings:
             region=_env("TETHER_REGION", "local"),
             sessions_bucket=_env("TETHER_SESSIONS_BUCKET", ""),
             workspace_namespace=_env("TETHER_WORKSPACE_NAMESPACE", "tether-workspaces"),
+            gke_cluster_domain=_env("TETHER_GKE_CLUSTER_DOMAIN", "cluster.local"),
+            runtime_key=os.environ.get("TETHER_RUNTIME_KEY") or None,
             workspace_service_account=_env("TETHER_WORKSPACE_SERVICE_ACCOUNT", ""),
             workspace_image=_env("TETHER_WORKSPACE_IMAGE", ""),
             sandbox=_env("TETHER_SANDBOX", "bubblewrap"),

@@ -1126,7 +1126,9 @@ class FakeKube:
                 }
                 self._later(self.ready_delay, lambda: self._progress_pod(ns, name, uid))
             elif resource == "services":
-                body["spec"]["clusterIP"] = f"10.12.{len(self.objects) % 250}.{self._rv % 250}"
+                if body["spec"].get("clusterIP") != "None":  # headless: none allocated
+                    ip = f"10.12.{len(self.objects) % 250}.{self._rv % 250}"
+                    body["spec"]["clusterIP"] = ip
                 body["spec"]["clusterIPs"] = [body["spec"]["clusterIP"]]
                 body["status"] = {"loadBalancer": {}}
             else:

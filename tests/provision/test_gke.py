@@ -23,6 +23,7 @@ from tether.errors import Forbidden, NotFound, Timeout, Unavailable
 from tether.provision.gke import GkeProvisioner
 from tether.provision.gke_manifests import HOME, names, pod_manifest
 from tether.provision.storage import SessionStorage
+from tether.runtime import auth
 
 from tests.fakes.kube import FakeKube
 from tests.fakes.runtime import RuntimeServer
@@ -475,3 +476,48 @@ def _health(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_each_runtime_is_given_its_sessions_token_and_the_agent_sends_it(
+    kube: FakeKube, tmp_path: Path, nowhere: str
+) -> None:
+    """No front end checks who calls a pod (Google's does for a Cloud Run service): the runtime
+    asks for its session's token, which the pod is given and the agent (and the relay, with
+    the same key) sends. Another session's token, or none, opens nothing."""
+    key = "k" * 64
+    token = auth.token_for(key, "s1")
+    guarded = RuntimeServer(tmp_path / "home", token=token)
+    guarded.start()
+    try:
+        agent = provisioner(kube, guarded, nowhere, runtime_key=key)
+        info = agent.start(spec("s1"))
+        assert info.url == f"http://{names('s1').service}.{NS}.svc.cluster.local:8080"
+        (container,) = kube.get("pods", NS, names("s1").pod)["spec"]["containers"]
+        assert {"name": auth.ENV, "value": token} in container["env"]
+        assert agent.exec("s1", "echo in", 10).stdout == "in\n"
+        assert agent.logs("s1", 5) is not None
+        assert agent.activity("s1") is not None
+        for refused in (httpx.post(guarded.url + "/exec", json={"command": "id"}),
+                        httpx.post(guarded.url + "/exec", json={"command": "id"},
+                                   headers={auth.HEADER: auth.token_for(key, "s2")})):  # fmt: skip
+            assert refused.status_code == 401, refused.text
+        stranger = provisioner(kube, guarded, nowhere, runtime_key="other" * 10)
+        with pytest.raises((Forbidden, Unavailable)):
+            stranger.exec("s1", "echo in", 10)
+        stranger.close()
+        agent.close()
+    finally:
+        guarded.stop()
+
+
+def test_a_workspace_service_is_headless_and_named_in_the_clusters_domain(
+    kube: FakeKube, ws: RuntimeServer, nowhere: str
+) -> None:
+    """Its name resolves to the ready pod's own address, which a VPC-native cluster routes from
+    the VPC (the relay's side), where a cluster IP would answer inside the cluster only."""
+    gke = provisioner(kube, ws, nowhere, cluster_domain="tether.internal")
+    info = gke.start(spec("s1"))
+    gke.close()
+    assert info.url == f"http://{names('s1').service}.{NS}.svc.tether.internal:8080"
+    service = kube.get("services", NS, names("s1").service)
+    assert service["spec"]["clusterIP"] == "None"

@@ -125,8 +125,8 @@ def test_the_agent_deployment_fits_the_role_accounts_and_policy_beside_it() -> N
     ws_account = docs[f"ServiceAccount/{env['TETHER_WORKSPACE_SERVICE_ACCOUNT']}"]
     assert ws_account["metadata"]["namespace"] == workspaces
     assert ws_account["automountServiceAccountToken"] is False
-    # Only the agent reaches the runtimes.
-    policy = docs["NetworkPolicy/workspace-ingress-from-agent"]
+    # Only the agent (and the relay, from outside the cluster) reaches the runtimes.
+    policy = docs["NetworkPolicy/workspace-ingress-from-agent-and-relay"]
     assert policy["metadata"]["namespace"] == workspaces
     (rule,) = policy["spec"]["ingress"]
     assert rule["ports"] == [{"protocol": "TCP", "port": RUNTIME_PORT}]
@@ -138,7 +138,7 @@ def test_the_agent_deployment_fits_the_role_accounts_and_policy_beside_it() -> N
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_generated_network_policies_are_valid(version: str) -> None:
-    for policy in network_policies(control_plane="34.1.2.3/32"):
+    for policy in network_policies(control_plane="34.1.2.3/32", relay="10.10.0.0/24"):
         kubernetes_validate.validate(policy, version, strict=True)
 
 
@@ -280,7 +280,9 @@ def _workspace(network: str) -> dict[str, str]:
 
 
 CONTROL_PLANE = "34.1.2.3"
-POLICIES = network_policies(control_plane=f"{CONTROL_PLANE}/32")
+RELAY_SUBNET = "10.10.0.0/24"  # terraform's vpc_cidr default: the relay's Direct VPC egress
+POLICIES = network_policies(control_plane=f"{CONTROL_PLANE}/32", relay=RELAY_SUBNET)
+RELAY = {"ip": "10.10.0.37"}
 AGENT = {"pod": (AGENT_NAMESPACE, dict(AGENT_LABELS))}
 NEIGHBOUR = {"pod": (DEFAULT_NAMESPACE, _workspace("egress"))}
 FORBIDDEN = {
@@ -301,10 +303,15 @@ def test_pods_carry_their_templates_network_in_the_label_the_policies_select() -
 
 
 @pytest.mark.parametrize("network", ["none", "egress"])
-def test_only_the_agent_reaches_a_workspace_and_only_at_the_runtimes_port(network: str) -> None:
+def test_only_the_agent_and_relay_reach_a_workspace_and_only_at_the_runtimes_port(
+    network: str,
+) -> None:
     pod = _workspace(network)
     assert _allowed(POLICIES, pod, "Ingress", AGENT, RUNTIME_PORT)
     assert not _allowed(POLICIES, pod, "Ingress", AGENT, 22)
+    assert _allowed(POLICIES, pod, "Ingress", RELAY, RUNTIME_PORT), "the relay, from the VPC"
+    assert not _allowed(POLICIES, pod, "Ingress", RELAY, 22)
+    assert not _allowed(POLICIES, pod, "Ingress", {"ip": "10.11.0.5"}, RUNTIME_PORT), "the VPC"
     assert not _allowed(POLICIES, pod, "Ingress", NEIGHBOUR, RUNTIME_PORT), "another workspace"
     other_namespace = {"pod": ("default", dict(AGENT_LABELS))}
     assert not _allowed(POLICIES, pod, "Ingress", other_namespace, RUNTIME_PORT)

@@ -38,6 +38,7 @@ from tether.provision.gke_manifests import (
     service_manifest,
 )
 from tether.provision.runtime_http import RuntimeHttp
+from tether.runtime import auth
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient, CoreV1Api, V1Pod
@@ -139,8 +140,11 @@ class GkeProvisioner:
     """Workspaces as pods in `namespace`.
 
     `api` is a `kubernetes.client.CoreV1Api` or `ApiClient` (None: the in-cluster service
-    account, loaded on first use). `runtime_url` maps a session id to the base URL of its
-    runtime (None: the Service's cluster DNS name). `service_account` is the workspace pods'
+    account, loaded on first use). `runtime_url` maps a session id to the base URL this agent
+    calls its runtime at (None: the Service's DNS name under `cluster_domain`, the address
+    reported to the relay too). `runtime_key` derives each runtime's token
+    (`tether.runtime.auth`), which the agent and the relay send and the runtime checks: no
+    front end checks callers before a pod, as Google's does before a Cloud Run service. `service_account` is the workspace pods'
     Kubernetes service account. `image` runs every workspace from Tether's workspace image
     (None: each template's own). `start_timeout` bounds start and wake.
 
@@ -163,11 +167,15 @@ class GkeProvisioner:
         storage_class: str | None = None,
         home_size: str = DEFAULT_HOME_SIZE,
         start_timeout: float = 300.0,
+        runtime_key: str | None = None,
+        cluster_domain: str = "cluster.local",
     ) -> None:
         self.namespace = namespace
         self._api: Any = api
         self._core_api: CoreV1Api | None = None
         self._runtime_url = runtime_url or self.cluster_url
+        self.runtime_key = runtime_key
+        self.cluster_domain = cluster_domain
         if storage is not None:
             log.warning("GKE workspaces do not mount session storage (no metadata server)")
         self.service_account = _k8s_account(service_account)
@@ -180,7 +188,7 @@ class GkeProvisioner:
         self._lock = threading.Lock()
 
     def cluster_url(self, session_id: str) -> str:
-        host = f"{names(session_id).service}.{self.namespace}.svc.cluster.local"
+        host = f"{names(session_id).service}.{self.namespace}.svc.{self.cluster_domain}"
         return f"http://{host}:{RUNTIME_PORT}"
 
     # -- clients (built on first use) -----------------------------------------------------
@@ -316,8 +324,9 @@ class GkeProvisioner:
     def _run_pod(self, spec: WorkspaceSpec) -> None:
         sid = spec.session_id
         manifest = pod_manifest(
-            spec, self.namespace, self.service_account, self.image, self.home_size
-        )
+            spec, self.namespace, self.service_account, self.image, self.home_size,
+            self._token(sid),
+        )  # fmt: skip
         n = names(sid)
         deadline = time.monotonic() + self.start_timeout
         for _ in range(_RECREATES):
@@ -389,6 +398,13 @@ class GkeProvisioner:
     def _base(self, session_id: str) -> str:
         return self._runtime_url(session_id).rstrip("/")
 
+    def _token(self, session_id: str) -> str | None:
+        return auth.token_for(self.runtime_key, session_id) if self.runtime_key else None
+
+    def _auth(self, session_id: str) -> dict[str, str]:
+        token = self._token(session_id)
+        return {auth.HEADER: token} if token else {}
+
     def _missing(self, session_id: str) -> None:
         """Raises NotFound when the workspace has no pod (stopped, unknown or hibernated)."""
         if self._pod_alive(session_id):
@@ -398,7 +414,9 @@ class GkeProvisioner:
 
     def exec(self, session_id: str, command: str, timeout: float) -> ExecResult:
         try:
-            return self._runtime.exec(self._base(session_id), command, timeout)
+            return self._runtime.exec(
+                self._base(session_id), command, timeout, self._auth(session_id)
+            )
         except Unavailable:
             self._missing(session_id)  # no pod to answer: NotFound
             raise
@@ -408,11 +426,13 @@ class GkeProvisioner:
             base = self._base(session_id)
         except TetherError:
             return None
-        return self._runtime.activity(base)
+        return self._runtime.activity(base, self._auth(session_id))
 
     def logs(self, session_id: str, tail: int) -> list[str]:
         try:
-            return self._runtime.logs(self._base(session_id), tail, timeout=10)
+            return self._runtime.logs(
+                self._base(session_id), tail, self._auth(session_id), timeout=10
+            )
         except Unavailable:
             if self._pod_alive(session_id):
                 raise
@@ -427,7 +447,9 @@ class GkeProvisioner:
     def _fetch_log(self, session_id: str) -> list[str] | None:
         """The last lines of the session log, or None when the runtime cannot be asked."""
         try:
-            lines = self._runtime.logs(self._base(session_id), LOG_KEEP_LINES, timeout=10)
+            lines = self._runtime.logs(
+                self._base(session_id), LOG_KEEP_LINES, self._auth(session_id), timeout=10
+            )
         except TetherError as exc:
             log.warning("session %s: log not kept at hibernate: %s", session_id, exc.message)
             return None

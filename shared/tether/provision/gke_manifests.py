@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether.core.models import WorkspaceSpec
+from tether.runtime import auth
 
 DEFAULT_NAMESPACE = "tether-workspaces"
 RUNTIME_PORT = 8080
@@ -33,6 +34,9 @@ AGENT_LABELS = {"app.kubernetes.io/name": "tether-agent"}
 # Replaced at deploy time (like PROJECT_ID): the cluster's API server endpoint, whose public
 # address no private range covers.
 CONTROL_PLANE_CIDR = "CONTROL_PLANE_IP/32"
+# Replaced at deploy time too: the subnet the relay sends from (Direct VPC egress), the one
+# source outside the cluster that reaches runtimes (terraform output `gke.relay_cidr`).
+RELAY_CIDR = "RELAY_CIDR"
 # A workspace pod's network is its template's: the namespace's policies select on this label.
 LABEL_NETWORK = "tether.dev/network"
 
@@ -130,13 +134,15 @@ def pod_manifest(
     service_account: str | None = None,
     image: str | None = None,
     home_size: str = DEFAULT_HOME_SIZE,
+    token: str | None = None,
 ) -> dict[str, Any]:
     """The workspace pod: the runtime, the home on the session's PVC (a scratch volume without
     a persistent home, of the template's "storage" or `home_size`), no capability, no
     credential and no network but what its template's `network` label lets through (see
     `network_policies`). `service_account` is the pod's Kubernetes service account; it gets
     no token. `image` is Tether's workspace image (infra/docker/workspace.Dockerfile); None:
-    the template's own, which must then carry `tether.runtime`.
+    the template's own, which must then carry `tether.runtime`. `token` is what the runtime
+    asks of its callers (`tether.runtime.auth`; it opens this workspace's runtime only).
 
     No Google identity and no Cloud Storage mount: Cloud Storage FUSE's sidecar authenticates
     through the metadata server, which user code in the same pod would then reach too."""
@@ -144,6 +150,8 @@ def pod_manifest(
     env = {"HOME": HOME} | template.env | spec.env
     if template.command:
         env["TETHER_MAIN_COMMAND"] = template.command  # the runtime starts it as main process
+    if token:
+        env[auth.ENV] = token  # the runtime takes it out of what it starts
     runtime = ["python", "-m", "tether.runtime", "--port", str(RUNTIME_PORT), "--home", HOME]
     # Tether's image has tini as its entrypoint to reap orphans, so only its arguments are
     # replaced; a template's image may have any entrypoint, so its command is.
@@ -231,7 +239,10 @@ def pod_manifest(
 
 
 def service_manifest(spec: WorkspaceSpec, namespace: str = DEFAULT_NAMESPACE) -> dict[str, Any]:
-    """The stable address of the runtime, and the record a hibernated workspace keeps."""
+    """The stable name of the runtime, and the record a hibernated workspace keeps. Headless:
+    its name resolves to the ready pod's own address, which a VPC-native cluster routes from
+    the whole VPC (a cluster IP answers inside the cluster only), so the relay, outside,
+    reaches the runtime at the same name as the agent (Cloud DNS's VPC scope publishes it)."""
     n = names(spec.session_id)
     meta = _meta(n.service, spec, namespace)
     meta["annotations"][ANNOTATION_SPEC] = spec.model_dump_json()
@@ -241,6 +252,7 @@ def service_manifest(spec: WorkspaceSpec, namespace: str = DEFAULT_NAMESPACE) ->
         "metadata": meta,
         "spec": {
             "type": "ClusterIP",
+            "clusterIP": "None",
             "selector": {LABEL_SESSION: label_value(spec.session_id)},
             "ports": [
                 {
@@ -298,12 +310,15 @@ _DNS_PEERS: list[dict[str, Any]] = [
 
 
 def network_policies(
-    namespace: str = DEFAULT_NAMESPACE, control_plane: str = CONTROL_PLANE_CIDR
+    namespace: str = DEFAULT_NAMESPACE,
+    control_plane: str = CONTROL_PLANE_CIDR,
+    relay: str = RELAY_CIDR,
 ) -> list[dict[str, Any]]:
     """The workspace namespace's NetworkPolicies, one set for every pod in it (declared once,
     applied with infra/k8s, never written by the agent, which so cannot loosen them):
 
-    - ingress only from the agent, only to the runtime's port;
+    - ingress only from the agent and the relay's subnet (`relay`), only to the runtime's
+      port (the runtime then asks for the session's token);
     - no egress at all, for every pod: a template with `network: "none"` reaches nothing,
       not even DNS;
     - pods labelled `network: egress` reach DNS and the internet, never a private or
@@ -332,12 +347,15 @@ def network_policies(
     dns_ports = [{"protocol": p, "port": 53} for p in ("UDP", "TCP")]
     return [
         policy(
-            "workspace-ingress-from-agent",
+            "workspace-ingress-from-agent-and-relay",
             {
                 "podSelector": {},
                 "policyTypes": ["Ingress"],
                 "ingress": [
-                    {"from": [agent], "ports": [{"protocol": "TCP", "port": RUNTIME_PORT}]}
+                    {
+                        "from": [agent, {"ipBlock": {"cidr": relay}}],
+                        "ports": [{"protocol": "TCP", "port": RUNTIME_PORT}],
+                    }
                 ],
             },
         ),

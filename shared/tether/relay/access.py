@@ -86,8 +86,8 @@ def standing(who: Principal, session_id: str, source: ActivitySource = "terminal
 
 
 def runtime_token(session_id: str) -> str:
-    """What a local runtime wants of its callers (`tether.runtime.auth`)."""
-    return auth.token_for(bootstrap.services().tokens.secret, session_id)
+    """What a runtime reached by the relay wants of its callers (`tether.runtime.auth`)."""
+    return auth.token_for(bootstrap.services().runtime_key, session_id)
 
 
 @functools.cache

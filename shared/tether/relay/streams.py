@@ -394,17 +394,19 @@ class RuntimeAddress:
 
 
 async def runtime_address(session: Session, path: str) -> RuntimeAddress:
+    """Every runtime gets its session's token (one given none, as on Cloud Run, ignores it);
+    one behind Google's front end (https: a private Cloud Run service) an ID token too, as
+    its audience. A GKE runtime has no such front end: its token is what admits the relay."""
     url = session.url or ""
+    headers = {auth.HEADER: await blocking(access.runtime_token, session.id)}
     if url.startswith("http+unix://"):  # local: the runtime's Unix socket
-        token = await blocking(access.runtime_token, session.id)
         unix = unquote(url[len("http+unix://") :])
-        return RuntimeAddress("ws://runtime" + path, {auth.HEADER: token}, unix)
+        return RuntimeAddress("ws://runtime" + path, headers, unix)
     # A Cloud Run or GKE workspace.
     parts = urlsplit(url)
     tls = parts.scheme == "https"
     uri = f"{'wss' if tls else 'ws'}://{parts.netloc}{parts.path.rstrip('/')}{path}"
-    headers: dict[str, str] = {}
-    if tls:  # a private Cloud Run service: it wants an ID token
+    if tls:
         id_token = await blocking(access.id_tokens(), url.rstrip("/"))
         if id_token:
             headers["Authorization"] = f"Bearer {id_token}"
