@@ -144,9 +144,10 @@ class GkeProvisioner:
     calls its runtime at (None: the Service's DNS name under `cluster_domain`, the address
     reported to the relay too). `runtime_key` derives each runtime's token
     (`tether.runtime.auth`), which the agent and the relay send and the runtime checks: no
-    front end checks callers before a pod, as Google's does before a Cloud Run service. `service_account` is the workspace pods'
-    Kubernetes service account. `image` runs every workspace from Tether's workspace image
-    (None: each template's own). `start_timeout` bounds start and wake.
+    front end checks callers before a pod, as Google's does before a Cloud Run service.
+    `service_account` is the workspace pods' Kubernetes service account. `image` runs every
+    workspace from Tether's workspace image (None: each template's own). `start_timeout`
+    bounds start and wake.
 
     `storage` is accepted and not used: Cloud Storage FUSE in a pod authenticates through the
     metadata server, which workspace pods may not reach (any code in the pod could take the
