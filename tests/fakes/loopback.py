@@ -19,8 +19,15 @@ class LoopbackApp:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
-    def start(self, make_app: Callable[[], web.Application], **runner: Any) -> str:
-        """Serve what `make_app` makes (called on the serving loop); returns the base URL."""
+    def start(
+        self,
+        make_app: Callable[[], web.Application],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        **runner: Any,
+    ) -> str:
+        """Serve what `make_app` makes (called on the serving loop) at `host`:`port` (0: a
+        free one); returns the base URL."""
         ready = threading.Event()
         failed: list[BaseException] = []
 
@@ -30,10 +37,10 @@ class LoopbackApp:
             app_runner = web.AppRunner(make_app(), access_log=None, **runner)
             try:
                 loop.run_until_complete(app_runner.setup())
-                site = web.TCPSite(app_runner, "127.0.0.1", 0)
+                site = web.TCPSite(app_runner, host, port)
                 loop.run_until_complete(site.start())
-                host, port = app_runner.addresses[0][:2]
-                self.url = f"http://{host}:{port}"
+                bound, at = app_runner.addresses[0][:2]
+                self.url = f"http://{bound}:{at}"
             except BaseException as exc:
                 failed.append(exc)
                 ready.set()

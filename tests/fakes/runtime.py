@@ -12,9 +12,13 @@ from tests.fakes.loopback import LoopbackApp
 
 
 class RuntimeServer:
-    def __init__(self, home: Path, main: str | None = None, **options: Any) -> None:
+    def __init__(
+        self, home: Path, main: str | None = None, host: str = "127.0.0.1", port: int = 0,
+        **options: Any,
+    ) -> None:  # fmt: skip
         self.home = home
         self.main = main
+        self.address = (host, port)  # where it listens (port 0: a free one)
         self.options = options  # make_app's other arguments (token, max_bytes)
         self._app = LoopbackApp("runtime")
 
@@ -24,7 +28,8 @@ class RuntimeServer:
 
     def start(self) -> str:
         self.home.mkdir(parents=True, exist_ok=True)
-        return self._app.start(lambda: make_app(str(self.home), self.main, **self.options))
+        make = lambda: make_app(str(self.home), self.main, **self.options)  # noqa: E731
+        return self._app.start(make, *self.address)
 
     def stop(self) -> None:
         self._app.stop()

@@ -501,6 +501,8 @@ def test_each_runtime_is_given_its_sessions_token_and_the_agent_sends_it(
                         httpx.post(guarded.url + "/exec", json={"command": "id"},
                                    headers={auth.HEADER: auth.token_for(key, "s2")})):  # fmt: skip
             assert refused.status_code == 401, refused.text
+        # The kubelet's readiness probe carries no credential: /health answers it all the same.
+        assert httpx.get(guarded.url + "/health").status_code == 200
         stranger = provisioner(kube, guarded, nowhere, runtime_key="other" * 10)
         with pytest.raises((Forbidden, Unavailable)):
             stranger.exec("s1", "echo in", 10)

@@ -38,12 +38,18 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @contextlib.contextmanager
-def relay_service(env: dict[str, str]) -> Iterator[str]:
-    """`python -m tether.relay` on a free port with `env`; yields its URL."""
+def relay_service(env: dict[str, str], hosts: Path | None = None) -> Iterator[str]:
+    """`python -m tether.relay` on a free port with `env`; yields its URL. With `hosts`, the
+    relay resolves names with that file as its /etc/hosts (a mount namespace of its own):
+    the stand-in for a private DNS zone."""
     port = free_port()
     env = {**env, "PORT": str(port)}
     env.pop("TETHER_PORT", None)
-    proc = subprocess.Popen([sys.executable, "-m", "tether.relay"], env=env,
+    command = [sys.executable, "-m", "tether.relay"]
+    if hosts is not None:
+        bind = f'mount --bind "{hosts}" /etc/hosts && exec "$@"'
+        command = ["unshare", "--mount", "--map-root-user", "sh", "-c", bind, "relay", *command]
+    proc = subprocess.Popen(command, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
@@ -194,3 +200,66 @@ def test_the_relay_reaches_a_private_workspace_over_https_with_an_id_token(
     bearer = next(line for line in head.split(b"\r\n") if line.lower().startswith(b"authorization"))
     claims = jwt.decode(bearer.split()[-1], options={"verify_signature": False})
     assert claims["aud"] == workspace
+
+
+def test_the_relay_reaches_a_gke_workspace_at_the_name_the_provisioner_reports(
+    control_plane: Server, tmp_path: Path
+) -> None:
+    """GKE: the provisioner reports its headless Service's name in the cluster's DNS domain,
+    which Cloud DNS's VPC scope publishes to the VPC the relay sends through (here: a hosts
+    file, the relay's own). The relay resolves it, dials the runtime there and is admitted by
+    the session's token, derived from the key it shares with the agent, as the runtime asks
+    (no front end stands before a pod to check an ID token); with another key it is not."""
+    import random
+
+    from tether.provision.gke import GkeProvisioner
+    from tether.provision.gke_manifests import RUNTIME_PORT, names
+
+    from tests.fakes.kube import FakeKube
+    from tests.fakes.runtime import RuntimeServer
+    from tests.provision.test_gke import NS, agent_role
+    from tests.provision.test_gke import spec as workspace_spec
+
+    headers = {"X-API-Key": control_plane.key}
+    sid = httpx.post(f"{control_plane.url}/v1/sessions", json={"template": "shell"},
+                     headers=headers, timeout=60).json()["id"]  # fmt: skip
+    key = "gke-runtime-key-" + "7" * 48
+    role = agent_role()
+    with FakeKube((NS,), ready_delay=0.05, rules=role["rules"],
+                  rules_namespace=role["metadata"]["namespace"]) as kube:  # fmt: skip
+        agent = GkeProvisioner(NS, api=kube.client(), runtime_key=key,
+                               cluster_domain="tether.internal", start_timeout=30)  # fmt: skip
+        info = agent.start(workspace_spec(sid))
+        agent.close()
+        pod = kube.get("pods", NS, names(sid).pod)
+    host = f"{names(sid).service}.{NS}.svc.tether.internal"
+    assert info.url == f"http://{host}:{RUNTIME_PORT}"
+    env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+    # The pod: its runtime at its own address, on the runtime port, with the pod's token.
+    address = (
+        f"127.{random.randrange(16, 250)}.{random.randrange(1, 250)}.{random.randrange(2, 250)}"
+    )
+    runtime = RuntimeServer(tmp_path / "pod-home", host=address, port=RUNTIME_PORT,
+                            token=env[auth.ENV])  # fmt: skip
+    runtime.start()
+    hosts = tmp_path / "hosts"
+    hosts.write_text(f"127.0.0.1 localhost\n{address} {host}\n")
+    sessions = Repo(SqliteStore(control_plane.home / "tether.db"), "sessions", Session)
+
+    def at(s: Session) -> Session:
+        s.url = info.url  # the session's runtime is now the GKE pod's
+        return s
+
+    sessions.mutate(sid, at)
+    try:
+        url_of = lambda relay: relay.replace("http", "ws", 1) + f"/v1/sessions/{sid}/terminal"  # noqa: E731
+        with relay_service({**control_plane.env, "TETHER_RUNTIME_KEY": key}, hosts) as relay:
+            seen = asyncio.run(echo_in_terminal(url_of(relay), headers, "in-gke"))
+            assert b"in-gke-42" in seen
+            print("SEEN", seen)
+        wrong = {**control_plane.env, "TETHER_RUNTIME_KEY": "not-the-agents-key"}
+        print("URL", sessions.get(sid).url)
+        with relay_service(wrong, hosts) as relay:
+            assert asyncio.run(refused_status(url_of(relay), headers=headers)) == 502
+    finally:
+        runtime.stop()

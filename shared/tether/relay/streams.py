@@ -296,6 +296,12 @@ class _Refused(Exception):
         self.status, self.detail = status, detail
 
 
+def _runtime_refused(status: int) -> _Refused:
+    if status == 404:
+        return _Refused(404, "This session has no desktop")
+    return _Refused(502, f"The workspace runtime answered {status}")
+
+
 class _Side(asyncio.Protocol):
     """One side of a relay: what it receives is written to its peer, and a side whose peer's
     buffer is full stops being read until it drains. Until it is joined, what it receives
@@ -454,18 +460,25 @@ async def _open_runtime(
             request.headers[name] = value
         handshake.send_request(request)
         side.write(b"".join(handshake.data_to_send()))
-        handshake.receive_data(await asyncio.wait_for(asyncio.shield(side.head), 10))
-        handshake.events_received()
+        head = await asyncio.wait_for(asyncio.shield(side.head), 10)
+        handshake.receive_data(head)
+        upgraded = handshake.events_received()
         if handshake.handshake_exc is not None:
             raise handshake.handshake_exc
+        if not upgraded:
+            # A 101 ends at its head; any other answer (a 401, say) has a body, which the
+            # parser waits for and the refusal does not need: its status line says it.
+            side.close()
+            raise _runtime_refused(int(head.split(b" ", 2)[1]))
     except TetherError as exc:  # no ID token to call the workspace with
         side.close()
         raise _Refused(502, exc.message) from None
     except InvalidStatus as exc:
         side.close()
-        if exc.response.status_code == 404:
-            raise _Refused(404, "This session has no desktop") from None
-        raise _Refused(502, f"The workspace runtime answered {exc.response.status_code}") from None
+        raise _runtime_refused(exc.response.status_code) from None
+    except (ValueError, IndexError):  # a status line that is not HTTP's
+        side.close()
+        raise _Refused(502, "The workspace runtime answered nonsense") from None
     except (OSError, TimeoutError, InvalidHandshake) as exc:
         side.close()
         raise _Refused(502, f"Workspace runtime unreachable: {exc}") from None
