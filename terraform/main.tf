@@ -206,6 +206,30 @@ module "network" {
   depends_on = [google_project_service.this]
 }
 
+# GKE workspaces' cluster, when an agent of `agents` runs there and Terraform is to make it:
+# VPC-native in the relay's VPC, its Services' names published to it (modules/gke).
+module "gke" {
+  source = "./modules/gke"
+  count  = var.gke_cluster.create && length([for a in var.agents : a if a.platform == "gke"]) > 0 ? 1 : 0
+
+  project_id          = var.project_id
+  region              = var.region
+  network             = module.network.network
+  relay_cidr          = var.vpc_cidr
+  dns_domain          = var.gke_cluster.dns_domain
+  nodes_cidr          = var.gke_cluster.nodes_cidr
+  pods_cidr           = var.gke_cluster.pods_cidr
+  services_cidr       = var.gke_cluster.services_cidr
+  control_plane_cidr  = var.gke_cluster.control_plane_cidr
+  authorized_networks = var.gke_cluster.authorized_networks
+  machine_type        = var.gke_cluster.machine_type
+  max_nodes           = var.gke_cluster.max_nodes
+  sandbox_max_nodes   = var.gke_cluster.sandbox_max_nodes
+  labels              = var.labels
+
+  depends_on = [google_project_service.this]
+}
+
 module "storage" {
   source = "./modules/storage"
 
@@ -256,11 +280,13 @@ module "secrets" {
 
   project_id              = var.project_id
   jwt_secret_id           = var.jwt_secret_id
+  runtime_key_secret_id   = var.runtime_key_secret_id
   model_api_key_secret_id = var.model_api_key_secret_id
   accessors = {
     api   = module.iam.members["api"]
     relay = module.iam.members["relay"]
   }
+  runtime_key_accessors = { relay = module.iam.members["relay"] }
 
   depends_on = [google_project_service.this]
 }
@@ -376,6 +402,7 @@ module "relay" {
   image                   = local.relay_image
   service_account_email   = module.iam.emails["relay"]
   jwt_secret_id           = module.secrets.jwt_secret_id
+  runtime_key_secret_id   = module.secrets.runtime_key_secret_id
   public_url              = local.public_url
   firestore_database      = module.firestore.database_name
   model_env               = local.model_env # the chat WebSocket runs chat turns

@@ -78,8 +78,20 @@ output "gke_agents" {
       google_service_account = module.iam.emails["agent-${id}"]
       k8s_service_account    = var.agents[id].k8s_service_account
       subscription           = module.pubsub.agent_subscriptions[id]
-      env                    = module.agents.env[id]
+      # Where its workspaces' Services are named (the relay resolves them there).
+      env = merge(module.agents.env[id], { TETHER_GKE_CLUSTER_DOMAIN = var.gke_cluster.dns_domain })
     }
+  }
+}
+
+output "gke" {
+  description = "The GKE workspaces' cluster (null when Terraform makes none) and what infra/k8s needs of it: CONTROL_PLANE_IP (endpoint), RELAY_CIDR (relay_cidr), the agent's TETHER_GKE_CLUSTER_DOMAIN (dns_domain) and the secret holding TETHER_RUNTIME_KEY."
+  value = length(module.gke) == 0 ? null : {
+    cluster            = module.gke[0].cluster
+    endpoint           = module.gke[0].endpoint
+    dns_domain         = module.gke[0].dns_domain
+    relay_cidr         = module.gke[0].relay_cidr
+    runtime_key_secret = module.secrets.runtime_key_secret_id
   }
 }
 

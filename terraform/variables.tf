@@ -124,6 +124,23 @@ variable "agent_push_path" {
   default     = "/"
 }
 
+variable "gke_cluster" {
+  type = object({
+    create              = optional(bool, true) # false: bring your own (VPC-native, in the tether VPC, Cloud DNS VPC scope)
+    dns_domain          = optional(string, "tether.internal")
+    nodes_cidr          = optional(string, "10.20.0.0/22")
+    pods_cidr           = optional(string, "10.24.0.0/14")
+    services_cidr       = optional(string, "10.28.0.0/20")
+    control_plane_cidr  = optional(string, "172.16.0.32/28")
+    authorized_networks = optional(map(string), {})
+    machine_type        = optional(string, "e2-standard-4")
+    max_nodes           = optional(number, 10)
+    sandbox_max_nodes   = optional(number, 4)
+  })
+  description = "The GKE cluster of the gke agents' workspaces (made when an agent's platform is gke): VPC-native in the relay's VPC with its Services' names published to it (Cloud DNS VPC scope under dns_domain), so the relay reaches each workspace's runtime at the name its agent reports."
+  default     = {}
+}
+
 variable "vpc_cidr" {
   type        = string
   description = "Range of the subnet the Cloud Run agents and the relay send through (Direct VPC egress), the only way to the workspaces' internal-only ingress. /26 or larger."
@@ -155,6 +172,12 @@ variable "sweeper_schedule" {
   type        = string
   description = "Cron schedule (UTC) on which Cloud Scheduler calls the sweeper."
   default     = "* * * * *"
+}
+
+variable "runtime_key_secret_id" {
+  type        = string
+  description = "Secret Manager id of the key GKE workspaces' runtime tokens derive from (TETHER_RUNTIME_KEY: the relay's, and a Kubernetes Secret for the GKE agent); its value is added outside Terraform, as the JWT secret's."
+  default     = "tether-runtime-key"
 }
 
 variable "jwt_secret_id" {

@@ -715,3 +715,76 @@ def test_terraform_refuses_model_settings_the_code_would_refuse(model_plan: Any)
     refused = model_plan("-var=registry_max_bytes=67108864")
     assert isinstance(refused, str) and "registry_max_bytes" in refused
     assert isinstance(model_plan('-var=cors_origins=["*"]', "-var=model_provider=offline"), dict)
+
+
+# -- the relay's path to GKE workspaces (issue #20) -------------------------------------------
+
+
+def test_the_relay_reaches_gke_runtimes_by_name_through_the_vpc_and_nothing_else_does() -> None:
+    """The GKE provisioner reports http://<headless service>.<ns>.svc.<domain>:<RUNTIME_PORT>;
+    the relay (Direct VPC egress into the tether VPC) must resolve that name and reach that
+    pod address there, and only it (and the agent, in the cluster) may."""
+    from tether.provision.gke_manifests import RELAY_CIDR, RUNTIME_PORT, service_manifest
+
+    from tests.provision.test_gke import spec
+
+    assert service_manifest(spec())["spec"]["clusterIP"] == "None", "resolves to the pod"
+    gke = load("modules/gke/main.tf")
+    cluster = block(gke, "resource", "google_container_cluster", "this")
+    assert unq(cluster["networking_mode"]) == "VPC_NATIVE", "pod addresses routable in the VPC"
+    assert unq(cluster["datapath_provider"]) == "ADVANCED_DATAPATH", "NetworkPolicy enforced"
+    (dns,) = cluster["dns_config"]
+    assert (unq(dns["cluster_dns"]), unq(dns["cluster_dns_scope"])) == ("CLOUD_DNS", "VPC_SCOPE")
+    assert dns["cluster_dns_domain"] == "${var.dns_domain}"
+    assert cluster["network"] == "${var.network}"
+    rule = block(gke, "resource", "google_compute_firewall", "relay_to_runtimes")
+    assert (unq(rule["direction"]), rule["source_ranges"]) == ("INGRESS", ["${var.relay_cidr}"])
+    assert rule["destination_ranges"] == ["${var.pods_cidr}"], "pods only, not the nodes"
+    (allow,) = rule["allow"]
+    assert unq(allow["protocol"]) == "tcp" and allow["ports"] == ["${tostring(var.runtime_port)}"]
+    gke_vars = load("modules/gke/variables.tf")
+    assert variable_default(gke_vars, "runtime_port") == RUNTIME_PORT
+    # The root: the cluster sits in the relay's network, admits the relay's subnet, and the
+    # agent's domain setting is the cluster's.
+    args = module_args("gke")
+    assert args["network"] == "${module.network.network}"
+    assert args["relay_cidr"] == "${var.vpc_cidr}" == module_args("network")["cidr"]
+    assert args["dns_domain"] == "${var.gke_cluster.dns_domain}"
+    outputs = (TF / "outputs.tf").read_text()
+    assert "TETHER_GKE_CLUSTER_DOMAIN = var.gke_cluster.dns_domain" in outputs
+    assert "TETHER_GKE_CLUSTER_DOMAIN" in settings_env_names()
+    root_type = (TF / "variables.tf").read_text().split('variable "gke_cluster"')[1]
+    assert 'dns_domain          = optional(string, "tether.internal")' in root_type
+    assert unq(variable_default(gke_vars, "dns_domain")) == "tether.internal"
+    # The relay's egress goes through that network, and the namespace's policy names its range.
+    relay = block(load("modules/relay/main.tf"), "resource", "google_cloud_run_v2_service", "relay")
+    (template,) = relay["template"]
+    assert unq(template["vpc_access"][0]["egress"]) == "ALL_TRAFFIC", "DNS and all through VPC"
+    policy = (ROOT / "infra/k8s/30-network-policy.yaml").read_text()
+    assert f"cidr: {RELAY_CIDR}" in policy
+    assert "RELAY_CIDR" in (ROOT / "infra/k8s/README.md").read_text(), "how to fill it in"
+
+
+def test_the_runtime_key_is_a_secret_of_its_own_that_only_the_relay_reads() -> None:
+    """The relay and the GKE agent derive runtime tokens from TETHER_RUNTIME_KEY; it is not the
+    JWT secret (an agent holding that could sign any user's token)."""
+    secrets = load("modules/secrets/main.tf")
+    key = block(secrets, "resource", "google_secret_manager_secret", "runtime_key")
+    assert key["secret_id"] == "${var.runtime_key_secret_id}"
+    args = module_args("secrets")
+    assert args["runtime_key_accessors"] == {"relay": '${module.iam.members["relay"]}'}
+    relay_main = (TF / "modules/relay/main.tf").read_text()
+    assert 'name = "TETHER_RUNTIME_KEY"' in relay_main
+    assert module_args("relay")["runtime_key_secret_id"] == (
+        "${module.secrets.runtime_key_secret_id}"
+    )
+    assert "TETHER_RUNTIME_KEY" in settings_env_names()
+    cloudbuild = (ROOT / "cloudbuild.yaml").read_text()
+    assert "_RUNTIME_KEY_SECRET_ID" in cloudbuild, "its first value is added as the JWT's is"
+
+
+def settings_env_names() -> set[str]:
+    """The environment variables `Settings.from_env` reads."""
+    from tether.settings import Settings
+
+    return {c for c in Settings.from_env.__code__.co_consts if isinstance(c, str)}

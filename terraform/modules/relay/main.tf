@@ -82,6 +82,20 @@ resource "google_cloud_run_v2_service" "relay" {
         }
       }
 
+      # What a GKE workspace's runtime asks of the relay (its session's token derives from it).
+      dynamic "env" {
+        for_each = var.runtime_key_secret_id == null ? [] : [var.runtime_key_secret_id]
+        content {
+          name = "TETHER_RUNTIME_KEY"
+          value_source {
+            secret_key_ref {
+              secret  = env.value
+              version = "latest"
+            }
+          }
+        }
+      }
+
       dynamic "env" {
         for_each = var.model_api_key_secret_id == null ? [] : [var.model_api_key_secret_id]
         content {

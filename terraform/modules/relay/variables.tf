@@ -109,3 +109,9 @@ variable "vpc_subnetwork" {
   type        = string
   description = "Subnet (Private Google Access on) of the relay's Direct VPC egress."
 }
+
+variable "runtime_key_secret_id" {
+  type        = string
+  description = "Secret Manager id of TETHER_RUNTIME_KEY (GKE workspaces' runtimes); null: the relay derives runtime tokens from the JWT secret (no GKE workspaces)."
+  default     = null
+}

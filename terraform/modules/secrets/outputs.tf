@@ -14,3 +14,9 @@ output "model_api_key_secret_id" {
   value       = one(google_secret_manager_secret.model_api_key[*].secret_id)
   depends_on  = [google_secret_manager_secret_iam_member.model_api_key_accessor]
 }
+
+output "runtime_key_secret_id" {
+  description = "Id of the runtime key's secret, once its accessors may read it."
+  value       = google_secret_manager_secret.runtime_key.secret_id
+  depends_on  = [google_secret_manager_secret_iam_member.runtime_key_accessor]
+}

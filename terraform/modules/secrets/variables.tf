@@ -9,6 +9,18 @@ variable "jwt_secret_id" {
   default     = "tether-jwt-secret"
 }
 
+variable "runtime_key_secret_id" {
+  type        = string
+  description = "Secret Manager id of the key workspace runtimes' tokens are derived from (TETHER_RUNTIME_KEY)."
+  default     = "tether-runtime-key"
+}
+
+variable "runtime_key_accessors" {
+  type        = map(string)
+  description = "Who may read the runtime key: static name => IAM member (the relay)."
+  default     = {}
+}
+
 variable "model_api_key_secret_id" {
   type        = string
   description = "Secret Manager id of the model endpoint's API key (TETHER_MODEL_API_KEY); null: no such secret."
