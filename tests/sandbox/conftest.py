@@ -8,7 +8,9 @@ finds the test host made by this one through TETHER_TEST_OUTSIDE."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -104,6 +106,25 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True)
 
 
+PREFIX = "tto"  # this fixture's namespaces and links
+
+
+def _clear_leftovers() -> None:
+    """What a run killed before its teardown left (its namespace, veth, route and server):
+    they hold the addresses this run takes, so its egress tests would fail at setup."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    stale = [line.split()[0] for line in listed.splitlines() if line.startswith(PREFIX)]
+    for name in stale:
+        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True)
+        for pid in pids.stdout.split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        subprocess.run(["ip", "link", "del", f"{name}a"], capture_output=True)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    if stale:  # the route they added (this fixture adds it only beside a namespace)
+        subprocess.run(["ip", "route", "del", f"{METADATA}/32"], capture_output=True)
+
+
 @pytest.fixture(scope="session")
 def outside() -> Iterator[Outside]:
     given = os.environ.get("TETHER_TEST_OUTSIDE")
@@ -113,7 +134,8 @@ def outside() -> Iterator[Outside]:
         return
     if os.geteuid() != 0:
         pytest.skip("the egress test host needs root to make its network namespace")
-    name = "tto" + uuid.uuid4().hex[:8]
+    _clear_leftovers()
+    name = PREFIX + uuid.uuid4().hex[:8]
     outer, inner = f"{name}a", f"{name}b"
     # Addresses of TEST-NET-3 (never routed anywhere) on a veth into a namespace made here:
     # nothing beyond this machine is ever addressed.
