@@ -4,9 +4,10 @@ Deploy with e.g. `--entry-point onmemos`; importing this module builds no cloud 
 """
 
 import functions_framework
-from tether import logs, targets
+from tether import logs, targets, tracing
 
 logs.configure()  # JSON lines in Cloud Logging's format (TETHER_LOG_FORMAT)
+tracing.configure(service="tether-api")  # spans to Cloud Trace in the cloud (TETHER_TRACING)
 
 onmemos = functions_framework.http(targets.onmemos)
 streamspace = functions_framework.http(targets.streamspace)

@@ -2,7 +2,9 @@
 text locally, and the ids that tie a line to its request, trace, session and command.
 
 The ids live in a context variable: `bind` sets them for a scope (a request, a command), and
-every line logged inside it carries them, whichever module logs it.
+every line logged inside it carries them, whichever module logs it. A line logged inside a span
+(`tether.tracing`, when tracing is on) carries that span's trace and span ids over the bound
+ones: the caller's trace, continued.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import traceback
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol, TextIO
+
+from tether import tracing
 
 FORMAT_ENV = "TETHER_LOG_FORMAT"  # json | text
 # The ids a line carries, bound by `bind` or passed as `extra=`.
@@ -84,8 +88,11 @@ def traceparent() -> str | None:
 
 
 def _ids(record: logging.LogRecord) -> dict[str, Any]:
-    """The ids bound where `record` was logged, and those it was given as `extra=`."""
-    return {**_bound.get({}), **{k: getattr(record, k) for k in IDS if hasattr(record, k)}}
+    """The ids bound where `record` was logged, its trace's from the span it was logged in
+    when there is one (`tether.tracing`: a line and its span agree), and those it was given
+    as `extra=`."""
+    extra = {k: getattr(record, k) for k in IDS if hasattr(record, k)}
+    return {**_bound.get({}), **tracing.current_ids(), **extra}
 
 
 class CloudJson(logging.Formatter):

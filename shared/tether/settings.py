@@ -171,6 +171,9 @@ class Settings:
     # Whether webhooks may go to private, loopback or link-local addresses (never the
     # metadata server): off, as the control plane's own network is no one's to reach.
     webhook_allow_private: bool = False
+    # Spans (tether.tracing): cloud (to Cloud Trace), console (JSON on stderr) or off; empty:
+    # cloud in the cloud, off elsewhere.
+    tracing: str = ""
     # Serving on Google Cloud (Cloud Run and Cloud Functions set K_SERVICE): no generated
     # defaults for secrets there.
     in_cloud: bool = False
@@ -240,6 +243,7 @@ class Settings:
             webhook_allow_private=_env("TETHER_WEBHOOK_ALLOW_PRIVATE", "false").lower()
             in ("1", "true", "yes", "on"),
             in_cloud=bool(os.environ.get("K_SERVICE")),
+            tracing=_env("TETHER_TRACING", ""),
             cors_origins=tuple(
                 o.strip().rstrip("/")
                 for o in _env("TETHER_CORS_ORIGINS", "").split(",")

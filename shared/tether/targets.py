@@ -16,6 +16,8 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
+from tether import tracing
+
 # (path prefix, target). Longest prefix wins.
 ROUTES: list[tuple[str, str]] = [
     ("/v1/sessions", "onmemos"),
@@ -61,17 +63,28 @@ log = logging.getLogger(__name__)
 
 def _served(target: Callable[[Request], Response]) -> Callable[[Request], Response]:
     """A target whose answer carries its request's `X-Request-Id`, the id that every line
-    logged while answering carries too, and whose refusal is logged with it."""
+    logged while answering carries too, and whose refusal is logged with it; answered in a
+    server span (`tether.tracing`) continuing the caller's trace. The span names the target,
+    never the path or the query, where a credential may be."""
+    name = target.__name__
 
     @functools.wraps(target)
     def serve(request: Request) -> Response:
         from tether.surfaces.http import request_scope
 
-        with request_scope(request) as request_id:
+        method = request.method
+        attributes = {"http.request.method": method, "tether.target": name}
+        with (
+            tracing.span(f"{method} {name}", "server", attributes, request.headers),
+            request_scope(request) as request_id,
+        ):
             response = target(request)
-            if response.status_code >= 400:
-                log.log(_severity(response.status_code), "%s %s answered %d", request.method,
-                        request.path, response.status_code)  # fmt: skip
+            status = response.status_code
+            tracing.annotate({"http.response.status_code": status, "tether.request_id": request_id})
+            if status >= 500:
+                tracing.failed(f"answered {status}")
+            if status >= 400:
+                log.log(_severity(status), "%s %s answered %d", method, request.path, status)
         response.headers.setdefault("X-Request-Id", request_id)
         return response
 

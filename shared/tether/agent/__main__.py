@@ -19,7 +19,7 @@ import threading
 
 from aiohttp import web
 
-from tether import bootstrap, logs
+from tether import bootstrap, logs, tracing
 from tether.agent.daemon import Agent
 from tether.agent.desktop import DesktopAgent, DesktopConfig
 from tether.agent.journal import Journal
@@ -38,6 +38,7 @@ def main() -> None:
     args = parser.parse_args()
     logs.configure()
     settings = Settings.from_env()
+    tracing.configure(settings, service="tether-agent")
     store = bootstrap.make_store(settings)
     agent_id = settings.agent_id or settings.platform.replace("_", "-")
     desktop = None

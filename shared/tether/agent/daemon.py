@@ -10,7 +10,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from tether import __version__, logs
+from tether import __version__, logs, tracing
 from tether.agent.journal import Journal
 from tether.agent.kubectl import Kubectl
 
@@ -149,9 +149,24 @@ class Agent:
             if command_id in self._in_flight:
                 return  # a duplicate of a command this process is running right now
             self._in_flight.add(command_id)
+        # The command's span, under the caller's (the message's `traceparent`; on the
+        # in-process bus, the caller's own span, current on this thread).
+        said = {
+            "tether.command_id": command_id,
+            "tether.command_type": kind.value,
+            "tether.agent_id": self.agent_id,
+            "messaging.operation.type": "process",
+        }
+        if session_id:
+            said["tether.session_id"] = str(session_id)
+        if msg.message_id:
+            said["messaging.message.id"] = msg.message_id
         try:
-            with logs.bind(command_id=command_id, session_id=session_id,
-                           **logs.trace_ids(msg.attributes)):  # fmt: skip
+            with (
+                logs.bind(command_id=command_id, session_id=session_id,
+                          **logs.trace_ids(msg.attributes)),
+                tracing.span(f"agent {kind.value}", "consumer", said, msg.attributes),
+            ):  # fmt: skip
                 self._handle_command(command_id, session_id, kind, epoch, data)
         finally:
             with self._in_flight_lock:
@@ -186,10 +201,12 @@ class Agent:
                 result = self._run(kind, session_id, data.get("data") or {})
         except TetherError as exc:
             log.info("%s %s failed: %s", kind.value, command_id, exc.message)
+            tracing.failed(exc.message)
             self._report(command_id, session_id, epoch, False, None, exc.message, reply_to)
         except Exception as exc:
             log.exception("command %s failed", command_id)
             error = f"{type(exc).__name__}: {exc}"
+            tracing.failed(error)
             self._report(command_id, session_id, epoch, False, None, error, reply_to)
         else:
             took = (time.monotonic() - started) * 1000

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from tether import logs
+from tether import tracing
 from tether.bus import COMMANDS_TOPIC, EVENTS_TOPIC, commands_subscription, events_subscription
 from tether.core.ports import Handler, Message
 from tether.errors import Unavailable
@@ -78,6 +78,19 @@ def _transport(kind: Any) -> Any:
         return kind.create_channel(host, options=[*options, *RECONNECT], **kwargs)
 
     return functools.partial(kind, channel=channel)  # the client adds credentials and host
+
+
+def _span_attributes(topic: str, data: dict[str, Any]) -> dict[str, str]:
+    """What a publish's span says: where to, and the message's ids (never its contents)."""
+    said = {
+        "messaging.system": "gcp_pubsub",
+        "messaging.operation.type": "send",
+        "messaging.destination.name": topic,
+    }
+    for key in ("type", "command_id", "session_id", "agent_id", "command_type"):
+        if isinstance(value := data.get(key), str) and value:
+            said[f"tether.{key}"] = value
+    return said
 
 
 class PubSubSubscription:
@@ -162,14 +175,17 @@ class PubSubBus:
     # -- publishing -------------------------------------------------------------------------
 
     def _publish(self, topic: str, data: dict[str, Any], attributes: dict[str, str]) -> str:
-        if traceparent := logs.traceparent():  # the agent's lines join the caller's trace
-            attributes = {**attributes, "traceparent": traceparent}
-        with _reachable("publish"):
-            path = self._topic(topic)
-            publisher, _ = self._clients()
-            body = json.dumps(data, separators=(",", ":")).encode()
-            future = publisher.publish(path, body, **attributes)
-            message_id: str = future.result(PUBLISH_TIMEOUT_S)
+        # A producer span under the caller's; the message carries it (`traceparent`), so the
+        # agent's span and lines join the caller's trace.
+        with tracing.producer(f"publish {topic}", _span_attributes(topic, data)) as carried:
+            attributes = {**attributes, **carried}
+            with _reachable("publish"):
+                path = self._topic(topic)
+                publisher, _ = self._clients()
+                body = json.dumps(data, separators=(",", ":")).encode()
+                future = publisher.publish(path, body, **attributes)
+                message_id: str = future.result(PUBLISH_TIMEOUT_S)
+            tracing.annotate({"messaging.message.id": message_id})
         return message_id
 
     def publish_command(self, agent_id: str, data: dict[str, Any], awaited: bool = False) -> str:

@@ -25,7 +25,7 @@ from tether.cli import exits
 def up(workers: int | None) -> int:
     """Serve every API locally (SQLite store, local agent) on TETHER_PORT (8080). The first
     start prints the admin's API key and password, once."""
-    from tether import logs
+    from tether import logs, tracing
     from tether.local.stack import LocalStack
     from tether.origin.guard import Limits
     from tether.origin.server import Origin
@@ -33,6 +33,7 @@ def up(workers: int | None) -> int:
 
     logs.configure()
     settings = Settings.from_env()
+    tracing.configure(settings, service="tether-local")
     workers = workers or settings.workers
     if workers < 1:
         click.echo("tether: TETHER_WORKERS must be at least 1", err=True)

@@ -10,7 +10,7 @@ import ctypes.util
 import os
 import signal
 
-from tether import bootstrap, logs
+from tether import bootstrap, logs, tracing
 from tether.origin.guard import Limits
 from tether.origin.server import Origin
 from tether.settings import Settings
@@ -31,6 +31,7 @@ def main() -> None:
     _end_with_parent()
     logs.configure()
     settings = Settings.from_env().local_stack()  # a process of `tether up`
+    tracing.configure(settings, service="tether-local")
     services = bootstrap.build(settings)
     bootstrap.install(services)
     try:

@@ -8,11 +8,13 @@ httpx and google.auth are imported on first use, so importing a provisioner load
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from tether import tracing
 from tether.core.models import ExecResult, WorkspaceActivity
 from tether.errors import Forbidden, Invalid, Unavailable
 
@@ -48,12 +50,14 @@ class RuntimeHttp:
 
         started = time.perf_counter()
         try:
-            response = self._http().post(
-                f"{base}/exec",
-                json={"command": command, "timeout": timeout},
-                headers=headers,
-                timeout=httpx.Timeout(timeout + MARGIN, connect=5),
-            )
+            with _called("POST", "/exec", headers) as sent:
+                response = self._http().post(
+                    f"{base}/exec",
+                    json={"command": command, "timeout": timeout},
+                    headers=sent,
+                    timeout=httpx.Timeout(timeout + MARGIN, connect=5),
+                )
+                tracing.annotate({"http.response.status_code": response.status_code})
         except httpx.TimeoutException:
             return ExecResult(
                 stderr=f"[tether: the workspace did not answer within {timeout + MARGIN:g}s]",
@@ -76,9 +80,11 @@ class RuntimeHttp:
         import httpx
 
         try:
-            response = self._http().get(
-                f"{base}/logs", params={"tail": tail}, headers=headers, timeout=timeout
-            )
+            with _called("GET", "/logs", headers) as sent:
+                response = self._http().get(
+                    f"{base}/logs", params={"tail": tail}, headers=sent, timeout=timeout
+                )
+                tracing.annotate({"http.response.status_code": response.status_code})
         except httpx.HTTPError as exc:
             raise Unavailable(f"Workspace runtime did not answer: {exc}") from exc
         lines = _body(response).get("lines")
@@ -94,9 +100,13 @@ class RuntimeHttp:
         import httpx
 
         try:
-            with self._http().stream(
-                "GET", f"{base}/activity", headers=headers, timeout=ACTIVITY_WAIT
-            ) as response:
+            with (
+                _called("GET", "/activity", headers) as sent,
+                self._http().stream(
+                    "GET", f"{base}/activity", headers=sent, timeout=ACTIVITY_WAIT
+                ) as response,
+            ):
+                tracing.annotate({"http.response.status_code": response.status_code})
                 if response.status_code != 200:
                     return None
                 body = b""
@@ -113,6 +123,15 @@ class RuntimeHttp:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+
+
+@contextlib.contextmanager
+def _called(method: str, path: str, headers: dict[str, str] | None) -> Iterator[dict[str, str]]:
+    """A client span for one call to a runtime, yielding the call's headers with the trace
+    (`traceparent`) added. The span names the call, never its credential or its body."""
+    said = {"http.request.method": method, "url.path": path, "tether.runtime": "http"}
+    with tracing.span(f"runtime {method} {path}", "client", said):
+        yield {**(headers or {}), **tracing.headers()}
 
 
 def read_activity(body: object) -> WorkspaceActivity | None:

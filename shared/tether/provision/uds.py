@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Any
 
+from tether import tracing
 from tether.runtime import auth
 
 # Bytes in one answer: an exec result is two streams of at most 256 KiB, JSON-escaped
@@ -95,7 +96,16 @@ class UnixHTTPClient:
         self, method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 10
     ) -> tuple[int, Any]:
         """Returns (status, decoded JSON body). Raises OSError or http.client.HTTPException
-        when the runtime cannot be reached."""
+        when the runtime cannot be reached. A client span (`tether.tracing`) whose trace the
+        request carries (`traceparent`)."""
+        path = url.partition("?")[0]
+        said = {"http.request.method": method, "url.path": path, "tether.runtime": "unix"}
+        with tracing.span(f"runtime {method} {path}", "client", said):
+            return self._request(method, url, body, timeout)
+
+    def _request(
+        self, method: str, url: str, body: dict[str, Any] | None, timeout: float
+    ) -> tuple[int, Any]:
         with self._lock:
             conn = self._idle.pop() if self._idle else _Conn(self.path, timeout)
         conn.timeout = timeout
@@ -103,7 +113,7 @@ class UnixHTTPClient:
             conn.sock.start(timeout)
         try:
             payload = json.dumps(body).encode() if body is not None else None
-            headers = dict(self.headers)
+            headers = {**self.headers, **tracing.headers()}
             if payload is not None:
                 headers["Content-Type"] = "application/json"
             conn.request(method, url, body=payload, headers=headers)
@@ -135,7 +145,13 @@ class UnixJsonClient:
         self._lock = threading.Lock()
 
     def call(self, body: dict[str, Any], timeout: float) -> Any:
-        """Raises OSError when the runtime cannot be reached or closes the connection."""
+        """Raises OSError when the runtime cannot be reached or closes the connection. A
+        client span (`tether.tracing`), naming the call but never its command."""
+        what = "ping" if body.get("ping") is True else "exec"
+        with tracing.span(f"runtime {what}", "client", {"tether.runtime": "exec_channel"}):
+            return self._call(body, timeout)
+
+    def _call(self, body: dict[str, Any], timeout: float) -> Any:
         with self._lock:
             conn = self._idle.pop() if self._idle else None
         if conn is None:

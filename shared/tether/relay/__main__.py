@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from tether import logs
+from tether import logs, tracing
 from tether.origin.guard import Limits
 from tether.origin.server import Origin
 from tether.settings import Settings
@@ -21,6 +21,7 @@ def main() -> None:
     logs.configure()
     port = int(os.environ.get("PORT", "8080"))
     settings = Settings.from_env()
+    tracing.configure(settings, service="tether-relay")
 
     def ready() -> None:
         print(f"Tether relay on port {port}", flush=True)

@@ -7,11 +7,12 @@ Every branch is idempotent, because Pub/Sub delivers at least once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
 
-from tether import logs
+from tether import logs, tracing
 from tether.core.lifecycle import FINAL_COMMAND_STATES
 from tether.core.models import CommandType
 from tether.core.ports import Bus
@@ -45,7 +46,16 @@ class Events:
         so the bus delivers the event again."""
         attributes = attributes or {}
         ids = {k: v for k in ("command_id", "agent_id") if isinstance(v := data.get(k), str)}
-        with logs.bind(**ids, **logs.trace_ids(attributes)):
+        # A span for an event of a trace (a command's result, under the command's span); an
+        # event of none (a heartbeat) starts none.
+        traced = tracing.TRACEPARENT in attributes
+        said = {f"tether.{k}": v for k, v in ids.items()} | {"tether.event": str(data.get("type"))}
+        with (
+            logs.bind(**ids, **logs.trace_ids(attributes)),
+            tracing.span(f"event {data.get('type')}", "consumer", said, attributes)
+            if traced
+            else contextlib.nullcontext(),
+        ):
             try:
                 if DEAD_LETTER_ATTEMPTS in attributes:
                     self._dead_lettered(data, attributes)
