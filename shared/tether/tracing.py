@@ -20,6 +20,7 @@ to export with and may be anyone's; the traceparent it is sent is only the agent
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
+    from opentelemetry.propagators.textmap import TextMapPropagator
     from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Span, Tracer
@@ -172,10 +174,8 @@ def headers() -> dict[str, str]:
     the current span, else from the trace bound for the log lines (a request's, with tracing
     off); empty outside any trace."""
     if _tracer is not None and _current_is_valid():
-        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
         carrier: dict[str, str] = {}
-        TraceContextTextMapPropagator().inject(carrier)
+        _propagators()[-1].inject(carrier)  # W3C's `traceparent` only
         return carrier
     from tether import logs
 
@@ -228,14 +228,27 @@ def _extract(carrier: Any) -> Context:
     `X-Cloud-Trace-Context`), over the current one: a carrier that names none changes
     nothing."""
     from opentelemetry import context
+
+    found = context.get_current()
+    # Only the headers the propagators read, looked up as the carrier looks them up
+    # (werkzeug's headers: whatever their case): a propagator may go through every key.
+    wanted = {}
+    for name in ("traceparent", "tracestate", "X-Cloud-Trace-Context", "x-cloud-trace-context"):
+        if value := carrier.get(name):
+            wanted[name.lower()] = value
+    if wanted:
+        for propagator in _propagators():
+            found = propagator.extract(wanted, found)
+    return found
+
+
+@functools.cache
+def _propagators() -> tuple[TextMapPropagator, ...]:
+    """The last one that finds its header wins: `traceparent` over `X-Cloud-Trace-Context`."""
     from opentelemetry.propagators.cloud_trace_propagator import CloudTraceFormatPropagator
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    found = context.get_current()
-    # The last one that finds its header wins: `traceparent` over `X-Cloud-Trace-Context`.
-    for propagator in (CloudTraceFormatPropagator(), TraceContextTextMapPropagator()):
-        found = propagator.extract(carrier, found)
-    return found
+    return CloudTraceFormatPropagator(), TraceContextTextMapPropagator()
 
 
 def _cloud_trace(project: str) -> SpanExporter:
