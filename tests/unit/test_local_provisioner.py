@@ -116,9 +116,12 @@ def test_the_runtimes_sockets_refuse_a_caller_without_the_workspaces_token(
     prov.start(spec("ws-t"))
     prov.start(spec("ws-u"))
     path = str(prov.socket_path("ws-t"))
-    assert UnixHTTPClient(path).request("GET", "/health")[0] == 401
+    assert UnixHTTPClient(path).request("GET", "/activity")[0] == 401
     stranger = UnixHTTPClient(path, prov_token(prov, "ws-u"))  # another workspace's token
-    assert stranger.request("GET", "/health")[0] == 401
+    assert stranger.request("GET", "/activity")[0] == 401
+    assert stranger.request("POST", "/exec", {"command": "echo ran"})[0] == 401
+    # Only that it is up, to anyone (a GKE pod's readiness probe has no token).
+    assert UnixHTTPClient(path).request("GET", "/health")[0] == 200
     channel = UnixJsonClient(str(prov.socket_path("ws-t", ".exec")), prov_token(prov, "ws-u"))
     answer = channel.call({"command": "echo ran"}, 5)
     assert "ran" not in str(answer) and "token" in answer["detail"]

@@ -110,7 +110,7 @@ def test_a_taken_workspace_answers_to_its_session_only_and_survives_an_agent_res
         for token, status in ((auth.token_for(SECRET, wid), 401),
                               (auth.token_for(SECRET, "ws-a"), 200)):  # fmt: skip
             client = UnixHTTPClient(sock, token)
-            assert client.request("GET", "/health")[0] == status
+            assert client.request("GET", "/activity")[0] == status
             client.close()
         prov.exec("ws-a", "echo kept > ~/note", 10)
         wait_for(lambda: prov.warm() == 1)
@@ -123,7 +123,7 @@ def test_a_taken_workspace_answers_to_its_session_only_and_survives_an_agent_res
         assert again.exec("ws-a", "cat ~/note", 10).stdout == "kept\n"
         sock = again.start(spec("ws-a")).url.removeprefix("http+unix://")  # type: ignore[union-attr]
         client = UnixHTTPClient(sock, auth.token_for(SECRET, "ws-a"))
-        assert client.request("GET", "/health")[0] == 200
+        assert client.request("GET", "/activity")[0] == 200
         client.close()
         again.stop("ws-a")
         assert not (home / "workspaces" / wid).exists()
