@@ -26,7 +26,10 @@ locals {
     "cloudfunctions.googleapis.com",
     "cloudresourcemanager.googleapis.com",
     "cloudscheduler.googleapis.com",
+    "cloudtrace.googleapis.com", # spans of every workload (tether.tracing)
     "compute.googleapis.com",
+    "container.googleapis.com", # GKE workspaces' cluster (modules/gke)
+    "dns.googleapis.com",       # its Services' names, published to the VPC (Cloud DNS)
     "eventarc.googleapis.com",
     "firestore.googleapis.com",
     "iam.googleapis.com",

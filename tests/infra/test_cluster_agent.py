@@ -458,9 +458,13 @@ def test_a_cluster_agent_may_read_its_own_subscription_and_publish_events_only()
             assert "roles/pubsub." not in hcl_block(text, resource), (tf, resource)
     project_roles = locals_of(load("modules/iam/main.tf"))["project_roles"]
     assert "roles/pubsub." not in project_roles
-    # Firestore (the journal) is the one project role every agent gets.
-    datastore = '"agent-${id}"]) : {sa = sa, role = "roles/datastore.user"}'
-    assert f"[for id, _ in var.agents : {datastore}" in project_roles
+    # Every agent is among the serving workloads, whose project roles are Firestore (the
+    # journal) and Cloud Trace (their spans) only.
+    serving = locals_of(load("modules/iam/main.tf"))["serving"]
+    assert '[for id, _ in var.agents : "agent-${id}"]' in serving
+    for role in ("roles/datastore.user", "roles/cloudtrace.agent"):
+        assert f'[for sa in local.serving : {{sa = sa, role = "{role}"}}]' in project_roles
+    assert project_roles.count("local.serving") == 2
 
 
 def test_workload_identity_binds_the_manifests_account_to_the_clusters_identity() -> None:

@@ -78,7 +78,7 @@ class LocalStack:
         )
 
     def _on_event(self, msg: Message) -> None:
-        self.services.events.handle(msg.data)
+        self.services.events.handle(msg.data, msg.attributes)  # its trace, as in the cloud
 
     def _sweep(self) -> None:
         purged = time.monotonic()

@@ -20,12 +20,17 @@ locals {
   )
 
   cloud_run_agents = [for id, agent in var.agents : "agent-${id}" if agent.platform == "cloud_run"]
+  # The workloads that serve requests or commands.
+  serving = concat(["api", "events", "sweeper", "relay"], [for id, _ in var.agents : "agent-${id}"])
 
   # Project-level roles. Everything here either has no narrower resource (Firestore has no
   # per-collection IAM) or targets resources created at runtime (see the comments).
   project_roles = concat(
     # Agents too: their journal (exactly-once across instances) is in Firestore.
-    [for sa in concat(["api", "events", "sweeper", "relay"], [for id, _ in var.agents : "agent-${id}"]) : { sa = sa, role = "roles/datastore.user" }],
+    [for sa in local.serving : { sa = sa, role = "roles/datastore.user" }],
+    # Every workload writes its spans to Cloud Trace (tether.tracing; a trace has no
+    # narrower resource).
+    [for sa in local.serving : { sa = sa, role = "roles/cloudtrace.agent" }],
     # The Eventarc trigger of agent_events receives events as this identity.
     [{ sa = "events", role = "roles/eventarc.eventReceiver" }],
     [
