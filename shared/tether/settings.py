@@ -110,6 +110,9 @@ class Settings:
     public_url: str = ""
     max_connections: int = 1024  # HTTP/WebSocket connections held at once
     max_connections_per_client: int = 128  # of those, from one client address
+    # Seconds a relayed WebSocket's client may send nothing before the relay pings it; one
+    # that does not answer within half that again has the stream closed (both legs freed).
+    ws_ping_interval: float = 30.0
     # Proxies (addresses or CIDR networks) whose X-Forwarded-For names the client: the cloud
     # load balancer's. Their connections count in the total only.
     trusted_proxies: tuple[str, ...] = ()
@@ -203,6 +206,7 @@ class Settings:
             public_url=_env("TETHER_PUBLIC_URL", f"http://127.0.0.1:{port}"),
             max_connections=int(_env("TETHER_MAX_CONNECTIONS", "1024")),
             max_connections_per_client=int(_env("TETHER_MAX_CONNECTIONS_PER_CLIENT", "128")),
+            ws_ping_interval=float(_env("TETHER_WS_PING_INTERVAL", "30")),
             trusted_proxies=tuple(
                 p.strip() for p in _env("TETHER_TRUSTED_PROXIES", "").split(",") if p.strip()
             ),

@@ -16,6 +16,9 @@ protocol and adds those:
 The guard only watches bytes between requests: from the end of one answer to the blank line
 that ends the next head (where aiohttp takes over). While a request is served
 (`Connections.serving`), its body and any WebSocket traffic pass untouched.
+
+When the server stops (`Connections.drain`), no connection is taken any more, idle ones are
+closed, and each connection diverted to a relayed stream (a `Splice`) is told to end.
 """
 
 from __future__ import annotations
@@ -35,8 +38,12 @@ MAX_HEADERS = 100
 MAX_BODY = 32 << 20  # as Cloud Functions allows
 HEAD_DEADLINE = 10.0  # seconds from a head's first byte to its end
 KEEP_ALIVE = 75.0  # seconds an idle connection stays open (aiohttp's default)
+WS_PING = 30.0  # seconds a relayed WebSocket's client may be silent before the relay pings it
 _END = b"\r\n\r\n"
 CONNECTIONS: web.AppKey[Connections] = web.AppKey("connections")
+# Set on a request whose WebSocket is relayed as bytes (its connection diverted to a `Splice`):
+# the server stopping ends it through the splice, never with aiohttp's frames.
+RELAYED: web.RequestKey[bool] = web.RequestKey("relayed", bool)
 
 
 @dataclass
@@ -46,11 +53,15 @@ class Limits:
     trusted_proxies: tuple[str, ...] = ()  # addresses or networks (CIDR)
     head_deadline: float = HEAD_DEADLINE
     keep_alive: float = KEEP_ALIVE
+    ws_ping: float = WS_PING  # one silent half as long again after a ping is let go; 0: never
 
     @classmethod
     def of(cls, settings: Settings) -> Limits:
         return cls(
-            settings.max_connections, settings.max_connections_per_client, settings.trusted_proxies
+            settings.max_connections,
+            settings.max_connections_per_client,
+            settings.trusted_proxies,
+            ws_ping=settings.ws_ping_interval,
         )
 
     def trusted(self, address: str) -> bool:
@@ -65,6 +76,7 @@ class Connections:
         self.limits = limits
         self.per_address: Counter[str] = Counter()
         self.open: dict[asyncio.BaseTransport, Guard] = {}
+        self.stopping = asyncio.Event()  # set by `drain`
 
     def factory(self, inner: Callable[[], asyncio.Protocol]) -> Callable[[], Guard]:
         return lambda: Guard(self, inner())
@@ -78,12 +90,26 @@ class Connections:
 
     def admit(self, guard: Guard) -> str | None:
         """Why the connection is refused, or None."""
+        if self.stopping.is_set():
+            return "The server is stopping; try again"
         if len(self.open) >= self.limits.total:
             return "Too many connections; try again shortly"
         address = guard.address
         if not self.limits.trusted(address) and self.per_address[address] >= self.limits.per_client:
             return "Too many connections from your address; close some and try again"
         return None
+
+    def drain(self) -> None:
+        """The server stops: no connection is taken any more, idle ones are closed (a request
+        whose head has begun is served, and its connection closed after its answer), and each
+        relayed stream is told to end (`Splice.going_away`; again on each call, which it
+        ignores)."""
+        self.stopping.set()
+        for guard in list(self.open.values()):
+            if guard.diverted is not None:
+                guard.diverted.going_away()
+            elif not guard.busy and not guard.head and not guard.head_seen:
+                guard.transport.close()
 
     def added(self, guard: Guard) -> None:
         self.open[guard.transport] = guard
@@ -131,6 +157,15 @@ class Guarding:
                 self.guard.head_seen = True  # nothing more is watched: aiohttp drops the rest
 
 
+class Splice(asyncio.Protocol):
+    """What a diverted connection's bytes go to instead of aiohttp (a relayed stream)."""
+
+    def going_away(self) -> None:
+        """The server is stopping: end the connection soon, as its protocol ends one (a
+        WebSocket: a close frame, 1001). Called again until the connection is gone."""
+        raise NotImplementedError
+
+
 # A request's `Guarding`, for a handler that answers before it ends.
 SERVING: web.RequestKey[Guarding] = web.RequestKey("serving", Guarding)
 
@@ -148,9 +183,9 @@ class Guard(asyncio.Protocol):
         self.head = bytearray()  # of the next request, until its end is seen
         self.head_seen = False  # its end seen: aiohttp has it, a handler will start
         self.timer: asyncio.TimerHandle | None = None
-        self.diverted: asyncio.Protocol | None = None  # takes the bytes from aiohttp (a splice)
+        self.diverted: Splice | None = None  # takes the bytes from aiohttp
 
-    def divert(self, protocol: asyncio.Protocol) -> None:
+    def divert(self, protocol: Splice) -> None:
         """From now on the connection's bytes and events go to `protocol`, not aiohttp (whose
         handler still runs, and learns when the connection is lost)."""
         self.diverted = protocol

@@ -13,12 +13,20 @@ re-mask. A side whose peer cannot take more stops being read, so a slow reader s
 end instead of growing memory. Pings and close frames pass through too: the runtime pings the
 client, and closes its streams (4001) when the session ends. A stream whose session has ended
 and whose runtime has not closed it within `CLOSE_GRACE` is cut.
+
+The relay counts the runtime's frames as they pass (their headers only: `_Frames`), so it can
+put frames of its own between two of them, built by websockets: a ping when the client has
+sent nothing for `Limits.ws_ping` seconds (a client that does not answer within half that,
+stopped or gone without a word, has both legs freed: `_Pings`), and a close (1001, going away)
+when the server stops (`tether.origin.server`). A leg that cannot flush what it holds (its peer
+stopped reading) is aborted rather than kept.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import socket
 import ssl
@@ -31,7 +39,7 @@ from urllib.parse import unquote, urlencode, urlsplit
 from aiohttp import web
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidHandshake, InvalidStatus
-from websockets.frames import Frame, Opcode
+from websockets.frames import Close, CloseCode, Frame, Opcode
 from websockets.protocol import State
 from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
@@ -39,7 +47,7 @@ from websockets.uri import parse_uri
 from tether import bootstrap, errors
 from tether.core.models import ActivitySource, Principal, Session, utcnow
 from tether.errors import TetherError
-from tether.origin.guard import CONNECTIONS, MAX_HEAD
+from tether.origin.guard import CONNECTIONS, MAX_HEAD, RELAYED, Splice
 from tether.provision.uds import connect_unix
 from tether.relay import access, recording
 from tether.runtime import auth
@@ -49,6 +57,7 @@ from tether.surfaces.http import request_id as bound_id
 from tether.surfaces.http import status_for
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 MAX_FRAME = 1 << 20  # bytes of one client message; a larger one closes the connection
 WS_OPTIONS: dict[str, Any] = {
     "heartbeat": 30,  # ping/pong: a dead client frees both legs
@@ -56,6 +65,12 @@ WS_OPTIONS: dict[str, Any] = {
     "max_msg_size": MAX_FRAME,
 }
 CLOSE_GRACE = 5.0  # seconds an ended session's runtime has to close its streams itself
+GOING_AWAY_GRACE = 2.0  # seconds a client told the server is stopping has to answer the close
+# The relay's own frames to a client (server frames: unmasked), put between the runtime's.
+PING = Frame(Opcode.PING, b"tether").serialize(mask=False)
+GOING_AWAY = Frame(
+    Opcode.CLOSE, Close(CloseCode.GOING_AWAY, "server stopping").serialize()
+).serialize(mask=False)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Store calls and shell commands (which last as long as the command) run here, not on the
@@ -256,11 +271,14 @@ async def serve(
     client = _Side(connection.transport)
     client.count = metrics.relay_bytes("to_workspace")
     runtime.count = metrics.relay_bytes("to_client")
+    runtime.frames = _Frames()  # so the relay can put its own frames between the runtime's
     recorder = None
     if route.runtime_path == "/pty":  # a terminal: recorded while its session's recording is on
         recorder = recording.attach(session.id, query, blocking)
         runtime.tap, client.tap = recorder.from_runtime, recorder.from_client
     upgraded = False
+    pings: _Pings | None = None
+    request[RELAYED] = True  # the server stopping closes it through `client`, not aiohttp
     try:
         await ws.prepare(request)
         upgraded = True
@@ -268,8 +286,12 @@ async def serve(
         connection.divert(client)
         client.join(runtime)
         runtime.join(client)
+        if connection.limits.ws_ping > 0:  # 0: never
+            pings = _Pings(client, runtime, connection.limits.ws_ping)
         await _until_done(client, runtime, who, session.id, route.source)
     finally:
+        if pings is not None:
+            pings.stop()
         runtime.close()
         client.close()
         if recorder is not None:
@@ -302,33 +324,54 @@ def _runtime_refused(status: int) -> _Refused:
     return _Refused(502, f"The workspace runtime answered {status}")
 
 
-class _Side(asyncio.Protocol):
+class _Side(Splice):
     """One side of a relay: what it receives is written to its peer, and a side whose peer's
     buffer is full stops being read until it drains. Until it is joined, what it receives
-    is kept: the runtime's handshake answer, and what came after it."""
+    is kept: the runtime's handshake answer, and what came after it.
+
+    A side whose `frames` are counted (the runtime's, of a relayed WebSocket) can have frames
+    of the relay's own sent to its peer between two of them (`say`)."""
 
     # Counts the bytes this side receives (`metrics.relay_bytes`), if metrics are on.
     count: Callable[[float], None] | None = None
     # Gets a copy of what this side receives, once it has gone on (a terminal's recorder).
     tap: Callable[[bytes], None] | None = None
+    # The frames this side receives, counted as they pass (None: not a WebSocket's, or not
+    # needed: the relay says nothing of its own that way).
+    frames: _Frames | None = None
 
     def __init__(self, transport: asyncio.BaseTransport | None = None) -> None:
         loop = asyncio.get_running_loop()
+        self.loop = loop
         self.transport = transport
         self.peer: _Side | None = None
         self.kept = bytearray()
         self.ended = False  # the far end has sent all it will
         self.head: asyncio.Future[bytes] = loop.create_future()  # the runtime's answer
         self.lost: asyncio.Future[None] = loop.create_future()
+        self.heard = loop.time()  # when this side last received anything
+        self.held = False  # not read, its peer's buffer being full
+        self.own: list[bytes] = []  # the relay's frames, for the peer at the next boundary
+        self.last = False  # `own` ends with a close: nothing of this side's goes on after it
+        self.muted = False  # that close has gone: what this side receives is dropped
+        self.going = False  # told that the server is stopping
+        self._abort: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        self.heard = self.loop.time()
         if self.peer is not None:
             if self.count is not None:
                 self.count(len(data))
-            self.peer.write(data)
+            if self.frames is None:
+                self.peer.write(data)
+            elif self.own or self.muted:
+                self._between_frames(data)
+            else:
+                self.frames.feed(data)
+                self.peer.write(data)
             if self.tap is not None:
                 self.tap(data)
             return
@@ -346,6 +389,8 @@ class _Side(asyncio.Protocol):
     def join(self, peer: _Side) -> None:
         self.peer = peer
         if self.kept:
+            if self.frames is not None:
+                self.frames.feed(self.kept)
             peer.write(bytes(self.kept))
             if self.tap is not None:
                 self.tap(bytes(self.kept))
@@ -354,6 +399,60 @@ class _Side(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         assert isinstance(self.transport, asyncio.WriteTransport)
         self.transport.write(data)
+
+    # -- the relay's own frames ---------------------------------------------------------------
+
+    def say(self, frame: bytes, last: bool = False) -> None:
+        """Sends the peer `frame`, once the frame of this side's under way has gone on (at
+        once when none is); `last`: a close, after which nothing of this side's goes on."""
+        peer = self.peer
+        if self.frames is None or peer is None or self.last or self.ended or peer.lost.done():
+            return
+        self.own.append(frame)
+        self.last = last
+        if self.frames.between:
+            self._say_own()
+
+    def _between_frames(self, data: bytes) -> None:
+        """Passes `data` on with the relay's frames put in where the frame under way ends."""
+        assert self.peer is not None and self.frames is not None
+        if self.muted:
+            return
+        end = self.frames.feed(data, stop=True)
+        if end:
+            self.peer.write(data[:end])
+        if not self.frames.between:
+            return  # that frame goes on in what comes next
+        self._say_own()
+        if end < len(data) and not self.muted:
+            self.frames.feed(data[end:])
+            self.peer.write(data[end:])
+
+    def _say_own(self) -> None:
+        assert self.peer is not None
+        for frame in self.own:
+            self.peer.write(frame)
+        self.own.clear()
+        self.muted = self.last
+
+    def going_away(self) -> None:
+        """The server is stopping (`Splice`): the client gets a close (1001, going away) between
+        two of the runtime's frames; its answer goes on to the runtime, which closes the
+        stream, and with it both legs. Both are cut if that takes over `GOING_AWAY_GRACE`."""
+        if self.going:
+            return
+        self.going = True
+        if self.peer is not None:
+            self.peer.say(GOING_AWAY, last=True)
+        self.loop.call_later(GOING_AWAY_GRACE, self.cut)
+
+    def cut(self) -> None:
+        """Ends both legs at once, whatever they still hold."""
+        self.abort()
+        if self.peer is not None:
+            self.peer.abort()
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
 
     def eof_received(self) -> bool:
         """The far end is done sending: so is this relay, towards the peer (which may still
@@ -368,8 +467,13 @@ class _Side(asyncio.Protocol):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._abort is not None:
+            self._abort.cancel()
         if not self.head.done():
-            self.head.set_exception(ConnectionError("the runtime closed the connection"))
+            if self.peer is None:  # the runtime's answer is awaited
+                self.head.set_exception(ConnectionError("the runtime closed the connection"))
+            else:  # joined: nobody waits for it
+                self.head.cancel()
         if not self.lost.done():
             self.lost.set_result(None)
         if self.peer is not None:
@@ -378,14 +482,127 @@ class _Side(asyncio.Protocol):
     def pause_writing(self) -> None:
         if self.peer is not None and isinstance(self.peer.transport, asyncio.ReadTransport):
             self.peer.transport.pause_reading()
+            self.peer.held = True
 
     def resume_writing(self) -> None:
         if self.peer is not None and isinstance(self.peer.transport, asyncio.ReadTransport):
+            self.peer.held = False
             self.peer.transport.resume_reading()
 
     def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        """Closes once what is buffered for the far end has gone, which a far end that stopped
+        reading never takes: then it is aborted after `CLOSE_GRACE`."""
+        transport = self.transport
+        if transport is None or self.lost.done():
+            return
+        transport.close()
+        buffered = isinstance(transport, asyncio.WriteTransport) and (
+            transport.get_write_buffer_size()
+        )
+        if buffered and self._abort is None:
+            self._abort = self.loop.call_later(CLOSE_GRACE, self.abort)
+
+    def abort(self) -> None:
+        if isinstance(self.transport, asyncio.WriteTransport) and not self.lost.done():
+            self.transport.abort()
+
+
+class _Frames:
+    """Where the WebSocket frames passing one way begin and end, read from their headers
+    (RFC 6455 5.2: two bytes, the payload's length in 7, 16 or 64 bits, a mask key) and never
+    their payloads, so that a frame of the relay's own can go between two of them."""
+
+    __slots__ = ("head", "left")
+
+    def __init__(self) -> None:
+        self.left = 0  # bytes of the payload under way still to pass
+        self.head = b""  # the part of a header that has passed
+
+    @property
+    def between(self) -> bool:
+        """Whether what has passed ends with a whole frame."""
+        return not self.left and not self.head
+
+    def feed(self, data: bytes | bytearray, stop: bool = False) -> int:
+        """Counts `data` as passed; `stop`: only up to the first boundary. Returns how many
+        bytes of it were counted."""
+        at, size = 0, len(data)
+        while at < size:
+            if self.left:
+                step = min(self.left, size - at)
+                self.left -= step
+                at += step
+                if stop and not self.left:
+                    return at
+                continue
+            if stop and not self.head:
+                return at
+            known = len(self.head)
+            head = self.head + bytes(data[at : at + 14 - known])  # 14: the longest header
+            parsed = _header(head)
+            if parsed is None:  # the rest of the header comes later
+                self.head = head
+                return size
+            length, self.left = parsed
+            self.head = b""
+            at += length - known
+            if stop and not self.left:
+                return at
+        return at
+
+
+def _header(head: bytes) -> tuple[int, int] | None:
+    """The length of the header `head` begins with and of its frame's payload, if `head`
+    holds the whole header."""
+    if len(head) < 2:
+        return None
+    size, extra = head[1] & 0x7F, 0
+    if size == 126:
+        extra = 2
+    elif size == 127:
+        extra = 8
+    length = 2 + extra + (4 if head[1] & 0x80 else 0)
+    if len(head) < length:
+        return None
+    if extra:
+        size = int.from_bytes(head[2 : 2 + extra], "big")
+    return length, size
+
+
+class _Pings:
+    """Pings a relayed stream's client (between the runtime's frames) once it has sent nothing
+    for `interval` seconds, and frees both legs when it sends nothing within half that again:
+    a client that stopped (suspended, frozen, gone without a word, its buffers full) holds a
+    leg of the relay and one of the runtime for at most `interval` and half as long again.
+    Its pong goes on to the runtime, which takes an unasked one as WebSocket allows."""
+
+    def __init__(self, client: _Side, runtime: _Side, interval: float) -> None:
+        self.client, self.runtime = client, runtime
+        self.interval, self.timeout = interval, interval / 2
+        self.loop = client.loop
+        self.pinged = 0.0
+        self.timer = self.loop.call_later(interval, self._check)
+
+    def _check(self) -> None:
+        silent = self.loop.time() - self.client.heard
+        if silent < self.interval or self.client.held:  # heard from (or not read: alive)
+            self.timer = self.loop.call_later(max(0.0, self.interval - silent), self._check)
+            return
+        self.pinged = self.loop.time()
+        self.runtime.say(PING)
+        self.timer = self.loop.call_later(self.timeout, self._answered)
+
+    def _answered(self) -> None:
+        if self.client.heard >= self.pinged or self.client.held:
+            self._check()
+            return
+        log.info("a relayed stream's client did not answer a ping within %.1fs: closed",
+                 self.timeout)  # fmt: skip
+        self.client.abort()  # it takes nothing more: what the relay holds for it goes
+        self.runtime.close()
+
+    def stop(self) -> None:
+        self.timer.cancel()
 
 
 @dataclass(frozen=True)
@@ -496,7 +713,8 @@ def _keep_alive(sock: socket.socket) -> None:
 MAX_TAIL = 10_000  # lines a followed log starts with, at most (as the JSON read)
 BACKLOG = 1024  # lines queued for a slow HTTP client before the runtime stops being read
 GONE_POLL = 1.0  # seconds between looks at whether an HTTP client is still connected
-_END_REASONS = {"ended": "session ended", "revoked": "access revoked"}
+_END_REASONS = {"ended": "session ended", "revoked": "access revoked",
+                "stopping": "server stopping"}  # fmt: skip
 
 
 async def follow_lines(request: web.Request, route: Route) -> web.StreamResponse:
@@ -535,7 +753,8 @@ async def follow_lines(request: web.Request, route: Route) -> web.StreamResponse
 
     watch = asyncio.ensure_future(until_it_must_end(who, session.id, "api"))
     gone = asyncio.ensure_future(until_gone(request))
-    for watcher in (watch, gone):
+    stopping = asyncio.ensure_future(until_stopping(request))
+    for watcher in (watch, gone, stopping):
         watcher.add_done_callback(ending)
     try:
         runtime.join(lines)
@@ -554,6 +773,7 @@ async def follow_lines(request: web.Request, route: Route) -> web.StreamResponse
     finally:
         watch.cancel()
         gone.cancel()
+        stopping.cancel()
         runtime.close()
     return response
 
@@ -565,6 +785,13 @@ def _event(data: str, kind: str | None = None) -> bytes:
 
 
 _BREAKS = re.compile(r"\r\n|\r|\n")  # what ends a line in an event stream
+
+
+async def until_stopping(request: web.Request) -> str:
+    """Until the server stops (`tether.origin.server`): a followed log then ends at once, its
+    answer whole (an SSE client gets the `end` event)."""
+    await request.app[CONNECTIONS].stopping.wait()
+    return "stopping"
 
 
 async def until_gone(request: web.Request) -> None:
