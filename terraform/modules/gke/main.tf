@@ -15,6 +15,10 @@
 locals {
   pods_range     = "tether-gke-pods"
   services_range = "tether-gke-services"
+  pools = merge(
+    { workspaces = { min = 1, max = var.max_nodes, gvisor = false } },
+    var.sandbox_max_nodes > 0 ? { sandbox = { min = 0, max = var.sandbox_max_nodes, gvisor = true } } : {},
+  )
 }
 
 resource "google_compute_subnetwork" "nodes" {
@@ -156,16 +160,19 @@ resource "google_container_cluster" "this" {
   deletion_protection = true
 }
 
-# Ordinary workspaces, and the agent.
-resource "google_container_node_pool" "workspaces" {
+# Ordinary workspaces and the agent; and, for templates with `sandbox: gvisor`, GKE Sandbox
+# nodes (labelled and tainted by GKE).
+resource "google_container_node_pool" "this" {
+  for_each = local.pools
+
   project  = var.project_id
-  name     = "workspaces"
+  name     = each.key
   location = var.region
   cluster  = google_container_cluster.this.name
 
   autoscaling {
-    total_min_node_count = 1
-    total_max_node_count = var.max_nodes
+    total_min_node_count = each.value.min
+    total_max_node_count = each.value.max
   }
 
   management {
@@ -179,50 +186,16 @@ resource "google_container_node_pool" "workspaces" {
     service_account = google_service_account.nodes.email
     oauth_scopes    = ["https://www.googleapis.com/auth/cloud-platform"]
     labels          = var.labels
+
+    dynamic "sandbox_config" {
+      for_each = each.value.gvisor ? [1] : []
+      content {
+        sandbox_type = "gvisor"
+      }
+    }
 
     # Pods get the GKE metadata server: Workload Identity for the agent, nothing for a
     # workspace (its policies block the address anyway).
-    workload_metadata_config {
-      mode = "GKE_METADATA"
-    }
-
-    shielded_instance_config {
-      enable_secure_boot          = true
-      enable_integrity_monitoring = true
-    }
-  }
-}
-
-# Templates with `sandbox: gvisor`: GKE Sandbox nodes (labelled and tainted by GKE).
-resource "google_container_node_pool" "sandbox" {
-  count = var.sandbox_max_nodes > 0 ? 1 : 0
-
-  project  = var.project_id
-  name     = "sandbox"
-  location = var.region
-  cluster  = google_container_cluster.this.name
-
-  autoscaling {
-    total_min_node_count = 0
-    total_max_node_count = var.sandbox_max_nodes
-  }
-
-  management {
-    auto_repair  = true
-    auto_upgrade = true
-  }
-
-  node_config {
-    machine_type    = var.machine_type
-    image_type      = "COS_CONTAINERD"
-    service_account = google_service_account.nodes.email
-    oauth_scopes    = ["https://www.googleapis.com/auth/cloud-platform"]
-    labels          = var.labels
-
-    sandbox_config {
-      sandbox_type = "gvisor"
-    }
-
     workload_metadata_config {
       mode = "GKE_METADATA"
     }
