@@ -28,6 +28,10 @@ _NATIVE = {"contains": "array_contains", "contains_any": "array_contains_any"}
 _PING_TIMEOUT = 2.5
 # The client's default retries a read for up to 300 s; a request handler must give up sooner.
 _CALL_TIMEOUT = 10.0
+# gRPC waits up to 120 s between attempts to reach a backend whose port went away (a crashed
+# emulator, a dropped network), so every call failed for 25 s more after a 45 s outage had
+# ended: try again every few seconds instead (as the Pub/Sub bus does).
+RECONNECT = (("grpc.initial_reconnect_backoff_ms", 500), ("grpc.max_reconnect_backoff_ms", 4000))
 
 
 def _bounded() -> dict[str, Any]:
@@ -47,6 +51,37 @@ def _errors(what: str) -> Iterator[None]:
         raise Unavailable(f"firestore unavailable during {what}: {exc}") from exc
     except gexc.InvalidArgument as exc:  # a document over 1 MiB, say: retrying cannot help
         raise Invalid(f"firestore refused the {what}: {exc.message}") from exc
+
+
+def _reconnecting_client(project: str | None, database: str) -> Client:
+    """Firestore's client, its channel made with `RECONNECT`'s backoff. The client makes its
+    channel itself (the library's options, or a plain one for the emulator), so ours
+    overrides the two places it does."""
+    import grpc  # type: ignore[import-untyped]
+    from google.cloud import firestore
+    from google.cloud.firestore_v1.base_client import _GRPC_MSG_SIZE_OPTIONS
+    from google.cloud.firestore_v1.services.firestore import client as gapic
+    from google.cloud.firestore_v1.services.firestore.transports.grpc import (
+        FirestoreGrpcTransport,
+    )
+
+    class Transport(FirestoreGrpcTransport):
+        @classmethod
+        def create_channel(cls, host: str = "firestore.googleapis.com", *args: Any,
+                           **kwargs: Any) -> Any:  # fmt: skip
+            options = [*kwargs.pop("options", ()), *RECONNECT]
+            return super().create_channel(host, *args, options=options, **kwargs)
+
+    class Reconnecting(firestore.Client):
+        @property
+        def _firestore_api(self) -> Any:
+            return self._firestore_api_helper(Transport, gapic.FirestoreClient, gapic)
+
+        def _emulator_channel(self, transport: Any) -> Any:
+            options = [*_GRPC_MSG_SIZE_OPTIONS, *RECONNECT]
+            return grpc.insecure_channel(self._emulator_host, options=options)
+
+    return Reconnecting(project=project, database=database)
 
 
 def _stored(snap: DocumentSnapshot[Any]) -> Stored | None:
@@ -89,9 +124,7 @@ class FirestoreStore:
     def _client(self) -> Client:
         with self._lock:
             if self._db is None:
-                from google.cloud import firestore
-
-                self._db = firestore.Client(project=self.project, database=self.database)
+                self._db = _reconnecting_client(self.project, self.database)
             return self._db
 
     def _ref(self, kind: str, doc_id: str) -> DocumentReference:
