@@ -35,7 +35,7 @@ from tether.core.models import (
 from tether.core.ports import Filter, Store
 from tether.core.shell import command_line
 from tether.errors import Conflict, Invalid, InvalidTransition, NotFound, Timeout, Unavailable
-from tether.service import pages
+from tether.service import idempotency, pages
 from tether.service.agents import Agents
 from tether.service.commands import ID as COMMAND_ID
 from tether.service.commands import Commands
@@ -60,14 +60,15 @@ def start_command(session_id: str) -> str:
     return f"cmd-start-{session_id}"
 
 
-def new_session_id(namespace: str, user: str) -> str:
+def new_session_id(namespace: str, user: str, seed: str | None = None) -> str:
     """Readable, and unguessable by its 64 random bits (the time is for people, not for
-    uniqueness)."""
+    uniqueness). `seed`: the time and bits to use (a create under an Idempotency-Key names its
+    session after the key's seed, so a run again finds the session the first run made)."""
 
     def part(s: str) -> str:
         return _UNSAFE.sub("-", s.lower()).strip("-")[:20] or "x"
 
-    return f"ws-{part(namespace)}-{part(user)}-{int(time.time())}-{secrets.token_hex(8)}"
+    return f"ws-{part(namespace)}-{part(user)}-{seed or idempotency.new_seed()}"
 
 
 def _leave_slot(s: Session) -> str | None:
@@ -301,8 +302,9 @@ class Sessions:
                 else req.warn_minutes
             ),
         )
+        seed = idempotency.seed()
         for attempt in range(3):  # a collision of 64 random bits: astronomically rare
-            session.id = new_session_id(req.namespace, req.user)
+            session.id = new_session_id(req.namespace, req.user, seed)
             session.name = f"{req.user}-{template.name}-{session.id.rsplit('-', 1)[1][:8]}"
             if not hibernated:  # a hibernated workspace uses no agent's capacity
                 self._place(session, ranked)
@@ -311,10 +313,18 @@ class Sessions:
                 break
             except Conflict:
                 self.agents.release(session.slot, session.id)
-                if attempt == 2:
+                earlier = self.repo.find(session.id) if seed else None
+                if earlier is not None and earlier.owner == principal.id:
+                    # This create's own, made by its first run (whose answer was a 5xx):
+                    # finished, not made twice.
+                    session = earlier
+                    break
+                if attempt == 2 or seed:
                     raise
-        if not hibernated:
-            self._command(session, CommandType.START_SESSION, template, start_command(session.id))
+        if session.state is SessionState.PENDING:  # its start command, if not issued already
+            with contextlib.suppress(Conflict):
+                self._command(session, CommandType.START_SESSION, template,
+                              start_command(session.id))  # fmt: skip
         return self.wait_while(session.id, {SessionState.PENDING}, wait, known=session)
 
     def _place(self, session: Session, ranked: list[Agent]) -> None:
