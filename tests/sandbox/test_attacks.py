@@ -355,9 +355,13 @@ def test_a_fork_bomb_stops_at_the_pids_limit_and_others_keep_serving(attack: Att
     assert answered >= 3  # the bystander kept serving all along
     (said,) = found
     if not said.startswith("sandbox ended"):
-        assert "ended=124" in said.split(), said  # ran until `timeout` ended it
-        peak = int(said.split()[-1])
-        assert 10 <= peak <= 64, peak
+        words = said.split()
+        assert "ended=124" in words, said  # ran until `timeout` ended it
+        # Under gVisor the counter is one of the sandbox's tasks too, and can be among those
+        # its host limit ends (seen once in CI: no count printed); elsewhere it always counts.
+        if words[-1] != "ended=124" or not attack.gvisor:
+            peak = int(words[-1])
+            assert 10 <= peak <= 64, peak
     if attack.gvisor:
         # gVisor's ptrace platform keeps host tasks behind the bomb's failed forks: kept up
         # for seconds, they meet the sandbox's host limit and the sandbox ends whole (all its
