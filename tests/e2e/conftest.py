@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from flask.testing import FlaskClient
 from tether.origin.server import Origin
 
 from tests.conftest import emulator
@@ -123,3 +124,27 @@ def serving(origin: Origin) -> Iterator[str]:
         asyncio.run_coroutine_threadsafe(origin.close(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+
+
+PUBSUB_KEY = "tether_admin0000001_" + "p" * 32  # the admin key of `onmemos_on_pubsub`'s stack
+
+
+@pytest.fixture
+def onmemos_on_pubsub(tmp_path: Path, project: str, unique: str) -> Iterator[FlaskClient]:
+    """OnMemOS's function target over a local stack whose bus is Pub/Sub (the emulator), as in
+    the cloud: commands and their results cross it, with their attributes."""
+    from tether.bus.pubsub import PubSubBus
+    from tether.local.stack import LocalStack
+    from tether.settings import Settings
+    from tether.store.sqlite import SqliteStore
+
+    from tests.surfaces.conftest import target_client
+
+    settings = Settings(home=tmp_path / "home", api_key=PUBSUB_KEY)
+    bus = PubSubBus(project=project, prefix=unique + "-")
+    s = LocalStack(settings, sweep_interval=3600, store=SqliteStore(tmp_path / "t.db"), bus=bus)
+    s.start()
+    try:
+        yield target_client("onmemos")
+    finally:
+        s.stop()

@@ -6,46 +6,29 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from flask.testing import FlaskClient
 from tether import logs
-from tether.bus.pubsub import PubSubBus
-from tether.local.stack import LocalStack
-from tether.settings import Settings
-from tether.store.sqlite import SqliteStore
 
-from tests.surfaces.conftest import target_client
+from tests.e2e.conftest import PUBSUB_KEY
 from tests.waiting import wait_for
 
-KEY = "tether_admin0000001_" + "p" * 32
+KEY = PUBSUB_KEY
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 
 
-@pytest.fixture
-def api(tmp_path: Path, project: str, unique: str) -> Iterator[FlaskClient]:
-    settings = Settings(home=tmp_path / "home", api_key=KEY)
-    bus = PubSubBus(project=project, prefix=unique + "-")
-    s = LocalStack(settings, sweep_interval=3600, store=SqliteStore(tmp_path / "t.db"), bus=bus)
-    s.start()
-    try:
-        yield target_client("onmemos")
-    finally:
-        s.stop()
-
-
 def test_the_agents_line_for_an_exec_carries_the_requests_trace(
-    api: FlaskClient, json_logs: io.StringIO
+    onmemos_on_pubsub: FlaskClient, json_logs: io.StringIO
 ) -> None:
     headers = {"X-API-Key": KEY}
-    created = api.post("/v1/sessions", json={"template": "shell"}, headers=headers)
+    created = onmemos_on_pubsub.post("/v1/sessions", json={"template": "shell"}, headers=headers)
     assert created.status_code == 201, created.get_json()
     session_id = created.get_json()["id"]
     traced = {**headers, "traceparent": f"00-{TRACE}-b7ad6b7169203331-01"}
-    ran = api.post(f"/v1/sessions/{session_id}/execute", json={"command": "true"}, headers=traced)
+    ran = onmemos_on_pubsub.post(
+        f"/v1/sessions/{session_id}/execute", json={"command": "true"}, headers=traced
+    )
     assert ran.status_code == 200, ran.get_json()
 
     def agents_line() -> dict[str, Any] | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -21,14 +20,11 @@ from opentelemetry.trace import SpanKind
 from tether import targets, tracing
 from tether.bus.pubsub import PubSubBus
 from tether.core.ports import Message
-from tether.local.stack import LocalStack
-from tether.settings import Settings
-from tether.store.sqlite import SqliteStore
 
-from tests.surfaces.conftest import target_client
+from tests.e2e.conftest import PUBSUB_KEY
 from tests.waiting import wait_for
 
-KEY = "tether_admin0000001_" + "t" * 32
+KEY = PUBSUB_KEY
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
 
@@ -44,17 +40,9 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 
 @pytest.fixture
-def api(
-    tmp_path: Path, project: str, unique: str, spans: InMemorySpanExporter
-) -> Iterator[FlaskClient]:
-    settings = Settings(home=tmp_path / "home", api_key=KEY)
-    bus = PubSubBus(project=project, prefix=unique + "-")
-    s = LocalStack(settings, sweep_interval=3600, store=SqliteStore(tmp_path / "t.db"), bus=bus)
-    s.start()
-    try:
-        yield target_client("onmemos")
-    finally:
-        s.stop()
+def api(spans: InMemorySpanExporter, onmemos_on_pubsub: FlaskClient) -> FlaskClient:
+    """The stack, made with the exporter in place."""
+    return onmemos_on_pubsub
 
 
 def _one(found: list[ReadableSpan], what: str) -> ReadableSpan:
