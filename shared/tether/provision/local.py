@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import tenacity
+
 from tether.core.models import ExecResult, WorkspaceActivity, WorkspaceInfo, WorkspaceSpec
 from tether.errors import Invalid, NotFound, Unavailable
 from tether.private_dir import private_dir
@@ -521,7 +523,18 @@ class LocalProvisioner:
             raise NotFound("Workspace is hibernated")
         if runtime is not None:  # died: its network and leftovers go first
             self._release(session_id, self._runtimes.pop(session_id))
-        return self._spawn(session_id)
+        # Bubblewrap itself failing to set a sandbox up can be the kernel's passing refusal
+        # (CI once saw "loopback: Failed RTM_NEWADDR: No child processes" on a busy machine):
+        # a few tries before the session fails.
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(_SandboxFailed),
+            stop=tenacity.stop_after_attempt(3),
+            wait=tenacity.wait_exponential(multiplier=0.1),
+            before_sleep=lambda state: log.warning("sandbox of %s: %s; again", session_id,
+                                                   state.outcome and state.outcome.exception()),
+            reraise=True,
+        )  # fmt: skip
+        return retrying(self._spawn, session_id)
 
     def _listen(self, path: Path) -> socket.socket:
         path.unlink(missing_ok=True)
@@ -691,7 +704,7 @@ class LocalProvisioner:
                 egress.close()
             self.groups.release(self._key(session_id))
             if exited and isinstance(exc, OSError):
-                raise Unavailable(f"The workspace sandbox did not start: {_said(proc)}") from exc
+                raise _SandboxFailed(f"The workspace sandbox did not start: {_said(proc)}") from exc
             raise
         finally:
             os.close(info_r)
@@ -707,6 +720,8 @@ class LocalProvisioner:
                 code, said = runtime.proc.returncode, _said(runtime.proc)
                 if said == "no output":  # it got as far as its own log, in the home
                     said = " | ".join(read_tail(home, 5, RUNTIME_LOG)) or said
+                if said.startswith("bwrap: "):  # it never ran the runtime
+                    raise _SandboxFailed(f"The workspace sandbox did not start: {said}")
                 raise Unavailable(f"Workspace runtime exited with {code}: {said}")
             try:
                 # The exec channel: up before the runtime's HTTP server (`runtime.boot`).
@@ -780,6 +795,10 @@ def _first_pid(info_fd: int, proc: subprocess.Popen[bytes]) -> int:
             return int(json.loads(data)["child-pid"])
     proc.wait()
     raise Unavailable(f"The workspace sandbox did not start: {_said(proc)}")
+
+
+class _SandboxFailed(Unavailable):
+    """Bubblewrap could not set the sandbox up: nothing of the workspace ran."""
 
 
 def _said(proc: subprocess.Popen[bytes]) -> str:
