@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import socket
+import socketserver
 import subprocess
 import threading
 import uuid
@@ -69,28 +70,29 @@ def attack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Attack]:
         del os.environ["TETHER_CANARY"], os.environ["PIP_INDEX_URL"]
 
 
-class _Listener:
+class _Listener(socketserver.TCPServer):
     """A TCP server standing in for one of the stack's ports: it answers "stack" and counts
-    the connections it accepted."""
+    the connections it accepted. socketserver stops its accept loop before the socket closes:
+    a loop left accepting on a closed descriptor's number would take the connections of
+    whatever socket is given that number next (CI saw an exec channel's caller read "stack")."""
 
     def __init__(self, host: str) -> None:
-        self.sock = socket.create_server((host, 0))
-        self.port = self.sock.getsockname()[1]
         self.accepted = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            with conn:
-                conn.sendall(b"stack\n")
+        super().__init__((host, 0), _Stack)
+        self.port: int = self.server_address[1]
+        threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True).start()
 
     def close(self) -> None:
-        self.sock.close()
+        self.shutdown()
+        self.server_close()
+
+
+class _Stack(socketserver.BaseRequestHandler):
+    server: _Listener
+
+    def handle(self) -> None:
+        self.server.accepted += 1
+        self.request.sendall(b"stack\n")
 
 
 @pytest.fixture
