@@ -194,6 +194,71 @@ def test_another_user_finds_no_recording(server: Server, recorded: dict[str, Any
         assert missing.status_code == 404 and missing.json()["detail"] == "Recording not found"
 
 
+def test_a_terminal_open_beside_another_plays_alone(
+    server: Server, api: httpx.Client, recorded: dict[str, Any], tmp_path: Path
+) -> None:
+    """Two terminals open at once (two browser tabs): the cast plays the first and one opened
+    after it closed, never the two screens interleaved; the one beside it plays alone, at
+    its own size, through the API, the SDK and `tether recording download --terminal`."""
+    sid = recorded["sid"]
+    rid = api.post(f"/v1/sessions/{sid}/recordings").json()["id"]
+    base = f"{server.url.replace('http', 'ws', 1)}/v1/sessions/{sid}/terminal"
+    auth = {"X-API-Key": server.key}
+
+    def terminals() -> list[dict[str, Any]]:
+        got: list[dict[str, Any]] = api.get(f"/v1/sessions/{sid}/recordings").json()["recordings"]
+        return next(r for r in got if r["id"] == rid)["terminals"]
+
+    async def until(ws: Any, shown: bytearray, text: bytes) -> None:
+        async with asyncio.timeout(30):
+            while text not in shown:
+                shown += await ws.recv()
+
+    async def closed(ws: Any, shown: bytearray) -> None:
+        await ws.send(b"exit\r")
+        async with asyncio.timeout(30):
+            async for message in ws:
+                shown += message
+
+    async def scenario() -> tuple[bytes, bytes]:
+        first, beside = bytearray(), bytearray()
+        async with websockets.connect(f"{base}?cols=100&rows=30", additional_headers=auth) as a:
+            await a.send(b"echo one-$((1+1))\r")
+            await until(a, first, b"one-2")
+            assert await asyncio.to_thread(wait_for, lambda: len(terminals()) == 1, 30, 0.1)
+            async with websockets.connect(f"{base}?cols=70&rows=20", additional_headers=auth) as b:
+                await b.send(b"echo two-$((2+2))\r")
+                await until(b, beside, b"two-4")
+                await a.send(b"echo one-again\r")
+                await until(a, first, b"one-again\r\n")
+                await closed(b, beside)
+            await closed(a, first)
+        return bytes(first), bytes(beside)
+
+    first, beside = asyncio.run(scenario())
+    then = terminal(server, sid, [b"echo three-$((3+3))\r"])  # opened after both closed
+    stopped = api.post(f"/v1/sessions/{sid}/recordings/{rid}/stop").json()
+    ids = [t["id"] for t in stopped["terminals"]]
+    assert len(ids) == 3 and [(t["width"], t["height"]) for t in stopped["terminals"]] == [
+        (100, 30), (70, 20), (100, 30)
+    ]  # fmt: skip
+    head, events = cast_of(api, sid, rid)
+    assert (head["width"], head["height"]) == (100, 30)
+    assert output(events) == first + then  # one screen at a time, nothing of the other
+    alone = api.get(stopped["terminals"][1]["url"])
+    lines = alone.content.splitlines()
+    assert orjson.loads(lines[0])["width"] == 70
+    assert output([orjson.loads(line) for line in lines[1:]]) == beside
+    unknown = api.get(f"/v1/sessions/{sid}/recordings/{rid}", params={"terminal": "nope"})
+    assert unknown.status_code == 404 and "no terminal nope" in unknown.json()["detail"]
+    s = Client(server.url, server.key).connect(sid)
+    assert s.recordings.read(rid, terminal=ids[1]) == alone.content
+    saved = tether(server, "recording", "download", sid, rid, str(tmp_path / "b.cast"),
+                   "--terminal", ids[1])  # fmt: skip
+    assert saved.returncode == 0, saved.stderr
+    assert (tmp_path / "b.cast").read_bytes() == alone.content
+
+
 def test_a_recording_on_when_its_session_ends_is_stopped(
     api: httpx.Client, recorded: dict[str, Any]
 ) -> None:

@@ -17,10 +17,11 @@ import pytest
 from tether import bootstrap
 from tether.core import asciicast
 from tether.core.models import utcnow
+from tether.errors import NotFound
 from tether.registry.local import DirectoryArtifacts
 from tether.relay import recording
 from tether.relay.frames import Follower
-from tether.service.recordings import On, Recording, Recordings
+from tether.service.recordings import MAX_TERMINALS, On, Recording, Recordings
 from tether.settings import Settings
 from websockets.client import ClientProtocol
 from websockets.protocol import State
@@ -66,8 +67,11 @@ async def blocking(fn: Callable[..., Any], *args: Any) -> Any:
     return await asyncio.to_thread(fn, *args)
 
 
-def cast(recordings: Recordings, rid: str) -> tuple[dict[str, Any], list[list[Any]]]:
-    head, *lines = b"".join(recordings.cast(recordings.records.get(rid))).splitlines()
+def cast(
+    recordings: Recordings, rid: str, terminal: str | None = None
+) -> tuple[dict[str, Any], list[list[Any]]]:
+    found = recordings.records.get(rid)
+    head, *lines = b"".join(recordings.cast(found, terminal=terminal)).splitlines()
     return orjson.loads(head), [orjson.loads(line) for line in lines]
 
 
@@ -140,27 +144,53 @@ def test_output_in_fragments_around_a_ping_is_recorded_whole(recordings: Recordi
     assert {e[1] for e in events} == {"o"} and "".join(e[2] for e in events) == "fragment"
 
 
-def test_two_streams_parts_merge_in_time_order(recordings: Recordings) -> None:
+def test_terminals_play_one_at_a_time_and_one_beside_another_alone(
+    recordings: Recordings,
+) -> None:
+    """Two browser tabs on one shell would interleave two screens in one player: the cast
+    plays the first terminal, then one reopened after it closed; the tab open beside it
+    plays alone, at its own size."""
     rec = started(recordings)
-    assert recordings.join(rec.id, 100, 30) is not None
-    assert recordings.join(rec.id, 50, 10) is not None
+    assert recordings.join(rec.id, 100, 30, "aaaa") is not None
+    assert recordings.join(rec.id, 50, 10, "bbbb") is not None
     a = [(0.5, "o", "a1"), (2.0, "o", "a2"), (3.5, "o", "a3")]
     b = [(1.0, "o", "b1"), (2.0, "o", "b2"), (3.0, "r", "80x24")]
+    c = [(4.0, "o", "c1"), (5.0, "o", "c2")]  # a terminal opened after the first closed
 
     def lines(events: list[tuple[float, str, str]]) -> bytes:
         return b"".join(asciicast.event(*e) for e in events)
 
     # Written out of order, as two relays would.
     recordings.write(rec.id, "bbbb", 1, lines(b[2:]), 3.0, 3.0, final=True)
+    recordings.write(rec.id, "aaaa", 1, lines(a[2:]), 3.5, 3.5, final=True)
     recordings.write(rec.id, "aaaa", 0, lines(a[:2]), 0.5, 2.0)
     recordings.write(rec.id, "bbbb", 0, lines(b[:2]), 1.0, 2.0)
-    recordings.write(rec.id, "aaaa", 1, lines(a[2:]), 3.5, 3.5, final=True)
+    assert recordings.join(rec.id, 90, 20, "cccc") is not None
+    recordings.write(rec.id, "cccc", 0, lines(c), 4.0, 5.0, final=True)
     head, events = cast(recordings, rec.id)
     assert (head["width"], head["height"]) == (100, 30)  # the first to join
-    assert [e[2] for e in events] == ["a1", "b1", "a2", "b2", "80x24", "a3"]
+    assert [e[2] for e in events] == ["a1", "a2", "a3", "c1", "c2"]
+    head, events = cast(recordings, rec.id, "bbbb")
+    assert (head["width"], head["height"]) == (50, 10)
+    assert [e[2] for e in events] == ["b1", "b2", "80x24"]
+    with pytest.raises(NotFound):
+        recordings.cast(recordings.records.get(rec.id), terminal="dddd")
     done = recordings.records.get(rec.id)
-    assert (done.writers, done.parts) == (0, 4)
-    assert recordings.join(rec.id, 1, 1) is not None  # still on: a third may join
+    assert (done.writers, done.parts) == (0, 5)
+    assert [(t.id, t.width, t.height) for t in done.terminals] == [
+        ("aaaa", 100, 30), ("bbbb", 50, 10), ("cccc", 90, 20)
+    ]  # fmt: skip
+
+
+def test_a_recording_records_a_bounded_number_of_terminals(recordings: Recordings) -> None:
+    """A workspace cannot grow a recording's record without end: a script opening terminals
+    in a loop is recorded for the first `MAX_TERMINALS` of them."""
+    rec = started(recordings)
+    for i in range(MAX_TERMINALS):
+        assert recordings.join(rec.id, 80, 24, f"t{i}") is not None
+    assert recordings.join(rec.id, 80, 24, "one-more") is None
+    done = recordings.records.get(rec.id)
+    assert len(done.terminals) == done.writers == MAX_TERMINALS
 
 
 def test_a_utf8_character_split_across_frames_comes_out_whole() -> None:

@@ -22,6 +22,11 @@ SPEED = click.option("--speed", type=click.FloatRange(min=0.01), default=1.0, sh
 MAX_WAIT = click.option("--max-wait", type=click.FloatRange(min=0), default=None,
                         help="cap each pause at this many seconds (as played)")  # fmt: skip
 RAW = click.option("--raw", is_flag=True, help="print the cast file itself, not its playback")
+TERMINAL = click.option(
+    "--terminal", metavar="ID", default=None,
+    help="one of its terminals alone (`tether recording list -o json` lists them); without "
+    "it, its terminals one at a time, those open beside another left out",
+)  # fmt: skip
 
 
 def play(
@@ -56,9 +61,10 @@ def play(
 
 
 def show(app: App, session_id: str, recording_id: str, speed: float, max_wait: float | None,
-         raw: bool) -> int:  # fmt: skip
-    """Prints a recording: played with its timing, or `raw` (the cast)."""
-    cast = app.client().connect(session_id).recordings.read(recording_id)
+         raw: bool, terminal: str | None = None) -> int:  # fmt: skip
+    """Prints a recording (or one of its terminals): played with its timing, or `raw` (the
+    cast)."""
+    cast = app.client().connect(session_id).recordings.read(recording_id, terminal)
     if raw:
         sys.stdout.buffer.write(cast)
         sys.stdout.flush()
@@ -116,11 +122,15 @@ def list_(app: App, session_id: str, fmt: str | None) -> int:
 @click.argument("session_id", metavar="SESSION")
 @click.argument("recording_id", metavar="RECORDING")
 @click.argument("path", metavar="[PATH]", required=False, type=click.Path(dir_okay=False))
+@TERMINAL
 @pass_app
-def download(app: App, session_id: str, recording_id: str, path: str | None) -> int:
-    """Save RECORDING at PATH (default: RECORDING.cast here)."""
-    target = Path(path or f"{recording_id}.cast")
-    app.client().connect(session_id).recordings.download(recording_id, target)
+def download(
+    app: App, session_id: str, recording_id: str, path: str | None, terminal: str | None
+) -> int:
+    """Save RECORDING at PATH (default: RECORDING.cast here, or RECORDING.TERMINAL.cast)."""
+    name = f"{recording_id}.{terminal}.cast" if terminal else f"{recording_id}.cast"
+    target = Path(path or name)
+    app.client().connect(session_id).recordings.download(recording_id, target, terminal)
     output.note(f"Saved {target}")
     return exits.OK
 
@@ -131,11 +141,12 @@ def download(app: App, session_id: str, recording_id: str, path: str | None) -> 
 @SPEED
 @MAX_WAIT
 @RAW
+@TERMINAL
 @pass_app
 def play_command(app: App, session_id: str, recording_id: str, speed: float,
-                 max_wait: float | None, raw: bool) -> int:  # fmt: skip
+                 max_wait: float | None, raw: bool, terminal: str | None) -> int:  # fmt: skip
     """Play RECORDING in this terminal with its timing (as `tether logs --recording`)."""
-    return show(app, session_id, recording_id, speed, max_wait, raw)
+    return show(app, session_id, recording_id, speed, max_wait, raw, terminal)
 
 
 COMMANDS = [recording]

@@ -265,12 +265,12 @@ class Recorder:
 
     async def _join(self, active: _Active, size: tuple[int, int]) -> None:
         try:
-            joined = await self.blocking(recordings().join, active.id, *size)
+            joined = await self.blocking(recordings().join, active.id, *size, self.stream)
         except Exception as exc:
             log.exception("recording %s: could not join it", active.id)
             await self._fail(active, f"the relay could not join it: {type(exc).__name__}")
             return
-        if joined is None:  # stopped (or failed) before this stream joined
+        if joined is None:  # stopped (or failed) before this stream joined, or full
             active.dropped = True
 
     async def _part(

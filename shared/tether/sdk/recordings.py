@@ -31,6 +31,14 @@ if TYPE_CHECKING:
 MEDIA_TYPE = "application/x-asciicast"
 
 
+class TerminalInfo(_Answer):
+    """A terminal a recording recorded: its size as recording began."""
+
+    id: str
+    width: int
+    height: int
+
+
 class RecordingInfo(_Answer):
     """A recording. `status`: recording, stopped, or failed (its storage failed: `error` says
     how; what was stored still plays)."""
@@ -45,6 +53,9 @@ class RecordingInfo(_Answer):
     height: int | None = None
     error: str | None = None
     expires_at: datetime | None = None
+    # In the order they opened. Its cast plays them one at a time; one open beside another
+    # plays alone: `read(rec, terminal=its id)`.
+    terminals: list[TerminalInfo] = []
 
 
 def _path(session_id: str, *rest: str) -> str:
@@ -67,8 +78,10 @@ def _page(session_id: str, cursor: str | None) -> Call:
     return Call("GET", _path(session_id), params=params)
 
 
-def _cast(session_id: str, recording_id: str) -> Call:
-    return Call("GET", _path(session_id, recording_id), headers={"Accept": MEDIA_TYPE})
+def _cast(session_id: str, recording: str | RecordingInfo, terminal: str | None) -> Call:
+    params = {"terminal": terminal} if terminal else {}
+    return Call("GET", _path(session_id, _id(recording)), params=params,
+                headers={"Accept": MEDIA_TYPE})  # fmt: skip
 
 
 def _id(recording: str | RecordingInfo) -> str:
@@ -111,18 +124,21 @@ class Recordings:
             if not cursor:
                 return found
 
-    def read(self, recording: str | RecordingInfo) -> bytes:
-        """The recording's cast (asciicast v2)."""
-        with self.session.client._open(_cast(self.session.id, _id(recording))) as response:
+    def read(self, recording: str | RecordingInfo, terminal: str | None = None) -> bytes:
+        """The recording's cast (asciicast v2); with `terminal`, that one of its terminals."""
+        with self.session.client._open(_cast(self.session.id, recording, terminal)) as response:
             return response.read()
 
-    def download(self, recording: str | RecordingInfo, path: str | Path) -> Path:
-        """Saves the cast at `path`, written as it arrives (a failed download leaves nothing)."""
+    def download(
+        self, recording: str | RecordingInfo, path: str | Path, terminal: str | None = None
+    ) -> Path:
+        """Saves the cast (of `terminal` alone, if given) at `path`, written as it arrives (a
+        failed download leaves nothing)."""
         target = Path(path)
         partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
         try:
             with (
-                self.session.client._open(_cast(self.session.id, _id(recording))) as response,
+                self.session.client._open(_cast(self.session.id, recording, terminal)) as response,
                 partial.open("wb") as out,
             ):
                 for chunk in response.iter_bytes(calls.CHUNK):
@@ -164,13 +180,16 @@ class AsyncRecordings:
             if not cursor:
                 return found
 
-    async def read(self, recording: str | RecordingInfo) -> bytes:
-        async with self.session.client._open(_cast(self.session.id, _id(recording))) as r:
+    async def read(self, recording: str | RecordingInfo, terminal: str | None = None) -> bytes:
+        async with self.session.client._open(_cast(self.session.id, recording, terminal)) as r:
             return await r.aread()
 
-    async def download(self, recording: str | RecordingInfo, path: str | Path) -> Path:
-        """Saves the cast at `path` (read whole first: a failed download leaves nothing)."""
-        data = await self.read(recording)
+    async def download(
+        self, recording: str | RecordingInfo, path: str | Path, terminal: str | None = None
+    ) -> Path:
+        """Saves the cast (of `terminal` alone, if given) at `path` (read whole first: a failed
+        download leaves nothing)."""
+        data = await self.read(recording, terminal)
         target = Path(path)
         partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
         try:

@@ -4,13 +4,18 @@ The workspace is hostile, so the relay records what the terminal shows, outside 
 (`tether.relay.recording`); the workspace never sees or holds a recording. A recording is:
 
 - a record (`recordings`): its session and owner, status (recording → stopped, or failed when
-  its storage failed), times, size, and how many relayed streams are writing to it;
+  its storage failed), times, size, the terminals (relayed streams) it recorded, and how many
+  of them are writing to it now;
 - its parts (`recording_parts`): each a blob of event lines in the recordings' own
   `ArtifactStore` (Cloud Storage in the cloud, out of the workspace's reach), named by digest,
   with its stream, order and time range in a small record: the part index that joins what
   several relay instances wrote, the relays keeping no state of their own;
 - while it records, `recording_on/<session id>`, pointing at it: one recording at a time per
   session (made by a create, atomic), and the one document a relay reads to know.
+
+Its cast plays one terminal at a time: the first one recorded, then each opened after the ones
+before it closed (a shell reopened). A terminal open beside another (two browser tabs) would
+interleave two screens in one player, so it plays alone: `cast(..., terminal=its id)`.
 
 Everything is kept TETHER_RECORDING_RETENTION after it started (`purge_at`: the sweeper, a
 Firestore TTL policy; the bucket's lifecycle rule for the blobs).
@@ -20,12 +25,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import logging
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
+
+from pydantic import BaseModel
 
 from tether.core import asciicast
 from tether.core.lifecycle import SessionState
@@ -45,8 +53,17 @@ MAX_PAGE = 100
 PARTS_PAGE = 500  # part records read at a time while a cast is assembled
 STOP_WAIT = 8.0  # seconds a stop waits for the relays to write what they hold
 DEFAULT_SIZE = (80, 24)
+MAX_TERMINALS = 100  # terminals one recording records (a record stays small)
 
 Status = Literal["recording", "stopped", "failed"]
+
+
+class Terminal(BaseModel):
+    """A terminal (relayed stream) a recording recorded, with its size as recording began."""
+
+    id: str
+    width: int
+    height: int
 
 
 class Recording(Record):
@@ -61,6 +78,7 @@ class Recording(Record):
     writers: int = 0  # relayed streams writing to it now
     width: int | None = None  # the terminal's, as the first stream recorded saw it
     height: int | None = None
+    terminals: list[Terminal] = []  # in the order they joined
     error: str | None = None  # why it failed
     purge_at: datetime
 
@@ -173,16 +191,27 @@ class Recordings:
         shown = [self._ended_with(session, r) for r in found[:limit]]
         return Page(shown, len(shown), token)
 
-    def cast(self, recording: Recording, title: str | None = None) -> Iterator[bytes]:
+    def cast(
+        self, recording: Recording, title: str | None = None, terminal: str | None = None
+    ) -> Iterator[bytes]:
         """The recording as an asciicast v2 file, a line at a time: its header, then the events
-        of every stream in time order. One part per stream is held at a time."""
+        of its terminals one at a time (see the module), or of `terminal` alone. NotFound, at
+        once, if it recorded no such terminal. One part per terminal is held at a time."""
         width, height = recording.width or DEFAULT_SIZE[0], recording.height or DEFAULT_SIZE[1]
-        yield asciicast.header(width, height, recording.started_at, title)
+        if terminal is not None:
+            found = next((t for t in recording.terminals if t.id == terminal), None)
+            if found is None:
+                raise NotFound(f"This recording has no terminal {terminal}")
+            width, height = found.width, found.height
+        head = asciicast.header(width, height, recording.started_at, title)
+        return itertools.chain([head], self._played(recording.id, terminal))
+
+    def _played(self, recording_id: str, terminal: str | None) -> Iterator[bytes]:
         streams: dict[str, list[Part]] = {}
-        for part in self._parts(recording.id):
-            streams.setdefault(part.stream, []).append(part)
-        ordered = sorted(streams.values(), key=lambda ps: (ps[0].start, ps[0].id))
-        yield from asciicast.merge(self._events(ps) for ps in ordered)
+        for part in self._parts(recording_id):
+            if terminal is None or part.stream == terminal:
+                streams.setdefault(part.stream, []).append(part)
+        yield from asciicast.merge(self._events(ps) for ps in _one_at_a_time(streams.values()))
 
     # -- what the relay calls (its threads; tether.relay.recording) ----------------------------
 
@@ -190,18 +219,25 @@ class Recordings:
         """The session's recording in progress, if any (one read)."""
         return self.on.find(session_id)
 
-    def join(self, recording_id: str, width: int, height: int) -> Recording | None:
-        """A stream begins writing to the recording (None: it records no more)."""
+    def join(
+        self, recording_id: str, width: int, height: int, stream: str | None = None
+    ) -> Recording | None:
+        """A stream begins writing to the recording (None: it records no more, or it has
+        recorded `MAX_TERMINALS` already)."""
 
         def joined(r: Recording) -> Recording | None:
-            if r.status != "recording":
+            if r.status != "recording" or len(r.terminals) >= MAX_TERMINALS:
                 return None
             r.writers += 1
             if r.width is None:
                 r.width, r.height = width, height
+            if stream is not None:
+                r.terminals.append(Terminal(id=stream, width=width, height=height))
             return r
 
         found = self.records.mutate(recording_id, joined)
+        if stream is not None and all(t.id != stream for t in found.terminals):
+            return None
         return found if found.status == "recording" else None
 
     def write(
@@ -313,3 +349,15 @@ class Recordings:
                 yield from asciicast.times(self.blobs.get(part.digest))
             except NotFound:  # expired from the bucket ahead of its record
                 log.warning("recording part %s: blob %s gone", part.id, part.digest)
+
+
+def _one_at_a_time(streams: Iterable[list[Part]]) -> list[list[Part]]:
+    """The streams that play in one cast, in the order they began: the first, then each that
+    began after all those before it ended (the parts of a stream are in no order)."""
+    played: list[list[Part]] = []
+    ended = float("-inf")
+    for parts in sorted(streams, key=lambda ps: (min(p.start for p in ps), ps[0].id)):
+        if min(p.start for p in parts) >= ended:
+            played.append(parts)
+            ended = max(p.end for p in parts)
+    return played

@@ -19,6 +19,13 @@ from tether.surfaces.onmemos import principal, router
 SESSION = "/v1/sessions/<session_id>/recordings"
 
 
+class Terminal(BaseModel):
+    id: str
+    width: int = Field(description="Its columns when it was first recorded")
+    height: int
+    url: str = Field(description="Its cast alone (`?terminal=`), relative to the API")
+
+
 class Recording(BaseModel):
     id: str
     session_id: str
@@ -32,12 +39,27 @@ class Recording(BaseModel):
     height: int | None
     error: str | None
     expires_at: datetime = Field(description="When it is deleted (TETHER_RECORDING_RETENTION)")
-    url: str = Field(description="Its cast (application/x-asciicast), relative to the API")
+    url: str = Field(
+        description="Its cast (application/x-asciicast), relative to the API: its terminals one "
+        "at a time, the first and each opened after those before it closed"
+    )
+    terminals: list[Terminal] = Field(
+        description="The terminals it recorded, in the order they opened; one open beside "
+        "another plays at its own `url` only"
+    )
 
 
 class Recordings(BaseModel):
     recordings: list[Recording]
     next_cursor: str | None = Field(description="`cursor` for the page after this; null at the end")
+
+
+class CastQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    terminal: str | None = Field(
+        None, max_length=64, description="One of its `terminals`: that terminal's cast alone"
+    )
 
 
 class ListQuery(BaseModel):
@@ -48,11 +70,13 @@ class ListQuery(BaseModel):
 
 
 def shown(r: Record) -> Recording:
+    url = f"/v1/sessions/{r.session_id}/recordings/{r.id}"
     return Recording(
         **r.model_dump(include={"id", "session_id", "status", "started_at", "stopped_at", "size",
                                 "width", "height", "error"}),
         expires_at=r.purge_at,
-        url=f"/v1/sessions/{r.session_id}/recordings/{r.id}",
+        url=url,
+        terminals=[Terminal(**t.model_dump(), url=f"{url}?terminal={t.id}") for t in r.terminals],
     )  # fmt: skip
 
 
@@ -84,15 +108,19 @@ def stop_recording(request: Request, session_id: str, recording_id: str) -> Resp
     return json_response(shown(stopped))
 
 
-@router.route(f"{SESSION}/<recording_id>", ["GET"], answers={200: None},
+@router.route(f"{SESSION}/<recording_id>", ["GET"], query=CastQuery, answers={200: None},
               media=asciicast.MEDIA_TYPE, errors=(404,))  # fmt: skip
-def download_recording(request: Request, session_id: str, recording_id: str) -> Response:
+def download_recording(
+    request: Request, session_id: str, recording_id: str, query: CastQuery
+) -> Response:
     """The recording as an asciicast v2 file (`asciinema play` it), streamed; one still
-    recording gives what is stored so far."""
+    recording gives what is stored so far. Its terminals play one at a time; `terminal`
+    gives one of them alone (404 if it recorded no such terminal)."""
     recordings = bootstrap.services().recordings
     found = recordings.get(principal(request), session_id, recording_id)
-    lines = recordings.cast(found, title=f"Tether session {found.session_id}")
-    name = f"{found.id}.cast"
+    title = f"Tether session {found.session_id}"
+    lines = recordings.cast(found, title=title, terminal=query.terminal)
+    name = f"{found.id}.{query.terminal}.cast" if query.terminal else f"{found.id}.cast"
     return Response(
         lines,
         mimetype=asciicast.MEDIA_TYPE,
