@@ -794,7 +794,7 @@ def _first_pid(info_fd: int, proc: subprocess.Popen[bytes]) -> int:
         with contextlib.suppress(ValueError):
             return int(json.loads(data)["child-pid"])
     proc.wait()
-    raise Unavailable(f"The workspace sandbox did not start: {_said(proc)}")
+    raise _SandboxFailed(f"The workspace sandbox did not start: {_said(proc)}")
 
 
 class _SandboxFailed(Unavailable):
